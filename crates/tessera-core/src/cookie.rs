@@ -1,0 +1,289 @@
+//! Signed session cookies: the value is `base64url(id) "." base64url(HMAC-SHA256)`.
+
+use crate::error::ConfigError;
+use crate::id::{SessionId, ID_LEN};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::hmac;
+use std::fmt;
+use std::time::Duration;
+
+const ID_B64: usize = 22; // base64url of 16 bytes, no padding
+const TAG_B64: usize = 43; // base64url of 32 bytes, no padding
+pub(crate) const VALUE_LEN: usize = ID_B64 + 1 + TAG_B64;
+
+/// An HMAC-SHA256 key that signs session cookies. At least 32 bytes.
+///
+/// ```
+/// use tessera_core::Key;
+/// let key = Key::from_hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f").unwrap();
+/// assert!(Key::from_bytes(b"too short").is_err());
+/// let fresh = Key::generate();
+/// # let _ = (key, fresh);
+/// ```
+#[derive(Clone)]
+pub struct Key(hmac::Key);
+
+impl Key {
+    /// A key from raw bytes (32 bytes or more).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.len() < 32 {
+            return Err(ConfigError::KeyTooShort(bytes.len()));
+        }
+        Ok(Key(hmac::Key::new(hmac::HMAC_SHA256, bytes)))
+    }
+
+    /// A key from hex text (64 hex digits or more), as in the `TESSERA_SECRET` variable.
+    pub fn from_hex(hex: &str) -> Result<Self, ConfigError> {
+        let hex = hex.trim();
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ConfigError::KeyNotHex);
+        }
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| ConfigError::KeyNotHex))
+            .collect::<Result<_, _>>()?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// A random 32-byte key. Cookies signed with it stop verifying when the process exits, so
+    /// use it only for tests and demos.
+    pub fn generate() -> Self {
+        Key(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            &crate::id::random_bytes::<32>(),
+        ))
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SameSite {
+    /// `SameSite=Strict`
+    Strict,
+    /// `SameSite=Lax` (the default)
+    Lax,
+    /// `SameSite=None` (requires `Secure`)
+    None,
+}
+
+/// Cookie attributes. Defaults: name `tessera`, `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`,
+/// no `Domain`, a browser-session cookie (no `Max-Age`), no `__Host-` prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) persistent: bool,
+    pub(crate) host_prefix: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            name: "tessera".into(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            path: "/".into(),
+            domain: None,
+            persistent: false,
+            host_prefix: false,
+        }
+    }
+}
+
+impl CookieConfig {
+    /// The full cookie name, with the `__Host-` prefix when enabled.
+    pub(crate) fn full_name(&self) -> String {
+        if self.host_prefix {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let ok_name = !self.name.is_empty()
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok_name {
+            return Err(ConfigError::Cookie("name must be non-empty [A-Za-z0-9._-]"));
+        }
+        if self.host_prefix && (!self.secure || self.path != "/" || self.domain.is_some()) {
+            return Err(ConfigError::Cookie(
+                "the __Host- prefix requires Secure, Path=/ and no Domain",
+            ));
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(ConfigError::Cookie("SameSite=None requires Secure"));
+        }
+        Ok(())
+    }
+
+    fn base(&self, value: String) -> cookie::Cookie<'static> {
+        let mut c = cookie::Cookie::new(self.full_name(), value);
+        c.set_http_only(self.http_only);
+        c.set_secure(self.secure);
+        c.set_path(self.path.clone());
+        c.set_same_site(match self.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        });
+        if let Some(d) = &self.domain {
+            c.set_domain(d.clone());
+        }
+        c
+    }
+
+    pub(crate) fn set_header(&self, value: String, max_age: Duration) -> String {
+        let mut c = self.base(value);
+        if self.persistent {
+            c.set_max_age(time::Duration::seconds(max_age.as_secs() as i64));
+        }
+        c.to_string()
+    }
+
+    pub(crate) fn removal_header(&self) -> String {
+        let mut c = self.base(String::new());
+        c.set_max_age(time::Duration::ZERO);
+        c.set_expires(time::OffsetDateTime::UNIX_EPOCH);
+        c.to_string()
+    }
+}
+
+/// Signs and verifies cookie values with a list of keys: the first signs, all verify.
+#[derive(Debug, Clone)]
+pub(crate) struct Signer {
+    keys: Vec<Key>,
+}
+
+/// What verifying a cookie value gave.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    pub(crate) id: SessionId,
+    /// Signed with an older key: re-issue under the current one.
+    pub(crate) stale_key: bool,
+}
+
+impl Signer {
+    pub(crate) fn new(current: Key, previous: Vec<Key>) -> Self {
+        let mut keys = vec![current];
+        keys.extend(previous);
+        Signer { keys }
+    }
+
+    fn message(cookie_name: &str, id: &SessionId) -> Vec<u8> {
+        // Bind the signature to the cookie name, so a value cannot be replayed under another.
+        let mut m = Vec::with_capacity(cookie_name.len() + 1 + ID_LEN);
+        m.extend_from_slice(cookie_name.as_bytes());
+        m.push(0);
+        m.extend_from_slice(id.as_bytes());
+        m
+    }
+
+    pub(crate) fn sign(&self, cookie_name: &str, id: &SessionId) -> String {
+        let tag = hmac::sign(&self.keys[0].0, &Self::message(cookie_name, id));
+        let mut out = String::with_capacity(VALUE_LEN);
+        URL_SAFE_NO_PAD.encode_string(id.as_bytes(), &mut out);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut out);
+        out
+    }
+
+    /// Checks shape, encoding and signature; any failure is `None` (treated as no cookie).
+    /// The tag comparison is constant-time (`ring::hmac::verify`).
+    pub(crate) fn verify(&self, cookie_name: &str, value: &str) -> Option<Verified> {
+        let b = value.as_bytes();
+        if b.len() != VALUE_LEN || b[ID_B64] != b'.' {
+            return None;
+        }
+        let mut id = [0u8; ID_LEN];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(&b[..ID_B64], &mut id)
+            .ok()?;
+        let mut tag = [0u8; 32];
+        let m = URL_SAFE_NO_PAD
+            .decode_slice(&b[ID_B64 + 1..], &mut tag)
+            .ok()?;
+        if n != ID_LEN || m != 32 {
+            return None;
+        }
+        let id = SessionId::from_bytes(id);
+        let msg = Self::message(cookie_name, &id);
+        self.keys
+            .iter()
+            .position(|k| hmac::verify(&k.0, &msg, &tag).is_ok())
+            .map(|i| Verified {
+                id,
+                stale_key: i > 0,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_rotate_and_reject() {
+        let (k1, k2) = (Key::generate(), Key::generate());
+        let old = Signer::new(k1.clone(), vec![]);
+        let new = Signer::new(k2.clone(), vec![k1]);
+        let id = SessionId::generate();
+        let v_old = old.sign("tessera", &id);
+        assert_eq!(v_old.len(), VALUE_LEN);
+        let got = new.verify("tessera", &v_old).unwrap();
+        assert_eq!(got.id, id);
+        assert!(got.stale_key);
+        let v_new = new.sign("tessera", &id);
+        assert!(!new.verify("tessera", &v_new).unwrap().stale_key);
+        // Bound to the cookie name.
+        assert!(new.verify("other", &v_new).is_none());
+        // Tampering anywhere, truncation, garbage.
+        for i in 0..v_new.len() {
+            let mut t = v_new.clone().into_bytes();
+            t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+            let t = String::from_utf8(t).unwrap();
+            assert!(new.verify("tessera", &t).is_none(), "tampered at {i}");
+        }
+        assert!(new.verify("tessera", &v_new[1..]).is_none());
+        assert!(new.verify("tessera", "").is_none());
+        assert!(new.verify("tessera", &"é".repeat(VALUE_LEN)).is_none());
+        // A key it does not know.
+        let stranger = Signer::new(Key::generate(), vec![]);
+        assert!(stranger.verify("tessera", &v_new).is_none());
+    }
+
+    #[test]
+    fn host_prefix_needs_secure_root_no_domain() {
+        let mut c = CookieConfig {
+            host_prefix: true,
+            ..Default::default()
+        };
+        assert!(c.validate().is_ok());
+        assert_eq!(c.full_name(), "__Host-tessera");
+        c.domain = Some("example.com".into());
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn key_parsing() {
+        assert_eq!(Key::from_hex("zz").unwrap_err(), ConfigError::KeyNotHex);
+        assert_eq!(Key::from_hex("00ff").unwrap_err(), ConfigError::KeyTooShort(2));
+        assert!(Key::from_hex(&"ab".repeat(32)).is_ok());
+    }
+}

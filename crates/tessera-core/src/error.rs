@@ -1,0 +1,114 @@
+//! The errors tessera-core returns.
+
+use std::sync::Arc;
+
+/// Everything that can go wrong with a session.
+///
+/// Store failures are split in two: [`Error::Unavailable`] (the server did not answer in
+/// time, the connection is down: retrying later may work, HTTP 503) and [`Error::Store`] (the
+/// server answered with an error, HTTP 500). [`Error::status_code`] gives the HTTP status the
+/// adapters use.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The session store could not be reached or did not answer within the command timeout.
+    #[error("session store unavailable")]
+    Unavailable(#[source] fred::error::Error),
+    /// The session store answered with an error.
+    #[error("session store error")]
+    Store(#[source] fred::error::Error),
+    /// A field name is reserved for tessera's own metadata (it starts with `__`) or is empty.
+    #[error("field name {0:?} is reserved or empty: user fields must not be empty or start with \"__\"")]
+    ReservedField(String),
+    /// A stored field does not decode as the requested type (for example a field written by
+    /// another application).
+    #[error("session field {field:?} does not decode as the requested type")]
+    Decode {
+        /// The field that failed to decode.
+        field: String,
+        /// Why it failed.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    /// A value could not be serialized.
+    #[error("session value does not serialize")]
+    Encode(#[source] Arc<serde_json::Error>),
+    /// `increment` was called on a field that holds something other than an integer.
+    #[error("session field {0:?} does not hold an integer")]
+    NotAnInteger(String),
+    /// The session was ended (logged out, revoked, expired) by another request while this one
+    /// ran; this request's changes were not saved, so the session is not brought back.
+    #[error("the session ended while the request ran; its changes were not saved")]
+    SessionEnded,
+}
+
+impl Error {
+    /// The HTTP status an adapter answers with when this error ends a request.
+    ///
+    /// ```
+    /// assert_eq!(tessera_core::Error::SessionEnded.status_code(), 409);
+    /// ```
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Error::Unavailable(_) => 503,
+            Error::SessionEnded => 409,
+            Error::ReservedField(_) | Error::NotAnInteger(_) => 400,
+            Error::Store(_) | Error::Decode { .. } | Error::Encode(_) => 500,
+        }
+    }
+
+    /// Whether this is a store failure (as opposed to a problem with a field or value).
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Store(_))
+    }
+
+    pub(crate) fn from_fred(e: fred::error::Error) -> Self {
+        use fred::error::ErrorKind as K;
+        match e.kind() {
+            K::Timeout | K::IO | K::Canceled | K::Backpressure | K::Cluster | K::Sentinel
+            | K::Routing => Error::Unavailable(e),
+            // Server replies that mean "not ready": a replica mid-failover, a loading dataset.
+            _ if is_transient_reply(e.details()) => Error::Unavailable(e),
+            _ => Error::Store(e),
+        }
+    }
+}
+
+fn is_transient_reply(details: &str) -> bool {
+    ["LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY"]
+        .iter()
+        .any(|p| details.starts_with(p))
+}
+
+impl From<fred::error::Error> for Error {
+    fn from(e: fred::error::Error) -> Self {
+        Error::from_fred(e)
+    }
+}
+
+/// A configuration that cannot work, reported by the builders' `build()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A signing key shorter than 32 bytes.
+    #[error("signing keys must be at least 32 bytes, got {0}")]
+    KeyTooShort(usize),
+    /// A key given as hex that is not hex.
+    #[error("signing key is not valid hex")]
+    KeyNotHex,
+    /// A timeout or interval that is zero, or a touch interval not shorter than the idle timeout.
+    #[error("invalid timeouts: {0}")]
+    Timeouts(&'static str),
+    /// A cookie name or attribute that is not allowed.
+    #[error("invalid cookie settings: {0}")]
+    Cookie(&'static str),
+    /// A namespace with characters that would make keys hard to read or unsafe in Redis Cluster.
+    #[error("invalid namespace: {0}")]
+    Namespace(&'static str),
+    /// The store URL or store settings were rejected.
+    #[error("invalid store configuration: {0}")]
+    Store(String),
+}
+
+/// Result alias for tessera-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

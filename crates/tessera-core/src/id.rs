@@ -1,0 +1,78 @@
+//! Session ids and the keys they map to in the store.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::fmt;
+
+/// Bytes of CSPRNG output in a session id (128 bits).
+pub(crate) const ID_LEN: usize = 16;
+
+/// A session id: 128 bits from the operating system's CSPRNG.
+///
+/// It only ever travels in the signed cookie. The store never sees it: keys are derived from
+/// it by a one-way hash ([`SessionId::storage_key`]), so a leaked dump, replica or `KEYS`
+/// listing hands out no live cookie. `Debug` prints only a short hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionId([u8; ID_LEN]);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn generate() -> Self {
+        let mut b = [0u8; ID_LEN];
+        SystemRandom::new()
+            .fill(&mut b)
+            .expect("the operating system's random number generator failed");
+        SessionId(b)
+    }
+
+    pub(crate) fn from_bytes(b: [u8; ID_LEN]) -> Self {
+        SessionId(b)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; ID_LEN] {
+        &self.0
+    }
+
+    /// The storage key suffix: base64url of the first 16 bytes of SHA-256(id).
+    pub fn storage_key(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
+        URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
+    }
+
+    /// A short, non-reversible tag for logs: the first 8 characters of the storage key, so an
+    /// operator can match a log line to a key with `redis-cli --scan --pattern 'session:<tag>*'`.
+    pub fn log_tag(&self) -> String {
+        self.storage_key()[..8].to_string()
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({}…)", self.log_tag())
+    }
+}
+
+/// A random value from the CSPRNG, base64url-encoded (used for signing keys in the demo).
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("the operating system's random number generator failed");
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_keys_are_stable() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.storage_key(), a.clone().storage_key());
+        assert_eq!(a.storage_key().len(), 22);
+        assert!(!format!("{a:?}").contains(&URL_SAFE_NO_PAD.encode(a.as_bytes())));
+    }
+}

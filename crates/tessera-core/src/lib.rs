@@ -1,0 +1,48 @@
+//! Server-side web sessions kept as Redis/Valkey hashes: the framework-neutral core.
+//!
+//! One session is one hash at `[namespace]session:<key>`, where `<key>` is a one-way hash of
+//! the random session id carried in a signed cookie. User fields are hash fields (a string is
+//! stored as its plain text); tessera's metadata lives in reserved fields starting with `__`.
+//! A request loads the hash lazily (one round trip that also slides the TTL when the touch
+//! interval has passed), and at the end writes only the fields that changed, in one round trip
+//! that never brings back a session deleted meanwhile.
+//!
+//! Adapters: `tessera-axum` (a tower layer) and `tessera-actix`.
+//!
+//! # Example
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+//! use tessera_core::{Key, SessionConfig, SessionManager, Store};
+//!
+//! let manager = SessionManager::new(
+//!     Store::memory(), // or Store::redis("redis://127.0.0.1:6379").await?
+//!     SessionConfig::builder(Key::generate()).build().unwrap(),
+//! );
+//! // Request 1: no cookie.
+//! let session = manager.start(None);
+//! session.insert("tenant", "acme").await?;
+//! assert_eq!(session.increment("visits", 1).await?, 1);
+//! let cookie = session.finish().await.set_cookie.unwrap();
+//! let pair = cookie.split(';').next().unwrap();
+//!
+//! // Request 2: the browser sends the cookie back.
+//! let session = manager.start([pair]);
+//! assert_eq!(session.get::<String>("tenant").await?.as_deref(), Some("acme"));
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod codec;
+mod config;
+mod cookie;
+mod error;
+mod id;
+mod session;
+mod store;
+
+pub use crate::config::{SessionConfig, SessionConfigBuilder};
+pub use crate::cookie::{Key, SameSite};
+pub use crate::error::{ConfigError, Error, Result};
+pub use crate::id::SessionId;
+pub use crate::session::{Outcome, Session, SessionManager};
+pub use crate::store::{RedisOptions, Store};

@@ -1,0 +1,180 @@
+//! Where sessions live: Redis/Valkey (standalone, Sentinel, Cluster) or process memory.
+//!
+//! Both backends implement the same few operations with the same semantics, so everything
+//! above them (the [`Session`](crate::Session) logic) is written once.
+
+use crate::error::Result;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+pub use self::redis::RedisOptions;
+
+/// Reserved hash fields (user fields may not start with `__`).
+pub(crate) mod fields {
+    /// Creation time, ms since the Unix epoch (server clock).
+    pub(crate) const CREATED: &str = "__c";
+    /// Last TTL refresh ("last seen"), ms since the Unix epoch.
+    pub(crate) const TOUCHED: &str = "__t";
+    /// The bound user id, when logged in.
+    pub(crate) const USER: &str = "__u";
+}
+
+/// The session store: a handle that is cheap to clone and shared by all requests.
+///
+/// ```
+/// # async fn demo() -> Result<(), tessera_core::Error> {
+/// use tessera_core::Store;
+/// let in_memory = Store::memory();
+/// let redis = Store::redis("redis://127.0.0.1:6379").await?;
+/// let cluster = Store::redis("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+}
+
+enum Backend {
+    Memory(memory::MemoryBackend),
+    Redis(redis::RedisBackend),
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.backend {
+            Backend::Memory(_) => f.write_str("Store(memory)"),
+            Backend::Redis(r) => write!(f, "Store(redis: {})", r.describe()),
+        }
+    }
+}
+
+/// Timeouts in milliseconds, as the backends take them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) idle_ms: u64,
+    pub(crate) touch_ms: u64,
+    /// 0 = no absolute lifetime.
+    pub(crate) absolute_ms: u64,
+}
+
+/// A loaded session hash (reserved fields included).
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) fields: HashMap<String, Vec<u8>>,
+    /// The load also refreshed the TTL (the last refresh was older than the touch interval).
+    pub(crate) touched: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A new key; fails if it exists. `created_ms` keeps the creation time across id rotation
+    /// (0 = now).
+    Create { created_ms: u64 },
+    /// An existing key; writes nothing if it is gone.
+    Update,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriteOp<'a> {
+    pub(crate) mode: Mode,
+    pub(crate) set: Vec<(&'a str, &'a str)>,
+    pub(crate) del: Vec<&'a str>,
+    pub(crate) incr: Option<(&'a str, i64)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteResult {
+    Written { incr: i64 },
+    /// Update of a key that no longer exists (or passed its absolute lifetime): nothing written.
+    Gone,
+    /// The increment's field does not hold an integer: nothing written.
+    NotAnInteger,
+    /// Create of a key that exists (an id collision): nothing written.
+    Exists,
+}
+
+impl Store {
+    /// A store in this process's memory, with the same semantics as Redis (TTL, dirty writes,
+    /// atomic increments). For tests, demos and single-instance apps: sessions are lost on
+    /// restart and not shared between instances.
+    pub fn memory() -> Store {
+        Store {
+            backend: Arc::new(Backend::Memory(memory::MemoryBackend::default())),
+        }
+    }
+
+    /// Connects to Redis or Valkey with default [`RedisOptions`] (500 ms command timeout).
+    ///
+    /// `url` is any URL fred accepts: `redis://host:port/db`, `rediss://…` (TLS via rustls),
+    /// `redis-sentinel://host:port/db?sentinelServiceName=mymaster`,
+    /// `redis-cluster://host:port?node=host2:port2`. Fails if the server cannot be reached now.
+    pub async fn redis(url: &str) -> Result<Store> {
+        Self::redis_with(url, RedisOptions::default()).await
+    }
+
+    /// Connects to Redis or Valkey with the given options.
+    pub async fn redis_with(url: &str, options: RedisOptions) -> Result<Store> {
+        let r = redis::RedisBackend::connect(url, options).await?;
+        Ok(Store {
+            backend: Arc::new(Backend::Redis(r)),
+        })
+    }
+
+    /// The underlying fred pool, for Redis stores (for operators' checks and tests).
+    pub fn redis_pool(&self) -> Option<&fred::clients::Pool> {
+        match &*self.backend {
+            Backend::Redis(r) => Some(r.pool()),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    pub(crate) async fn load(&self, key: &str, t: Timing) -> Result<Option<Loaded>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.load(key, t)),
+            Backend::Redis(r) => r.load(key, t).await,
+        }
+    }
+
+    pub(crate) async fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> Result<WriteResult> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.write(key, op, t)),
+            Backend::Redis(r) => r.write(key, op, t).await,
+        }
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        match &*self.backend {
+            Backend::Memory(m) => {
+                m.delete(key);
+                Ok(())
+            }
+            Backend::Redis(r) => r.delete(key).await,
+        }
+    }
+}
+
+/// Remaining lifetime of a session: the idle timeout, capped by its absolute deadline.
+/// `None` when the absolute deadline has passed. Mirrors the Lua scripts.
+pub(crate) fn ttl_ms(now: u64, created: u64, t: Timing) -> Option<u64> {
+    if t.absolute_ms == 0 {
+        return Some(t.idle_ms);
+    }
+    let deadline = created.saturating_add(t.absolute_ms);
+    if now >= deadline {
+        None
+    } else {
+        Some(t.idle_ms.min(deadline - now))
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}

@@ -1,0 +1,220 @@
+//! The Redis / Valkey backend on fred: one pool, single-key Lua scripts, bounded timeouts.
+
+use super::{Loaded, Mode, Timing, WriteOp, WriteResult};
+use crate::error::{Error, Result};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+static LOAD: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("load.lua")));
+static WRITE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("write.lua")));
+
+/// Connection settings for a Redis / Valkey store.
+///
+/// Every command is bounded by `command_timeout`: when the server is down, paused or slow,
+/// a request fails fast (HTTP 503) instead of hanging, and the pool reconnects by itself
+/// (forever, with backoff up to 2 s) so service resumes when the server returns.
+///
+/// ```
+/// use std::time::Duration;
+/// use tessera_core::RedisOptions;
+/// let opts = RedisOptions::default()
+///     .command_timeout(Duration::from_millis(300))
+///     .pool_size(8);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisOptions {
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    pool_size: usize,
+}
+
+impl RedisOptions {
+    /// Upper bound for any one command, scripts included (default 500 ms).
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = d;
+        self
+    }
+    /// Upper bound for opening a connection (default 2 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// Connections in the pool (default 4).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n;
+        self
+    }
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            command_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            pool_size: 4,
+        }
+    }
+}
+
+pub(crate) struct RedisBackend {
+    pool: Pool,
+    url_redacted: String,
+}
+
+fn redact(url: &str) -> String {
+    // Drop credentials: scheme://user:pass@host -> scheme://***@host
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***{}", &url[..s], &url[a..]),
+        _ => url.to_string(),
+    }
+}
+
+impl RedisBackend {
+    pub(crate) async fn connect(url: &str, o: RedisOptions) -> Result<Self> {
+        let config = Config::from_url(url).map_err(Error::Store)?;
+        // fred is built with rustls here; still, never fall back to plaintext silently.
+        if url.starts_with("rediss://") && config.tls.is_none() {
+            return Err(Error::Store(fred::error::Error::new(
+                fred::error::ErrorKind::Tls,
+                "rediss:// given but the client has no TLS configuration",
+            )));
+        }
+        let pool = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = o.connect_timeout;
+                c.internal_command_timeout = o.command_timeout.max(Duration::from_secs(1));
+                // Replaying an in-flight command after a reconnect could apply HINCRBY twice.
+                c.max_command_attempts = 1;
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..Default::default()
+                };
+            })
+            .with_performance_config(|p| p.default_command_timeout = o.command_timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build_pool(o.pool_size.max(1))
+            .map_err(Error::Store)?;
+        tokio::time::timeout(o.connect_timeout + o.command_timeout, pool.init())
+            .await
+            .map_err(|_| {
+                Error::Unavailable(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    "timed out connecting to the session store",
+                ))
+            })?
+            .map_err(Error::from_fred)?;
+        Ok(RedisBackend {
+            pool,
+            url_redacted: redact(url),
+        })
+    }
+
+    pub(crate) fn describe(&self) -> &str {
+        &self.url_redacted
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) async fn load(&self, key: &str, t: Timing) -> Result<Option<Loaded>> {
+        let args: Vec<Value> = vec![
+            (t.idle_ms as i64).into(),
+            (t.touch_ms as i64).into(),
+            (t.absolute_ms as i64).into(),
+        ];
+        let reply: Value = LOAD
+            .evalsha_with_reload(self.pool.next(), key, args)
+            .await
+            .map_err(Error::from_fred)?;
+        parse_load(reply)
+    }
+
+    pub(crate) async fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> Result<WriteResult> {
+        let (mode, created) = match op.mode {
+            Mode::Create { created_ms } => ("c", created_ms),
+            Mode::Update => ("u", 0),
+        };
+        let (incr_field, incr_by) = op.incr.unwrap_or(("", 0));
+        let mut args: Vec<Value> = Vec::with_capacity(8 + op.set.len() * 2 + op.del.len());
+        args.push(mode.into());
+        args.push((t.idle_ms as i64).into());
+        args.push((t.absolute_ms as i64).into());
+        args.push((created as i64).into());
+        args.push((op.set.len() as i64).into());
+        args.push((op.del.len() as i64).into());
+        args.push(incr_field.into());
+        args.push(incr_by.into());
+        for (f, v) in &op.set {
+            args.push((*f).into());
+            args.push((*v).into());
+        }
+        for f in &op.del {
+            args.push((*f).into());
+        }
+        let reply: Vec<i64> = WRITE
+            .evalsha_with_reload(self.pool.next(), key, args)
+            .await
+            .map_err(Error::from_fred)?;
+        Ok(match reply.as_slice() {
+            [1, n] => WriteResult::Written { incr: *n },
+            [1] => WriteResult::Written { incr: 0 },
+            [0] => WriteResult::Gone,
+            [-1] => WriteResult::Exists,
+            [-2] => WriteResult::NotAnInteger,
+            other => return Err(unexpected(format!("write script replied {other:?}"))),
+        })
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        let _: i64 = self.pool.del(key).await.map_err(Error::from_fred)?;
+        Ok(())
+    }
+}
+
+fn unexpected(msg: String) -> Error {
+    Error::Store(fred::error::Error::new(fred::error::ErrorKind::Protocol, msg))
+}
+
+fn parse_load(reply: Value) -> Result<Option<Loaded>> {
+    let Value::Array(mut parts) = reply else {
+        return Err(unexpected("load script replied with a non-array".into()));
+    };
+    let status = parts.first().and_then(|v| v.as_i64()).unwrap_or(-1);
+    if status == 0 {
+        return Ok(None);
+    }
+    if parts.len() != 2 || !(status == 1 || status == 2) {
+        return Err(unexpected(format!("load script replied {parts:?}")));
+    }
+    let Value::Array(flat) = parts.pop().expect("len checked") else {
+        return Err(unexpected("load script replied without a hash".into()));
+    };
+    let mut fields = HashMap::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        let k = k
+            .into_string()
+            .ok_or_else(|| unexpected("non-text field name".into()))?;
+        let v = match v {
+            Value::Bytes(b) => b.to_vec(),
+            Value::String(s) => s.as_bytes().to_vec(),
+            Value::Integer(i) => i.to_string().into_bytes(),
+            other => other
+                .into_string()
+                .map(String::into_bytes)
+                .unwrap_or_default(),
+        };
+        fields.insert(k, v);
+    }
+    Ok(Some(Loaded {
+        fields,
+        touched: status == 1,
+    }))
+}
+

@@ -1,0 +1,51 @@
+-- tessera write: changed fields only, never bringing back a session that is gone. Single key.
+-- KEYS[1] session key
+-- ARGV: mode ('c' create | 'u' update), idle_ms, absolute_ms, created_ms (create: 0 = now),
+--       nset, ndel, incr_field ('' = none), incr_by, then nset field/value pairs, then ndel fields
+-- Returns {1, incr_result} written, {0} gone, {-1} exists (create), {-2} not an integer.
+local key = KEYS[1]
+local mode = ARGV[1]
+local idle, abs = tonumber(ARGV[2]), tonumber(ARGV[3])
+local nset, ndel = tonumber(ARGV[5]), tonumber(ARGV[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local created
+if mode == 'c' then
+  if redis.call('EXISTS', key) == 1 then return {-1} end
+  created = tonumber(ARGV[4])
+  if created == 0 then created = now end
+else
+  created = redis.call('HGET', key, '__c')
+  if not created then return {0} end
+  created = tonumber(created)
+end
+local ttl = idle
+if abs > 0 then
+  local left = created + abs - now
+  if left <= 0 then
+    redis.call('DEL', key)
+    return {0}
+  end
+  if left < ttl then ttl = left end
+end
+local incr = 0
+if ARGV[7] ~= '' then
+  local r = redis.pcall('HINCRBY', key, ARGV[7], ARGV[8])
+  if type(r) == 'table' and r.err then return {-2} end
+  incr = r
+end
+local args = {'__t', now}
+if mode == 'c' then
+  args[3] = '__c'
+  args[4] = created
+end
+for i = 0, nset - 1 do
+  args[#args + 1] = ARGV[9 + 2 * i]
+  args[#args + 1] = ARGV[10 + 2 * i]
+end
+redis.call('HSET', key, unpack(args))
+if ndel > 0 then
+  redis.call('HDEL', key, unpack(ARGV, 9 + 2 * nset, 8 + 2 * nset + ndel))
+end
+redis.call('PEXPIRE', key, ttl)
+return {1, incr}
