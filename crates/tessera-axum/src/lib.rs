@@ -1,1 +1,35 @@
-//! x
+//! axum / tower adapter for tessera: server-side sessions kept as Redis or Valkey hashes.
+//!
+//! Add [`SessionLayer`] to a router and take [`Session`] in handlers. The layer reads the
+//! signed cookie (no store command for a missing or bad one), lets the handler load the
+//! session lazily, and after the handler writes only the changed fields and sets the cookie.
+//! Store failures become `503 Service Unavailable` (or `500`), never a hang or a silent
+//! success; a write to a session ended meanwhile becomes `409 Conflict`.
+//!
+//! # Example
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tessera_axum::{Session, SessionLayer, SessionError};
+//! use tessera_core::{Key, SessionConfig, Store};
+//!
+//! async fn visits(session: Session) -> Result<String, SessionError> {
+//!     let n = session.increment("visits", 1).await?;
+//!     Ok(format!("visit number {n}"))
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::redis("redis://127.0.0.1:6379").await?;
+//! let config = SessionConfig::builder(Key::from_hex(&std::env::var("TESSERA_SECRET")?)?).build()?;
+//! let app = Router::new().route("/", get(visits)).layer(SessionLayer::new(store, config));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod extract;
+mod layer;
+
+pub use extract::{Session, SessionError, SessionMissing};
+pub use layer::{ResponseFuture, SessionLayer, SessionService};
+pub use tessera_core;

@@ -1,1 +1,37 @@
-fn main(){}
+//! `cargo run -p axum-demo`: serves the demo on `PORT` (default 3000).
+
+use tessera_core::SessionManager;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    if let Err(e) = run().await {
+        eprintln!("axum-demo: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let config = axum_demo::config_from_env()?;
+    let store = axum_demo::store_from_env().await?;
+    tracing::info!(?store, "session store ready");
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .map(|p| p.parse().map_err(|_| "PORT must be a port number".to_string()))
+        .transpose()?
+        .unwrap_or(3000);
+    let app = axum_demo::app(SessionManager::new(store, config));
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+    tracing::info!("axum-demo listening on http://0.0.0.0:{port}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}

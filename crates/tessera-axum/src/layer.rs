@@ -1,0 +1,130 @@
+//! The tower layer and service.
+
+use axum::body::Body;
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tessera_core::{SessionConfig, SessionManager, Store};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Adds sessions to every route below it.
+///
+/// ```
+/// use tessera_axum::SessionLayer;
+/// use tessera_core::{Key, SessionConfig, Store};
+/// let layer = SessionLayer::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
+/// let app: axum::Router = axum::Router::new().layer(layer);
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionLayer {
+    manager: SessionManager,
+}
+
+impl SessionLayer {
+    /// A layer over `store` with `config`.
+    pub fn new(store: Store, config: SessionConfig) -> Self {
+        SessionLayer {
+            manager: SessionManager::new(store, config),
+        }
+    }
+
+    /// A layer sharing an existing manager (for example with endpoint helpers or another app).
+    pub fn from_manager(manager: SessionManager) -> Self {
+        SessionLayer { manager }
+    }
+
+    /// The manager behind this layer.
+    pub fn manager(&self) -> &SessionManager {
+        &self.manager
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            manager: self.manager.clone(),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around the routes.
+#[derive(Debug, Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    manager: SessionManager,
+}
+
+/// The future [`SessionService`] returns.
+pub struct ResponseFuture<E> {
+    inner: Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send + 'static>>,
+}
+
+impl<E> std::fmt::Debug for ResponseFuture<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseFuture { .. }")
+    }
+}
+
+impl<E> Future for ResponseFuture<E> {
+    type Output = Result<Response<Body>, E>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let session = self.manager.start(
+            req.headers()
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
+        req.extensions_mut().insert(session.clone());
+        // Use the service that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let mut res = inner.call(req).await?;
+                let outcome = session.finish().await;
+                if let Some(err) = outcome.error {
+                    let status = StatusCode::from_u16(err.status_code())
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    tracing::warn!(status = status.as_u16(), error = %err, "session: replacing the handler's response");
+                    res = crate::extract::error_response(status, &err);
+                }
+                if let Some(cookie) = outcome.set_cookie {
+                    match HeaderValue::from_str(&cookie) {
+                        Ok(v) => {
+                            res.headers_mut().append(SET_COOKIE, v);
+                        }
+                        Err(_) => tracing::error!("session: cookie header is not a valid header value"),
+                    }
+                }
+                Ok(res)
+            }),
+        }
+    }
+}
