@@ -1,0 +1,154 @@
+//! The app under test on a real socket, and a browser that keeps cookies.
+
+use axum::Router;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser::new(self.addr)
+    }
+}
+
+/// Serves `router` on 127.0.0.1 on a free port.
+pub async fn spawn_app(router: Router) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    TestApp { addr, task }
+}
+
+/// What a request returned.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub set_cookies: Vec<String>,
+    pub body: String,
+    pub elapsed: Duration,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// A client with a cookie jar (name -> value), honouring `Max-Age=0` removal. Clones share
+/// the jar, like tabs of one browser.
+#[derive(Clone)]
+pub struct Browser {
+    base: String,
+    client: reqwest::Client,
+    pub jar: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Browser {
+    pub fn new(addr: SocketAddr) -> Self {
+        Browser {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+            jar: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// The same app and cookies, but an independent jar from now on.
+    pub fn fork(&self) -> Browser {
+        let jar = self.jar.lock().unwrap().clone();
+        Browser {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            jar: Arc::new(Mutex::new(jar)),
+        }
+    }
+
+    /// The same cookies against another app (another instance behind a load balancer).
+    pub fn pointed_at(&self, app: &TestApp) -> Browser {
+        let mut b = self.fork();
+        b.base = format!("http://{}", app.addr);
+        b
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.jar.lock().unwrap().get(name).cloned()
+    }
+
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.jar.lock().unwrap().insert(name.into(), value.into());
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Option<serde_json::Value>) -> Resp {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> Resp {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        let cookie_header = {
+            let jar = self.jar.lock().unwrap();
+            jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        };
+        if !cookie_header.is_empty() {
+            req = req.header("cookie", cookie_header);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let start = std::time::Instant::now();
+        let res = req.send().await.expect("request failed");
+        let status = res.status().as_u16();
+        let set_cookies: Vec<String> = res
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let body = res.text().await.unwrap_or_default();
+        let elapsed = start.elapsed();
+        {
+            let mut jar = self.jar.lock().unwrap();
+            for sc in &set_cookies {
+                let first = sc.split(';').next().unwrap();
+                let (name, value) = first.split_once('=').unwrap();
+                let removed = sc.to_ascii_lowercase().contains("max-age=0");
+                if removed {
+                    jar.remove(name);
+                } else {
+                    jar.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+        Resp { status, set_cookies, body, elapsed }
+    }
+}

@@ -1,0 +1,96 @@
+//! A tiny synchronous RESP client for inspecting servers from tests (independent of fred, so
+//! the code under test is not also the measuring instrument).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Reply::Status(s) => Some(s.clone()),
+            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Reply::Int(i) => Some(i.to_string()),
+            _ => None,
+        }
+    }
+    pub fn int(&self) -> i64 {
+        match self {
+            Reply::Int(i) => *i,
+            other => panic!("expected an integer reply, got {other:?}"),
+        }
+    }
+    pub fn array(&self) -> Vec<Reply> {
+        match self {
+            Reply::Array(Some(v)) => v.clone(),
+            other => panic!("expected an array reply, got {other:?}"),
+        }
+    }
+}
+
+pub fn command(port: u16, args: &[&str]) -> std::io::Result<Reply> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_nodelay(true)?;
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&out)?;
+    let mut r = BufReader::new(s);
+    read_reply(&mut r)
+}
+
+fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    Ok(line.trim_end_matches("\r\n").to_string())
+}
+
+fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
+    let line = read_line(r)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad RESP");
+    let (t, rest) = line.split_at(1);
+    Ok(match t {
+        "+" => Reply::Status(rest.into()),
+        "-" => Reply::Error(rest.into()),
+        ":" => Reply::Int(rest.parse().map_err(|_| bad())?),
+        "$" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                Reply::Bulk(None)
+            } else {
+                let mut b = vec![0u8; n as usize + 2];
+                r.read_exact(&mut b)?;
+                b.truncate(n as usize);
+                Reply::Bulk(Some(b))
+            }
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                Reply::Array(None)
+            } else {
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(read_reply(r)?);
+                }
+                Reply::Array(Some(v))
+            }
+        }
+        _ => return Err(bad()),
+    })
+}
