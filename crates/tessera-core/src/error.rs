@@ -67,17 +67,21 @@ impl Error {
         match e.kind() {
             K::Timeout | K::IO | K::Canceled | K::Backpressure | K::Cluster | K::Sentinel
             | K::Routing => Error::Unavailable(e),
-            // Server replies that mean "not ready": a replica mid-failover, a loading dataset.
             _ if is_transient_reply(e.details()) => Error::Unavailable(e),
             _ => Error::Store(e),
         }
     }
 }
 
+/// Server replies that mean "not now" (a replica mid-failover, a dataset loading), and
+/// fred's own reports of a connection that is going away.
 fn is_transient_reply(details: &str) -> bool {
-    ["LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY"]
-        .iter()
-        .any(|p| details.starts_with(p))
+    [
+        "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY",
+        "Failed to route", "Connection closed", "Connection reset",
+    ]
+    .iter()
+    .any(|p| details.starts_with(p))
 }
 
 impl From<fred::error::Error> for Error {

@@ -108,6 +108,11 @@ impl RedisBackend {
                 ))
             })?
             .map_err(Error::from_fred)?;
+        // Load the scripts now (on every primary in a cluster), so the first request does not
+        // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
+        for script in [&*LOAD, &*WRITE] {
+            script.load(pool.next()).await.map_err(Error::from_fred)?;
+        }
         Ok(RedisBackend {
             pool,
             url_redacted: redact(url),

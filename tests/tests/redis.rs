@@ -1,0 +1,282 @@
+//! What only a real server can show: the key layout, the exact commands per request, and
+//! failures (server down, paused, restarted). Run against Redis 7, Redis 8.2 and Valkey 8.1.
+
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera_core::{RedisOptions, SessionManager, Store};
+use tessera_tests::fixture::config;
+use tessera_tests::{Backend, Fx, Server, ServerKind};
+
+macro_rules! redis_suite {
+    ($($case:ident),* $(,)?) => {
+        mod redis7 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::ServerKind::Redis7).await } )* }
+        mod redis8 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::ServerKind::Redis8).await } )* }
+        mod valkey { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::ServerKind::Valkey).await } )* }
+    };
+}
+
+redis_suite!(
+    storage_layout_is_readable_with_redis_cli,
+    typed_values_round_trip_exactly_through_the_server,
+    commands_per_request,
+    server_down_is_a_fast_503_and_recovers,
+    paused_server_is_a_503_within_the_command_timeout,
+    failed_save_is_not_reported_as_success,
+    corrupt_data_from_another_app_is_a_typed_error,
+    logs_carry_a_short_hash_never_the_id,
+);
+
+fn stats(pairs: &[(&str, u64)]) -> std::collections::BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn storage_layout_is_readable_with_redis_cli(kind: ServerKind) {
+        let fx = Fx::with(Backend::Redis(kind), |c| c.namespace("shop:")).await;
+        let br = fx.browser();
+        br.post("/login", Some(json!({"user_id": "42", "tenant": "acme", "n": 3, "tags": ["a"]}))).await;
+        let s = fx.server();
+        let keys = s.keys("*");
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let key = &keys[0];
+        let cookie = br.cookie("tessera").unwrap();
+        assert!(key.starts_with("shop:session:"), "{key}");
+        assert!(!key.contains(&cookie[..22]), "the key is a one-way hash, not the cookie id");
+        assert_eq!(key.len(), "shop:session:".len() + 22);
+        assert_eq!(s.text(&["HGET", key, "tenant"]).as_deref(), Some("acme"), "plain text");
+        assert_eq!(s.text(&["HGET", key, "n"]).as_deref(), Some("3"));
+        assert_eq!(s.text(&["HGET", key, "tags"]).as_deref(), Some(r#"["a"]"#));
+        // A string that would read as JSON (a number here) is stored quoted, so it comes back
+        // as a string, exactly; internal metadata is plain.
+        assert_eq!(s.text(&["HGET", key, "user_id"]).as_deref(), Some("\"42\""));
+        assert_eq!(s.text(&["HGET", key, "__u"]).as_deref(), Some("42"));
+        let created: u64 = s.text(&["HGET", key, "__c"]).unwrap().parse().unwrap();
+        let touched: u64 = s.text(&["HGET", key, "__t"]).unwrap().parse().unwrap();
+        assert!(touched >= created && created > 1_700_000_000_000);
+        let ttl = s.cmd(&["PTTL", key]).int();
+        assert!(ttl > 29 * 60 * 1000 && ttl <= 30 * 60 * 1000, "idle TTL 30 min by default: {ttl}");
+        assert_eq!(s.text(&["TYPE", key]).as_deref(), Some("hash"));
+    }
+
+    pub async fn typed_values_round_trip_exactly_through_the_server(kind: ServerKind) {
+        let server = Server::start(kind);
+        let store = Store::redis(&server.url()).await.unwrap();
+        let manager = SessionManager::new(store, config(|c| c));
+        let mut values = vec![
+            json!("acme"), json!(""), json!("42"), json!("\"quoted\""), json!("null"), json!(" true "),
+            json!("ünïcödé ✓ 🚀"), json!("line\nbreak\ttab"), json!(0), json!(-1), json!(i64::MIN),
+            json!(u64::MAX), json!(0.1), json!(1e300), json!(-2.5e-308), json!(true), json!(null),
+            json!([]), json!({}), json!({"nested": {"deep": [1, "two", null, {"x": false}]}}),
+        ];
+        // Pseudo-random strings over a nasty alphabet (seeded, so failures reproduce).
+        let alphabet: Vec<char> = "a\"\\{}[]:, 0123456789.eE+-ntrufl\u{0}\u{7f}é😀".chars().collect();
+        let mut seed: u64 = 0x9E3779B97F4A7C15;
+        for _ in 0..300 {
+            let len = (seed % 12) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            values.push(json!(s));
+        }
+        let first = manager.start(None);
+        for (i, v) in values.iter().enumerate() {
+            first.insert(&format!("f{i}"), v).await.unwrap();
+        }
+        first.insert("float", &0.1f64).await.unwrap();
+        first.insert("tuple", &(1u8, "x".to_string(), Some(2.5f32))).await.unwrap();
+        let out = first.finish().await;
+        assert!(out.error.is_none());
+        let sc = out.set_cookie.unwrap();
+        let pair = sc.split(';').next().unwrap();
+        let second = manager.start([pair]);
+        for (i, v) in values.iter().enumerate() {
+            let back: serde_json::Value = second.get(&format!("f{i}")).await.unwrap().unwrap();
+            assert_eq!(&back, v, "field f{i}");
+        }
+        assert_eq!(second.get::<f64>("float").await.unwrap(), Some(0.1));
+        assert_eq!(second.get::<(u8, String, Option<f32>)>("tuple").await.unwrap(), Some((1, "x".into(), Some(2.5))));
+    }
+
+    pub async fn commands_per_request(kind: ServerKind) {
+        let fx = Fx::with(Backend::Redis(kind), |c| c.touch_interval(Duration::from_secs(1))).await;
+        let s = fx.server();
+        let br = fx.browser();
+        br.post("/login", Some(json!({"user_id": "1", "tenant": "acme"}))).await;
+
+        s.reset_stats();
+        assert_eq!(br.get("/noop").await.status, 200);
+        assert_eq!(s.command_stats(), stats(&[]), "a route that never touches the session sends nothing");
+
+        s.reset_stats();
+        assert_eq!(br.get("/me").await.status, 200);
+        assert_eq!(
+            s.command_stats(),
+            stats(&[("evalsha", 1), ("hgetall", 1), ("time", 1)]),
+            "read inside the touch interval: one command sent (EVALSHA), no TTL refresh"
+        );
+
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        s.reset_stats();
+        let r = br.get("/me").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            s.command_stats(),
+            stats(&[("evalsha", 1), ("hgetall", 1), ("time", 1), ("hset", 1), ("pexpire", 1)]),
+            "read past the touch interval: still one command, one round trip, and the TTL slides"
+        );
+        assert!(r.set_cookies.is_empty(), "browser-session cookie: nothing to re-send");
+
+        s.reset_stats();
+        let r = br.put("/session", json!({"a": 1, "b": 2})).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            s.command_stats(),
+            stats(&[("evalsha", 2), ("hgetall", 1), ("time", 2), ("hget", 1), ("hset", 1), ("pexpire", 1)]),
+            "write of two fields: load + one write round trip (one HSET, no HDEL)"
+        );
+
+        s.reset_stats();
+        br.put("/session", json!({"a": null})).await;
+        let st = s.command_stats();
+        assert_eq!(st.get("hdel"), Some(&1), "removed fields are HDELed: {st:?}");
+    }
+
+    pub async fn server_down_is_a_fast_503_and_recovers(kind: ServerKind) {
+        let mut fx = Fx::new(Backend::Redis(kind)).await;
+        let br = fx.browser();
+        br.post("/login", Some(json!({"user_id": "1"}))).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await; // appendfsync everysec
+        fx.server_mut().kill();
+        let r = br.get("/me").await;
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(r.elapsed < Duration::from_millis(1500), "fast, not a hang: {:?}", r.elapsed);
+        let r = br.post("/counter", None).await;
+        assert_eq!(r.status, 503);
+        assert_eq!(br.get("/noop").await.status, 200, "routes that do not use the session still serve");
+        fx.server_mut().restart(); // same port, same AOF
+        let start = Instant::now();
+        loop {
+            let r = br.get("/me").await;
+            if r.status == 200 {
+                assert_eq!(r.json()["user_id"], "1", "the session survived the restart (AOF)");
+                break;
+            }
+            assert_eq!(r.status, 503, "only 503 while reconnecting: {r:?}");
+            assert!(start.elapsed() < Duration::from_secs(10), "no automatic recovery");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn paused_server_is_a_503_within_the_command_timeout(kind: ServerKind) {
+        let server = Server::start(kind);
+        let store = Store::redis_with(&server.url(), RedisOptions::default().command_timeout(Duration::from_millis(300))).await.unwrap();
+        let fx = Fx::on(Some(server), store, config(|c| c)).await;
+        let br = fx.browser();
+        br.post("/login", Some(json!({"user_id": "p"}))).await;
+        fx.server().pause();
+        let r = br.get("/me").await;
+        fx.server().resume();
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(r.elapsed < Duration::from_millis(1000), "answered within the 300 ms timeout (+slack): {:?}", r.elapsed);
+        let start = Instant::now();
+        while br.get("/me").await.status != 200 {
+            assert!(start.elapsed() < Duration::from_secs(10), "no recovery after SIGCONT");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn failed_save_is_not_reported_as_success(kind: ServerKind) {
+        let fx = Fx::new(Backend::Redis(kind)).await;
+        let br = fx.browser();
+        br.post("/login", Some(json!({"user_id": "s"}))).await;
+        // /slow-write loads, waits 400 ms, then writes: pause the server in between.
+        let b2 = br.clone();
+        let req = tokio::spawn(async move { b2.post("/slow-write", None).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        fx.server().pause();
+        let r = req.await.unwrap();
+        fx.server().resume();
+        assert_eq!(r.status, 503, "the handler said 200 but the save failed: {r:?}");
+        // A timed-out write has an unknown outcome (the paused server may still run it after
+        // SIGCONT); what is guaranteed is that the client was not told it succeeded, and that
+        // the session is intact afterwards.
+        let start = Instant::now();
+        loop {
+            let me = br.get("/me").await;
+            if me.status == 200 {
+                assert_eq!(me.json()["user_id"], "s");
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn corrupt_data_from_another_app_is_a_typed_error(kind: ServerKind) {
+        let fx = Fx::new(Backend::Redis(kind)).await;
+        let br = fx.browser();
+        br.post("/login", Some(json!({"user_id": "c"}))).await;
+        let key = fx.only_session_key();
+        fx.server().cmd(&["HSET", &key, "count", "{not json", "n", "7"]);
+        assert_eq!(br.get("/typed/n").await.json(), json!(7));
+        let r = br.get("/typed/count").await;
+        assert_eq!(r.status, 500, "{r:?}");
+        assert_eq!(br.get("/me").await.json()["count"], "{not json", "readable as text");
+        let r = br.post("/counter", None).await;
+        assert_eq!(r.status, 200);
+        fx.server().cmd(&["HSET", &key, "counter", "x"]);
+        let r = br.post("/counter", None).await;
+        assert_eq!(r.status, 400, "HINCRBY on a non-integer is a typed error: {r:?}");
+        assert_eq!(br.get("/typed/n").await.status, 200, "still serving");
+    }
+
+    pub async fn logs_carry_a_short_hash_never_the_id(kind: ServerKind) {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let server = Server::start(kind);
+        let store = Store::redis(&server.url()).await.unwrap();
+        let manager = SessionManager::new(store, config(|c| c));
+        let s = manager.start(None);
+        s.insert("a", &1).await.unwrap();
+        let sc = s.finish().await.set_cookie.unwrap();
+        let pair = sc.split(';').next().unwrap().to_string();
+        let s2 = manager.start([pair.as_str()]);
+        s2.get::<i64>("a").await.unwrap();
+        s2.insert("b", &2).await.unwrap();
+        assert!(s2.finish().await.error.is_none());
+        let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let id_part = &pair["tessera=".len().."tessera=".len() + 22];
+        assert!(!logs.contains(id_part), "the session id leaked into the logs:\n{logs}");
+        let key = server.keys("session:*").pop().unwrap();
+        let tag = &key["session:".len().."session:".len() + 8];
+        assert!(logs.contains("tessera.load") && logs.contains("tessera.save"), "{logs}");
+        assert!(logs.contains(&format!("sid={tag}")), "spans carry the short hash {tag}:\n{logs}");
+        assert!(logs.contains("commands=1"), "{logs}");
+    }
+}
