@@ -66,7 +66,10 @@ impl Fx {
         Self::with(backend, |b| b).await
     }
 
-    pub async fn with(backend: Backend, f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder) -> Fx {
+    pub async fn with(
+        backend: Backend,
+        f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder,
+    ) -> Fx {
         crate::init_tracing();
         let (server, store) = match backend {
             Backend::Memory => (None, Store::memory()),
@@ -84,7 +87,12 @@ impl Fx {
     pub async fn on(server: Option<Server>, store: Store, config: SessionConfig) -> Fx {
         let manager = SessionManager::new(store.clone(), config);
         let app = spawn_app(router(manager.clone())).await;
-        Fx { server, store, manager, app }
+        Fx {
+            server,
+            store,
+            manager,
+            app,
+        }
     }
 
     /// A second app instance on the same store with another config (a deploy, a key rotation).

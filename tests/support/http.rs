@@ -113,11 +113,21 @@ impl Browser {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Resp {
-        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         let cookie_header = {
             let jar = self.jar.lock().unwrap();
-            jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+            jar.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         if !cookie_header.is_empty() {
             req = req.header("cookie", cookie_header);
@@ -149,6 +159,11 @@ impl Browser {
                 }
             }
         }
-        Resp { status, set_cookies, body, elapsed }
+        Resp {
+            status,
+            set_cookies,
+            body,
+            elapsed,
+        }
     }
 }

@@ -55,7 +55,10 @@ pub fn command(port: u16, args: &[&str]) -> std::io::Result<Reply> {
 fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     Ok(line.trim_end_matches("\r\n").to_string())
 }

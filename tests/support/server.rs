@@ -42,13 +42,19 @@ impl ServerKind {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn env_file_value(var: &str) -> Option<String> {
     let text = std::fs::read_to_string(workspace_root().join(".servers/env.sh")).ok()?;
     text.lines().find_map(|l| {
-        let rest = l.strip_prefix("export ")?.strip_prefix(var)?.strip_prefix('=')?;
+        let rest = l
+            .strip_prefix("export ")?
+            .strip_prefix(var)?
+            .strip_prefix('=')?;
         Some(rest.trim_matches('"').to_string())
     })
 }
@@ -93,7 +99,10 @@ impl Server {
             let mut s = Server {
                 kind,
                 port: free_port(),
-                dir: tempfile::Builder::new().prefix("tessera-redis-").tempdir().expect("temp dir"),
+                dir: tempfile::Builder::new()
+                    .prefix("tessera-redis-")
+                    .tempdir()
+                    .expect("temp dir"),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 child: None,
             };
@@ -121,7 +130,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
@@ -167,7 +178,12 @@ impl Server {
     pub fn cmd(&self, args: &[&str]) -> Reply {
         match command(self.port, args) {
             Ok(r) => r,
-            Err(e) => panic!("{:?} on port {} did not answer {args:?}: {e}\n{}", self.kind, self.port, self.log_tail()),
+            Err(e) => panic!(
+                "{:?} on port {} did not answer {args:?}: {e}\n{}",
+                self.kind,
+                self.port,
+                self.log_tail()
+            ),
         }
     }
 
@@ -180,7 +196,9 @@ impl Server {
         let mut out = Vec::new();
         let mut cursor = "0".to_string();
         loop {
-            let r = self.cmd(&["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"]).array();
+            let r = self
+                .cmd(&["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"])
+                .array();
             cursor = r[0].text().unwrap();
             out.extend(r[1].array().iter().filter_map(Reply::text));
             if cursor == "0" {
@@ -191,7 +209,10 @@ impl Server {
 
     /// Clears command statistics.
     pub fn reset_stats(&self) {
-        assert_eq!(self.cmd(&["CONFIG", "RESETSTAT"]), Reply::Status("OK".into()));
+        assert_eq!(
+            self.cmd(&["CONFIG", "RESETSTAT"]),
+            Reply::Status("OK".into())
+        );
     }
 
     /// Calls per command since the last reset, leaving out the test's own admin commands.
@@ -231,7 +252,8 @@ impl Server {
     /// Starts the server again on the same port and data directory (AOF is replayed).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn().unwrap_or_else(|log| panic!("restart failed:\n{log}"));
+        self.spawn()
+            .unwrap_or_else(|log| panic!("restart failed:\n{log}"));
     }
 }
 

@@ -37,16 +37,27 @@ mod cases {
     pub async fn storage_layout_is_readable_with_redis_cli(kind: ServerKind) {
         let fx = Fx::with(Backend::Redis(kind), |c| c.namespace("shop:")).await;
         let br = fx.browser();
-        br.post("/login", Some(json!({"user_id": "42", "tenant": "acme", "n": 3, "tags": ["a"]}))).await;
+        br.post(
+            "/login",
+            Some(json!({"user_id": "42", "tenant": "acme", "n": 3, "tags": ["a"]})),
+        )
+        .await;
         let s = fx.server();
         let keys = s.keys("*");
         assert_eq!(keys.len(), 1, "{keys:?}");
         let key = &keys[0];
         let cookie = br.cookie("tessera").unwrap();
         assert!(key.starts_with("shop:session:"), "{key}");
-        assert!(!key.contains(&cookie[..22]), "the key is a one-way hash, not the cookie id");
+        assert!(
+            !key.contains(&cookie[..22]),
+            "the key is a one-way hash, not the cookie id"
+        );
         assert_eq!(key.len(), "shop:session:".len() + 22);
-        assert_eq!(s.text(&["HGET", key, "tenant"]).as_deref(), Some("acme"), "plain text");
+        assert_eq!(
+            s.text(&["HGET", key, "tenant"]).as_deref(),
+            Some("acme"),
+            "plain text"
+        );
         assert_eq!(s.text(&["HGET", key, "n"]).as_deref(), Some("3"));
         assert_eq!(s.text(&["HGET", key, "tags"]).as_deref(), Some(r#"["a"]"#));
         // A string that would read as JSON (a number here) is stored quoted, so it comes back
@@ -57,7 +68,10 @@ mod cases {
         let touched: u64 = s.text(&["HGET", key, "__t"]).unwrap().parse().unwrap();
         assert!(touched >= created && created > 1_700_000_000_000);
         let ttl = s.cmd(&["PTTL", key]).int();
-        assert!(ttl > 29 * 60 * 1000 && ttl <= 30 * 60 * 1000, "idle TTL 30 min by default: {ttl}");
+        assert!(
+            ttl > 29 * 60 * 1000 && ttl <= 30 * 60 * 1000,
+            "idle TTL 30 min by default: {ttl}"
+        );
         assert_eq!(s.text(&["TYPE", key]).as_deref(), Some("hash"));
     }
 
@@ -66,13 +80,31 @@ mod cases {
         let store = Store::redis(&server.url()).await.unwrap();
         let manager = SessionManager::new(store, config(|c| c));
         let mut values = vec![
-            json!("acme"), json!(""), json!("42"), json!("\"quoted\""), json!("null"), json!(" true "),
-            json!("ünïcödé ✓ 🚀"), json!("line\nbreak\ttab"), json!(0), json!(-1), json!(i64::MIN),
-            json!(u64::MAX), json!(0.1), json!(1e300), json!(-2.5e-308), json!(true), json!(null),
-            json!([]), json!({}), json!({"nested": {"deep": [1, "two", null, {"x": false}]}}),
+            json!("acme"),
+            json!(""),
+            json!("42"),
+            json!("\"quoted\""),
+            json!("null"),
+            json!(" true "),
+            json!("ünïcödé ✓ 🚀"),
+            json!("line\nbreak\ttab"),
+            json!(0),
+            json!(-1),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(0.1),
+            json!(1e300),
+            json!(-2.5e-308),
+            json!(true),
+            json!(null),
+            json!([]),
+            json!({}),
+            json!({"nested": {"deep": [1, "two", null, {"x": false}]}}),
         ];
         // Pseudo-random strings over a nasty alphabet (seeded, so failures reproduce).
-        let alphabet: Vec<char> = "a\"\\{}[]:, 0123456789.eE+-ntrufl\u{0}\u{7f}é😀".chars().collect();
+        let alphabet: Vec<char> = "a\"\\{}[]:, 0123456789.eE+-ntrufl\u{0}\u{7f}é😀"
+            .chars()
+            .collect();
         let mut seed: u64 = 0x9E3779B97F4A7C15;
         for _ in 0..300 {
             let len = (seed % 12) as usize;
@@ -91,7 +123,10 @@ mod cases {
             first.insert(&format!("f{i}"), v).await.unwrap();
         }
         first.insert("float", &0.1f64).await.unwrap();
-        first.insert("tuple", &(1u8, "x".to_string(), Some(2.5f32))).await.unwrap();
+        first
+            .insert("tuple", &(1u8, "x".to_string(), Some(2.5f32)))
+            .await
+            .unwrap();
         let out = first.finish().await;
         assert!(out.error.is_none());
         let sc = out.set_cookie.unwrap();
@@ -102,18 +137,32 @@ mod cases {
             assert_eq!(&back, v, "field f{i}");
         }
         assert_eq!(second.get::<f64>("float").await.unwrap(), Some(0.1));
-        assert_eq!(second.get::<(u8, String, Option<f32>)>("tuple").await.unwrap(), Some((1, "x".into(), Some(2.5))));
+        assert_eq!(
+            second
+                .get::<(u8, String, Option<f32>)>("tuple")
+                .await
+                .unwrap(),
+            Some((1, "x".into(), Some(2.5)))
+        );
     }
 
     pub async fn commands_per_request(kind: ServerKind) {
-        let fx = Fx::with(Backend::Redis(kind), |c| c.touch_interval(Duration::from_secs(1))).await;
+        let fx = Fx::with(Backend::Redis(kind), |c| {
+            c.touch_interval(Duration::from_secs(1))
+        })
+        .await;
         let s = fx.server();
         let br = fx.browser();
-        br.post("/login", Some(json!({"user_id": "1", "tenant": "acme"}))).await;
+        br.post("/login", Some(json!({"user_id": "1", "tenant": "acme"})))
+            .await;
 
         s.reset_stats();
         assert_eq!(br.get("/noop").await.status, 200);
-        assert_eq!(s.command_stats(), stats(&[]), "a route that never touches the session sends nothing");
+        assert_eq!(
+            s.command_stats(),
+            stats(&[]),
+            "a route that never touches the session sends nothing"
+        );
 
         s.reset_stats();
         assert_eq!(br.get("/me").await.status, 200);
@@ -129,24 +178,44 @@ mod cases {
         assert_eq!(r.status, 200);
         assert_eq!(
             s.command_stats(),
-            stats(&[("evalsha", 1), ("hgetall", 1), ("time", 1), ("hset", 1), ("pexpire", 1)]),
+            stats(&[
+                ("evalsha", 1),
+                ("hgetall", 1),
+                ("time", 1),
+                ("hset", 1),
+                ("pexpire", 1)
+            ]),
             "read past the touch interval: still one command, one round trip, and the TTL slides"
         );
-        assert!(r.set_cookies.is_empty(), "browser-session cookie: nothing to re-send");
+        assert!(
+            r.set_cookies.is_empty(),
+            "browser-session cookie: nothing to re-send"
+        );
 
         s.reset_stats();
         let r = br.put("/session", json!({"a": 1, "b": 2})).await;
         assert_eq!(r.status, 200);
         assert_eq!(
             s.command_stats(),
-            stats(&[("evalsha", 2), ("hgetall", 1), ("time", 2), ("hget", 1), ("hset", 1), ("pexpire", 1)]),
+            stats(&[
+                ("evalsha", 2),
+                ("hgetall", 1),
+                ("time", 2),
+                ("hget", 1),
+                ("hset", 1),
+                ("pexpire", 1)
+            ]),
             "write of two fields: load + one write round trip (one HSET, no HDEL)"
         );
 
         s.reset_stats();
         br.put("/session", json!({"a": null})).await;
         let st = s.command_stats();
-        assert_eq!(st.get("hdel"), Some(&1), "removed fields are HDELed: {st:?}");
+        assert_eq!(
+            st.get("hdel"),
+            Some(&1),
+            "removed fields are HDELed: {st:?}"
+        );
     }
 
     pub async fn server_down_is_a_fast_503_and_recovers(kind: ServerKind) {
@@ -157,27 +226,47 @@ mod cases {
         fx.server_mut().kill();
         let r = br.get("/me").await;
         assert_eq!(r.status, 503, "{r:?}");
-        assert!(r.elapsed < Duration::from_millis(1500), "fast, not a hang: {:?}", r.elapsed);
+        assert!(
+            r.elapsed < Duration::from_millis(1500),
+            "fast, not a hang: {:?}",
+            r.elapsed
+        );
         let r = br.post("/counter", None).await;
         assert_eq!(r.status, 503);
-        assert_eq!(br.get("/noop").await.status, 200, "routes that do not use the session still serve");
+        assert_eq!(
+            br.get("/noop").await.status,
+            200,
+            "routes that do not use the session still serve"
+        );
         fx.server_mut().restart(); // same port, same AOF
         let start = Instant::now();
         loop {
             let r = br.get("/me").await;
             if r.status == 200 {
-                assert_eq!(r.json()["user_id"], "1", "the session survived the restart (AOF)");
+                assert_eq!(
+                    r.json()["user_id"],
+                    "1",
+                    "the session survived the restart (AOF)"
+                );
                 break;
             }
             assert_eq!(r.status, 503, "only 503 while reconnecting: {r:?}");
-            assert!(start.elapsed() < Duration::from_secs(10), "no automatic recovery");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no automatic recovery"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub async fn paused_server_is_a_503_within_the_command_timeout(kind: ServerKind) {
         let server = Server::start(kind);
-        let store = Store::redis_with(&server.url(), RedisOptions::default().command_timeout(Duration::from_millis(300))).await.unwrap();
+        let store = Store::redis_with(
+            &server.url(),
+            RedisOptions::default().command_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
         let fx = Fx::on(Some(server), store, config(|c| c)).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "p"}))).await;
@@ -185,10 +274,17 @@ mod cases {
         let r = br.get("/me").await;
         fx.server().resume();
         assert_eq!(r.status, 503, "{r:?}");
-        assert!(r.elapsed < Duration::from_millis(1000), "answered within the 300 ms timeout (+slack): {:?}", r.elapsed);
+        assert!(
+            r.elapsed < Duration::from_millis(1000),
+            "answered within the 300 ms timeout (+slack): {:?}",
+            r.elapsed
+        );
         let start = Instant::now();
         while br.get("/me").await.status != 200 {
-            assert!(start.elapsed() < Duration::from_secs(10), "no recovery after SIGCONT");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no recovery after SIGCONT"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -204,7 +300,10 @@ mod cases {
         fx.server().pause();
         let r = req.await.unwrap();
         fx.server().resume();
-        assert_eq!(r.status, 503, "the handler said 200 but the save failed: {r:?}");
+        assert_eq!(
+            r.status, 503,
+            "the handler said 200 but the save failed: {r:?}"
+        );
         // A timed-out write has an unknown outcome (the paused server may still run it after
         // SIGCONT); what is guaranteed is that the client was not told it succeeded, and that
         // the session is intact afterwards.
@@ -225,16 +324,24 @@ mod cases {
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "c"}))).await;
         let key = fx.only_session_key();
-        fx.server().cmd(&["HSET", &key, "count", "{not json", "n", "7"]);
+        fx.server()
+            .cmd(&["HSET", &key, "count", "{not json", "n", "7"]);
         assert_eq!(br.get("/typed/n").await.json(), json!(7));
         let r = br.get("/typed/count").await;
         assert_eq!(r.status, 500, "{r:?}");
-        assert_eq!(br.get("/me").await.json()["count"], "{not json", "readable as text");
+        assert_eq!(
+            br.get("/me").await.json()["count"],
+            "{not json",
+            "readable as text"
+        );
         let r = br.post("/counter", None).await;
         assert_eq!(r.status, 200);
         fx.server().cmd(&["HSET", &key, "counter", "x"]);
         let r = br.post("/counter", None).await;
-        assert_eq!(r.status, 400, "HINCRBY on a non-integer is a typed error: {r:?}");
+        assert_eq!(
+            r.status, 400,
+            "HINCRBY on a non-integer is a typed error: {r:?}"
+        );
         assert_eq!(br.get("/typed/n").await.status, 200, "still serving");
     }
 
@@ -272,11 +379,20 @@ mod cases {
         assert!(s2.finish().await.error.is_none());
         let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let id_part = &pair["tessera=".len().."tessera=".len() + 22];
-        assert!(!logs.contains(id_part), "the session id leaked into the logs:\n{logs}");
+        assert!(
+            !logs.contains(id_part),
+            "the session id leaked into the logs:\n{logs}"
+        );
         let key = server.keys("session:*").pop().unwrap();
         let tag = &key["session:".len().."session:".len() + 8];
-        assert!(logs.contains("tessera.load") && logs.contains("tessera.save"), "{logs}");
-        assert!(logs.contains(&format!("sid={tag}")), "spans carry the short hash {tag}:\n{logs}");
+        assert!(
+            logs.contains("tessera.load") && logs.contains("tessera.save"),
+            "{logs}"
+        );
+        assert!(
+            logs.contains(&format!("sid={tag}")),
+            "spans carry the short hash {tag}:\n{logs}"
+        );
         assert!(logs.contains("commands=1"), "{logs}");
     }
 }

@@ -80,8 +80,10 @@ pub(crate) fn error_response(status: StatusCode, err: &tessera_core::Error) -> R
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        res.headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        res.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
     }
     res
 }

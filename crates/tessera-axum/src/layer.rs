@@ -120,7 +120,9 @@ where
                         Ok(v) => {
                             res.headers_mut().append(SET_COOKIE, v);
                         }
-                        Err(_) => tracing::error!("session: cookie header is not a valid header value"),
+                        Err(_) => {
+                            tracing::error!("session: cookie header is not a valid header value")
+                        }
                     }
                 }
                 Ok(res)

@@ -66,7 +66,10 @@ mod tests {
     #[test]
     fn corrupt_data_is_a_typed_error() {
         let e = decode::<u32>("n", b"not a number").unwrap_err();
-        assert!(matches!(e, Error::Decode { ref field, .. } if field == "n"), "{e:?}");
+        assert!(
+            matches!(e, Error::Decode { ref field, .. } if field == "n"),
+            "{e:?}"
+        );
         let e = decode::<String>("b", &[0xff, 0xfe]).unwrap_err();
         assert!(matches!(e, Error::Decode { .. }));
     }

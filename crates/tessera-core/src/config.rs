@@ -172,7 +172,9 @@ impl SessionConfigBuilder {
             ));
         }
         if matches!(self.absolute_lifetime, Some(d) if d < Duration::from_secs(1)) {
-            return Err(ConfigError::Timeouts("absolute lifetime must be at least 1 s"));
+            return Err(ConfigError::Timeouts(
+                "absolute lifetime must be at least 1 s",
+            ));
         }
         if self
             .namespace
@@ -204,7 +206,10 @@ mod tests {
     fn rejects_bad_combinations() {
         let b = || SessionConfig::builder(Key::generate());
         assert!(b().build().is_ok());
-        assert!(b().touch_interval(Duration::from_secs(3600)).build().is_err());
+        assert!(b()
+            .touch_interval(Duration::from_secs(3600))
+            .build()
+            .is_err());
         assert!(b().idle_timeout(Duration::ZERO).build().is_err());
         assert!(b().namespace("a{b}").build().is_err());
         assert!(b().secure(false).same_site(SameSite::None).build().is_err());

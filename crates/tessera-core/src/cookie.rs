@@ -212,9 +212,7 @@ impl Signer {
             return None;
         }
         let mut id = [0u8; ID_LEN];
-        let n = URL_SAFE_NO_PAD
-            .decode_slice(&b[..ID_B64], &mut id)
-            .ok()?;
+        let n = URL_SAFE_NO_PAD.decode_slice(&b[..ID_B64], &mut id).ok()?;
         let mut tag = [0u8; 32];
         let m = URL_SAFE_NO_PAD
             .decode_slice(&b[ID_B64 + 1..], &mut tag)
@@ -283,7 +281,10 @@ mod tests {
     #[test]
     fn key_parsing() {
         assert_eq!(Key::from_hex("zz").unwrap_err(), ConfigError::KeyNotHex);
-        assert_eq!(Key::from_hex("00ff").unwrap_err(), ConfigError::KeyTooShort(2));
+        assert_eq!(
+            Key::from_hex("00ff").unwrap_err(),
+            ConfigError::KeyTooShort(2)
+        );
         assert!(Key::from_hex(&"ab".repeat(32)).is_ok());
     }
 }

@@ -18,7 +18,9 @@ pub enum Error {
     #[error("session store error")]
     Store(#[source] fred::error::Error),
     /// A field name is reserved for tessera's own metadata (it starts with `__`) or is empty.
-    #[error("field name {0:?} is reserved or empty: user fields must not be empty or start with \"__\"")]
+    #[error(
+        "field name {0:?} is reserved or empty: user fields must not be empty or start with \"__\""
+    )]
     ReservedField(String),
     /// A stored field does not decode as the requested type (for example a field written by
     /// another application).
@@ -65,7 +67,12 @@ impl Error {
     pub(crate) fn from_fred(e: fred::error::Error) -> Self {
         use fred::error::ErrorKind as K;
         match e.kind() {
-            K::Timeout | K::IO | K::Canceled | K::Backpressure | K::Cluster | K::Sentinel
+            K::Timeout
+            | K::IO
+            | K::Canceled
+            | K::Backpressure
+            | K::Cluster
+            | K::Sentinel
             | K::Routing => Error::Unavailable(e),
             _ if is_transient_reply(e.details()) => Error::Unavailable(e),
             _ => Error::Store(e),
@@ -77,8 +84,15 @@ impl Error {
 /// fred's own reports of a connection that is going away.
 fn is_transient_reply(details: &str) -> bool {
     [
-        "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY",
-        "Failed to route", "Connection closed", "Connection reset",
+        "LOADING",
+        "READONLY",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "BUSY",
+        "Failed to route",
+        "Connection closed",
+        "Connection reset",
     ]
     .iter()
     .any(|p| details.starts_with(p))

@@ -281,7 +281,8 @@ impl Session {
         let encoded = codec::encode(value)?;
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        st.data.insert(field.to_string(), encoded.clone().into_bytes());
+        st.data
+            .insert(field.to_string(), encoded.clone().into_bytes());
         st.dirty.insert(field.to_string(), Some(encoded));
         Ok(())
     }
@@ -560,13 +561,16 @@ impl Session {
             }
         }
         let set_cookie = match (&st.id, st.status) {
-            (Some(id), Status::Stored | Status::Unloaded) if st.reissue => Some(
-                config
-                    .cookie
-                    .set_header(config.signer.sign(config.cookie_name(), id), config.idle_timeout),
-            ),
+            (Some(id), Status::Stored | Status::Unloaded) if st.reissue => {
+                Some(config.cookie.set_header(
+                    config.signer.sign(config.cookie_name(), id),
+                    config.idle_timeout,
+                ))
+            }
             (_, Status::Ended) => Some(config.cookie.removal_header()),
-            (_, Status::New | Status::Destroyed) if st.clear => Some(config.cookie.removal_header()),
+            (_, Status::New | Status::Destroyed) if st.clear => {
+                Some(config.cookie.removal_header())
+            }
             _ => None,
         };
         Outcome {

@@ -45,8 +45,13 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
         }
     };
     let idle = secs("SESSION_IDLE_SECS", 30 * 60)?;
-    let touch = secs("SESSION_TOUCH_SECS", 60.min(idle.as_secs().saturating_sub(1)))?;
-    let secure = std::env::var("COOKIE_SECURE").map(|v| v != "0").unwrap_or(true);
+    let touch = secs(
+        "SESSION_TOUCH_SECS",
+        60.min(idle.as_secs().saturating_sub(1)),
+    )?;
+    let secure = std::env::var("COOKIE_SECURE")
+        .map(|v| v != "0")
+        .unwrap_or(true);
     SessionConfig::builder(key)
         .idle_timeout(idle)
         .touch_interval(touch)
@@ -58,9 +63,12 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
 /// The store: Redis when `REDIS_URL` is set, else in memory.
 pub async fn store_from_env() -> Result<Store, String> {
     match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Store::redis(&url)
-            .await
-            .map_err(|e| format!("REDIS_URL: cannot connect: {e} ({:?})", std::error::Error::source(&e))),
+        Ok(url) if !url.is_empty() => Store::redis(&url).await.map_err(|e| {
+            format!(
+                "REDIS_URL: cannot connect: {e} ({:?})",
+                std::error::Error::source(&e)
+            )
+        }),
         _ => Ok(Store::memory()),
     }
 }
@@ -81,10 +89,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Session(e) => e.into_response(),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, Json(json!({ "error": m }))).into_response(),
-            ApiError::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, Json(json!({ "error": "no session" }))).into_response()
+            ApiError::BadRequest(m) => {
+                (StatusCode::BAD_REQUEST, Json(json!({ "error": m }))).into_response()
             }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error": "no session" })),
+            )
+                .into_response(),
         }
     }
 }
@@ -105,7 +117,11 @@ async fn login(
     let user = match fields.get("user_id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(ApiError::BadRequest("user_id (a non-empty string) is required".into())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "user_id (a non-empty string) is required".into(),
+            ))
+        }
     };
     for (k, v) in &fields {
         session.insert(k, v).await?;

@@ -6,7 +6,9 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     if let Err(e) = run().await {
         eprintln!("axum-demo: {e}");
@@ -20,7 +22,10 @@ async fn run() -> Result<(), String> {
     tracing::info!(?store, "session store ready");
     let port: u16 = std::env::var("PORT")
         .ok()
-        .map(|p| p.parse().map_err(|_| "PORT must be a port number".to_string()))
+        .map(|p| {
+            p.parse()
+                .map_err(|_| "PORT must be a port number".to_string())
+        })
         .transpose()?
         .unwrap_or(3000);
     let app = axum_demo::app(SessionManager::new(store, config));

@@ -30,7 +30,11 @@ impl Map {
             let now = Instant::now();
             self.entries.retain(|_, e| e.expires > now);
         }
-        if self.entries.get(key).is_some_and(|e| e.expires <= Instant::now()) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|e| e.expires <= Instant::now())
+        {
             self.entries.remove(key);
         }
         self.entries.get_mut(key)
@@ -52,7 +56,8 @@ impl MemoryBackend {
             return None;
         };
         let fields_before = e.fields.clone();
-        let stale = num(e, fields::TOUCHED).is_none_or(|last| now.saturating_sub(last) >= t.touch_ms);
+        let stale =
+            num(e, fields::TOUCHED).is_none_or(|last| now.saturating_sub(last) >= t.touch_ms);
         if stale {
             e.fields
                 .insert(fields::TOUCHED.into(), now.to_string().into_bytes());
@@ -97,7 +102,9 @@ impl MemoryBackend {
         if let Some((f, by)) = op.incr {
             let cur = match e.fields.get(f) {
                 None => Some(0i64),
-                Some(raw) => std::str::from_utf8(raw).ok().and_then(|s| s.parse::<i64>().ok()),
+                Some(raw) => std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok()),
             };
             match cur.and_then(|c| c.checked_add(by)) {
                 Some(n) => {

@@ -89,7 +89,9 @@ pub(crate) struct WriteOp<'a> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum WriteResult {
-    Written { incr: i64 },
+    Written {
+        incr: i64,
+    },
     /// Update of a key that no longer exists (or passed its absolute lifetime): nothing written.
     Gone,
     /// The increment's field does not hold an integer: nothing written.
@@ -140,7 +142,12 @@ impl Store {
         }
     }
 
-    pub(crate) async fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> Result<WriteResult> {
+    pub(crate) async fn write(
+        &self,
+        key: &str,
+        op: &WriteOp<'_>,
+        t: Timing,
+    ) -> Result<WriteResult> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.write(key, op, t)),
             Backend::Redis(r) => r.write(key, op, t).await,

@@ -140,7 +140,12 @@ impl RedisBackend {
         parse_load(reply)
     }
 
-    pub(crate) async fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> Result<WriteResult> {
+    pub(crate) async fn write(
+        &self,
+        key: &str,
+        op: &WriteOp<'_>,
+        t: Timing,
+    ) -> Result<WriteResult> {
         let (mode, created) = match op.mode {
             Mode::Create { created_ms } => ("c", created_ms),
             Mode::Update => ("u", 0),
@@ -183,7 +188,10 @@ impl RedisBackend {
 }
 
 fn unexpected(msg: String) -> Error {
-    Error::Store(fred::error::Error::new(fred::error::ErrorKind::Protocol, msg))
+    Error::Store(fred::error::Error::new(
+        fred::error::ErrorKind::Protocol,
+        msg,
+    ))
 }
 
 fn parse_load(reply: Value) -> Result<Option<Loaded>> {
@@ -222,4 +230,3 @@ fn parse_load(reply: Value) -> Result<Option<Loaded>> {
         touched: status == 1,
     }))
 }
-
