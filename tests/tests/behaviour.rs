@@ -33,6 +33,7 @@ suite!(
     absolute_lifetime_ends_session_whatever_the_activity,
     reserved_and_undecodable_fields_are_typed_errors,
     destroy_then_write_starts_a_fresh_session,
+    persistent_cookie_slides_with_the_ttl,
 );
 
 fn cookie_value(b: &Browser) -> String {
@@ -497,5 +498,34 @@ mod cases {
         let new = cookie_value(&br);
         assert_ne!(&old[..22], &new[..22]);
         assert_eq!(br.get("/me").await.json(), json!({"flash": "bye"}));
+    }
+
+    pub async fn persistent_cookie_slides_with_the_ttl(b: Backend) {
+        let fx = Fx::with(b, |c| {
+            c.persistent(true)
+                .idle_timeout(Duration::from_secs(60))
+                .touch_interval(Duration::from_millis(300))
+        })
+        .await;
+        let br = fx.browser();
+        let r = br.post("/login", Some(json!({"user_id": "p"}))).await;
+        assert!(r.set_cookies[0].contains("Max-Age=60"), "{r:?}");
+        let r = br.get("/me").await;
+        assert!(
+            r.set_cookies.is_empty(),
+            "inside the touch interval nothing is re-sent: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let r = br.get("/me").await;
+        assert_eq!(
+            r.set_cookies.len(),
+            1,
+            "the TTL slid, so the browser's Max-Age slides too: {r:?}"
+        );
+        assert!(r.set_cookies[0].contains("Max-Age=60"));
+        if let Some(s) = &fx.server {
+            let pttl = s.cmd(&["PTTL", &fx.only_session_key()]).int();
+            assert!(pttl > 59_000, "TTL refreshed to the idle timeout: {pttl}");
+        }
     }
 }
