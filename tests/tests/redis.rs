@@ -43,9 +43,24 @@ mod cases {
         )
         .await;
         let s = fx.server();
-        let keys = s.keys("*");
-        assert_eq!(keys.len(), 1, "{keys:?}");
-        let key = &keys[0];
+        let keys = s.keys("*session*");
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        let key = &s.keys("shop:session:*")[0];
+        // The user index: a sorted set of the user's session key suffixes.
+        let index = "shop:user:42:sessions";
+        assert_eq!(s.text(&["TYPE", index]).as_deref(), Some("zset"));
+        let member = &key["shop:session:".len()..];
+        let bound: u64 = s
+            .text(&["ZSCORE", index, member])
+            .expect("the session is in its user's index")
+            .parse()
+            .unwrap();
+        let index_ttl = s.cmd(&["PTTL", index]).int();
+        assert!(
+            index_ttl > 59 * 60 * 1000 && index_ttl <= 60 * 60 * 1000,
+            "index lives as long as its highest bound (2 x idle): {index_ttl}"
+        );
+        assert!(bound > 1_700_000_000_000);
         let cookie = br.cookie("tessera").unwrap();
         assert!(key.starts_with("shop:session:"), "{key}");
         assert!(
@@ -153,8 +168,7 @@ mod cases {
         .await;
         let s = fx.server();
         let br = fx.browser();
-        br.post("/login", Some(json!({"user_id": "1", "tenant": "acme"})))
-            .await;
+        br.put("/session", json!({"tenant": "acme"})).await; // an anonymous session
 
         s.reset_stats();
         assert_eq!(br.get("/noop").await.status, 200);
@@ -197,15 +211,8 @@ mod cases {
         assert_eq!(r.status, 200);
         assert_eq!(
             s.command_stats(),
-            stats(&[
-                ("evalsha", 2),
-                ("hgetall", 1),
-                ("time", 2),
-                ("hget", 1),
-                ("hset", 1),
-                ("pexpire", 1)
-            ]),
-            "write of two fields: load + one write round trip (one HSET, no HDEL)"
+            stats(&[("evalsha", 2), ("hgetall", 1), ("time", 2), ("hget", 1), ("hset", 1)]),
+            "write of two fields: load + one write round trip (one HSET, no HDEL, TTL left to the load)"
         );
 
         s.reset_stats();
@@ -215,6 +222,34 @@ mod cases {
             st.get("hdel"),
             Some(&1),
             "removed fields are HDELed: {st:?}"
+        );
+
+        // Logged in: past the touch interval the user's index entry moves with the TTL, in a
+        // second command sent while the handler runs.
+        br.post("/login", Some(json!({"user_id": "1"}))).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        s.reset_stats();
+        assert_eq!(br.get("/me").await.status, 200);
+        assert_eq!(
+            s.command_stats(),
+            stats(&[
+                ("evalsha", 2),
+                ("hgetall", 1),
+                ("time", 2),
+                ("hset", 1),
+                ("pexpire", 2),
+                ("zadd", 1),
+                ("zremrangebyscore", 1),
+                ("zrange", 1),
+                ("pttl", 1),
+            ]),
+        );
+        s.reset_stats();
+        assert_eq!(br.get("/me").await.status, 200);
+        assert_eq!(
+            s.command_stats(),
+            stats(&[("evalsha", 1), ("hgetall", 1), ("time", 1)]),
+            "inside the interval: one command"
         );
     }
 

@@ -1,12 +1,14 @@
 //! The tower layer and service.
 
 use axum::body::Body;
-use http::header::{COOKIE, SET_COOKIE};
+use axum::extract::ConnectInfo;
+use http::header::{COOKIE, SET_COOKIE, USER_AGENT};
 use http::{HeaderValue, Request, Response, StatusCode};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tessera_core::{SessionConfig, SessionManager, Store};
+use tessera_core::{ClientInfo, SessionConfig, SessionManager, Store};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -95,11 +97,23 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let session = self.manager.start(
+        let client = ClientInfo {
+            user_agent: req
+                .headers()
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+            client_addr: req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+        };
+        let session = self.manager.start_with(
             req.headers()
                 .get_all(COOKIE)
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
+            client,
         );
         req.extensions_mut().insert(session.clone());
         // Use the service that was polled ready; leave a fresh clone in its place.

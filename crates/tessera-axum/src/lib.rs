@@ -27,9 +27,11 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod endpoints;
 mod extract;
 mod layer;
 
+pub use endpoints::endpoints;
 pub use extract::{Session, SessionError, SessionMissing};
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use tessera_core;

@@ -32,6 +32,7 @@ pub struct SessionConfig {
     pub(crate) cookie: CookieConfig,
     pub(crate) signer: Signer,
     pub(crate) cookie_name: String,
+    pub(crate) max_sessions_per_user: usize,
 }
 
 impl SessionConfig {
@@ -45,6 +46,7 @@ impl SessionConfig {
             absolute_lifetime: None,
             namespace: String::new(),
             cookie: CookieConfig::default(),
+            max_sessions_per_user: None,
         }
     }
 
@@ -74,8 +76,17 @@ impl SessionConfig {
         &self.cookie_name
     }
 
+    /// The most sessions one user may have at once (`None`: no limit).
+    pub fn max_sessions_per_user(&self) -> Option<usize> {
+        (self.max_sessions_per_user > 0).then_some(self.max_sessions_per_user)
+    }
+
     pub(crate) fn session_key(&self, storage_key: &str) -> String {
         format!("{}session:{}", self.namespace, storage_key)
+    }
+
+    pub(crate) fn index_key(&self, user_id: &str) -> String {
+        format!("{}user:{}:sessions", self.namespace, user_id)
     }
 }
 
@@ -90,9 +101,16 @@ pub struct SessionConfigBuilder {
     absolute_lifetime: Option<Duration>,
     namespace: String,
     cookie: CookieConfig,
+    max_sessions_per_user: Option<usize>,
 }
 
 impl SessionConfigBuilder {
+    /// Limit of concurrent sessions per user (default none). A login beyond it ends that
+    /// user's least recently used sessions (by last TTL refresh).
+    pub fn max_sessions_per_user(mut self, max: Option<usize>) -> Self {
+        self.max_sessions_per_user = max;
+        self
+    }
     /// Adds an older key that still verifies cookies (key rotation). Cookies signed with it
     /// are accepted and re-issued under the current key.
     pub fn previous_key(mut self, key: Key) -> Self {
@@ -185,6 +203,11 @@ impl SessionConfigBuilder {
                 "no whitespace, control characters or braces (braces would change Cluster hash slots)",
             ));
         }
+        if self.max_sessions_per_user == Some(0) {
+            return Err(ConfigError::Limit(
+                "max_sessions_per_user must be at least 1",
+            ));
+        }
         self.cookie.validate()?;
         Ok(SessionConfig {
             idle_timeout: self.idle_timeout,
@@ -194,6 +217,7 @@ impl SessionConfigBuilder {
             cookie_name: self.cookie.full_name(),
             cookie: self.cookie,
             signer: Signer::new(self.key, self.previous),
+            max_sessions_per_user: self.max_sessions_per_user.unwrap_or(0),
         })
     }
 }

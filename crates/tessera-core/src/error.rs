@@ -32,6 +32,12 @@ pub enum Error {
         #[source]
         source: Arc<serde_json::Error>,
     },
+    /// The operation needs a logged-in session (see `Session::login`).
+    #[error("this needs a logged-in session")]
+    NotLoggedIn,
+    /// A user id that cannot be used (empty).
+    #[error("user ids must not be empty")]
+    InvalidUserId,
     /// A value could not be serialized.
     #[error("session value does not serialize")]
     Encode(#[source] Arc<serde_json::Error>),
@@ -54,7 +60,8 @@ impl Error {
         match self {
             Error::Unavailable(_) => 503,
             Error::SessionEnded => 409,
-            Error::ReservedField(_) | Error::NotAnInteger(_) => 400,
+            Error::ReservedField(_) | Error::NotAnInteger(_) | Error::InvalidUserId => 400,
+            Error::NotLoggedIn => 401,
             Error::Store(_) | Error::Decode { .. } | Error::Encode(_) => 500,
         }
     }
@@ -117,6 +124,9 @@ pub enum ConfigError {
     /// A timeout or interval that is zero, or a touch interval not shorter than the idle timeout.
     #[error("invalid timeouts: {0}")]
     Timeouts(&'static str),
+    /// A limit that cannot work (zero sessions per user).
+    #[error("invalid limit: {0}")]
+    Limit(&'static str),
     /// A cookie name or attribute that is not allowed.
     #[error("invalid cookie settings: {0}")]
     Cookie(&'static str),

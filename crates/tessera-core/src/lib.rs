@@ -44,5 +44,5 @@ pub use crate::config::{SessionConfig, SessionConfigBuilder};
 pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
-pub use crate::session::{Outcome, Session, SessionManager};
+pub use crate::session::{ClientInfo, DeviceSession, Outcome, Session, SessionManager};
 pub use crate::store::{RedisOptions, Store};

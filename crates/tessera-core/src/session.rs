@@ -84,6 +84,16 @@ impl SessionManager {
     /// gives a new anonymous session and costs no store command. The store is read lazily, the
     /// first time the handler uses the session.
     pub fn start<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a str>) -> Session {
+        self.start_with(cookie_headers, ClientInfo::default())
+    }
+
+    /// Like [`start`](SessionManager::start), with what the adapter knows about the client
+    /// (recorded at login for device lists).
+    pub fn start_with<'a>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'a str>,
+        client: ClientInfo,
+    ) -> Session {
         let name = self.inner.config.cookie_name();
         let verified = cookie_headers
             .into_iter()
@@ -94,13 +104,207 @@ impl SessionManager {
         Session {
             inner: Arc::new(SessionInner {
                 manager: self.clone(),
-                state: Mutex::new(State::new(verified)),
+                state: Mutex::new(State::new(verified, client)),
             }),
         }
     }
 
     fn key_of(&self, id: &SessionId) -> String {
         self.inner.config.session_key(&id.storage_key())
+    }
+
+    /// How far past now a user-index member's bound reaches: twice the idle timeout (capped
+    /// by the absolute lifetime). A session's TTL only moves in the load's throttled touch,
+    /// which then refreshes its member, so the bound always covers the session's expiry.
+    fn index_bound_ms(&self) -> u64 {
+        let t = self.inner.timing;
+        let b = t.idle_ms.saturating_mul(2);
+        if t.absolute_ms > 0 {
+            b.min(t.absolute_ms)
+        } else {
+            b
+        }
+    }
+
+    /// Ends the given sessions of a user: deletes each session key, then removes from the
+    /// index the members whose key existed. A member whose key did not exist is left to
+    /// expire by its bound: it may be a login still in flight, which must not be orphaned.
+    async fn end_members(&self, user_id: &str, members: &[String]) -> Result<usize> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.inner.config.session_key(m))
+            .collect();
+        let existed = self.inner.store.delete_many(&keys).await?;
+        let ended: Vec<String> = members
+            .iter()
+            .zip(existed)
+            .filter_map(|(m, e)| e.then(|| m.clone()))
+            .collect();
+        self.inner
+            .store
+            .index_remove(&self.inner.config.index_key(user_id), &ended)
+            .await?;
+        Ok(ended.len())
+    }
+
+    /// Ends every session of `user_id` that exists when it starts (logout everywhere).
+    /// Costs O(sessions of that user): one index read, one pipelined round trip of `DEL`s, one
+    /// `ZREM`; no key scan. Returns how many sessions it ended.
+    pub async fn logout_all(&self, user_id: &str) -> Result<usize> {
+        self.logout_all_except(user_id, None).await
+    }
+
+    async fn logout_all_except(&self, user_id: &str, keep: Option<&str>) -> Result<usize> {
+        if user_id.is_empty() {
+            return Err(Error::InvalidUserId);
+        }
+        let span = tracing::debug_span!("tessera.logout_all");
+        async {
+            let mut members = self
+                .inner
+                .store
+                .index_members(&self.inner.config.index_key(user_id))
+                .await?;
+            members.retain(|m| Some(m.as_str()) != keep);
+            self.end_members(user_id, &members).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The live sessions of `user_id`, most recently used first. Costs one index read and one
+    /// pipelined round trip of `HMGET`s.
+    pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<DeviceSession>> {
+        self.list_sessions_marking(user_id, None).await
+    }
+
+    async fn list_sessions_marking(
+        &self,
+        user_id: &str,
+        current: Option<&str>,
+    ) -> Result<Vec<DeviceSession>> {
+        if user_id.is_empty() {
+            return Err(Error::InvalidUserId);
+        }
+        let members = self
+            .inner
+            .store
+            .index_members(&self.inner.config.index_key(user_id))
+            .await?;
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.inner.config.session_key(m))
+            .collect();
+        let names = [
+            fields::TOUCHED,
+            fields::USER,
+            fields::USER_AGENT,
+            fields::CLIENT_ADDR,
+            fields::CREATED,
+        ];
+        let rows = self.inner.store.peek_many(&keys, &names).await?;
+        let mut out: Vec<DeviceSession> = members
+            .iter()
+            .zip(rows)
+            .filter_map(|(m, row)| {
+                let row = row?;
+                let text = |i: usize| {
+                    row[i]
+                        .as_ref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                };
+                if text(1).as_deref() != Some(user_id) {
+                    return None; // not (or no longer) this user's session
+                }
+                let ms = |i: usize| text(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+                Some(DeviceSession {
+                    handle: handle_of(m),
+                    created_at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms(4)),
+                    last_seen: std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms(0)),
+                    user_agent: text(2),
+                    client_addr: text(3),
+                    current: Some(m.as_str()) == current,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        Ok(out)
+    }
+
+    /// Ends one session of `user_id`, named by its [`DeviceSession::handle`]. Returns `false`
+    /// when the handle is not one of that user's live sessions (so a user can never end
+    /// another user's session).
+    pub async fn revoke(&self, user_id: &str, handle: &str) -> Result<bool> {
+        if user_id.is_empty() {
+            return Err(Error::InvalidUserId);
+        }
+        let members = self
+            .inner
+            .store
+            .index_members(&self.inner.config.index_key(user_id))
+            .await?;
+        let Some(m) = members.into_iter().find(|m| handle_of(m) == handle) else {
+            return Ok(false);
+        };
+        Ok(self.end_members(user_id, std::slice::from_ref(&m)).await? == 1)
+    }
+}
+
+/// The opaque handle shown to clients for a session: derived one way from the storage key,
+/// which is itself derived one way from the id, so a device list hands out nothing usable.
+fn handle_of(member: &str) -> String {
+    use base64::Engine as _;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"tessera.handle\0");
+    ctx.update(member.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&ctx.finish().as_ref()[..12])
+}
+
+/// What an adapter knows about the client of a request.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// The client's address, as the app sees it.
+    pub client_addr: Option<String>,
+}
+
+/// One of a user's sessions, as shown in a device list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSession {
+    /// Opaque handle for [`SessionManager::revoke`] (not the session id).
+    pub handle: String,
+    /// When the session was created.
+    pub created_at: std::time::SystemTime,
+    /// Its last TTL refresh (at touch-interval granularity).
+    pub last_seen: std::time::SystemTime,
+    /// The `User-Agent` recorded at login.
+    pub user_agent: Option<String>,
+    /// The client address recorded at login.
+    pub client_addr: Option<String>,
+    /// Whether this is the session of the request that asked.
+    pub current: bool,
+}
+
+impl DeviceSession {
+    /// As JSON: `{"handle", "created_at", "last_seen" (RFC 3339), "user_agent", "client_addr", "current"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let rfc3339 = |t: std::time::SystemTime| {
+            time::OffsetDateTime::from(t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        serde_json::json!({
+            "handle": self.handle,
+            "created_at": rfc3339(self.created_at),
+            "last_seen": rfc3339(self.last_seen),
+            "user_agent": self.user_agent,
+            "client_addr": self.client_addr,
+            "current": self.current,
+        })
     }
 }
 
@@ -130,11 +334,21 @@ struct State {
     /// The browser's cookie points at nothing: tell it to drop the cookie.
     clear: bool,
     failure: Option<Error>,
+    client: ClientInfo,
+    /// The user-index refresh started by a load that slid the TTL; awaited in `finish`.
+    index_refresh: Option<tokio::task::JoinHandle<Result<Vec<String>>>>,
+}
+
+fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
+    data.get(fields::USER)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 impl State {
-    fn new(cookie: Option<Verified>) -> Self {
+    fn new(cookie: Option<Verified>, client: ClientInfo) -> Self {
         State {
+            client,
+            index_refresh: None,
             reissue: cookie.as_ref().is_some_and(|c| c.stale_key),
             id: cookie.as_ref().map(|c| c.id.clone()),
             cookie,
@@ -248,6 +462,17 @@ impl Session {
                 st.data = loaded.fields;
                 if loaded.touched && self.mgr().inner.config.cookie.persistent {
                     st.reissue = true;
+                }
+                if let (true, Some(user)) = (loaded.touched, user_of(&st.data)) {
+                    // The TTL slid: move this session's bound in its user's index too. It runs
+                    // while the handler works and is awaited before the response.
+                    let store = self.store().clone();
+                    let index = self.mgr().inner.config.index_key(&user);
+                    let member = id.storage_key();
+                    let bound = self.mgr().index_bound_ms();
+                    st.index_refresh = Some(tokio::spawn(async move {
+                        store.index_add(&index, &member, bound, 0).await
+                    }));
                 }
                 Ok(())
             }
@@ -433,14 +658,33 @@ impl Session {
 
     /// Binds the session to `user_id` and moves it to a new id (defence against session
     /// fixation). The new cookie is sent with the response.
+    ///
+    /// The session joins the user's index (`user:<id>:sessions`); with
+    /// `max_sessions_per_user`, the user's least recently used sessions beyond the limit end.
+    /// The client's `User-Agent` and address (from the adapter) are recorded for device lists.
     pub async fn login(&self, user_id: &str) -> Result<()> {
+        if user_id.is_empty() {
+            return Err(Error::InvalidUserId);
+        }
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        st.data
-            .insert(fields::USER.into(), user_id.as_bytes().to_vec());
-        st.dirty
-            .insert(fields::USER.into(), Some(user_id.to_string()));
-        self.cycle_locked(&mut st).await
+        let previous_user = user_of(&st.data);
+        let mut meta = vec![(fields::USER, Some(user_id.to_string()))];
+        meta.push((fields::USER_AGENT, st.client.user_agent.clone()));
+        meta.push((fields::CLIENT_ADDR, st.client.client_addr.clone()));
+        for (f, v) in meta {
+            match v {
+                Some(v) => {
+                    st.data.insert(f.into(), v.clone().into_bytes());
+                    st.dirty.insert(f.into(), Some(v));
+                }
+                None if st.data.remove(f).is_some() => {
+                    st.dirty.insert(f.into(), None);
+                }
+                None => {}
+            }
+        }
+        self.cycle_locked(&mut st, previous_user).await
     }
 
     /// Moves the session to a new id: the data is copied to the new key, then the old key is
@@ -449,35 +693,58 @@ impl Session {
     pub async fn cycle_id(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        self.cycle_locked(&mut st).await
+        let user = user_of(&st.data);
+        self.cycle_locked(&mut st, user).await
     }
 
-    async fn cycle_locked(&self, st: &mut State) -> Result<()> {
-        if st.status != Status::Stored {
-            // Nothing stored yet: the record is created under a fresh id when it is saved.
-            st.id = None;
-            if st.status == Status::Ended {
-                return Err(Error::SessionEnded);
-            }
-            return Ok(());
+    /// Moves the session to a fresh id. Order, so that a crash between any two steps leaves
+    /// nothing unsafe (each step is one single-key command, fine on Redis Cluster):
+    /// 1. add the new member to the user's index (a crash here leaves a member pointing at
+    ///    nothing, which its bound removes later);
+    /// 2. write the new session key (a copy of everything);
+    /// 3. delete the old key: if it was already gone, a logout-all or revoke won the race, so
+    ///    the copy is deleted again and the request gets `SessionEnded`;
+    /// 4. remove the old member from the previous user's index; end sessions over the limit.
+    async fn cycle_locked(&self, st: &mut State, previous_user: Option<String>) -> Result<()> {
+        if st.status == Status::Ended {
+            return Err(Error::SessionEnded);
         }
-        let old_id = st.id.clone().expect("stored sessions have an id");
-        let created: u64 = st
-            .data
-            .get(fields::CREATED)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-            .unwrap_or(0);
-        // The new record gets everything (data already includes the pending changes).
-        let all: Vec<(String, String)> = st
-            .data
-            .iter()
-            .filter(|(k, _)| k.as_str() != fields::CREATED && k.as_str() != fields::TOUCHED)
-            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-            .collect();
-        let t = self.timing();
-        let mut new_id = SessionId::generate();
-        let mut tries = 0;
-        loop {
+        let mgr = self.mgr().clone();
+        let config = &mgr.inner.config;
+        let user = user_of(&st.data);
+        let new_id = SessionId::generate();
+        let new_member = new_id.storage_key();
+        let victims = match &user {
+            Some(u) => {
+                let res = self
+                    .store()
+                    .index_add(
+                        &config.index_key(u),
+                        &new_member,
+                        mgr.index_bound_ms(),
+                        config.max_sessions_per_user,
+                    )
+                    .await;
+                match res {
+                    Ok(v) => v,
+                    Err(e) => return Self::failed(st, e),
+                }
+            }
+            None => Vec::new(),
+        };
+        if st.status == Status::Stored {
+            let old_id = st.id.clone().expect("stored sessions have an id");
+            let created: u64 = st
+                .data
+                .get(fields::CREATED)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or(0);
+            let all: Vec<(String, String)> = st
+                .data
+                .iter()
+                .filter(|(k, _)| k.as_str() != fields::CREATED && k.as_str() != fields::TOUCHED)
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
             let op = WriteOp {
                 mode: Mode::Create {
                     created_ms: created,
@@ -486,59 +753,171 @@ impl Session {
                 del: Vec::new(),
                 incr: None,
             };
-            let key = self.mgr().key_of(&new_id);
+            let new_key = mgr.key_of(&new_id);
             let span = tracing::debug_span!("tessera.cycle", sid = %old_id.log_tag(), new_sid = %new_id.log_tag(), commands = 2);
-            match self.store().write(&key, &op, t).instrument(span).await {
+            let written = self
+                .store()
+                .write(&new_key, &op, self.timing())
+                .instrument(span)
+                .await;
+            match written {
                 Err(e) => return Self::failed(st, e),
-                Ok(WriteResult::Written { .. }) => break,
-                Ok(WriteResult::Exists) if tries < 3 => {
-                    tries += 1;
-                    new_id = SessionId::generate();
-                }
+                Ok(WriteResult::Written { .. }) => {}
                 Ok(WriteResult::Gone) => {
-                    // Absolute lifetime over.
                     st.status = Status::Ended;
                     st.clear = true;
                     return Self::failed(st, Error::SessionEnded);
                 }
                 Ok(other) => {
-                    return Self::failed(
-                        st,
-                        Error::Store(fred::error::Error::new(
-                            fred::error::ErrorKind::Unknown,
-                            format!("id rotation failed: {other:?}"),
-                        )),
-                    )
+                    let e = Error::Store(fred::error::Error::new(
+                        fred::error::ErrorKind::Unknown,
+                        format!("id rotation failed: {other:?}"),
+                    ));
+                    return Self::failed(st, e);
                 }
             }
+            match self.store().delete(&mgr.key_of(&old_id)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Ended meanwhile (logout-all, revoke, expiry): do not let the copy live on.
+                    let _ = self.store().delete(&new_key).await;
+                    if let Some(u) = &user {
+                        let _ = self
+                            .store()
+                            .index_remove(&config.index_key(u), &[new_member])
+                            .await;
+                    }
+                    st.status = Status::Ended;
+                    st.clear = true;
+                    st.dirty.clear();
+                    return Self::failed(st, Error::SessionEnded);
+                }
+                Err(e) => {
+                    // The old key lives on until its TTL: remove the copy so no second live
+                    // session exists (the old one is still in the index).
+                    let _ = self.store().delete(&new_key).await;
+                    return Self::failed(st, e);
+                }
+            }
+            if let Some(pu) = &previous_user {
+                if let Err(e) = self
+                    .store()
+                    .index_remove(&config.index_key(pu), &[old_id.storage_key()])
+                    .await
+                {
+                    // Harmless: the member points at a deleted key and its bound removes it.
+                    tracing::debug!(error = %e, "could not remove the old member from the user index");
+                }
+            }
+            st.dirty.clear();
+            st.reissue = true;
+            st.clear = false;
         }
-        let old_key = self.mgr().key_of(&old_id);
-        let new_key = self.mgr().key_of(&new_id);
-        if let Err(e) = self.store().delete(&old_key).await {
-            // The old key stays until its TTL; remove the copy so no second live session exists.
-            let _ = self.store().delete(&new_key).await;
-            return Self::failed(st, e);
-        }
+        // Not stored yet: the record is created under this id when the request finishes.
         st.id = Some(new_id);
-        st.dirty.clear();
-        st.reissue = true;
-        st.clear = false;
+        if let (Some(u), false) = (&user, victims.is_empty()) {
+            if let Err(e) = mgr.end_members(u, &victims).await {
+                return Self::failed(st, e);
+            }
+        }
         Ok(())
+    }
+
+    /// Ends every session of this session's user, this one included (logout everywhere).
+    pub async fn logout_all(&self) -> Result<usize> {
+        let user = self.user_id().await?.ok_or(Error::NotLoggedIn)?;
+        let n = match self.mgr().logout_all(&user).await {
+            Ok(n) => n,
+            Err(e) => {
+                let mut st = self.inner.state.lock().await;
+                return Self::failed(&mut st, e);
+            }
+        };
+        let mut st = self.inner.state.lock().await;
+        st.status = Status::Destroyed;
+        st.id = None;
+        st.data.clear();
+        st.dirty.clear();
+        st.clear = st.cookie.is_some();
+        st.reissue = false;
+        Ok(n)
+    }
+
+    /// Ends every other session of this session's user.
+    pub async fn logout_others(&self) -> Result<usize> {
+        let (user, member) = self.user_and_member().await?;
+        let res = self.mgr().logout_all_except(&user, Some(&member)).await;
+        self.record(res).await
+    }
+
+    /// This session's user's live sessions, most recently used first, this one marked `current`.
+    pub async fn list_sessions(&self) -> Result<Vec<DeviceSession>> {
+        let (user, member) = self.user_and_member().await?;
+        let res = self.mgr().list_sessions_marking(&user, Some(&member)).await;
+        self.record(res).await
+    }
+
+    /// Ends one of this session's user's sessions by handle; `false` if it is not one of them.
+    /// Revoking the current session ends it like [`destroy`](Session::destroy).
+    pub async fn revoke(&self, handle: &str) -> Result<bool> {
+        let (user, member) = self.user_and_member().await?;
+        let res = self.mgr().revoke(&user, handle).await;
+        let ok = self.record(res).await?;
+        if ok && handle_of(&member) == handle {
+            let mut st = self.inner.state.lock().await;
+            st.status = Status::Destroyed;
+            st.id = None;
+            st.data.clear();
+            st.dirty.clear();
+            st.clear = true;
+        }
+        Ok(ok)
+    }
+
+    async fn user_and_member(&self) -> Result<(String, String)> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        match (user_of(&st.data), st.status, &st.id) {
+            (Some(u), Status::Stored, Some(id)) => Ok((u, id.storage_key())),
+            _ => Err(Error::NotLoggedIn),
+        }
+    }
+
+    async fn record<T>(&self, res: Result<T>) -> Result<T> {
+        match res {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let mut st = self.inner.state.lock().await;
+                Self::failed(&mut st, e)
+            }
+        }
     }
 
     /// Ends the session: deletes its record at once and clears the cookie. A later write in
     /// the same request starts a new session under a new id.
     pub async fn destroy(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
-        let id = st.id.take();
-        if let (Some(id), true) = (&id, st.status != Status::New) {
-            let key = self.mgr().key_of(id);
+        // Load first (one command) when a cookie named a session, so its user's index entry
+        // goes too and device limits count only live sessions.
+        self.ensure_loaded(&mut st).await?;
+        if let (Status::Stored, Some(id)) = (st.status, st.id.clone()) {
+            let key = self.mgr().key_of(&id);
             let span = tracing::debug_span!("tessera.destroy", sid = %id.log_tag(), commands = 1);
-            if let Err(e) = self.store().delete(&key).instrument(span).await {
-                st.id = Some(id.clone());
-                return Self::failed(&mut st, e);
+            let deleted = self.store().delete(&key).instrument(span).await;
+            match deleted {
+                Err(e) => return Self::failed(&mut st, e),
+                Ok(_) => {
+                    if let Some(u) = user_of(&st.data) {
+                        let index = self.mgr().inner.config.index_key(&u);
+                        if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await
+                        {
+                            return Self::failed(&mut st, e);
+                        }
+                    }
+                }
             }
         }
+        st.id = None;
         st.status = Status::Destroyed;
         st.data.clear();
         st.dirty.clear();
@@ -552,6 +931,18 @@ impl Session {
     pub async fn finish(&self) -> Outcome {
         let mut st = self.inner.state.lock().await;
         let config = &self.mgr().inner.config;
+        if let Some(task) = st.index_refresh.take() {
+            let res = match task.await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(Error::Store(fred::error::Error::new(
+                    fred::error::ErrorKind::Canceled,
+                    "user index refresh task failed",
+                ))),
+            };
+            if let Err(e) = res {
+                let _ = Self::failed::<()>(&mut st, e);
+            }
+        }
         if st.failure.is_none() && !st.dirty.is_empty() {
             if st.status == Status::Ended {
                 st.failure = Some(Error::SessionEnded);

@@ -16,14 +16,16 @@ pub fn app(manager: SessionManager) -> Router {
     routes().layer(SessionLayer::from_manager(manager))
 }
 
-/// The demo's routes without the layer (tests add their own routes before layering).
+/// The demo's routes without the layer (tests add their own routes before layering):
+/// its own JSON routes plus tessera's account endpoints (`POST /logout`, `POST /logout-all`,
+/// `GET /sessions`, `DELETE /sessions/{handle}`).
 pub fn routes() -> Router {
     Router::new()
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/session", put(put_session))
         .route("/counter", post(counter))
-        .route("/logout", post(logout))
+        .merge(tessera_axum::endpoints())
 }
 
 /// Reads `TESSERA_SECRET`, `COOKIE_SECURE`, `SESSION_IDLE_SECS`, `SESSION_TOUCH_SECS`.
@@ -154,9 +156,4 @@ async fn put_session(
 async fn counter(session: Session) -> Result<Json<Value>, ApiError> {
     let n = session.increment("counter", 1).await?;
     Ok(Json(json!({ "counter": n })))
-}
-
-async fn logout(session: Session) -> Result<StatusCode, ApiError> {
-    session.destroy().await?;
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,4 +1,5 @@
-//! The in-memory backend: the Redis semantics, in a mutex-protected map.
+//! The in-memory backend: the Redis semantics (hashes, sorted-set user index, TTLs) in a
+//! mutex-protected map. Same rules as the Lua scripts, so the behaviour suite runs unchanged.
 
 use super::{fields, now_ms, ttl_ms, Loaded, Mode, Timing, WriteOp, WriteResult};
 use std::collections::HashMap;
@@ -17,60 +18,84 @@ struct Map {
 }
 
 #[derive(Debug)]
+enum Value {
+    Hash(HashMap<String, Vec<u8>>),
+    /// member -> score (ms since the epoch)
+    ZSet(HashMap<String, u64>),
+}
+
+#[derive(Debug)]
 struct Entry {
-    fields: HashMap<String, Vec<u8>>,
-    expires: Instant,
+    value: Value,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+    fn hash(&mut self) -> Option<&mut HashMap<String, Vec<u8>>> {
+        match &mut self.value {
+            Value::Hash(h) => Some(h),
+            Value::ZSet(_) => None,
+        }
+    }
 }
 
 impl Map {
-    /// The live entry at `key`, dropping it if expired (as Redis does lazily).
+    /// The live entry at `key`, dropping it if expired (as Redis does lazily), with a sweep of
+    /// all expired entries every 1024 operations so memory stays bounded.
     fn live(&mut self, key: &str) -> Option<&mut Entry> {
         self.ops += 1;
+        let now = Instant::now();
         if self.ops % 1024 == 0 {
-            let now = Instant::now();
-            self.entries.retain(|_, e| e.expires > now);
+            self.entries.retain(|_, e| e.live(now));
         }
-        if self
-            .entries
-            .get(key)
-            .is_some_and(|e| e.expires <= Instant::now())
-        {
+        if self.entries.get(key).is_some_and(|e| !e.live(now)) {
             self.entries.remove(key);
         }
         self.entries.get_mut(key)
     }
+
+    fn live_hash(&mut self, key: &str) -> Option<&mut HashMap<String, Vec<u8>>> {
+        self.live(key).and_then(Entry::hash)
+    }
 }
 
-fn num(e: &Entry, f: &str) -> Option<u64> {
-    std::str::from_utf8(e.fields.get(f)?).ok()?.parse().ok()
+fn num(h: &HashMap<String, Vec<u8>>, f: &str) -> Option<u64> {
+    std::str::from_utf8(h.get(f)?).ok()?.parse().ok()
+}
+
+fn lock(m: &Mutex<Map>) -> std::sync::MutexGuard<'_, Map> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemoryBackend {
     pub(crate) fn load(&self, key: &str, t: Timing) -> Option<Loaded> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.live(key)?;
+        let mut map = lock(&self.map);
         let now = now_ms();
-        let created = num(e, fields::CREATED).unwrap_or(now);
+        let e = map.live(key)?;
+        let h = e.hash()?;
+        let created = num(h, fields::CREATED).unwrap_or(now);
         let Some(ttl) = ttl_ms(now, created, t) else {
             map.entries.remove(key);
             return None;
         };
-        let fields_before = e.fields.clone();
+        let before = h.clone();
         let stale =
-            num(e, fields::TOUCHED).is_none_or(|last| now.saturating_sub(last) >= t.touch_ms);
+            num(h, fields::TOUCHED).is_none_or(|last| now.saturating_sub(last) >= t.touch_ms);
         if stale {
-            e.fields
-                .insert(fields::TOUCHED.into(), now.to_string().into_bytes());
-            e.expires = Instant::now() + Duration::from_millis(ttl);
+            h.insert(fields::TOUCHED.into(), now.to_string().into_bytes());
+            e.expires = Some(Instant::now() + Duration::from_millis(ttl));
         }
         Some(Loaded {
-            fields: fields_before,
+            fields: before,
             touched: stale,
         })
     }
 
     pub(crate) fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> WriteResult {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.map);
         let now = now_ms();
         let created = match op.mode {
             Mode::Create { created_ms } => {
@@ -83,24 +108,26 @@ impl MemoryBackend {
                     created_ms
                 }
             }
-            Mode::Update => match map.live(key) {
+            Mode::Update => match map.live_hash(key) {
                 None => return WriteResult::Gone,
-                Some(e) => num(e, fields::CREATED).unwrap_or(now),
+                Some(h) => match num(h, fields::CREATED) {
+                    Some(c) => c,
+                    None => return WriteResult::Gone,
+                },
             },
         };
         let Some(ttl) = ttl_ms(now, created, t) else {
             map.entries.remove(key);
             return WriteResult::Gone;
         };
-        let existed = map.entries.remove(key);
-        let had_entry = existed.is_some();
-        let mut e = existed.unwrap_or_else(|| Entry {
-            fields: HashMap::new(),
-            expires: Instant::now(),
-        });
+        let mut fresh = HashMap::new();
+        let h = match op.mode {
+            Mode::Create { .. } => &mut fresh,
+            Mode::Update => map.live_hash(key).expect("checked above"),
+        };
         let mut incr = 0;
         if let Some((f, by)) = op.incr {
-            let cur = match e.fields.get(f) {
+            let cur = match h.get(f) {
                 None => Some(0i64),
                 Some(raw) => std::str::from_utf8(raw)
                     .ok()
@@ -109,35 +136,118 @@ impl MemoryBackend {
             match cur.and_then(|c| c.checked_add(by)) {
                 Some(n) => {
                     incr = n;
-                    e.fields.insert(f.to_string(), n.to_string().into_bytes());
+                    h.insert(f.to_string(), n.to_string().into_bytes());
                 }
-                None => {
-                    if had_entry {
-                        map.entries.insert(key.to_string(), e);
-                    }
-                    return WriteResult::NotAnInteger;
-                }
+                None => return WriteResult::NotAnInteger,
             }
         }
-        if matches!(op.mode, Mode::Create { .. }) {
-            e.fields
-                .insert(fields::CREATED.into(), created.to_string().into_bytes());
-        }
-        e.fields
-            .insert(fields::TOUCHED.into(), now.to_string().into_bytes());
         for (f, v) in &op.set {
-            e.fields.insert(f.to_string(), v.as_bytes().to_vec());
+            h.insert(f.to_string(), v.as_bytes().to_vec());
         }
         for f in &op.del {
-            e.fields.remove(*f);
+            h.remove(*f);
         }
-        e.expires = Instant::now() + Duration::from_millis(ttl);
-        map.entries.insert(key.to_string(), e);
+        if let Mode::Create { .. } = op.mode {
+            fresh.insert(fields::CREATED.into(), created.to_string().into_bytes());
+            fresh.insert(fields::TOUCHED.into(), now.to_string().into_bytes());
+            map.entries.insert(
+                key.to_string(),
+                Entry {
+                    value: Value::Hash(fresh),
+                    expires: Some(Instant::now() + Duration::from_millis(ttl)),
+                },
+            );
+        }
         WriteResult::Written { incr }
     }
 
-    pub(crate) fn delete(&self, key: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.entries.remove(key);
+    pub(crate) fn delete(&self, key: &str) -> bool {
+        let mut map = lock(&self.map);
+        map.live(key).is_some() && map.entries.remove(key).is_some()
+    }
+
+    pub(crate) fn peek(&self, key: &str, names: &[&str]) -> Option<Vec<Option<Vec<u8>>>> {
+        let mut map = lock(&self.map);
+        let h = map.live_hash(key)?;
+        Some(names.iter().map(|n| h.get(*n).cloned()).collect())
+    }
+
+    pub(crate) fn index_add(
+        &self,
+        key: &str,
+        member: &str,
+        bound_ms: u64,
+        max: usize,
+    ) -> Vec<String> {
+        let mut map = lock(&self.map);
+        let now = now_ms();
+        let score = now + bound_ms;
+        if map.live(key).is_none() {
+            map.entries.insert(
+                key.to_string(),
+                Entry {
+                    value: Value::ZSet(HashMap::new()),
+                    expires: None,
+                },
+            );
+        }
+        let e = map.entries.get_mut(key).expect("inserted above");
+        let Value::ZSet(z) = &mut e.value else {
+            return Vec::new();
+        };
+        let s = z.entry(member.to_string()).or_insert(score);
+        *s = (*s).max(score);
+        z.retain(|_, s| *s >= now);
+        let top = z.values().copied().max().unwrap_or(now);
+        let want = Instant::now() + Duration::from_millis(top.saturating_sub(now));
+        e.expires = Some(e.expires.map_or(want, |cur| cur.max(want)));
+        if max == 0 || z.len() <= max {
+            return Vec::new();
+        }
+        let mut by_age: Vec<(&String, &u64)> =
+            z.iter().filter(|(m, _)| m.as_str() != member).collect();
+        by_age.sort_by_key(|(m, s)| (**s, (*m).clone()));
+        by_age
+            .into_iter()
+            .take(z.len() - max)
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    pub(crate) fn index_members(&self, key: &str) -> Vec<String> {
+        let mut map = lock(&self.map);
+        let now = now_ms();
+        match map.live(key).map(|e| &e.value) {
+            Some(Value::ZSet(z)) => {
+                let mut v: Vec<(&String, &u64)> = z.iter().filter(|(_, s)| **s >= now).collect();
+                v.sort_by_key(|(m, s)| (**s, (*m).clone()));
+                v.into_iter().map(|(m, _)| m.clone()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn index_remove(&self, key: &str, members: &[String]) {
+        let mut map = lock(&self.map);
+        let empty = match map.live(key).map(|e| &mut e.value) {
+            Some(Value::ZSet(z)) => {
+                for m in members {
+                    z.remove(m);
+                }
+                z.is_empty()
+            }
+            _ => false,
+        };
+        if empty {
+            map.entries.remove(key);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn key_count(&self) -> usize {
+        let mut map = lock(&self.map);
+        let now = Instant::now();
+        map.entries.retain(|_, e| e.live(now));
+        map.entries.len()
     }
 }

@@ -22,6 +22,10 @@ pub(crate) mod fields {
     pub(crate) const TOUCHED: &str = "__t";
     /// The bound user id, when logged in.
     pub(crate) const USER: &str = "__u";
+    /// The User-Agent recorded at login, for device lists.
+    pub(crate) const USER_AGENT: &str = "__ua";
+    /// The client address recorded at login, for device lists.
+    pub(crate) const CLIENT_ADDR: &str = "__ip";
 }
 
 /// The session store: a handle that is cheap to clone and shared by all requests.
@@ -154,13 +158,71 @@ impl Store {
         }
     }
 
-    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+    /// Deletes a key; whether it existed.
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.delete(key)),
+            Backend::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// Deletes several keys (one pipelined round trip on Redis, each command single-key);
+    /// whether each existed.
+    pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(keys.iter().map(|k| m.delete(k)).collect()),
+            Backend::Redis(r) => r.delete_many(keys).await,
+        }
+    }
+
+    /// Reads some fields of several session hashes without touching them (one pipelined
+    /// round trip on Redis); `None` for a key that holds no session.
+    pub(crate) async fn peek_many(
+        &self,
+        keys: &[String],
+        names: &[&str],
+    ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(keys.iter().map(|k| m.peek(k, names)).collect()),
+            Backend::Redis(r) => r.peek_many(keys, names).await,
+        }
+    }
+
+    /// Adds or refreshes `member` in a user index with score now + `bound_ms`, prunes members
+    /// whose bound passed, keeps the index TTL at its highest bound, and returns the members
+    /// beyond `max` (0 = no limit), least recently refreshed first.
+    pub(crate) async fn index_add(
+        &self,
+        key: &str,
+        member: &str,
+        bound_ms: u64,
+        max: usize,
+    ) -> Result<Vec<String>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.index_add(key, member, bound_ms, max)),
+            Backend::Redis(r) => r.index_add(key, member, bound_ms, max).await,
+        }
+    }
+
+    /// The members of a user index whose bound has not passed, least recently refreshed first.
+    pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.index_members(key)),
+            Backend::Redis(r) => r.index_members(key).await,
+        }
+    }
+
+    /// Removes members from a user index.
+    pub(crate) async fn index_remove(&self, key: &str, members: &[String]) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
         match &*self.backend {
             Backend::Memory(m) => {
-                m.delete(key);
+                m.index_remove(key, members);
                 Ok(())
             }
-            Backend::Redis(r) => r.delete(key).await,
+            Backend::Redis(r) => r.index_remove(key, members).await,
         }
     }
 }

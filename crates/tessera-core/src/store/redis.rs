@@ -10,6 +10,10 @@ use std::time::Duration;
 
 static LOAD: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("load.lua")));
 static WRITE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("write.lua")));
+static INDEX_ADD: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(include_str!("index_add.lua")));
+static INDEX_MEMBERS: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(include_str!("index_members.lua")));
 
 /// Connection settings for a Redis / Valkey store.
 ///
@@ -110,7 +114,7 @@ impl RedisBackend {
             .map_err(Error::from_fred)?;
         // Load the scripts now (on every primary in a cluster), so the first request does not
         // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
-        for script in [&*LOAD, &*WRITE] {
+        for script in [&*LOAD, &*WRITE, &*INDEX_ADD, &*INDEX_MEMBERS] {
             script.load(pool.next()).await.map_err(Error::from_fred)?;
         }
         Ok(RedisBackend {
@@ -181,8 +185,92 @@ impl RedisBackend {
         })
     }
 
-    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
-        let _: i64 = self.pool.del(key).await.map_err(Error::from_fred)?;
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
+        let n: i64 = self.pool.del(key).await.map_err(Error::from_fred)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipe = self.pool.next().pipeline();
+        for k in keys {
+            let _: () = pipe.del(k.as_str()).await.map_err(Error::from_fred)?;
+        }
+        let replies = pipe.try_all::<i64>().await;
+        replies
+            .into_iter()
+            .map(|r| r.map(|n| n > 0).map_err(Error::from_fred))
+            .collect()
+    }
+
+    pub(crate) async fn peek_many(
+        &self,
+        keys: &[String],
+        names: &[&str],
+    ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut all: Vec<&str> = vec![super::fields::CREATED];
+        all.extend_from_slice(names);
+        let pipe = self.pool.next().pipeline();
+        for k in keys {
+            let _: () = pipe
+                .hmget(k.as_str(), all.clone())
+                .await
+                .map_err(Error::from_fred)?;
+        }
+        let replies = pipe.try_all::<Vec<Value>>().await;
+        let mut out = Vec::with_capacity(keys.len());
+        for r in replies {
+            let vals: Vec<Option<Vec<u8>>> = r
+                .map_err(Error::from_fred)?
+                .into_iter()
+                .map(|v| match v {
+                    Value::Null => None,
+                    Value::Bytes(b) => Some(b.to_vec()),
+                    Value::String(s) => Some(s.as_bytes().to_vec()),
+                    Value::Integer(i) => Some(i.to_string().into_bytes()),
+                    other => other.into_string().map(String::into_bytes),
+                })
+                .collect();
+            out.push(match vals.first() {
+                Some(Some(_)) => Some(vals.into_iter().skip(1).collect()),
+                _ => None, // no __c: no session
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn index_add(
+        &self,
+        key: &str,
+        member: &str,
+        bound_ms: u64,
+        max: usize,
+    ) -> Result<Vec<String>> {
+        let args: Vec<Value> = vec![member.into(), (bound_ms as i64).into(), (max as i64).into()];
+        INDEX_ADD
+            .evalsha_with_reload(self.pool.next(), key, args)
+            .await
+            .map_err(Error::from_fred)
+    }
+
+    pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
+        INDEX_MEMBERS
+            .evalsha_with_reload(self.pool.next(), key, Vec::<Value>::new())
+            .await
+            .map_err(Error::from_fred)
+    }
+
+    pub(crate) async fn index_remove(&self, key: &str, members: &[String]) -> Result<()> {
+        let _: i64 = self
+            .pool
+            .zrem(key, members.to_vec())
+            .await
+            .map_err(Error::from_fred)?;
         Ok(())
     }
 }

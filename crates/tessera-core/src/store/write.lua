@@ -3,6 +3,8 @@
 -- ARGV: mode ('c' create | 'u' update), idle_ms, absolute_ms, created_ms (create: 0 = now),
 --       nset, ndel, incr_field ('' = none), incr_by, then nset field/value pairs, then ndel fields
 -- Returns {1, incr_result} written, {0} gone, {-1} exists (create), {-2} not an integer.
+-- A create sets __c, __t and the TTL. An update changes fields only: the TTL and __t move
+-- only in the load's throttled touch, which also refreshes the user's index (see README).
 local key = KEYS[1]
 local mode = ARGV[1]
 local idle, abs = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -34,18 +36,17 @@ if ARGV[7] ~= '' then
   if type(r) == 'table' and r.err then return {-2} end
   incr = r
 end
-local args = {'__t', now}
+local args = {}
 if mode == 'c' then
-  args[3] = '__c'
-  args[4] = created
+  args = {'__c', created, '__t', now}
 end
 for i = 0, nset - 1 do
   args[#args + 1] = ARGV[9 + 2 * i]
   args[#args + 1] = ARGV[10 + 2 * i]
 end
-redis.call('HSET', key, unpack(args))
+if #args > 0 then redis.call('HSET', key, unpack(args)) end
 if ndel > 0 then
   redis.call('HDEL', key, unpack(ARGV, 9 + 2 * nset, 8 + 2 * nset + ndel))
 end
-redis.call('PEXPIRE', key, ttl)
+if mode == 'c' then redis.call('PEXPIRE', key, ttl) end
 return {1, incr}
