@@ -52,6 +52,10 @@ pub fn router(manager: SessionManager) -> Router {
             }),
         )
         .route(
+            "/logout-others",
+            post(|s: Session| async move { Ok::<_, SessionError>(Json(s.logout_others().await?)) }),
+        )
+        .route(
             "/cycle",
             post(|s: Session| async move {
                 s.cycle_id().await?;

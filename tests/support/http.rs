@@ -113,6 +113,20 @@ impl Browser {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
+    /// The same jar, sending `User-Agent: <agent>` (a named device).
+    pub fn with_agent(&self, agent: &str) -> Browser {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .user_agent(agent.to_string())
+            .build()
+            .unwrap();
+        Browser {
+            base: self.base.clone(),
+            client,
+            jar: self.jar.clone(),
+        }
+    }
+
     pub async fn send(
         &self,
         method: reqwest::Method,

@@ -225,9 +225,7 @@ impl Server {
                 let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
                 Some((name.to_string(), calls.parse().ok()?))
             })
-            .filter(|(name, _)| {
-                !matches!(name.as_str(), "info" | "config|resetstat" | "ping" | "scan")
-            })
+            .filter(|(name, _)| !matches!(name.as_str(), "info" | "config|resetstat" | "ping"))
             .collect()
     }
 

@@ -25,6 +25,7 @@ redis_suite!(
     failed_save_is_not_reported_as_success,
     corrupt_data_from_another_app_is_a_typed_error,
     logs_carry_a_short_hash_never_the_id,
+    user_index_operations_cost_o_of_the_users_sessions,
 );
 
 fn stats(pairs: &[(&str, u64)]) -> std::collections::BTreeMap<String, u64> {
@@ -429,5 +430,64 @@ mod cases {
             "spans carry the short hash {tag}:\n{logs}"
         );
         assert!(logs.contains("commands=1"), "{logs}");
+    }
+
+    pub async fn user_index_operations_cost_o_of_the_users_sessions(kind: ServerKind) {
+        let fx = Fx::new(Backend::Redis(kind)).await;
+        let s = fx.server();
+        let ann: Vec<tessera_tests::Browser> = (0..3).map(|_| fx.browser()).collect();
+        for b in &ann {
+            b.post("/login", Some(json!({"user_id": "ann"}))).await;
+        }
+        // Unrelated sessions must not be visited.
+        for i in 0..20 {
+            fx.browser()
+                .post("/login", Some(json!({"user_id": format!("other{i}")})))
+                .await;
+        }
+        s.reset_stats();
+        let r = ann[0].get("/sessions").await;
+        assert_eq!(r.json().as_array().unwrap().len(), 3);
+        assert_eq!(
+            s.command_stats(),
+            stats(&[
+                ("evalsha", 2),
+                ("hgetall", 1),
+                ("time", 2),
+                ("zrangebyscore", 1),
+                ("hmget", 3)
+            ]),
+            "list = load + index read + one pipelined HMGET per session of the user"
+        );
+        s.reset_stats();
+        assert_eq!(ann[0].post("/logout-all", None).await.status, 204);
+        assert_eq!(
+            s.command_stats(),
+            stats(&[
+                ("evalsha", 2),
+                ("hgetall", 1),
+                ("time", 2),
+                ("zrangebyscore", 1),
+                ("del", 3),
+                ("zrem", 1)
+            ]),
+            "logout-all = load + index read + one pipelined DEL per session + one ZREM"
+        );
+        s.reset_stats();
+        fx.browser()
+            .post("/login", Some(json!({"user_id": "bob"})))
+            .await;
+        assert_eq!(
+            s.command_stats(),
+            stats(&[
+                ("evalsha", 2), ("time", 2), ("zadd", 1), ("zremrangebyscore", 1), ("zrange", 1), ("pttl", 1),
+                ("pexpire", 2), ("exists", 1), ("hset", 1),
+            ]),
+            "login of a new session: index add, then the session write (created at the end of the request)"
+        );
+        assert!(
+            s.command_stats().keys().all(|k| k != "scan" && k != "keys"),
+            "never a key scan"
+        );
     }
 }

@@ -141,7 +141,8 @@ impl SessionManager {
         let ended: Vec<String> = members
             .iter()
             .zip(existed)
-            .filter_map(|(m, e)| e.then(|| m.clone()))
+            .filter(|(_, e)| *e)
+            .map(|(m, _)| m.clone())
             .collect();
         self.inner
             .store
@@ -230,7 +231,7 @@ impl SessionManager {
                 })
             })
             .collect();
-        out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        out.sort_by_key(|d| std::cmp::Reverse(d.last_seen));
         Ok(out)
     }
 

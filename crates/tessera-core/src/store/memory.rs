@@ -251,3 +251,53 @@ impl MemoryBackend {
         map.entries.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Timing;
+
+    #[test]
+    fn a_users_index_and_sessions_all_disappear_after_expiry() {
+        let m = MemoryBackend::default();
+        let t = Timing {
+            idle_ms: 100,
+            touch_ms: 10,
+            absolute_ms: 0,
+        };
+        for k in ["s1", "s2"] {
+            let op = WriteOp {
+                mode: Mode::Create { created_ms: 0 },
+                set: vec![("__u", "ann")],
+                del: vec![],
+                incr: None,
+            };
+            assert_eq!(m.write(k, &op, t), WriteResult::Written { incr: 0 });
+            assert!(m.index_add("user:ann:sessions", k, 200, 0).is_empty());
+        }
+        assert_eq!(m.key_count(), 3);
+        assert_eq!(m.index_members("user:ann:sessions").len(), 2);
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(
+            m.key_count(),
+            1,
+            "sessions expired, the index outlives them by its bound"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(m.key_count(), 0, "nothing of the user is left");
+    }
+
+    #[test]
+    fn device_limit_picks_the_lowest_bounds_but_never_the_new_member() {
+        let m = MemoryBackend::default();
+        assert!(m.index_add("i", "a", 1000, 2).is_empty());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(m.index_add("i", "b", 1000, 2).is_empty());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(m.index_add("i", "c", 1000, 2), vec!["a".to_string()]);
+        assert_eq!(
+            m.index_add("i", "c", 1000, 1),
+            vec!["a".to_string(), "b".to_string()]
+        );
+    }
+}

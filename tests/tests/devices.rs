@@ -1,0 +1,302 @@
+//! Users and their devices: the `user:<id>:sessions` index, logout-all, device list, revoke,
+//! device limit. Written once, run against memory, Redis 7, Redis 8.2 and Valkey 8.1.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use tessera_tests::{Backend, Browser, Fx};
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Memory).await } )* }
+        mod redis7 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Redis7)).await } )* }
+        mod redis8 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Redis8)).await } )* }
+        mod valkey { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Valkey)).await } )* }
+    };
+}
+
+suite!(
+    device_list_follows_login_rotation_and_logout,
+    logout_all_ends_every_session_of_the_user_only,
+    logout_others_keeps_the_current_session,
+    revoke_ends_only_own_sessions,
+    device_limit_ends_the_least_recently_used,
+    logins_racing_logout_all_are_never_orphaned,
+    nothing_of_a_user_is_left_after_their_sessions_expire,
+    account_endpoints_need_a_login,
+);
+
+async fn login(b: &Browser, user: &str) {
+    let r = b.post("/login", Some(json!({ "user_id": user }))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+async fn devices(b: &Browser) -> Vec<Value> {
+    let r = b.get("/sessions").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json().as_array().unwrap().clone()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn device_list_follows_login_rotation_and_logout(b: Backend) {
+        let fx = Fx::new(b).await;
+        let phone = fx.browser().with_agent("phone/1.0");
+        let laptop = fx.browser().with_agent("laptop/2.0");
+        login(&phone, "ann").await;
+        login(&laptop, "ann").await;
+        let list = devices(&phone).await;
+        assert_eq!(list.len(), 2, "{list:?}");
+        let mine: Vec<&Value> = list.iter().filter(|d| d["current"] == true).collect();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0]["user_agent"], "phone/1.0");
+        let agents: Vec<&str> = list
+            .iter()
+            .map(|d| d["user_agent"].as_str().unwrap())
+            .collect();
+        assert!(agents.contains(&"laptop/2.0"));
+        for d in &list {
+            let h = d["handle"].as_str().unwrap();
+            assert_eq!(h.len(), 16);
+            for c in [
+                phone.cookie("tessera").unwrap(),
+                laptop.cookie("tessera").unwrap(),
+            ] {
+                assert!(
+                    !c.contains(h) && !h.contains(&c[..8]),
+                    "a handle is not (part of) a session id"
+                );
+            }
+            for field in ["created_at", "last_seen"] {
+                let t = d[field].as_str().unwrap();
+                assert!(
+                    t.starts_with("20") && t.contains('T'),
+                    "RFC 3339 {field}: {t}"
+                );
+            }
+        }
+        // Rotation keeps one entry per device; logout removes it.
+        assert_eq!(phone.post("/cycle", None).await.status, 200);
+        assert_eq!(devices(&laptop).await.len(), 2);
+        assert_eq!(phone.post("/logout", None).await.status, 204);
+        let list = devices(&laptop).await;
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["current"], true);
+        if let Some(s) = &fx.server {
+            assert_eq!(
+                s.cmd(&["ZCARD", "user:ann:sessions"]).int(),
+                1,
+                "the index holds live sessions only"
+            );
+        }
+    }
+
+    pub async fn logout_all_ends_every_session_of_the_user_only(b: Backend) {
+        let fx = Fx::new(b).await;
+        let ann: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
+        for br in &ann {
+            login(br, "ann").await;
+        }
+        let bob = fx.browser();
+        login(&bob, "bob").await;
+        let r = ann[1].post("/logout-all", None).await;
+        assert_eq!(r.status, 204, "{r:?}");
+        assert!(
+            r.set_cookies.iter().any(|c| c.contains("Max-Age=0")),
+            "own cookie cleared"
+        );
+        for br in &ann {
+            assert_eq!(br.get("/me").await.status, 401);
+        }
+        assert_eq!(
+            bob.get("/me").await.status,
+            200,
+            "other users are untouched"
+        );
+        if let Some(s) = &fx.server {
+            assert_eq!(s.cmd(&["EXISTS", "user:ann:sessions"]).int(), 0);
+            assert_eq!(s.keys("session:*").len(), 1, "only bob's session is left");
+        }
+    }
+
+    pub async fn logout_others_keeps_the_current_session(b: Backend) {
+        let fx = Fx::new(b).await;
+        let ann: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
+        for br in &ann {
+            login(br, "ann").await;
+        }
+        let r = ann[0].post("/logout-others", None).await;
+        assert_eq!(r.json(), json!(2));
+        assert_eq!(ann[0].get("/me").await.status, 200);
+        assert_eq!(ann[1].get("/me").await.status, 401);
+        assert_eq!(ann[2].get("/me").await.status, 401);
+        assert_eq!(devices(&ann[0]).await.len(), 1);
+    }
+
+    pub async fn revoke_ends_only_own_sessions(b: Backend) {
+        let fx = Fx::new(b).await;
+        let (a1, a2, bob) = (fx.browser(), fx.browser(), fx.browser());
+        login(&a1, "ann").await;
+        login(&a2, "ann").await;
+        login(&bob, "bob").await;
+        let other = devices(&a1)
+            .await
+            .into_iter()
+            .find(|d| d["current"] == false)
+            .unwrap();
+        let handle = other["handle"].as_str().unwrap().to_string();
+        // Bob cannot revoke Ann's session, even knowing its handle.
+        assert_eq!(bob.delete(&format!("/sessions/{handle}")).await.status, 404);
+        assert_eq!(a2.get("/me").await.status, 200);
+        assert_eq!(a1.delete("/sessions/not-a-handle").await.status, 404);
+        assert_eq!(a1.delete(&format!("/sessions/{handle}")).await.status, 204);
+        assert_eq!(a2.get("/me").await.status, 401);
+        assert_eq!(a1.get("/me").await.status, 200);
+        assert_eq!(
+            a1.delete(&format!("/sessions/{handle}")).await.status,
+            404,
+            "already gone"
+        );
+        // Revoking one's own session is a logout.
+        let own = devices(&a1).await[0]["handle"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = a1.delete(&format!("/sessions/{own}")).await;
+        assert_eq!(r.status, 204);
+        assert!(r.set_cookies.iter().any(|c| c.contains("Max-Age=0")));
+        assert_eq!(a1.get("/me").await.status, 401);
+    }
+
+    pub async fn device_limit_ends_the_least_recently_used(b: Backend) {
+        let fx = Fx::with(b, |c| {
+            c.max_sessions_per_user(Some(2))
+                .touch_interval(Duration::from_millis(100))
+        })
+        .await;
+        let (a, bb, c) = (fx.browser(), fx.browser(), fx.browser());
+        login(&a, "ann").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        login(&bb, "ann").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            a.get("/me").await.status,
+            200,
+            "a is used again: b is now the least recent"
+        );
+        login(&c, "ann").await;
+        assert_eq!(
+            bb.get("/me").await.status,
+            401,
+            "the least recently used session ended"
+        );
+        assert_eq!(a.get("/me").await.status, 200);
+        assert_eq!(c.get("/me").await.status, 200);
+        assert_eq!(devices(&c).await.len(), 2);
+    }
+
+    pub async fn logins_racing_logout_all_are_never_orphaned(b: Backend) {
+        let fx = Fx::new(b).await;
+        for round in 0..4 {
+            let user = format!("racer{round}");
+            let anchor = fx.browser();
+            login(&anchor, &user).await;
+            let browsers: Vec<Browser> = (0..30).map(|_| fx.browser()).collect();
+            let mut tasks = Vec::new();
+            for br in browsers.clone() {
+                let user = user.clone();
+                tasks.push(tokio::spawn(async move {
+                    br.put("/session", json!({"pre": 1})).await;
+                    br.post("/login", Some(json!({ "user_id": user })))
+                        .await
+                        .status
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(5 + round * 5)).await;
+            assert_eq!(anchor.post("/logout-all", None).await.status, 204);
+            for t in tasks {
+                let st = t.await.unwrap();
+                assert!(st == 200 || st == 409, "login answered {st}");
+            }
+            // Every session still alive must be in the index: a second logout-all ends them all.
+            let mut live = Vec::new();
+            for br in &browsers {
+                if br.get("/me").await.status == 200 {
+                    live.push(br.clone());
+                }
+            }
+            if let Some(first) = live.first() {
+                assert_eq!(
+                    devices(first).await.len(),
+                    live.len(),
+                    "every live session is listed (round {round})"
+                );
+                assert_eq!(first.post("/logout-all", None).await.status, 204);
+            }
+            for br in &live {
+                assert_eq!(
+                    br.get("/me").await.status,
+                    401,
+                    "an orphaned session survived logout-all (round {round})"
+                );
+            }
+            if let Some(s) = &fx.server {
+                for k in s.keys("session:*") {
+                    assert_ne!(
+                        s.text(&["HGET", &k, "__u"]),
+                        Some(user.clone()),
+                        "{k} of {user} outlived logout-all"
+                    );
+                }
+            }
+        }
+    }
+
+    pub async fn nothing_of_a_user_is_left_after_their_sessions_expire(b: Backend) {
+        let fx = Fx::with(b, |c| {
+            c.idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(200))
+        })
+        .await;
+        let (a, bb) = (fx.browser(), fx.browser());
+        login(&a, "ann").await;
+        login(&bb, "ann").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(a.get("/me").await.status, 200); // a touch moves the bound too
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(a.get("/me").await.status, 401);
+        assert_eq!(bb.get("/me").await.status, 401);
+        if let Some(s) = &fx.server {
+            assert_eq!(
+                s.cmd(&["EXISTS", "user:ann:sessions"]).int(),
+                1,
+                "the index outlives its sessions by at most one idle timeout"
+            );
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+            assert_eq!(
+                s.keys("*"),
+                Vec::<String>::new(),
+                "no key of the user is left"
+            );
+        }
+    }
+
+    pub async fn account_endpoints_need_a_login(b: Backend) {
+        let fx = Fx::new(b).await;
+        let anon = fx.browser();
+        anon.put("/session", json!({"cart": 1})).await;
+        assert_eq!(anon.get("/sessions").await.status, 401);
+        assert_eq!(anon.post("/logout-all", None).await.status, 401);
+        assert_eq!(anon.delete("/sessions/abc").await.status, 401);
+        assert_eq!(
+            anon.get("/me").await.status,
+            200,
+            "the anonymous session is unharmed"
+        );
+        assert_eq!(
+            fx.browser().get("/sessions").await.status,
+            401,
+            "no session at all"
+        );
+    }
+}
