@@ -3,6 +3,7 @@
 
 use crate::http::{spawn_app, Browser, TestApp};
 use crate::server::{Server, ServerKind};
+use crate::topology::Topology;
 use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,10 +15,25 @@ use tessera_core::{Key, RedisOptions, SessionConfig, SessionConfigBuilder, Sessi
 pub enum Backend {
     Memory,
     Redis(ServerKind),
+    /// Redis 7 primary + replica + three Sentinels.
+    Sentinel,
+    /// Redis 7 Cluster: three primaries, one replica each.
+    Cluster,
+}
+
+impl Backend {
+    pub fn topology(self) -> Option<Topology> {
+        match self {
+            Backend::Memory => None,
+            Backend::Redis(kind) => Some(Topology::standalone(kind)),
+            Backend::Sentinel => Some(Topology::sentinel()),
+            Backend::Cluster => Some(Topology::cluster()),
+        }
+    }
 }
 
 pub struct Fx {
-    pub server: Option<Server>,
+    pub server: Option<Topology>,
     pub store: Store,
     pub manager: SessionManager,
     pub app: TestApp,
@@ -75,20 +91,28 @@ impl Fx {
         f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder,
     ) -> Fx {
         crate::init_tracing();
-        let (server, store) = match backend {
-            Backend::Memory => (None, Store::memory()),
-            Backend::Redis(kind) => {
-                let server = Server::start(kind);
-                let store = Store::redis_with(&server.url(), RedisOptions::default())
+        let topology = tokio::task::spawn_blocking(move || backend.topology())
+            .await
+            .unwrap();
+        let (server, store) = match topology {
+            None => (None, Store::memory()),
+            Some(t) => {
+                let store = Store::redis_with(&t.url(), RedisOptions::default())
                     .await
-                    .expect("connect to the test server");
-                (Some(server), store)
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "connect to the test {}: {e} ({:?})",
+                            t.name(),
+                            std::error::Error::source(&e)
+                        )
+                    });
+                (Some(t), store)
             }
         };
         Self::on(server, store, config(f)).await
     }
 
-    pub async fn on(server: Option<Server>, store: Store, config: SessionConfig) -> Fx {
+    pub async fn on(server: Option<Topology>, store: Store, config: SessionConfig) -> Fx {
         let manager = SessionManager::new(store.clone(), config);
         let app = spawn_app(router(manager.clone())).await;
         Fx {
@@ -108,12 +132,16 @@ impl Fx {
         self.app.browser()
     }
 
-    pub fn server(&self) -> &Server {
+    pub fn server(&self) -> &Topology {
         self.server.as_ref().expect("this test needs a real server")
     }
 
-    pub fn server_mut(&mut self) -> &mut Server {
+    pub fn server_mut(&mut self) -> &mut Topology {
         self.server.as_mut().expect("this test needs a real server")
+    }
+
+    pub fn standalone(&mut self) -> &mut Server {
+        self.server_mut().standalone_mut()
     }
 
     /// The one session key in the server (asserts there is exactly one).

@@ -9,9 +9,11 @@
 pub mod http;
 pub mod resp;
 pub mod server;
+pub mod topology;
 
 pub use http::{spawn_app, Browser, TestApp};
 pub use server::{Server, ServerKind};
+pub use topology::Topology;
 
 /// All standalone kinds the behaviour suite runs against.
 pub const KINDS: [ServerKind; 3] = [ServerKind::Redis7, ServerKind::Redis8, ServerKind::Valkey];
@@ -26,3 +28,28 @@ pub fn init_tracing() {
 
 pub mod fixture;
 pub use fixture::{Backend, Fx};
+
+/// Generates one `#[tokio::test]` per case and backend: memory, Redis 7, Redis 8.2, Valkey
+/// 8.1, Sentinel (Redis 7 primary + replica + 3 Sentinels) and Cluster (3 primaries + 3
+/// replicas). Each case is `async fn case(backend: Backend)` in a module `cases`.
+#[macro_export]
+macro_rules! per_backend {
+    ($($case:ident),* $(,)?) => {
+        $crate::per_backend!(@mod memory, $crate::Backend::Memory; $($case),*);
+        $crate::per_backend!(@mod redis7, $crate::Backend::Redis($crate::ServerKind::Redis7); $($case),*);
+        $crate::per_backend!(@mod redis8, $crate::Backend::Redis($crate::ServerKind::Redis8); $($case),*);
+        $crate::per_backend!(@mod valkey, $crate::Backend::Redis($crate::ServerKind::Valkey); $($case),*);
+        $crate::per_backend!(@mod sentinel, $crate::Backend::Sentinel; $($case),*);
+        $crate::per_backend!(@mod cluster, $crate::Backend::Cluster; $($case),*);
+    };
+    (@mod $m:ident, $backend:expr; $($case:ident),*) => {
+        mod $m {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::cases::$case($backend).await
+                }
+            )*
+        }
+    };
+}

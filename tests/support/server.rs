@@ -64,6 +64,21 @@ pub fn session_conf() -> PathBuf {
     workspace_root().join("config/redis-session.conf")
 }
 
+/// The cluster-node config, layered with `--include` (also used by docker-compose.yml).
+pub fn cluster_conf() -> PathBuf {
+    workspace_root().join("config/redis-cluster.conf")
+}
+
+/// redis-cli: `REDIS_CLI_BIN`, `.servers/env.sh`, or the PATH.
+pub fn redis_cli() -> PathBuf {
+    std::env::var("REDIS_CLI_BIN")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| env_file_value("REDIS_CLI_BIN"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-cli"))
+}
+
 /// A port in 20000..50000 whose port and port+10000 (the cluster bus) are free now.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
@@ -85,6 +100,8 @@ pub struct Server {
     dir: tempfile::TempDir,
     extra: Vec<String>,
     child: Option<Child>,
+    /// A sentinel: started from its own config file with `--sentinel`.
+    sentinel_conf: Option<String>,
 }
 
 impl Server {
@@ -94,6 +111,27 @@ impl Server {
     }
 
     pub fn start_with(kind: ServerKind, extra: &[&str]) -> Server {
+        Self::start_inner(kind, extra, None)
+    }
+
+    /// A Redis Sentinel, from `config/sentinel.conf` with the monitored primary replaced.
+    pub fn start_sentinel(primary_port: u16, down_after_ms: u64) -> Server {
+        let template =
+            std::fs::read_to_string(workspace_root().join("config/sentinel.conf")).unwrap();
+        let conf = template
+            .replace("redis-primary 6379", &format!("127.0.0.1 {primary_port}"))
+            .replace(
+                "down-after-milliseconds mymaster 5000",
+                &format!("down-after-milliseconds mymaster {down_after_ms}"),
+            )
+            .replace(
+                "failover-timeout mymaster 10000",
+                "failover-timeout mymaster 3000",
+            );
+        Self::start_inner(ServerKind::Redis7, &[], Some(conf))
+    }
+
+    fn start_inner(kind: ServerKind, extra: &[&str], sentinel_conf: Option<String>) -> Server {
         let mut last_log = String::new();
         for _ in 0..5 {
             let mut s = Server {
@@ -105,6 +143,7 @@ impl Server {
                     .expect("temp dir"),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 child: None,
+                sentinel_conf: sentinel_conf.clone(),
             };
             match s.spawn() {
                 Ok(()) => return s,
@@ -118,13 +157,24 @@ impl Server {
         let bin = self.kind.binary();
         let log = self.dir.path().join("server.log");
         let mut cmd = Command::new(&bin);
-        cmd.arg(session_conf())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        match &self.sentinel_conf {
+            Some(conf) => {
+                let path = self.dir.path().join("sentinel.conf");
+                if !path.exists() {
+                    std::fs::write(&path, conf).unwrap();
+                }
+                cmd.arg(&path).arg("--sentinel");
+            }
+            None => {
+                cmd.arg(session_conf()).args(["--save", ""]);
+            }
+        }
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
-            .args(["--save", "", "--daemonize", "no"])
+            .args(["--daemonize", "no"])
             .args(&self.extra)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -150,6 +200,10 @@ impl Server {
         let tail = self.log_tail();
         self.kill();
         Err(format!("not ready after 15 s:\n{tail}"))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn kind(&self) -> ServerKind {

@@ -9,17 +9,7 @@ use tessera_tests::{Backend, Browser, Fx};
 
 const COOKIE: &str = "tessera";
 
-/// Generates one `#[tokio::test]` per case and backend.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Memory).await } )* }
-        mod redis7 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Redis7)).await } )* }
-        mod redis8 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Redis8)).await } )* }
-        mod valkey { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Valkey)).await } )* }
-    };
-}
-
-suite!(
+tessera_tests::per_backend!(
     login_me_put_counter_logout,
     cookie_attributes_default_and_configured,
     key_rotation_accepts_old_key_and_reissues,

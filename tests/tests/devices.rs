@@ -5,16 +5,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tessera_tests::{Backend, Browser, Fx};
 
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Memory).await } )* }
-        mod redis7 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Redis7)).await } )* }
-        mod redis8 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Redis8)).await } )* }
-        mod valkey { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(super::Backend::Redis(tessera_tests::ServerKind::Valkey)).await } )* }
-    };
-}
-
-suite!(
+tessera_tests::per_backend!(
     device_list_follows_login_rotation_and_logout,
     logout_all_ends_every_session_of_the_user_only,
     logout_others_keeps_the_current_session,

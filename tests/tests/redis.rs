@@ -259,7 +259,7 @@ mod cases {
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "1"}))).await;
         tokio::time::sleep(Duration::from_millis(1200)).await; // appendfsync everysec
-        fx.server_mut().kill();
+        fx.standalone().kill();
         let r = br.get("/me").await;
         assert_eq!(r.status, 503, "{r:?}");
         assert!(
@@ -274,7 +274,7 @@ mod cases {
             200,
             "routes that do not use the session still serve"
         );
-        fx.server_mut().restart(); // same port, same AOF
+        fx.standalone().restart(); // same port, same AOF
         let start = Instant::now();
         loop {
             let r = br.get("/me").await;
@@ -303,7 +303,12 @@ mod cases {
         )
         .await
         .unwrap();
-        let fx = Fx::on(Some(server), store, config(|c| c)).await;
+        let fx = Fx::on(
+            Some(tessera_tests::Topology::Standalone(server)),
+            store,
+            config(|c| c),
+        )
+        .await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "p"}))).await;
         fx.server().pause();
