@@ -8,3 +8,7 @@ env_file="$(bash scripts/install-servers.sh)"
 # shellcheck disable=SC1090
 . "$env_file"
 cargo test --workspace "$@"
+# The build without TLS, where a rediss:// URL must be a startup error (full runs only).
+if [ $# -eq 0 ]; then
+  cargo test -p tessera-core --no-default-features --lib
+fi

@@ -166,7 +166,13 @@ impl Server {
                 cmd.arg(&path).arg("--sentinel");
             }
             None => {
-                cmd.arg(session_conf()).args(["--save", ""]);
+                // A copy per server: Sentinel sends CONFIG REWRITE to a promoted replica, which
+                // must not rewrite the shared file (docker-compose mounts it read-only).
+                let path = self.dir.path().join("redis.conf");
+                if !path.exists() {
+                    std::fs::copy(session_conf(), &path).unwrap();
+                }
+                cmd.arg(&path).args(["--save", ""]);
             }
         }
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])

@@ -45,4 +45,4 @@ pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
 pub use crate::session::{ClientInfo, DeviceSession, Outcome, Session, SessionManager};
-pub use crate::store::{RedisOptions, Store};
+pub use crate::store::{RedisOptions, ServerReport, ServerWarning, Store};

@@ -9,9 +9,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) mod check;
 pub(crate) mod memory;
 pub(crate) mod redis;
 
+pub use self::check::{ServerReport, ServerWarning};
 pub use self::redis::RedisOptions;
 
 /// Reserved hash fields (user fields may not start with `__`).
@@ -126,9 +128,32 @@ impl Store {
     /// Connects to Redis or Valkey with the given options.
     pub async fn redis_with(url: &str, options: RedisOptions) -> Result<Store> {
         let r = redis::RedisBackend::connect(url, options).await?;
-        Ok(Store {
+        let store = Store {
             backend: Arc::new(Backend::Redis(r)),
-        })
+        };
+        if let Err(e) = store.check_server().await {
+            tracing::warn!(target: "tessera::check", error = %e, "could not check the session store's settings");
+        }
+        Ok(store)
+    }
+
+    /// Checks the server's settings for session safety: AOF off without a replica, an
+    /// `allkeys-*` eviction policy, a server too old for tessera (every primary of a cluster
+    /// is checked). Each warning is also logged with `tracing::warn!`. [`Store::redis`] runs
+    /// it once at connect; a memory store reports nothing.
+    pub async fn check_server(&self) -> Result<ServerReport> {
+        let report = match &*self.backend {
+            Backend::Memory(_) => ServerReport {
+                servers: vec!["memory".into()],
+                warnings: Vec::new(),
+            },
+            Backend::Redis(r) => r.check_server().await?,
+        };
+        for w in &report.warnings {
+            tracing::warn!(target: "tessera::check", "{w}");
+        }
+        tracing::info!(target: "tessera::check", servers = ?report.servers, warnings = report.warnings.len(), "session store checked");
+        Ok(report)
     }
 
     /// The underlying fred pool, for Redis stores (for operators' checks and tests).

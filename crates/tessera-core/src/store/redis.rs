@@ -80,12 +80,13 @@ fn redact(url: &str) -> String {
 
 impl RedisBackend {
     pub(crate) async fn connect(url: &str, o: RedisOptions) -> Result<Self> {
+        check_tls(url)?;
         let config = Config::from_url(url).map_err(Error::Store)?;
-        // fred is built with rustls here; still, never fall back to plaintext silently.
-        if url.starts_with("rediss://") && config.tls.is_none() {
+        #[cfg(feature = "tls")]
+        if url.starts_with("rediss") && config.tls.is_none() {
             return Err(Error::Store(fred::error::Error::new(
                 fred::error::ErrorKind::Tls,
-                "rediss:// given but the client has no TLS configuration",
+                "a rediss:// URL gave no TLS configuration",
             )));
         }
         let pool = Builder::from_config(config)
@@ -129,6 +130,34 @@ impl RedisBackend {
 
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub(crate) async fn check_server(&self) -> Result<super::ServerReport> {
+        let client = self.pool.next();
+        let mut servers = Vec::new();
+        let mut warnings = Vec::new();
+        if client.is_clustered() {
+            for node in client.split_cluster().map_err(Error::from_fred)? {
+                let addr = node
+                    .client_config()
+                    .server
+                    .hosts()
+                    .first()
+                    .map(|s| format!("{}:{}", s.host, s.port))
+                    .unwrap_or_default();
+                node.init().await.map_err(Error::from_fred)?;
+                let info = info_all(&node).await;
+                let _ = node.quit().await;
+                let (s, w) = super::check::check_node(&addr, &info?);
+                servers.push(s);
+                warnings.extend(w);
+            }
+        } else {
+            let (s, w) = super::check::check_node(self.describe(), &info_all(client).await?);
+            servers.push(s);
+            warnings.extend(w);
+        }
+        Ok(super::ServerReport { servers, warnings })
     }
 
     pub(crate) async fn load(&self, key: &str, t: Timing) -> Result<Option<Loaded>> {
@@ -275,6 +304,43 @@ impl RedisBackend {
     }
 }
 
+async fn info_all(client: &Client) -> Result<String> {
+    let mut all = String::new();
+    for section in ["server", "persistence", "replication", "memory"] {
+        // A managed service may refuse a section: report it as unknown, do not fail.
+        if let Ok(text) = client.info::<String>(Some(info_kind(section))).await {
+            all.push_str(&text);
+            all.push_str("\r\n");
+        }
+    }
+    if all.is_empty() {
+        return Err(unexpected("INFO answered nothing".into()));
+    }
+    Ok(all)
+}
+
+fn info_kind(section: &str) -> fred::types::InfoKind {
+    use fred::types::InfoKind as K;
+    match section {
+        "server" => K::Server,
+        "persistence" => K::Persistence,
+        "replication" => K::Replication,
+        _ => K::Memory,
+    }
+}
+
+/// A `rediss://` URL (also `rediss-sentinel://`, `rediss-cluster://`) needs TLS compiled in:
+/// without it fred would connect in plaintext, so refuse at startup.
+fn check_tls(url: &str) -> Result<()> {
+    if url.starts_with("rediss") && !cfg!(feature = "tls") {
+        return Err(Error::Store(fred::error::Error::new(
+            fred::error::ErrorKind::Config,
+            "rediss:// needs TLS: build tessera-core with its `tls` feature (on by default)",
+        )));
+    }
+    Ok(())
+}
+
 fn unexpected(msg: String) -> Error {
     Error::Store(fred::error::Error::new(
         fred::error::ErrorKind::Protocol,
@@ -317,4 +383,25 @@ fn parse_load(reply: Value) -> Result<Option<Loaded>> {
         fields,
         touched: status == 1,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_urls_need_the_tls_feature() {
+        assert!(check_tls("redis://127.0.0.1:6379").is_ok());
+        let r = check_tls("rediss://127.0.0.1:6379");
+        let c = check_tls("rediss-cluster://127.0.0.1:6379");
+        if cfg!(feature = "tls") {
+            assert!(r.is_ok() && c.is_ok());
+        } else {
+            assert!(
+                matches!(r, Err(Error::Store(ref e)) if *e.kind() == fred::error::ErrorKind::Config),
+                "{r:?}"
+            );
+            assert!(c.is_err());
+        }
+    }
 }

@@ -1,0 +1,208 @@
+//! Faults on real processes: restarts with AOF, Sentinel and Cluster failover (SIGKILL of a
+//! primary), and the operator checks. Every wait is bounded; windows are printed for the docs.
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tessera_core::{ServerWarning, Store};
+use tessera_tests::{Backend, Browser, Fx, Server, ServerKind, Topology};
+
+async fn logged_in_browsers(fx: &Fx, n: usize) -> Vec<Browser> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let b = fx.browser();
+        let r = b
+            .post("/login", Some(json!({"user_id": format!("u{i}"), "i": i})))
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        out.push(b);
+    }
+    out
+}
+
+/// Polls every browser until all answer 200; every answer meanwhile must be 200 or 503 and
+/// come back fast. Returns how long the sessions were unavailable.
+async fn wait_until_served(browsers: &[Browser], limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let mut all_ok = true;
+        for (i, b) in browsers.iter().enumerate() {
+            let r = b.get("/me").await;
+            assert!(
+                r.status == 200 || r.status == 503,
+                "only 200 or 503 during a failover, got {r:?}"
+            );
+            assert!(
+                r.elapsed < Duration::from_millis(2500),
+                "a request hung for {:?}",
+                r.elapsed
+            );
+            if r.status == 200 {
+                assert_eq!(r.json()["i"], i, "session {i} kept its data");
+            } else {
+                all_ok = false;
+                break;
+            }
+        }
+        if all_ok {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not served again within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every replica has acknowledged what its primary has (WAIT on each primary).
+fn replicated(t: &Topology) {
+    for p in t.primaries() {
+        let acked = p.cmd(&["WAIT", "1", "5000"]).int();
+        assert!(acked >= 1, "replica did not acknowledge");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_sigkill_and_restart_with_aof() {
+    for kind in tessera_tests::KINDS {
+        let mut fx = Fx::new(Backend::Redis(kind)).await;
+        let browsers = logged_in_browsers(&fx, 20).await;
+        tokio::time::sleep(Duration::from_secs(2)).await; // appendfsync everysec
+        fx.standalone().kill();
+        fx.standalone().restart(); // same port, same data dir: AOF replayed
+        let window = wait_until_served(&browsers, Duration::from_secs(15)).await;
+        eprintln!("[{kind:?}] restart with AOF: all 20 sessions served again {window:?} after the restart");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_keeps_sessions_and_answers_503_meanwhile() {
+    let mut fx = Fx::new(Backend::Sentinel).await;
+    let browsers = logged_in_browsers(&fx, 10).await;
+    replicated(fx.server());
+    let old_primary = fx.server().primaries()[0].port();
+    let killed_at = Instant::now();
+    for n in fx.server_mut().nodes_mut() {
+        if n.port() == old_primary {
+            n.kill();
+        }
+    }
+    let window = wait_until_served(&browsers, Duration::from_secs(30)).await;
+    eprintln!("sentinel failover: unavailable for {window:?} after SIGKILL of the primary (down-after 1000 ms)");
+    let t = fx.server();
+    let new_primary = t.primaries()[0].port();
+    assert_ne!(new_primary, old_primary, "a replica was promoted");
+    // Writes work on the new primary, and the app never restarted.
+    assert_eq!(
+        browsers[0]
+            .put("/session", json!({"after": "failover"}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(browsers[0].get("/me").await.json()["after"], "failover");
+    assert!(killed_at.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_recovers_without_crossslot_or_moved_reaching_the_app() {
+    let mut fx = Fx::new(Backend::Cluster).await;
+    let browsers = logged_in_browsers(&fx, 30).await;
+    replicated(fx.server());
+    let primaries: Vec<u16> = fx.server().primaries().iter().map(|p| p.port()).collect();
+    let victim = primaries[0];
+    for n in fx.server_mut().nodes_mut() {
+        if n.port() == victim {
+            n.kill();
+        }
+    }
+    let window = wait_until_served(&browsers, Duration::from_secs(30)).await;
+    eprintln!("cluster failover: all 30 sessions served again {window:?} after SIGKILL of one primary (node timeout 1000 ms)");
+    assert_eq!(fx.server().primaries().len(), 3, "the replica took over");
+    // Everything works across slots afterwards: logins, logout-all, device lists.
+    let b = fx.browser();
+    b.post("/login", Some(json!({"user_id": "u0"}))).await;
+    assert_eq!(b.get("/sessions").await.json().as_array().unwrap().len(), 2);
+    assert_eq!(b.post("/logout-all", None).await.status, 204);
+    assert_eq!(browsers[0].get("/me").await.status, 401);
+}
+
+#[tokio::test]
+async fn rediss_never_falls_back_to_plaintext() {
+    let server = Server::start(ServerKind::Redis7);
+    let url = format!("rediss://127.0.0.1:{}", server.port());
+    let start = Instant::now();
+    let res = Store::redis(&url).await;
+    assert!(
+        res.is_err(),
+        "a TLS URL against a plaintext server must not connect"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn durability_check_flags_risky_settings() {
+    // The recommended config: nothing to say.
+    let good = Server::start(ServerKind::Redis7);
+    let report = Store::redis(&good.url())
+        .await
+        .unwrap()
+        .check_server()
+        .await
+        .unwrap();
+    assert_eq!(report.warnings, vec![], "{report:?}");
+    assert!(report.servers[0].starts_with("redis 7.0"), "{report:?}");
+
+    for kind in [ServerKind::Redis8, ServerKind::Valkey] {
+        let risky = Server::start_with(
+            kind,
+            &["--appendonly", "no", "--maxmemory-policy", "allkeys-lru"],
+        );
+        let report = Store::redis(&risky.url())
+            .await
+            .unwrap()
+            .check_server()
+            .await
+            .unwrap();
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| matches!(w, ServerWarning::NoDurability { .. })),
+            "{report:?}"
+        );
+        assert!(
+            report.warnings.iter().any(|w| matches!(w, ServerWarning::EvictsSessions { policy, .. } if policy == "allkeys-lru")),
+            "{report:?}"
+        );
+        assert_eq!(report.warnings.len(), 2, "{report:?}");
+        let name = if kind == ServerKind::Valkey {
+            "valkey 8.1"
+        } else {
+            "redis 8.2"
+        };
+        assert!(report.servers[0].starts_with(name), "{report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_check_covers_sentinel_and_every_cluster_primary() {
+    let sentinel = tokio::task::spawn_blocking(Topology::sentinel)
+        .await
+        .unwrap();
+    let report = Store::redis(&sentinel.url())
+        .await
+        .unwrap()
+        .check_server()
+        .await
+        .unwrap();
+    assert_eq!(report.warnings, vec![], "{report:?}");
+    let cluster = tokio::task::spawn_blocking(Topology::cluster)
+        .await
+        .unwrap();
+    let report = Store::redis(&cluster.url())
+        .await
+        .unwrap()
+        .check_server()
+        .await
+        .unwrap();
+    assert_eq!(report.servers.len(), 3, "every primary checked: {report:?}");
+    assert_eq!(report.warnings, vec![], "{report:?}");
+}
