@@ -6,9 +6,8 @@ use crate::server::{Server, ServerKind};
 use crate::topology::Topology;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use std::time::Duration;
-use tessera_axum::{Session, SessionError, SessionLayer};
+use axum::Router;
+use tessera_axum::{Session, SessionLayer};
 use tessera_core::{Key, RedisOptions, SessionConfig, SessionConfigBuilder, SessionManager, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +31,115 @@ impl Backend {
     }
 }
 
+/// Which web framework serves the app under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    Axum,
+    Actix,
+}
+
+/// A backend served through an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    pub backend: Backend,
+    pub adapter: Adapter,
+}
+
+impl From<Backend> for Setup {
+    fn from(backend: Backend) -> Setup {
+        Setup {
+            backend,
+            adapter: Adapter::Axum,
+        }
+    }
+}
+
 pub struct Fx {
     pub server: Option<Topology>,
     pub store: Store,
     pub manager: SessionManager,
     pub app: TestApp,
+    pub adapter: Adapter,
+}
+
+/// The test-only routes' logic, written once for both adapters.
+pub mod test_routes {
+    use serde_json::json;
+    use std::time::Duration;
+    use tessera_core::endpoints::Reply;
+    use tessera_core::Session;
+
+    fn done(r: Result<Reply, tessera_core::Error>) -> Reply {
+        r.unwrap_or_else(|e| Reply::error(&e))
+    }
+
+    /// `GET /typed/{field}`: the field as an i64 (a decode error is a 500).
+    pub async fn typed(s: &Session, field: &str) -> Reply {
+        done(s.get::<i64>(field).await.map(|v| Reply::json(json!(v))))
+    }
+
+    /// `POST /slow-write`: load, wait 400 ms, write.
+    pub async fn slow_write(s: &Session) -> Reply {
+        done(
+            async {
+                s.load().await?;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                s.insert("slow", &true).await?;
+                Ok(Reply::json(json!("saved")))
+            }
+            .await,
+        )
+    }
+
+    /// `POST /cycle`: a new id.
+    pub async fn cycle(s: &Session) -> Reply {
+        done(s.cycle_id().await.map(|_| Reply::json(json!("cycled"))))
+    }
+
+    /// `POST /logout-others`: how many sessions ended.
+    pub async fn logout_others(s: &Session) -> Reply {
+        done(s.logout_others().await.map(|n| Reply::json(json!(n))))
+    }
+}
+
+/// The demo's routes plus the test routes, served by actix.
+pub fn spawn_actix_app(manager: SessionManager) -> TestApp {
+    use actix_web::web;
+    use tessera_actix::{reply, Session as S};
+    crate::http::spawn_actix(move || {
+        actix_web::App::new()
+            .wrap(tessera_actix::SessionMiddleware::from_manager(
+                manager.clone(),
+            ))
+            .configure(actix_demo::routes)
+            .route("/noop", web::get().to(|| async { "ok" }))
+            .route(
+                "/typed/{field}",
+                web::get().to(|s: S, f: web::Path<String>| async move {
+                    reply(test_routes::typed(&s, &f).await)
+                }),
+            )
+            .route(
+                "/slow-write",
+                web::post().to(|s: S| async move { reply(test_routes::slow_write(&s).await) }),
+            )
+            .route(
+                "/cycle",
+                web::post().to(|s: S| async move { reply(test_routes::cycle(&s).await) }),
+            )
+            .route(
+                "/logout-others",
+                web::post().to(|s: S| async move { reply(test_routes::logout_others(&s).await) }),
+            )
+    })
+}
+
+/// Serves `manager` through `adapter`.
+pub async fn serve(adapter: Adapter, manager: SessionManager) -> TestApp {
+    match adapter {
+        Adapter::Axum => spawn_app(router(manager)).await,
+        Adapter::Actix => spawn_actix_app(manager),
+    }
 }
 
 /// A fixed test key, so several apps can share cookies.
@@ -48,48 +151,42 @@ pub fn config(f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder) -> S
     f(SessionConfig::builder(key(1))).build().unwrap()
 }
 
-/// The demo's routes plus test routes, behind the layer.
+/// The demo's routes plus the test routes, behind the axum layer.
 pub fn router(manager: SessionManager) -> Router {
+    use tessera_axum::endpoints::reply;
     axum_demo::routes()
         .route("/noop", get(|| async { "ok" }))
         .route(
             "/typed/{field}",
             get(|s: Session, Path(f): Path<String>| async move {
-                Ok::<_, SessionError>(Json(s.get::<i64>(&f).await?))
+                reply(test_routes::typed(&s, &f).await)
             }),
         )
         .route(
             "/slow-write",
-            post(|s: Session| async move {
-                s.load().await?;
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                s.insert("slow", &true).await?;
-                Ok::<_, SessionError>("saved")
-            }),
-        )
-        .route(
-            "/logout-others",
-            post(|s: Session| async move { Ok::<_, SessionError>(Json(s.logout_others().await?)) }),
+            post(|s: Session| async move { reply(test_routes::slow_write(&s).await) }),
         )
         .route(
             "/cycle",
-            post(|s: Session| async move {
-                s.cycle_id().await?;
-                Ok::<_, SessionError>("cycled")
-            }),
+            post(|s: Session| async move { reply(test_routes::cycle(&s).await) }),
+        )
+        .route(
+            "/logout-others",
+            post(|s: Session| async move { reply(test_routes::logout_others(&s).await) }),
         )
         .layer(SessionLayer::from_manager(manager))
 }
 
 impl Fx {
-    pub async fn new(backend: Backend) -> Fx {
-        Self::with(backend, |b| b).await
+    pub async fn new(setup: impl Into<Setup>) -> Fx {
+        Self::with(setup, |b| b).await
     }
 
     pub async fn with(
-        backend: Backend,
+        setup: impl Into<Setup>,
         f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder,
     ) -> Fx {
+        let Setup { backend, adapter } = setup.into();
         crate::init_tracing();
         let topology = tokio::task::spawn_blocking(move || backend.topology())
             .await
@@ -109,23 +206,37 @@ impl Fx {
                 (Some(t), store)
             }
         };
-        Self::on(server, store, config(f)).await
+        Self::on_with(adapter, server, store, config(f)).await
     }
 
     pub async fn on(server: Option<Topology>, store: Store, config: SessionConfig) -> Fx {
+        Self::on_with(Adapter::Axum, server, store, config).await
+    }
+
+    pub async fn on_with(
+        adapter: Adapter,
+        server: Option<Topology>,
+        store: Store,
+        config: SessionConfig,
+    ) -> Fx {
         let manager = SessionManager::new(store.clone(), config);
-        let app = spawn_app(router(manager.clone())).await;
+        let app = serve(adapter, manager.clone()).await;
         Fx {
             server,
             store,
             manager,
             app,
+            adapter,
         }
     }
 
     /// A second app instance on the same store with another config (a deploy, a key rotation).
     pub async fn sibling(&self, config: SessionConfig) -> TestApp {
-        spawn_app(router(SessionManager::new(self.store.clone(), config))).await
+        serve(
+            self.adapter,
+            SessionManager::new(self.store.clone(), config),
+        )
+        .await
     }
 
     pub fn browser(&self) -> Browser {

@@ -8,12 +8,27 @@ use std::time::Duration;
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    runner: Runner,
+}
+
+enum Runner {
+    Tokio(tokio::task::JoinHandle<()>),
+    Actix(Option<actix_web::dev::ServerHandle>),
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.task.abort();
+        match &mut self.runner {
+            Runner::Tokio(task) => task.abort(),
+            Runner::Actix(handle) => {
+                if let Some(h) = handle.take() {
+                    // Stopping needs a running system of its own.
+                    std::thread::spawn(move || {
+                        actix_web::rt::System::new().block_on(h.stop(false))
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -32,9 +47,55 @@ pub async fn spawn_app(router: Router) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
-    TestApp { addr, task }
+    TestApp {
+        addr,
+        runner: Runner::Tokio(task),
+    }
+}
+
+/// Serves an actix app (built by `factory` in each worker) on 127.0.0.1 on a free port, in
+/// its own actix system on its own thread, as a real actix deployment runs.
+pub fn spawn_actix<F, T, B>(factory: F) -> TestApp
+where
+    B: actix_web::body::MessageBody + 'static,
+    F: Fn() -> actix_web::App<T> + Send + Clone + 'static,
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(factory)
+                .workers(2)
+                .disable_signals()
+                .listen(listener)
+                .unwrap()
+                .run();
+            tx.send(server.handle()).unwrap();
+            let _ = server.await;
+        })
+    });
+    let handle = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("actix server started");
+    TestApp {
+        addr,
+        runner: Runner::Actix(Some(handle)),
+    }
 }
 
 /// What a request returned.

@@ -11,7 +11,7 @@ pub mod resp;
 pub mod server;
 pub mod topology;
 
-pub use http::{spawn_app, Browser, TestApp};
+pub use http::{spawn_actix, spawn_app, Browser, TestApp};
 pub use server::{Server, ServerKind};
 pub use topology::Topology;
 
@@ -27,27 +27,31 @@ pub fn init_tracing() {
 }
 
 pub mod fixture;
-pub use fixture::{Backend, Fx};
+pub use fixture::{Adapter, Backend, Fx, Setup};
 
-/// Generates one `#[tokio::test]` per case and backend: memory, Redis 7, Redis 8.2, Valkey
+/// Generates one `#[tokio::test]` per case, adapter (axum, actix) and backend: memory, Redis 7, Redis 8.2, Valkey
 /// 8.1, Sentinel (Redis 7 primary + replica + 3 Sentinels) and Cluster (3 primaries + 3
 /// replicas). Each case is `async fn case(backend: Backend)` in a module `cases`.
 #[macro_export]
 macro_rules! per_backend {
     ($($case:ident),* $(,)?) => {
-        $crate::per_backend!(@mod memory, $crate::Backend::Memory; $($case),*);
-        $crate::per_backend!(@mod redis7, $crate::Backend::Redis($crate::ServerKind::Redis7); $($case),*);
-        $crate::per_backend!(@mod redis8, $crate::Backend::Redis($crate::ServerKind::Redis8); $($case),*);
-        $crate::per_backend!(@mod valkey, $crate::Backend::Redis($crate::ServerKind::Valkey); $($case),*);
-        $crate::per_backend!(@mod sentinel, $crate::Backend::Sentinel; $($case),*);
-        $crate::per_backend!(@mod cluster, $crate::Backend::Cluster; $($case),*);
+        mod axum { $crate::per_backend!(@adapter $crate::Adapter::Axum; $($case),*); }
+        mod actix { $crate::per_backend!(@adapter $crate::Adapter::Actix; $($case),*); }
     };
-    (@mod $m:ident, $backend:expr; $($case:ident),*) => {
+    (@adapter $adapter:expr; $($case:ident),*) => {
+        $crate::per_backend!(@mod memory, $adapter, $crate::Backend::Memory; $($case),*);
+        $crate::per_backend!(@mod redis7, $adapter, $crate::Backend::Redis($crate::ServerKind::Redis7); $($case),*);
+        $crate::per_backend!(@mod redis8, $adapter, $crate::Backend::Redis($crate::ServerKind::Redis8); $($case),*);
+        $crate::per_backend!(@mod valkey, $adapter, $crate::Backend::Redis($crate::ServerKind::Valkey); $($case),*);
+        $crate::per_backend!(@mod sentinel, $adapter, $crate::Backend::Sentinel; $($case),*);
+        $crate::per_backend!(@mod cluster, $adapter, $crate::Backend::Cluster; $($case),*);
+    };
+    (@mod $m:ident, $adapter:expr, $backend:expr; $($case:ident),*) => {
         mod $m {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::cases::$case($backend).await
+                    super::super::cases::$case($crate::Setup { backend: $backend, adapter: $adapter }).await
                 }
             )*
         }

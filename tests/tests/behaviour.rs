@@ -5,7 +5,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use tessera_core::SameSite;
 use tessera_tests::fixture::{config, key};
-use tessera_tests::{Backend, Browser, Fx};
+use tessera_tests::{Browser, Fx, Setup};
 
 const COOKIE: &str = "tessera";
 
@@ -33,7 +33,7 @@ fn cookie_value(b: &Browser) -> String {
 mod cases {
     use super::*;
 
-    pub async fn login_me_put_counter_logout(b: Backend) {
+    pub async fn login_me_put_counter_logout(b: Setup) {
         let fx = Fx::new(b).await;
         let br = fx.browser();
         assert_eq!(br.get("/me").await.status, 401, "no session yet");
@@ -84,7 +84,7 @@ mod cases {
         }
     }
 
-    pub async fn cookie_attributes_default_and_configured(b: Backend) {
+    pub async fn cookie_attributes_default_and_configured(b: Setup) {
         let fx = Fx::new(b).await;
         let r = fx.browser().put("/session", json!({"a": 1})).await;
         let sc = &r.set_cookies[0];
@@ -143,7 +143,7 @@ mod cases {
         assert!(!sc.contains("Secure"), "{sc}");
     }
 
-    pub async fn key_rotation_accepts_old_key_and_reissues(b: Backend) {
+    pub async fn key_rotation_accepts_old_key_and_reissues(b: Setup) {
         let fx = Fx::new(b).await; // signs with key(1)
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "7"}))).await;
@@ -181,7 +181,7 @@ mod cases {
         assert!(br2.get("/me").await.set_cookies.is_empty());
     }
 
-    pub async fn tampered_cookies_are_anonymous(b: Backend) {
+    pub async fn tampered_cookies_are_anonymous(b: Setup) {
         let fx = Fx::new(b).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "1"}))).await;
@@ -233,7 +233,7 @@ mod cases {
         );
     }
 
-    pub async fn login_rotates_the_id(b: Backend) {
+    pub async fn login_rotates_the_id(b: Setup) {
         let fx = Fx::new(b).await;
         let br = fx.browser();
         br.put("/session", json!({"cart": [1, 2]})).await;
@@ -261,7 +261,7 @@ mod cases {
         }
     }
 
-    pub async fn cycle_id_keeps_data_and_retires_old_id(b: Backend) {
+    pub async fn cycle_id_keeps_data_and_retires_old_id(b: Setup) {
         let fx = Fx::with(b, |c| c.absolute_lifetime(Some(Duration::from_secs(3600)))).await;
         let br = fx.browser();
         br.put("/session", json!({"k": "v"})).await;
@@ -283,7 +283,7 @@ mod cases {
         }
     }
 
-    pub async fn concurrent_writers_of_different_fields_both_survive(b: Backend) {
+    pub async fn concurrent_writers_of_different_fields_both_survive(b: Setup) {
         let fx = Fx::new(b).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "c"}))).await;
@@ -309,7 +309,7 @@ mod cases {
         assert!(missing.is_empty(), "lost updates: {missing:?}");
     }
 
-    pub async fn logout_racing_writers_never_resurrects(b: Backend) {
+    pub async fn logout_racing_writers_never_resurrects(b: Setup) {
         let fx = Fx::new(b).await;
         for round in 0..5 {
             let br = fx.browser();
@@ -367,7 +367,7 @@ mod cases {
         }
     }
 
-    pub async fn increments_are_atomic(b: Backend) {
+    pub async fn increments_are_atomic(b: Setup) {
         let fx = Fx::new(b).await;
         let br = fx.browser();
         br.put("/session", json!({"x": 1})).await;
@@ -401,7 +401,7 @@ mod cases {
         assert_eq!(fresh.get("/me").await.json(), json!({"counter": 1}));
     }
 
-    pub async fn sliding_idle_timeout_keeps_active_readers(b: Backend) {
+    pub async fn sliding_idle_timeout_keeps_active_readers(b: Setup) {
         let fx = Fx::with(b, |c| {
             c.idle_timeout(Duration::from_secs(2))
                 .touch_interval(Duration::from_millis(500))
@@ -423,7 +423,7 @@ mod cases {
         assert_eq!(br.get("/me").await.status, 401, "idle past the timeout");
     }
 
-    pub async fn absolute_lifetime_ends_session_whatever_the_activity(b: Backend) {
+    pub async fn absolute_lifetime_ends_session_whatever_the_activity(b: Setup) {
         let fx = Fx::with(b, |c| {
             c.idle_timeout(Duration::from_secs(30))
                 .touch_interval(Duration::from_millis(100))
@@ -457,7 +457,7 @@ mod cases {
         );
     }
 
-    pub async fn reserved_and_undecodable_fields_are_typed_errors(b: Backend) {
+    pub async fn reserved_and_undecodable_fields_are_typed_errors(b: Setup) {
         let fx = Fx::new(b).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "z"}))).await;
@@ -478,7 +478,7 @@ mod cases {
         assert_eq!(br.get("/typed/n").await.status, 200, "still serving");
     }
 
-    pub async fn destroy_then_write_starts_a_fresh_session(b: Backend) {
+    pub async fn destroy_then_write_starts_a_fresh_session(b: Setup) {
         let fx = Fx::new(b).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "d"}))).await;
@@ -490,7 +490,7 @@ mod cases {
         assert_eq!(br.get("/me").await.json(), json!({"flash": "bye"}));
     }
 
-    pub async fn persistent_cookie_slides_with_the_ttl(b: Backend) {
+    pub async fn persistent_cookie_slides_with_the_ttl(b: Setup) {
         let fx = Fx::with(b, |c| {
             c.persistent(true)
                 .idle_timeout(Duration::from_secs(60))

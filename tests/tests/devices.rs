@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use tessera_tests::{Backend, Browser, Fx};
+use tessera_tests::{Browser, Fx, Setup};
 
 tessera_tests::per_backend!(
     device_list_follows_login_rotation_and_logout,
@@ -30,7 +30,7 @@ async fn devices(b: &Browser) -> Vec<Value> {
 mod cases {
     use super::*;
 
-    pub async fn device_list_follows_login_rotation_and_logout(b: Backend) {
+    pub async fn device_list_follows_login_rotation_and_logout(b: Setup) {
         let fx = Fx::new(b).await;
         let phone = fx.browser().with_agent("phone/1.0");
         let laptop = fx.browser().with_agent("laptop/2.0");
@@ -82,7 +82,7 @@ mod cases {
         }
     }
 
-    pub async fn logout_all_ends_every_session_of_the_user_only(b: Backend) {
+    pub async fn logout_all_ends_every_session_of_the_user_only(b: Setup) {
         let fx = Fx::new(b).await;
         let ann: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
         for br in &ann {
@@ -110,7 +110,7 @@ mod cases {
         }
     }
 
-    pub async fn logout_others_keeps_the_current_session(b: Backend) {
+    pub async fn logout_others_keeps_the_current_session(b: Setup) {
         let fx = Fx::new(b).await;
         let ann: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
         for br in &ann {
@@ -124,7 +124,7 @@ mod cases {
         assert_eq!(devices(&ann[0]).await.len(), 1);
     }
 
-    pub async fn revoke_ends_only_own_sessions(b: Backend) {
+    pub async fn revoke_ends_only_own_sessions(b: Setup) {
         let fx = Fx::new(b).await;
         let (a1, a2, bob) = (fx.browser(), fx.browser(), fx.browser());
         login(&a1, "ann").await;
@@ -159,7 +159,7 @@ mod cases {
         assert_eq!(a1.get("/me").await.status, 401);
     }
 
-    pub async fn device_limit_ends_the_least_recently_used(b: Backend) {
+    pub async fn device_limit_ends_the_least_recently_used(b: Setup) {
         let fx = Fx::with(b, |c| {
             c.max_sessions_per_user(Some(2))
                 .touch_interval(Duration::from_millis(100))
@@ -186,7 +186,7 @@ mod cases {
         assert_eq!(devices(&c).await.len(), 2);
     }
 
-    pub async fn logins_racing_logout_all_are_never_orphaned(b: Backend) {
+    pub async fn logins_racing_logout_all_are_never_orphaned(b: Setup) {
         let fx = Fx::new(b).await;
         for round in 0..4 {
             let user = format!("racer{round}");
@@ -243,7 +243,7 @@ mod cases {
         }
     }
 
-    pub async fn nothing_of_a_user_is_left_after_their_sessions_expire(b: Backend) {
+    pub async fn nothing_of_a_user_is_left_after_their_sessions_expire(b: Setup) {
         let fx = Fx::with(b, |c| {
             c.idle_timeout(Duration::from_secs(1))
                 .touch_interval(Duration::from_millis(200))
@@ -272,7 +272,7 @@ mod cases {
         }
     }
 
-    pub async fn account_endpoints_need_a_login(b: Backend) {
+    pub async fn account_endpoints_need_a_login(b: Setup) {
         let fx = Fx::new(b).await;
         let anon = fx.browser();
         anon.put("/session", json!({"cart": 1})).await;

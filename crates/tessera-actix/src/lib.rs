@@ -1,8 +1,67 @@
-//! actix-web adapter for tessera.
+//! actix-web adapter for tessera: server-side sessions kept as Redis or Valkey hashes.
 //!
-//! Not implemented yet: this crate is a compiling placeholder so the workspace layout is
-//! final. The axum adapter (`tessera-axum`) is the one to use today; the actix middleware,
-//! extractor and endpoint helpers will share the same `tessera-core` session engine.
+//! Wrap the app in [`SessionMiddleware`] and take [`Session`] in handlers. Same engine, same
+//! Redis layout and same guarantees as `tessera-axum` (both are thin over `tessera-core`), so
+//! an axum service and an actix service can share sessions.
+//!
+//! # Example
+//! ```no_run
+//! use actix_web::{web, App, HttpServer};
+//! use tessera_actix::{Session, SessionError, SessionMiddleware};
+//! use tessera_core::{Key, SessionConfig, Store};
+//!
+//! async fn visits(session: Session) -> Result<String, SessionError> {
+//!     let n = session.increment("visits", 1).await?;
+//!     Ok(format!("visit number {n}"))
+//! }
+//!
+//! # #[actix_web::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::redis("redis://127.0.0.1:6379").await?;
+//! let config = SessionConfig::builder(Key::from_hex(&std::env::var("TESSERA_SECRET")?)?).build()?;
+//! let sessions = SessionMiddleware::new(store, config);
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .wrap(sessions.clone())
+//!         .route("/", web::post().to(visits))
+//!         .configure(tessera_actix::endpoints)
+//! })
+//! .bind(("127.0.0.1", 3000))?
+//! .run()
+//! .await?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
-pub use tessera_core as core;
+mod extract;
+mod middleware;
+
+pub use extract::{reply, Session, SessionError, SessionMissing};
+pub use middleware::{SessionMiddleware, SessionMiddlewareService};
+pub use tessera_core;
+
+use actix_web::web;
+use tessera_core::endpoints as core;
+
+/// Mounts the account endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`,
+/// `DELETE /sessions/{handle}`; see [`tessera_core::endpoints`]) in one line:
+/// `App::new().configure(tessera_actix::endpoints)`, or inside a `web::scope`.
+pub fn endpoints(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/logout",
+        web::post().to(|s: Session| async move { reply(core::logout(&s).await) }),
+    )
+    .route(
+        "/logout-all",
+        web::post().to(|s: Session| async move { reply(core::logout_all(&s).await) }),
+    )
+    .route(
+        "/sessions",
+        web::get().to(|s: Session| async move { reply(core::list_sessions(&s).await) }),
+    )
+    .route(
+        "/sessions/{handle}",
+        web::delete().to(|s: Session, h: web::Path<String>| async move {
+            reply(core::revoke(&s, &h).await)
+        }),
+    );
+}

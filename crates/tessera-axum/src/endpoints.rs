@@ -23,40 +23,31 @@
 //! # let _ = app;
 //! ```
 
-use crate::{Session, SessionError};
+use crate::Session;
 use axum::extract::Path;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use http::StatusCode;
+use tessera_core::endpoints::{self as core, Reply};
 
 /// The account endpoints as a router to merge or nest under a [`SessionLayer`](crate::SessionLayer).
 pub fn endpoints<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/logout", post(logout))
-        .route("/logout-all", post(logout_all))
-        .route("/sessions", get(list))
-        .route("/sessions/{handle}", delete(revoke))
+        .route("/logout", post(|s: Session| async move { reply(core::logout(&s).await) }))
+        .route("/logout-all", post(|s: Session| async move { reply(core::logout_all(&s).await) }))
+        .route("/sessions", get(|s: Session| async move { reply(core::list_sessions(&s).await) }))
+        .route(
+            "/sessions/{handle}",
+            delete(|s: Session, Path(h): Path<String>| async move { reply(core::revoke(&s, &h).await) }),
+        )
 }
 
-async fn logout(session: Session) -> Result<StatusCode, SessionError> {
-    session.destroy().await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn logout_all(session: Session) -> Result<StatusCode, SessionError> {
-    session.logout_all().await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn list(session: Session) -> Result<Json<Vec<serde_json::Value>>, SessionError> {
-    let list = session.list_sessions().await?;
-    Ok(Json(list.iter().map(|d| d.to_json()).collect()))
-}
-
-async fn revoke(session: Session, Path(handle): Path<String>) -> Result<StatusCode, SessionError> {
-    Ok(if session.revoke(&handle).await? {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
-    })
+/// A core [`Reply`] as an axum response.
+pub fn reply(r: Reply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match r.body {
+        Some(body) => (status, Json(body)).into_response(),
+        None => status.into_response(),
+    }
 }

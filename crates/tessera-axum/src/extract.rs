@@ -67,23 +67,15 @@ impl IntoResponse for SessionError {
 }
 
 pub(crate) fn error_response(status: StatusCode, err: &tessera_core::Error) -> Response {
-    let msg = match err {
-        tessera_core::Error::Unavailable(_) => "session store unavailable, try again",
-        tessera_core::Error::SessionEnded => "the session ended; changes were not saved",
-        tessera_core::Error::ReservedField(_) => "reserved session field name",
-        _ => "session error",
-    };
-    let mut res = Response::new(Body::from(msg));
+    let mut res = Response::new(Body::from(err.public_message()));
     *res.status_mut() = status;
     res.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        res.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("1"),
-        );
+    if let Some(secs) = err.retry_after() {
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
     }
     res
 }

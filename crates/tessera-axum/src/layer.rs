@@ -97,17 +97,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let client = ClientInfo {
-            user_agent: req
-                .headers()
-                .get(USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(256).collect()),
-            client_addr: req
-                .extensions()
+        let client = ClientInfo::new(
+            req.headers().get(USER_AGENT).map(|v| v.as_bytes()),
+            req.extensions()
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
-        };
+                .map(|c| c.0.ip()),
+        );
         let session = self.manager.start_with(
             req.headers()
                 .get_all(COOKIE)

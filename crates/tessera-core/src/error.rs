@@ -66,6 +66,24 @@ impl Error {
         }
     }
 
+    /// A short message safe to show to clients (the cause goes to the log, never the body).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Error::Unavailable(_) => "session store unavailable, try again",
+            Error::SessionEnded => "the session ended; changes were not saved",
+            Error::ReservedField(_) => "reserved session field name",
+            Error::NotAnInteger(_) => "session field does not hold an integer",
+            Error::NotLoggedIn => "not logged in",
+            Error::InvalidUserId => "invalid user id",
+            Error::Store(_) | Error::Decode { .. } | Error::Encode(_) => "session error",
+        }
+    }
+
+    /// `Retry-After` seconds to send with this error, if any (store unavailable: 1).
+    pub fn retry_after(&self) -> Option<u32> {
+        matches!(self, Error::Unavailable(_)).then_some(1)
+    }
+
     /// Whether this is a store failure (as opposed to a problem with a field or value).
     pub fn is_store_failure(&self) -> bool {
         matches!(self, Error::Unavailable(_) | Error::Store(_))

@@ -35,6 +35,7 @@
 mod codec;
 mod config;
 mod cookie;
+pub mod endpoints;
 mod error;
 mod id;
 mod session;

@@ -151,6 +151,17 @@ impl SessionManager {
         Ok(ended.len())
     }
 
+    /// The members of `user_id`'s index whose bound has not passed.
+    async fn members_of(&self, user_id: &str) -> Result<Vec<String>> {
+        if user_id.is_empty() {
+            return Err(Error::InvalidUserId);
+        }
+        self.inner
+            .store
+            .index_members(&self.inner.config.index_key(user_id))
+            .await
+    }
+
     /// Ends every session of `user_id` that exists when it starts (logout everywhere).
     /// Costs O(sessions of that user): one index read, one pipelined round trip of `DEL`s, one
     /// `ZREM`; no key scan. Returns how many sessions it ended.
@@ -159,16 +170,9 @@ impl SessionManager {
     }
 
     async fn logout_all_except(&self, user_id: &str, keep: Option<&str>) -> Result<usize> {
-        if user_id.is_empty() {
-            return Err(Error::InvalidUserId);
-        }
         let span = tracing::debug_span!("tessera.logout_all");
         async {
-            let mut members = self
-                .inner
-                .store
-                .index_members(&self.inner.config.index_key(user_id))
-                .await?;
+            let mut members = self.members_of(user_id).await?;
             members.retain(|m| Some(m.as_str()) != keep);
             self.end_members(user_id, &members).await
         }
@@ -187,14 +191,7 @@ impl SessionManager {
         user_id: &str,
         current: Option<&str>,
     ) -> Result<Vec<DeviceSession>> {
-        if user_id.is_empty() {
-            return Err(Error::InvalidUserId);
-        }
-        let members = self
-            .inner
-            .store
-            .index_members(&self.inner.config.index_key(user_id))
-            .await?;
+        let members = self.members_of(user_id).await?;
         let keys: Vec<String> = members
             .iter()
             .map(|m| self.inner.config.session_key(m))
@@ -239,14 +236,7 @@ impl SessionManager {
     /// when the handle is not one of that user's live sessions (so a user can never end
     /// another user's session).
     pub async fn revoke(&self, user_id: &str, handle: &str) -> Result<bool> {
-        if user_id.is_empty() {
-            return Err(Error::InvalidUserId);
-        }
-        let members = self
-            .inner
-            .store
-            .index_members(&self.inner.config.index_key(user_id))
-            .await?;
+        let members = self.members_of(user_id).await?;
         let Some(m) = members.into_iter().find(|m| handle_of(m) == handle) else {
             return Ok(false);
         };
@@ -271,6 +261,18 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
     /// The client's address, as the app sees it.
     pub client_addr: Option<String>,
+}
+
+impl ClientInfo {
+    /// From a raw `User-Agent` header (kept to 256 characters) and the peer address.
+    pub fn new(user_agent: Option<&[u8]>, client_addr: Option<std::net::IpAddr>) -> Self {
+        ClientInfo {
+            user_agent: user_agent
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(|s| s.chars().take(256).collect()),
+            client_addr: client_addr.map(|a| a.to_string()),
+        }
+    }
 }
 
 /// One of a user's sessions, as shown in a device list.

@@ -1,15 +1,10 @@
 //! `cargo run -p axum-demo`: serves the demo on `PORT` (default 3000).
 
 use tessera_core::SessionManager;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    demo_core::init_tracing();
     if let Err(e) = run().await {
         eprintln!("axum-demo: {e}");
         std::process::exit(1);
@@ -28,7 +23,8 @@ async fn run() -> Result<(), String> {
         })
         .transpose()?
         .unwrap_or(3000);
-    let app = axum_demo::app(SessionManager::new(store, config));
+    let app = axum_demo::app(SessionManager::new(store, config))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .map_err(|e| format!("cannot listen on port {port}: {e}"))?;

@@ -4,8 +4,7 @@
 -- ARGV: member, bound_ms (score = now + bound_ms), max_sessions (0 = no limit)
 -- Returns the members over the limit, least recently refreshed first (the caller ends them).
 local key = KEYS[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local score = now + tonumber(ARGV[2])
 -- GT: an existing member's bound only ever grows; a new member is added.
 redis.call('ZADD', key, 'GT', score, ARGV[1])

@@ -10,16 +10,11 @@ for i = 1, #h, 2 do
   elseif h[i] == '__t' then touched = tonumber(h[i + 1]) end
 end
 local idle, touch, abs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = idle
-if abs > 0 then
-  local left = (created or now) + abs - now
-  if left <= 0 then
-    redis.call('DEL', key)
-    return {0}
-  end
-  if left < ttl then ttl = left end
+local now = now_ms()
+local ttl = session_ttl(now, created or now, idle, abs)
+if not ttl then
+  redis.call('DEL', key)
+  return {0}
 end
 if touched == nil or now - touched >= touch then
   redis.call('HSET', key, '__t', now)

@@ -8,12 +8,19 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-static LOAD: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("load.lua")));
-static WRITE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("write.lua")));
-static INDEX_ADD: LazyLock<Script> =
-    LazyLock::new(|| Script::from_lua(include_str!("index_add.lua")));
-static INDEX_MEMBERS: LazyLock<Script> =
-    LazyLock::new(|| Script::from_lua(include_str!("index_members.lua")));
+/// A script: the shared prelude (helpers only) followed by the script's own file.
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::from_lua(concat!(include_str!("prelude.lua"), include_str!($file)))
+        })
+    };
+}
+
+static LOAD: LazyLock<Script> = script!("load.lua");
+static WRITE: LazyLock<Script> = script!("write.lua");
+static INDEX_ADD: LazyLock<Script> = script!("index_add.lua");
+static INDEX_MEMBERS: LazyLock<Script> = script!("index_members.lua");
 
 /// Connection settings for a Redis / Valkey store.
 ///
@@ -257,13 +264,7 @@ impl RedisBackend {
             let vals: Vec<Option<Vec<u8>>> = r
                 .map_err(Error::from_fred)?
                 .into_iter()
-                .map(|v| match v {
-                    Value::Null => None,
-                    Value::Bytes(b) => Some(b.to_vec()),
-                    Value::String(s) => Some(s.as_bytes().to_vec()),
-                    Value::Integer(i) => Some(i.to_string().into_bytes()),
-                    other => other.into_string().map(String::into_bytes),
-                })
+                .map(value_bytes)
                 .collect();
             out.push(match vals.first() {
                 Some(Some(_)) => Some(vals.into_iter().skip(1).collect()),
@@ -341,6 +342,17 @@ fn check_tls(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// A reply value as raw bytes (`None` for nil).
+fn value_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::Null => None,
+        Value::Bytes(b) => Some(b.to_vec()),
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Integer(i) => Some(i.to_string().into_bytes()),
+        other => other.into_string().map(String::into_bytes),
+    }
+}
+
 fn unexpected(msg: String) -> Error {
     Error::Store(fred::error::Error::new(
         fred::error::ErrorKind::Protocol,
@@ -368,15 +380,7 @@ fn parse_load(reply: Value) -> Result<Option<Loaded>> {
         let k = k
             .into_string()
             .ok_or_else(|| unexpected("non-text field name".into()))?;
-        let v = match v {
-            Value::Bytes(b) => b.to_vec(),
-            Value::String(s) => s.as_bytes().to_vec(),
-            Value::Integer(i) => i.to_string().into_bytes(),
-            other => other
-                .into_string()
-                .map(String::into_bytes)
-                .unwrap_or_default(),
-        };
+        let v = value_bytes(v).unwrap_or_default();
         fields.insert(k, v);
     }
     Ok(Some(Loaded {

@@ -9,8 +9,7 @@ local key = KEYS[1]
 local mode = ARGV[1]
 local idle, abs = tonumber(ARGV[2]), tonumber(ARGV[3])
 local nset, ndel = tonumber(ARGV[5]), tonumber(ARGV[6])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local created
 if mode == 'c' then
   if redis.call('EXISTS', key) == 1 then return {-1} end
@@ -21,14 +20,10 @@ else
   if not created then return {0} end
   created = tonumber(created)
 end
-local ttl = idle
-if abs > 0 then
-  local left = created + abs - now
-  if left <= 0 then
-    redis.call('DEL', key)
-    return {0}
-  end
-  if left < ttl then ttl = left end
+local ttl = session_ttl(now, created, idle, abs)
+if not ttl then
+  redis.call('DEL', key)
+  return {0}
 end
 local incr = 0
 if ARGV[7] ~= '' then

@@ -1,0 +1,91 @@
+//! The `Session` extractor, its rejection, and an error type handlers can return.
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::{ready, Ready};
+use std::ops::Deref;
+use tessera_core::endpoints::Reply;
+
+/// The request's session, taken as a handler argument. Derefs to [`tessera_core::Session`].
+///
+/// ```
+/// use tessera_actix::{Session, SessionError};
+/// async fn handler(session: Session) -> Result<String, SessionError> {
+///     session.insert("theme", "dark").await?;
+///     Ok(session.get::<String>("theme").await?.unwrap_or_default())
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Session(pub tessera_core::Session);
+
+impl Deref for Session {
+    type Target = tessera_core::Session;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// The error when a handler asks for [`Session`] on an app without [`SessionMiddleware`](crate::SessionMiddleware).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no session on this request: add `.wrap(tessera_actix::SessionMiddleware::new(store, config))` to the App that serves this route")]
+pub struct SessionMissing;
+
+impl ResponseError for SessionMissing {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl FromRequest for Session {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let found = req.extensions().get::<tessera_core::Session>().cloned();
+        ready(found.map(Session).ok_or_else(|| {
+            tracing::error!("{SessionMissing}");
+            SessionMissing.into()
+        }))
+    }
+}
+
+/// A session error as an HTTP response (status from [`tessera_core::Error::status_code`], a
+/// public message as the body, `Retry-After` when the store is unavailable).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SessionError(#[from] pub tessera_core::Error);
+
+impl ResponseError for SessionError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error_response(&self.0)
+    }
+}
+
+pub(crate) fn error_response(err: &tessera_core::Error) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = HttpResponse::build(status);
+    res.insert_header((
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    ));
+    if let Some(secs) = err.retry_after() {
+        res.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
+    }
+    res.body(err.public_message())
+}
+
+/// A core [`Reply`] as an actix response.
+pub fn reply(r: Reply) -> HttpResponse {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match r.body {
+        Some(body) => HttpResponse::build(status).json(body),
+        None => HttpResponse::new(status),
+    }
+}

@@ -1,0 +1,120 @@
+//! The actix `Transform` and its service.
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE, USER_AGENT};
+use actix_web::HttpMessage;
+use futures_util::future::{ready, LocalBoxFuture, Ready};
+use std::rc::Rc;
+use tessera_core::{ClientInfo, SessionConfig, SessionManager, Store};
+
+/// Adds sessions to every route of the app or scope it wraps. Cheap to clone: build it once
+/// outside `HttpServer::new` and clone it into each worker's `App`.
+///
+/// ```
+/// use tessera_actix::SessionMiddleware;
+/// use tessera_core::{Key, SessionConfig, Store};
+/// let mw = SessionMiddleware::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
+/// let app = actix_web::App::new().wrap(mw);
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionMiddleware {
+    manager: SessionManager,
+}
+
+impl SessionMiddleware {
+    /// Middleware over `store` with `config`.
+    pub fn new(store: Store, config: SessionConfig) -> Self {
+        SessionMiddleware {
+            manager: SessionManager::new(store, config),
+        }
+    }
+
+    /// Middleware sharing an existing manager (for example with an axum service).
+    pub fn from_manager(manager: SessionManager) -> Self {
+        SessionMiddleware { manager }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for SessionMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = SessionMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(SessionMiddlewareService {
+            service: Rc::new(service),
+            manager: self.manager.clone(),
+        }))
+    }
+}
+
+/// The service [`SessionMiddleware`] wraps around the app.
+pub struct SessionMiddlewareService<S> {
+    service: Rc<S>,
+    manager: SessionManager,
+}
+
+impl<S> std::fmt::Debug for SessionMiddlewareService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionMiddlewareService")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for SessionMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let client = ClientInfo::new(
+            req.headers().get(USER_AGENT).map(|v| v.as_bytes()),
+            req.peer_addr().map(|a| a.ip()),
+        );
+        let session = self.manager.start_with(
+            req.headers()
+                .get_all(COOKIE)
+                .filter_map(|v| v.to_str().ok()),
+            client,
+        );
+        req.extensions_mut().insert(session.clone());
+        let service = Rc::clone(&self.service);
+        Box::pin(async move {
+            let res = service.call(req).await;
+            let outcome = session.finish().await;
+            let res = res?;
+            let mut res = match outcome.error {
+                Some(err) => {
+                    tracing::warn!(status = err.status_code(), error = %err, "session: replacing the handler's response");
+                    let (req, _) = res.into_parts();
+                    ServiceResponse::new(req, crate::extract::error_response(&err))
+                        .map_into_right_body()
+                }
+                None => res.map_into_left_body(),
+            };
+            if let Some(cookie) = outcome.set_cookie {
+                match HeaderValue::from_str(&cookie) {
+                    Ok(v) => {
+                        res.headers_mut().append(SET_COOKIE, v);
+                    }
+                    Err(_) => tracing::error!("session: cookie header is not a valid header value"),
+                }
+            }
+            Ok(res)
+        })
+    }
+}

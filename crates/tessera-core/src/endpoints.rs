@@ -1,0 +1,88 @@
+//! The account endpoints' logic, framework-neutral: each adapter only turns a [`Reply`] into
+//! its own response type and mounts the routes.
+//!
+//! | route | function | answer |
+//! |---|---|---|
+//! | `POST /logout` | [`logout`] | `204`, session ended, cookie cleared |
+//! | `POST /logout-all` | [`logout_all`] | `204`; `401` when not logged in |
+//! | `GET /sessions` | [`list_sessions`] | `200` + JSON array (see [`DeviceSession::to_json`]); `401` when not logged in |
+//! | `DELETE /sessions/{handle}` | [`revoke`] | `204`; `404` when not one of the user's sessions; `401` when not logged in |
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use tessera_core::{endpoints, Key, SessionConfig, SessionManager, Store};
+//! let manager = SessionManager::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
+//! let anonymous = manager.start(None);
+//! let reply = endpoints::list_sessions(&anonymous).await;
+//! assert_eq!(reply.status, 401);
+//! # }
+//! ```
+
+use crate::error::Error;
+use crate::session::{DeviceSession, Session};
+use serde_json::Value;
+
+/// An HTTP answer: status and optional JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+}
+
+impl Reply {
+    /// A status without a body.
+    pub fn status(status: u16) -> Self {
+        Reply { status, body: None }
+    }
+
+    /// `200` with a JSON body.
+    pub fn json(body: Value) -> Self {
+        Reply {
+            status: 200,
+            body: Some(body),
+        }
+    }
+
+    /// The answer for an error: its status and `{"error": <public message>}`.
+    pub fn error(e: &Error) -> Self {
+        Reply {
+            status: e.status_code(),
+            body: Some(serde_json::json!({ "error": e.public_message() })),
+        }
+    }
+}
+
+fn done(r: Result<Reply, Error>) -> Reply {
+    r.unwrap_or_else(|e| Reply::error(&e))
+}
+
+/// `POST /logout`: ends the session.
+pub async fn logout(session: &Session) -> Reply {
+    done(session.destroy().await.map(|_| Reply::status(204)))
+}
+
+/// `POST /logout-all`: ends every session of the logged-in user.
+pub async fn logout_all(session: &Session) -> Reply {
+    done(session.logout_all().await.map(|_| Reply::status(204)))
+}
+
+/// `GET /sessions`: the logged-in user's sessions, most recent first.
+pub async fn list_sessions(session: &Session) -> Reply {
+    done(session.list_sessions().await.map(|list| {
+        Reply::json(Value::Array(
+            list.iter().map(DeviceSession::to_json).collect(),
+        ))
+    }))
+}
+
+/// `DELETE /sessions/{handle}`: ends one of the logged-in user's sessions.
+pub async fn revoke(session: &Session, handle: &str) -> Reply {
+    done(
+        session
+            .revoke(handle)
+            .await
+            .map(|found| Reply::status(if found { 204 } else { 404 })),
+    )
+}

@@ -1,0 +1,165 @@
+//! The demos' logic, framework-neutral: `axum-demo` and `actix-demo` only parse the request,
+//! call these, and turn the [`Reply`] into a response, so one client script works against
+//! either.
+
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+use tessera_core::endpoints::Reply;
+use tessera_core::{Error, Key, Session, SessionConfig, Store};
+
+/// Reads `TESSERA_SECRET`, `COOKIE_SECURE`, `SESSION_IDLE_SECS`, `SESSION_TOUCH_SECS`.
+pub fn config_from_env() -> Result<SessionConfig, String> {
+    let key = match std::env::var("TESSERA_SECRET") {
+        Ok(hex) if !hex.is_empty() => {
+            Key::from_hex(&hex).map_err(|e| format!("TESSERA_SECRET: {e}"))?
+        }
+        _ => {
+            tracing::warn!("TESSERA_SECRET is not set: using a random signing key; sessions will not survive a restart or work across instances");
+            Key::generate()
+        }
+    };
+    let secs = |name: &str, default: u64| -> Result<Duration, String> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| format!("{name} must be a whole number of seconds")),
+            Err(_) => Ok(Duration::from_secs(default)),
+        }
+    };
+    let idle = secs("SESSION_IDLE_SECS", 30 * 60)?;
+    let touch = secs(
+        "SESSION_TOUCH_SECS",
+        60.min(idle.as_secs().saturating_sub(1)),
+    )?;
+    let secure = std::env::var("COOKIE_SECURE")
+        .map(|v| v != "0")
+        .unwrap_or(true);
+    SessionConfig::builder(key)
+        .idle_timeout(idle)
+        .touch_interval(touch)
+        .secure(secure)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The store: Redis when `REDIS_URL` is set, else in memory.
+pub async fn store_from_env() -> Result<Store, String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Store::redis(&url).await.map_err(|e| {
+            format!(
+                "REDIS_URL: cannot connect: {e} ({:?})",
+                std::error::Error::source(&e)
+            )
+        }),
+        _ => Ok(Store::memory()),
+    }
+}
+
+/// `PORT`, default 3000.
+pub fn port_from_env() -> Result<u16, String> {
+    match std::env::var("PORT") {
+        Ok(p) => p
+            .parse()
+            .map_err(|_| "PORT must be a port number".to_string()),
+        Err(_) => Ok(3000),
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> Reply {
+    Reply {
+        status: 400,
+        body: Some(json!({ "error": msg.into() })),
+    }
+}
+
+fn object(body: Result<Value, String>) -> Result<Map<String, Value>, Reply> {
+    match body {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad_request("body must be a JSON object")),
+        Err(e) => Err(bad_request(e)),
+    }
+}
+
+async fn run(f: impl std::future::Future<Output = Result<Reply, Error>>) -> Reply {
+    f.await.unwrap_or_else(|e| Reply::error(&e))
+}
+
+async fn all_fields(session: &Session) -> Result<Reply, Error> {
+    Ok(Reply::json(Value::Object(session.entries().await?)))
+}
+
+/// `POST /login` `{"user_id": "42", ...}`: stores the fields, binds the user, rotates the id.
+/// `body` is the parsed JSON, or why it did not parse.
+pub async fn login(session: &Session, body: Result<Value, String>) -> Reply {
+    let fields = match object(body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let user = match fields.get("user_id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return bad_request("user_id (a non-empty string) is required"),
+    };
+    run(async {
+        for (k, v) in &fields {
+            session.insert(k, v).await?;
+        }
+        session.login(&user).await?;
+        all_fields(session).await
+    })
+    .await
+}
+
+/// `GET /me`: all user fields; `401` without a session.
+pub async fn me(session: &Session) -> Reply {
+    run(async {
+        if !session.is_stored().await? {
+            return Ok(Reply {
+                status: 401,
+                body: Some(json!({ "error": "no session" })),
+            });
+        }
+        all_fields(session).await
+    })
+    .await
+}
+
+/// `PUT /session` `{field: value, ...}`: sets fields (`null` removes one), returns all.
+pub async fn put_session(session: &Session, body: Result<Value, String>) -> Reply {
+    let fields = match object(body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    run(async {
+        for (k, v) in fields {
+            if v.is_null() {
+                session.remove(&k).await?;
+            } else {
+                session.insert(&k, &v).await?;
+            }
+        }
+        all_fields(session).await
+    })
+    .await
+}
+
+/// `POST /counter`: atomic increment of `counter`.
+pub async fn counter(session: &Session) -> Reply {
+    run(async {
+        Ok(Reply::json(
+            json!({ "counter": session.increment("counter", 1).await? }),
+        ))
+    })
+    .await
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
