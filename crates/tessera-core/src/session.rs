@@ -39,6 +39,44 @@ struct ManagerInner {
     store: Store,
     config: SessionConfig,
     timing: Timing,
+    touches: TouchLog,
+}
+
+/// What this process has seen of each session's last TTL refresh (server ms), keyed by a
+/// 64-bit hash of the storage key. Refresh times only move forward, so "seen refreshed less
+/// than a touch interval ago" is never wrong in the dangerous direction: such a load needs no
+/// refresh and can be a plain `HGETALL` instead of the refresh script. Bounded: cleared when
+/// it reaches `TOUCH_LOG_CAP` entries (about 2.5 MB), which costs only some script loads.
+struct TouchLog {
+    map: std::sync::Mutex<HashMap<u64, u64>>,
+}
+
+const TOUCH_LOG_CAP: usize = 100_000;
+
+impl TouchLog {
+    fn slot(key: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    fn note(&self, key: &str, at_ms: u64) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= TOUCH_LOG_CAP {
+            m.clear();
+        }
+        let e = m.entry(Self::slot(key)).or_insert(at_ms);
+        *e = (*e).max(at_ms);
+    }
+
+    /// Refreshed less than `touch_ms` ago, with a margin for clock skew between app and server.
+    fn fresh(&self, key: &str, touch_ms: u64) -> bool {
+        let margin = (touch_ms / 10).min(1000);
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&Self::slot(key))
+            .is_some_and(|&t| crate::store::now_ms().saturating_sub(t) + margin < touch_ms)
+    }
 }
 
 impl fmt::Debug for SessionManager {
@@ -64,6 +102,9 @@ impl SessionManager {
                 store,
                 config,
                 timing,
+                touches: TouchLog {
+                    map: std::sync::Mutex::new(HashMap::new()),
+                },
             }),
         }
     }
@@ -339,7 +380,7 @@ struct State {
     failure: Option<Error>,
     client: ClientInfo,
     /// The user-index refresh started by a load that slid the TTL; awaited in `finish`.
-    index_refresh: Option<tokio::task::JoinHandle<Result<Vec<String>>>>,
+    index_refresh: Vec<tokio::task::JoinHandle<Result<Vec<String>>>>,
 }
 
 fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
@@ -351,7 +392,7 @@ impl State {
     fn new(cookie: Option<Verified>, client: ClientInfo) -> Self {
         State {
             client,
-            index_refresh: None,
+            index_refresh: Vec::new(),
             reissue: cookie.as_ref().is_some_and(|c| c.stale_key),
             id: cookie.as_ref().map(|c| c.id.clone()),
             cookie,
@@ -440,10 +481,12 @@ impl Session {
             return Ok(());
         };
         let key = self.mgr().key_of(&id);
-        let span = tracing::debug_span!("tessera.load", sid = %id.log_tag(), commands = 1, found = tracing::field::Empty, touched = tracing::field::Empty);
+        let touches = &self.mgr().inner.touches;
+        let known_fresh = touches.fresh(&key, self.timing().touch_ms);
+        let span = tracing::debug_span!("tessera.load", sid = %id.log_tag(), commands = 1, plain = known_fresh, found = tracing::field::Empty, touched = tracing::field::Empty);
         let res = self
             .store()
-            .load(&key, self.timing())
+            .load(&key, self.timing(), known_fresh)
             .instrument(span.clone())
             .await;
         match res {
@@ -466,20 +509,53 @@ impl Session {
                 if loaded.touched && self.mgr().inner.config.cookie.persistent {
                     st.reissue = true;
                 }
-                if let (true, Some(user)) = (loaded.touched, user_of(&st.data)) {
-                    // The TTL slid: move this session's bound in its user's index too. It runs
-                    // while the handler works and is awaited before the response.
-                    let store = self.store().clone();
-                    let index = self.mgr().inner.config.index_key(&user);
-                    let member = id.storage_key();
-                    let bound = self.mgr().index_bound_ms();
-                    st.index_refresh = Some(tokio::spawn(async move {
-                        store.index_add(&index, &member, bound, 0).await
-                    }));
+                let seen = if loaded.touched {
+                    crate::store::now_ms()
+                } else {
+                    st.data
+                        .get(fields::TOUCHED)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                        .unwrap_or(0)
+                };
+                touches.note(&key, seen);
+                if loaded.touched {
+                    let user = user_of(&st.data);
+                    self.refresh_index(st, &id, user);
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Bookkeeping after a write that may have slid the TTL.
+    fn after_write(
+        &self,
+        st: &mut State,
+        id: &SessionId,
+        key: &str,
+        touched: bool,
+        user: Option<String>,
+    ) {
+        if touched {
+            self.mgr().inner.touches.note(key, crate::store::now_ms());
+            if self.mgr().inner.config.cookie.persistent {
+                st.reissue = true;
+            }
+            self.refresh_index(st, id, user);
+        }
+    }
+
+    /// After a TTL refresh of a logged-in session, moves its bound in the user's index too.
+    /// It runs while the handler works and is awaited (errors included) before the response.
+    fn refresh_index(&self, st: &mut State, id: &SessionId, user: Option<String>) {
+        let Some(user) = user else { return };
+        let store = self.store().clone();
+        let index = self.mgr().inner.config.index_key(&user);
+        let member = id.storage_key();
+        let bound = self.mgr().index_bound_ms();
+        st.index_refresh.push(tokio::spawn(async move {
+            store.index_add(&index, &member, bound, 0).await
+        }));
     }
 
     /// Loads the session now if it was not yet (otherwise a no-op). Handlers rarely need this:
@@ -579,6 +655,42 @@ impl Session {
     pub async fn increment(&self, field: &str, by: i64) -> Result<i64> {
         check_field(field)?;
         let mut st = self.inner.state.lock().await;
+        if let (Status::Unloaded, Some(id)) = (st.status, st.id.clone()) {
+            // Not loaded yet: one write script does the existence check, the increment and the
+            // throttled TTL refresh, in one round trip, without reading the session.
+            let key = self.mgr().key_of(&id);
+            let op = WriteOp {
+                mode: Mode::Update,
+                set: Vec::new(),
+                del: Vec::new(),
+                incr: Some((field, by)),
+            };
+            let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
+            match self
+                .store()
+                .write(&key, &op, self.timing())
+                .instrument(span)
+                .await
+            {
+                Err(e) => return Self::failed(&mut st, e),
+                Ok(WriteResult::Written {
+                    incr,
+                    touched,
+                    user,
+                }) => {
+                    self.after_write(&mut st, &id, &key, touched, user);
+                    return Ok(incr);
+                }
+                Ok(WriteResult::NotAnInteger) => return Err(Error::NotAnInteger(field.into())),
+                Ok(_) => {
+                    // No such session (expired or ended before this request): start a new one.
+                    st.status = Status::New;
+                    st.id = None;
+                    st.clear = true;
+                    st.reissue = false;
+                }
+            }
+        }
         self.ensure_loaded(&mut st).await?;
         let res = self.write_now(&mut st, Some((field, by))).await?;
         st.data
@@ -626,13 +738,19 @@ impl Session {
             let res = self.store().write(&key, &op, t).instrument(span).await;
             match res {
                 Err(e) => return Self::failed(st, e),
-                Ok(WriteResult::Written { incr }) => {
+                Ok(WriteResult::Written {
+                    incr,
+                    touched,
+                    user,
+                }) => {
                     st.dirty.clear();
                     if creating {
                         st.status = Status::Stored;
                         st.reissue = true;
                         st.clear = false;
+                        self.mgr().inner.touches.note(&key, crate::store::now_ms());
                     }
+                    self.after_write(st, &id, &key, touched, user);
                     return Ok(incr);
                 }
                 Ok(WriteResult::Gone) => {
@@ -765,7 +883,9 @@ impl Session {
                 .await;
             match written {
                 Err(e) => return Self::failed(st, e),
-                Ok(WriteResult::Written { .. }) => {}
+                Ok(WriteResult::Written { .. }) => {
+                    mgr.inner.touches.note(&new_key, crate::store::now_ms())
+                }
                 Ok(WriteResult::Gone) => {
                     st.status = Status::Ended;
                     st.clear = true;
@@ -934,7 +1054,7 @@ impl Session {
     pub async fn finish(&self) -> Outcome {
         let mut st = self.inner.state.lock().await;
         let config = &self.mgr().inner.config;
-        if let Some(task) = st.index_refresh.take() {
+        for task in std::mem::take(&mut st.index_refresh) {
             let res = match task.await {
                 Ok(r) => r.map(|_| ()),
                 Err(_) => Err(Error::Store(fred::error::Error::new(

@@ -97,25 +97,29 @@ impl MemoryBackend {
     pub(crate) fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> WriteResult {
         let mut map = lock(&self.map);
         let now = now_ms();
-        let created = match op.mode {
+        let (created, touched_at, user) = match op.mode {
             Mode::Create { created_ms } => {
                 if map.live(key).is_some() {
                     return WriteResult::Exists;
                 }
-                if created_ms == 0 {
-                    now
-                } else {
-                    created_ms
-                }
+                (if created_ms == 0 { now } else { created_ms }, None, None)
             }
             Mode::Update => match map.live_hash(key) {
                 None => return WriteResult::Gone,
                 Some(h) => match num(h, fields::CREATED) {
-                    Some(c) => c,
+                    Some(c) => (
+                        c,
+                        num(h, fields::TOUCHED),
+                        h.get(fields::USER)
+                            .map(|u| String::from_utf8_lossy(u).into_owned()),
+                    ),
                     None => return WriteResult::Gone,
                 },
             },
         };
+        let creating = matches!(op.mode, Mode::Create { .. });
+        let touched =
+            creating || touched_at.is_none_or(|last| now.saturating_sub(last) >= t.touch_ms);
         let Some(ttl) = ttl_ms(now, created, t) else {
             map.entries.remove(key);
             return WriteResult::Gone;
@@ -147,6 +151,12 @@ impl MemoryBackend {
         for f in &op.del {
             h.remove(*f);
         }
+        if touched && !creating {
+            h.insert(fields::TOUCHED.into(), now.to_string().into_bytes());
+            if let Some(e) = map.entries.get_mut(key) {
+                e.expires = Some(Instant::now() + Duration::from_millis(ttl));
+            }
+        }
         if let Mode::Create { .. } = op.mode {
             fresh.insert(fields::CREATED.into(), created.to_string().into_bytes());
             fresh.insert(fields::TOUCHED.into(), now.to_string().into_bytes());
@@ -158,7 +168,11 @@ impl MemoryBackend {
                 },
             );
         }
-        WriteResult::Written { incr }
+        WriteResult::Written {
+            incr,
+            touched: touched && !creating,
+            user,
+        }
     }
 
     pub(crate) fn delete(&self, key: &str) -> bool {
@@ -272,7 +286,10 @@ mod tests {
                 del: vec![],
                 incr: None,
             };
-            assert_eq!(m.write(k, &op, t), WriteResult::Written { incr: 0 });
+            assert!(matches!(
+                m.write(k, &op, t),
+                WriteResult::Written { incr: 0, .. }
+            ));
             assert!(m.index_add("user:ann:sessions", k, 200, 0).is_empty());
         }
         assert_eq!(m.key_count(), 3);

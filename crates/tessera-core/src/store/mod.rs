@@ -95,8 +95,12 @@ pub(crate) struct WriteOp<'a> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum WriteResult {
+    /// Written. `touched`: an update also slid the TTL (its last refresh was at least a touch
+    /// interval old); `user`: the session's user, for the index refresh that must follow.
     Written {
         incr: i64,
+        touched: bool,
+        user: Option<String>,
     },
     /// Update of a key that no longer exists (or passed its absolute lifetime): nothing written.
     Gone,
@@ -147,7 +151,15 @@ impl Store {
                 servers: vec!["memory".into()],
                 warnings: Vec::new(),
             },
-            Backend::Redis(r) => r.check_server().await?,
+            // Several INFOs (on every primary of a cluster): a startup check with its own bound.
+            Backend::Redis(r) => tokio::time::timeout(Duration::from_secs(10), r.check_server())
+                .await
+                .map_err(|_| {
+                    crate::Error::Unavailable(fred::error::Error::new(
+                        fred::error::ErrorKind::Timeout,
+                        "the server check did not finish within 10 s",
+                    ))
+                })??,
         };
         for w in &report.warnings {
             tracing::warn!(target: "tessera::check", "{w}");
@@ -164,10 +176,33 @@ impl Store {
         }
     }
 
-    pub(crate) async fn load(&self, key: &str, t: Timing) -> Result<Option<Loaded>> {
+    /// Loads a session. `known_fresh`: this process saw it refreshed less than a touch
+    /// interval ago, so no refresh is due and a plain read suffices (one cheap command);
+    /// otherwise the load also does the throttled refresh, in the same round trip.
+    pub(crate) async fn load(
+        &self,
+        key: &str,
+        t: Timing,
+        known_fresh: bool,
+    ) -> Result<Option<Loaded>> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.load(key, t)),
-            Backend::Redis(r) => r.load(key, t).await,
+            Backend::Redis(r) if known_fresh => {
+                let loaded = r.bounded(r.load_plain(key)).await?;
+                // The absolute deadline also caps the TTL, so the key is gone by then anyway;
+                // this only guards against clock skew between app and server.
+                Ok(loaded.filter(|l| {
+                    let created = l
+                        .fields
+                        .get(fields::CREATED)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+                    match created {
+                        Some(c) => ttl_ms(now_ms(), c, t).is_some(),
+                        None => false, // not a session hash
+                    }
+                }))
+            }
+            Backend::Redis(r) => r.bounded(r.load(key, t)).await,
         }
     }
 
@@ -179,7 +214,7 @@ impl Store {
     ) -> Result<WriteResult> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.write(key, op, t)),
-            Backend::Redis(r) => r.write(key, op, t).await,
+            Backend::Redis(r) => r.bounded(r.write(key, op, t)).await,
         }
     }
 
@@ -187,7 +222,7 @@ impl Store {
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.delete(key)),
-            Backend::Redis(r) => r.delete(key).await,
+            Backend::Redis(r) => r.bounded(r.delete(key)).await,
         }
     }
 
@@ -196,7 +231,7 @@ impl Store {
     pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
         match &*self.backend {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.delete(k)).collect()),
-            Backend::Redis(r) => r.delete_many(keys).await,
+            Backend::Redis(r) => r.bounded(r.delete_many(keys)).await,
         }
     }
 
@@ -209,7 +244,7 @@ impl Store {
     ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
         match &*self.backend {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.peek(k, names)).collect()),
-            Backend::Redis(r) => r.peek_many(keys, names).await,
+            Backend::Redis(r) => r.bounded(r.peek_many(keys, names)).await,
         }
     }
 
@@ -225,7 +260,7 @@ impl Store {
     ) -> Result<Vec<String>> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.index_add(key, member, bound_ms, max)),
-            Backend::Redis(r) => r.index_add(key, member, bound_ms, max).await,
+            Backend::Redis(r) => r.bounded(r.index_add(key, member, bound_ms, max)).await,
         }
     }
 
@@ -233,7 +268,7 @@ impl Store {
     pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.index_members(key)),
-            Backend::Redis(r) => r.index_members(key).await,
+            Backend::Redis(r) => r.bounded(r.index_members(key)).await,
         }
     }
 
@@ -247,7 +282,7 @@ impl Store {
                 m.index_remove(key, members);
                 Ok(())
             }
-            Backend::Redis(r) => r.index_remove(key, members).await,
+            Backend::Redis(r) => r.bounded(r.index_remove(key, members)).await,
         }
     }
 }

@@ -75,6 +75,7 @@ impl Default for RedisOptions {
 pub(crate) struct RedisBackend {
     pool: Pool,
     url_redacted: String,
+    command_timeout: Duration,
 }
 
 fn redact(url: &str) -> String {
@@ -107,7 +108,9 @@ impl RedisBackend {
                     ..Default::default()
                 };
             })
-            .with_performance_config(|p| p.default_command_timeout = o.command_timeout)
+            // The timeout is enforced per store operation by `bounded` (one timer per
+            // operation); fred's per-command timer cost about 25% of read throughput.
+            .with_performance_config(|p| p.default_command_timeout = Duration::ZERO)
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
             .build_pool(o.pool_size.max(1))
             .map_err(Error::Store)?;
@@ -122,13 +125,40 @@ impl RedisBackend {
             .map_err(Error::from_fred)?;
         // Load the scripts now (on every primary in a cluster), so the first request does not
         // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
-        for script in [&*LOAD, &*WRITE, &*INDEX_ADD, &*INDEX_MEMBERS] {
-            script.load(pool.next()).await.map_err(Error::from_fred)?;
-        }
+        let preload = async {
+            for script in [&*LOAD, &*WRITE, &*INDEX_ADD, &*INDEX_MEMBERS] {
+                script.load(pool.next()).await.map_err(Error::from_fred)?;
+            }
+            Ok::<_, Error>(())
+        };
+        tokio::time::timeout(o.connect_timeout + o.command_timeout, preload)
+            .await
+            .map_err(|_| {
+                Error::Unavailable(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    "timed out loading scripts into the session store",
+                ))
+            })??;
         Ok(RedisBackend {
             pool,
             url_redacted: redact(url),
+            command_timeout: o.command_timeout,
         })
+    }
+
+    /// Runs one store operation (one round trip, or a few on a NOSCRIPT reload) within the
+    /// command timeout: a down, paused or slow server is `Error::Unavailable`, never a hang.
+    pub(crate) async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.command_timeout, op).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(fred::error::Error::new(
+                fred::error::ErrorKind::Timeout,
+                "session store did not answer within the command timeout",
+            ))),
+        }
     }
 
     pub(crate) fn describe(&self) -> &str {
@@ -167,6 +197,16 @@ impl RedisBackend {
         Ok(super::ServerReport { servers, warnings })
     }
 
+    /// A load known to need no TTL refresh: plain `HGETALL`, the cheapest read there is.
+    pub(crate) async fn load_plain(&self, key: &str) -> Result<Option<Loaded>> {
+        let flat: Value = self.pool.hgetall(key).await.map_err(Error::from_fred)?;
+        let fields = flat_fields(flat)?;
+        Ok((!fields.is_empty()).then_some(Loaded {
+            fields,
+            touched: false,
+        }))
+    }
+
     pub(crate) async fn load(&self, key: &str, t: Timing) -> Result<Option<Loaded>> {
         let args: Vec<Value> = vec![
             (t.idle_ms as i64).into(),
@@ -200,6 +240,7 @@ impl RedisBackend {
         args.push((op.del.len() as i64).into());
         args.push(incr_field.into());
         args.push(incr_by.into());
+        args.push((t.touch_ms as i64).into());
         for (f, v) in &op.set {
             args.push((*f).into());
             args.push((*v).into());
@@ -207,17 +248,24 @@ impl RedisBackend {
         for f in &op.del {
             args.push((*f).into());
         }
-        let reply: Vec<i64> = WRITE
+        let reply: Vec<Value> = WRITE
             .evalsha_with_reload(self.pool.next(), key, args)
             .await
             .map_err(Error::from_fred)?;
-        Ok(match reply.as_slice() {
-            [1, n] => WriteResult::Written { incr: *n },
-            [1] => WriteResult::Written { incr: 0 },
-            [0] => WriteResult::Gone,
-            [-1] => WriteResult::Exists,
-            [-2] => WriteResult::NotAnInteger,
-            other => return Err(unexpected(format!("write script replied {other:?}"))),
+        let int = |i: usize| reply.get(i).and_then(Value::as_i64);
+        Ok(match int(0) {
+            Some(1) => WriteResult::Written {
+                incr: int(1).unwrap_or(0),
+                touched: int(2) == Some(1),
+                user: reply
+                    .get(3)
+                    .and_then(|v| v.as_string())
+                    .filter(|u| !u.is_empty()),
+            },
+            Some(0) => WriteResult::Gone,
+            Some(-1) => WriteResult::Exists,
+            Some(-2) => WriteResult::NotAnInteger,
+            _ => return Err(unexpected(format!("write script replied {reply:?}"))),
         })
     }
 
@@ -371,22 +419,39 @@ fn parse_load(reply: Value) -> Result<Option<Loaded>> {
     if parts.len() != 2 || !(status == 1 || status == 2) {
         return Err(unexpected(format!("load script replied {parts:?}")));
     }
-    let Value::Array(flat) = parts.pop().expect("len checked") else {
-        return Err(unexpected("load script replied without a hash".into()));
+    Ok(Some(Loaded {
+        fields: flat_fields(parts.pop().expect("len checked"))?,
+        touched: status == 1,
+    }))
+}
+
+/// A hash reply (a flat array of field, value, ... or a map) as fields.
+fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Array(flat) => {
+            let mut it = flat.into_iter();
+            let mut out = Vec::with_capacity(it.len() / 2);
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        Value::Map(m) => m
+            .inner()
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+        Value::Null => Vec::new(),
+        other => return Err(unexpected(format!("expected a hash, got {other:?}"))),
     };
-    let mut fields = HashMap::with_capacity(flat.len() / 2);
-    let mut it = flat.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+    let mut fields = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
         let k = k
             .into_string()
             .ok_or_else(|| unexpected("non-text field name".into()))?;
-        let v = value_bytes(v).unwrap_or_default();
-        fields.insert(k, v);
+        fields.insert(k, value_bytes(v).unwrap_or_default());
     }
-    Ok(Some(Loaded {
-        fields,
-        touched: status == 1,
-    }))
+    Ok(fields)
 }
 
 #[cfg(test)]
