@@ -45,15 +45,25 @@ struct ManagerInner {
 /// What this process has seen of each session's last TTL refresh (server ms), keyed by a
 /// 64-bit hash of the storage key. Refresh times only move forward, so "seen refreshed less
 /// than a touch interval ago" is never wrong in the dangerous direction: such a load needs no
-/// refresh and can be a plain `HGETALL` instead of the refresh script. Bounded: cleared when
-/// it reaches `TOUCH_LOG_CAP` entries (about 2.5 MB), which costs only some script loads.
+/// refresh and can be a plain `HGETALL` instead of the refresh script.
+///
+/// Bounded with two generations: when the current map reaches `TOUCH_LOG_CAP` entries it
+/// becomes the previous one (the older previous one is dropped), so recently seen sessions
+/// stay known; at most 2 x `TOUCH_LOG_CAP` entries, about 5 MB. Forgetting costs only a script
+/// load, never correctness.
 struct TouchLog {
-    map: std::sync::Mutex<HashMap<u64, u64>>,
+    maps: std::sync::Mutex<[HashMap<u64, u64>; 2]>,
 }
 
 const TOUCH_LOG_CAP: usize = 100_000;
 
 impl TouchLog {
+    fn new() -> Self {
+        TouchLog {
+            maps: std::sync::Mutex::new([HashMap::new(), HashMap::new()]),
+        }
+    }
+
     fn slot(key: &str) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -62,20 +72,23 @@ impl TouchLog {
     }
 
     fn note(&self, key: &str, at_ms: u64) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= TOUCH_LOG_CAP {
-            m.clear();
+        let slot = Self::slot(key);
+        let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let known = m[1].get(&slot).copied().unwrap_or(0);
+        if m[0].len() >= TOUCH_LOG_CAP && !m[0].contains_key(&slot) {
+            m[1] = std::mem::take(&mut m[0]);
         }
-        let e = m.entry(Self::slot(key)).or_insert(at_ms);
-        *e = (*e).max(at_ms);
+        let e = m[0].entry(slot).or_insert(at_ms);
+        *e = (*e).max(at_ms).max(known);
     }
 
     /// Refreshed less than `touch_ms` ago, with a margin for clock skew between app and server.
     fn fresh(&self, key: &str, touch_ms: u64) -> bool {
         let margin = (touch_ms / 10).min(1000);
-        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&Self::slot(key))
-            .is_some_and(|&t| crate::store::now_ms().saturating_sub(t) + margin < touch_ms)
+        let slot = Self::slot(key);
+        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = m[0].get(&slot).or_else(|| m[1].get(&slot));
+        seen.is_some_and(|&t| crate::store::now_ms().saturating_sub(t) + margin < touch_ms)
     }
 }
 
@@ -85,6 +98,33 @@ impl fmt::Debug for SessionManager {
             .field("store", &self.inner.store)
             .field("config", &self.inner.config)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod touch_log_tests {
+    use super::*;
+
+    #[test]
+    fn recent_knowledge_survives_a_full_generation() {
+        let log = TouchLog::new();
+        let now = crate::store::now_ms();
+        log.note("hot", now);
+        for i in 0..TOUCH_LOG_CAP + 10 {
+            log.note(&format!("k{i}"), now);
+        }
+        assert!(
+            log.fresh("hot", 60_000),
+            "one generation back is still known"
+        );
+        assert!(!log.fresh("never-seen", 60_000));
+        log.note("old", now - 120_000);
+        assert!(!log.fresh("old", 60_000), "seen refreshed too long ago");
+        let sizes = {
+            let m = log.maps.lock().unwrap();
+            m[0].len() + m[1].len()
+        };
+        assert!(sizes <= 2 * TOUCH_LOG_CAP, "bounded: {sizes}");
     }
 }
 
@@ -102,9 +142,7 @@ impl SessionManager {
                 store,
                 config,
                 timing,
-                touches: TouchLog {
-                    map: std::sync::Mutex::new(HashMap::new()),
-                },
+                touches: TouchLog::new(),
             }),
         }
     }
