@@ -16,13 +16,23 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const ROUTES: [(&str, &str, &str); 3] = [("login", "POST", "/login"), ("read", "GET", "/read"), ("incr", "POST", "/incr")];
+const ROUTES: [(&str, &str, &str); 3] = [
+    ("login", "POST", "/login"),
+    ("read", "GET", "/read"),
+    ("incr", "POST", "/incr"),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", args[3].parse::<u16>().unwrap())).unwrap();
-        servers::serve(&args[2], listener, args[4].clone(), args[5].parse().unwrap());
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", args[3].parse::<u16>().unwrap())).unwrap();
+        servers::serve(
+            &args[2],
+            listener,
+            args[4].clone(),
+            args[5].parse().unwrap(),
+        );
         return;
     }
     let opt = |name: &str, default: u64| -> u64 {
@@ -44,8 +54,10 @@ fn main() {
             .map(|v| v.split(',').map(str::to_string).collect())
     };
     let cfg = Cfg {
-        impls: list("--impls").unwrap_or_else(|| servers::IMPLS.iter().map(|s| s.to_string()).collect()),
-        routes: list("--routes").unwrap_or_else(|| ROUTES.iter().map(|r| r.0.to_string()).collect()),
+        impls: list("--impls")
+            .unwrap_or_else(|| servers::IMPLS.iter().map(|s| s.to_string()).collect()),
+        routes: list("--routes")
+            .unwrap_or_else(|| ROUTES.iter().map(|r| r.0.to_string()).collect()),
         rounds: opt("--rounds", 3) as usize,
         secs: opt("--secs", 4),
         sessions: opt("--sessions", 10_000) as usize,
@@ -81,7 +93,11 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn redis_bin() -> String {
@@ -91,8 +107,10 @@ fn redis_bin() -> String {
     std::fs::read_to_string(".servers/env.sh")
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("export REDIS_SERVER_BIN=").map(|v| v.trim_matches('"').to_string()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("export REDIS_SERVER_BIN=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
         })
         .unwrap_or_else(|| "redis-server".into())
 }
@@ -100,7 +118,10 @@ fn redis_bin() -> String {
 async fn wait_port(port: u16) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "port {port} never opened");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "port {port} never opened"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -134,29 +155,76 @@ async fn run(cfg: Cfg) {
     let rport = free_port();
     let _redis = Proc(
         Command::new(redis_bin())
-            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--databases", "32", "--dir", dir.to_str().unwrap(), "--logfile", "redis.log"])
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--databases",
+                "32",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--logfile",
+                "redis.log",
+            ])
             .spawn()
             .expect("redis-server (run scripts/install-servers.sh)"),
     );
     wait_port(rport).await;
-    let admin = Builder::from_config(Config::from_url(&format!("redis://127.0.0.1:{rport}")).unwrap())
-        .build()
-        .unwrap();
+    let admin =
+        Builder::from_config(Config::from_url(&format!("redis://127.0.0.1:{rport}")).unwrap())
+            .build()
+            .unwrap();
     admin.init().await.unwrap();
     let version: String = admin.info::<String>(Some(InfoKind::Server)).await.unwrap();
-    let version = version.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").trim().to_string();
-    eprintln!("redis {version} on port {rport}; {} rounds x {} s, {} sessions, {} connections", cfg.rounds, cfg.secs, cfg.sessions, cfg.conns);
+    let version = version
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    eprintln!(
+        "redis {version} on port {rport}; {} rounds x {} s, {} sessions, {} connections",
+        cfg.rounds, cfg.secs, cfg.sessions, cfg.conns
+    );
 
     let mut procs = Vec::new();
     let mut ports = BTreeMap::new();
     let mut ttl_ports = BTreeMap::new();
-    let impls: Vec<&'static str> = servers::IMPLS.iter().copied().filter(|n| cfg.impls.iter().any(|i| i == n)).collect();
-    let routes: Vec<(&str, &str, &str)> = ROUTES.iter().copied().filter(|r| cfg.routes.iter().any(|x| x == r.0)).collect();
-    for (i, name) in servers::IMPLS.iter().enumerate().filter(|(_, n)| impls.contains(n)) {
+    let impls: Vec<&'static str> = servers::IMPLS
+        .iter()
+        .copied()
+        .filter(|n| cfg.impls.iter().any(|i| i == n))
+        .collect();
+    let routes: Vec<(&str, &str, &str)> = ROUTES
+        .iter()
+        .copied()
+        .filter(|r| cfg.routes.iter().any(|x| x == r.0))
+        .collect();
+    for (i, name) in servers::IMPLS
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| impls.contains(n))
+    {
         let (p, tp) = (free_port(), free_port());
-        procs.push(spawn_server(name, p, &format!("redis://127.0.0.1:{rport}/{i}"), 60));
-        procs.push(spawn_server(name, tp, &format!("redis://127.0.0.1:{rport}/{}", 16 + i), 1));
+        procs.push(spawn_server(
+            name,
+            p,
+            &format!("redis://127.0.0.1:{rport}/{i}"),
+            60,
+        ));
+        procs.push(spawn_server(
+            name,
+            tp,
+            &format!("redis://127.0.0.1:{rport}/{}", 16 + i),
+            1,
+        ));
         ports.insert(*name, p);
         ttl_ports.insert(*name, tp);
     }
@@ -167,13 +235,21 @@ async fn run(cfg: Cfg) {
     // Live sessions, and the memory they take.
     let mut cookies = BTreeMap::new();
     let mut memory = BTreeMap::new();
-    for (i, name) in servers::IMPLS.iter().enumerate().filter(|(_, n)| impls.contains(n)) {
+    for (i, name) in servers::IMPLS
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| impls.contains(n))
+    {
         let before = used_memory(&admin).await;
         let list = create_sessions(ports[name], cfg.sessions, cfg.conns).await;
         let after = used_memory(&admin).await;
         let per = (after as f64 - before as f64) / cfg.sessions as f64;
         let key_bytes = sample_key_bytes(rport, i).await;
-        eprintln!("{name}: {} sessions, {:.0} B/session (used_memory delta), sample key {key_bytes:?}", list.len(), per);
+        eprintln!(
+            "{name}: {} sessions, {:.0} B/session (used_memory delta), sample key {key_bytes:?}",
+            list.len(),
+            per
+        );
         memory.insert(*name, (per, key_bytes));
         cookies.insert(*name, Arc::new(list));
     }
@@ -183,10 +259,30 @@ async fn run(cfg: Cfg) {
     for round in 0..cfg.rounds {
         for name in impls.iter().copied() {
             for (route, method, path) in routes.iter().copied() {
-                let cookies = if route == "login" { Arc::new(Vec::new()) } else { cookies[name].clone() };
-                load(ports[name], method, path, cookies.clone(), cfg.conns, Duration::from_millis(500)).await; // warm-up
+                let cookies = if route == "login" {
+                    Arc::new(Vec::new())
+                } else {
+                    cookies[name].clone()
+                };
+                load(
+                    ports[name],
+                    method,
+                    path,
+                    cookies.clone(),
+                    cfg.conns,
+                    Duration::from_millis(500),
+                )
+                .await; // warm-up
                 let _: () = admin.config_resetstat().await.unwrap();
-                let (n, errors, mut lat) = load(ports[name], method, path, cookies, cfg.conns, Duration::from_secs(cfg.secs)).await;
+                let (n, errors, mut lat) = load(
+                    ports[name],
+                    method,
+                    path,
+                    cookies,
+                    cfg.conns,
+                    Duration::from_secs(cfg.secs),
+                )
+                .await;
                 let stats = commandstats(&admin).await;
                 lat.sort_unstable();
                 let total: u64 = stats.values().sum();
@@ -211,7 +307,11 @@ async fn run(cfg: Cfg) {
 
     // Does the Redis TTL slide on a read-only request?
     let mut slides = BTreeMap::new();
-    for (i, name) in servers::IMPLS.iter().enumerate().filter(|(_, n)| impls.contains(n)) {
+    for (i, name) in servers::IMPLS
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| impls.contains(n))
+    {
         slides.insert(*name, ttl_slides(ttl_ports[name], rport, 16 + i).await);
     }
 
@@ -237,13 +337,19 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 
 async fn used_memory(c: &Client) -> u64 {
     let info: String = c.info(Some(InfoKind::Memory)).await.unwrap();
-    info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 async fn db_client(rport: u16, db: usize) -> Client {
-    let c = Builder::from_config(Config::from_url(&format!("redis://127.0.0.1:{rport}/{db}")).unwrap())
-        .build()
-        .unwrap();
+    let c =
+        Builder::from_config(Config::from_url(&format!("redis://127.0.0.1:{rport}/{db}")).unwrap())
+            .build()
+            .unwrap();
     c.init().await.unwrap();
     c
 }
@@ -267,7 +373,11 @@ async fn commandstats(c: &Client) -> BTreeMap<String, u64> {
     info.lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
             Some((name.to_string(), calls))
         })
         .filter(|(n, _)| n != "info" && n != "config|resetstat")
@@ -318,7 +428,8 @@ async fn load(
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                let cookie = (!cookies.is_empty()).then(|| cookies[(rng % cookies.len() as u64) as usize].as_str());
+                let cookie = (!cookies.is_empty())
+                    .then(|| cookies[(rng % cookies.len() as u64) as usize].as_str());
                 let t = Instant::now();
                 let (status, _) = c.request(method, path, cookie).await;
                 lat.push(t.elapsed().as_micros() as u32);
@@ -349,11 +460,19 @@ impl Conn {
     async fn open(port: u16) -> Conn {
         let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         s.set_nodelay(true).unwrap();
-        Conn { r: BufReader::new(s), line: String::new() }
+        Conn {
+            r: BufReader::new(s),
+            line: String::new(),
+        }
     }
 
     /// One request; returns the status and the first Set-Cookie's `name=value`.
-    async fn request(&mut self, method: &str, path: &str, cookie: Option<&str>) -> (u16, Option<String>) {
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+    ) -> (u16, Option<String>) {
         let mut req = format!("{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: 0\r\n");
         if let Some(c) = cookie {
             req.push_str("cookie: ");
@@ -364,7 +483,12 @@ impl Conn {
         self.r.get_mut().write_all(req.as_bytes()).await.unwrap();
         self.line.clear();
         self.r.read_line(&mut self.line).await.unwrap();
-        let status: u16 = self.line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = self
+            .line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let (mut len, mut set_cookie) = (0usize, None);
         loop {
             self.line.clear();
@@ -393,7 +517,8 @@ async fn ttl_slides(port: u16, rport: u16, db: usize) -> String {
     let (_, cookie) = c.request("POST", "/login", None).await;
     let cookie = cookie.unwrap();
     let redis = db_client(rport, db).await;
-    let (_, keys): (String, Vec<String>) = redis.scan_page("0", "*", Some(100), None).await.unwrap();
+    let (_, keys): (String, Vec<String>) =
+        redis.scan_page("0", "*", Some(100), None).await.unwrap();
     let Some(key) = keys.into_iter().find(|k| !k.starts_with("user:")) else {
         return "no key".into();
     };
@@ -406,9 +531,17 @@ async fn ttl_slides(port: u16, rport: u16, db: usize) -> String {
     c.request("GET", "/read", Some(&cookie)).await;
     let after: i64 = redis.pttl(&key).await.unwrap();
     if after > before + 1000 {
-        format!("yes ({:.1} s -> {:.1} s)", before as f64 / 1000.0, after as f64 / 1000.0)
+        format!(
+            "yes ({:.1} s -> {:.1} s)",
+            before as f64 / 1000.0,
+            after as f64 / 1000.0
+        )
     } else {
-        format!("no ({:.1} s -> {:.1} s)", before as f64 / 1000.0, after as f64 / 1000.0)
+        format!(
+            "no ({:.1} s -> {:.1} s)",
+            before as f64 / 1000.0,
+            after as f64 / 1000.0
+        )
     }
 }
 
@@ -442,7 +575,9 @@ fn report(
         for name in servers::IMPLS {
             let v = &samples[&(name, route)];
             let rps = med(samples, name, route, |s| s.rps);
-            let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(a, b), s| (a.min(s.rps), b.max(s.rps)));
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::MAX, 0f64), |(a, b), s| (a.min(s.rps), b.max(s.rps)));
             let errors: u64 = v.iter().map(|s| s.errors).sum();
             out.push_str(&format!(
                 "| {name} | {route} | {rps:.0} | {:.2}x | {:.0} | {:.0} | {:.2} ({}) | {:.1}% | {errors} |\n",
@@ -459,10 +594,16 @@ fn report(
     for name in servers::IMPLS {
         let (per, keys) = &memory[name];
         let (k, i) = match keys {
-            Some((k, i)) => (k.to_string(), i.map(|i| i.to_string()).unwrap_or_else(|| "-".into())),
+            Some((k, i)) => (
+                k.to_string(),
+                i.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            ),
             None => ("-".into(), "-".into()),
         };
-        out.push_str(&format!("| {name} | {per:.0} | {k} | {i} | {} |\n", slides[name]));
+        out.push_str(&format!(
+            "| {name} | {per:.0} | {k} | {i} | {} |\n",
+            slides[name]
+        ));
     }
     out
 }
@@ -470,8 +611,14 @@ fn report(
 /// Bars of median req/s per implementation and route, with p99 written on each bar.
 fn plot(samples: &Samples) -> String {
     let (w, h, left, top, bottom) = (980.0, 520.0, 70.0, 50.0, 110.0);
-    let colors = ["#9e9e9e", "#607d8b", "#1e88e5", "#e53935", "#43a047", "#fb8c00"];
-    let max = samples.values().flat_map(|v| v.iter().map(|s| s.rps)).fold(1.0, f64::max) * 1.1;
+    let colors = [
+        "#9e9e9e", "#607d8b", "#1e88e5", "#e53935", "#43a047", "#fb8c00",
+    ];
+    let max = samples
+        .values()
+        .flat_map(|v| v.iter().map(|s| s.rps))
+        .fold(1.0, f64::max)
+        * 1.1;
     let group_w = (w - left - 20.0) / ROUTES.len() as f64;
     let bar_w = group_w / (servers::IMPLS.len() as f64 + 1.5);
     let mut s = format!(

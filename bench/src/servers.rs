@@ -15,8 +15,22 @@ pub const IMPLS: [&str; 6] = [
 
 static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The four fields every implementation stores at login.
+fn login_fields(user: &str) -> [(&'static str, &str); 4] {
+    [
+        ("user_id", user),
+        ("tenant", "acme"),
+        ("plan", "pro"),
+        ("locale", "en"),
+    ]
+}
+
 fn user() -> String {
-    format!("u{}-{}", std::process::id(), COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    format!(
+        "u{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 /// Serves `name` on `listener` until killed.
@@ -37,10 +51,16 @@ pub fn serve(name: &str, listener: TcpListener, redis_url: String, touch_secs: u
 /// override them for profiling experiments.
 async fn tessera_store(url: &str) -> tessera_core::Store {
     let mut o = tessera_core::RedisOptions::default();
-    if let Some(ms) = std::env::var("BENCH_TESSERA_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(ms) = std::env::var("BENCH_TESSERA_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         o = o.command_timeout(Duration::from_millis(ms));
     }
-    if let Some(n) = std::env::var("BENCH_TESSERA_POOL").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("BENCH_TESSERA_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         o = o.pool_size(n);
     }
     tessera_core::Store::redis_with(url, o).await.unwrap()
@@ -61,7 +81,10 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     let app: Router = match name {
         "bare-axum" => Router::new()
-            .route("/login", post(|| async { ([("set-cookie", "id=bare; Path=/")], "ok") }))
+            .route(
+                "/login",
+                post(|| async { ([("set-cookie", "id=bare; Path=/")], "ok") }),
+            )
             .route("/read", get(|| async { "acme" }))
             .route("/incr", post(|| async { "1" })),
         "fred-floor" => floor::router(&redis_url).await,
@@ -73,7 +96,7 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
                     "/login",
                     post(|s: Session| async move {
                         let u = user();
-                        for (k, v) in [("user_id", u.as_str()), ("tenant", "acme"), ("plan", "pro"), ("locale", "en")] {
+                        for (k, v) in login_fields(&u) {
                             s.insert(k, v).await.unwrap();
                         }
                         s.login(&u).await.unwrap();
@@ -82,18 +105,23 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
                 )
                 .route(
                     "/read",
-                    get(|s: Session| async move { s.get::<String>("tenant").await.unwrap().unwrap_or_default() }),
+                    get(|s: Session| async move {
+                        s.get::<String>("tenant").await.unwrap().unwrap_or_default()
+                    }),
                 )
                 .route(
                     "/incr",
-                    post(|s: Session| async move { s.increment("counter", 1).await.unwrap().to_string() }),
+                    post(|s: Session| async move {
+                        s.increment("counter", 1).await.unwrap().to_string()
+                    }),
                 )
                 .layer(SessionLayer::new(store, tessera_config(touch_secs)))
         }
         "tower-sessions" => {
             use tower_sessions::{cookie::time, Expiry, Session, SessionManagerLayer};
             use tower_sessions_redis_store::{fred::prelude::*, RedisStore};
-            let pool = Pool::new(Config::from_url(&redis_url).unwrap(), None, None, None, 4).unwrap();
+            let pool =
+                Pool::new(Config::from_url(&redis_url).unwrap(), None, None, None, 4).unwrap();
             pool.init().await.unwrap();
             let layer = SessionManagerLayer::new(RedisStore::new(pool))
                 .with_secure(false)
@@ -104,7 +132,7 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
                     post(|s: Session| async move {
                         s.cycle_id().await.unwrap();
                         let u = user();
-                        for (k, v) in [("user_id", u.as_str()), ("tenant", "acme"), ("plan", "pro"), ("locale", "en")] {
+                        for (k, v) in login_fields(&u) {
                             s.insert(k, v).await.unwrap();
                         }
                         "ok"
@@ -112,7 +140,9 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
                 )
                 .route(
                     "/read",
-                    get(|s: Session| async move { s.get::<String>("tenant").await.unwrap().unwrap_or_default() }),
+                    get(|s: Session| async move {
+                        s.get::<String>("tenant").await.unwrap().unwrap_or_default()
+                    }),
                 )
                 .route(
                     "/incr",
@@ -148,7 +178,9 @@ mod floor {
     }
 
     pub async fn router(url: &str) -> Router {
-        let pool = Builder::from_config(Config::from_url(url).unwrap()).build_pool(4).unwrap();
+        let pool = Builder::from_config(Config::from_url(url).unwrap())
+            .build_pool(4)
+            .unwrap();
         pool.init().await.unwrap();
         let (p1, p2, p3) = (pool.clone(), pool.clone(), pool);
         Router::new()
@@ -161,13 +193,13 @@ mod floor {
                         let key = format!("floor:{id}");
                         let pipe = pool.next().pipeline();
                         let u = super::user();
-                        let _: () = pipe
-                            .hset(&key, [("user_id", u.as_str()), ("tenant", "acme"), ("plan", "pro"), ("locale", "en")])
-                            .await
-                            .unwrap();
+                        let _: () = pipe.hset(&key, super::login_fields(&u)).await.unwrap();
                         let _: () = pipe.pexpire(&key, TTL_MS, None).await.unwrap();
                         let _: (i64, bool) = pipe.all().await.unwrap();
-                        ([("set-cookie", format!("fid={id}; Path=/; HttpOnly"))], "ok")
+                        (
+                            [("set-cookie", format!("fid={id}; Path=/; HttpOnly"))],
+                            "ok",
+                        )
                     }
                 }),
             )
@@ -180,7 +212,8 @@ mod floor {
                         let pipe = pool.next().pipeline();
                         let _: () = pipe.hgetall(&key).await.unwrap();
                         let _: () = pipe.pexpire(&key, TTL_MS, None).await.unwrap();
-                        let (m, _): (std::collections::HashMap<String, String>, bool) = pipe.all().await.unwrap();
+                        let (m, _): (std::collections::HashMap<String, String>, bool) =
+                            pipe.all().await.unwrap();
                         m.get("tenant").cloned().unwrap_or_default()
                     }
                 }),
@@ -203,7 +236,9 @@ mod floor {
 
     fn rand_u128() -> u128 {
         use std::hash::{BuildHasher, Hasher};
-        let a = std::collections::hash_map::RandomState::new().build_hasher().finish() as u128;
+        let a = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish() as u128;
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u128(a ^ super::COUNTER.load(std::sync::atomic::Ordering::Relaxed) as u128);
         (a << 64) | h.finish() as u128
@@ -226,7 +261,7 @@ fn actix(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) 
                             "/login",
                             web::post().to(|s: Session| async move {
                                 let u = user();
-                                for (k, v) in [("user_id", u.as_str()), ("tenant", "acme"), ("plan", "pro"), ("locale", "en")] {
+                                for (k, v) in login_fields(&u) {
                                     s.insert(k, v).await.unwrap();
                                 }
                                 s.login(&u).await.unwrap();
@@ -241,7 +276,9 @@ fn actix(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) 
                         )
                         .route(
                             "/incr",
-                            web::post().to(|s: Session| async move { s.increment("counter", 1).await.unwrap().to_string() }),
+                            web::post().to(|s: Session| async move {
+                                s.increment("counter", 1).await.unwrap().to_string()
+                            }),
                         )
                 })
                 .workers(2)
@@ -263,7 +300,10 @@ fn actix(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) 
                         .wrap(
                             SessionMiddleware::builder(store.clone(), key.clone())
                                 .cookie_secure(false)
-                                .session_lifecycle(PersistentSession::default().session_ttl(time::Duration::minutes(30)))
+                                .session_lifecycle(
+                                    PersistentSession::default()
+                                        .session_ttl(time::Duration::minutes(30)),
+                                )
                                 .build(),
                         )
                         .route(
@@ -271,7 +311,7 @@ fn actix(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) 
                             web::post().to(|s: Session| async move {
                                 s.renew();
                                 let u = user();
-                                for (k, v) in [("user_id", u.as_str()), ("tenant", "acme"), ("plan", "pro"), ("locale", "en")] {
+                                for (k, v) in login_fields(&u) {
                                     s.insert(k, v).unwrap();
                                 }
                                 "ok"
@@ -279,7 +319,9 @@ fn actix(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) 
                         )
                         .route(
                             "/read",
-                            web::get().to(|s: Session| async move { s.get::<String>("tenant").unwrap().unwrap_or_default() }),
+                            web::get().to(|s: Session| async move {
+                                s.get::<String>("tenant").unwrap().unwrap_or_default()
+                            }),
                         )
                         .route(
                             "/incr",

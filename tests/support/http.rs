@@ -174,6 +174,21 @@ impl Browser {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
+    /// Polls `GET path` until it answers 200 (returned), within `limit`; every answer before
+    /// that must be a 503 (the store is coming back), never a 500 or a hang.
+    pub async fn get_until_ok(&self, path: &str, limit: Duration) -> Resp {
+        let start = std::time::Instant::now();
+        loop {
+            let r = self.get(path).await;
+            if r.status == 200 {
+                return r;
+            }
+            assert_eq!(r.status, 503, "only 503 while the store comes back: {r:?}");
+            assert!(start.elapsed() < limit, "not served again within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The same jar, sending `User-Agent: <agent>` (a named device).
     pub fn with_agent(&self, agent: &str) -> Browser {
         let client = reqwest::Client::builder()

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tessera_core::{RedisOptions, SessionManager, Store};
 use tessera_tests::fixture::config;
 use tessera_tests::{Backend, Fx, Server, ServerKind};
@@ -315,24 +315,12 @@ mod cases {
             "routes that do not use the session still serve"
         );
         fx.standalone().restart(); // same port, same AOF
-        let start = Instant::now();
-        loop {
-            let r = br.get("/me").await;
-            if r.status == 200 {
-                assert_eq!(
-                    r.json()["user_id"],
-                    "1",
-                    "the session survived the restart (AOF)"
-                );
-                break;
-            }
-            assert_eq!(r.status, 503, "only 503 while reconnecting: {r:?}");
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no automatic recovery"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let r = br.get_until_ok("/me", Duration::from_secs(10)).await;
+        assert_eq!(
+            r.json()["user_id"],
+            "1",
+            "the session survived the restart (AOF)"
+        );
     }
 
     pub async fn paused_server_is_a_503_within_the_command_timeout(kind: ServerKind) {
@@ -360,14 +348,7 @@ mod cases {
             "answered within the 300 ms timeout (+slack): {:?}",
             r.elapsed
         );
-        let start = Instant::now();
-        while br.get("/me").await.status != 200 {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no recovery after SIGCONT"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        br.get_until_ok("/me", Duration::from_secs(10)).await;
     }
 
     pub async fn failed_save_is_not_reported_as_success(kind: ServerKind) {
@@ -388,16 +369,8 @@ mod cases {
         // A timed-out write has an unknown outcome (the paused server may still run it after
         // SIGCONT); what is guaranteed is that the client was not told it succeeded, and that
         // the session is intact afterwards.
-        let start = Instant::now();
-        loop {
-            let me = br.get("/me").await;
-            if me.status == 200 {
-                assert_eq!(me.json()["user_id"], "s");
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(10));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let me = br.get_until_ok("/me", Duration::from_secs(10)).await;
+        assert_eq!(me.json()["user_id"], "s");
     }
 
     pub async fn corrupt_data_from_another_app_is_a_typed_error(kind: ServerKind) {
