@@ -427,6 +427,33 @@ fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
 }
 
 impl State {
+    /// This request ended the session: forget it and clear the cookie; a later write in the
+    /// same request starts a new session under a new id.
+    fn destroyed(&mut self) {
+        self.status = Status::Destroyed;
+        self.id = None;
+        self.data.clear();
+        self.dirty.clear();
+        self.reissue = false;
+        self.clear = self.cookie.is_some();
+    }
+
+    /// Someone else ended the session while this request ran: nothing more is written.
+    fn ended(&mut self) {
+        self.status = Status::Ended;
+        self.dirty.clear();
+        self.clear = true;
+    }
+
+    /// The cookie named no live session. Never adopt a client-supplied id: a new session gets
+    /// a new one; the browser is told to drop the dead cookie unless a new one replaces it.
+    fn no_such_session(&mut self) {
+        self.status = Status::New;
+        self.id = None;
+        self.clear = true;
+        self.reissue = false;
+    }
+
     fn new(cookie: Option<Verified>, client: ClientInfo) -> Self {
         State {
             client,
@@ -531,12 +558,7 @@ impl Session {
             Err(e) => Self::failed(st, e),
             Ok(None) => {
                 span.record("found", false);
-                // The cookie points at an expired or ended session. Never adopt a
-                // client-supplied id: a new session gets a new one.
-                st.status = Status::New;
-                st.id = None;
-                st.clear = true;
-                st.reissue = false;
+                st.no_such_session();
                 Ok(())
             }
             Ok(Some(loaded)) => {
@@ -722,10 +744,7 @@ impl Session {
                 Ok(WriteResult::NotAnInteger) => return Err(Error::NotAnInteger(field.into())),
                 Ok(_) => {
                     // No such session (expired or ended before this request): start a new one.
-                    st.status = Status::New;
-                    st.id = None;
-                    st.clear = true;
-                    st.reissue = false;
+                    st.no_such_session();
                 }
             }
         }
@@ -792,9 +811,7 @@ impl Session {
                     return Ok(incr);
                 }
                 Ok(WriteResult::Gone) => {
-                    st.status = Status::Ended;
-                    st.dirty.clear();
-                    st.clear = true;
+                    st.ended();
                     return Self::failed(st, Error::SessionEnded);
                 }
                 Ok(WriteResult::NotAnInteger) => {
@@ -925,8 +942,7 @@ impl Session {
                     mgr.inner.touches.note(&new_key, crate::store::now_ms())
                 }
                 Ok(WriteResult::Gone) => {
-                    st.status = Status::Ended;
-                    st.clear = true;
+                    st.ended();
                     return Self::failed(st, Error::SessionEnded);
                 }
                 Ok(other) => {
@@ -948,9 +964,7 @@ impl Session {
                             .index_remove(&config.index_key(u), &[new_member])
                             .await;
                     }
-                    st.status = Status::Ended;
-                    st.clear = true;
-                    st.dirty.clear();
+                    st.ended();
                     return Self::failed(st, Error::SessionEnded);
                 }
                 Err(e) => {
@@ -995,12 +1009,7 @@ impl Session {
             }
         };
         let mut st = self.inner.state.lock().await;
-        st.status = Status::Destroyed;
-        st.id = None;
-        st.data.clear();
-        st.dirty.clear();
-        st.clear = st.cookie.is_some();
-        st.reissue = false;
+        st.destroyed();
         Ok(n)
     }
 
@@ -1026,11 +1035,7 @@ impl Session {
         let ok = self.record(res).await?;
         if ok && handle_of(&member) == handle {
             let mut st = self.inner.state.lock().await;
-            st.status = Status::Destroyed;
-            st.id = None;
-            st.data.clear();
-            st.dirty.clear();
-            st.clear = true;
+            st.destroyed();
         }
         Ok(ok)
     }
@@ -1078,12 +1083,7 @@ impl Session {
                 }
             }
         }
-        st.id = None;
-        st.status = Status::Destroyed;
-        st.data.clear();
-        st.dirty.clear();
-        st.reissue = false;
-        st.clear = st.cookie.is_some();
+        st.destroyed();
         Ok(())
     }
 
