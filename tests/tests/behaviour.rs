@@ -7,7 +7,8 @@ use tessera_core::SameSite;
 use tessera_tests::fixture::{config, key};
 use tessera_tests::{Browser, Fx, Setup};
 
-const COOKIE: &str = "tessera";
+/// The default name: `__Host-` is added whenever the cookie is `Secure` with `Path=/`, no `Domain`.
+const COOKIE: &str = "__Host-tessera";
 
 tessera_tests::per_backend!(
     login_me_put_counter_logout,
@@ -67,7 +68,7 @@ mod cases {
         assert!(
             r.set_cookies
                 .iter()
-                .any(|c| c.starts_with("tessera=;") && c.contains("Max-Age=0")),
+                .any(|c| c.starts_with("__Host-tessera=;") && c.contains("Max-Age=0")),
             "{r:?}"
         );
         assert!(br.cookie(COOKIE).is_none());
@@ -92,7 +93,7 @@ mod cases {
             .split(';')
             .next()
             .unwrap()
-            .strip_prefix("tessera=")
+            .strip_prefix("__Host-tessera=")
             .unwrap();
         // 128-bit id (22 base64url chars) "." HMAC-SHA256 (43 chars); nothing else.
         assert_eq!(value.len(), 66, "{sc}");

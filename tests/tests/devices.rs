@@ -50,8 +50,8 @@ mod cases {
             let h = d["handle"].as_str().unwrap();
             assert_eq!(h.len(), 16);
             for c in [
-                phone.cookie("tessera").unwrap(),
-                laptop.cookie("tessera").unwrap(),
+                phone.cookie("__Host-tessera").unwrap(),
+                laptop.cookie("__Host-tessera").unwrap(),
             ] {
                 assert!(
                     !c.contains(h) && !h.contains(&c[..8]),

@@ -62,7 +62,7 @@ mod cases {
             "index lives as long as its highest bound (2 x idle): {index_ttl}"
         );
         assert!(bound > 1_700_000_000_000);
-        let cookie = br.cookie("tessera").unwrap();
+        let cookie = br.cookie("__Host-tessera").unwrap();
         assert!(key.starts_with("shop:session:"), "{key}");
         assert!(
             !key.contains(&cookie[..22]),
@@ -134,7 +134,7 @@ mod cases {
                 .collect();
             values.push(json!(s));
         }
-        let first = manager.start(None);
+        let first = manager.start(None::<&str>);
         for (i, v) in values.iter().enumerate() {
             first.insert(&format!("f{i}"), v).await.unwrap();
         }
@@ -143,7 +143,7 @@ mod cases {
             .insert("tuple", &(1u8, "x".to_string(), Some(2.5f32)))
             .await
             .unwrap();
-        let out = first.finish().await;
+        let out = first.finish(200).await;
         assert!(out.error.is_none());
         let sc = out.set_cookie.unwrap();
         let pair = sc.split(';').next().unwrap();
@@ -423,16 +423,16 @@ mod cases {
         let server = Server::start(kind);
         let store = Store::redis(&server.url()).await.unwrap();
         let manager = SessionManager::new(store, config(|c| c));
-        let s = manager.start(None);
+        let s = manager.start(None::<&str>);
         s.insert("a", &1).await.unwrap();
-        let sc = s.finish().await.set_cookie.unwrap();
+        let sc = s.finish(200).await.set_cookie.unwrap();
         let pair = sc.split(';').next().unwrap().to_string();
         let s2 = manager.start([pair.as_str()]);
         s2.get::<i64>("a").await.unwrap();
         s2.insert("b", &2).await.unwrap();
-        assert!(s2.finish().await.error.is_none());
+        assert!(s2.finish(200).await.error.is_none());
         let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let id_part = &pair["tessera=".len().."tessera=".len() + 22];
+        let id_part = &pair.split_once('=').unwrap().1[..22];
         assert!(
             !logs.contains(id_part),
             "the session id leaked into the logs:\n{logs}"

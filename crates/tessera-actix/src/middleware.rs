@@ -85,17 +85,20 @@ where
             req.headers().get(USER_AGENT).map(|v| v.as_bytes()),
             req.peer_addr().map(|a| a.ip()),
         );
-        let session = self.manager.start_with(
-            req.headers()
-                .get_all(COOKIE)
-                .filter_map(|v| v.to_str().ok()),
-            client,
-        );
+        // Bytes, not `to_str()`: one non-ASCII cookie must not hide the session cookie.
+        let session = self
+            .manager
+            .start_with(req.headers().get_all(COOKIE).map(|v| v.as_bytes()), client);
         req.extensions_mut().insert(session.clone());
         let service = Rc::clone(&self.service);
         Box::pin(async move {
             let res = service.call(req).await;
-            let outcome = session.finish().await;
+            // An error (the handler's `Err`, or an error status) commits nothing of the request.
+            let status = match &res {
+                Ok(r) => r.status().as_u16(),
+                Err(e) => e.as_response_error().status_code().as_u16(),
+            };
+            let outcome = session.finish(status).await;
             let res = res?;
             let mut res = match outcome.error {
                 Some(err) => {

@@ -103,11 +103,9 @@ where
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip()),
         );
+        // Bytes, not `to_str()`: one non-ASCII cookie must not hide the session cookie.
         let session = self.manager.start_with(
-            req.headers()
-                .get_all(COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
+            req.headers().get_all(COOKIE).iter().map(|v| v.as_bytes()),
             client,
         );
         req.extensions_mut().insert(session.clone());
@@ -117,7 +115,7 @@ where
         ResponseFuture {
             inner: Box::pin(async move {
                 let mut res = inner.call(req).await?;
-                let outcome = session.finish().await;
+                let outcome = session.finish(res.status().as_u16()).await;
                 if let Some(err) = outcome.error {
                     let status = StatusCode::from_u16(err.status_code())
                         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -33,6 +33,7 @@ pub struct SessionConfig {
     pub(crate) signer: Signer,
     pub(crate) cookie_name: String,
     pub(crate) max_sessions_per_user: usize,
+    pub(crate) limits: Limits,
 }
 
 impl SessionConfig {
@@ -47,6 +48,7 @@ impl SessionConfig {
             namespace: String::new(),
             cookie: CookieConfig::default(),
             max_sessions_per_user: None,
+            limits: Limits::default(),
         }
     }
 
@@ -85,9 +87,40 @@ impl SessionConfig {
         format!("{}session:{}", self.namespace, storage_key)
     }
 
+    /// `[namespace]user:<id>:sessions`, the id escaped by [`user_key_part`].
     pub(crate) fn index_key(&self, user_id: &str) -> String {
-        format!("{}user:{}:sessions", self.namespace, user_id)
+        format!("{}user:{}:sessions", self.namespace, user_key_part(user_id))
     }
+
+    /// The most user fields one session may hold.
+    pub fn max_fields(&self) -> usize {
+        self.limits.max_fields
+    }
+
+    /// The largest value one field may hold, in bytes as stored.
+    pub fn max_value_bytes(&self) -> usize {
+        self.limits.max_value_bytes
+    }
+}
+
+/// A user id as it appears in a key: readable as it is, except that `%`, `{`, `}`, spaces,
+/// control characters and DEL are percent-escaped (`%7B`). So an id can never pick its own
+/// Redis Cluster slot with a `{hash tag}`, and two different ids never share a key (the
+/// escaping is one-to-one because `%` itself is escaped).
+pub(crate) fn user_key_part(user_id: &str) -> std::borrow::Cow<'_, str> {
+    let special = |b: u8| b == b'%' || b == b'{' || b == b'}' || b <= b' ' || b == 0x7f;
+    if !user_id.bytes().any(special) {
+        return std::borrow::Cow::Borrowed(user_id);
+    }
+    let mut out = String::with_capacity(user_id.len() + 8);
+    for c in user_id.chars() {
+        if c.is_ascii() && special(c as u8) {
+            out.push_str(&format!("%{:02X}", c as u8));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Builder for [`SessionConfig`].
@@ -102,6 +135,26 @@ pub struct SessionConfigBuilder {
     namespace: String,
     cookie: CookieConfig,
     max_sessions_per_user: Option<usize>,
+    limits: Limits,
+}
+
+/// Size limits of one session, the same on every store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) max_fields: usize,
+    pub(crate) max_value_bytes: usize,
+}
+
+/// Field names are short identifiers; a longer name is refused like a large value.
+pub(crate) const MAX_FIELD_NAME_BYTES: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_fields: 1_000,
+            max_value_bytes: 64 * 1024,
+        }
+    }
 }
 
 impl SessionConfigBuilder {
@@ -173,9 +226,25 @@ impl SessionConfigBuilder {
         self.cookie.persistent = on;
         self
     }
-    /// Use the `__Host-` name prefix (requires `Secure`, `Path=/`, no `Domain`).
+    /// The `__Host-` name prefix. By default it is used whenever the cookie can carry it
+    /// (`Secure`, `Path=/`, no `Domain`): a sibling subdomain cannot set or shadow such a
+    /// cookie. `false` opts out (the cookie is then named exactly `cookie_name`); `true` makes
+    /// a configuration that cannot carry it a build error.
     pub fn host_prefix(mut self, on: bool) -> Self {
-        self.cookie.host_prefix = on;
+        self.cookie.host_prefix = Some(on);
+        self
+    }
+    /// The most user fields one session may hold (default 1,000). A change that would go past
+    /// it is refused up front with [`Error::TooLarge`](crate::Error::TooLarge) (HTTP 400),
+    /// on every store.
+    pub fn max_fields(mut self, n: usize) -> Self {
+        self.limits.max_fields = n;
+        self
+    }
+    /// The largest value one field may hold, in bytes as stored (default 64 KiB). A larger
+    /// value is refused with [`Error::TooLarge`](crate::Error::TooLarge) (HTTP 400).
+    pub fn max_value_bytes(mut self, n: usize) -> Self {
+        self.limits.max_value_bytes = n;
         self
     }
 
@@ -203,6 +272,11 @@ impl SessionConfigBuilder {
                 "no whitespace, control characters or braces (braces would change Cluster hash slots)",
             ));
         }
+        if self.limits.max_fields == 0 || self.limits.max_value_bytes == 0 {
+            return Err(ConfigError::Limit(
+                "max_fields and max_value_bytes must be at least 1",
+            ));
+        }
         if self.max_sessions_per_user == Some(0) {
             return Err(ConfigError::Limit(
                 "max_sessions_per_user must be at least 1",
@@ -218,6 +292,7 @@ impl SessionConfigBuilder {
             cookie: self.cookie,
             signer: Signer::new(self.key, self.previous),
             max_sessions_per_user: self.max_sessions_per_user.unwrap_or(0),
+            limits: self.limits,
         })
     }
 }
@@ -238,5 +313,29 @@ mod tests {
         assert!(b().namespace("a{b}").build().is_err());
         assert!(b().secure(false).same_site(SameSite::None).build().is_err());
         assert!(b().cookie_name("bad name").build().is_err());
+        assert!(
+            b().cookie_name("__Host-x").secure(false).build().is_err(),
+            "browsers drop a __Host- cookie without Secure"
+        );
+        assert!(b().max_fields(0).build().is_err());
+    }
+
+    #[test]
+    fn user_ids_cannot_pick_a_slot_or_collide() {
+        let c = SessionConfig::builder(Key::generate()).build().unwrap();
+        assert_eq!(
+            c.index_key("42"),
+            "user:42:sessions",
+            "plain ids stay readable"
+        );
+        assert_eq!(
+            c.index_key("ann@example.com"),
+            "user:ann@example.com:sessions"
+        );
+        assert_eq!(c.index_key("{evil}"), "user:%7Bevil%7D:sessions");
+        let ids = ["a b", "a%20b", "a%2520b", "{x}", "%7Bx%7D", "a\nb", "é{"];
+        let keys: std::collections::HashSet<String> = ids.iter().map(|i| c.index_key(i)).collect();
+        assert_eq!(keys.len(), ids.len(), "one key per id: {keys:?}");
+        assert!(keys.iter().all(|k| !k.contains('{') && !k.contains('}')));
     }
 }

@@ -75,7 +75,8 @@ pub enum SameSite {
 }
 
 /// Cookie attributes. Defaults: name `tessera`, `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`,
-/// no `Domain`, a browser-session cookie (no `Max-Age`), no `__Host-` prefix.
+/// no `Domain`, a browser-session cookie (no `Max-Age`), and the `__Host-` prefix whenever the
+/// cookie is `Secure` with `Path=/` and no `Domain` (so `__Host-tessera` by default).
 #[derive(Debug, Clone)]
 pub(crate) struct CookieConfig {
     pub(crate) name: String,
@@ -85,7 +86,8 @@ pub(crate) struct CookieConfig {
     pub(crate) path: String,
     pub(crate) domain: Option<String>,
     pub(crate) persistent: bool,
-    pub(crate) host_prefix: bool,
+    /// `None`: on exactly when the cookie can carry it (`Secure`, `Path=/`, no `Domain`).
+    pub(crate) host_prefix: Option<bool>,
 }
 
 impl Default for CookieConfig {
@@ -98,15 +100,24 @@ impl Default for CookieConfig {
             path: "/".into(),
             domain: None,
             persistent: false,
-            host_prefix: false,
+            host_prefix: None,
         }
     }
 }
 
 impl CookieConfig {
-    /// The full cookie name, with the `__Host-` prefix when enabled.
+    /// Whether the `__Host-` prefix is added: as configured, else whenever the cookie can
+    /// carry it. A name that already has a `__Host-`/`__Secure-` prefix gets none added.
+    fn adds_host_prefix(&self) -> bool {
+        let can = self.secure && self.path == "/" && self.domain.is_none();
+        !has_prefix(&self.name, "__Host-")
+            && !has_prefix(&self.name, "__Secure-")
+            && self.host_prefix.unwrap_or(can)
+    }
+
+    /// The full cookie name, with the `__Host-` prefix when it applies.
     pub(crate) fn full_name(&self) -> String {
-        if self.host_prefix {
+        if self.adds_host_prefix() {
             format!("__Host-{}", self.name)
         } else {
             self.name.clone()
@@ -122,9 +133,15 @@ impl CookieConfig {
         if !ok_name {
             return Err(ConfigError::Cookie("name must be non-empty [A-Za-z0-9._-]"));
         }
-        if self.host_prefix && (!self.secure || self.path != "/" || self.domain.is_some()) {
+        let host = self.host_prefix == Some(true) || has_prefix(&self.name, "__Host-");
+        if host && (!self.secure || self.path != "/" || self.domain.is_some()) {
             return Err(ConfigError::Cookie(
-                "the __Host- prefix requires Secure, Path=/ and no Domain",
+                "the __Host- prefix requires Secure, Path=/ and no Domain (browsers drop such a cookie)",
+            ));
+        }
+        if has_prefix(&self.name, "__Secure-") && !self.secure {
+            return Err(ConfigError::Cookie(
+                "the __Secure- prefix requires Secure (browsers drop such a cookie)",
             ));
         }
         if self.same_site == SameSite::None && !self.secure {
@@ -165,6 +182,56 @@ impl CookieConfig {
     }
 }
 
+/// Browsers match the `__Host-` / `__Secure-` prefixes case-insensitively (RFC 6265bis).
+fn has_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// The most validly signed cookies of our name one request may make us look up. Browsers send
+/// several cookies of one name (different `Path`/`Domain`, one tossed by a sibling subdomain);
+/// each candidate costs one load, so the count is bounded.
+pub(crate) const MAX_CANDIDATES: usize = 4;
+
+/// The validly signed values of cookie `name` in `Cookie` headers, in the order sent (at most
+/// [`MAX_CANDIDATES`], distinct ids), and whether more were left out. Parsed at byte level: a
+/// non-ASCII byte in another cookie (browsers send UTF-8 raw) does not hide ours.
+pub(crate) fn candidates<H: AsRef<[u8]>>(
+    headers: impl IntoIterator<Item = H>,
+    name: &str,
+    signer: &Signer,
+) -> (Vec<Verified>, bool) {
+    let mut found: Vec<Verified> = Vec::new();
+    let mut truncated = false;
+    for header in headers {
+        for pair in header.as_ref().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if pair[..eq].trim_ascii() != name.as_bytes() {
+                continue;
+            }
+            let mut value = pair[eq + 1..].trim_ascii();
+            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                value = &value[1..value.len() - 1];
+            }
+            let Some(v) = signer.verify(name, value) else {
+                continue;
+            };
+            if found.iter().any(|f| f.id == v.id) {
+                continue;
+            }
+            if found.len() == MAX_CANDIDATES {
+                truncated = true;
+                continue;
+            }
+            found.push(v);
+        }
+    }
+    (found, truncated)
+}
+
 /// Signs and verifies cookie values with a list of keys: the first signs, all verify.
 #[derive(Debug, Clone)]
 pub(crate) struct Signer {
@@ -172,7 +239,7 @@ pub(crate) struct Signer {
 }
 
 /// What verifying a cookie value gave.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Verified {
     pub(crate) id: SessionId,
     /// Signed with an older key: re-issue under the current one.
@@ -206,8 +273,8 @@ impl Signer {
 
     /// Checks shape, encoding and signature; any failure is `None` (treated as no cookie).
     /// The tag comparison is constant-time (`ring::hmac::verify`).
-    pub(crate) fn verify(&self, cookie_name: &str, value: &str) -> Option<Verified> {
-        let b = value.as_bytes();
+    pub(crate) fn verify(&self, cookie_name: &str, value: &[u8]) -> Option<Verified> {
+        let b = value;
         if b.len() != VALUE_LEN || b[ID_B64] != b'.' {
             return None;
         }
@@ -244,38 +311,102 @@ mod tests {
         let id = SessionId::generate();
         let v_old = old.sign("tessera", &id);
         assert_eq!(v_old.len(), VALUE_LEN);
-        let got = new.verify("tessera", &v_old).unwrap();
+        let got = new.verify("tessera", v_old.as_bytes()).unwrap();
         assert_eq!(got.id, id);
         assert!(got.stale_key);
         let v_new = new.sign("tessera", &id);
-        assert!(!new.verify("tessera", &v_new).unwrap().stale_key);
+        assert!(!new.verify("tessera", v_new.as_bytes()).unwrap().stale_key);
         // Bound to the cookie name.
-        assert!(new.verify("other", &v_new).is_none());
+        assert!(new.verify("other", v_new.as_bytes()).is_none());
         // Tampering anywhere, truncation, garbage.
         for i in 0..v_new.len() {
             let mut t = v_new.clone().into_bytes();
             t[i] = if t[i] == b'A' { b'B' } else { b'A' };
-            let t = String::from_utf8(t).unwrap();
             assert!(new.verify("tessera", &t).is_none(), "tampered at {i}");
         }
-        assert!(new.verify("tessera", &v_new[1..]).is_none());
-        assert!(new.verify("tessera", "").is_none());
-        assert!(new.verify("tessera", &"é".repeat(VALUE_LEN)).is_none());
+        assert!(new.verify("tessera", &v_new.as_bytes()[1..]).is_none());
+        assert!(new.verify("tessera", b"").is_none());
+        assert!(new
+            .verify("tessera", "é".repeat(VALUE_LEN).as_bytes())
+            .is_none());
         // A key it does not know.
         let stranger = Signer::new(Key::generate(), vec![]);
-        assert!(stranger.verify("tessera", &v_new).is_none());
+        assert!(stranger.verify("tessera", v_new.as_bytes()).is_none());
     }
 
     #[test]
     fn host_prefix_needs_secure_root_no_domain() {
         let mut c = CookieConfig {
-            host_prefix: true,
+            host_prefix: Some(true),
             ..Default::default()
         };
         assert!(c.validate().is_ok());
         assert_eq!(c.full_name(), "__Host-tessera");
         c.domain = Some("example.com".into());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn host_prefix_is_the_default_whenever_the_cookie_can_carry_it() {
+        let c = CookieConfig::default();
+        assert_eq!(c.full_name(), "__Host-tessera", "Secure, Path=/, no Domain");
+        let plain = CookieConfig {
+            secure: false,
+            ..Default::default()
+        };
+        assert_eq!(plain.full_name(), "tessera", "not Secure: no prefix");
+        let domain = CookieConfig {
+            domain: Some("example.com".into()),
+            ..Default::default()
+        };
+        assert_eq!(domain.full_name(), "tessera");
+        let opt_out = CookieConfig {
+            host_prefix: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(opt_out.full_name(), "tessera");
+        // A name with a prefix of its own: validated, never prefixed twice.
+        for (name, secure, ok) in [
+            ("__Host-x", false, false),
+            ("__host-x", false, false),
+            ("__Secure-x", false, false),
+            ("__Host-x", true, true),
+            ("__Secure-x", true, true),
+        ] {
+            let c = CookieConfig {
+                name: name.into(),
+                secure,
+                ..Default::default()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{name} secure={secure}");
+            if ok {
+                assert_eq!(c.full_name(), name);
+            }
+        }
+    }
+
+    #[test]
+    fn candidates_parse_bytes_and_keep_every_signed_value() {
+        let s = Signer::new(Key::generate(), vec![]);
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        let (va, vb) = (s.sign("t", &a), s.sign("t", &b));
+        // UTF-8 (not visible ASCII) in another cookie of the same header.
+        let header = format!("pref=Zo\u{eb}; t={va}; t=garbage; t=\"{vb}\"; t={va}");
+        let (found, truncated) = candidates([header.as_bytes()], "t", &s);
+        assert_eq!(
+            found.iter().map(|v| v.id.clone()).collect::<Vec<_>>(),
+            vec![a, b]
+        );
+        assert!(!truncated);
+        let mut raw = b"x=\xff\xfe; ".to_vec();
+        for _ in 0..MAX_CANDIDATES + 2 {
+            raw.extend_from_slice(
+                format!("t={}; ", s.sign("t", &SessionId::generate())).as_bytes(),
+            );
+        }
+        let (found, truncated) = candidates([raw.as_slice()], "t", &s);
+        assert_eq!(found.len(), MAX_CANDIDATES);
+        assert!(truncated, "more signed candidates than looked up");
     }
 
     #[test]

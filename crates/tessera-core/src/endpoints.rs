@@ -12,7 +12,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use tessera_core::{endpoints, Key, SessionConfig, SessionManager, Store};
 //! let manager = SessionManager::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
-//! let anonymous = manager.start(None);
+//! let anonymous = manager.start(None::<&str>);
 //! let reply = endpoints::list_sessions(&anonymous).await;
 //! assert_eq!(reply.status, 401);
 //! # }

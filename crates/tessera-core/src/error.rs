@@ -11,9 +11,17 @@ use std::sync::Arc;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The session store could not be reached or did not answer within the command timeout.
+    /// The session store could not be reached, did not answer a read within the command
+    /// timeout, or refused a write (over `maxmemory`, a failover in progress): nothing was
+    /// changed, so retrying later is safe (HTTP 503 with `Retry-After`).
     #[error("session store unavailable")]
     Unavailable(#[source] fred::error::Error),
+    /// A write was sent but its answer did not arrive within the command timeout (or the
+    /// connection dropped meanwhile): it may or may not have been applied. Never sent later
+    /// once its deadline has passed, but a server that was paused may still run what it had
+    /// already received. HTTP 503 without `Retry-After`: a client must not assume either way.
+    #[error("session store did not confirm a write; it may or may not have been applied")]
+    OutcomeUnknown(#[source] fred::error::Error),
     /// The session store answered with an error.
     #[error("session store error")]
     Store(#[source] fred::error::Error),
@@ -44,10 +52,23 @@ pub enum Error {
     /// `increment` was called on a field that holds something other than an integer.
     #[error("session field {0:?} does not hold an integer")]
     NotAnInteger(String),
-    /// The session was ended (logged out, revoked, expired) by another request while this one
-    /// ran; this request's changes were not saved, so the session is not brought back.
-    #[error("the session ended while the request ran; its changes were not saved")]
+    /// The session was ended (logged out, revoked, expired) or moved to a new id (a login) by
+    /// another request while this one ran; this request's changes were not saved, so the
+    /// session is not brought back.
+    #[error("the session ended or moved while the request ran; its changes were not saved")]
     SessionEnded,
+    /// A session or value over the configured size limits (`max_fields`, `max_value_bytes`,
+    /// 256-byte field names); nothing of the change was kept.
+    #[error("{what} over the limit of {limit}")]
+    TooLarge {
+        /// What was too large ("fields in one session", "bytes in one value", ...).
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// The store configuration (URL) was rejected.
+    #[error("invalid store configuration")]
+    Config(#[from] ConfigError),
 }
 
 impl Error {
@@ -58,35 +79,74 @@ impl Error {
     /// ```
     pub fn status_code(&self) -> u16 {
         match self {
-            Error::Unavailable(_) => 503,
+            Error::Unavailable(_) | Error::OutcomeUnknown(_) => 503,
             Error::SessionEnded => 409,
-            Error::ReservedField(_) | Error::NotAnInteger(_) | Error::InvalidUserId => 400,
+            Error::ReservedField(_)
+            | Error::NotAnInteger(_)
+            | Error::InvalidUserId
+            | Error::TooLarge { .. } => 400,
             Error::NotLoggedIn => 401,
-            Error::Store(_) | Error::Decode { .. } | Error::Encode(_) => 500,
+            Error::Store(_) | Error::Decode { .. } | Error::Encode(_) | Error::Config(_) => 500,
         }
     }
 
     /// A short message safe to show to clients (the cause goes to the log, never the body).
     pub fn public_message(&self) -> &'static str {
         match self {
-            Error::Unavailable(_) => "session store unavailable, try again",
+            Error::Unavailable(_) => "session store unavailable, nothing was changed; try again",
+            Error::OutcomeUnknown(_) => {
+                "session store did not confirm the change; it may or may not have been applied"
+            }
             Error::SessionEnded => "the session ended; changes were not saved",
             Error::ReservedField(_) => "reserved session field name",
             Error::NotAnInteger(_) => "session field does not hold an integer",
             Error::NotLoggedIn => "not logged in",
             Error::InvalidUserId => "invalid user id",
-            Error::Store(_) | Error::Decode { .. } | Error::Encode(_) => "session error",
+            Error::TooLarge { .. } => "session data over the size limit",
+            Error::Store(_) | Error::Decode { .. } | Error::Encode(_) | Error::Config(_) => {
+                "session error"
+            }
         }
     }
 
-    /// `Retry-After` seconds to send with this error, if any (store unavailable: 1).
+    /// `Retry-After` seconds to send with this error, if any: 1 when the store was unavailable
+    /// and nothing was changed; none when a write's outcome is unknown (a retry could apply a
+    /// change twice).
     pub fn retry_after(&self) -> Option<u32> {
         matches!(self, Error::Unavailable(_)).then_some(1)
     }
 
     /// Whether this is a store failure (as opposed to a problem with a field or value).
     pub fn is_store_failure(&self) -> bool {
-        matches!(self, Error::Unavailable(_) | Error::Store(_))
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::OutcomeUnknown(_) | Error::Store(_)
+        )
+    }
+
+    /// The server refused a write because it is over `maxmemory` (policy `noeviction`).
+    pub(crate) fn is_out_of_memory(&self) -> bool {
+        match self {
+            Error::Unavailable(e) => e.details().contains("OOM command not allowed"),
+            _ => false,
+        }
+    }
+
+    /// The same failure, seen from a write: a timeout or a connection lost after the command
+    /// may have been sent leaves the outcome unknown; a refusal or a fail-fast (nothing sent)
+    /// stays [`Error::Unavailable`].
+    pub(crate) fn after_write(self) -> Self {
+        use fred::error::ErrorKind as K;
+        match self {
+            Error::Unavailable(e)
+                if matches!(e.kind(), K::Timeout | K::IO)
+                    || e.details().starts_with("Connection closed.")
+                    || e.details().starts_with("Connection reset") =>
+            {
+                Error::OutcomeUnknown(e)
+            }
+            other => other,
+        }
     }
 
     pub(crate) fn from_fred(e: fred::error::Error) -> Self {
@@ -121,6 +181,8 @@ fn is_transient_reply(details: &str) -> bool {
     ]
     .iter()
     .any(|p| details.starts_with(p))
+        // Over maxmemory with noeviction (also when raised inside a script).
+        || details.contains("OOM command not allowed")
 }
 
 impl From<fred::error::Error> for Error {

@@ -19,10 +19,10 @@
 //!     SessionConfig::builder(Key::generate()).build().unwrap(),
 //! );
 //! // Request 1: no cookie.
-//! let session = manager.start(None);
+//! let session = manager.start(None::<&str>);
 //! session.insert("tenant", "acme").await?;
 //! assert_eq!(session.increment("visits", 1).await?, 1);
-//! let cookie = session.finish().await.set_cookie.unwrap();
+//! let cookie = session.finish(200).await.set_cookie.unwrap();
 //! let pair = cookie.split(';').next().unwrap();
 //!
 //! // Request 2: the browser sends the cookie back.

@@ -5,12 +5,13 @@ use crate::config::SessionConfig;
 use crate::cookie::Verified;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::store::{fields, Mode, Store, Timing, WriteOp, WriteResult};
+use crate::store::{fields, Freeze, Mode, Refresh, Release, Store, Timing, WriteOp, WriteResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
@@ -25,9 +26,9 @@ use tracing::Instrument as _;
 /// let manager = SessionManager::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
 /// let session = manager.start(["theme=dark"]); // no session cookie: a new, empty session
 /// session.insert("tenant", "acme").await.unwrap();
-/// let outcome = session.finish().await;
+/// let outcome = session.finish(200).await;
 /// assert!(outcome.error.is_none());
-/// assert!(outcome.set_cookie.unwrap().starts_with("tessera="));
+/// assert!(outcome.set_cookie.unwrap().starts_with("__Host-tessera="));
 /// # }
 /// ```
 #[derive(Clone)]
@@ -42,17 +43,20 @@ struct ManagerInner {
     touches: TouchLog,
 }
 
-/// What this process has seen of each session's last TTL refresh (server ms), keyed by a
-/// 64-bit hash of the storage key. Refresh times only move forward, so "seen refreshed less
-/// than a touch interval ago" is never wrong in the dangerous direction: such a load needs no
-/// refresh and can be a plain `HGETALL` instead of the refresh script.
+/// When this process last saw each session's TTL refreshed, on its own monotonic clock, keyed
+/// by a 64-bit hash of the storage key. Each instant is an estimate that errs towards "older"
+/// (taken before the command that observed the refresh was sent, minus the age the store
+/// reported), so "seen refreshed less than a touch interval ago" is never wrong in the
+/// dangerous direction; such a load needs no refresh and can be a plain `HGETALL` instead of
+/// the refresh script. No wall clock enters the decision: an app clock that is off from the
+/// server's, or steps (VM resume, NTP), cannot stop the TTL from sliding.
 ///
 /// Bounded with two generations: when the current map reaches `TOUCH_LOG_CAP` entries it
 /// becomes the previous one (the older previous one is dropped), so recently seen sessions
-/// stay known; at most 2 x `TOUCH_LOG_CAP` entries, about 5 MB. Forgetting costs only a script
+/// stay known; at most 2 x `TOUCH_LOG_CAP` entries, about 6 MB. Forgetting costs only a script
 /// load, never correctness.
 struct TouchLog {
-    maps: std::sync::Mutex<[HashMap<u64, u64>; 2]>,
+    maps: std::sync::Mutex<[HashMap<u64, Instant>; 2]>,
 }
 
 const TOUCH_LOG_CAP: usize = 100_000;
@@ -71,24 +75,33 @@ impl TouchLog {
         h.finish()
     }
 
-    fn note(&self, key: &str, at_ms: u64) {
+    /// The session at `key` was refreshed at `at` (or later).
+    fn note(&self, key: &str, at: Instant) {
         let slot = Self::slot(key);
         let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let known = m[1].get(&slot).copied().unwrap_or(0);
+        let known = m[1].get(&slot).copied();
         if m[0].len() >= TOUCH_LOG_CAP && !m[0].contains_key(&slot) {
             m[1] = std::mem::take(&mut m[0]);
         }
-        let e = m[0].entry(slot).or_insert(at_ms);
-        *e = (*e).max(at_ms).max(known);
+        let e = m[0].entry(slot).or_insert(at);
+        *e = (*e).max(at).max(known.unwrap_or(at));
     }
 
-    /// Refreshed less than `touch_ms` ago, with a margin for clock skew between app and server.
-    fn fresh(&self, key: &str, touch_ms: u64) -> bool {
-        let margin = (touch_ms / 10).min(1000);
+    /// Forgets `key` (its session ended or moved).
+    fn forget(&self, key: &str) {
+        let slot = Self::slot(key);
+        let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        m[0].remove(&slot);
+        m[1].remove(&slot);
+    }
+
+    /// Refreshed less than `touch` ago (with a small margin).
+    fn fresh(&self, key: &str, touch: Duration) -> bool {
+        let margin = (touch / 10).min(Duration::from_secs(1));
         let slot = Self::slot(key);
         let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         let seen = m[0].get(&slot).or_else(|| m[1].get(&slot));
-        seen.is_some_and(|&t| crate::store::now_ms().saturating_sub(t) + margin < touch_ms)
+        seen.is_some_and(|&t| t.elapsed() + margin < touch)
     }
 }
 
@@ -108,18 +121,23 @@ mod touch_log_tests {
     #[test]
     fn recent_knowledge_survives_a_full_generation() {
         let log = TouchLog::new();
-        let now = crate::store::now_ms();
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
         log.note("hot", now);
         for i in 0..TOUCH_LOG_CAP + 10 {
             log.note(&format!("k{i}"), now);
         }
         assert!(
-            log.fresh("hot", 60_000),
+            log.fresh("hot", minute),
             "one generation back is still known"
         );
-        assert!(!log.fresh("never-seen", 60_000));
-        log.note("old", now - 120_000);
-        assert!(!log.fresh("old", 60_000), "seen refreshed too long ago");
+        assert!(!log.fresh("never-seen", minute));
+        if let Some(long_ago) = now.checked_sub(2 * minute) {
+            log.note("old", long_ago);
+            assert!(!log.fresh("old", minute), "seen refreshed too long ago");
+        }
+        log.forget("hot");
+        assert!(!log.fresh("hot", minute), "forgotten");
         let sizes = {
             let m = log.maps.lock().unwrap();
             m[0].len() + m[1].len()
@@ -162,28 +180,29 @@ impl SessionManager {
     /// Only the signature is checked here: a missing, malformed, tampered or unknown-key cookie
     /// gives a new anonymous session and costs no store command. The store is read lazily, the
     /// first time the handler uses the session.
-    pub fn start<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a str>) -> Session {
+    ///
+    /// Headers are taken as bytes (`&str`, `&[u8]`, `HeaderValue::as_bytes()`): a cookie with
+    /// non-ASCII bytes (browsers send UTF-8 raw) does not hide the session cookie beside it.
+    /// When several cookies carry the session cookie's name (set for different paths or by a
+    /// sibling subdomain), each validly signed one is tried in turn, up to four.
+    pub fn start<H: AsRef<[u8]>>(&self, cookie_headers: impl IntoIterator<Item = H>) -> Session {
         self.start_with(cookie_headers, ClientInfo::default())
     }
 
     /// Like [`start`](SessionManager::start), with what the adapter knows about the client
     /// (recorded at login for device lists).
-    pub fn start_with<'a>(
+    pub fn start_with<H: AsRef<[u8]>>(
         &self,
-        cookie_headers: impl IntoIterator<Item = &'a str>,
+        cookie_headers: impl IntoIterator<Item = H>,
         client: ClientInfo,
     ) -> Session {
-        let name = self.inner.config.cookie_name();
-        let verified = cookie_headers
-            .into_iter()
-            .flat_map(cookie::Cookie::split_parse)
-            .filter_map(|c| c.ok())
-            .filter(|c| c.name() == name)
-            .find_map(|c| self.inner.config.signer.verify(name, c.value()));
+        let config = &self.inner.config;
+        let (candidates, truncated) =
+            crate::cookie::candidates(cookie_headers, config.cookie_name(), &config.signer);
         Session {
             inner: Arc::new(SessionInner {
                 manager: self.clone(),
-                state: Mutex::new(State::new(verified, client)),
+                state: Mutex::new(State::new(candidates, truncated, client)),
             }),
         }
     }
@@ -232,9 +251,7 @@ impl SessionManager {
 
     /// The members of `user_id`'s index whose bound has not passed.
     async fn members_of(&self, user_id: &str) -> Result<Vec<String>> {
-        if user_id.is_empty() {
-            return Err(Error::InvalidUserId);
-        }
+        check_user_id(user_id)?;
         self.inner
             .store
             .index_members(&self.inner.config.index_key(user_id))
@@ -296,11 +313,19 @@ impl SessionManager {
                 if text(1).as_deref() != Some(user_id) {
                     return None; // not (or no longer) this user's session
                 }
-                let ms = |i: usize| text(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+                // Stored data is untrusted input: a time that is not a plausible one is a
+                // logged error for this row, never a panic.
+                let time = |i: usize| {
+                    let t = text(i).as_deref().and_then(time_of_ms);
+                    if t.is_none() {
+                        tracing::error!(handle = %handle_of(m), field = i, "session metadata is not a valid time; left out of the device list");
+                    }
+                    t
+                };
                 Some(DeviceSession {
                     handle: handle_of(m),
-                    created_at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms(4)),
-                    last_seen: std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms(0)),
+                    created_at: time(4)?,
+                    last_seen: time(0)?,
                     user_agent: text(2),
                     client_addr: text(3),
                     current: Some(m.as_str()) == current,
@@ -321,6 +346,24 @@ impl SessionManager {
         };
         Ok(self.end_members(user_id, std::slice::from_ref(&m)).await? == 1)
     }
+}
+
+/// A stored time (ms since the Unix epoch, as text) as a `SystemTime`, if it is one that can be
+/// shown: from the epoch to the end of year 9999.
+pub(crate) fn time_of_ms(text: &str) -> Option<std::time::SystemTime> {
+    const MAX_MS: u64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    let ms: u64 = text.trim().parse().ok()?;
+    (ms <= MAX_MS).then(|| std::time::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// The longest user id accepted: ids are names of keys and index entries, not documents.
+const MAX_USER_ID_BYTES: usize = 512;
+
+fn check_user_id(user_id: &str) -> Result<()> {
+    if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
+        return Err(Error::InvalidUserId);
+    }
+    Ok(())
 }
 
 /// The opaque handle shown to clients for a session: derived one way from the storage key,
@@ -375,8 +418,16 @@ impl DeviceSession {
     /// As JSON: `{"handle", "created_at", "last_seen" (RFC 3339), "user_agent", "client_addr", "current"}`.
     pub fn to_json(&self) -> serde_json::Value {
         let rfc3339 = |t: std::time::SystemTime| {
-            time::OffsetDateTime::from(t)
-                .format(&time::format_description::well_known::Rfc3339)
+            let nanos = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i128)
+                .unwrap_or(0);
+            time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
                 .unwrap_or_default()
         };
         serde_json::json!({
@@ -401,19 +452,26 @@ enum Status {
     Stored,
     /// Ended by this request (`destroy`); a later write starts a new session.
     Destroyed,
-    /// Ended by someone else while this request ran.
+    /// Ended by someone else while this request ran, or moved to a new id by a concurrent
+    /// login: nothing more is written.
     Ended,
 }
 
 struct State {
-    cookie: Option<Verified>,
+    /// The validly signed session cookies of the request, in the order sent (tried in turn
+    /// on the first load).
+    candidates: Vec<Verified>,
+    /// More signed candidates were sent than are tried: none of them is proven dead.
+    truncated: bool,
+    /// The request carried at least one validly signed session cookie.
+    had_cookie: bool,
     id: Option<SessionId>,
     status: Status,
     data: HashMap<String, Vec<u8>>,
     dirty: BTreeMap<String, Option<String>>,
     /// Send the cookie again (new id, stale signing key, sliding persistent cookie).
     reissue: bool,
-    /// The browser's cookie points at nothing: tell it to drop the cookie.
+    /// The browser's cookie is proven dead: tell it to drop the cookie.
     clear: bool,
     failure: Option<Error>,
     client: ClientInfo,
@@ -426,6 +484,10 @@ fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+fn is_user_field(name: &str) -> bool {
+    !name.starts_with("__")
+}
+
 impl State {
     /// This request ended the session: forget it and clear the cookie; a later write in the
     /// same request starts a new session under a new id.
@@ -435,38 +497,55 @@ impl State {
         self.data.clear();
         self.dirty.clear();
         self.reissue = false;
-        self.clear = self.cookie.is_some();
+        self.clear = self.had_cookie;
     }
 
-    /// Someone else ended the session while this request ran: nothing more is written.
+    /// Someone else ended the session while this request ran: nothing more is written, and the
+    /// browser drops the dead cookie.
     fn ended(&mut self) {
         self.status = Status::Ended;
         self.dirty.clear();
         self.clear = true;
     }
 
-    /// The cookie named no live session. Never adopt a client-supplied id: a new session gets
-    /// a new one; the browser is told to drop the dead cookie unless a new one replaces it.
-    fn no_such_session(&mut self) {
-        self.status = Status::New;
-        self.id = None;
-        self.clear = true;
+    /// A concurrent login moved the session to a new id: nothing more is written, and the
+    /// cookie is left alone (the browser may already hold the new one, under the same name).
+    fn moved(&mut self) {
+        self.status = Status::Ended;
+        self.dirty.clear();
+        self.clear = false;
         self.reissue = false;
     }
 
-    fn new(cookie: Option<Verified>, client: ClientInfo) -> Self {
+    /// No cookie named a live session. Never adopt a client-supplied id: a new session gets
+    /// a new one. The browser is told to drop the cookie only when every candidate was tried
+    /// and found dead (a cookie the request did not prove dead may be someone's live one).
+    fn no_such_session(&mut self) {
+        self.status = Status::New;
+        self.id = None;
+        self.clear = self.had_cookie && !self.truncated;
+        self.reissue = false;
+    }
+
+    fn new(candidates: Vec<Verified>, truncated: bool, client: ClientInfo) -> Self {
         State {
             client,
             index_refresh: Vec::new(),
-            reissue: cookie.as_ref().is_some_and(|c| c.stale_key),
-            id: cookie.as_ref().map(|c| c.id.clone()),
-            cookie,
+            reissue: candidates.first().is_some_and(|c| c.stale_key),
+            id: candidates.first().map(|c| c.id.clone()),
+            had_cookie: !candidates.is_empty(),
+            candidates,
+            truncated,
             status: Status::Unloaded,
             data: HashMap::new(),
             dirty: BTreeMap::new(),
             clear: false,
             failure: None,
         }
+    }
+
+    fn user_field_count(&self) -> usize {
+        self.data.keys().filter(|k| is_user_field(k)).count()
     }
 }
 
@@ -486,7 +565,8 @@ pub struct Outcome {
 ///
 /// Fields are typed: any serde value goes in with [`insert`](Session::insert) and comes back
 /// with [`get`](Session::get). Only the fields that changed are written, at the end of the
-/// request, in one round trip.
+/// request, in one round trip, and only when the response is not an error (see
+/// [`finish`](Session::finish)).
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<SessionInner>,
@@ -504,7 +584,7 @@ impl fmt::Debug for Session {
 }
 
 fn check_field(field: &str) -> Result<()> {
-    if field.is_empty() || field.starts_with("__") {
+    if field.is_empty() || !is_user_field(field) {
         Err(Error::ReservedField(field.to_string()))
     } else {
         Ok(())
@@ -528,63 +608,110 @@ impl Session {
         &self.mgr().inner.store
     }
 
+    fn touches(&self) -> &TouchLog {
+        &self.mgr().inner.touches
+    }
+
     /// Records a store failure so the adapter reports it (503/500) whatever the handler does.
     fn failed<T>(st: &mut State, e: Error) -> Result<T> {
         if e.is_store_failure() || matches!(e, Error::SessionEnded) {
+            if e.is_out_of_memory() {
+                tracing::warn!(sid = %tag(st.id.as_ref()), "session store is over maxmemory (policy noeviction): write refused, answered 503");
+            }
             tracing::warn!(sid = %tag(st.id.as_ref()), error = %e, cause = ?std::error::Error::source(&e), "session store operation failed");
             st.failure.get_or_insert_with(|| e.clone());
         }
         Err(e)
     }
 
+    /// Refuses a change that would take the session over its size limits (the same on every
+    /// store), before anything is written.
+    fn check_size(&self, st: &State, field: &str, value_len: usize) -> Result<()> {
+        let limits = self.mgr().inner.config.limits;
+        if field.len() > crate::config::MAX_FIELD_NAME_BYTES {
+            return Err(Error::TooLarge {
+                what: "bytes in one field name",
+                limit: crate::config::MAX_FIELD_NAME_BYTES,
+            });
+        }
+        if value_len > limits.max_value_bytes {
+            return Err(Error::TooLarge {
+                what: "bytes in one value",
+                limit: limits.max_value_bytes,
+            });
+        }
+        if !st.data.contains_key(field) && st.user_field_count() >= limits.max_fields {
+            return Err(Error::TooLarge {
+                what: "fields in one session",
+                limit: limits.max_fields,
+            });
+        }
+        Ok(())
+    }
+
     async fn ensure_loaded(&self, st: &mut State) -> Result<()> {
         if st.status != Status::Unloaded {
             return Ok(());
         }
-        let Some(id) = st.id.clone() else {
-            st.status = Status::New;
-            return Ok(());
-        };
-        let key = self.mgr().key_of(&id);
-        let touches = &self.mgr().inner.touches;
-        let known_fresh = touches.fresh(&key, self.timing().touch_ms);
-        let span = tracing::debug_span!("tessera.load", sid = %id.log_tag(), commands = 1, plain = known_fresh, found = tracing::field::Empty, touched = tracing::field::Empty);
-        let res = self
-            .store()
-            .load(&key, self.timing(), known_fresh)
-            .instrument(span.clone())
-            .await;
-        match res {
-            Err(e) => Self::failed(st, e),
-            Ok(None) => {
-                span.record("found", false);
-                st.no_such_session();
-                Ok(())
-            }
-            Ok(Some(loaded)) => {
-                span.record("found", true);
-                span.record("touched", loaded.touched);
-                st.status = Status::Stored;
-                st.data = loaded.fields;
-                if loaded.touched && self.mgr().inner.config.cookie.persistent {
-                    st.reissue = true;
-                }
-                let seen = if loaded.touched {
-                    crate::store::now_ms()
-                } else {
-                    st.data
-                        .get(fields::TOUCHED)
-                        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-                        .unwrap_or(0)
-                };
-                touches.note(&key, seen);
-                if loaded.touched {
-                    let user = user_of(&st.data);
-                    self.refresh_index(st, &id, user);
-                }
-                Ok(())
+        // Each validly signed cookie of our name, in turn, until one names a live session.
+        for candidate in std::mem::take(&mut st.candidates) {
+            st.id = Some(candidate.id.clone());
+            if self.load_one(st, &candidate.id).await? {
+                st.reissue = candidate.stale_key || st.reissue;
+                return Ok(());
             }
         }
+        st.no_such_session();
+        Ok(())
+    }
+
+    /// Loads the session under `id`; whether it exists.
+    async fn load_one(&self, st: &mut State, id: &SessionId) -> Result<bool> {
+        let key = self.mgr().key_of(id);
+        let timing = self.timing();
+        let touch = Duration::from_millis(timing.touch_ms);
+        let known_fresh = self.touches().fresh(&key, touch);
+        let span = tracing::debug_span!("tessera.load", sid = %id.log_tag(), commands = 1, plain = known_fresh, found = tracing::field::Empty, touched = tracing::field::Empty);
+        let sent = Instant::now();
+        let res = self
+            .store()
+            .load(&key, timing, known_fresh)
+            .instrument(span.clone())
+            .await;
+        let loaded = match res {
+            Err(e) => return Self::failed(st, e),
+            Ok(None) => {
+                span.record("found", false);
+                return Ok(false);
+            }
+            Ok(Some(loaded)) => loaded,
+        };
+        span.record("found", true);
+        span.record("touched", loaded.refresh == Refresh::Done);
+        st.status = Status::Stored;
+        st.data = loaded.fields;
+        match loaded.refresh {
+            Refresh::Done => {
+                self.touches().note(&key, sent);
+                if self.mgr().inner.config.cookie.persistent {
+                    st.reissue = true;
+                }
+                let user = user_of(&st.data);
+                self.refresh_index(st, id, user);
+            }
+            // The store measured the age on its own clock; `sent` is no later than the moment
+            // it did, so the estimate errs towards "older".
+            Refresh::NotDue { age_ms: Some(age) } => {
+                if let Some(at) = sent.checked_sub(Duration::from_millis(age)) {
+                    self.touches().note(&key, at);
+                }
+            }
+            Refresh::NotDue { age_ms: None } => {}
+            Refresh::Refused(reason) => {
+                tracing::warn!(sid = %id.log_tag(), %reason, "session TTL refresh refused by the store (over maxmemory?): served without sliding the TTL");
+            }
+        }
+        Ok(true)
     }
 
     /// Bookkeeping after a write that may have slid the TTL.
@@ -593,11 +720,12 @@ impl Session {
         st: &mut State,
         id: &SessionId,
         key: &str,
+        sent: Instant,
         touched: bool,
         user: Option<String>,
     ) {
         if touched {
-            self.mgr().inner.touches.note(key, crate::store::now_ms());
+            self.touches().note(key, sent);
             if self.mgr().inner.config.cookie.persistent {
                 st.reissue = true;
             }
@@ -640,11 +768,15 @@ impl Session {
     }
 
     /// Sets a user field (written at the end of the request, with the other changes).
+    ///
+    /// A value over `max_value_bytes`, or a new field beyond `max_fields`, is
+    /// [`Error::TooLarge`] and changes nothing.
     pub async fn insert<T: Serialize + ?Sized>(&self, field: &str, value: &T) -> Result<()> {
         check_field(field)?;
         let encoded = codec::encode(value)?;
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
+        self.check_size(&st, field, encoded.len())?;
         st.data
             .insert(field.to_string(), encoded.clone().into_bytes());
         st.dirty.insert(field.to_string(), Some(encoded));
@@ -670,7 +802,7 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         let mut out = serde_json::Map::new();
-        let mut names: Vec<&String> = st.data.keys().filter(|k| !k.starts_with("__")).collect();
+        let mut names: Vec<&String> = st.data.keys().filter(|k| is_user_field(k)).collect();
         names.sort();
         for k in names {
             let v = codec::decode_value(&st.data[k]).map_err(|e| Error::Decode {
@@ -693,31 +825,33 @@ impl Session {
     pub async fn user_id(&self) -> Result<Option<String>> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        Ok(st
-            .data
-            .get(fields::USER)
-            .map(|v| String::from_utf8_lossy(v).into_owned()))
+        Ok(user_of(&st.data))
     }
 
-    /// Creation time, for a stored session.
+    /// Creation time, for a stored session (`None` also when the stored value is not a
+    /// valid time: stored data is never trusted to be well formed).
     pub async fn created_at(&self) -> Result<Option<std::time::SystemTime>> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         Ok(st
             .data
             .get(fields::CREATED)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)))
+            .and_then(|v| time_of_ms(std::str::from_utf8(v).ok()?)))
     }
 
     /// Adds `by` to an integer field at once (HINCRBY) and returns the new value; concurrent
     /// increments never lose an update. Pending changes are written in the same round trip.
+    ///
+    /// Operations apply in the order the handler made them: after `insert("n", 10)` in the
+    /// same request, `increment("n", 1)` stores and returns 11; after inserting a value that
+    /// is not an integer, it is [`Error::NotAnInteger`] and nothing is written.
     pub async fn increment(&self, field: &str, by: i64) -> Result<i64> {
         check_field(field)?;
         let mut st = self.inner.state.lock().await;
-        if let (Status::Unloaded, Some(id)) = (st.status, st.id.clone()) {
-            // Not loaded yet: one write script does the existence check, the increment and the
-            // throttled TTL refresh, in one round trip, without reading the session.
+        if let (Status::Unloaded, Some(id), 1) = (st.status, st.id.clone(), st.candidates.len()) {
+            // Not loaded yet (so nothing pending): one write script does the existence check,
+            // the increment and the throttled TTL refresh, in one round trip, without reading
+            // the session.
             let key = self.mgr().key_of(&id);
             let op = WriteOp {
                 mode: Mode::Update,
@@ -726,6 +860,7 @@ impl Session {
                 incr: Some((field, by)),
             };
             let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
+            let sent = Instant::now();
             match self
                 .store()
                 .write(&key, &op, self.timing())
@@ -738,28 +873,65 @@ impl Session {
                     touched,
                     user,
                 }) => {
-                    self.after_write(&mut st, &id, &key, touched, user);
+                    self.after_write(&mut st, &id, &key, sent, touched, user);
                     return Ok(incr);
                 }
                 Ok(WriteResult::NotAnInteger) => return Err(Error::NotAnInteger(field.into())),
+                Ok(WriteResult::Moved) => {
+                    st.moved();
+                    return Self::failed(&mut st, Error::SessionEnded);
+                }
                 Ok(_) => {
                     // No such session (expired or ended before this request): start a new one.
+                    st.candidates.clear();
                     st.no_such_session();
                 }
             }
         }
         self.ensure_loaded(&mut st).await?;
+        if let Some(pending) = st.dirty.get(field).cloned() {
+            // Set or removed earlier in this request: the increment applies to that value.
+            let current = match pending {
+                Some(v) => v
+                    .parse::<i64>()
+                    .map_err(|_| Error::NotAnInteger(field.into()))?,
+                None => 0,
+            };
+            let n = current
+                .checked_add(by)
+                .ok_or_else(|| Error::NotAnInteger(field.into()))?;
+            st.data
+                .insert(field.to_string(), n.to_string().into_bytes());
+            st.dirty.insert(field.to_string(), Some(n.to_string()));
+            self.write_now(&mut st, None).await?;
+            return Ok(n);
+        }
+        if !st.data.contains_key(field) {
+            self.check_size(&st, field, 20)?;
+        }
         let res = self.write_now(&mut st, Some((field, by))).await?;
         st.data
             .insert(field.to_string(), res.to_string().into_bytes());
         Ok(res)
     }
 
+    /// Writes the pending changes now instead of at the end of the request, so that they are
+    /// kept even if the response turns out to be an error (by default an error response
+    /// commits nothing of its request: see [`finish`](Session::finish)). A no-op when nothing
+    /// changed.
+    pub async fn save(&self) -> Result<()> {
+        let mut st = self.inner.state.lock().await;
+        if st.dirty.is_empty() {
+            return Ok(());
+        }
+        self.write_now(&mut st, None).await.map(|_| ())
+    }
+
     /// Writes the pending changes (and an optional increment) now, creating the record if the
     /// session is new. Returns the increment's result.
     async fn write_now(&self, st: &mut State, incr: Option<(&str, i64)>) -> Result<i64> {
         if st.status == Status::Ended {
-            return Err(Error::SessionEnded);
+            return Self::failed(st, Error::SessionEnded);
         }
         let t = self.timing();
         let creating = st.status != Status::Stored;
@@ -792,6 +964,7 @@ impl Session {
                 incr,
             };
             let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = creating);
+            let sent = Instant::now();
             let res = self.store().write(&key, &op, t).instrument(span).await;
             match res {
                 Err(e) => return Self::failed(st, e),
@@ -805,13 +978,17 @@ impl Session {
                         st.status = Status::Stored;
                         st.reissue = true;
                         st.clear = false;
-                        self.mgr().inner.touches.note(&key, crate::store::now_ms());
+                        self.touches().note(&key, sent);
                     }
-                    self.after_write(st, &id, &key, touched, user);
+                    self.after_write(st, &id, &key, sent, touched, user);
                     return Ok(incr);
                 }
                 Ok(WriteResult::Gone) => {
                     st.ended();
+                    return Self::failed(st, Error::SessionEnded);
+                }
+                Ok(WriteResult::Moved) => {
+                    st.moved();
                     return Self::failed(st, Error::SessionEnded);
                 }
                 Ok(WriteResult::NotAnInteger) => {
@@ -833,21 +1010,33 @@ impl Session {
     }
 
     /// Binds the session to `user_id` and moves it to a new id (defence against session
-    /// fixation). The new cookie is sent with the response.
+    /// fixation). The session is saved at once (an error response later in the request does
+    /// not undo a login); the new cookie is sent with the response.
+    ///
+    /// - Anonymous -> user, or the same user again: the session keeps its data (a cart
+    ///   survives login).
+    /// - Another user than the one bound: the session starts anew, as Django's `login`
+    ///   flushes: the previous user's session ends (its key and its index entry go), none of
+    ///   its fields are carried over, only what this request set is kept, and the new
+    ///   session's creation time (and so its absolute lifetime) starts now.
     ///
     /// The session joins the user's index (`user:<id>:sessions`); with
     /// `max_sessions_per_user`, the user's least recently used sessions beyond the limit end.
     /// The client's `User-Agent` and address (from the adapter) are recorded for device lists.
     pub async fn login(&self, user_id: &str) -> Result<()> {
-        if user_id.is_empty() {
-            return Err(Error::InvalidUserId);
-        }
+        check_user_id(user_id)?;
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        let previous_user = user_of(&st.data);
-        let mut meta = vec![(fields::USER, Some(user_id.to_string()))];
-        meta.push((fields::USER_AGENT, st.client.user_agent.clone()));
-        meta.push((fields::CLIENT_ADDR, st.client.client_addr.clone()));
+        let mut previous_user = user_of(&st.data);
+        if previous_user.as_deref().is_some_and(|p| p != user_id) {
+            self.end_for_another_user(&mut st).await?;
+            previous_user = None;
+        }
+        let meta = [
+            (fields::USER, Some(user_id.to_string())),
+            (fields::USER_AGENT, st.client.user_agent.clone()),
+            (fields::CLIENT_ADDR, st.client.client_addr.clone()),
+        ];
         for (f, v) in meta {
             match v {
                 Some(v) => {
@@ -860,63 +1049,162 @@ impl Session {
                 None => {}
             }
         }
-        self.cycle_locked(&mut st, previous_user).await
+        // Boxed: the rotation's future is large, and this keeps callers' futures small.
+        Box::pin(self.cycle_locked(&mut st, previous_user)).await
     }
 
-    /// Moves the session to a new id: the data is copied to the new key, then the old key is
-    /// deleted (two single-key steps, no RENAME, so it works on Redis Cluster). If the old
-    /// session was ended meanwhile, the copy is removed again and [`Error::SessionEnded`] returned.
+    /// Login as another user: ends the stored session of the previous user (key and index
+    /// member) and keeps only what this request set, for a fresh session.
+    async fn end_for_another_user(&self, st: &mut State) -> Result<()> {
+        if let (Status::Stored, Some(id)) = (st.status, st.id.clone()) {
+            let key = self.mgr().key_of(&id);
+            if let Err(e) = self.store().delete(&key).await {
+                return Self::failed(st, e);
+            }
+            self.touches().forget(&key);
+            if let Some(u) = user_of(&st.data) {
+                let index = self.mgr().inner.config.index_key(&u);
+                if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await {
+                    // Harmless: the member points at a deleted key and its bound removes it.
+                    tracing::debug!(error = %e, "could not remove the old member from the user index");
+                }
+            }
+        }
+        let pending: BTreeMap<String, Option<String>> = std::mem::take(&mut st.dirty)
+            .into_iter()
+            .filter(|(k, v)| v.is_some() && is_user_field(k))
+            .collect();
+        st.data = pending
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?.into_bytes())))
+            .collect();
+        st.dirty = pending;
+        st.status = Status::New;
+        st.id = None;
+        st.clear = st.had_cookie;
+        st.reissue = false;
+        Ok(())
+    }
+
+    /// Moves the session to a new id: the current contents are copied to a new key, then the
+    /// old key is deleted (single-key steps, no RENAME, so it works on Redis Cluster). A write
+    /// racing the move is either in the copy or refused (never acknowledged and lost). If the
+    /// old session was ended meanwhile, the copy is removed again and [`Error::SessionEnded`]
+    /// returned.
     pub async fn cycle_id(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         let user = user_of(&st.data);
-        self.cycle_locked(&mut st, user).await
+        Box::pin(self.cycle_locked(&mut st, user)).await
     }
 
-    /// Moves the session to a fresh id. Order, so that a crash between any two steps leaves
-    /// nothing unsafe (each step is one single-key command, fine on Redis Cluster):
-    /// 1. add the new member to the user's index (a crash here leaves a member pointing at
-    ///    nothing, which its bound removes later);
-    /// 2. write the new session key (a copy of everything);
-    /// 3. delete the old key: if it was already gone, a logout-all or revoke won the race, so
-    ///    the copy is deleted again and the request gets `SessionEnded`;
+    /// Moves the session to a fresh id. Order, so that a crash or a race between any two
+    /// steps leaves nothing unsafe (each step is one single-key command, fine on Redis
+    /// Cluster):
+    /// 1. at once: add the new member to the user's index (a crash after it leaves a member
+    ///    pointing at nothing, which its bound removes later), and freeze the old key while
+    ///    reading it (writes to it now answer "moved" instead of landing behind the copy);
+    /// 2. write the new session key: what step 1 read plus this request's changes;
+    /// 3. retire the old key, only if the freeze still holds: if the key is gone, a
+    ///    logout-all or revoke won the race, so the copy is deleted again and the request gets
+    ///    `SessionEnded`; if the freeze was broken, the copy is deleted and the old key lives;
     /// 4. remove the old member from the previous user's index; end sessions over the limit.
+    ///
+    /// Any failure after step 1 removes the new member again and thaws the old key.
     async fn cycle_locked(&self, st: &mut State, previous_user: Option<String>) -> Result<()> {
         if st.status == Status::Ended {
             return Err(Error::SessionEnded);
         }
         let mgr = self.mgr().clone();
         let config = &mgr.inner.config;
+        let store = self.store();
+        let timing = self.timing();
         let user = user_of(&st.data);
         let new_id = SessionId::generate();
         let new_member = new_id.storage_key();
-        let victims = match &user {
-            Some(u) => {
-                let res = self
-                    .store()
+        let new_key = mgr.key_of(&new_id);
+        let index = user.as_deref().map(|u| config.index_key(u));
+        let old = match (st.status, &st.id) {
+            (Status::Stored, Some(id)) => Some((id.clone(), mgr.key_of(id))),
+            _ => None,
+        };
+        let span = tracing::debug_span!("tessera.cycle", sid = %tag(st.id.as_ref()), new_sid = %new_id.log_tag());
+        let add = async {
+            match &index {
+                Some(ix) => store
                     .index_add(
-                        &config.index_key(u),
+                        ix,
                         &new_member,
                         mgr.index_bound_ms(),
                         config.max_sessions_per_user,
                     )
-                    .await;
-                match res {
-                    Ok(v) => v,
-                    Err(e) => return Self::failed(st, e),
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let freeze = async {
+            match &old {
+                Some((_, key)) => store.freeze(key, &new_member, timing).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (added, frozen) = async { tokio::join!(add, freeze) }.instrument(span).await;
+        let undo_member = || async {
+            if let Some(ix) = &index {
+                if let Err(e) = store
+                    .index_remove(ix, std::slice::from_ref(&new_member))
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not remove a failed login's index member; its bound removes it");
                 }
             }
-            None => Vec::new(),
         };
-        if st.status == Status::Stored {
-            let old_id = st.id.clone().expect("stored sessions have an id");
-            let created: u64 = st
-                .data
+        let thaw = |key: String, token: String| async move {
+            if let Err(e) = store.release(&key, &token, false).await {
+                tracing::debug!(error = %e, "could not thaw the old key; its freeze lapses by itself");
+            }
+        };
+        let victims = match added {
+            Ok(v) => v.unwrap_or_default(),
+            Err(e) => {
+                if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) = (&old, frozen) {
+                    thaw(key.clone(), token).await;
+                }
+                return Self::failed(st, e);
+            }
+        };
+        if let Some((old_id, old_key)) = old {
+            let (token, mut data) = match frozen {
+                Ok(Some(Freeze::Frozen { token, fields })) => (token, fields),
+                Ok(Some(Freeze::Gone)) | Ok(None) => {
+                    undo_member().await;
+                    st.ended();
+                    return Self::failed(st, Error::SessionEnded);
+                }
+                Ok(Some(Freeze::Moved)) => {
+                    undo_member().await;
+                    st.moved();
+                    return Self::failed(st, Error::SessionEnded);
+                }
+                Err(e) => {
+                    undo_member().await;
+                    return Self::failed(st, e);
+                }
+            };
+            // The copy: the store's current contents plus this request's changes.
+            data.remove(fields::MOVING);
+            for (k, v) in &st.dirty {
+                match v {
+                    Some(v) => data.insert(k.clone(), v.clone().into_bytes()),
+                    None => data.remove(k),
+                };
+            }
+            let created: u64 = data
                 .get(fields::CREATED)
                 .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
                 .unwrap_or(0);
-            let all: Vec<(String, String)> = st
-                .data
+            let copy: Vec<(String, String)> = data
                 .iter()
                 .filter(|(k, _)| k.as_str() != fields::CREATED && k.as_str() != fields::TOUCHED)
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
@@ -925,58 +1213,50 @@ impl Session {
                 mode: Mode::Create {
                     created_ms: created,
                 },
-                set: all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                set: copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
                 del: Vec::new(),
                 incr: None,
             };
-            let new_key = mgr.key_of(&new_id);
-            let span = tracing::debug_span!("tessera.cycle", sid = %old_id.log_tag(), new_sid = %new_id.log_tag(), commands = 2);
-            let written = self
-                .store()
-                .write(&new_key, &op, self.timing())
-                .instrument(span)
-                .await;
-            match written {
-                Err(e) => return Self::failed(st, e),
-                Ok(WriteResult::Written { .. }) => {
-                    mgr.inner.touches.note(&new_key, crate::store::now_ms())
-                }
-                Ok(WriteResult::Gone) => {
-                    st.ended();
-                    return Self::failed(st, Error::SessionEnded);
-                }
-                Ok(other) => {
-                    let e = Error::Store(fred::error::Error::new(
-                        fred::error::ErrorKind::Unknown,
-                        format!("id rotation failed: {other:?}"),
-                    ));
-                    return Self::failed(st, e);
-                }
+            let sent = Instant::now();
+            let written = store.write(&new_key, &op, timing).await;
+            let failure = match written {
+                Ok(WriteResult::Written { .. }) => None,
+                Err(e) => Some(e),
+                Ok(other) => Some(Error::Store(fred::error::Error::new(
+                    fred::error::ErrorKind::Unknown,
+                    format!("id rotation: writing the new key gave {other:?}"),
+                ))),
+            };
+            if let Some(e) = failure {
+                let _ = store.delete(&new_key).await;
+                thaw(old_key, token).await;
+                undo_member().await;
+                return Self::failed(st, e);
             }
-            match self.store().delete(&mgr.key_of(&old_id)).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    // Ended meanwhile (logout-all, revoke, expiry): do not let the copy live on.
-                    let _ = self.store().delete(&new_key).await;
-                    if let Some(u) = &user {
-                        let _ = self
-                            .store()
-                            .index_remove(&config.index_key(u), &[new_member])
-                            .await;
+            let released = store.release(&old_key, &token, true).await;
+            if !matches!(released, Ok(Release::Done)) {
+                // Do not let the copy live on beside the old session (or after it ended).
+                let _ = store.delete(&new_key).await;
+                undo_member().await;
+                return match released {
+                    Ok(Release::Gone) => {
+                        st.ended();
+                        Self::failed(st, Error::SessionEnded)
                     }
-                    st.ended();
-                    return Self::failed(st, Error::SessionEnded);
-                }
-                Err(e) => {
-                    // The old key lives on until its TTL: remove the copy so no second live
-                    // session exists (the old one is still in the index).
-                    let _ = self.store().delete(&new_key).await;
-                    return Self::failed(st, e);
-                }
+                    Ok(_) => {
+                        st.moved();
+                        Self::failed(st, Error::SessionEnded)
+                    }
+                    Err(e) => {
+                        thaw(old_key, token).await;
+                        Self::failed(st, e)
+                    }
+                };
             }
+            self.touches().forget(&old_key);
+            self.touches().note(&new_key, sent);
             if let Some(pu) = &previous_user {
-                if let Err(e) = self
-                    .store()
+                if let Err(e) = store
                     .index_remove(&config.index_key(pu), &[old_id.storage_key()])
                     .await
                 {
@@ -984,14 +1264,23 @@ impl Session {
                     tracing::debug!(error = %e, "could not remove the old member from the user index");
                 }
             }
+            st.data = data;
             st.dirty.clear();
             st.reissue = true;
             st.clear = false;
+            st.id = Some(new_id);
+        } else {
+            // Not stored yet: create it now under the new id (a login is saved at once).
+            st.id = Some(new_id);
+            if user.is_some() {
+                if let Err(e) = Box::pin(self.write_now(st, None)).await {
+                    undo_member().await;
+                    return Err(e);
+                }
+            }
         }
-        // Not stored yet: the record is created under this id when the request finishes.
-        st.id = Some(new_id);
         if let (Some(u), false) = (&user, victims.is_empty()) {
-            if let Err(e) = mgr.end_members(u, &victims).await {
+            if let Err(e) = Box::pin(mgr.end_members(u, &victims)).await {
                 return Self::failed(st, e);
             }
         }
@@ -1073,6 +1362,7 @@ impl Session {
             match deleted {
                 Err(e) => return Self::failed(&mut st, e),
                 Ok(_) => {
+                    self.touches().forget(&key);
                     if let Some(u) = user_of(&st.data) {
                         let index = self.mgr().inner.config.index_key(&u);
                         if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await
@@ -1088,8 +1378,14 @@ impl Session {
     }
 
     /// Ends the request: writes what changed (in one round trip) and says what cookie to send.
-    /// Adapters call this once, after the handler.
-    pub async fn finish(&self) -> Outcome {
+    /// Adapters call this once, after the handler, with the status of the handler's response.
+    ///
+    /// All or nothing per request: when `response_status` is an error (400 or more), the
+    /// pending changes are discarded, so an error response never commits half of what its
+    /// request did. What was saved explicitly stays: [`save`](Session::save),
+    /// [`increment`](Session::increment) (with the changes pending before it), `login`,
+    /// `cycle_id`, `destroy` and the logout calls write at once.
+    pub async fn finish(&self, response_status: u16) -> Outcome {
         let mut st = self.inner.state.lock().await;
         let config = &self.mgr().inner.config;
         for task in std::mem::take(&mut st.index_refresh) {
@@ -1104,13 +1400,13 @@ impl Session {
                 let _ = Self::failed::<()>(&mut st, e);
             }
         }
+        if response_status >= 400 && !st.dirty.is_empty() {
+            tracing::debug!(sid = %tag(st.id.as_ref()), status = response_status, discarded = st.dirty.len(), "error response: the request's pending session changes are not saved");
+            st.dirty.clear();
+        }
         if st.failure.is_none() && !st.dirty.is_empty() {
-            if st.status == Status::Ended {
-                st.failure = Some(Error::SessionEnded);
-            } else {
-                // Errors are recorded in st.failure by write_now.
-                let _ = self.write_now(&mut st, None).await;
-            }
+            // Errors are recorded in st.failure by write_now.
+            let _ = self.write_now(&mut st, None).await;
         }
         let set_cookie = match (&st.id, st.status) {
             (Some(id), Status::Stored | Status::Unloaded) if st.reissue => {
@@ -1119,8 +1415,7 @@ impl Session {
                     config.idle_timeout,
                 ))
             }
-            (_, Status::Ended) => Some(config.cookie.removal_header()),
-            (_, Status::New | Status::Destroyed) if st.clear => {
+            (_, Status::New | Status::Destroyed | Status::Ended) if st.clear => {
                 Some(config.cookie.removal_header())
             }
             _ => None,
@@ -1129,5 +1424,119 @@ impl Session {
             set_cookie,
             error: st.failure.take(),
         }
+    }
+}
+
+#[cfg(test)]
+mod stored_data_fuzz {
+    //! Anything read back from the store is untrusted input: corrupt metadata (a `__t` past
+    //! year 9999, `__c` that is not a number, bytes that are not UTF-8) is an error or a
+    //! dropped row, never a panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"99999999999999999999".to_vec()),
+            Just(u64::MAX.to_string().into_bytes()),
+            Just(b"253402300800000".to_vec()), // year 10000
+            Just(b"-1".to_vec()),
+            Just(b"1e30".to_vec()),
+            Just(b"".to_vec()),
+            Just(vec![0xff, 0xfe, 0x00]),
+            Just(b"{\"a\":".to_vec()),
+            any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..24),
+        ]
+    }
+
+    fn hash() -> impl Strategy<Value = HashMap<String, Vec<u8>>> {
+        let name = prop_oneof![
+            Just("__c".to_string()),
+            Just("__t".to_string()),
+            Just("__u".to_string()),
+            Just("__ua".to_string()),
+            Just("__ip".to_string()),
+            Just("__m".to_string()),
+            Just("n".to_string()),
+            "[a-z]{1,6}",
+        ];
+        proptest::collection::hash_map(name, value(), 0..10)
+    }
+
+    async fn exercise(stored: HashMap<String, Vec<u8>>) {
+        let store = Store::memory();
+        let config = SessionConfig::builder(crate::Key::generate())
+            .build()
+            .unwrap();
+        let manager = SessionManager::new(store.clone(), config);
+        let id = SessionId::generate();
+        let member = id.storage_key();
+        let key = manager.key_of(&id);
+        let user = stored
+            .get("__u")
+            .map(|u| String::from_utf8_lossy(u).into_owned());
+        store.memory_backend().unwrap().put_raw(&key, stored);
+        if let Some(u) = user.as_deref().filter(|u| check_user_id(u).is_ok()) {
+            let index = manager.config().index_key(u);
+            store.index_add(&index, &member, 60_000, 0).await.unwrap();
+            let _ = manager
+                .list_sessions(u)
+                .await
+                .map(|l| l.iter().map(DeviceSession::to_json).count());
+        }
+        let cookie = format!(
+            "{}={}",
+            manager.config().cookie_name(),
+            manager
+                .config()
+                .signer
+                .sign(manager.config().cookie_name(), &id)
+        );
+        let s = manager.start([cookie.as_str()]);
+        let _ = s.entries().await;
+        let _ = s.get::<i64>("n").await;
+        let _ = s.user_id().await;
+        let _ = s.created_at().await;
+        if let Ok(list) = s.list_sessions().await {
+            let _: Vec<_> = list.iter().map(DeviceSession::to_json).collect();
+        }
+        let _ = s.increment("n", 1).await;
+        let _ = s.insert("x", &1).await;
+        let _ = s.login("someone").await;
+        let _ = s.finish(200).await;
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn corrupt_stored_hashes_never_panic(stored in hash()) {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(exercise(stored));
+        }
+    }
+
+    #[test]
+    fn times_past_year_9999_are_refused_not_panicked_on() {
+        assert!(time_of_ms("253402300799999").is_some());
+        assert!(time_of_ms("253402300800000").is_none());
+        assert!(time_of_ms("99999999999999999999").is_none());
+        assert!(time_of_ms("-5").is_none());
+        let far = DeviceSession {
+            handle: "h".into(),
+            created_at: std::time::UNIX_EPOCH + Duration::from_secs(400_000_000_000),
+            last_seen: std::time::UNIX_EPOCH,
+            user_agent: None,
+            client_addr: None,
+            current: false,
+        };
+        assert_eq!(
+            far.to_json()["created_at"],
+            "",
+            "unrepresentable: empty, no panic"
+        );
     }
 }

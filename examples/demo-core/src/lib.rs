@@ -96,9 +96,9 @@ pub async fn login(session: &Session, body: Result<Value, String>) -> Reply {
         Ok(f) => f,
         Err(r) => return r,
     };
+    // A string only: `42` and `"42"` would otherwise name the same user without saying so.
     let user = match fields.get("user_id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
         _ => return bad_request("user_id (a non-empty string) is required"),
     };
     run(async {

@@ -1,24 +1,29 @@
 -- tessera load: HGETALL plus the throttled TTL refresh, in one round trip. Single key.
 -- KEYS[1] session key; ARGV: idle_ms, touch_ms, absolute_ms (0 = none)
--- Returns {0} when there is no live session, else {touched (1/0), {field, value, ...}}.
+-- Returns {GONE} when there is no live session, else {TOUCHED, hash}, {FRESH, hash, age_ms}
+-- (age_ms: how long ago, by the server clock, the last refresh was), or {TOUCH_REFUSED, hash,
+-- reason} when the refresh was due but the server refused the write (over maxmemory with
+-- noeviction): the read is still served.
+local GONE, TOUCHED, FRESH, TOUCH_REFUSED = 0, 1, 2, 3
 local key = KEYS[1]
 local h = redis.call('HGETALL', key)
-if #h == 0 then return {0} end
+if #h == 0 then return {GONE} end
 local created, touched
 for i = 1, #h, 2 do
-  if h[i] == '__c' then created = tonumber(h[i + 1])
-  elseif h[i] == '__t' then touched = tonumber(h[i + 1]) end
+  if h[i] == F_CREATED then created = tonumber(h[i + 1])
+  elseif h[i] == F_TOUCHED then touched = tonumber(h[i + 1]) end
 end
 local idle, touch, abs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local ttl = session_ttl(now, created or now, idle, abs)
 if not ttl then
   redis.call('DEL', key)
-  return {0}
+  return {GONE}
 end
-if touched == nil or now - touched >= touch then
-  redis.call('HSET', key, '__t', now)
+if refresh_due(now, touched, touch) then
+  local r = redis.pcall('HSET', key, F_TOUCHED, now)
+  if type(r) == 'table' and r.err then return {TOUCH_REFUSED, h, r.err} end
   redis.call('PEXPIRE', key, ttl)
-  return {1, h}
+  return {TOUCHED, h}
 end
-return {2, h}
+return {FRESH, h, now - touched}

@@ -1,20 +1,47 @@
 //! The in-memory backend: the Redis semantics (hashes, sorted-set user index, TTLs) in a
 //! mutex-protected map. Same rules as the Lua scripts, so the behaviour suite runs unchanged.
+//!
+//! Bounded like a Redis with `maxmemory` and `volatile-lru`: when the data passes
+//! `max_bytes`, the least recently used sessions are evicted. Expiry costs O(expired): keys
+//! wait in a queue ordered by deadline, and each operation pops only those that are due.
 
-use super::{fields, now_ms, ttl_ms, Loaded, Mode, Timing, WriteOp, WriteResult};
-use std::collections::HashMap;
+use super::{
+    fields, now_ms, ttl_ms, Freeze, Loaded, Mode, Refresh, Release, Timing, WriteOp, WriteResult,
+};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Default)]
+/// How long a rotation's freeze holds on the memory store (see freeze.lua).
+const FREEZE: Duration = Duration::from_secs(2);
+
+/// Bytes counted per key beyond its names and values (map entries, queue nodes).
+const OVERHEAD: usize = 96;
+
+#[derive(Debug)]
 pub(crate) struct MemoryBackend {
     map: Mutex<Map>,
+    max_bytes: usize,
+}
+
+impl MemoryBackend {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        MemoryBackend {
+            map: Mutex::new(Map::default()),
+            max_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Map {
     entries: HashMap<String, Entry>,
-    ops: u64,
+    /// (deadline, sequence) -> key: the expiry queue.
+    expiry: BTreeMap<(Instant, u64), String>,
+    /// last use -> session key: eviction order (session hashes only, never user indexes).
+    lru: BTreeMap<u64, String>,
+    seq: u64,
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -27,38 +54,133 @@ enum Value {
 #[derive(Debug)]
 struct Entry {
     value: Value,
-    expires: Option<Instant>,
+    expires: Option<(Instant, u64)>,
+    /// Hashes: the last TTL refresh, on this process's monotonic clock (the touch decision
+    /// never reads the wall clock, so a clock step cannot stop the TTL from sliding).
+    refreshed: Instant,
+    /// Hashes: position in the LRU order.
+    used: u64,
+    /// Hashes: a rotation in progress (since, token).
+    frozen: Option<(Instant, String)>,
+    bytes: usize,
 }
 
 impl Entry {
-    fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|e| e > now)
-    }
-    fn hash(&mut self) -> Option<&mut HashMap<String, Vec<u8>>> {
-        match &mut self.value {
-            Value::Hash(h) => Some(h),
-            Value::ZSet(_) => None,
-        }
+    fn size(key: &str, value: &Value) -> usize {
+        OVERHEAD
+            + key.len()
+            + match value {
+                Value::Hash(h) => h.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>(),
+                Value::ZSet(z) => z.keys().map(|m| m.len() + 24).sum::<usize>(),
+            }
     }
 }
 
 impl Map {
-    /// The live entry at `key`, dropping it if expired (as Redis does lazily), with a sweep of
-    /// all expired entries every 1024 operations so memory stays bounded.
-    fn live(&mut self, key: &str) -> Option<&mut Entry> {
-        self.ops += 1;
-        let now = Instant::now();
-        if self.ops % 1024 == 0 {
-            self.entries.retain(|_, e| e.live(now));
+    fn next(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Removes every key whose deadline has passed: O(expired), as Redis's expiry does.
+    fn expire_due(&mut self, now: Instant) {
+        while let Some(entry) = self.expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            self.remove(&key);
         }
-        if self.entries.get(key).is_some_and(|e| !e.live(now)) {
-            self.entries.remove(key);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let e = self.entries.remove(key)?;
+        if let Some(at) = e.expires {
+            self.expiry.remove(&at);
         }
+        if matches!(e.value, Value::Hash(_)) {
+            self.lru.remove(&e.used);
+        }
+        self.bytes -= e.bytes;
+        Some(e)
+    }
+
+    /// The live entry at `key` (expired keys are gone: every operation starts with
+    /// `expire_due`).
+    fn get(&mut self, key: &str) -> Option<&mut Entry> {
         self.entries.get_mut(key)
     }
 
-    fn live_hash(&mut self, key: &str) -> Option<&mut HashMap<String, Vec<u8>>> {
-        self.live(key).and_then(Entry::hash)
+    fn hash(&mut self, key: &str) -> Option<&mut HashMap<String, Vec<u8>>> {
+        match &mut self.entries.get_mut(key)?.value {
+            Value::Hash(h) => Some(h),
+            Value::ZSet(_) => None,
+        }
+    }
+
+    fn insert(&mut self, key: &str, value: Value, now: Instant) {
+        self.remove(key);
+        let is_hash = matches!(value, Value::Hash(_));
+        let used = self.next();
+        let bytes = Entry::size(key, &value);
+        if is_hash {
+            self.lru.insert(used, key.to_string());
+        }
+        self.bytes += bytes;
+        self.entries.insert(
+            key.to_string(),
+            Entry {
+                value,
+                expires: None,
+                refreshed: now,
+                used,
+                frozen: None,
+                bytes,
+            },
+        );
+    }
+
+    fn set_expiry(&mut self, key: &str, at: Instant) {
+        let seq = self.next();
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        if let Some(old) = e.expires.replace((at, seq)) {
+            self.expiry.remove(&old);
+        }
+        self.expiry.insert((at, seq), key.to_string());
+    }
+
+    /// Marks a session as just used (LRU order).
+    fn used(&mut self, key: &str) {
+        let tick = self.next();
+        if let Some(e) = self.entries.get_mut(key) {
+            if matches!(e.value, Value::Hash(_)) {
+                self.lru.remove(&e.used);
+                e.used = tick;
+                self.lru.insert(tick, key.to_string());
+            }
+        }
+    }
+
+    /// Recounts `key`'s size after a change and evicts least recently used sessions (never
+    /// `key` itself) while the total is over `max`.
+    fn resized(&mut self, key: &str, max: usize) {
+        if let Some(e) = self.entries.get_mut(key) {
+            let bytes = Entry::size(key, &e.value);
+            self.bytes = self.bytes - e.bytes + bytes;
+            e.bytes = bytes;
+        }
+        while self.bytes > max {
+            let Some((_, victim)) = self.lru.first_key_value() else {
+                break;
+            };
+            if victim == key {
+                break;
+            }
+            let victim = victim.clone();
+            self.remove(&victim);
+        }
     }
 }
 
@@ -66,69 +188,91 @@ fn num(h: &HashMap<String, Vec<u8>>, f: &str) -> Option<u64> {
     std::str::from_utf8(h.get(f)?).ok()?.parse().ok()
 }
 
-fn lock(m: &Mutex<Map>) -> std::sync::MutexGuard<'_, Map> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn ms(d: u64) -> Duration {
+    Duration::from_millis(d)
 }
 
 impl MemoryBackend {
+    fn lock(&self) -> (std::sync::MutexGuard<'_, Map>, Instant) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        map.expire_due(now);
+        (map, now)
+    }
+
     pub(crate) fn load(&self, key: &str, t: Timing) -> Option<Loaded> {
-        let mut map = lock(&self.map);
-        let now = now_ms();
-        let e = map.live(key)?;
-        let h = e.hash()?;
-        let created = num(h, fields::CREATED).unwrap_or(now);
-        let Some(ttl) = ttl_ms(now, created, t) else {
-            map.entries.remove(key);
+        let (mut map, now) = self.lock();
+        let wall = now_ms();
+        let e = map.get(key)?;
+        let Value::Hash(h) = &mut e.value else {
+            return None;
+        };
+        let created = num(h, fields::CREATED).unwrap_or(wall);
+        let Some(ttl) = ttl_ms(wall, created, t) else {
+            map.remove(key);
             return None;
         };
         let before = h.clone();
-        let stale =
-            num(h, fields::TOUCHED).is_none_or(|last| now.saturating_sub(last) >= t.touch_ms);
-        if stale {
-            h.insert(fields::TOUCHED.into(), now.to_string().into_bytes());
-            e.expires = Some(Instant::now() + Duration::from_millis(ttl));
-        }
+        let age = now.duration_since(e.refreshed);
+        let refresh = if age >= ms(t.touch_ms) {
+            h.insert(fields::TOUCHED.into(), wall.to_string().into_bytes());
+            e.refreshed = now;
+            map.set_expiry(key, now + ms(ttl));
+            Refresh::Done
+        } else {
+            Refresh::NotDue {
+                age_ms: Some(age.as_millis() as u64),
+            }
+        };
+        map.used(key);
         Some(Loaded {
             fields: before,
-            touched: stale,
+            refresh,
         })
     }
 
     pub(crate) fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> WriteResult {
-        let mut map = lock(&self.map);
-        let now = now_ms();
-        let (created, touched_at, user) = match op.mode {
+        let (mut map, now) = self.lock();
+        let wall = now_ms();
+        let creating = matches!(op.mode, Mode::Create { .. });
+        let (created, due, user) = match op.mode {
             Mode::Create { created_ms } => {
-                if map.live(key).is_some() {
+                if map.get(key).is_some() {
                     return WriteResult::Exists;
                 }
-                (if created_ms == 0 { now } else { created_ms }, None, None)
+                (if created_ms == 0 { wall } else { created_ms }, true, None)
             }
-            Mode::Update => match map.live_hash(key) {
-                None => return WriteResult::Gone,
-                Some(h) => match num(h, fields::CREATED) {
-                    Some(c) => (
-                        c,
-                        num(h, fields::TOUCHED),
-                        h.get(fields::USER)
-                            .map(|u| String::from_utf8_lossy(u).into_owned()),
-                    ),
-                    None => return WriteResult::Gone,
-                },
-            },
+            Mode::Update => {
+                let Some(e) = map.get(key) else {
+                    return WriteResult::Gone;
+                };
+                if let Some((since, _)) = &e.frozen {
+                    if now.duration_since(*since) < FREEZE {
+                        return WriteResult::Moved;
+                    }
+                    e.frozen = None; // a stale freeze: this write wins
+                }
+                let due = now.duration_since(e.refreshed) >= ms(t.touch_ms);
+                let Value::Hash(h) = &e.value else {
+                    return WriteResult::Gone;
+                };
+                let Some(c) = num(h, fields::CREATED) else {
+                    return WriteResult::Gone;
+                };
+                let user = h
+                    .get(fields::USER)
+                    .map(|u| String::from_utf8_lossy(u).into_owned());
+                (c, due, user)
+            }
         };
-        let creating = matches!(op.mode, Mode::Create { .. });
-        let touched =
-            creating || touched_at.is_none_or(|last| now.saturating_sub(last) >= t.touch_ms);
-        let Some(ttl) = ttl_ms(now, created, t) else {
-            map.entries.remove(key);
+        let Some(ttl) = ttl_ms(wall, created, t) else {
+            map.remove(key);
             return WriteResult::Gone;
         };
-        let mut fresh = HashMap::new();
-        let h = match op.mode {
-            Mode::Create { .. } => &mut fresh,
-            Mode::Update => map.live_hash(key).expect("checked above"),
-        };
+        if creating {
+            map.insert(key, Value::Hash(HashMap::new()), now);
+        }
+        let h = map.hash(key).expect("a live hash");
         let mut incr = 0;
         if let Some((f, by)) = op.incr {
             let cur = match h.get(f) {
@@ -142,7 +286,12 @@ impl MemoryBackend {
                     incr = n;
                     h.insert(f.to_string(), n.to_string().into_bytes());
                 }
-                None => return WriteResult::NotAnInteger,
+                None => {
+                    if creating {
+                        map.remove(key);
+                    }
+                    return WriteResult::NotAnInteger;
+                }
             }
         }
         for (f, v) in &op.set {
@@ -151,39 +300,80 @@ impl MemoryBackend {
         for f in &op.del {
             h.remove(*f);
         }
-        if touched && !creating {
-            h.insert(fields::TOUCHED.into(), now.to_string().into_bytes());
-            if let Some(e) = map.entries.get_mut(key) {
-                e.expires = Some(Instant::now() + Duration::from_millis(ttl));
+        if creating {
+            h.insert(fields::CREATED.into(), created.to_string().into_bytes());
+        }
+        if due {
+            h.insert(fields::TOUCHED.into(), wall.to_string().into_bytes());
+            if let Some(e) = map.get(key) {
+                e.refreshed = now;
             }
+            map.set_expiry(key, now + ms(ttl));
         }
-        if let Mode::Create { .. } = op.mode {
-            fresh.insert(fields::CREATED.into(), created.to_string().into_bytes());
-            fresh.insert(fields::TOUCHED.into(), now.to_string().into_bytes());
-            map.entries.insert(
-                key.to_string(),
-                Entry {
-                    value: Value::Hash(fresh),
-                    expires: Some(Instant::now() + Duration::from_millis(ttl)),
-                },
-            );
-        }
+        map.used(key);
+        map.resized(key, self.max_bytes);
         WriteResult::Written {
             incr,
-            touched: touched && !creating,
+            touched: due && !creating,
             user,
         }
     }
 
+    pub(crate) fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Freeze {
+        let (mut map, now) = self.lock();
+        let wall = now_ms();
+        let seq = map.next();
+        let Some(e) = map.get(key) else {
+            return Freeze::Gone;
+        };
+        let Value::Hash(h) = &e.value else {
+            return Freeze::Gone;
+        };
+        let live = num(h, fields::CREATED).is_some_and(|c| ttl_ms(wall, c, t).is_some());
+        if !live {
+            map.remove(key);
+            return Freeze::Gone;
+        }
+        if e.frozen
+            .as_ref()
+            .is_some_and(|(since, _)| now.duration_since(*since) < FREEZE)
+        {
+            return Freeze::Moved;
+        }
+        let token = format!("{seq} {new_member}");
+        e.frozen = Some((now, token.clone()));
+        Freeze::Frozen {
+            token,
+            fields: h.clone(),
+        }
+    }
+
+    pub(crate) fn release(&self, key: &str, token: &str, retire: bool) -> Release {
+        let (mut map, _) = self.lock();
+        let Some(e) = map.get(key) else {
+            return Release::Gone;
+        };
+        if e.frozen.as_ref().map(|(_, t)| t.as_str()) != Some(token) {
+            return Release::Taken;
+        }
+        if retire {
+            map.remove(key);
+        } else {
+            e.frozen = None;
+        }
+        Release::Done
+    }
+
     pub(crate) fn delete(&self, key: &str) -> bool {
-        let mut map = lock(&self.map);
-        map.live(key).is_some() && map.entries.remove(key).is_some()
+        let (mut map, _) = self.lock();
+        map.remove(key).is_some()
     }
 
     pub(crate) fn peek(&self, key: &str, names: &[&str]) -> Option<Vec<Option<Vec<u8>>>> {
-        let mut map = lock(&self.map);
-        let h = map.live_hash(key)?;
-        Some(names.iter().map(|n| h.get(*n).cloned()).collect())
+        let (mut map, _) = self.lock();
+        let h = map.hash(key)?;
+        h.contains_key(fields::CREATED)
+            .then(|| names.iter().map(|n| h.get(*n).cloned()).collect())
     }
 
     pub(crate) fn index_add(
@@ -193,47 +383,45 @@ impl MemoryBackend {
         bound_ms: u64,
         max: usize,
     ) -> Vec<String> {
-        let mut map = lock(&self.map);
-        let now = now_ms();
-        let score = now + bound_ms;
-        if map.live(key).is_none() {
-            map.entries.insert(
-                key.to_string(),
-                Entry {
-                    value: Value::ZSet(HashMap::new()),
-                    expires: None,
-                },
-            );
+        let (mut map, now) = self.lock();
+        let wall = now_ms();
+        let score = wall + bound_ms;
+        if !matches!(map.get(key).map(|e| &e.value), Some(Value::ZSet(_))) {
+            map.insert(key, Value::ZSet(HashMap::new()), now);
         }
-        let e = map.entries.get_mut(key).expect("inserted above");
+        let e = map.get(key).expect("inserted above");
         let Value::ZSet(z) = &mut e.value else {
             return Vec::new();
         };
         let s = z.entry(member.to_string()).or_insert(score);
         *s = (*s).max(score);
-        z.retain(|_, s| *s >= now);
-        let top = z.values().copied().max().unwrap_or(now);
-        let want = Instant::now() + Duration::from_millis(top.saturating_sub(now));
-        e.expires = Some(e.expires.map_or(want, |cur| cur.max(want)));
-        if max == 0 || z.len() <= max {
-            return Vec::new();
-        }
-        let mut by_age: Vec<(&String, &u64)> =
-            z.iter().filter(|(m, _)| m.as_str() != member).collect();
-        by_age.sort_by_key(|(m, s)| (**s, (*m).clone()));
-        by_age
-            .into_iter()
-            .take(z.len() - max)
-            .map(|(m, _)| m.clone())
-            .collect()
+        z.retain(|_, s| *s >= wall);
+        let top = z.values().copied().max().unwrap_or(wall);
+        let want = now + ms(top.saturating_sub(wall));
+        let at = e.expires.map_or(want, |(cur, _)| cur.max(want));
+        let victims = if max == 0 || z.len() <= max {
+            Vec::new()
+        } else {
+            let mut by_age: Vec<(&String, &u64)> =
+                z.iter().filter(|(m, _)| m.as_str() != member).collect();
+            by_age.sort_by_key(|(m, s)| (**s, (*m).clone()));
+            by_age
+                .into_iter()
+                .take(z.len() - max)
+                .map(|(m, _)| m.clone())
+                .collect()
+        };
+        map.set_expiry(key, at);
+        map.resized(key, usize::MAX);
+        victims
     }
 
     pub(crate) fn index_members(&self, key: &str) -> Vec<String> {
-        let mut map = lock(&self.map);
-        let now = now_ms();
-        match map.live(key).map(|e| &e.value) {
+        let (mut map, _) = self.lock();
+        let wall = now_ms();
+        match map.get(key).map(|e| &e.value) {
             Some(Value::ZSet(z)) => {
-                let mut v: Vec<(&String, &u64)> = z.iter().filter(|(_, s)| **s >= now).collect();
+                let mut v: Vec<(&String, &u64)> = z.iter().filter(|(_, s)| **s >= wall).collect();
                 v.sort_by_key(|(m, s)| (**s, (*m).clone()));
                 v.into_iter().map(|(m, _)| m.clone()).collect()
             }
@@ -242,8 +430,8 @@ impl MemoryBackend {
     }
 
     pub(crate) fn index_remove(&self, key: &str, members: &[String]) {
-        let mut map = lock(&self.map);
-        let empty = match map.live(key).map(|e| &mut e.value) {
+        let (mut map, _) = self.lock();
+        let empty = match map.get(key).map(|e| &mut e.value) {
             Some(Value::ZSet(z)) => {
                 for m in members {
                     z.remove(m);
@@ -253,16 +441,29 @@ impl MemoryBackend {
             _ => false,
         };
         if empty {
-            map.entries.remove(key);
+            map.remove(key);
+        } else {
+            map.resized(key, usize::MAX);
         }
+    }
+
+    /// Live keys and the bytes they are counted for.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        let (map, _) = self.lock();
+        (map.entries.len(), map.bytes)
     }
 
     #[cfg(test)]
     pub(crate) fn key_count(&self) -> usize {
-        let mut map = lock(&self.map);
-        let now = Instant::now();
-        map.entries.retain(|_, e| e.live(now));
-        map.entries.len()
+        self.usage().0
+    }
+
+    /// Puts a raw hash (for tests that feed corrupt stored data to the session logic).
+    #[cfg(test)]
+    pub(crate) fn put_raw(&self, key: &str, h: HashMap<String, Vec<u8>>) {
+        let (mut map, now) = self.lock();
+        map.insert(key, Value::Hash(h), now);
+        map.set_expiry(key, now + Duration::from_secs(60));
     }
 }
 
@@ -271,23 +472,28 @@ mod tests {
     use super::*;
     use crate::store::Timing;
 
+    const T: Timing = Timing {
+        idle_ms: 100,
+        touch_ms: 10,
+        absolute_ms: 0,
+    };
+
+    fn create(m: &MemoryBackend, k: &str, set: Vec<(&str, &str)>, t: Timing) -> WriteResult {
+        let op = WriteOp {
+            mode: Mode::Create { created_ms: 0 },
+            set,
+            del: vec![],
+            incr: None,
+        };
+        m.write(k, &op, t)
+    }
+
     #[test]
     fn a_users_index_and_sessions_all_disappear_after_expiry() {
-        let m = MemoryBackend::default();
-        let t = Timing {
-            idle_ms: 100,
-            touch_ms: 10,
-            absolute_ms: 0,
-        };
+        let m = MemoryBackend::new(usize::MAX);
         for k in ["s1", "s2"] {
-            let op = WriteOp {
-                mode: Mode::Create { created_ms: 0 },
-                set: vec![("__u", "ann")],
-                del: vec![],
-                incr: None,
-            };
             assert!(matches!(
-                m.write(k, &op, t),
+                create(&m, k, vec![("__u", "ann")], T),
                 WriteResult::Written { incr: 0, .. }
             ));
             assert!(m.index_add("user:ann:sessions", k, 200, 0).is_empty());
@@ -302,11 +508,12 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(m.key_count(), 0, "nothing of the user is left");
+        assert_eq!(m.usage().1, 0, "every byte accounted back");
     }
 
     #[test]
     fn device_limit_picks_the_lowest_bounds_but_never_the_new_member() {
-        let m = MemoryBackend::default();
+        let m = MemoryBackend::new(usize::MAX);
         assert!(m.index_add("i", "a", 1000, 2).is_empty());
         std::thread::sleep(Duration::from_millis(5));
         assert!(m.index_add("i", "b", 1000, 2).is_empty());
@@ -316,5 +523,81 @@ mod tests {
             m.index_add("i", "c", 1000, 1),
             vec!["a".to_string(), "b".to_string()]
         );
+    }
+
+    #[test]
+    fn memory_is_bounded_and_the_least_recently_used_sessions_go_first() {
+        let max = 200 * 1024;
+        let m = MemoryBackend::new(max);
+        let t = Timing {
+            idle_ms: 60_000,
+            touch_ms: 1_000,
+            absolute_ms: 0,
+        };
+        let value = "x".repeat(16 * 1024);
+        create(&m, "hot", vec![("v", &value)], t);
+        for i in 0..200 {
+            create(&m, &format!("s{i}"), vec![("v", &value)], t);
+            // "hot" is used all the time: never the least recently used.
+            assert!(m.load("hot", t).is_some(), "hot evicted at {i}");
+            assert!(m.usage().1 <= max, "over the bound at {i}: {:?}", m.usage());
+        }
+        assert!(m.load("s199", t).is_some(), "the newest stays");
+        assert!(m.load("s0", t).is_none(), "the oldest went");
+        let (keys, bytes) = m.usage();
+        assert!(keys < 20 && bytes <= max, "{keys} keys, {bytes} bytes");
+    }
+
+    #[test]
+    fn expiry_work_is_proportional_to_what_expired() {
+        let m = MemoryBackend::new(usize::MAX);
+        let long = Timing {
+            idle_ms: 60_000,
+            ..T
+        };
+        for i in 0..10_000 {
+            create(&m, &format!("long{i}"), vec![], long);
+        }
+        for i in 0..10 {
+            create(&m, &format!("short{i}"), vec![], T);
+        }
+        std::thread::sleep(Duration::from_millis(120));
+        let map = m.map.lock().unwrap();
+        let due = map.expiry.range(..(Instant::now(), u64::MAX)).count();
+        assert_eq!(
+            due, 10,
+            "only the expired keys are at the front of the queue"
+        );
+        drop(map);
+        assert_eq!(m.key_count(), 10_000);
+    }
+
+    #[test]
+    fn a_frozen_session_refuses_writes_until_released() {
+        let m = MemoryBackend::new(usize::MAX);
+        create(&m, "old", vec![("a", "1")], T);
+        let Freeze::Frozen { token, fields } = m.freeze("old", "new", T) else {
+            panic!("not frozen")
+        };
+        assert_eq!(fields.get("a").map(Vec::as_slice), Some(&b"1"[..]));
+        assert!(matches!(m.freeze("old", "other", T), Freeze::Moved));
+        let op = WriteOp {
+            mode: Mode::Update,
+            set: vec![("a", "2")],
+            del: vec![],
+            incr: None,
+        };
+        assert_eq!(m.write("old", &op, T), WriteResult::Moved);
+        assert_eq!(m.release("old", "wrong", true), Release::Taken);
+        assert_eq!(m.release("old", &token, false), Release::Done, "thawed");
+        assert!(matches!(
+            m.write("old", &op, T),
+            WriteResult::Written { .. }
+        ));
+        let Freeze::Frozen { token, .. } = m.freeze("old", "new", T) else {
+            panic!("not frozen")
+        };
+        assert_eq!(m.release("old", &token, true), Release::Done);
+        assert_eq!(m.release("old", &token, true), Release::Gone);
     }
 }

@@ -28,6 +28,8 @@ pub(crate) mod fields {
     pub(crate) const USER_AGENT: &str = "__ua";
     /// The client address recorded at login, for device lists.
     pub(crate) const CLIENT_ADDR: &str = "__ip";
+    /// Set while a login moves the session to a new id: `"<ms> <new member>"` (see freeze.lua).
+    pub(crate) const MOVING: &str = "__m";
 }
 
 /// The session store: a handle that is cheap to clone and shared by all requests.
@@ -72,8 +74,45 @@ pub(crate) struct Timing {
 #[derive(Debug)]
 pub(crate) struct Loaded {
     pub(crate) fields: HashMap<String, Vec<u8>>,
-    /// The load also refreshed the TTL (the last refresh was older than the touch interval).
-    pub(crate) touched: bool,
+    pub(crate) refresh: Refresh,
+}
+
+/// What a load did about the TTL refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// The load slid the TTL (the last refresh was at least a touch interval old).
+    Done,
+    /// Not due. `age_ms`: how long ago the last refresh was, by the store's own clock (so app
+    /// clocks never enter the decision); `None` when the load did not measure it.
+    NotDue { age_ms: Option<u64> },
+    /// Due, but the store refused the write (over `maxmemory` with `noeviction`): the session
+    /// is served anyway and the refresh is tried again on the next request.
+    Refused(String),
+}
+
+/// Step 1 of an id rotation: the old key, frozen against writes, and its current contents.
+#[derive(Debug)]
+pub(crate) enum Freeze {
+    /// No live session at the old key.
+    Gone,
+    /// Another rotation of this session is under way.
+    Moved,
+    /// Frozen: `token` releases it; `fields` is what the copy must hold.
+    Frozen {
+        token: String,
+        fields: HashMap<String, Vec<u8>>,
+    },
+}
+
+/// The last step of an id rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// Retired (deleted) or thawed, as asked.
+    Done,
+    /// The old key was ended meanwhile (logout-all, revoke, expiry).
+    Gone,
+    /// The freeze was broken (it went stale and a write landed, or another rotation took over).
+    Taken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,15 +147,51 @@ pub(crate) enum WriteResult {
     NotAnInteger,
     /// Create of a key that exists (an id collision): nothing written.
     Exists,
+    /// The session is being moved to a new id by a login in another request: nothing written.
+    Moved,
 }
 
 impl Store {
     /// A store in this process's memory, with the same semantics as Redis (TTL, dirty writes,
     /// atomic increments). For tests, demos and single-instance apps: sessions are lost on
     /// restart and not shared between instances.
+    ///
+    /// Bounded to 64 MiB of session data; see [`Store::memory_with_limit`].
     pub fn memory() -> Store {
+        Self::memory_with_limit(Self::DEFAULT_MEMORY_LIMIT)
+    }
+
+    /// The bound of [`Store::memory`]: 64 MiB.
+    pub const DEFAULT_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
+
+    /// A memory store holding at most about `max_bytes` of session data (names, values and a
+    /// small per-key overhead). Past it, the least recently used sessions are evicted, as a
+    /// Redis with `maxmemory-policy volatile-lru` does; user indexes are never evicted.
+    ///
+    /// ```
+    /// let store = tessera_core::Store::memory_with_limit(16 * 1024 * 1024);
+    /// # let _ = store;
+    /// ```
+    pub fn memory_with_limit(max_bytes: usize) -> Store {
         Store {
-            backend: Arc::new(Backend::Memory(memory::MemoryBackend::default())),
+            backend: Arc::new(Backend::Memory(memory::MemoryBackend::new(max_bytes))),
+        }
+    }
+
+    /// For a memory store: how many keys it holds and how many bytes they are counted for.
+    /// `None` for Redis (ask the server: `INFO memory`).
+    pub fn memory_usage(&self) -> Option<(usize, usize)> {
+        match &*self.backend {
+            Backend::Memory(m) => Some(m.usage()),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn memory_backend(&self) -> Option<&memory::MemoryBackend> {
+        match &*self.backend {
+            Backend::Memory(m) => Some(m),
+            Backend::Redis(_) => None,
         }
     }
 
@@ -188,19 +263,10 @@ impl Store {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.load(key, t)),
             Backend::Redis(r) if known_fresh => {
+                // No clock comparison here: the absolute deadline also caps the key's TTL, so
+                // the server removes the key by then. A hash without `__c` is no session.
                 let loaded = r.bounded(r.load_plain(key)).await?;
-                // The absolute deadline also caps the TTL, so the key is gone by then anyway;
-                // this only guards against clock skew between app and server.
-                Ok(loaded.filter(|l| {
-                    let created = l
-                        .fields
-                        .get(fields::CREATED)
-                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-                    match created {
-                        Some(c) => ttl_ms(now_ms(), c, t).is_some(),
-                        None => false, // not a session hash
-                    }
-                }))
+                Ok(loaded.filter(|l| l.fields.contains_key(fields::CREATED)))
             }
             Backend::Redis(r) => r.bounded(r.load(key, t)).await,
         }
@@ -214,7 +280,24 @@ impl Store {
     ) -> Result<WriteResult> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.write(key, op, t)),
-            Backend::Redis(r) => r.bounded(r.write(key, op, t)).await,
+            Backend::Redis(r) => r.bounded_write(r.write(key, op, t)).await,
+        }
+    }
+
+    /// Rotation step 1: freezes `key` against writes (for a while) and returns its contents.
+    pub(crate) async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.freeze(key, new_member, t)),
+            Backend::Redis(r) => r.bounded_write(r.freeze(key, new_member, t)).await,
+        }
+    }
+
+    /// Rotation's last step: deletes the frozen old key (`retire`), or thaws it after a failed
+    /// rotation; only if the freeze `token` still holds.
+    pub(crate) async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.release(key, token, retire)),
+            Backend::Redis(r) => r.bounded_write(r.release(key, token, retire)).await,
         }
     }
 
@@ -222,7 +305,7 @@ impl Store {
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.delete(key)),
-            Backend::Redis(r) => r.bounded(r.delete(key)).await,
+            Backend::Redis(r) => r.bounded_write(r.delete(key)).await,
         }
     }
 
@@ -231,7 +314,7 @@ impl Store {
     pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
         match &*self.backend {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.delete(k)).collect()),
-            Backend::Redis(r) => r.bounded(r.delete_many(keys)).await,
+            Backend::Redis(r) => r.bounded_write(r.delete_many(keys)).await,
         }
     }
 
@@ -260,7 +343,10 @@ impl Store {
     ) -> Result<Vec<String>> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.index_add(key, member, bound_ms, max)),
-            Backend::Redis(r) => r.bounded(r.index_add(key, member, bound_ms, max)).await,
+            Backend::Redis(r) => {
+                r.bounded_write(r.index_add(key, member, bound_ms, max))
+                    .await
+            }
         }
     }
 
@@ -282,7 +368,7 @@ impl Store {
                 m.index_remove(key, members);
                 Ok(())
             }
-            Backend::Redis(r) => r.bounded(r.index_remove(key, members)).await,
+            Backend::Redis(r) => r.bounded_write(r.index_remove(key, members)).await,
         }
     }
 }

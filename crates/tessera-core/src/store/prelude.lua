@@ -1,4 +1,7 @@
--- tessera script prelude (prepended to every script): shared helpers, no commands.
+-- tessera script prelude (prepended to every script): shared names and helpers, no commands.
+
+-- The reserved fields (store::fields in Rust names the same ones).
+local F_CREATED, F_TOUCHED, F_USER, F_MOVING = '__c', '__t', '__u', '__m'
 
 -- Server time in ms since the epoch (one clock for every app instance).
 local function now_ms()
@@ -14,4 +17,29 @@ local function session_ttl(now, created, idle, abs)
   if left <= 0 then return nil end
   if left < idle then return left end
   return idle
+end
+
+-- Whether the TTL refresh is due: never refreshed, refreshed at least `touch` ms ago, or a
+-- refresh time in the future (corrupt, or the server's clock stepped back).
+local function refresh_due(now, touched, touch)
+  return touched == nil or now - touched >= touch or touched > now
+end
+
+-- A rotation in progress ("<ms> <new member>" in __m) younger than freeze_ms freezes the key.
+local function frozen(moving, now, freeze_ms)
+  if not moving then return false end
+  local at = tonumber(string.match(moving, '^(%d+) '))
+  return at ~= nil and now - at < freeze_ms and now >= at
+end
+
+-- HSET / HDEL of many fields in chunks: Lua's unpack is limited to a few thousand values.
+local function hset_all(key, args)
+  for i = 1, #args, 1000 do
+    redis.call('HSET', key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+local function hdel_range(key, from, to)
+  for i = from, to, 1000 do
+    redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 999, to)))
+  end
 end

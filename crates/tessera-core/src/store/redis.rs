@@ -1,9 +1,11 @@
 //! The Redis / Valkey backend on fred: one pool, single-key Lua scripts, bounded timeouts.
 
-use super::{Loaded, Mode, Timing, WriteOp, WriteResult};
+use super::{Freeze, Loaded, Mode, Refresh, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
+use fred::types::config::Options;
 use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand, FromValue};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -21,6 +23,24 @@ static LOAD: LazyLock<Script> = script!("load.lua");
 static WRITE: LazyLock<Script> = script!("write.lua");
 static INDEX_ADD: LazyLock<Script> = script!("index_add.lua");
 static INDEX_MEMBERS: LazyLock<Script> = script!("index_members.lua");
+static FREEZE: LazyLock<Script> = script!("freeze.lua");
+static RELEASE: LazyLock<Script> = script!("release.lua");
+
+/// The scripts' reply codes (the constants at the top of each `.lua` file).
+mod code {
+    pub(super) const GONE: i64 = 0;
+    pub(super) const WRITTEN: i64 = 1;
+    pub(super) const EXISTS: i64 = -1;
+    pub(super) const NOT_AN_INTEGER: i64 = -2;
+    pub(super) const MOVED: i64 = -3;
+    // load.lua
+    pub(super) const TOUCHED: i64 = 1;
+    pub(super) const FRESH: i64 = 2;
+    pub(super) const TOUCH_REFUSED: i64 = 3;
+    // freeze.lua / release.lua
+    pub(super) const FROZEN: i64 = 1;
+    pub(super) const DONE: i64 = 1;
+}
 
 /// Connection settings for a Redis / Valkey store.
 ///
@@ -74,8 +94,20 @@ impl Default for RedisOptions {
 
 pub(crate) struct RedisBackend {
     pool: Pool,
+    /// For every command that changes data: fred's own timeout (a command still queued when
+    /// it fires is dropped, never sent later) and fail-fast (no queueing while disconnected).
+    write_opts: Options,
     url_redacted: String,
     command_timeout: Duration,
+    /// How long a rotation's freeze holds: the rotation's few steps, each bounded by the
+    /// command timeout, fit in it many times over; a rotation that died frees the key then.
+    freeze_ms: u64,
+}
+
+fn freeze_ms(command_timeout: Duration) -> u64 {
+    (command_timeout.as_millis() as u64)
+        .saturating_mul(8)
+        .max(2_000)
 }
 
 fn redact(url: &str) -> String {
@@ -97,6 +129,7 @@ impl RedisBackend {
                 "a rediss:// URL gave no TLS configuration",
             )));
         }
+        let freeze_ms = freeze_ms(o.command_timeout);
         let pool = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = o.connect_timeout;
@@ -111,7 +144,9 @@ impl RedisBackend {
             // The timeout is enforced per store operation by `bounded` (one timer per
             // operation); fred's per-command timer cost about 25% of read throughput.
             .with_performance_config(|p| p.default_command_timeout = Duration::ZERO)
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            // Reconnect forever; the delay stays short (<= 500 ms + jitter) so service resumes
+            // within about half a second of the server coming back.
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 500, 2))
             .build_pool(o.pool_size.max(1))
             .map_err(Error::Store)?;
         tokio::time::timeout(o.connect_timeout + o.command_timeout, pool.init())
@@ -126,7 +161,14 @@ impl RedisBackend {
         // Load the scripts now (on every primary in a cluster), so the first request does not
         // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
         let preload = async {
-            for script in [&*LOAD, &*WRITE, &*INDEX_ADD, &*INDEX_MEMBERS] {
+            for script in [
+                &*LOAD,
+                &*WRITE,
+                &*INDEX_ADD,
+                &*INDEX_MEMBERS,
+                &*FREEZE,
+                &*RELEASE,
+            ] {
                 script.load(pool.next()).await.map_err(Error::from_fred)?;
             }
             Ok::<_, Error>(())
@@ -143,11 +185,20 @@ impl RedisBackend {
             pool,
             url_redacted: redact(url),
             command_timeout: o.command_timeout,
+            write_opts: Options {
+                timeout: Some(o.command_timeout),
+                fail_fast: true,
+                max_attempts: Some(1),
+                ..Default::default()
+            },
+            freeze_ms,
         })
     }
 
-    /// Runs one store operation (one round trip, or a few on a NOSCRIPT reload) within the
-    /// command timeout: a down, paused or slow server is `Error::Unavailable`, never a hang.
+    /// Runs one store operation that only reads (one round trip, or a few on a NOSCRIPT
+    /// reload) within the command timeout: a down, paused or slow server is
+    /// `Error::Unavailable`, never a hang. (A load may slide the TTL; sliding it late is
+    /// harmless, so reads keep the one cheap timer.)
     pub(crate) async fn bounded<T>(
         &self,
         op: impl std::future::Future<Output = Result<T>>,
@@ -158,6 +209,58 @@ impl RedisBackend {
                 fred::error::ErrorKind::Timeout,
                 "session store did not answer within the command timeout",
             ))),
+        }
+    }
+
+    /// Runs one store operation that changes data. Its commands carry fred's own timeout and
+    /// fail fast, so a command whose deadline passed is never sent afterwards. The result
+    /// says whether the change may have been applied: a failure before anything was sent is
+    /// `Error::Unavailable` (safe to retry), one after is `Error::OutcomeUnknown`. The outer
+    /// timer is only a backstop (a NOSCRIPT reload takes a few round trips).
+    pub(crate) async fn bounded_write<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let backstop = self.command_timeout * 2 + Duration::from_millis(100);
+        match tokio::time::timeout(backstop, op).await {
+            Ok(Err(e)) => Err(e.after_write()),
+            Ok(ok) => ok,
+            Err(_) => Err(Error::OutcomeUnknown(fred::error::Error::new(
+                fred::error::ErrorKind::Timeout,
+                "session store did not answer a write within the command timeout",
+            ))),
+        }
+    }
+
+    /// `EVALSHA` of a script that writes, with `write_opts` (see `bounded_write`), loading the
+    /// script on `NOSCRIPT` and trying once more.
+    async fn eval_write<R: FromValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: Vec<Value>,
+    ) -> Result<R> {
+        let client = self.pool.next();
+        let mut full: Vec<Value> = Vec::with_capacity(args.len() + 3);
+        full.push(script.sha1().clone().into());
+        full.push(1i64.into());
+        full.push(key.into());
+        full.extend(args);
+        let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
+        let first = client
+            .with_options(&self.write_opts)
+            .custom::<R, Value>(cmd(), full.clone())
+            .await;
+        match first {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                script.load(client).await.map_err(Error::from_fred)?;
+                client
+                    .with_options(&self.write_opts)
+                    .custom::<R, Value>(cmd(), full)
+                    .await
+                    .map_err(Error::from_fred)
+            }
+            other => other.map_err(Error::from_fred),
         }
     }
 
@@ -203,7 +306,7 @@ impl RedisBackend {
         let fields = flat_fields(flat)?;
         Ok((!fields.is_empty()).then_some(Loaded {
             fields,
-            touched: false,
+            refresh: Refresh::NotDue { age_ms: None },
         }))
     }
 
@@ -231,7 +334,7 @@ impl RedisBackend {
             Mode::Update => ("u", 0),
         };
         let (incr_field, incr_by) = op.incr.unwrap_or(("", 0));
-        let mut args: Vec<Value> = Vec::with_capacity(8 + op.set.len() * 2 + op.del.len());
+        let mut args: Vec<Value> = Vec::with_capacity(10 + op.set.len() * 2 + op.del.len());
         args.push(mode.into());
         args.push((t.idle_ms as i64).into());
         args.push((t.absolute_ms as i64).into());
@@ -241,6 +344,7 @@ impl RedisBackend {
         args.push(incr_field.into());
         args.push(incr_by.into());
         args.push((t.touch_ms as i64).into());
+        args.push((self.freeze_ms as i64).into());
         for (f, v) in &op.set {
             args.push((*f).into());
             args.push((*v).into());
@@ -248,13 +352,10 @@ impl RedisBackend {
         for f in &op.del {
             args.push((*f).into());
         }
-        let reply: Vec<Value> = WRITE
-            .evalsha_with_reload(self.pool.next(), key, args)
-            .await
-            .map_err(Error::from_fred)?;
+        let reply: Vec<Value> = self.eval_write(&WRITE, key, args).await?;
         let int = |i: usize| reply.get(i).and_then(Value::as_i64);
         Ok(match int(0) {
-            Some(1) => WriteResult::Written {
+            Some(code::WRITTEN) => WriteResult::Written {
                 incr: int(1).unwrap_or(0),
                 touched: int(2) == Some(1),
                 user: reply
@@ -262,28 +363,73 @@ impl RedisBackend {
                     .and_then(|v| v.as_string())
                     .filter(|u| !u.is_empty()),
             },
-            Some(0) => WriteResult::Gone,
-            Some(-1) => WriteResult::Exists,
-            Some(-2) => WriteResult::NotAnInteger,
+            Some(code::GONE) => WriteResult::Gone,
+            Some(code::EXISTS) => WriteResult::Exists,
+            Some(code::NOT_AN_INTEGER) => WriteResult::NotAnInteger,
+            Some(code::MOVED) => WriteResult::Moved,
             _ => return Err(unexpected(format!("write script replied {reply:?}"))),
         })
     }
 
+    pub(crate) async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {
+        let args: Vec<Value> = vec![
+            new_member.into(),
+            (self.freeze_ms as i64).into(),
+            (t.idle_ms as i64).into(),
+            (t.absolute_ms as i64).into(),
+        ];
+        let reply: Value = self.eval_write(&FREEZE, key, args).await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(unexpected("freeze script replied with a non-array".into()));
+        };
+        match parts.first().and_then(Value::as_i64) {
+            Some(code::GONE) => Ok(Freeze::Gone),
+            Some(code::MOVED) => Ok(Freeze::Moved),
+            Some(code::FROZEN) if parts.len() == 3 => {
+                let fields = flat_fields(parts.pop().expect("len checked"))?;
+                let token = parts
+                    .pop()
+                    .and_then(Value::into_string)
+                    .ok_or_else(|| unexpected("freeze script replied without a token".into()))?;
+                Ok(Freeze::Frozen { token, fields })
+            }
+            _ => Err(unexpected(format!("freeze script replied {parts:?}"))),
+        }
+    }
+
+    pub(crate) async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
+        let action = if retire { "retire" } else { "thaw" };
+        let args: Vec<Value> = vec![token.into(), action.into()];
+        let reply: i64 = self.eval_write(&RELEASE, key, args).await?;
+        Ok(match reply {
+            code::DONE => Release::Done,
+            code::GONE => Release::Gone,
+            _ => Release::Taken,
+        })
+    }
+
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
-        let n: i64 = self.pool.del(key).await.map_err(Error::from_fred)?;
+        let n: i64 = self
+            .pool
+            .next()
+            .with_options(&self.write_opts)
+            .del(key)
+            .await
+            .map_err(Error::from_fred)?;
         Ok(n > 0)
     }
 
+    /// One `DEL` per key, sent together on one connection (fred writes concurrent commands
+    /// back to back: one round trip), each with `write_opts`: unlike a fred pipeline, a `DEL`
+    /// whose deadline passed is never sent later.
     pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let pipe = self.pool.next().pipeline();
-        for k in keys {
-            let _: () = pipe.del(k.as_str()).await.map_err(Error::from_fred)?;
-        }
-        let replies = pipe.try_all::<i64>().await;
-        replies
+        let client = self.pool.next().with_options(&self.write_opts);
+        let dels = keys.iter().map(|k| {
+            let client = &client;
+            async move { client.del::<i64, _>(k.as_str()).await }
+        });
+        futures_util::future::join_all(dels)
+            .await
             .into_iter()
             .map(|r| r.map(|n| n > 0).map_err(Error::from_fred))
             .collect()
@@ -330,10 +476,7 @@ impl RedisBackend {
         max: usize,
     ) -> Result<Vec<String>> {
         let args: Vec<Value> = vec![member.into(), (bound_ms as i64).into(), (max as i64).into()];
-        INDEX_ADD
-            .evalsha_with_reload(self.pool.next(), key, args)
-            .await
-            .map_err(Error::from_fred)
+        self.eval_write(&INDEX_ADD, key, args).await
     }
 
     pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
@@ -346,6 +489,8 @@ impl RedisBackend {
     pub(crate) async fn index_remove(&self, key: &str, members: &[String]) -> Result<()> {
         let _: i64 = self
             .pool
+            .next()
+            .with_options(&self.write_opts)
             .zrem(key, members.to_vec())
             .await
             .map_err(Error::from_fred)?;
@@ -413,15 +558,25 @@ fn parse_load(reply: Value) -> Result<Option<Loaded>> {
         return Err(unexpected("load script replied with a non-array".into()));
     };
     let status = parts.first().and_then(|v| v.as_i64()).unwrap_or(-1);
-    if status == 0 {
+    if status == code::GONE {
         return Ok(None);
     }
-    if parts.len() != 2 || !(status == 1 || status == 2) {
-        return Err(unexpected(format!("load script replied {parts:?}")));
-    }
+    let refresh = match (status, parts.len()) {
+        (code::TOUCHED, 2) => Refresh::Done,
+        (code::FRESH, 3) => Refresh::NotDue {
+            age_ms: parts
+                .pop()
+                .and_then(|v| v.as_i64())
+                .map(|a| a.max(0) as u64),
+        },
+        (code::TOUCH_REFUSED, 3) => {
+            Refresh::Refused(parts.pop().and_then(Value::into_string).unwrap_or_default())
+        }
+        _ => return Err(unexpected(format!("load script replied {parts:?}"))),
+    };
     Ok(Some(Loaded {
         fields: flat_fields(parts.pop().expect("len checked"))?,
-        touched: status == 1,
+        refresh,
     }))
 }
 

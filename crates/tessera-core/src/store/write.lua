@@ -1,54 +1,62 @@
 -- tessera write: changed fields only, never bringing back a session that is gone. Single key.
 -- KEYS[1] session key
 -- ARGV: mode ('c' create | 'u' update), idle_ms, absolute_ms, created_ms (create: 0 = now),
---       nset, ndel, incr_field ('' = none), incr_by, touch_ms,
+--       nset, ndel, incr_field ('' = none), incr_by, touch_ms, freeze_ms,
 --       then nset field/value pairs, then ndel fields
--- Returns {1, incr_result, touched (0/1), user id or ''} written, {0} gone,
---         {-1} exists (create), {-2} not an integer.
+-- Returns {WRITTEN, incr_result, touched (0/1), user id or ''}, {GONE}, {EXISTS} (create),
+-- {NOT_AN_INTEGER}, or {MOVED} (a login is moving the session to a new id: nothing written).
 -- A create sets __c, __t and the TTL. An update also does the load's throttled touch (when the
 -- last refresh is at least touch_ms old): a write without a load still slides the TTL, and
 -- reports it so the caller moves the session's bound in its user's index.
+-- Over maxmemory (noeviction) the first write command fails with OOM before anything is
+-- written; the script then fails with that error, and the caller reports the store unavailable.
+local WRITTEN, GONE, EXISTS, NOT_AN_INTEGER, MOVED = 1, 0, -1, -2, -3
+local FIRST = 11
 local key = KEYS[1]
 local mode = ARGV[1]
 local idle, abs = tonumber(ARGV[2]), tonumber(ARGV[3])
 local nset, ndel = tonumber(ARGV[5]), tonumber(ARGV[6])
-local touch = tonumber(ARGV[9])
+local touch, freeze_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
 local now = now_ms()
-local created, touched_at, user
+local created, touched_at, user, moving
 if mode == 'c' then
-  if redis.call('EXISTS', key) == 1 then return {-1} end
+  if redis.call('EXISTS', key) == 1 then return {EXISTS} end
   created = tonumber(ARGV[4])
   if created == 0 then created = now end
 else
-  local meta = redis.call('HMGET', key, '__c', '__t', '__u')
-  if not meta[1] then return {0} end
-  created, touched_at, user = tonumber(meta[1]), tonumber(meta[2]), meta[3]
+  local meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING)
+  if not meta[1] then return {GONE} end
+  created, touched_at, user, moving = tonumber(meta[1]) or now, tonumber(meta[2]), meta[3], meta[4]
+  if frozen(moving, now, freeze_ms) then return {MOVED} end
 end
 local ttl = session_ttl(now, created, idle, abs)
 if not ttl then
   redis.call('DEL', key)
-  return {0}
+  return {GONE}
 end
 local incr = 0
 if ARGV[7] ~= '' then
   local r = redis.pcall('HINCRBY', key, ARGV[7], ARGV[8])
-  if type(r) == 'table' and r.err then return {-2} end
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'OOM', 1, true) then return r end
+    return {NOT_AN_INTEGER}
+  end
   incr = r
 end
-local touched = mode == 'c' or touched_at == nil or now - touched_at >= touch
+local touched = mode == 'c' or refresh_due(now, touched_at, touch)
 local args = {}
-if mode == 'c' then args = {'__c', created} end
+if mode == 'c' then args = {F_CREATED, created} end
 if touched then
-  args[#args + 1] = '__t'
+  args[#args + 1] = F_TOUCHED
   args[#args + 1] = now
 end
 for i = 0, nset - 1 do
-  args[#args + 1] = ARGV[10 + 2 * i]
-  args[#args + 1] = ARGV[11 + 2 * i]
+  args[#args + 1] = ARGV[FIRST + 2 * i]
+  args[#args + 1] = ARGV[FIRST + 1 + 2 * i]
 end
-if #args > 0 then redis.call('HSET', key, unpack(args)) end
-if ndel > 0 then
-  redis.call('HDEL', key, unpack(ARGV, 10 + 2 * nset, 9 + 2 * nset + ndel))
-end
+if #args > 0 then hset_all(key, args) end
+if ndel > 0 then hdel_range(key, FIRST + 2 * nset, FIRST - 1 + 2 * nset + ndel) end
+-- A stale freeze (its rotation died): this write wins, and that rotation will not delete the key.
+if moving then redis.call('HDEL', key, F_MOVING) end
 if touched then redis.call('PEXPIRE', key, ttl) end
-return {1, incr, (touched and mode ~= 'c') and 1 or 0, user or ''}
+return {WRITTEN, incr, (touched and mode ~= 'c') and 1 or 0, user or ''}
