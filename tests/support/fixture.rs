@@ -96,6 +96,19 @@ pub mod test_routes {
         done(s.cycle_id().await.map(|_| Reply::json(json!("cycled"))))
     }
 
+    /// `POST /insert-then-increment` `{"value": v}`: inserts `counter` = v, then increments
+    /// it by 1 in the same request; answers what the increment returned.
+    pub async fn insert_then_increment(s: &Session, body: serde_json::Value) -> Reply {
+        done(
+            async {
+                s.insert("counter", &body["value"]).await?;
+                let n = s.increment("counter", 1).await?;
+                Ok(Reply::json(json!(n)))
+            }
+            .await,
+        )
+    }
+
     /// `POST /logout-others`: how many sessions ended.
     pub async fn logout_others(s: &Session) -> Reply {
         done(s.logout_others().await.map(|n| Reply::json(json!(n))))
@@ -130,6 +143,12 @@ pub fn spawn_actix_app(manager: SessionManager) -> TestApp {
             .route(
                 "/logout-others",
                 web::post().to(|s: S| async move { reply(test_routes::logout_others(&s).await) }),
+            )
+            .route(
+                "/insert-then-increment",
+                web::post().to(|s: S, b: web::Json<serde_json::Value>| async move {
+                    reply(test_routes::insert_then_increment(&s, b.into_inner()).await)
+                }),
             )
     })
 }
@@ -173,6 +192,14 @@ pub fn router(manager: SessionManager) -> Router {
         .route(
             "/logout-others",
             post(|s: Session| async move { reply(test_routes::logout_others(&s).await) }),
+        )
+        .route(
+            "/insert-then-increment",
+            post(
+                |s: Session, axum::Json(b): axum::Json<serde_json::Value>| async move {
+                    reply(test_routes::insert_then_increment(&s, b).await)
+                },
+            ),
         )
         .layer(SessionLayer::from_manager(manager))
 }

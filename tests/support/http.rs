@@ -98,6 +98,13 @@ where
     }
 }
 
+fn retry_after(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// What a request returned.
 #[derive(Debug, Clone)]
 pub struct Resp {
@@ -105,6 +112,8 @@ pub struct Resp {
     pub set_cookies: Vec<String>,
     pub body: String,
     pub elapsed: Duration,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
 }
 
 impl Resp {
@@ -189,6 +198,38 @@ impl Browser {
         }
     }
 
+    /// `GET path` with exactly this `Cookie` header (raw bytes, not the jar): what a browser
+    /// sends with duplicate names or non-ASCII values. The jar is left as it is.
+    pub async fn get_with_cookie_header(&self, path: &str, raw: &[u8]) -> Resp {
+        let start = std::time::Instant::now();
+        let res = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .header(
+                "cookie",
+                reqwest::header::HeaderValue::from_bytes(raw).expect("a header value"),
+            )
+            .send()
+            .await
+            .expect("request failed");
+        let status = res.status().as_u16();
+        let set_cookies: Vec<String> = res
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let retry_after = retry_after(&res);
+        let body = res.text().await.unwrap_or_default();
+        Resp {
+            status,
+            set_cookies,
+            body,
+            elapsed: start.elapsed(),
+            retry_after,
+        }
+    }
+
     /// The same jar, sending `User-Agent: <agent>` (a named device).
     pub fn with_agent(&self, agent: &str) -> Browser {
         let client = reqwest::Client::builder()
@@ -234,6 +275,7 @@ impl Browser {
             .iter()
             .map(|v| v.to_str().unwrap().to_string())
             .collect();
+        let retry_after = retry_after(&res);
         let body = res.text().await.unwrap_or_default();
         let elapsed = start.elapsed();
         {
@@ -254,6 +296,7 @@ impl Browser {
             set_cookies,
             body,
             elapsed,
+            retry_after,
         }
     }
 }

@@ -78,7 +78,7 @@ pub(crate) fn error_response(err: &tessera_core::Error) -> HttpResponse {
     if let Some(secs) = err.retry_after() {
         res.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
     }
-    res.body(err.public_message())
+    res.body(err.public_message().into_owned())
 }
 
 /// A core [`Reply`] as an actix response.

@@ -91,7 +91,16 @@ impl Error {
     }
 
     /// A short message safe to show to clients (the cause goes to the log, never the body).
-    pub fn public_message(&self) -> &'static str {
+    /// A size limit is named with its value.
+    ///
+    /// ```
+    /// let e = tessera_core::Error::TooLarge { what: "fields in one session", limit: 1000 };
+    /// assert_eq!(e.public_message(), "fields in one session over the limit of 1000");
+    /// ```
+    pub fn public_message(&self) -> std::borrow::Cow<'static, str> {
+        if let Error::TooLarge { .. } = self {
+            return self.to_string().into();
+        }
         match self {
             Error::Unavailable(_) => "session store unavailable, nothing was changed; try again",
             Error::OutcomeUnknown(_) => {
@@ -107,6 +116,7 @@ impl Error {
                 "session error"
             }
         }
+        .into()
     }
 
     /// `Retry-After` seconds to send with this error, if any: 1 when the store was unavailable

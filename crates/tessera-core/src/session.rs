@@ -500,21 +500,20 @@ impl State {
         self.clear = self.had_cookie;
     }
 
-    /// Someone else ended the session while this request ran: nothing more is written, and the
-    /// browser drops the dead cookie.
+    /// Someone else ended the session while this request ran: nothing more is written. The
+    /// cookie is left alone: "gone" is also what a concurrent login's rotation looks like,
+    /// whose response may already have given the browser a new cookie of the same name; the
+    /// next request clears the cookie if it is still dead.
     fn ended(&mut self) {
-        self.status = Status::Ended;
-        self.dirty.clear();
-        self.clear = true;
-    }
-
-    /// A concurrent login moved the session to a new id: nothing more is written, and the
-    /// cookie is left alone (the browser may already hold the new one, under the same name).
-    fn moved(&mut self) {
         self.status = Status::Ended;
         self.dirty.clear();
         self.clear = false;
         self.reissue = false;
+    }
+
+    /// A concurrent login is moving the session to a new id: as [`State::ended`].
+    fn moved(&mut self) {
+        self.ended();
     }
 
     /// No cookie named a live session. Never adopt a client-supplied id: a new session gets
@@ -653,14 +652,18 @@ impl Session {
         if st.status != Status::Unloaded {
             return Ok(());
         }
-        // Each validly signed cookie of our name, in turn, until one names a live session.
-        for candidate in std::mem::take(&mut st.candidates) {
-            st.id = Some(candidate.id.clone());
-            if self.load_one(st, &candidate.id).await? {
-                st.reissue = candidate.stale_key || st.reissue;
+        // Each validly signed cookie of our name, in turn, until one names a live session. On
+        // a store failure the candidates stay (nothing is proven, the cookie is not cleared).
+        for i in 0..st.candidates.len() {
+            let (id, stale) = (st.candidates[i].id.clone(), st.candidates[i].stale_key);
+            st.id = Some(id.clone());
+            if self.load_one(st, &id).await? {
+                st.reissue = stale || st.reissue;
+                st.candidates.clear();
                 return Ok(());
             }
         }
+        st.candidates.clear();
         st.no_such_session();
         Ok(())
     }

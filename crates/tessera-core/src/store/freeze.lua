@@ -1,12 +1,15 @@
 -- tessera id rotation, step 1: freeze the old key and read it, atomically. Single key.
--- KEYS[1] the old session key; ARGV: new member, freeze_ms, idle_ms, absolute_ms
+-- KEYS[1] the old session key; ARGV: deadline (see the prelude), new member, freeze_ms,
+-- idle_ms, absolute_ms
 -- Returns {GONE}, {MOVED} (another rotation of this session is under way), or
 -- {FROZEN, token, hash}: from now until the rotation releases it (or freeze_ms pass), writes to
 -- this key answer MOVED instead of landing where the copy would no longer see them, so no
 -- write acknowledged here is lost by the rotation.
 local GONE, FROZEN, MOVED = 0, 1, -3
 local key = KEYS[1]
-local freeze_ms, idle, abs = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+if past_deadline(now) then return {EXPIRED, now} end
+local freeze_ms, idle, abs = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local h = redis.call('HGETALL', key)
 if #h == 0 then return {GONE} end
 local created, moving
@@ -14,12 +17,11 @@ for i = 1, #h, 2 do
   if h[i] == F_CREATED then created = tonumber(h[i + 1])
   elseif h[i] == F_MOVING then moving = h[i + 1] end
 end
-local now = now_ms()
 if not created or not session_ttl(now, created, idle, abs) then
   redis.call('DEL', key)
   return {GONE}
 end
 if frozen(moving, now, freeze_ms) then return {MOVED} end
-local token = now .. ' ' .. ARGV[1]
+local token = now .. ' ' .. ARGV[2]
 redis.call('HSET', key, F_MOVING, token)
 return {FROZEN, token, h}

@@ -19,6 +19,16 @@ local function session_ttl(now, created, idle, abs)
   return idle
 end
 
+-- Scripts that write take ARGV[1] = a deadline in server ms (0 = none): the app's bound on
+-- when the write may still happen. A script that runs later (the server was paused with the
+-- command in its socket, or slow) changes nothing and replies {EXPIRED, now}, so a write
+-- answered "not confirmed" by the app is never applied afterwards.
+local EXPIRED = -4
+local function past_deadline(now)
+  local deadline = tonumber(ARGV[1]) or 0
+  return deadline > 0 and now > deadline
+end
+
 -- Whether the TTL refresh is due: never refreshed, refreshed at least `touch` ms ago, or a
 -- refresh time in the future (corrupt, or the server's clock stepped back).
 local function refresh_due(now, touched, touch)

@@ -40,6 +40,67 @@ mod code {
     // freeze.lua / release.lua
     pub(super) const FROZEN: i64 = 1;
     pub(super) const DONE: i64 = 1;
+    // every script that writes (the prelude)
+    pub(super) const EXPIRED: i64 = -4;
+}
+
+/// An upper bound of the server's clock, kept on this process's monotonic clock, so each
+/// write can carry a deadline in server time (see `past_deadline` in prelude.lua).
+///
+/// An observation "the server said `S` ms in reply to a command sent at monotonic `t0`" bounds
+/// the server's clock at any later monotonic `t` by `S + (t - t0)` (the server read its clock
+/// after `t0`). The latest observation is kept: a server clock that steps back makes deadlines
+/// later (weaker, never wrong); one that steps forward makes a write look expired, which the
+/// reply corrects (it carries the server's time) before one retry.
+#[derive(Debug)]
+struct ServerClock {
+    base: std::time::Instant,
+    /// `S - t0` in ms; `i64::MIN` until the first observation.
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+/// Slack added to every deadline: the clocks of a cluster's nodes (or of a Sentinel's primary
+/// after a failover) may differ a little; a larger difference costs one retry, never a write.
+const DEADLINE_SLACK_MS: u64 = 250;
+
+impl ServerClock {
+    fn new() -> Self {
+        ServerClock {
+            base: std::time::Instant::now(),
+            offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    fn mono_ms(&self, at: std::time::Instant) -> i64 {
+        at.saturating_duration_since(self.base).as_millis() as i64
+    }
+
+    fn observe(&self, server_ms: i64, sent: std::time::Instant) {
+        self.offset_ms.store(
+            server_ms - self.mono_ms(sent),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The deadline (server ms) for a write sent now that may take `budget`; 0 = unknown yet.
+    fn deadline(&self, budget: Duration) -> i64 {
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if offset == i64::MIN {
+            return 0;
+        }
+        offset
+            + self.mono_ms(std::time::Instant::now())
+            + budget.as_millis() as i64
+            + DEADLINE_SLACK_MS as i64
+    }
+}
+
+/// `{EXPIRED, now}`: the server's time, if this reply is one.
+fn expired(reply: &Value) -> Option<i64> {
+    match reply {
+        Value::Array(v) if v.len() == 2 && v[0].as_i64() == Some(code::EXPIRED) => v[1].as_i64(),
+        _ => None,
+    }
 }
 
 /// Connection settings for a Redis / Valkey store.
@@ -102,6 +163,7 @@ pub(crate) struct RedisBackend {
     /// How long a rotation's freeze holds: the rotation's few steps, each bounded by the
     /// command timeout, fit in it many times over; a rotation that died frees the key then.
     freeze_ms: u64,
+    clock: ServerClock,
 }
 
 fn freeze_ms(command_timeout: Duration) -> u64 {
@@ -120,6 +182,7 @@ fn redact(url: &str) -> String {
 
 impl RedisBackend {
     pub(crate) async fn connect(url: &str, o: RedisOptions) -> Result<Self> {
+        check_scheme(url)?;
         check_tls(url)?;
         let config = Config::from_url(url).map_err(Error::Store)?;
         #[cfg(feature = "tls")]
@@ -181,6 +244,22 @@ impl RedisBackend {
                     "timed out loading scripts into the session store",
                 ))
             })??;
+        // A first reading of the server's clock, for write deadlines.
+        let clock = ServerClock::new();
+        let sent = std::time::Instant::now();
+        if let Ok(Ok(t)) = tokio::time::timeout(
+            o.command_timeout,
+            pool.next().custom::<Vec<i64>, Value>(
+                CustomCommand::new_static("TIME", ClusterHash::Random, false),
+                vec![],
+            ),
+        )
+        .await
+        {
+            if let [secs, micros] = t[..] {
+                clock.observe(secs * 1000 + micros / 1000, sent);
+            }
+        }
         Ok(RedisBackend {
             pool,
             url_redacted: redact(url),
@@ -192,6 +271,7 @@ impl RedisBackend {
                 ..Default::default()
             },
             freeze_ms,
+            clock,
         })
     }
 
@@ -232,8 +312,10 @@ impl RedisBackend {
         }
     }
 
-    /// `EVALSHA` of a script that writes, with `write_opts` (see `bounded_write`), loading the
-    /// script on `NOSCRIPT` and trying once more.
+    /// `EVALSHA` of a script that writes, with `write_opts` (see `bounded_write`) and a deadline
+    /// in server time as its first argument, loading the script on `NOSCRIPT`. A reply
+    /// `{EXPIRED, now}` (nothing written: the server's clock was ahead of our estimate, or the
+    /// script ran too late) corrects the estimate and the write is tried once more.
     async fn eval_write<R: FromValue>(
         &self,
         script: &Script,
@@ -241,26 +323,51 @@ impl RedisBackend {
         args: Vec<Value>,
     ) -> Result<R> {
         let client = self.pool.next();
-        let mut full: Vec<Value> = Vec::with_capacity(args.len() + 3);
-        full.push(script.sha1().clone().into());
-        full.push(1i64.into());
-        full.push(key.into());
-        full.extend(args);
         let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
-        let first = client
-            .with_options(&self.write_opts)
-            .custom::<R, Value>(cmd(), full.clone())
-            .await;
-        match first {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                script.load(client).await.map_err(Error::from_fred)?;
-                client
-                    .with_options(&self.write_opts)
-                    .custom::<R, Value>(cmd(), full)
-                    .await
-                    .map_err(Error::from_fred)
+        let mut reloaded = false;
+        let mut retried = false;
+        loop {
+            let mut full: Vec<Value> = Vec::with_capacity(args.len() + 4);
+            full.push(script.sha1().clone().into());
+            full.push(1i64.into());
+            full.push(key.into());
+            full.push(self.clock.deadline(self.command_timeout).into());
+            full.extend(args.iter().cloned());
+            let sent = std::time::Instant::now();
+            let reply = client
+                .with_options(&self.write_opts)
+                .custom::<Value, Value>(cmd(), full)
+                .await;
+            match reply {
+                Err(e) if e.details().starts_with("NOSCRIPT") && !reloaded => {
+                    script.load(client).await.map_err(Error::from_fred)?;
+                    reloaded = true;
+                }
+                Err(e) => return Err(Error::from_fred(e)),
+                Ok(v) => match expired(&v) {
+                    Some(now) => {
+                        self.clock.observe(now, sent);
+                        if retried {
+                            return Err(Error::Unavailable(fred::error::Error::new(
+                                fred::error::ErrorKind::Unknown,
+                                "the write reached the server after its deadline; nothing was written",
+                            )));
+                        }
+                        retried = true;
+                    }
+                    None => {
+                        if let Value::Array(parts) = &v {
+                            // A write's reply ends with the server's time: keep the estimate fresh.
+                            if parts.len() == 5 && parts[0].as_i64() == Some(code::WRITTEN) {
+                                if let Some(now) = parts[4].as_i64() {
+                                    self.clock.observe(now, sent);
+                                }
+                            }
+                        }
+                        return R::from_value(v).map_err(Error::from_fred);
+                    }
+                },
             }
-            other => other.map_err(Error::from_fred),
         }
     }
 
@@ -400,10 +507,10 @@ impl RedisBackend {
     pub(crate) async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
         let action = if retire { "retire" } else { "thaw" };
         let args: Vec<Value> = vec![token.into(), action.into()];
-        let reply: i64 = self.eval_write(&RELEASE, key, args).await?;
-        Ok(match reply {
-            code::DONE => Release::Done,
-            code::GONE => Release::Gone,
+        let reply: Vec<i64> = self.eval_write(&RELEASE, key, args).await?;
+        Ok(match reply.first() {
+            Some(&code::DONE) => Release::Done,
+            Some(&code::GONE) => Release::Gone,
             _ => Release::Taken,
         })
     }
@@ -523,6 +630,27 @@ fn info_kind(section: &str) -> fred::types::InfoKind {
     }
 }
 
+/// Only the Redis schemes: fred would read `http://host` as a Redis address and connect.
+fn check_scheme(url: &str) -> Result<()> {
+    const SCHEMES: [&str; 6] = [
+        "redis://",
+        "rediss://",
+        "redis-cluster://",
+        "rediss-cluster://",
+        "redis-sentinel://",
+        "rediss-sentinel://",
+    ];
+    if SCHEMES.iter().any(|s| url.starts_with(s)) {
+        Ok(())
+    } else {
+        Err(Error::Config(crate::ConfigError::Store(format!(
+            "unsupported URL scheme in {:?}: use one of {}",
+            redact(url),
+            SCHEMES.join(", ")
+        ))))
+    }
+}
+
 /// A `rediss://` URL (also `rediss-sentinel://`, `rediss-cluster://`) needs TLS compiled in:
 /// without it fred would connect in plaintext, so refuse at startup.
 fn check_tls(url: &str) -> Result<()> {
@@ -612,6 +740,22 @@ fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_url_with_another_scheme_is_a_config_error_not_a_connection() {
+        for url in [
+            "http://127.0.0.1:6379",
+            "127.0.0.1:6379",
+            "unix:///tmp/r.sock",
+        ] {
+            let r = RedisBackend::connect(url, RedisOptions::default()).await;
+            assert!(
+                matches!(r, Err(Error::Config(crate::ConfigError::Store(_)))),
+                "{url}"
+            );
+        }
+        assert!(check_scheme("redis-sentinel://h:26379/0?sentinelServiceName=m").is_ok());
+    }
 
     #[test]
     fn tls_urls_need_the_tls_feature() {

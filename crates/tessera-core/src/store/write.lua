@@ -1,27 +1,29 @@
 -- tessera write: changed fields only, never bringing back a session that is gone. Single key.
 -- KEYS[1] session key
--- ARGV: mode ('c' create | 'u' update), idle_ms, absolute_ms, created_ms (create: 0 = now),
---       nset, ndel, incr_field ('' = none), incr_by, touch_ms, freeze_ms,
---       then nset field/value pairs, then ndel fields
--- Returns {WRITTEN, incr_result, touched (0/1), user id or ''}, {GONE}, {EXISTS} (create),
--- {NOT_AN_INTEGER}, or {MOVED} (a login is moving the session to a new id: nothing written).
+-- ARGV: deadline (see the prelude), mode ('c' create | 'u' update), idle_ms, absolute_ms,
+--       created_ms (create: 0 = now), nset, ndel, incr_field ('' = none), incr_by, touch_ms,
+--       freeze_ms, then nset field/value pairs, then ndel fields
+-- Returns {WRITTEN, incr_result, touched (0/1), user id or '', now}, {GONE}, {EXISTS} (create),
+-- {NOT_AN_INTEGER}, {MOVED} (a login is moving the session to a new id: nothing written), or
+-- {EXPIRED, now} (past its deadline: nothing written).
 -- A create sets __c, __t and the TTL. An update also does the load's throttled touch (when the
 -- last refresh is at least touch_ms old): a write without a load still slides the TTL, and
 -- reports it so the caller moves the session's bound in its user's index.
 -- Over maxmemory (noeviction) the first write command fails with OOM before anything is
 -- written; the script then fails with that error, and the caller reports the store unavailable.
 local WRITTEN, GONE, EXISTS, NOT_AN_INTEGER, MOVED = 1, 0, -1, -2, -3
-local FIRST = 11
+local FIRST = 12
 local key = KEYS[1]
-local mode = ARGV[1]
-local idle, abs = tonumber(ARGV[2]), tonumber(ARGV[3])
-local nset, ndel = tonumber(ARGV[5]), tonumber(ARGV[6])
-local touch, freeze_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
 local now = now_ms()
+if past_deadline(now) then return {EXPIRED, now} end
+local mode = ARGV[2]
+local idle, abs = tonumber(ARGV[3]), tonumber(ARGV[4])
+local nset, ndel = tonumber(ARGV[6]), tonumber(ARGV[7])
+local touch, freeze_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
 local created, touched_at, user, moving
 if mode == 'c' then
   if redis.call('EXISTS', key) == 1 then return {EXISTS} end
-  created = tonumber(ARGV[4])
+  created = tonumber(ARGV[5])
   if created == 0 then created = now end
 else
   local meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING)
@@ -35,8 +37,8 @@ if not ttl then
   return {GONE}
 end
 local incr = 0
-if ARGV[7] ~= '' then
-  local r = redis.pcall('HINCRBY', key, ARGV[7], ARGV[8])
+if ARGV[8] ~= '' then
+  local r = redis.pcall('HINCRBY', key, ARGV[8], ARGV[9])
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'OOM', 1, true) then return r end
     return {NOT_AN_INTEGER}
@@ -59,4 +61,4 @@ if ndel > 0 then hdel_range(key, FIRST + 2 * nset, FIRST - 1 + 2 * nset + ndel) 
 -- A stale freeze (its rotation died): this write wins, and that rotation will not delete the key.
 if moving then redis.call('HDEL', key, F_MOVING) end
 if touched then redis.call('PEXPIRE', key, ttl) end
-return {WRITTEN, incr, (touched and mode ~= 'c') and 1 or 0, user or ''}
+return {WRITTEN, incr, (touched and mode ~= 'c') and 1 or 0, user or '', now}
