@@ -66,9 +66,14 @@ async fn sessions_survive_sigkill_and_restart_with_aof() {
         let browsers = logged_in_browsers(&fx, 20).await;
         tokio::time::sleep(Duration::from_secs(2)).await; // appendfsync everysec
         fx.standalone().kill();
+        // Down long enough for the client's reconnect backoff to reach its cap (500 ms).
+        for b in &browsers[..2] {
+            assert_eq!(b.get("/me").await.status, 503);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
         fx.standalone().restart(); // same port, same data dir: AOF replayed
         let window = wait_until_served(&browsers, Duration::from_secs(15)).await;
-        eprintln!("[{kind:?}] restart with AOF: all 20 sessions served again {window:?} after the restart");
+        eprintln!("[{kind:?}] restart with AOF after 5 s down: all 20 sessions served again {window:?} after the restart");
     }
 }
 

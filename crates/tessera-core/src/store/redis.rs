@@ -322,7 +322,9 @@ impl RedisBackend {
         key: &str,
         args: Vec<Value>,
     ) -> Result<R> {
-        let client = self.pool.next();
+        // A connected client: fail-fast on one still reconnecting (after a failover) would
+        // refuse a write that another client of the pool can send now.
+        let client = self.pool.next_connected();
         let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
         let mut reloaded = false;
         let mut retried = false;
@@ -518,7 +520,7 @@ impl RedisBackend {
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
         let n: i64 = self
             .pool
-            .next()
+            .next_connected()
             .with_options(&self.write_opts)
             .del(key)
             .await
@@ -530,7 +532,7 @@ impl RedisBackend {
     /// back to back: one round trip), each with `write_opts`: unlike a fred pipeline, a `DEL`
     /// whose deadline passed is never sent later.
     pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
-        let client = self.pool.next().with_options(&self.write_opts);
+        let client = self.pool.next_connected().with_options(&self.write_opts);
         let dels = keys.iter().map(|k| {
             let client = &client;
             async move { client.del::<i64, _>(k.as_str()).await }
@@ -596,7 +598,7 @@ impl RedisBackend {
     pub(crate) async fn index_remove(&self, key: &str, members: &[String]) -> Result<()> {
         let _: i64 = self
             .pool
-            .next()
+            .next_connected()
             .with_options(&self.write_opts)
             .zrem(key, members.to_vec())
             .await
