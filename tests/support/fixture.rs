@@ -284,7 +284,7 @@ impl Fx {
 
     /// The one session key in the server (asserts there is exactly one).
     pub fn only_session_key(&self) -> String {
-        let keys = self.server().keys("session:*");
+        let keys = self.server().session_keys();
         assert_eq!(keys.len(), 1, "expected one session key, found {keys:?}");
         keys[0].clone()
     }

@@ -291,6 +291,15 @@ impl Topology {
         all
     }
 
+    /// The live session keys (`session:*` hashes with `__c`), leaving out the tombstones a
+    /// login's id rotation leaves for a moment at the old key.
+    pub fn session_keys(&self) -> Vec<String> {
+        self.keys("session:*")
+            .into_iter()
+            .filter(|k| self.cmd(&["HEXISTS", k, "__c"]).int() == 1)
+            .collect()
+    }
+
     pub fn reset_stats(&self) {
         for n in self.nodes() {
             n.reset_stats();

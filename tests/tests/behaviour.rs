@@ -81,7 +81,7 @@ mod cases {
             "{replay:?}"
         );
         if let Some(s) = &fx.server {
-            assert!(s.keys("session:*").is_empty());
+            assert!(s.session_keys().is_empty());
         }
     }
 
@@ -258,7 +258,7 @@ mod cases {
             "the pre-login id is dead (fixation defence)"
         );
         if let Some(s) = &fx.server {
-            assert_eq!(s.keys("session:*").len(), 1, "old key removed");
+            assert_eq!(s.session_keys().len(), 1, "old key removed");
         }
     }
 
@@ -356,7 +356,7 @@ mod cases {
                 );
                 // Writers that arrived after the logout carried a dead cookie: they may have
                 // started new anonymous sessions under new ids, never one bound to the user.
-                for k in s.keys("session:*") {
+                for k in s.session_keys() {
                     assert_eq!(
                         s.text(&["HGET", &k, "__u"]),
                         None,

@@ -106,7 +106,7 @@ mod cases {
         );
         if let Some(s) = &fx.server {
             assert_eq!(s.cmd(&["EXISTS", "user:ann:sessions"]).int(), 0);
-            assert_eq!(s.keys("session:*").len(), 1, "only bob's session is left");
+            assert_eq!(s.session_keys().len(), 1, "only bob's session is left");
         }
     }
 
@@ -232,7 +232,7 @@ mod cases {
                 );
             }
             if let Some(s) = &fx.server {
-                for k in s.keys("session:*") {
+                for k in s.session_keys() {
                     assert_ne!(
                         s.text(&["HGET", &k, "__u"]),
                         Some(user.clone()),

@@ -17,6 +17,9 @@ tessera_tests::per_backend!(
     an_error_response_commits_nothing,
     insert_then_increment_applies_in_order,
     user_ids_cannot_pick_a_slot_or_collide,
+    the_old_cookie_right_after_a_login_neither_clears_nor_forks,
+    cookies_from_before_the_host_prefix_default_still_work,
+    relogin_at_the_device_limit_ends_no_other_device,
 );
 
 fn cookie_value(b: &Browser) -> String {
@@ -302,6 +305,99 @@ mod cases {
         assert_eq!(fresh.get("/me").await.json(), json!({"counter": 42}));
     }
 
+    /// A request still carrying the pre-login cookie (sent before the login's answer arrived)
+    /// must neither clear the cookie (the browser's new one has the same name) nor start a
+    /// session of its own over it: the old key is a tombstone for a moment ("moved").
+    pub async fn the_old_cookie_right_after_a_login_neither_clears_nor_forks(b: Setup) {
+        let fx = Fx::new(b).await;
+        let br = fx.browser();
+        br.put("/session", json!({"cart": [1]})).await;
+        let before = br.fork();
+        assert_eq!(
+            br.post("/login", Some(json!({"user_id": "t"})))
+                .await
+                .status,
+            200
+        );
+        let r = before.get("/me").await;
+        assert_eq!(r.status, 401, "{r:?}");
+        assert!(r.set_cookies.is_empty(), "no cookie touched: {r:?}");
+        let r = before.put("/session", json!({"late": 1})).await;
+        assert_eq!(r.status, 409, "{r:?}");
+        assert!(
+            r.set_cookies.is_empty(),
+            "no session started over the new one: {r:?}"
+        );
+        assert_eq!(
+            br.get("/me").await.json(),
+            json!({"cart": [1], "user_id": "t"})
+        );
+        // Moments later the tombstone is gone and the old cookie is simply dead.
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let r = before.get("/me").await;
+        assert_eq!(r.status, 401);
+        assert!(clears_cookie(&r), "{r:?}");
+    }
+
+    /// `__Host-` became the default name: cookies issued as `tessera` before are still read
+    /// and re-issued under the new name, so a deploy logs nobody out.
+    pub async fn cookies_from_before_the_host_prefix_default_still_work(b: Setup) {
+        let fx = Fx::new(b).await;
+        let before = fx
+            .sibling(tessera_tests::fixture::config(|c| c.host_prefix(false)))
+            .await;
+        let old = before.browser();
+        old.post("/login", Some(json!({"user_id": "legacy"}))).await;
+        let value = old.cookie("tessera").expect("a cookie under the old name");
+        let br = fx.browser();
+        br.set_cookie("tessera", &value);
+        let r = br.get("/me").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["user_id"], "legacy");
+        assert!(
+            r.set_cookies
+                .iter()
+                .any(|c| c.starts_with(&format!("{COOKIE}={}", &value[..22]))),
+            "the same id re-issued under the new name (signed for it): {r:?}"
+        );
+        assert_eq!(br.get("/me").await.status, 200);
+    }
+
+    /// Logging in again (or `cycle_id`) at the device limit must not end another device: the
+    /// session being rotated leaves the index, so it does not count twice.
+    pub async fn relogin_at_the_device_limit_ends_no_other_device(b: Setup) {
+        let fx = Fx::with(b, |c| c.max_sessions_per_user(Some(2))).await;
+        let (laptop, phone) = (fx.browser(), fx.browser());
+        laptop.post("/login", Some(json!({"user_id": "two"}))).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        phone.post("/login", Some(json!({"user_id": "two"}))).await;
+        for _ in 0..2 {
+            assert_eq!(
+                phone
+                    .post("/login", Some(json!({"user_id": "two"})))
+                    .await
+                    .status,
+                200
+            );
+            assert_eq!(phone.post("/cycle", None).await.status, 200);
+        }
+        assert_eq!(
+            laptop.get("/me").await.status,
+            200,
+            "the laptop was not ended"
+        );
+        assert_eq!(
+            phone
+                .get("/sessions")
+                .await
+                .json()
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
     /// Defect 13: a user id with `{...}` chose the Cluster slot of its index, and `42` and
     /// `"42"` were the same user in the demo.
     pub async fn user_ids_cannot_pick_a_slot_or_collide(b: Setup) {
@@ -491,7 +587,7 @@ async fn corrupt_stored_metadata_is_an_error_never_a_panic() {
             a.post("/login", Some(json!({"user_id": "c"}))).await;
             b.post("/login", Some(json!({"user_id": "c"}))).await;
             let s = fx.server();
-            let keys = s.keys("session:*");
+            let keys = s.session_keys();
             assert_eq!(keys.len(), 2);
             s.cmd(&["HSET", &keys[0], "__t", "99999999999999999999"]);
             s.cmd(&["HSET", &keys[1], "__c", "253402300800000"]); // year 10000

@@ -115,6 +115,12 @@ impl CookieConfig {
             && self.host_prefix.unwrap_or(can)
     }
 
+    /// The name cookies had before the `__Host-` prefix became the default, when the prefix
+    /// is added by default (not asked for): such cookies are still read, and re-issued.
+    pub(crate) fn legacy_name(&self) -> Option<&str> {
+        (self.host_prefix.is_none() && self.adds_host_prefix()).then_some(self.name.as_str())
+    }
+
     /// The full cookie name, with the `__Host-` prefix when it applies.
     pub(crate) fn full_name(&self) -> String {
         if self.adds_host_prefix() {
@@ -197,7 +203,7 @@ pub(crate) const MAX_CANDIDATES: usize = 4;
 /// [`MAX_CANDIDATES`], distinct ids), and whether more were left out. Parsed at byte level: a
 /// non-ASCII byte in another cookie (browsers send UTF-8 raw) does not hide ours.
 pub(crate) fn candidates<H: AsRef<[u8]>>(
-    headers: impl IntoIterator<Item = H>,
+    headers: &[H],
     name: &str,
     signer: &Signer,
 ) -> (Vec<Verified>, bool) {
@@ -392,7 +398,7 @@ mod tests {
         let (va, vb) = (s.sign("t", &a), s.sign("t", &b));
         // UTF-8 (not visible ASCII) in another cookie of the same header.
         let header = format!("pref=Zo\u{eb}; t={va}; t=garbage; t=\"{vb}\"; t={va}");
-        let (found, truncated) = candidates([header.as_bytes()], "t", &s);
+        let (found, truncated) = candidates(&[header.as_bytes()], "t", &s);
         assert_eq!(
             found.iter().map(|v| v.id.clone()).collect::<Vec<_>>(),
             vec![a, b]
@@ -404,7 +410,7 @@ mod tests {
                 format!("t={}; ", s.sign("t", &SessionId::generate())).as_bytes(),
             );
         }
-        let (found, truncated) = candidates([raw.as_slice()], "t", &s);
+        let (found, truncated) = candidates(&[raw.as_slice()], "t", &s);
         assert_eq!(found.len(), MAX_CANDIDATES);
         assert!(truncated, "more signed candidates than looked up");
     }

@@ -5,7 +5,9 @@ use crate::config::SessionConfig;
 use crate::cookie::Verified;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::store::{fields, Freeze, Mode, Refresh, Release, Store, Timing, WriteOp, WriteResult};
+use crate::store::{
+    fields, Freeze, Load, Mode, Refresh, Release, Store, Timing, WriteOp, WriteResult,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -197,8 +199,25 @@ impl SessionManager {
         client: ClientInfo,
     ) -> Session {
         let config = &self.inner.config;
-        let (candidates, truncated) =
-            crate::cookie::candidates(cookie_headers, config.cookie_name(), &config.signer);
+        let headers: Vec<H> = cookie_headers.into_iter().collect();
+        let (mut candidates, mut truncated) =
+            crate::cookie::candidates(&headers, config.cookie_name(), &config.signer);
+        if let Some(legacy) = config.cookie.legacy_name() {
+            // Cookies from before `__Host-` became the default name: accepted and re-issued
+            // under the new name, so a deploy logs nobody out.
+            if candidates.len() < crate::cookie::MAX_CANDIDATES {
+                let (old, more) = crate::cookie::candidates(&headers, legacy, &config.signer);
+                truncated |= more;
+                for mut c in old {
+                    if candidates.len() == crate::cookie::MAX_CANDIDATES {
+                        truncated = true;
+                        break;
+                    }
+                    c.stale_key = true;
+                    candidates.push(c);
+                }
+            }
+        }
         Session {
             inner: Arc::new(SessionInner {
                 manager: self.clone(),
@@ -465,6 +484,8 @@ struct State {
     truncated: bool,
     /// The request carried at least one validly signed session cookie.
     had_cookie: bool,
+    /// A candidate named a key retired by a concurrent login's rotation (a tombstone).
+    moved_away: bool,
     id: Option<SessionId>,
     status: Status,
     data: HashMap<String, Vec<u8>>,
@@ -533,6 +554,7 @@ impl State {
             reissue: candidates.first().is_some_and(|c| c.stale_key),
             id: candidates.first().map(|c| c.id.clone()),
             had_cookie: !candidates.is_empty(),
+            moved_away: false,
             candidates,
             truncated,
             status: Status::Unloaded,
@@ -590,6 +612,16 @@ fn check_field(field: &str) -> Result<()> {
     }
 }
 
+fn check_field_name_len(field: &str) -> Result<()> {
+    if field.len() > crate::config::MAX_FIELD_NAME_BYTES {
+        return Err(Error::TooLarge {
+            what: "bytes in one field name",
+            limit: crate::config::MAX_FIELD_NAME_BYTES,
+        });
+    }
+    Ok(())
+}
+
 fn tag(id: Option<&SessionId>) -> String {
     id.map(SessionId::log_tag).unwrap_or_else(|| "-".into())
 }
@@ -627,12 +659,7 @@ impl Session {
     /// store), before anything is written.
     fn check_size(&self, st: &State, field: &str, value_len: usize) -> Result<()> {
         let limits = self.mgr().inner.config.limits;
-        if field.len() > crate::config::MAX_FIELD_NAME_BYTES {
-            return Err(Error::TooLarge {
-                what: "bytes in one field name",
-                limit: crate::config::MAX_FIELD_NAME_BYTES,
-            });
-        }
+        check_field_name_len(field)?;
         if value_len > limits.max_value_bytes {
             return Err(Error::TooLarge {
                 what: "bytes in one value",
@@ -640,12 +667,33 @@ impl Session {
             });
         }
         if !st.data.contains_key(field) && st.user_field_count() >= limits.max_fields {
-            return Err(Error::TooLarge {
-                what: "fields in one session",
-                limit: limits.max_fields,
-            });
+            return Err(self.too_many_fields());
         }
         Ok(())
+    }
+
+    fn too_many_fields(&self) -> Error {
+        Error::TooLarge {
+            what: "fields in one session",
+            limit: self.mgr().inner.config.limits.max_fields,
+        }
+    }
+
+    /// Waits for the user-index refreshes started by this request, so that none lands after
+    /// a step that removes the member (a rotation, a logout) and brings it back.
+    async fn settle_index_refresh(st: &mut State) {
+        for task in std::mem::take(&mut st.index_refresh) {
+            let res = match task.await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(Error::Store(fred::error::Error::new(
+                    fred::error::ErrorKind::Canceled,
+                    "user index refresh task failed",
+                ))),
+            };
+            if let Err(e) = res {
+                let _ = Self::failed::<()>(st, e);
+            }
+        }
     }
 
     async fn ensure_loaded(&self, st: &mut State) -> Result<()> {
@@ -664,7 +712,13 @@ impl Session {
             }
         }
         st.candidates.clear();
-        st.no_such_session();
+        if st.moved_away {
+            // A login moved this session to a new id moments ago (another request of this
+            // browser): nothing to serve or write here, and the cookie is left alone.
+            st.moved();
+        } else {
+            st.no_such_session();
+        }
         Ok(())
     }
 
@@ -683,11 +737,16 @@ impl Session {
             .await;
         let loaded = match res {
             Err(e) => return Self::failed(st, e),
-            Ok(None) => {
+            Ok(Load::Gone) => {
                 span.record("found", false);
                 return Ok(false);
             }
-            Ok(Some(loaded)) => loaded,
+            Ok(Load::Moved) => {
+                span.record("found", false);
+                st.moved_away = true;
+                return Ok(false);
+            }
+            Ok(Load::Found(loaded)) => loaded,
         };
         span.record("found", true);
         span.record("touched", loaded.refresh == Refresh::Done);
@@ -745,7 +804,7 @@ impl Session {
         let member = id.storage_key();
         let bound = self.mgr().index_bound_ms();
         st.index_refresh.push(tokio::spawn(async move {
-            store.index_add(&index, &member, bound, 0).await
+            store.index_add(&index, &member, bound, 0, None).await
         }));
     }
 
@@ -850,6 +909,7 @@ impl Session {
     /// is not an integer, it is [`Error::NotAnInteger`] and nothing is written.
     pub async fn increment(&self, field: &str, by: i64) -> Result<i64> {
         check_field(field)?;
+        check_field_name_len(field)?;
         let mut st = self.inner.state.lock().await;
         if let (Status::Unloaded, Some(id), 1) = (st.status, st.id.clone(), st.candidates.len()) {
             // Not loaded yet (so nothing pending): one write script does the existence check,
@@ -861,6 +921,8 @@ impl Session {
                 set: Vec::new(),
                 del: Vec::new(),
                 incr: Some((field, by)),
+                // Not loaded, so the store checks the field count for a new field.
+                max_fields: self.mgr().inner.config.limits.max_fields,
             };
             let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
             let sent = Instant::now();
@@ -880,6 +942,7 @@ impl Session {
                     return Ok(incr);
                 }
                 Ok(WriteResult::NotAnInteger) => return Err(Error::NotAnInteger(field.into())),
+                Ok(WriteResult::TooManyFields) => return Err(self.too_many_fields()),
                 Ok(WriteResult::Moved) => {
                     st.moved();
                     return Self::failed(&mut st, Error::SessionEnded);
@@ -965,6 +1028,7 @@ impl Session {
                         .collect()
                 },
                 incr,
+                max_fields: 0,
             };
             let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = creating);
             let sent = Instant::now();
@@ -997,6 +1061,7 @@ impl Session {
                 Ok(WriteResult::NotAnInteger) => {
                     return Err(Error::NotAnInteger(incr.map(|i| i.0).unwrap_or("").into()))
                 }
+                Ok(WriteResult::TooManyFields) => return Err(self.too_many_fields()),
                 Ok(WriteResult::Exists) => {
                     // 128-bit id collision: astronomically unlikely; draw again.
                     st.id = None;
@@ -1030,8 +1095,12 @@ impl Session {
         check_user_id(user_id)?;
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
+        if st.status == Status::Ended {
+            return Self::failed(&mut st, Error::SessionEnded);
+        }
         let mut previous_user = user_of(&st.data);
-        if previous_user.as_deref().is_some_and(|p| p != user_id) {
+        let switching = previous_user.as_deref().is_some_and(|p| p != user_id);
+        if switching {
             self.end_for_another_user(&mut st).await?;
             previous_user = None;
         }
@@ -1053,12 +1122,24 @@ impl Session {
             }
         }
         // Boxed: the rotation's future is large, and this keeps callers' futures small.
-        Box::pin(self.cycle_locked(&mut st, previous_user)).await
+        let res = Box::pin(self.cycle_locked(&mut st, previous_user)).await;
+        if switching {
+            // The previous user's session is already gone: a later failure has changed
+            // something, so it must not be answered as "nothing was changed".
+            if let Some(Error::Unavailable(e)) = st.failure.take() {
+                st.failure = Some(Error::OutcomeUnknown(e));
+            }
+            if let Err(Error::Unavailable(e)) = res {
+                return Err(Error::OutcomeUnknown(e));
+            }
+        }
+        res
     }
 
     /// Login as another user: ends the stored session of the previous user (key and index
     /// member) and keeps only what this request set, for a fresh session.
     async fn end_for_another_user(&self, st: &mut State) -> Result<()> {
+        Self::settle_index_refresh(st).await;
         if let (Status::Stored, Some(id)) = (st.status, st.id.clone()) {
             let key = self.mgr().key_of(&id);
             if let Err(e) = self.store().delete(&key).await {
@@ -1131,6 +1212,12 @@ impl Session {
             (Status::Stored, Some(id)) => Some((id.clone(), mgr.key_of(id))),
             _ => None,
         };
+        Self::settle_index_refresh(st).await;
+        // The old member leaves the same index: it must not count toward the device limit.
+        let leaving = match (&old, &previous_user) {
+            (Some((id, _)), Some(pu)) if Some(pu) == user.as_ref() => Some(id.storage_key()),
+            _ => None,
+        };
         let span = tracing::debug_span!("tessera.cycle", sid = %tag(st.id.as_ref()), new_sid = %new_id.log_tag());
         let add = async {
             match &index {
@@ -1140,6 +1227,7 @@ impl Session {
                         &new_member,
                         mgr.index_bound_ms(),
                         config.max_sessions_per_user,
+                        leaving.as_deref(),
                     )
                     .await
                     .map(Some),
@@ -1219,6 +1307,7 @@ impl Session {
                 set: copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
                 del: Vec::new(),
                 incr: None,
+                max_fields: 0,
             };
             let sent = Instant::now();
             let written = store.write(&new_key, &op, timing).await;
@@ -1236,8 +1325,16 @@ impl Session {
                 undo_member().await;
                 return Self::failed(st, e);
             }
-            let released = store.release(&old_key, &token, true).await;
-            if !matches!(released, Ok(Release::Done)) {
+            let mut released = store.release(&old_key, &token, true).await;
+            if released.is_err() {
+                // The retire's answer was lost: ask again by thawing, which says which it was.
+                released = match store.release(&old_key, &token, false).await {
+                    Ok(Release::Retired) => Ok(Release::Done), // it did happen: keep the copy
+                    Ok(Release::Done) => released,             // thawed: the old one lives
+                    _ => released,
+                };
+            }
+            if !matches!(released, Ok(Release::Done | Release::Retired)) {
                 // Do not let the copy live on beside the old session (or after it ended).
                 let _ = store.delete(&new_key).await;
                 undo_member().await;
@@ -1250,10 +1347,7 @@ impl Session {
                         st.moved();
                         Self::failed(st, Error::SessionEnded)
                     }
-                    Err(e) => {
-                        thaw(old_key, token).await;
-                        Self::failed(st, e)
-                    }
+                    Err(e) => Self::failed(st, e),
                 };
             }
             self.touches().forget(&old_key);
@@ -1358,6 +1452,7 @@ impl Session {
         // Load first (one command) when a cookie named a session, so its user's index entry
         // goes too and device limits count only live sessions.
         self.ensure_loaded(&mut st).await?;
+        Self::settle_index_refresh(&mut st).await;
         if let (Status::Stored, Some(id)) = (st.status, st.id.clone()) {
             let key = self.mgr().key_of(&id);
             let span = tracing::debug_span!("tessera.destroy", sid = %id.log_tag(), commands = 1);
@@ -1391,18 +1486,7 @@ impl Session {
     pub async fn finish(&self, response_status: u16) -> Outcome {
         let mut st = self.inner.state.lock().await;
         let config = &self.mgr().inner.config;
-        for task in std::mem::take(&mut st.index_refresh) {
-            let res = match task.await {
-                Ok(r) => r.map(|_| ()),
-                Err(_) => Err(Error::Store(fred::error::Error::new(
-                    fred::error::ErrorKind::Canceled,
-                    "user index refresh task failed",
-                ))),
-            };
-            if let Err(e) = res {
-                let _ = Self::failed::<()>(&mut st, e);
-            }
-        }
+        Self::settle_index_refresh(&mut st).await;
         if response_status >= 400 && !st.dirty.is_empty() {
             tracing::debug!(sid = %tag(st.id.as_ref()), status = response_status, discarded = st.dirty.len(), "error response: the request's pending session changes are not saved");
             st.dirty.clear();
@@ -1482,7 +1566,10 @@ mod stored_data_fuzz {
         store.memory_backend().unwrap().put_raw(&key, stored);
         if let Some(u) = user.as_deref().filter(|u| check_user_id(u).is_ok()) {
             let index = manager.config().index_key(u);
-            store.index_add(&index, &member, 60_000, 0).await.unwrap();
+            store
+                .index_add(&index, &member, 60_000, 0, None)
+                .await
+                .unwrap();
             let _ = manager
                 .list_sessions(u)
                 .await

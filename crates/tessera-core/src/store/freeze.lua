@@ -12,11 +12,12 @@ if past_deadline(now) then return {EXPIRED, now} end
 local freeze_ms, idle, abs = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local h = redis.call('HGETALL', key)
 if #h == 0 then return {GONE} end
-local created, moving
+local created_field, created, moving
 for i = 1, #h, 2 do
-  if h[i] == F_CREATED then created = tonumber(h[i + 1])
+  if h[i] == F_CREATED then created_field = h[i + 1]; created = tonumber(h[i + 1])
   elseif h[i] == F_MOVING then moving = h[i + 1] end
 end
+if is_tombstone(created_field, moving) then return {MOVED} end
 if not created or not session_ttl(now, created, idle, abs) then
   redis.call('DEL', key)
   return {GONE}

@@ -2,7 +2,7 @@
 -- KEYS[1] user:<id>:sessions (sorted set: member = session key suffix, score = an upper bound
 --         of that session's expiry, ms since the epoch)
 -- ARGV: deadline (see the prelude), member, bound_ms (score = now + bound_ms), max_sessions
--- (0 = no limit)
+-- (0 = no limit), leaving (the member a rotation replaces: neither counted nor chosen; '' = none)
 -- Returns the members over the limit, least recently refreshed first (the caller ends them),
 -- or {EXPIRED, now}.
 local key = KEYS[1]
@@ -19,13 +19,15 @@ local ttl = tonumber(top[2]) - now
 local cur = redis.call('PTTL', key)
 if cur < ttl then redis.call('PEXPIRE', key, ttl) end
 local max = tonumber(ARGV[4])
+local leaving = ARGV[5]
 local victims = {}
 if max > 0 then
   local n = redis.call('ZCARD', key)
+  if leaving ~= '' and redis.call('ZSCORE', key, leaving) then n = n - 1 end
   if n > max then
-    local oldest = redis.call('ZRANGE', key, 0, n - max)
-    for _, m in ipairs(oldest) do
-      if m ~= member and #victims < n - max then victims[#victims + 1] = m end
+    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      if #victims >= n - max then break end
+      if m ~= member and m ~= leaving then victims[#victims + 1] = m end
     end
   end
 end

@@ -6,7 +6,8 @@
 //! wait in a queue ordered by deadline, and each operation pops only those that are due.
 
 use super::{
-    fields, now_ms, ttl_ms, Freeze, Loaded, Mode, Refresh, Release, Timing, WriteOp, WriteResult,
+    fields, now_ms, ttl_ms, Freeze, Load, Loaded, Mode, Refresh, Release, Timing, WriteOp,
+    WriteResult,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -188,6 +189,17 @@ fn num(h: &HashMap<String, Vec<u8>>, f: &str) -> Option<u64> {
     std::str::from_utf8(h.get(f)?).ok()?.parse().ok()
 }
 
+/// A key retired by a rotation (see release.lua): only `__m` = "retired <token>".
+fn is_tombstone(h: &HashMap<String, Vec<u8>>) -> bool {
+    !h.contains_key(fields::CREATED)
+        && h.get(fields::MOVING)
+            .is_some_and(|m| m.starts_with(b"retired "))
+}
+
+fn user_field_count(h: &HashMap<String, Vec<u8>>) -> usize {
+    h.keys().filter(|k| !k.starts_with("__")).count()
+}
+
 fn ms(d: u64) -> Duration {
     Duration::from_millis(d)
 }
@@ -200,17 +212,25 @@ impl MemoryBackend {
         (map, now)
     }
 
-    pub(crate) fn load(&self, key: &str, t: Timing) -> Option<Loaded> {
+    pub(crate) fn load(&self, key: &str, t: Timing) -> Load {
         let (mut map, now) = self.lock();
         let wall = now_ms();
-        let e = map.get(key)?;
-        let Value::Hash(h) = &mut e.value else {
-            return None;
+        let Some(e) = map.get(key) else {
+            return Load::Gone;
         };
+        let Value::Hash(h) = &mut e.value else {
+            return Load::Gone;
+        };
+        if is_tombstone(h) {
+            return Load::Moved;
+        }
+        if !h.contains_key(fields::CREATED) {
+            return Load::Gone; // not a session hash
+        }
         let created = num(h, fields::CREATED).unwrap_or(wall);
         let Some(ttl) = ttl_ms(wall, created, t) else {
             map.remove(key);
-            return None;
+            return Load::Gone;
         };
         let before = h.clone();
         let age = now.duration_since(e.refreshed);
@@ -225,7 +245,7 @@ impl MemoryBackend {
             }
         };
         map.used(key);
-        Some(Loaded {
+        Load::Found(Loaded {
             fields: before,
             refresh,
         })
@@ -256,9 +276,13 @@ impl MemoryBackend {
                 let Value::Hash(h) = &e.value else {
                     return WriteResult::Gone;
                 };
-                let Some(c) = num(h, fields::CREATED) else {
+                if is_tombstone(h) {
+                    return WriteResult::Moved;
+                }
+                if !h.contains_key(fields::CREATED) {
                     return WriteResult::Gone;
-                };
+                }
+                let c = num(h, fields::CREATED).unwrap_or(wall);
                 let user = h
                     .get(fields::USER)
                     .map(|u| String::from_utf8_lossy(u).into_owned());
@@ -274,6 +298,14 @@ impl MemoryBackend {
         }
         let h = map.hash(key).expect("a live hash");
         let mut incr = 0;
+        if let Some((f, _)) = op.incr {
+            if op.max_fields > 0 && !h.contains_key(f) && user_field_count(h) >= op.max_fields {
+                if creating {
+                    map.remove(key);
+                }
+                return WriteResult::TooManyFields;
+            }
+        }
         if let Some((f, by)) = op.incr {
             let cur = match h.get(f) {
                 None => Some(0i64),
@@ -329,6 +361,9 @@ impl MemoryBackend {
         let Value::Hash(h) = &e.value else {
             return Freeze::Gone;
         };
+        if is_tombstone(h) {
+            return Freeze::Moved;
+        }
         let live = num(h, fields::CREATED).is_some_and(|c| ttl_ms(wall, c, t).is_some());
         if !live {
             map.remove(key);
@@ -349,15 +384,23 @@ impl MemoryBackend {
     }
 
     pub(crate) fn release(&self, key: &str, token: &str, retire: bool) -> Release {
-        let (mut map, _) = self.lock();
+        let (mut map, now) = self.lock();
+        let retired = format!("retired {token}");
         let Some(e) = map.get(key) else {
             return Release::Gone;
         };
+        if let Value::Hash(h) = &e.value {
+            if h.get(fields::MOVING).map(Vec::as_slice) == Some(retired.as_bytes()) {
+                return Release::Retired;
+            }
+        }
         if e.frozen.as_ref().map(|(_, t)| t.as_str()) != Some(token) {
             return Release::Taken;
         }
         if retire {
-            map.remove(key);
+            let tombstone = HashMap::from([(fields::MOVING.to_string(), retired.into_bytes())]);
+            map.insert(key, Value::Hash(tombstone), now);
+            map.set_expiry(key, now + super::TOMBSTONE);
         } else {
             e.frozen = None;
         }
@@ -382,6 +425,7 @@ impl MemoryBackend {
         member: &str,
         bound_ms: u64,
         max: usize,
+        leaving: Option<&str>,
     ) -> Vec<String> {
         let (mut map, now) = self.lock();
         let wall = now_ms();
@@ -399,15 +443,18 @@ impl MemoryBackend {
         let top = z.values().copied().max().unwrap_or(wall);
         let want = now + ms(top.saturating_sub(wall));
         let at = e.expires.map_or(want, |(cur, _)| cur.max(want));
-        let victims = if max == 0 || z.len() <= max {
+        let counted = z.len() - usize::from(leaving.is_some_and(|l| z.contains_key(l)));
+        let victims = if max == 0 || counted <= max {
             Vec::new()
         } else {
-            let mut by_age: Vec<(&String, &u64)> =
-                z.iter().filter(|(m, _)| m.as_str() != member).collect();
+            let mut by_age: Vec<(&String, &u64)> = z
+                .iter()
+                .filter(|(m, _)| m.as_str() != member && Some(m.as_str()) != leaving)
+                .collect();
             by_age.sort_by_key(|(m, s)| (**s, (*m).clone()));
             by_age
                 .into_iter()
-                .take(z.len() - max)
+                .take(counted - max)
                 .map(|(m, _)| m.clone())
                 .collect()
         };
@@ -484,6 +531,7 @@ mod tests {
             set,
             del: vec![],
             incr: None,
+            max_fields: 0,
         };
         m.write(k, &op, t)
     }
@@ -496,7 +544,7 @@ mod tests {
                 create(&m, k, vec![("__u", "ann")], T),
                 WriteResult::Written { incr: 0, .. }
             ));
-            assert!(m.index_add("user:ann:sessions", k, 200, 0).is_empty());
+            assert!(m.index_add("user:ann:sessions", k, 200, 0, None).is_empty());
         }
         assert_eq!(m.key_count(), 3);
         assert_eq!(m.index_members("user:ann:sessions").len(), 2);
@@ -514,14 +562,23 @@ mod tests {
     #[test]
     fn device_limit_picks_the_lowest_bounds_but_never_the_new_member() {
         let m = MemoryBackend::new(usize::MAX);
-        assert!(m.index_add("i", "a", 1000, 2).is_empty());
+        assert!(m.index_add("i", "a", 1000, 2, None).is_empty());
         std::thread::sleep(Duration::from_millis(5));
-        assert!(m.index_add("i", "b", 1000, 2).is_empty());
+        assert!(m.index_add("i", "b", 1000, 2, None).is_empty());
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(m.index_add("i", "c", 1000, 2), vec!["a".to_string()]);
+        assert_eq!(m.index_add("i", "c", 1000, 2, None), vec!["a".to_string()]);
         assert_eq!(
-            m.index_add("i", "c", 1000, 1),
+            m.index_add("i", "c", 1000, 1, None),
             vec!["a".to_string(), "b".to_string()]
+        );
+        // A rotation of "b" to "d": "b" is leaving, so it neither counts nor goes.
+        let m = MemoryBackend::new(usize::MAX);
+        m.index_add("j", "a", 1000, 2, None);
+        std::thread::sleep(Duration::from_millis(5));
+        m.index_add("j", "b", 1000, 2, None);
+        assert!(
+            m.index_add("j", "d", 1000, 2, Some("b")).is_empty(),
+            "still two devices"
         );
     }
 
@@ -539,11 +596,17 @@ mod tests {
         for i in 0..200 {
             create(&m, &format!("s{i}"), vec![("v", &value)], t);
             // "hot" is used all the time: never the least recently used.
-            assert!(m.load("hot", t).is_some(), "hot evicted at {i}");
+            assert!(
+                matches!(m.load("hot", t), Load::Found(_)),
+                "hot evicted at {i}"
+            );
             assert!(m.usage().1 <= max, "over the bound at {i}: {:?}", m.usage());
         }
-        assert!(m.load("s199", t).is_some(), "the newest stays");
-        assert!(m.load("s0", t).is_none(), "the oldest went");
+        assert!(
+            matches!(m.load("s199", t), Load::Found(_)),
+            "the newest stays"
+        );
+        assert!(matches!(m.load("s0", t), Load::Gone), "the oldest went");
         let (keys, bytes) = m.usage();
         assert!(keys < 20 && bytes <= max, "{keys} keys, {bytes} bytes");
     }
@@ -586,6 +649,7 @@ mod tests {
             set: vec![("a", "2")],
             del: vec![],
             incr: None,
+            max_fields: 0,
         };
         assert_eq!(m.write("old", &op, T), WriteResult::Moved);
         assert_eq!(m.release("old", "wrong", true), Release::Taken);
@@ -598,6 +662,17 @@ mod tests {
             panic!("not frozen")
         };
         assert_eq!(m.release("old", &token, true), Release::Done);
-        assert_eq!(m.release("old", &token, true), Release::Gone);
+        assert!(
+            matches!(m.load("old", T), Load::Moved),
+            "a tombstone, for a moment"
+        );
+        assert_eq!(m.write("old", &op, T), WriteResult::Moved);
+        assert_eq!(
+            m.release("old", &token, true),
+            Release::Retired,
+            "a lost answer, asked again"
+        );
+        std::thread::sleep(FREEZE + Duration::from_millis(50));
+        assert!(matches!(m.load("old", T), Load::Gone));
     }
 }

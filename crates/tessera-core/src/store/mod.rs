@@ -49,7 +49,7 @@ pub struct Store {
 
 enum Backend {
     Memory(memory::MemoryBackend),
-    Redis(redis::RedisBackend),
+    Redis(Box<redis::RedisBackend>),
 }
 
 impl fmt::Debug for Store {
@@ -60,6 +60,10 @@ impl fmt::Debug for Store {
         }
     }
 }
+
+/// How long a key retired by a login's id rotation stays as a tombstone ("moved"): long enough
+/// for the requests the browser sent with the old cookie before the login's answer arrived.
+pub(crate) const TOMBSTONE: Duration = Duration::from_secs(2);
 
 /// Timeouts in milliseconds, as the backends take them.
 #[derive(Debug, Clone, Copy)]
@@ -107,8 +111,10 @@ pub(crate) enum Freeze {
 /// The last step of an id rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Release {
-    /// Retired (deleted) or thawed, as asked.
+    /// Retired (replaced by a short-lived tombstone) or thawed, as asked.
     Done,
+    /// Already retired with this token: a retire whose answer was lost did complete.
+    Retired,
     /// The old key was ended meanwhile (logout-all, revoke, expiry).
     Gone,
     /// The freeze was broken (it went stale and a write landed, or another rotation took over).
@@ -130,6 +136,20 @@ pub(crate) struct WriteOp<'a> {
     pub(crate) set: Vec<(&'a str, &'a str)>,
     pub(crate) del: Vec<&'a str>,
     pub(crate) incr: Option<(&'a str, i64)>,
+    /// With `incr` on a field that does not exist yet: refuse if the session already holds
+    /// this many user fields (0 = not checked by the store: the caller checked).
+    pub(crate) max_fields: usize,
+}
+
+/// What a load found.
+#[derive(Debug)]
+pub(crate) enum Load {
+    /// No live session.
+    Gone,
+    /// The key was retired by a login's id rotation moments ago (a tombstone): the session
+    /// lives on under a new id, which the browser may already hold.
+    Moved,
+    Found(Loaded),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -149,6 +169,8 @@ pub(crate) enum WriteResult {
     Exists,
     /// The session is being moved to a new id by a login in another request: nothing written.
     Moved,
+    /// The increment would add a field beyond `max_fields`: nothing written.
+    TooManyFields,
 }
 
 impl Store {
@@ -208,7 +230,7 @@ impl Store {
     pub async fn redis_with(url: &str, options: RedisOptions) -> Result<Store> {
         let r = redis::RedisBackend::connect(url, options).await?;
         let store = Store {
-            backend: Arc::new(Backend::Redis(r)),
+            backend: Arc::new(Backend::Redis(Box::new(r))),
         };
         if let Err(e) = store.check_server().await {
             tracing::warn!(target: "tessera::check", error = %e, "could not check the session store's settings");
@@ -254,19 +276,14 @@ impl Store {
     /// Loads a session. `known_fresh`: this process saw it refreshed less than a touch
     /// interval ago, so no refresh is due and a plain read suffices (one cheap command);
     /// otherwise the load also does the throttled refresh, in the same round trip.
-    pub(crate) async fn load(
-        &self,
-        key: &str,
-        t: Timing,
-        known_fresh: bool,
-    ) -> Result<Option<Loaded>> {
+    pub(crate) async fn load(&self, key: &str, t: Timing, known_fresh: bool) -> Result<Load> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.load(key, t)),
             Backend::Redis(r) if known_fresh => {
                 // No clock comparison here: the absolute deadline also caps the key's TTL, so
-                // the server removes the key by then. A hash without `__c` is no session.
-                let loaded = r.bounded(r.load_plain(key)).await?;
-                Ok(loaded.filter(|l| l.fields.contains_key(fields::CREATED)))
+                // the server removes the key by then.
+                let fields = r.bounded(r.load_plain(key)).await?;
+                Ok(Load::of_plain(fields))
             }
             Backend::Redis(r) => r.bounded(r.load(key, t)).await,
         }
@@ -333,18 +350,20 @@ impl Store {
 
     /// Adds or refreshes `member` in a user index with score now + `bound_ms`, prunes members
     /// whose bound passed, keeps the index TTL at its highest bound, and returns the members
-    /// beyond `max` (0 = no limit), least recently refreshed first.
+    /// beyond `max` (0 = no limit), least recently refreshed first. `leaving` (the member a
+    /// rotation replaces) is neither counted nor chosen.
     pub(crate) async fn index_add(
         &self,
         key: &str,
         member: &str,
         bound_ms: u64,
         max: usize,
+        leaving: Option<&str>,
     ) -> Result<Vec<String>> {
         match &*self.backend {
-            Backend::Memory(m) => Ok(m.index_add(key, member, bound_ms, max)),
+            Backend::Memory(m) => Ok(m.index_add(key, member, bound_ms, max, leaving)),
             Backend::Redis(r) => {
-                r.bounded_write(r.index_add(key, member, bound_ms, max))
+                r.bounded_write(r.index_add(key, member, bound_ms, max, leaving))
                     .await
             }
         }
@@ -369,6 +388,25 @@ impl Store {
                 Ok(())
             }
             Backend::Redis(r) => r.bounded_write(r.index_remove(key, members)).await,
+        }
+    }
+}
+
+impl Load {
+    /// A plain `HGETALL`: a hash without `__c` is no session, unless it is a tombstone.
+    pub(crate) fn of_plain(fields: HashMap<String, Vec<u8>>) -> Load {
+        if fields.contains_key(fields::CREATED) {
+            Load::Found(Loaded {
+                fields,
+                refresh: Refresh::NotDue { age_ms: None },
+            })
+        } else if fields
+            .get(fields::MOVING)
+            .is_some_and(|m| m.starts_with(b"retired "))
+        {
+            Load::Moved
+        } else {
+            Load::Gone
         }
     }
 }

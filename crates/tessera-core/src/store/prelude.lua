@@ -13,10 +13,17 @@ end
 -- nil when the deadline has passed (the caller deletes the key). Mirrors store::ttl_ms.
 local function session_ttl(now, created, idle, abs)
   if abs <= 0 then return idle end
-  local left = created + abs - now
+  local left = math.floor(created + abs - now)
   if left <= 0 then return nil end
   if left < idle then return left end
   return idle
+end
+
+-- A retired key (see release.lua): no session fields, only F_MOVING = 'retired <token>', for a
+-- few seconds. Requests still carrying the old cookie see "moved", not "gone", so they neither
+-- clear the browser's cookie (its new one has the same name) nor start a session over it.
+local function is_tombstone(created_field, moving)
+  return created_field == nil and moving ~= nil and string.sub(moving, 1, 8) == 'retired '
 end
 
 -- Scripts that write take ARGV[1] = a deadline in server ms (0 = none): the app's bound on
@@ -37,7 +44,7 @@ end
 
 -- A rotation in progress ("<ms> <new member>" in __m) younger than freeze_ms freezes the key.
 local function frozen(moving, now, freeze_ms)
-  if not moving then return false end
+  if not moving or string.sub(moving, 1, 8) == 'retired ' then return false end
   local at = tonumber(string.match(moving, '^(%d+) '))
   return at ~= nil and now - at < freeze_ms and now >= at
 end

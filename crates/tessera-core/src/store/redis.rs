@@ -1,6 +1,6 @@
 //! The Redis / Valkey backend on fred: one pool, single-key Lua scripts, bounded timeouts.
 
-use super::{Freeze, Loaded, Mode, Refresh, Release, Timing, WriteOp, WriteResult};
+use super::{Freeze, Load, Loaded, Mode, Refresh, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -33,6 +33,7 @@ mod code {
     pub(super) const EXISTS: i64 = -1;
     pub(super) const NOT_AN_INTEGER: i64 = -2;
     pub(super) const MOVED: i64 = -3;
+    pub(super) const TOO_MANY_FIELDS: i64 = -5;
     // load.lua
     pub(super) const TOUCHED: i64 = 1;
     pub(super) const FRESH: i64 = 2;
@@ -40,6 +41,7 @@ mod code {
     // freeze.lua / release.lua
     pub(super) const FROZEN: i64 = 1;
     pub(super) const DONE: i64 = 1;
+    pub(super) const RETIRED: i64 = 2;
     // every script that writes (the prelude)
     pub(super) const EXPIRED: i64 = -4;
 }
@@ -47,11 +49,12 @@ mod code {
 /// An upper bound of the server's clock, kept on this process's monotonic clock, so each
 /// write can carry a deadline in server time (see `past_deadline` in prelude.lua).
 ///
-/// An observation "the server said `S` ms in reply to a command sent at monotonic `t0`" bounds
-/// the server's clock at any later monotonic `t` by `S + (t - t0)` (the server read its clock
-/// after `t0`). The latest observation is kept: a server clock that steps back makes deadlines
-/// later (weaker, never wrong); one that steps forward makes a write look expired, which the
-/// reply corrects (it carries the server's time) before one retry.
+/// An observation "the server said `S` ms in a reply received at monotonic `t1`" puts the
+/// server's clock at any later monotonic `t` at `S + (t - t1)` or a little more (the server
+/// read its clock before `t1`): estimates err early, by at most the round trip, so a deadline
+/// is never later than meant. An early one can only refuse a write, which the reply corrects
+/// (it carries the server's time) before one retry. The latest observation is kept, so a
+/// server clock that steps is followed.
 #[derive(Debug)]
 struct ServerClock {
     base: std::time::Instant,
@@ -75,9 +78,9 @@ impl ServerClock {
         at.saturating_duration_since(self.base).as_millis() as i64
     }
 
-    fn observe(&self, server_ms: i64, sent: std::time::Instant) {
+    fn observe(&self, server_ms: i64, received: std::time::Instant) {
         self.offset_ms.store(
-            server_ms - self.mono_ms(sent),
+            server_ms - self.mono_ms(received),
             std::sync::atomic::Ordering::Relaxed,
         );
     }
@@ -155,6 +158,9 @@ impl Default for RedisOptions {
 
 pub(crate) struct RedisBackend {
     pool: Pool,
+    /// For reads: fail fast while disconnected (a read abandoned by the outer timer must not
+    /// pile up in the client's queue and be sent on reconnect).
+    read_opts: Options,
     /// For every command that changes data: fred's own timeout (a command still queued when
     /// it fires is dropped, never sent later) and fail-fast (no queueing while disconnected).
     write_opts: Options,
@@ -246,7 +252,6 @@ impl RedisBackend {
             })??;
         // A first reading of the server's clock, for write deadlines.
         let clock = ServerClock::new();
-        let sent = std::time::Instant::now();
         if let Ok(Ok(t)) = tokio::time::timeout(
             o.command_timeout,
             pool.next().custom::<Vec<i64>, Value>(
@@ -257,13 +262,18 @@ impl RedisBackend {
         .await
         {
             if let [secs, micros] = t[..] {
-                clock.observe(secs * 1000 + micros / 1000, sent);
+                clock.observe(secs * 1000 + micros / 1000, std::time::Instant::now());
             }
         }
         Ok(RedisBackend {
             pool,
             url_redacted: redact(url),
             command_timeout: o.command_timeout,
+            read_opts: Options {
+                fail_fast: true,
+                max_attempts: Some(1),
+                ..Default::default()
+            },
             write_opts: Options {
                 timeout: Some(o.command_timeout),
                 fail_fast: true,
@@ -335,11 +345,11 @@ impl RedisBackend {
             full.push(key.into());
             full.push(self.clock.deadline(self.command_timeout).into());
             full.extend(args.iter().cloned());
-            let sent = std::time::Instant::now();
             let reply = client
                 .with_options(&self.write_opts)
                 .custom::<Value, Value>(cmd(), full)
                 .await;
+            let received = std::time::Instant::now();
             match reply {
                 Err(e) if e.details().starts_with("NOSCRIPT") && !reloaded => {
                     script.load(client).await.map_err(Error::from_fred)?;
@@ -348,7 +358,7 @@ impl RedisBackend {
                 Err(e) => return Err(Error::from_fred(e)),
                 Ok(v) => match expired(&v) {
                     Some(now) => {
-                        self.clock.observe(now, sent);
+                        self.clock.observe(now, received);
                         if retried {
                             return Err(Error::Unavailable(fred::error::Error::new(
                                 fred::error::ErrorKind::Unknown,
@@ -362,7 +372,7 @@ impl RedisBackend {
                             // A write's reply ends with the server's time: keep the estimate fresh.
                             if parts.len() == 5 && parts[0].as_i64() == Some(code::WRITTEN) {
                                 if let Some(now) = parts[4].as_i64() {
-                                    self.clock.observe(now, sent);
+                                    self.clock.observe(now, received);
                                 }
                             }
                         }
@@ -410,25 +420,45 @@ impl RedisBackend {
     }
 
     /// A load known to need no TTL refresh: plain `HGETALL`, the cheapest read there is.
-    pub(crate) async fn load_plain(&self, key: &str) -> Result<Option<Loaded>> {
-        let flat: Value = self.pool.hgetall(key).await.map_err(Error::from_fred)?;
-        let fields = flat_fields(flat)?;
-        Ok((!fields.is_empty()).then_some(Loaded {
-            fields,
-            refresh: Refresh::NotDue { age_ms: None },
-        }))
+    pub(crate) async fn load_plain(&self, key: &str) -> Result<HashMap<String, Vec<u8>>> {
+        let flat: Value = self
+            .pool
+            .next_connected()
+            .with_options(&self.read_opts)
+            .hgetall(key)
+            .await
+            .map_err(Error::from_fred)?;
+        flat_fields(flat)
     }
 
-    pub(crate) async fn load(&self, key: &str, t: Timing) -> Result<Option<Loaded>> {
+    pub(crate) async fn load(&self, key: &str, t: Timing) -> Result<Load> {
         let args: Vec<Value> = vec![
             (t.idle_ms as i64).into(),
             (t.touch_ms as i64).into(),
             (t.absolute_ms as i64).into(),
         ];
-        let reply: Value = LOAD
-            .evalsha_with_reload(self.pool.next(), key, args)
+        let client = self.pool.next_connected();
+        let mut full: Vec<Value> = Vec::with_capacity(6);
+        full.push(LOAD.sha1().clone().into());
+        full.push(1i64.into());
+        full.push(key.into());
+        full.extend(args);
+        let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
+        let reply = match client
+            .with_options(&self.read_opts)
+            .custom::<Value, Value>(cmd(), full.clone())
             .await
-            .map_err(Error::from_fred)?;
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                LOAD.load(client).await.map_err(Error::from_fred)?;
+                client
+                    .with_options(&self.read_opts)
+                    .custom::<Value, Value>(cmd(), full)
+                    .await
+            }
+            other => other,
+        }
+        .map_err(Error::from_fred)?;
         parse_load(reply)
     }
 
@@ -447,13 +477,14 @@ impl RedisBackend {
         args.push(mode.into());
         args.push((t.idle_ms as i64).into());
         args.push((t.absolute_ms as i64).into());
-        args.push((created as i64).into());
+        args.push((created.min(i64::MAX as u64) as i64).into());
         args.push((op.set.len() as i64).into());
         args.push((op.del.len() as i64).into());
         args.push(incr_field.into());
         args.push(incr_by.into());
         args.push((t.touch_ms as i64).into());
         args.push((self.freeze_ms as i64).into());
+        args.push((op.max_fields as i64).into());
         for (f, v) in &op.set {
             args.push((*f).into());
             args.push((*v).into());
@@ -465,7 +496,14 @@ impl RedisBackend {
         let int = |i: usize| reply.get(i).and_then(Value::as_i64);
         Ok(match int(0) {
             Some(code::WRITTEN) => WriteResult::Written {
-                incr: int(1).unwrap_or(0),
+                incr: match reply.get(1) {
+                    Some(Value::Integer(i)) => *i,
+                    Some(v) => v
+                        .as_string()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or_else(|| unexpected(format!("write script replied {reply:?}")))?,
+                    None => 0,
+                },
                 touched: int(2) == Some(1),
                 user: reply
                     .get(3)
@@ -476,6 +514,7 @@ impl RedisBackend {
             Some(code::EXISTS) => WriteResult::Exists,
             Some(code::NOT_AN_INTEGER) => WriteResult::NotAnInteger,
             Some(code::MOVED) => WriteResult::Moved,
+            Some(code::TOO_MANY_FIELDS) => WriteResult::TooManyFields,
             _ => return Err(unexpected(format!("write script replied {reply:?}"))),
         })
     }
@@ -508,10 +547,15 @@ impl RedisBackend {
 
     pub(crate) async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
         let action = if retire { "retire" } else { "thaw" };
-        let args: Vec<Value> = vec![token.into(), action.into()];
+        let args: Vec<Value> = vec![
+            token.into(),
+            action.into(),
+            (super::TOMBSTONE.as_millis() as i64).into(),
+        ];
         let reply: Vec<i64> = self.eval_write(&RELEASE, key, args).await?;
         Ok(match reply.first() {
             Some(&code::DONE) => Release::Done,
+            Some(&code::RETIRED) => Release::Retired,
             Some(&code::GONE) => Release::Gone,
             _ => Release::Taken,
         })
@@ -583,8 +627,14 @@ impl RedisBackend {
         member: &str,
         bound_ms: u64,
         max: usize,
+        leaving: Option<&str>,
     ) -> Result<Vec<String>> {
-        let args: Vec<Value> = vec![member.into(), (bound_ms as i64).into(), (max as i64).into()];
+        let args: Vec<Value> = vec![
+            member.into(),
+            (bound_ms as i64).into(),
+            (max as i64).into(),
+            leaving.unwrap_or("").into(),
+        ];
         self.eval_write(&INDEX_ADD, key, args).await
     }
 
@@ -683,13 +733,16 @@ fn unexpected(msg: String) -> Error {
     ))
 }
 
-fn parse_load(reply: Value) -> Result<Option<Loaded>> {
+fn parse_load(reply: Value) -> Result<Load> {
     let Value::Array(mut parts) = reply else {
         return Err(unexpected("load script replied with a non-array".into()));
     };
-    let status = parts.first().and_then(|v| v.as_i64()).unwrap_or(-1);
+    let status = parts.first().and_then(|v| v.as_i64()).unwrap_or(-99);
     if status == code::GONE {
-        return Ok(None);
+        return Ok(Load::Gone);
+    }
+    if status == code::MOVED {
+        return Ok(Load::Moved);
     }
     let refresh = match (status, parts.len()) {
         (code::TOUCHED, 2) => Refresh::Done,
@@ -704,7 +757,7 @@ fn parse_load(reply: Value) -> Result<Option<Loaded>> {
         }
         _ => return Err(unexpected(format!("load script replied {parts:?}"))),
     };
-    Ok(Some(Loaded {
+    Ok(Load::Found(Loaded {
         fields: flat_fields(parts.pop().expect("len checked"))?,
         refresh,
     }))
@@ -731,9 +784,13 @@ fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
     };
     let mut fields = HashMap::with_capacity(pairs.len());
     for (k, v) in pairs {
-        let k = k
-            .into_string()
-            .ok_or_else(|| unexpected("non-text field name".into()))?;
+        // A field name that is not UTF-8 (written by another program) is kept, lossily, so
+        // the session still loads; it can never be one of tessera's names.
+        let k = match value_bytes(k) {
+            Some(b) => String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            None => continue,
+        };
         fields.insert(k, value_bytes(v).unwrap_or_default());
     }
     Ok(fields)

@@ -2,17 +2,19 @@
 -- KEYS[1] session key
 -- ARGV: deadline (see the prelude), mode ('c' create | 'u' update), idle_ms, absolute_ms,
 --       created_ms (create: 0 = now), nset, ndel, incr_field ('' = none), incr_by, touch_ms,
---       freeze_ms, then nset field/value pairs, then ndel fields
--- Returns {WRITTEN, incr_result, touched (0/1), user id or '', now}, {GONE}, {EXISTS} (create),
+--       freeze_ms, max_fields (0 = not checked here), then nset field/value pairs, then ndel
+--       fields
+-- Returns {WRITTEN, incr_result (as text), touched (0/1), user id or '', now}, {GONE}, {EXISTS} (create),
 -- {NOT_AN_INTEGER}, {MOVED} (a login is moving the session to a new id: nothing written), or
--- {EXPIRED, now} (past its deadline: nothing written).
+-- {EXPIRED, now} (past its deadline: nothing written), or {TOO_MANY_FIELDS} (the increment would
+-- add a field beyond max_fields: nothing written).
 -- A create sets __c, __t and the TTL. An update also does the load's throttled touch (when the
 -- last refresh is at least touch_ms old): a write without a load still slides the TTL, and
 -- reports it so the caller moves the session's bound in its user's index.
 -- Over maxmemory (noeviction) the first write command fails with OOM before anything is
 -- written; the script then fails with that error, and the caller reports the store unavailable.
-local WRITTEN, GONE, EXISTS, NOT_AN_INTEGER, MOVED = 1, 0, -1, -2, -3
-local FIRST = 12
+local WRITTEN, GONE, EXISTS, NOT_AN_INTEGER, MOVED, TOO_MANY_FIELDS = 1, 0, -1, -2, -3, -5
+local FIRST = 13
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
@@ -27,6 +29,7 @@ if mode == 'c' then
   if created == 0 then created = now end
 else
   local meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING)
+  if is_tombstone(meta[1], meta[4]) then return {MOVED} end
   if not meta[1] then return {GONE} end
   created, touched_at, user, moving = tonumber(meta[1]) or now, tonumber(meta[2]), meta[3], meta[4]
   if frozen(moving, now, freeze_ms) then return {MOVED} end
@@ -36,14 +39,23 @@ if not ttl then
   redis.call('DEL', key)
   return {GONE}
 end
-local incr = 0
+local incr = '0'
+local max_fields = tonumber(ARGV[12])
+if ARGV[8] ~= '' and max_fields > 0 and redis.call('HEXISTS', key, ARGV[8]) == 0 then
+  local reserved = 0
+  for _, f in ipairs({F_CREATED, F_TOUCHED, F_USER, '__ua', '__ip', F_MOVING}) do
+    reserved = reserved + redis.call('HEXISTS', key, f)
+  end
+  if redis.call('HLEN', key) - reserved >= max_fields then return {TOO_MANY_FIELDS} end
+end
 if ARGV[8] ~= '' then
   local r = redis.pcall('HINCRBY', key, ARGV[8], ARGV[9])
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'OOM', 1, true) then return r end
     return {NOT_AN_INTEGER}
   end
-  incr = r
+  -- As text: a Lua number is a double, exact only up to 2^53.
+  incr = redis.call('HGET', key, ARGV[8])
 end
 local touched = mode == 'c' or refresh_due(now, touched_at, touch)
 local args = {}
