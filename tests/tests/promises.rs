@@ -239,6 +239,10 @@ mod cases {
             assert_eq!(r.status, 200, "{}", r.body);
         }
         assert_eq!(br.get("/me").await.json().as_object().unwrap().len(), 1000);
+        // An increment before any load checks the limit in the store.
+        let r = br.post("/counter", None).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.body.contains("1000"), "{}", r.body);
         let r = br.put("/session", json!({"one_more": 1})).await;
         assert_eq!(r.status, 400, "{r:?}");
         let r = br

@@ -251,8 +251,14 @@ mod cases {
         );
         assert_eq!(
             s.command_stats(),
-            stats(&[("evalsha", 1), ("time", 1), ("hmget", 1), ("hincrby", 1)]),
-            "an increment needs no load: one script, one round trip"
+            stats(&[
+                ("evalsha", 1),
+                ("time", 1),
+                ("hmget", 1),
+                ("hlen", 1),
+                ("hincrby", 1)
+            ]),
+            "an increment needs no load: one script, one round trip (HLEN: the field limit)"
         );
 
         // Logged in: past the touch interval the user's index entry moves with the TTL, in a

@@ -39,12 +39,15 @@ if not ttl then
   redis.call('DEL', key)
   return {GONE}
 end
-local incr = '0'
+local incr = 0
 local max_fields = tonumber(ARGV[12])
-if ARGV[8] ~= '' and max_fields > 0 and redis.call('HEXISTS', key, ARGV[8]) == 0 then
+-- The field-count check, for an increment the app could not check (it did not load): one HLEN
+-- in the common case; the exact count only when the hash is near the limit.
+if ARGV[8] ~= '' and max_fields > 0 and redis.call('HLEN', key) >= max_fields
+    and redis.call('HEXISTS', key, ARGV[8]) == 0 then
   local reserved = 0
-  for _, f in ipairs({F_CREATED, F_TOUCHED, F_USER, '__ua', '__ip', F_MOVING}) do
-    reserved = reserved + redis.call('HEXISTS', key, f)
+  for _, v in ipairs(redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, '__ua', '__ip', F_MOVING)) do
+    if v then reserved = reserved + 1 end
   end
   if redis.call('HLEN', key) - reserved >= max_fields then return {TOO_MANY_FIELDS} end
 end
@@ -54,8 +57,9 @@ if ARGV[8] ~= '' then
     if string.find(r.err, 'OOM', 1, true) then return r end
     return {NOT_AN_INTEGER}
   end
-  -- As text: a Lua number is a double, exact only up to 2^53.
-  incr = redis.call('HGET', key, ARGV[8])
+  incr = r
+  -- A Lua number is a double: past 2^53 return the exact value as text.
+  if r >= 9007199254740992 or r <= -9007199254740992 then incr = redis.call('HGET', key, ARGV[8]) end
 end
 local touched = mode == 'c' or refresh_due(now, touched_at, touch)
 local args = {}
