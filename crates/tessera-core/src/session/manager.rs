@@ -1,0 +1,275 @@
+//! The manager: store plus configuration, shared by every request; the per-user operations
+//! (logout everywhere, device list, revoke) that need no request.
+
+use super::devices::{check_user_id, handle_of, time_of_ms, DeviceSession};
+use super::state::State;
+use super::touch_log::TouchLog;
+use super::{ClientInfo, Session, SessionInner};
+use crate::config::SessionConfig;
+use crate::error::Result;
+use crate::id::SessionId;
+use crate::store::{fields, Store, Timing};
+use std::fmt;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tracing::Instrument as _;
+
+/// Store plus configuration: what an adapter (axum layer, actix middleware) holds.
+///
+/// It turns a request's `Cookie` headers into a [`Session`] (no store command) and, once the
+/// handler is done, [`Session::finish`] saves what changed and says which `Set-Cookie` to send.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+/// let manager = SessionManager::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
+/// let session = manager.start(["theme=dark"]); // no session cookie: a new, empty session
+/// session.insert("tenant", "acme").await.unwrap();
+/// let outcome = session.finish(200).await;
+/// assert!(outcome.error.is_none());
+/// assert!(outcome.set_cookie.unwrap().starts_with("__Host-tessera="));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SessionManager {
+    pub(super) inner: Arc<ManagerInner>,
+}
+
+pub(super) struct ManagerInner {
+    pub(super) store: Store,
+    pub(super) config: SessionConfig,
+    pub(super) timing: Timing,
+    pub(super) touches: TouchLog,
+}
+
+impl fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("store", &self.inner.store)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl SessionManager {
+    /// A manager for `store` with `config`.
+    pub fn new(store: Store, config: SessionConfig) -> Self {
+        let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as u64;
+        let timing = Timing {
+            idle_ms: ms(config.idle_timeout),
+            touch_ms: ms(config.touch_interval),
+            absolute_ms: config.absolute_lifetime.map(ms).unwrap_or(0),
+        };
+        SessionManager {
+            inner: Arc::new(ManagerInner {
+                store,
+                config,
+                timing,
+                touches: TouchLog::new(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    /// Starts a request's session from the values of its `Cookie` headers.
+    ///
+    /// Only the signature is checked here: a missing, malformed, tampered or unknown-key cookie
+    /// gives a new anonymous session and costs no store command. The store is read lazily, the
+    /// first time the handler uses the session.
+    ///
+    /// Headers are taken as bytes (`&str`, `&[u8]`, `HeaderValue::as_bytes()`): a cookie with
+    /// non-ASCII bytes (browsers send UTF-8 raw) does not hide the session cookie beside it.
+    /// When several cookies carry the session cookie's name (set for different paths or by a
+    /// sibling subdomain), each validly signed one is tried in turn, up to four.
+    pub fn start<H: AsRef<[u8]>>(&self, cookie_headers: impl IntoIterator<Item = H>) -> Session {
+        self.start_with(cookie_headers, ClientInfo::default())
+    }
+
+    /// Like [`start`](SessionManager::start), with what the adapter knows about the client
+    /// (recorded at login for device lists).
+    pub fn start_with<H: AsRef<[u8]>>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = H>,
+        client: ClientInfo,
+    ) -> Session {
+        let config = &self.inner.config;
+        let headers: Vec<H> = cookie_headers.into_iter().collect();
+        let (mut candidates, mut truncated) =
+            crate::cookie::candidates(&headers, config.cookie_name(), &config.signer);
+        if let Some(legacy) = config.cookie.legacy_name() {
+            // Cookies from before `__Host-` became the default name: accepted and re-issued
+            // under the new name, so a deploy logs nobody out.
+            if candidates.len() < crate::cookie::MAX_CANDIDATES {
+                let (old, more) = crate::cookie::candidates(&headers, legacy, &config.signer);
+                truncated |= more;
+                for mut c in old {
+                    if candidates.len() == crate::cookie::MAX_CANDIDATES {
+                        truncated = true;
+                        break;
+                    }
+                    c.stale_key = true;
+                    candidates.push(c);
+                }
+            }
+        }
+        Session {
+            inner: Arc::new(SessionInner {
+                manager: self.clone(),
+                state: Mutex::new(State::new(candidates, truncated, client)),
+            }),
+        }
+    }
+
+    pub(super) fn key_of(&self, id: &SessionId) -> String {
+        self.inner.config.session_key(&id.storage_key())
+    }
+
+    /// How far past now a user-index member's bound reaches: twice the idle timeout (capped
+    /// by the absolute lifetime). A session's TTL only moves in the load's throttled touch,
+    /// which then refreshes its member, so the bound always covers the session's expiry.
+    pub(super) fn index_bound_ms(&self) -> u64 {
+        let t = self.inner.timing;
+        let b = t.idle_ms.saturating_mul(2);
+        if t.absolute_ms > 0 {
+            b.min(t.absolute_ms)
+        } else {
+            b
+        }
+    }
+
+    /// Ends the given sessions of a user: deletes each session key, then removes from the
+    /// index the members whose key existed. A member whose key did not exist is left to
+    /// expire by its bound: it may be a login still in flight, which must not be orphaned.
+    pub(super) async fn end_members(&self, user_id: &str, members: &[String]) -> Result<usize> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.inner.config.session_key(m))
+            .collect();
+        let existed = self.inner.store.delete_many(&keys).await?;
+        let ended: Vec<String> = members
+            .iter()
+            .zip(existed)
+            .filter(|(_, e)| *e)
+            .map(|(m, _)| m.clone())
+            .collect();
+        self.inner
+            .store
+            .index_remove(&self.inner.config.index_key(user_id), &ended)
+            .await?;
+        Ok(ended.len())
+    }
+
+    /// The members of `user_id`'s index whose bound has not passed.
+    pub(super) async fn members_of(&self, user_id: &str) -> Result<Vec<String>> {
+        check_user_id(user_id)?;
+        self.inner
+            .store
+            .index_members(&self.inner.config.index_key(user_id))
+            .await
+    }
+
+    /// Ends every session of `user_id` that exists when it starts (logout everywhere).
+    /// Costs O(sessions of that user): one index read, one pipelined round trip of `DEL`s, one
+    /// `ZREM`; no key scan. Returns how many sessions it ended.
+    pub async fn logout_all(&self, user_id: &str) -> Result<usize> {
+        self.logout_all_except(user_id, None).await
+    }
+
+    pub(super) async fn logout_all_except(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<usize> {
+        let span = tracing::debug_span!("tessera.logout_all");
+        async {
+            let mut members = self.members_of(user_id).await?;
+            members.retain(|m| Some(m.as_str()) != keep);
+            self.end_members(user_id, &members).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The live sessions of `user_id`, most recently used first. Costs one index read and one
+    /// pipelined round trip of `HMGET`s.
+    pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<DeviceSession>> {
+        self.list_sessions_marking(user_id, None).await
+    }
+
+    pub(super) async fn list_sessions_marking(
+        &self,
+        user_id: &str,
+        current: Option<&str>,
+    ) -> Result<Vec<DeviceSession>> {
+        let members = self.members_of(user_id).await?;
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.inner.config.session_key(m))
+            .collect();
+        let names = [
+            fields::TOUCHED,
+            fields::USER,
+            fields::USER_AGENT,
+            fields::CLIENT_ADDR,
+            fields::CREATED,
+        ];
+        let rows = self.inner.store.peek_many(&keys, &names).await?;
+        let mut out: Vec<DeviceSession> = members
+            .iter()
+            .zip(rows)
+            .filter_map(|(m, row)| {
+                let row = row?;
+                let text = |i: usize| {
+                    row[i]
+                        .as_ref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                };
+                if text(1).as_deref() != Some(user_id) {
+                    return None; // not (or no longer) this user's session
+                }
+                // Stored data is untrusted input: a time that is not a plausible one is a
+                // logged error for this row, never a panic.
+                let time = |i: usize| {
+                    let t = text(i).as_deref().and_then(time_of_ms);
+                    if t.is_none() {
+                        tracing::error!(handle = %handle_of(m), field = i, "session metadata is not a valid time; left out of the device list");
+                    }
+                    t
+                };
+                Some(DeviceSession {
+                    handle: handle_of(m),
+                    created_at: time(4)?,
+                    last_seen: time(0)?,
+                    user_agent: text(2),
+                    client_addr: text(3),
+                    current: Some(m.as_str()) == current,
+                })
+            })
+            .collect();
+        out.sort_by_key(|d| std::cmp::Reverse(d.last_seen));
+        Ok(out)
+    }
+
+    /// Ends one session of `user_id`, named by its [`DeviceSession::handle`]. Returns `false`
+    /// when the handle is not one of that user's live sessions (so a user can never end
+    /// another user's session).
+    pub async fn revoke(&self, user_id: &str, handle: &str) -> Result<bool> {
+        let members = self.members_of(user_id).await?;
+        let Some(m) = members.into_iter().find(|m| handle_of(m) == handle) else {
+            return Ok(false);
+        };
+        Ok(self.end_members(user_id, std::slice::from_ref(&m)).await? == 1)
+    }
+}

@@ -1,0 +1,474 @@
+//! The session of one request, and the manager that starts and finishes it.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`Session`]: the field API (get, insert, remove, increment, save) and `finish` |
+//! | `state.rs` | the per-request state machine and the cookie decision |
+//! | `load.rs` | loading (cookie candidates, TTL refresh, index refresh) |
+//! | `rotation.rs` | login and id rotation (the freeze protocol) |
+//! | `account.rs` | logout, logout everywhere, device list, revoke |
+//! | `manager.rs` | [`SessionManager`]: starts sessions; per-user operations |
+//! | `devices.rs` | [`DeviceSession`], [`ClientInfo`], handles |
+//! | `touch_log.rs` | what this process saw of TTL refreshes |
+
+mod account;
+mod devices;
+mod load;
+mod manager;
+mod rotation;
+mod state;
+mod touch_log;
+
+pub(crate) use self::devices::time_of_ms;
+pub use self::devices::{ClientInfo, DeviceSession};
+pub use self::manager::SessionManager;
+
+use self::state::{is_user_field, user_of, CookieAction, State, Status};
+use self::touch_log::TouchLog;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::store::{fields, Mode, Store, Timing, WriteOp, WriteResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Mutex;
+use tracing::Instrument as _;
+
+/// What [`Session::finish`] decided: the `Set-Cookie` value to send, if any, and the error
+/// that must replace the handler's response, if any (see [`Error::status_code`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// A full `Set-Cookie` header value.
+    pub set_cookie: Option<String>,
+    /// A failure to report instead of the handler's response: store unavailable (503), store
+    /// error (500), or the session ended meanwhile so the changes were not saved (409).
+    pub error: Option<Error>,
+}
+
+/// One request's session: a cheap handle (clone it freely) over lazily loaded state.
+///
+/// Fields are typed: any serde value goes in with [`insert`](Session::insert) and comes back
+/// with [`get`](Session::get). Only the fields that changed are written, at the end of the
+/// request, in one round trip, and only when the response is not an error (see
+/// [`finish`](Session::finish)).
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+struct SessionInner {
+    manager: SessionManager,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Session { .. }")
+    }
+}
+
+fn check_field(field: &str) -> Result<()> {
+    if field.is_empty() || !is_user_field(field) {
+        Err(Error::ReservedField(field.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_field_name_len(field: &str) -> Result<()> {
+    if field.len() > crate::config::MAX_FIELD_NAME_BYTES {
+        return Err(Error::TooLarge {
+            what: "bytes in one field name",
+            limit: crate::config::MAX_FIELD_NAME_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn tag(id: Option<&SessionId>) -> String {
+    id.map(SessionId::log_tag).unwrap_or_else(|| "-".into())
+}
+
+impl Session {
+    fn mgr(&self) -> &SessionManager {
+        &self.inner.manager
+    }
+
+    fn timing(&self) -> Timing {
+        self.mgr().inner.timing
+    }
+
+    fn store(&self) -> &Store {
+        &self.mgr().inner.store
+    }
+
+    fn touches(&self) -> &TouchLog {
+        &self.mgr().inner.touches
+    }
+
+    /// Records a store failure so the adapter reports it (503/500) whatever the handler does.
+    fn failed<T>(st: &mut State, e: Error) -> Result<T> {
+        if e.is_store_failure() || matches!(e, Error::SessionEnded) {
+            if e.is_out_of_memory() {
+                tracing::warn!(sid = %tag(st.id.as_ref()), "session store is over maxmemory (policy noeviction): write refused, answered 503");
+            }
+            tracing::warn!(sid = %tag(st.id.as_ref()), error = %e, cause = ?std::error::Error::source(&e), "session store operation failed");
+            st.failure.get_or_insert_with(|| e.clone());
+        }
+        Err(e)
+    }
+
+    /// Refuses a change that would take the session over its size limits (the same on every
+    /// store), before anything is written.
+    fn check_size(&self, st: &State, field: &str, value_len: usize) -> Result<()> {
+        let limits = self.mgr().inner.config.limits;
+        check_field_name_len(field)?;
+        if value_len > limits.max_value_bytes {
+            return Err(Error::TooLarge {
+                what: "bytes in one value",
+                limit: limits.max_value_bytes,
+            });
+        }
+        if !st.data.contains_key(field) && st.user_field_count() >= limits.max_fields {
+            return Err(self.too_many_fields());
+        }
+        Ok(())
+    }
+
+    fn too_many_fields(&self) -> Error {
+        Error::TooLarge {
+            what: "fields in one session",
+            limit: self.mgr().inner.config.limits.max_fields,
+        }
+    }
+
+    /// Waits for the user-index refreshes started by this request, so that none lands after
+    /// a step that removes the member (a rotation, a logout) and brings it back.
+    async fn settle_index_refresh(st: &mut State) {
+        for task in std::mem::take(&mut st.index_refresh) {
+            let res = match task.await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(Error::Store(fred::error::Error::new(
+                    fred::error::ErrorKind::Canceled,
+                    "user index refresh task failed",
+                ))),
+            };
+            if let Err(e) = res {
+                let _ = Self::failed::<()>(st, e);
+            }
+        }
+    }
+
+    /// Loads the session now if it was not yet (otherwise a no-op). Handlers rarely need this:
+    /// every accessor loads on first use.
+    pub async fn load(&self) -> Result<()> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await
+    }
+
+    /// The value of a user field, decoded as `T`; `None` if absent.
+    ///
+    /// A field that does not decode as `T` (say, written by another application) is
+    /// [`Error::Decode`], never a panic.
+    pub async fn get<T: DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
+        check_field(field)?;
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        st.data
+            .get(field)
+            .map(|raw| codec::decode(field, raw))
+            .transpose()
+    }
+
+    /// Sets a user field (written at the end of the request, with the other changes).
+    ///
+    /// A value over `max_value_bytes`, or a new field beyond `max_fields`, is
+    /// [`Error::TooLarge`] and changes nothing.
+    pub async fn insert<T: Serialize + ?Sized>(&self, field: &str, value: &T) -> Result<()> {
+        check_field(field)?;
+        let encoded = codec::encode(value)?;
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        self.check_size(&st, field, encoded.len())?;
+        st.data
+            .insert(field.to_string(), encoded.clone().into_bytes());
+        st.dirty.insert(field.to_string(), Some(encoded));
+        Ok(())
+    }
+
+    /// Removes a user field. Returns whether it was there.
+    pub async fn remove(&self, field: &str) -> Result<bool> {
+        check_field(field)?;
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let was = st.data.remove(field).is_some();
+        if st.status == Status::Stored {
+            st.dirty.insert(field.to_string(), None);
+        } else {
+            st.dirty.remove(field);
+        }
+        Ok(was)
+    }
+
+    /// All user fields, each decoded as JSON (a plain-text field becomes a JSON string).
+    pub async fn entries(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let mut out = serde_json::Map::new();
+        let mut names: Vec<&String> = st.data.keys().filter(|k| is_user_field(k)).collect();
+        names.sort();
+        for k in names {
+            let v = codec::decode_value(&st.data[k]).map_err(|e| Error::Decode {
+                field: k.clone(),
+                source: Arc::new(e),
+            })?;
+            out.insert(k.clone(), v);
+        }
+        Ok(out)
+    }
+
+    /// Whether the session exists in the store (after loading it).
+    pub async fn is_stored(&self) -> Result<bool> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        Ok(st.status == Status::Stored)
+    }
+
+    /// The user bound by [`login`](Session::login), if any.
+    pub async fn user_id(&self) -> Result<Option<String>> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        Ok(user_of(&st.data))
+    }
+
+    /// Creation time, for a stored session (`None` also when the stored value is not a
+    /// valid time: stored data is never trusted to be well formed).
+    pub async fn created_at(&self) -> Result<Option<std::time::SystemTime>> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        Ok(st
+            .data
+            .get(fields::CREATED)
+            .and_then(|v| time_of_ms(std::str::from_utf8(v).ok()?)))
+    }
+
+    /// Adds `by` to an integer field at once (HINCRBY) and returns the new value; concurrent
+    /// increments never lose an update. Pending changes are written in the same round trip.
+    ///
+    /// Operations apply in the order the handler made them: after `insert("n", 10)` in the
+    /// same request, `increment("n", 1)` stores and returns 11; after inserting a value that
+    /// is not an integer, it is [`Error::NotAnInteger`] and nothing is written.
+    pub async fn increment(&self, field: &str, by: i64) -> Result<i64> {
+        check_field(field)?;
+        check_field_name_len(field)?;
+        let mut st = self.inner.state.lock().await;
+        if let (Status::Unloaded, Some(id), 1) = (st.status, st.id.clone(), st.candidates.len()) {
+            // Not loaded yet (so nothing pending): one write script does the existence check,
+            // the increment and the throttled TTL refresh, in one round trip, without reading
+            // the session.
+            let key = self.mgr().key_of(&id);
+            let op = WriteOp {
+                mode: Mode::Update,
+                set: Vec::new(),
+                del: Vec::new(),
+                incr: Some((field, by)),
+                // Not loaded, so the store checks the field count for a new field.
+                max_fields: self.mgr().inner.config.limits.max_fields,
+            };
+            let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
+            let sent = Instant::now();
+            match self
+                .store()
+                .write(&key, &op, self.timing())
+                .instrument(span)
+                .await
+            {
+                Err(e) => return Self::failed(&mut st, e),
+                Ok(WriteResult::Written {
+                    incr,
+                    touched,
+                    user,
+                }) => {
+                    self.after_write(&mut st, &id, &key, sent, touched, user);
+                    return Ok(incr);
+                }
+                Ok(WriteResult::NotAnInteger) => return Err(Error::NotAnInteger(field.into())),
+                Ok(WriteResult::TooManyFields) => return Err(self.too_many_fields()),
+                Ok(WriteResult::Moved) => {
+                    st.mark_moved();
+                    return Self::failed(&mut st, Error::SessionEnded);
+                }
+                Ok(_) => {
+                    // No such session (expired or ended before this request): start a new one.
+                    st.candidates.clear();
+                    st.mark_no_session();
+                }
+            }
+        }
+        self.ensure_loaded(&mut st).await?;
+        if let Some(pending) = st.dirty.get(field).cloned() {
+            // Set or removed earlier in this request: the increment applies to that value.
+            let current = match pending {
+                Some(v) => v
+                    .parse::<i64>()
+                    .map_err(|_| Error::NotAnInteger(field.into()))?,
+                None => 0,
+            };
+            let n = current
+                .checked_add(by)
+                .ok_or_else(|| Error::NotAnInteger(field.into()))?;
+            st.data
+                .insert(field.to_string(), n.to_string().into_bytes());
+            st.dirty.insert(field.to_string(), Some(n.to_string()));
+            self.write_now(&mut st, None).await?;
+            return Ok(n);
+        }
+        if !st.data.contains_key(field) {
+            self.check_size(&st, field, 20)?;
+        }
+        let res = self.write_now(&mut st, Some((field, by))).await?;
+        st.data
+            .insert(field.to_string(), res.to_string().into_bytes());
+        Ok(res)
+    }
+
+    /// Writes the pending changes now instead of at the end of the request, so that they are
+    /// kept even if the response turns out to be an error (by default an error response
+    /// commits nothing of its request: see [`finish`](Session::finish)). A no-op when nothing
+    /// changed.
+    pub async fn save(&self) -> Result<()> {
+        let mut st = self.inner.state.lock().await;
+        if st.dirty.is_empty() {
+            return Ok(());
+        }
+        self.write_now(&mut st, None).await.map(|_| ())
+    }
+
+    /// Writes the pending changes (and an optional increment) now, creating the record if the
+    /// session is new. Returns the increment's result.
+    async fn write_now(&self, st: &mut State, incr: Option<(&str, i64)>) -> Result<i64> {
+        if st.status == Status::Ended {
+            return Self::failed(st, Error::SessionEnded);
+        }
+        let t = self.timing();
+        let creating = st.status != Status::Stored;
+        for _attempt in 0..3 {
+            if creating && st.id.is_none() {
+                st.id = Some(SessionId::generate());
+            }
+            let id = st.id.clone().expect("set above");
+            let key = self.mgr().key_of(&id);
+            let op = WriteOp {
+                mode: if creating {
+                    Mode::Create { created_ms: 0 }
+                } else {
+                    Mode::Update
+                },
+                set: st
+                    .dirty
+                    .iter()
+                    .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
+                    .collect(),
+                del: if creating {
+                    Vec::new()
+                } else {
+                    st.dirty
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(k, _)| k.as_str())
+                        .collect()
+                },
+                incr,
+                max_fields: 0,
+            };
+            let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = creating);
+            let sent = Instant::now();
+            let res = self.store().write(&key, &op, t).instrument(span).await;
+            match res {
+                Err(e) => return Self::failed(st, e),
+                Ok(WriteResult::Written {
+                    incr,
+                    touched,
+                    user,
+                }) => {
+                    st.dirty.clear();
+                    if creating {
+                        st.status = Status::Stored;
+                        st.cookie = CookieAction::Send;
+                        self.touches().note(&key, sent);
+                    }
+                    self.after_write(st, &id, &key, sent, touched, user);
+                    return Ok(incr);
+                }
+                Ok(WriteResult::Gone) => {
+                    st.mark_ended();
+                    return Self::failed(st, Error::SessionEnded);
+                }
+                Ok(WriteResult::Moved) => {
+                    st.mark_moved();
+                    return Self::failed(st, Error::SessionEnded);
+                }
+                Ok(WriteResult::NotAnInteger) => {
+                    return Err(Error::NotAnInteger(incr.map(|i| i.0).unwrap_or("").into()))
+                }
+                Ok(WriteResult::TooManyFields) => return Err(self.too_many_fields()),
+                Ok(WriteResult::Exists) => {
+                    // 128-bit id collision: astronomically unlikely; draw again.
+                    st.id = None;
+                }
+            }
+        }
+        Self::failed(
+            st,
+            Error::Store(fred::error::Error::new(
+                fred::error::ErrorKind::Unknown,
+                "could not find a free session id",
+            )),
+        )
+    }
+
+    /// Ends the request: writes what changed (in one round trip) and says what cookie to send.
+    /// Adapters call this once, after the handler, with the status of the handler's response.
+    ///
+    /// All or nothing per request: when `response_status` is an error (400 or more), the
+    /// pending changes are discarded, so an error response never commits half of what its
+    /// request did. What was saved explicitly stays: [`save`](Session::save),
+    /// [`increment`](Session::increment) (with the changes pending before it), `login`,
+    /// `cycle_id`, `destroy` and the logout calls write at once.
+    pub async fn finish(&self, response_status: u16) -> Outcome {
+        let mut st = self.inner.state.lock().await;
+        let config = &self.mgr().inner.config;
+        Self::settle_index_refresh(&mut st).await;
+        if response_status >= 400 && !st.dirty.is_empty() {
+            tracing::debug!(sid = %tag(st.id.as_ref()), status = response_status, discarded = st.dirty.len(), "error response: the request's pending session changes are not saved");
+            st.dirty.clear();
+        }
+        if st.failure.is_none() && !st.dirty.is_empty() {
+            // Errors are recorded in st.failure by write_now.
+            let _ = self.write_now(&mut st, None).await;
+        }
+        let set_cookie = match (&st.id, st.status, st.cookie) {
+            (Some(id), Status::Stored | Status::Unloaded, CookieAction::Send) => {
+                Some(config.cookie.set_header(
+                    config.signer.sign(config.cookie_name(), id),
+                    config.idle_timeout,
+                ))
+            }
+            (_, Status::New | Status::Destroyed | Status::Ended, CookieAction::Clear) => {
+                Some(config.cookie.removal_header())
+            }
+            _ => None,
+        };
+        Outcome {
+            set_cookie,
+            error: st.failure.take(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod stored_data_fuzz;

@@ -1,0 +1,320 @@
+//! Login and id rotation: binding a user, starting anew for another user, and moving a
+//! session to a fresh id without losing a write that races it (the freeze protocol, see
+//! ARCHITECTURE.md).
+
+use super::devices::check_user_id;
+use super::state::{is_user_field, user_of, CookieAction, State, Status};
+use super::{tag, Session};
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::store::{fields, Freeze, Mode, Release, WriteOp, WriteResult};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tracing::Instrument as _;
+
+impl Session {
+    /// Binds the session to `user_id` and moves it to a new id (defence against session
+    /// fixation). The session is saved at once (an error response later in the request does
+    /// not undo a login); the new cookie is sent with the response.
+    ///
+    /// - Anonymous -> user, or the same user again: the session keeps its data (a cart
+    ///   survives login).
+    /// - Another user than the one bound: the session starts anew, as Django's `login`
+    ///   flushes: the previous user's session ends (its key and its index entry go), none of
+    ///   its fields are carried over, only what this request set is kept, and the new
+    ///   session's creation time (and so its absolute lifetime) starts now.
+    ///
+    /// The session joins the user's index (`user:<id>:sessions`); with
+    /// `max_sessions_per_user`, the user's least recently used sessions beyond the limit end.
+    /// The client's `User-Agent` and address (from the adapter) are recorded for device lists.
+    pub async fn login(&self, user_id: &str) -> Result<()> {
+        check_user_id(user_id)?;
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        if st.status == Status::Ended {
+            return Self::failed(&mut st, Error::SessionEnded);
+        }
+        let mut previous_user = user_of(&st.data);
+        let switching = previous_user.as_deref().is_some_and(|p| p != user_id);
+        if switching {
+            self.end_for_another_user(&mut st).await?;
+            previous_user = None;
+        }
+        let meta = [
+            (fields::USER, Some(user_id.to_string())),
+            (fields::USER_AGENT, st.client.user_agent.clone()),
+            (fields::CLIENT_ADDR, st.client.client_addr.clone()),
+        ];
+        for (f, v) in meta {
+            match v {
+                Some(v) => {
+                    st.data.insert(f.into(), v.clone().into_bytes());
+                    st.dirty.insert(f.into(), Some(v));
+                }
+                None if st.data.remove(f).is_some() => {
+                    st.dirty.insert(f.into(), None);
+                }
+                None => {}
+            }
+        }
+        // Boxed: the rotation's future is large, and this keeps callers' futures small.
+        let res = Box::pin(self.cycle_locked(&mut st, previous_user)).await;
+        if switching {
+            // The previous user's session is already gone: a later failure has changed
+            // something, so it must not be answered as "nothing was changed".
+            if let Some(Error::Unavailable(e)) = st.failure.take() {
+                st.failure = Some(Error::OutcomeUnknown(e));
+            }
+            if let Err(Error::Unavailable(e)) = res {
+                return Err(Error::OutcomeUnknown(e));
+            }
+        }
+        res
+    }
+
+    /// Login as another user: ends the stored session of the previous user (key and index
+    /// member) and keeps only what this request set, for a fresh session.
+    async fn end_for_another_user(&self, st: &mut State) -> Result<()> {
+        Self::settle_index_refresh(st).await;
+        if let (Status::Stored, Some(id)) = (st.status, st.id.clone()) {
+            let key = self.mgr().key_of(&id);
+            if let Err(e) = self.store().delete(&key).await {
+                return Self::failed(st, e);
+            }
+            self.touches().forget(&key);
+            if let Some(u) = user_of(&st.data) {
+                let index = self.mgr().inner.config.index_key(&u);
+                if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await {
+                    // Harmless: the member points at a deleted key and its bound removes it.
+                    tracing::debug!(error = %e, "could not remove the old member from the user index");
+                }
+            }
+        }
+        let pending: BTreeMap<String, Option<String>> = std::mem::take(&mut st.dirty)
+            .into_iter()
+            .filter(|(k, v)| v.is_some() && is_user_field(k))
+            .collect();
+        st.data = pending
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?.into_bytes())))
+            .collect();
+        st.dirty = pending;
+        st.status = Status::New;
+        st.id = None;
+        st.cookie = CookieAction::clear_if(st.had_cookie);
+        Ok(())
+    }
+
+    /// Moves the session to a new id: the current contents are copied to a new key, then the
+    /// old key is deleted (single-key steps, no RENAME, so it works on Redis Cluster). A write
+    /// racing the move is either in the copy or refused (never acknowledged and lost). If the
+    /// old session was ended meanwhile, the copy is removed again and [`Error::SessionEnded`]
+    /// returned.
+    pub async fn cycle_id(&self) -> Result<()> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let user = user_of(&st.data);
+        Box::pin(self.cycle_locked(&mut st, user)).await
+    }
+
+    /// Moves the session to a fresh id. Order, so that a crash or a race between any two
+    /// steps leaves nothing unsafe (each step is one single-key command, fine on Redis
+    /// Cluster):
+    /// 1. at once: add the new member to the user's index (a crash after it leaves a member
+    ///    pointing at nothing, which its bound removes later), and freeze the old key while
+    ///    reading it (writes to it now answer "moved" instead of landing behind the copy);
+    /// 2. write the new session key: what step 1 read plus this request's changes;
+    /// 3. retire the old key, only if the freeze still holds: if the key is gone, a
+    ///    logout-all or revoke won the race, so the copy is deleted again and the request gets
+    ///    `SessionEnded`; if the freeze was broken, the copy is deleted and the old key lives;
+    /// 4. remove the old member from the previous user's index; end sessions over the limit.
+    ///
+    /// Any failure after step 1 removes the new member again and thaws the old key.
+    async fn cycle_locked(&self, st: &mut State, previous_user: Option<String>) -> Result<()> {
+        if st.status == Status::Ended {
+            return Err(Error::SessionEnded);
+        }
+        let mgr = self.mgr().clone();
+        let config = &mgr.inner.config;
+        let store = self.store();
+        let timing = self.timing();
+        let user = user_of(&st.data);
+        let new_id = SessionId::generate();
+        let new_member = new_id.storage_key();
+        let new_key = mgr.key_of(&new_id);
+        let index = user.as_deref().map(|u| config.index_key(u));
+        let old = match (st.status, &st.id) {
+            (Status::Stored, Some(id)) => Some((id.clone(), mgr.key_of(id))),
+            _ => None,
+        };
+        Self::settle_index_refresh(st).await;
+        // The old member leaves the same index: it must not count toward the device limit.
+        let leaving = match (&old, &previous_user) {
+            (Some((id, _)), Some(pu)) if Some(pu) == user.as_ref() => Some(id.storage_key()),
+            _ => None,
+        };
+        let span = tracing::debug_span!("tessera.cycle", sid = %tag(st.id.as_ref()), new_sid = %new_id.log_tag());
+        let add = async {
+            match &index {
+                Some(ix) => store
+                    .index_add(
+                        ix,
+                        &new_member,
+                        mgr.index_bound_ms(),
+                        config.max_sessions_per_user,
+                        leaving.as_deref(),
+                    )
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let freeze = async {
+            match &old {
+                Some((_, key)) => store.freeze(key, &new_member, timing).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (added, frozen) = async { tokio::join!(add, freeze) }.instrument(span).await;
+        let undo_member = || async {
+            if let Some(ix) = &index {
+                if let Err(e) = store
+                    .index_remove(ix, std::slice::from_ref(&new_member))
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not remove a failed login's index member; its bound removes it");
+                }
+            }
+        };
+        let thaw = |key: String, token: String| async move {
+            if let Err(e) = store.release(&key, &token, false).await {
+                tracing::debug!(error = %e, "could not thaw the old key; its freeze lapses by itself");
+            }
+        };
+        let victims = match added {
+            Ok(v) => v.unwrap_or_default(),
+            Err(e) => {
+                if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) = (&old, frozen) {
+                    thaw(key.clone(), token).await;
+                }
+                return Self::failed(st, e);
+            }
+        };
+        if let Some((old_id, old_key)) = old {
+            let (token, mut data) = match frozen {
+                Ok(Some(Freeze::Frozen { token, fields })) => (token, fields),
+                Ok(Some(Freeze::Gone)) | Ok(None) => {
+                    undo_member().await;
+                    st.mark_ended();
+                    return Self::failed(st, Error::SessionEnded);
+                }
+                Ok(Some(Freeze::Moved)) => {
+                    undo_member().await;
+                    st.mark_moved();
+                    return Self::failed(st, Error::SessionEnded);
+                }
+                Err(e) => {
+                    undo_member().await;
+                    return Self::failed(st, e);
+                }
+            };
+            // The copy: the store's current contents plus this request's changes.
+            data.remove(fields::MOVING);
+            for (k, v) in &st.dirty {
+                match v {
+                    Some(v) => data.insert(k.clone(), v.clone().into_bytes()),
+                    None => data.remove(k),
+                };
+            }
+            let created: u64 = data
+                .get(fields::CREATED)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or(0);
+            let copy: Vec<(String, String)> = data
+                .iter()
+                .filter(|(k, _)| k.as_str() != fields::CREATED && k.as_str() != fields::TOUCHED)
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            let op = WriteOp {
+                mode: Mode::Create {
+                    created_ms: created,
+                },
+                set: copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                del: Vec::new(),
+                incr: None,
+                max_fields: 0,
+            };
+            let sent = Instant::now();
+            let written = store.write(&new_key, &op, timing).await;
+            let failure = match written {
+                Ok(WriteResult::Written { .. }) => None,
+                Err(e) => Some(e),
+                Ok(other) => Some(Error::Store(fred::error::Error::new(
+                    fred::error::ErrorKind::Unknown,
+                    format!("id rotation: writing the new key gave {other:?}"),
+                ))),
+            };
+            if let Some(e) = failure {
+                let _ = store.delete(&new_key).await;
+                thaw(old_key, token).await;
+                undo_member().await;
+                return Self::failed(st, e);
+            }
+            let mut released = store.release(&old_key, &token, true).await;
+            if released.is_err() {
+                // The retire's answer was lost: ask again by thawing, which says which it was.
+                released = match store.release(&old_key, &token, false).await {
+                    Ok(Release::Retired) => Ok(Release::Done), // it did happen: keep the copy
+                    Ok(Release::Done) => released,             // thawed: the old one lives
+                    _ => released,
+                };
+            }
+            if !matches!(released, Ok(Release::Done | Release::Retired)) {
+                // Do not let the copy live on beside the old session (or after it ended).
+                let _ = store.delete(&new_key).await;
+                undo_member().await;
+                return match released {
+                    Ok(Release::Gone) => {
+                        st.mark_ended();
+                        Self::failed(st, Error::SessionEnded)
+                    }
+                    Ok(_) => {
+                        st.mark_moved();
+                        Self::failed(st, Error::SessionEnded)
+                    }
+                    Err(e) => Self::failed(st, e),
+                };
+            }
+            self.touches().forget(&old_key);
+            self.touches().note(&new_key, sent);
+            if let Some(pu) = &previous_user {
+                if let Err(e) = store
+                    .index_remove(&config.index_key(pu), &[old_id.storage_key()])
+                    .await
+                {
+                    // Harmless: the member points at a deleted key and its bound removes it.
+                    tracing::debug!(error = %e, "could not remove the old member from the user index");
+                }
+            }
+            st.data = data;
+            st.dirty.clear();
+            st.cookie = CookieAction::Send;
+            st.id = Some(new_id);
+        } else {
+            // Not stored yet: create it now under the new id (a login is saved at once).
+            st.id = Some(new_id);
+            if user.is_some() {
+                if let Err(e) = Box::pin(self.write_now(st, None)).await {
+                    undo_member().await;
+                    return Err(e);
+                }
+            }
+        }
+        if let (Some(u), false) = (&user, victims.is_empty()) {
+            if let Err(e) = Box::pin(mgr.end_members(u, &victims)).await {
+                return Self::failed(st, e);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! The per-request state machine: where the session stands, what changed, and what to do with
+//! the cookie.
+
+use super::ClientInfo;
+use crate::cookie::Verified;
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::store::fields;
+use std::collections::{BTreeMap, HashMap};
+
+/// What to do with the browser's cookie at the end of the request (one decision: sending a
+/// cookie and clearing it are never both wanted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CookieAction {
+    /// Leave the browser's cookie as it is.
+    Keep,
+    /// Send the cookie (again): a new id, a stale signing key, a sliding persistent cookie.
+    Send,
+    /// Tell the browser to drop the cookie: it is proven dead.
+    Clear,
+}
+
+impl CookieAction {
+    pub(super) fn clear_if(dead: bool) -> Self {
+        if dead {
+            CookieAction::Clear
+        } else {
+            CookieAction::Keep
+        }
+    }
+}
+
+/// Where a request's session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    /// Not read yet (the handler has not used it).
+    Unloaded,
+    /// No record in the store: a new session (or one whose cookie pointed at nothing).
+    New,
+    /// A record exists in the store under `id`.
+    Stored,
+    /// Ended by this request (`destroy`); a later write starts a new session.
+    Destroyed,
+    /// Ended by someone else while this request ran, or moved to a new id by a concurrent
+    /// login: nothing more is written.
+    Ended,
+}
+
+pub(super) struct State {
+    /// The validly signed session cookies of the request, in the order sent (tried in turn
+    /// on the first load).
+    pub(super) candidates: Vec<Verified>,
+    /// More signed candidates were sent than are tried: none of them is proven dead.
+    pub(super) truncated: bool,
+    /// The request carried at least one validly signed session cookie.
+    pub(super) had_cookie: bool,
+    /// A candidate named a key retired by a concurrent login's rotation (a tombstone).
+    pub(super) moved_away: bool,
+    pub(super) id: Option<SessionId>,
+    pub(super) status: Status,
+    pub(super) data: HashMap<String, Vec<u8>>,
+    pub(super) dirty: BTreeMap<String, Option<String>>,
+    /// What to do with the browser's cookie at the end of the request.
+    pub(super) cookie: CookieAction,
+    pub(super) failure: Option<Error>,
+    pub(super) client: ClientInfo,
+    /// The user-index refresh started by a load that slid the TTL; awaited in `finish`.
+    pub(super) index_refresh: Vec<tokio::task::JoinHandle<Result<Vec<String>>>>,
+}
+
+pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
+    data.get(fields::USER)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+pub(super) fn is_user_field(name: &str) -> bool {
+    !name.starts_with("__")
+}
+
+impl State {
+    /// This request ended the session: forget it and clear the cookie; a later write in the
+    /// same request starts a new session under a new id.
+    pub(super) fn mark_destroyed(&mut self) {
+        self.status = Status::Destroyed;
+        self.id = None;
+        self.data.clear();
+        self.dirty.clear();
+        self.cookie = CookieAction::clear_if(self.had_cookie);
+    }
+
+    /// Someone else ended the session while this request ran: nothing more is written. The
+    /// cookie is left alone: "gone" is also what a concurrent login's rotation looks like,
+    /// whose response may already have given the browser a new cookie of the same name; the
+    /// next request clears the cookie if it is still dead.
+    pub(super) fn mark_ended(&mut self) {
+        self.status = Status::Ended;
+        self.dirty.clear();
+        self.cookie = CookieAction::Keep;
+    }
+
+    /// A concurrent login is moving the session to a new id: as [`State::ended`].
+    pub(super) fn mark_moved(&mut self) {
+        self.mark_ended();
+    }
+
+    /// No cookie named a live session. Never adopt a client-supplied id: a new session gets
+    /// a new one. The browser is told to drop the cookie only when every candidate was tried
+    /// and found dead (a cookie the request did not prove dead may be someone's live one).
+    pub(super) fn mark_no_session(&mut self) {
+        self.status = Status::New;
+        self.id = None;
+        self.cookie = CookieAction::clear_if(self.had_cookie && !self.truncated);
+    }
+
+    pub(super) fn new(candidates: Vec<Verified>, truncated: bool, client: ClientInfo) -> Self {
+        State {
+            client,
+            index_refresh: Vec::new(),
+            cookie: if candidates.first().is_some_and(|c| c.stale_key) {
+                CookieAction::Send
+            } else {
+                CookieAction::Keep
+            },
+            id: candidates.first().map(|c| c.id.clone()),
+            had_cookie: !candidates.is_empty(),
+            moved_away: false,
+            candidates,
+            truncated,
+            status: Status::Unloaded,
+            data: HashMap::new(),
+            dirty: BTreeMap::new(),
+            failure: None,
+        }
+    }
+
+    pub(super) fn user_field_count(&self) -> usize {
+        self.data.keys().filter(|k| is_user_field(k)).count()
+    }
+}
