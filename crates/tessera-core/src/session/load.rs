@@ -99,10 +99,10 @@ impl Session {
         id: &SessionId,
         key: &str,
         sent: Instant,
-        touched: bool,
+        refreshed: bool,
         user: Option<String>,
     ) {
-        if touched {
+        if refreshed {
             self.touches().note(key, sent);
             if self.mgr().inner.config.cookie.persistent {
                 st.cookie = CookieAction::Send;

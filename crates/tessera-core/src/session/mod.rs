@@ -290,10 +290,10 @@ impl Session {
                 Err(e) => return Self::failed(&mut st, e),
                 Ok(WriteResult::Written {
                     incr,
-                    touched,
+                    refreshed,
                     user,
                 }) => {
-                    self.after_write(&mut st, &id, &key, sent, touched, user);
+                    self.after_write(&mut st, &id, &key, sent, refreshed, user);
                     return Ok(incr);
                 }
                 Ok(WriteResult::NotAnInteger) => return Err(Error::NotAnInteger(field.into())),
@@ -392,7 +392,7 @@ impl Session {
                 Err(e) => return Self::failed(st, e),
                 Ok(WriteResult::Written {
                     incr,
-                    touched,
+                    refreshed,
                     user,
                 }) => {
                     st.dirty.clear();
@@ -401,7 +401,7 @@ impl Session {
                         st.cookie = CookieAction::Send;
                         self.touches().note(&key, sent);
                     }
-                    self.after_write(st, &id, &key, sent, touched, user);
+                    self.after_write(st, &id, &key, sent, refreshed, user);
                     return Ok(incr);
                 }
                 Ok(WriteResult::Gone) => {

@@ -346,7 +346,7 @@ impl MemoryBackend {
         map.resized(key, self.max_bytes);
         WriteResult::Written {
             incr,
-            touched: due && !creating,
+            refreshed: due && !creating,
             user,
         }
     }

@@ -154,11 +154,11 @@ pub(crate) enum Load {
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum WriteResult {
-    /// Written. `touched`: an update also slid the TTL (its last refresh was at least a touch
+    /// Written. `refreshed`: an update also slid the TTL (its last refresh was at least a touch
     /// interval old); `user`: the session's user, for the index refresh that must follow.
     Written {
         incr: i64,
-        touched: bool,
+        refreshed: bool,
         user: Option<String>,
     },
     /// Update of a key that no longer exists (or passed its absolute lifetime): nothing written.

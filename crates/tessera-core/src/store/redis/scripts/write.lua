@@ -46,7 +46,7 @@ local max_fields = tonumber(ARGV[12])
 if ARGV[8] ~= '' and max_fields > 0 and redis.call('HLEN', key) >= max_fields
     and redis.call('HEXISTS', key, ARGV[8]) == 0 then
   local reserved = 0
-  for _, v in ipairs(redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, '__ua', '__ip', F_MOVING)) do
+  for _, v in ipairs(redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_USER_AGENT, F_CLIENT_ADDR, F_MOVING)) do
     if v then reserved = reserved + 1 end
   end
   if redis.call('HLEN', key) - reserved >= max_fields then return {TOO_MANY_FIELDS} end

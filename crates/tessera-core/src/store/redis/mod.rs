@@ -1,160 +1,26 @@
 //! The Redis / Valkey backend on fred: one pool, single-key Lua scripts, bounded timeouts.
+//!
+//! `connect.rs` opens the pool; `protocol.rs` holds the scripts, their reply codes and reply
+//! decoding; this file runs each store operation. The server check (`INFO`) is in
+//! `../check.rs`.
 
-use super::{Freeze, Load, Loaded, Mode, Refresh, Release, Timing, WriteOp, WriteResult};
+mod connect;
+mod protocol;
+
+pub use self::connect::RedisOptions;
+
+use self::protocol::{
+    code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, FREEZE,
+    INDEX_ADD, INDEX_MEMBERS, LOAD, RELEASE, WRITE,
+};
+use super::{Freeze, Load, Mode, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, FromValue};
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::time::Duration;
-
-/// A script: the shared prelude (helpers only) followed by the script's own file.
-macro_rules! script {
-    ($file:literal) => {
-        LazyLock::new(|| {
-            Script::from_lua(concat!(include_str!("prelude.lua"), include_str!($file)))
-        })
-    };
-}
-
-static LOAD: LazyLock<Script> = script!("load.lua");
-static WRITE: LazyLock<Script> = script!("write.lua");
-static INDEX_ADD: LazyLock<Script> = script!("index_add.lua");
-static INDEX_MEMBERS: LazyLock<Script> = script!("index_members.lua");
-static FREEZE: LazyLock<Script> = script!("freeze.lua");
-static RELEASE: LazyLock<Script> = script!("release.lua");
-
-/// The scripts' reply codes (the constants at the top of each `.lua` file).
-mod code {
-    pub(super) const GONE: i64 = 0;
-    pub(super) const WRITTEN: i64 = 1;
-    pub(super) const EXISTS: i64 = -1;
-    pub(super) const NOT_AN_INTEGER: i64 = -2;
-    pub(super) const MOVED: i64 = -3;
-    pub(super) const TOO_MANY_FIELDS: i64 = -5;
-    // load.lua
-    pub(super) const TOUCHED: i64 = 1;
-    pub(super) const FRESH: i64 = 2;
-    pub(super) const TOUCH_REFUSED: i64 = 3;
-    // freeze.lua / release.lua
-    pub(super) const FROZEN: i64 = 1;
-    pub(super) const DONE: i64 = 1;
-    pub(super) const RETIRED: i64 = 2;
-    // every script that writes (the prelude)
-    pub(super) const EXPIRED: i64 = -4;
-}
-
-/// An upper bound of the server's clock, kept on this process's monotonic clock, so each
-/// write can carry a deadline in server time (see `past_deadline` in prelude.lua).
-///
-/// An observation "the server said `S` ms in a reply received at monotonic `t1`" puts the
-/// server's clock at any later monotonic `t` at `S + (t - t1)` or a little more (the server
-/// read its clock before `t1`): estimates err early, by at most the round trip, so a deadline
-/// is never later than meant. An early one can only refuse a write, which the reply corrects
-/// (it carries the server's time) before one retry. The latest observation is kept, so a
-/// server clock that steps is followed.
-#[derive(Debug)]
-struct ServerClock {
-    base: std::time::Instant,
-    /// `S - t0` in ms; `i64::MIN` until the first observation.
-    offset_ms: std::sync::atomic::AtomicI64,
-}
-
-/// Slack added to every deadline: the clocks of a cluster's nodes (or of a Sentinel's primary
-/// after a failover) may differ a little; a larger difference costs one retry, never a write.
-const DEADLINE_SLACK_MS: u64 = 250;
-
-impl ServerClock {
-    fn new() -> Self {
-        ServerClock {
-            base: std::time::Instant::now(),
-            offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
-        }
-    }
-
-    fn mono_ms(&self, at: std::time::Instant) -> i64 {
-        at.saturating_duration_since(self.base).as_millis() as i64
-    }
-
-    fn observe(&self, server_ms: i64, received: std::time::Instant) {
-        self.offset_ms.store(
-            server_ms - self.mono_ms(received),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    /// The deadline (server ms) for a write sent now that may take `budget`; 0 = unknown yet.
-    fn deadline(&self, budget: Duration) -> i64 {
-        let offset = self.offset_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if offset == i64::MIN {
-            return 0;
-        }
-        offset
-            + self.mono_ms(std::time::Instant::now())
-            + budget.as_millis() as i64
-            + DEADLINE_SLACK_MS as i64
-    }
-}
-
-/// `{EXPIRED, now}`: the server's time, if this reply is one.
-fn expired(reply: &Value) -> Option<i64> {
-    match reply {
-        Value::Array(v) if v.len() == 2 && v[0].as_i64() == Some(code::EXPIRED) => v[1].as_i64(),
-        _ => None,
-    }
-}
-
-/// Connection settings for a Redis / Valkey store.
-///
-/// Every command is bounded by `command_timeout`: when the server is down, paused or slow,
-/// a request fails fast (HTTP 503) instead of hanging, and the pool reconnects by itself
-/// (forever, with backoff up to 2 s) so service resumes when the server returns.
-///
-/// ```
-/// use std::time::Duration;
-/// use tessera_core::RedisOptions;
-/// let opts = RedisOptions::default()
-///     .command_timeout(Duration::from_millis(300))
-///     .pool_size(8);
-/// # let _ = opts;
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct RedisOptions {
-    command_timeout: Duration,
-    connect_timeout: Duration,
-    pool_size: usize,
-}
-
-impl RedisOptions {
-    /// Upper bound for any one command, scripts included (default 500 ms).
-    pub fn command_timeout(mut self, d: Duration) -> Self {
-        self.command_timeout = d;
-        self
-    }
-    /// Upper bound for opening a connection (default 2 s).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-    /// Connections in the pool (default 4).
-    pub fn pool_size(mut self, n: usize) -> Self {
-        self.pool_size = n;
-        self
-    }
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        RedisOptions {
-            command_timeout: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(2),
-            pool_size: 4,
-        }
-    }
-}
 
 pub(crate) struct RedisBackend {
     pool: Pool,
@@ -172,13 +38,13 @@ pub(crate) struct RedisBackend {
     clock: ServerClock,
 }
 
-fn freeze_ms(command_timeout: Duration) -> u64 {
+pub(super) fn freeze_ms(command_timeout: Duration) -> u64 {
     (command_timeout.as_millis() as u64)
         .saturating_mul(8)
         .max(2_000)
 }
 
-fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     // Drop credentials: scheme://user:pass@host -> scheme://***@host
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(a)) if a > s => format!("{}://***{}", &url[..s], &url[a..]),
@@ -187,104 +53,6 @@ fn redact(url: &str) -> String {
 }
 
 impl RedisBackend {
-    pub(crate) async fn connect(url: &str, o: RedisOptions) -> Result<Self> {
-        check_scheme(url)?;
-        check_tls(url)?;
-        let config = Config::from_url(url).map_err(Error::Store)?;
-        #[cfg(feature = "tls")]
-        if url.starts_with("rediss") && config.tls.is_none() {
-            return Err(Error::Store(fred::error::Error::new(
-                fred::error::ErrorKind::Tls,
-                "a rediss:// URL gave no TLS configuration",
-            )));
-        }
-        let freeze_ms = freeze_ms(o.command_timeout);
-        let pool = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = o.connect_timeout;
-                c.internal_command_timeout = o.command_timeout.max(Duration::from_secs(1));
-                // Replaying an in-flight command after a reconnect could apply HINCRBY twice.
-                c.max_command_attempts = 1;
-                c.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    ..Default::default()
-                };
-            })
-            // The timeout is enforced per store operation by `bounded` (one timer per
-            // operation); fred's per-command timer cost about 25% of read throughput.
-            .with_performance_config(|p| p.default_command_timeout = Duration::ZERO)
-            // Reconnect forever; the delay stays short (<= 500 ms + jitter) so service resumes
-            // within about half a second of the server coming back.
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 500, 2))
-            .build_pool(o.pool_size.max(1))
-            .map_err(Error::Store)?;
-        tokio::time::timeout(o.connect_timeout + o.command_timeout, pool.init())
-            .await
-            .map_err(|_| {
-                Error::Unavailable(fred::error::Error::new(
-                    fred::error::ErrorKind::Timeout,
-                    "timed out connecting to the session store",
-                ))
-            })?
-            .map_err(Error::from_fred)?;
-        // Load the scripts now (on every primary in a cluster), so the first request does not
-        // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
-        let preload = async {
-            for script in [
-                &*LOAD,
-                &*WRITE,
-                &*INDEX_ADD,
-                &*INDEX_MEMBERS,
-                &*FREEZE,
-                &*RELEASE,
-            ] {
-                script.load(pool.next()).await.map_err(Error::from_fred)?;
-            }
-            Ok::<_, Error>(())
-        };
-        tokio::time::timeout(o.connect_timeout + o.command_timeout, preload)
-            .await
-            .map_err(|_| {
-                Error::Unavailable(fred::error::Error::new(
-                    fred::error::ErrorKind::Timeout,
-                    "timed out loading scripts into the session store",
-                ))
-            })??;
-        // A first reading of the server's clock, for write deadlines.
-        let clock = ServerClock::new();
-        if let Ok(Ok(t)) = tokio::time::timeout(
-            o.command_timeout,
-            pool.next().custom::<Vec<i64>, Value>(
-                CustomCommand::new_static("TIME", ClusterHash::Random, false),
-                vec![],
-            ),
-        )
-        .await
-        {
-            if let [secs, micros] = t[..] {
-                clock.observe(secs * 1000 + micros / 1000, std::time::Instant::now());
-            }
-        }
-        Ok(RedisBackend {
-            pool,
-            url_redacted: redact(url),
-            command_timeout: o.command_timeout,
-            read_opts: Options {
-                fail_fast: true,
-                max_attempts: Some(1),
-                ..Default::default()
-            },
-            write_opts: Options {
-                timeout: Some(o.command_timeout),
-                fail_fast: true,
-                max_attempts: Some(1),
-                ..Default::default()
-            },
-            freeze_ms,
-            clock,
-        })
-    }
-
     /// Runs one store operation that only reads (one round trip, or a few on a NOSCRIPT
     /// reload) within the command timeout: a down, paused or slow server is
     /// `Error::Unavailable`, never a hang. (A load may slide the TTL; sliding it late is
@@ -504,7 +272,7 @@ impl RedisBackend {
                         .ok_or_else(|| unexpected(format!("write script replied {reply:?}")))?,
                     None => 0,
                 },
-                touched: int(2) == Some(1),
+                refreshed: int(2) == Some(1),
                 user: reply
                     .get(3)
                     .and_then(|v| v.as_string())
@@ -679,156 +447,5 @@ fn info_kind(section: &str) -> fred::types::InfoKind {
         "persistence" => K::Persistence,
         "replication" => K::Replication,
         _ => K::Memory,
-    }
-}
-
-/// Only the Redis schemes: fred would read `http://host` as a Redis address and connect.
-fn check_scheme(url: &str) -> Result<()> {
-    const SCHEMES: [&str; 6] = [
-        "redis://",
-        "rediss://",
-        "redis-cluster://",
-        "rediss-cluster://",
-        "redis-sentinel://",
-        "rediss-sentinel://",
-    ];
-    if SCHEMES.iter().any(|s| url.starts_with(s)) {
-        Ok(())
-    } else {
-        Err(Error::Config(crate::ConfigError::Store(format!(
-            "unsupported URL scheme in {:?}: use one of {}",
-            redact(url),
-            SCHEMES.join(", ")
-        ))))
-    }
-}
-
-/// A `rediss://` URL (also `rediss-sentinel://`, `rediss-cluster://`) needs TLS compiled in:
-/// without it fred would connect in plaintext, so refuse at startup.
-fn check_tls(url: &str) -> Result<()> {
-    if url.starts_with("rediss") && !cfg!(feature = "tls") {
-        return Err(Error::Store(fred::error::Error::new(
-            fred::error::ErrorKind::Config,
-            "rediss:// needs TLS: build tessera-core with its `tls` feature (on by default)",
-        )));
-    }
-    Ok(())
-}
-
-/// A reply value as raw bytes (`None` for nil).
-fn value_bytes(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::Null => None,
-        Value::Bytes(b) => Some(b.to_vec()),
-        Value::String(s) => Some(s.as_bytes().to_vec()),
-        Value::Integer(i) => Some(i.to_string().into_bytes()),
-        other => other.into_string().map(String::into_bytes),
-    }
-}
-
-fn unexpected(msg: String) -> Error {
-    Error::Store(fred::error::Error::new(
-        fred::error::ErrorKind::Protocol,
-        msg,
-    ))
-}
-
-fn parse_load(reply: Value) -> Result<Load> {
-    let Value::Array(mut parts) = reply else {
-        return Err(unexpected("load script replied with a non-array".into()));
-    };
-    let status = parts.first().and_then(|v| v.as_i64()).unwrap_or(-99);
-    if status == code::GONE {
-        return Ok(Load::Gone);
-    }
-    if status == code::MOVED {
-        return Ok(Load::Moved);
-    }
-    let refresh = match (status, parts.len()) {
-        (code::TOUCHED, 2) => Refresh::Done,
-        (code::FRESH, 3) => Refresh::NotDue {
-            age_ms: parts
-                .pop()
-                .and_then(|v| v.as_i64())
-                .map(|a| a.max(0) as u64),
-        },
-        (code::TOUCH_REFUSED, 3) => {
-            Refresh::Refused(parts.pop().and_then(Value::into_string).unwrap_or_default())
-        }
-        _ => return Err(unexpected(format!("load script replied {parts:?}"))),
-    };
-    Ok(Load::Found(Loaded {
-        fields: flat_fields(parts.pop().expect("len checked"))?,
-        refresh,
-    }))
-}
-
-/// A hash reply (a flat array of field, value, ... or a map) as fields.
-fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
-    let pairs: Vec<(Value, Value)> = match v {
-        Value::Array(flat) => {
-            let mut it = flat.into_iter();
-            let mut out = Vec::with_capacity(it.len() / 2);
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.push((k, v));
-            }
-            out
-        }
-        Value::Map(m) => m
-            .inner()
-            .into_iter()
-            .map(|(k, v)| (Value::from(k), v))
-            .collect(),
-        Value::Null => Vec::new(),
-        other => return Err(unexpected(format!("expected a hash, got {other:?}"))),
-    };
-    let mut fields = HashMap::with_capacity(pairs.len());
-    for (k, v) in pairs {
-        // A field name that is not UTF-8 (written by another program) is kept, lossily, so
-        // the session still loads; it can never be one of tessera's names.
-        let k = match value_bytes(k) {
-            Some(b) => String::from_utf8(b)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            None => continue,
-        };
-        fields.insert(k, value_bytes(v).unwrap_or_default());
-    }
-    Ok(fields)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_url_with_another_scheme_is_a_config_error_not_a_connection() {
-        for url in [
-            "http://127.0.0.1:6379",
-            "127.0.0.1:6379",
-            "unix:///tmp/r.sock",
-        ] {
-            let r = RedisBackend::connect(url, RedisOptions::default()).await;
-            assert!(
-                matches!(r, Err(Error::Config(crate::ConfigError::Store(_)))),
-                "{url}"
-            );
-        }
-        assert!(check_scheme("redis-sentinel://h:26379/0?sentinelServiceName=m").is_ok());
-    }
-
-    #[test]
-    fn tls_urls_need_the_tls_feature() {
-        assert!(check_tls("redis://127.0.0.1:6379").is_ok());
-        let r = check_tls("rediss://127.0.0.1:6379");
-        let c = check_tls("rediss-cluster://127.0.0.1:6379");
-        if cfg!(feature = "tls") {
-            assert!(r.is_ok() && c.is_ok());
-        } else {
-            assert!(
-                matches!(r, Err(Error::Store(ref e)) if *e.kind() == fred::error::ErrorKind::Config),
-                "{r:?}"
-            );
-            assert!(c.is_err());
-        }
     }
 }

@@ -1,7 +1,7 @@
 -- tessera script prelude (prepended to every script): shared names and helpers, no commands.
 
--- The reserved fields (store::fields in Rust names the same ones).
-local F_CREATED, F_TOUCHED, F_USER, F_MOVING = '__c', '__t', '__u', '__m'
+-- The reserved fields' names (F_CREATED, F_TOUCHED, F_USER, F_USER_AGENT, F_CLIENT_ADDR,
+-- F_MOVING) are defined on the line before this prelude, from store::fields in Rust.
 
 -- Server time in ms since the epoch (one clock for every app instance).
 local function now_ms()

@@ -1,0 +1,230 @@
+//! Connecting: the options, the URL checks (scheme, TLS), the pool and its reconnect policy,
+//! script preloading and the first reading of the server's clock.
+
+use super::protocol::{ServerClock, FREEZE, INDEX_ADD, INDEX_MEMBERS, LOAD, RELEASE, WRITE};
+use super::{freeze_ms, redact, RedisBackend};
+use crate::error::{Error, Result};
+use fred::prelude::*;
+use fred::types::config::Options;
+use fred::types::{ClusterHash, CustomCommand};
+use std::time::Duration;
+
+/// Connection settings for a Redis / Valkey store.
+///
+/// Every command is bounded by `command_timeout`: when the server is down, paused or slow,
+/// a request fails fast (HTTP 503) instead of hanging, and the pool reconnects by itself
+/// (forever, with backoff up to 2 s) so service resumes when the server returns.
+///
+/// ```
+/// use std::time::Duration;
+/// use tessera_core::RedisOptions;
+/// let opts = RedisOptions::default()
+///     .command_timeout(Duration::from_millis(300))
+///     .pool_size(8);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisOptions {
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    pool_size: usize,
+}
+
+impl RedisOptions {
+    /// Upper bound for any one command, scripts included (default 500 ms).
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = d;
+        self
+    }
+    /// Upper bound for opening a connection (default 2 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// Connections in the pool (default 4).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n;
+        self
+    }
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            command_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            pool_size: 4,
+        }
+    }
+}
+
+impl RedisBackend {
+    pub(crate) async fn connect(url: &str, o: RedisOptions) -> Result<Self> {
+        check_scheme(url)?;
+        check_tls(url)?;
+        let config = Config::from_url(url).map_err(Error::Store)?;
+        #[cfg(feature = "tls")]
+        if url.starts_with("rediss") && config.tls.is_none() {
+            return Err(Error::Store(fred::error::Error::new(
+                fred::error::ErrorKind::Tls,
+                "a rediss:// URL gave no TLS configuration",
+            )));
+        }
+        let freeze_ms = freeze_ms(o.command_timeout);
+        let pool = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = o.connect_timeout;
+                c.internal_command_timeout = o.command_timeout.max(Duration::from_secs(1));
+                // Replaying an in-flight command after a reconnect could apply HINCRBY twice.
+                c.max_command_attempts = 1;
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..Default::default()
+                };
+            })
+            // The timeout is enforced per store operation by `bounded` (one timer per
+            // operation); fred's per-command timer cost about 25% of read throughput.
+            .with_performance_config(|p| p.default_command_timeout = Duration::ZERO)
+            // Reconnect forever; the delay stays short (<= 500 ms + jitter) so service resumes
+            // within about half a second of the server coming back.
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 500, 2))
+            .build_pool(o.pool_size.max(1))
+            .map_err(Error::Store)?;
+        tokio::time::timeout(o.connect_timeout + o.command_timeout, pool.init())
+            .await
+            .map_err(|_| {
+                Error::Unavailable(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    "timed out connecting to the session store",
+                ))
+            })?
+            .map_err(Error::from_fred)?;
+        // Load the scripts now (on every primary in a cluster), so the first request does not
+        // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
+        let preload = async {
+            for script in [
+                &*LOAD,
+                &*WRITE,
+                &*INDEX_ADD,
+                &*INDEX_MEMBERS,
+                &*FREEZE,
+                &*RELEASE,
+            ] {
+                script.load(pool.next()).await.map_err(Error::from_fred)?;
+            }
+            Ok::<_, Error>(())
+        };
+        tokio::time::timeout(o.connect_timeout + o.command_timeout, preload)
+            .await
+            .map_err(|_| {
+                Error::Unavailable(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    "timed out loading scripts into the session store",
+                ))
+            })??;
+        // A first reading of the server's clock, for write deadlines.
+        let clock = ServerClock::new();
+        if let Ok(Ok(t)) = tokio::time::timeout(
+            o.command_timeout,
+            pool.next().custom::<Vec<i64>, Value>(
+                CustomCommand::new_static("TIME", ClusterHash::Random, false),
+                vec![],
+            ),
+        )
+        .await
+        {
+            if let [secs, micros] = t[..] {
+                clock.observe(secs * 1000 + micros / 1000, std::time::Instant::now());
+            }
+        }
+        Ok(RedisBackend {
+            pool,
+            url_redacted: redact(url),
+            command_timeout: o.command_timeout,
+            read_opts: Options {
+                fail_fast: true,
+                max_attempts: Some(1),
+                ..Default::default()
+            },
+            write_opts: Options {
+                timeout: Some(o.command_timeout),
+                fail_fast: true,
+                max_attempts: Some(1),
+                ..Default::default()
+            },
+            freeze_ms,
+            clock,
+        })
+    }
+}
+
+/// Only the Redis schemes: fred would read `http://host` as a Redis address and connect.
+pub(super) fn check_scheme(url: &str) -> Result<()> {
+    const SCHEMES: [&str; 6] = [
+        "redis://",
+        "rediss://",
+        "redis-cluster://",
+        "rediss-cluster://",
+        "redis-sentinel://",
+        "rediss-sentinel://",
+    ];
+    if SCHEMES.iter().any(|s| url.starts_with(s)) {
+        Ok(())
+    } else {
+        Err(Error::Config(crate::ConfigError::Store(format!(
+            "unsupported URL scheme in {:?}: use one of {}",
+            redact(url),
+            SCHEMES.join(", ")
+        ))))
+    }
+}
+
+/// A `rediss://` URL (also `rediss-sentinel://`, `rediss-cluster://`) needs TLS compiled in:
+/// without it fred would connect in plaintext, so refuse at startup.
+pub(super) fn check_tls(url: &str) -> Result<()> {
+    if url.starts_with("rediss") && !cfg!(feature = "tls") {
+        return Err(Error::Store(fred::error::Error::new(
+            fred::error::ErrorKind::Config,
+            "rediss:// needs TLS: build tessera-core with its `tls` feature (on by default)",
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_with_another_scheme_is_a_config_error_not_a_connection() {
+        for url in [
+            "http://127.0.0.1:6379",
+            "127.0.0.1:6379",
+            "unix:///tmp/r.sock",
+        ] {
+            let r = RedisBackend::connect(url, RedisOptions::default()).await;
+            assert!(
+                matches!(r, Err(Error::Config(crate::ConfigError::Store(_)))),
+                "{url}"
+            );
+        }
+        assert!(check_scheme("redis-sentinel://h:26379/0?sentinelServiceName=m").is_ok());
+    }
+
+    #[test]
+    fn tls_urls_need_the_tls_feature() {
+        assert!(check_tls("redis://127.0.0.1:6379").is_ok());
+        let r = check_tls("rediss://127.0.0.1:6379");
+        let c = check_tls("rediss-cluster://127.0.0.1:6379");
+        if cfg!(feature = "tls") {
+            assert!(r.is_ok() && c.is_ok());
+        } else {
+            assert!(
+                matches!(r, Err(Error::Store(ref e)) if *e.kind() == fred::error::ErrorKind::Config),
+                "{r:?}"
+            );
+            assert!(c.is_err());
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The wire protocol between tessera and the server: the Lua scripts (in `scripts/`), their
+//! reply codes, the server clock behind write deadlines, and the decoding of replies. The
+//! arguments each script takes are listed at the top of its `.lua` file and built, in that
+//! order, by the one function in `mod.rs` that calls it.
+
+use super::super::{Load, Loaded, Refresh};
+use crate::error::{Error, Result};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// A script: the reserved field names (from [`fields`](super::super::fields), so they are
+/// named once), the shared prelude (helpers only), then the script's own file.
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::from_lua(format!(
+                "{}{}{}",
+                field_names(),
+                include_str!("scripts/prelude.lua"),
+                include_str!(concat!("scripts/", $file))
+            ))
+        })
+    };
+}
+
+/// The Lua names of the reserved fields.
+fn field_names() -> String {
+    use super::super::fields as f;
+    format!(
+        "local F_CREATED, F_TOUCHED, F_USER, F_USER_AGENT, F_CLIENT_ADDR, F_MOVING = \
+         '{}', '{}', '{}', '{}', '{}', '{}'\n",
+        f::CREATED,
+        f::TOUCHED,
+        f::USER,
+        f::USER_AGENT,
+        f::CLIENT_ADDR,
+        f::MOVING
+    )
+}
+
+pub(super) static LOAD: LazyLock<Script> = script!("load.lua");
+pub(super) static WRITE: LazyLock<Script> = script!("write.lua");
+pub(super) static INDEX_ADD: LazyLock<Script> = script!("index_add.lua");
+pub(super) static INDEX_MEMBERS: LazyLock<Script> = script!("index_members.lua");
+pub(super) static FREEZE: LazyLock<Script> = script!("freeze.lua");
+pub(super) static RELEASE: LazyLock<Script> = script!("release.lua");
+
+/// The scripts' reply codes (the constants at the top of each `.lua` file).
+pub(super) mod code {
+    pub(crate) const GONE: i64 = 0;
+    pub(crate) const WRITTEN: i64 = 1;
+    pub(crate) const EXISTS: i64 = -1;
+    pub(crate) const NOT_AN_INTEGER: i64 = -2;
+    pub(crate) const MOVED: i64 = -3;
+    pub(crate) const TOO_MANY_FIELDS: i64 = -5;
+    // load.lua
+    pub(crate) const TOUCHED: i64 = 1;
+    pub(crate) const FRESH: i64 = 2;
+    pub(crate) const TOUCH_REFUSED: i64 = 3;
+    // freeze.lua / release.lua
+    pub(crate) const FROZEN: i64 = 1;
+    pub(crate) const DONE: i64 = 1;
+    pub(crate) const RETIRED: i64 = 2;
+    // every script that writes (the prelude)
+    pub(crate) const EXPIRED: i64 = -4;
+}
+
+/// An upper bound of the server's clock, kept on this process's monotonic clock, so each
+/// write can carry a deadline in server time (see `past_deadline` in prelude.lua).
+///
+/// An observation "the server said `S` ms in a reply received at monotonic `t1`" puts the
+/// server's clock at any later monotonic `t` at `S + (t - t1)` or a little more (the server
+/// read its clock before `t1`): estimates err early, by at most the round trip, so a deadline
+/// is never later than meant. An early one can only refuse a write, which the reply corrects
+/// (it carries the server's time) before one retry. The latest observation is kept, so a
+/// server clock that steps is followed.
+#[derive(Debug)]
+pub(super) struct ServerClock {
+    base: std::time::Instant,
+    /// `S - t0` in ms; `i64::MIN` until the first observation.
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+/// Slack added to every deadline: the clocks of a cluster's nodes (or of a Sentinel's primary
+/// after a failover) may differ a little; a larger difference costs one retry, never a write.
+pub(super) const DEADLINE_SLACK_MS: u64 = 250;
+
+impl ServerClock {
+    pub(super) fn new() -> Self {
+        ServerClock {
+            base: std::time::Instant::now(),
+            offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    fn mono_ms(&self, at: std::time::Instant) -> i64 {
+        at.saturating_duration_since(self.base).as_millis() as i64
+    }
+
+    pub(super) fn observe(&self, server_ms: i64, received: std::time::Instant) {
+        self.offset_ms.store(
+            server_ms - self.mono_ms(received),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The deadline (server ms) for a write sent now that may take `budget`; 0 = unknown yet.
+    pub(super) fn deadline(&self, budget: Duration) -> i64 {
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if offset == i64::MIN {
+            return 0;
+        }
+        offset
+            + self.mono_ms(std::time::Instant::now())
+            + budget.as_millis() as i64
+            + DEADLINE_SLACK_MS as i64
+    }
+}
+
+/// `{EXPIRED, now}`: the server's time, if this reply is one.
+pub(super) fn expired(reply: &Value) -> Option<i64> {
+    match reply {
+        Value::Array(v) if v.len() == 2 && v[0].as_i64() == Some(code::EXPIRED) => v[1].as_i64(),
+        _ => None,
+    }
+}
+
+/// A reply value as raw bytes (`None` for nil).
+pub(super) fn value_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::Null => None,
+        Value::Bytes(b) => Some(b.to_vec()),
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Integer(i) => Some(i.to_string().into_bytes()),
+        other => other.into_string().map(String::into_bytes),
+    }
+}
+
+pub(super) fn unexpected(msg: String) -> Error {
+    Error::Store(fred::error::Error::new(
+        fred::error::ErrorKind::Protocol,
+        msg,
+    ))
+}
+
+pub(super) fn parse_load(reply: Value) -> Result<Load> {
+    let Value::Array(mut parts) = reply else {
+        return Err(unexpected("load script replied with a non-array".into()));
+    };
+    let status = parts.first().and_then(|v| v.as_i64()).unwrap_or(-99);
+    if status == code::GONE {
+        return Ok(Load::Gone);
+    }
+    if status == code::MOVED {
+        return Ok(Load::Moved);
+    }
+    let refresh = match (status, parts.len()) {
+        (code::TOUCHED, 2) => Refresh::Done,
+        (code::FRESH, 3) => Refresh::NotDue {
+            age_ms: parts
+                .pop()
+                .and_then(|v| v.as_i64())
+                .map(|a| a.max(0) as u64),
+        },
+        (code::TOUCH_REFUSED, 3) => {
+            Refresh::Refused(parts.pop().and_then(Value::into_string).unwrap_or_default())
+        }
+        _ => return Err(unexpected(format!("load script replied {parts:?}"))),
+    };
+    Ok(Load::Found(Loaded {
+        fields: flat_fields(parts.pop().expect("len checked"))?,
+        refresh,
+    }))
+}
+
+/// A hash reply (a flat array of field, value, ... or a map) as fields.
+pub(super) fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Array(flat) => {
+            let mut it = flat.into_iter();
+            let mut out = Vec::with_capacity(it.len() / 2);
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        Value::Map(m) => m
+            .inner()
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+        Value::Null => Vec::new(),
+        other => return Err(unexpected(format!("expected a hash, got {other:?}"))),
+    };
+    let mut fields = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        // A field name that is not UTF-8 (written by another program) is kept, lossily, so
+        // the session still loads; it can never be one of tessera's names.
+        let k = match value_bytes(k) {
+            Some(b) => String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            None => continue,
+        };
+        fields.insert(k, value_bytes(v).unwrap_or_default());
+    }
+    Ok(fields)
+}
