@@ -1,5 +1,8 @@
 //! The durability check: what an operator should know about the server holding sessions.
 
+use super::redis::RedisBackend;
+use crate::error::{Error, Result};
+use fred::prelude::*;
 use std::fmt;
 
 /// Minimum server version: scripts use `ZADD GT` (Redis 6.2, any Valkey).
@@ -121,6 +124,63 @@ pub(crate) fn check_node(addr: &str, info: &str) -> (String, Vec<ServerWarning>)
         }),
     }
     (server, warnings)
+}
+
+/// Collects `INFO` from the server (every primary of a cluster) and checks each node.
+pub(crate) async fn check_redis(backend: &RedisBackend) -> Result<ServerReport> {
+    let client = backend.pool().next();
+    let mut servers = Vec::new();
+    let mut warnings = Vec::new();
+    if client.is_clustered() {
+        for node in client.split_cluster().map_err(Error::from_fred)? {
+            let addr = node
+                .client_config()
+                .server
+                .hosts()
+                .first()
+                .map(|s| format!("{}:{}", s.host, s.port))
+                .unwrap_or_default();
+            node.init().await.map_err(Error::from_fred)?;
+            let info = info_all(&node).await;
+            let _ = node.quit().await;
+            let (s, w) = check_node(&addr, &info?);
+            servers.push(s);
+            warnings.extend(w);
+        }
+    } else {
+        let (s, w) = check_node(backend.describe(), &info_all(client).await?);
+        servers.push(s);
+        warnings.extend(w);
+    }
+    Ok(ServerReport { servers, warnings })
+}
+
+async fn info_all(client: &Client) -> Result<String> {
+    let mut all = String::new();
+    for section in ["server", "persistence", "replication", "memory"] {
+        // A managed service may refuse a section: report it as unknown, do not fail.
+        if let Ok(text) = client.info::<String>(Some(info_kind(section))).await {
+            all.push_str(&text);
+            all.push_str("\r\n");
+        }
+    }
+    if all.is_empty() {
+        return Err(Error::Store(fred::error::Error::new(
+            fred::error::ErrorKind::Protocol,
+            "INFO answered nothing",
+        )));
+    }
+    Ok(all)
+}
+
+fn info_kind(section: &str) -> fred::types::InfoKind {
+    use fred::types::InfoKind as K;
+    match section {
+        "server" => K::Server,
+        "persistence" => K::Persistence,
+        "replication" => K::Replication,
+        _ => K::Memory,
+    }
 }
 
 #[cfg(test)]

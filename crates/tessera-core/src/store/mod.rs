@@ -249,14 +249,16 @@ impl Store {
                 warnings: Vec::new(),
             },
             // Several INFOs (on every primary of a cluster): a startup check with its own bound.
-            Backend::Redis(r) => tokio::time::timeout(Duration::from_secs(10), r.check_server())
-                .await
-                .map_err(|_| {
-                    crate::Error::Unavailable(fred::error::Error::new(
-                        fred::error::ErrorKind::Timeout,
-                        "the server check did not finish within 10 s",
-                    ))
-                })??,
+            Backend::Redis(r) => {
+                tokio::time::timeout(Duration::from_secs(10), check::check_redis(r))
+                    .await
+                    .map_err(|_| {
+                        crate::Error::Unavailable(fred::error::Error::new(
+                            fred::error::ErrorKind::Timeout,
+                            "the server check did not finish within 10 s",
+                        ))
+                    })??
+            }
         };
         for w in &report.warnings {
             tracing::warn!(target: "tessera::check", "{w}");

@@ -159,34 +159,6 @@ impl RedisBackend {
         &self.pool
     }
 
-    pub(crate) async fn check_server(&self) -> Result<super::ServerReport> {
-        let client = self.pool.next();
-        let mut servers = Vec::new();
-        let mut warnings = Vec::new();
-        if client.is_clustered() {
-            for node in client.split_cluster().map_err(Error::from_fred)? {
-                let addr = node
-                    .client_config()
-                    .server
-                    .hosts()
-                    .first()
-                    .map(|s| format!("{}:{}", s.host, s.port))
-                    .unwrap_or_default();
-                node.init().await.map_err(Error::from_fred)?;
-                let info = info_all(&node).await;
-                let _ = node.quit().await;
-                let (s, w) = super::check::check_node(&addr, &info?);
-                servers.push(s);
-                warnings.extend(w);
-            }
-        } else {
-            let (s, w) = super::check::check_node(self.describe(), &info_all(client).await?);
-            servers.push(s);
-            warnings.extend(w);
-        }
-        Ok(super::ServerReport { servers, warnings })
-    }
-
     /// A load known to need no TTL refresh: plain `HGETALL`, the cheapest read there is.
     pub(crate) async fn load_plain(&self, key: &str) -> Result<HashMap<String, Vec<u8>>> {
         let flat: Value = self
@@ -422,30 +394,5 @@ impl RedisBackend {
             .await
             .map_err(Error::from_fred)?;
         Ok(())
-    }
-}
-
-async fn info_all(client: &Client) -> Result<String> {
-    let mut all = String::new();
-    for section in ["server", "persistence", "replication", "memory"] {
-        // A managed service may refuse a section: report it as unknown, do not fail.
-        if let Ok(text) = client.info::<String>(Some(info_kind(section))).await {
-            all.push_str(&text);
-            all.push_str("\r\n");
-        }
-    }
-    if all.is_empty() {
-        return Err(unexpected("INFO answered nothing".into()));
-    }
-    Ok(all)
-}
-
-fn info_kind(section: &str) -> fred::types::InfoKind {
-    use fred::types::InfoKind as K;
-    match section {
-        "server" => K::Server,
-        "persistence" => K::Persistence,
-        "replication" => K::Replication,
-        _ => K::Memory,
     }
 }
