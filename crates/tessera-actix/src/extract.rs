@@ -1,7 +1,7 @@
 //! The `Session` extractor, its rejection, and an error type handlers can return.
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::future::{ready, Ready};
@@ -51,15 +51,16 @@ impl FromRequest for Session {
     }
 }
 
-/// A session error as an HTTP response (status from [`tessera_core::Error::status_code`], a
-/// public message as the body, `Retry-After` when the store is unavailable).
+/// A session error as an HTTP response: the status from [`tessera_core::Error::status_code`],
+/// the JSON body every tessera error has (`{"error": "<public message>"}`), and `Retry-After`
+/// when nothing was changed.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct SessionError(#[from] pub tessera_core::Error);
 
 impl ResponseError for SessionError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.0.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        status(self.0.status_code())
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -67,23 +68,25 @@ impl ResponseError for SessionError {
     }
 }
 
+/// A core status code as an actix status: the one conversion in this crate.
+pub(crate) fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The one way this adapter answers an error: `Reply::error`'s JSON (`{"error": "<public
+/// message>"}`), plus `Retry-After` when nothing was changed.
 pub(crate) fn error_response(err: &tessera_core::Error) -> HttpResponse {
-    let status =
-        StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut res = HttpResponse::build(status);
-    res.insert_header((
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    ));
+    let mut res = reply(Reply::error(err));
     if let Some(secs) = err.retry_after() {
-        res.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
-    res.body(err.public_message().into_owned())
+    res
 }
 
 /// A core [`Reply`] as an actix response.
 pub fn reply(r: Reply) -> HttpResponse {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = status(r.status);
     match r.body {
         Some(body) => HttpResponse::build(status).json(body),
         None => HttpResponse::new(status),

@@ -28,7 +28,6 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use http::StatusCode;
 use tessera_core::endpoints::{self as core, Reply};
 
 /// The account endpoints as a router to merge or nest under a [`SessionLayer`](crate::SessionLayer).
@@ -45,7 +44,7 @@ pub fn endpoints<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 /// A core [`Reply`] as an axum response.
 pub fn reply(r: Reply) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = crate::extract::status(r.status);
     match r.body {
         Some(body) => (status, Json(body)).into_response(),
         None => status.into_response(),

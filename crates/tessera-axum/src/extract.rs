@@ -1,6 +1,5 @@
 //! The `Session` extractor, its rejection, and an error type handlers can return.
 
-use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
@@ -51,28 +50,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     }
 }
 
-/// A session error as an HTTP response: store unavailable is `503`, a session ended
-/// meanwhile `409`, a reserved field name `400`, anything else `500`. The body names the
-/// kind of failure only; the cause goes to the log.
+/// A session error as an HTTP response: the status from [`tessera_core::Error::status_code`]
+/// (store unavailable `503`, a session ended meanwhile `409`, a reserved field name `400`,
+/// anything else `500`) and the JSON body every tessera error has, `{"error": "<public
+/// message>"}`; the cause goes to the log, never the body.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct SessionError(#[from] pub tessera_core::Error);
 
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        error_response(status, &self.0)
+        error_response(&self.0)
     }
 }
 
-pub(crate) fn error_response(status: StatusCode, err: &tessera_core::Error) -> Response {
-    let mut res = Response::new(Body::from(err.public_message()));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+/// A core status code as an axum status: the one conversion in this crate.
+pub(crate) fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The one way this adapter answers an error: `Reply::error`'s JSON, plus `Retry-After` when
+/// nothing was changed.
+pub(crate) fn error_response(err: &tessera_core::Error) -> Response {
+    let mut res = crate::endpoints::reply(tessera_core::endpoints::Reply::error(err));
     if let Some(secs) = err.retry_after() {
         res.headers_mut()
             .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::header::{COOKIE, SET_COOKIE, USER_AGENT};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -117,10 +117,8 @@ where
                 let mut res = inner.call(req).await?;
                 let outcome = session.finish(res.status().as_u16()).await;
                 if let Some(err) = outcome.error {
-                    let status = StatusCode::from_u16(err.status_code())
-                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                    tracing::warn!(status = status.as_u16(), error = %err, "session: replacing the handler's response");
-                    res = crate::extract::error_response(status, &err);
+                    tracing::warn!(status = err.status_code(), error = %err, "session: replacing the handler's response");
+                    res = crate::extract::error_response(&err);
                 }
                 if let Some(cookie) = outcome.set_cookie {
                     match HeaderValue::from_str(&cookie) {

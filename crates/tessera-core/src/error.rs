@@ -1,6 +1,78 @@
 //! The errors tessera-core returns.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
+
+/// What went wrong with the session store: a message, and the Redis client's own error as
+/// [`source()`](std::error::Error::source) when it reported one. Opaque on purpose: the client
+/// library is an implementation detail, so a new major version of it is not a breaking change
+/// for users.
+///
+/// ```
+/// # async fn demo() {
+/// if let Err(tessera_core::Error::Unavailable(e)) = tessera_core::Store::redis("redis://127.0.0.1:1").await {
+///     eprintln!("{e} (cause: {:?})", std::error::Error::source(&e));
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    message: Cow<'static, str>,
+    /// Did not answer in time (so a write may still have been applied).
+    timeout: bool,
+    source: Option<Arc<fred::error::Error>>,
+}
+
+impl StoreError {
+    /// A failure tessera itself detected.
+    pub(crate) fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        StoreError {
+            message: message.into(),
+            timeout: false,
+            source: None,
+        }
+    }
+
+    /// The store did not answer within a deadline tessera set.
+    pub(crate) fn timeout(message: impl Into<Cow<'static, str>>) -> Self {
+        StoreError {
+            timeout: true,
+            ..Self::new(message)
+        }
+    }
+
+    /// A failure the Redis client reported.
+    pub(crate) fn client(e: fred::error::Error) -> Self {
+        use fred::error::ErrorKind as K;
+        StoreError {
+            message: Cow::Owned(e.details().to_string()),
+            timeout: matches!(e.kind(), K::Timeout | K::IO)
+                || e.details().starts_with("Connection closed.")
+                || e.details().starts_with("Connection reset"),
+            source: Some(Arc::new(e)),
+        }
+    }
+
+    /// The server's or the client's own words.
+    pub(crate) fn details(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Everything that can go wrong with a session.
 ///
@@ -15,16 +87,16 @@ pub enum Error {
     /// timeout, or refused a write (over `maxmemory`, a failover in progress): nothing was
     /// changed, so retrying later is safe (HTTP 503 with `Retry-After`).
     #[error("session store unavailable")]
-    Unavailable(#[source] fred::error::Error),
+    Unavailable(#[source] StoreError),
     /// A write was sent but its answer did not arrive within the command timeout (or the
     /// connection dropped meanwhile): it may or may not have been applied. Never sent later
     /// once its deadline has passed, but a server that was paused may still run what it had
     /// already received. HTTP 503 without `Retry-After`: a client must not assume either way.
     #[error("session store did not confirm a write; it may or may not have been applied")]
-    OutcomeUnknown(#[source] fred::error::Error),
+    OutcomeUnknown(#[source] StoreError),
     /// The session store answered with an error.
     #[error("session store error")]
-    Store(#[source] fred::error::Error),
+    Store(#[source] StoreError),
     /// A field name is reserved for tessera's own metadata (it starts with `__`) or is empty.
     #[error(
         "field name {0:?} is reserved or empty: user fields must not be empty or start with \"__\""
@@ -146,31 +218,28 @@ impl Error {
     /// may have been sent leaves the outcome unknown; a refusal or a fail-fast (nothing sent)
     /// stays [`Error::Unavailable`].
     pub(crate) fn after_write(self) -> Self {
-        use fred::error::ErrorKind as K;
         match self {
-            Error::Unavailable(e)
-                if matches!(e.kind(), K::Timeout | K::IO)
-                    || e.details().starts_with("Connection closed.")
-                    || e.details().starts_with("Connection reset") =>
-            {
-                Error::OutcomeUnknown(e)
-            }
+            Error::Unavailable(e) if e.timeout => Error::OutcomeUnknown(e),
             other => other,
         }
     }
 
     pub(crate) fn from_fred(e: fred::error::Error) -> Self {
         use fred::error::ErrorKind as K;
-        match e.kind() {
+        let unavailable = matches!(
+            e.kind(),
             K::Timeout
-            | K::IO
-            | K::Canceled
-            | K::Backpressure
-            | K::Cluster
-            | K::Sentinel
-            | K::Routing => Error::Unavailable(e),
-            _ if is_transient_reply(e.details()) => Error::Unavailable(e),
-            _ => Error::Store(e),
+                | K::IO
+                | K::Canceled
+                | K::Backpressure
+                | K::Cluster
+                | K::Sentinel
+                | K::Routing
+        ) || is_transient_reply(e.details());
+        if unavailable {
+            Error::Unavailable(StoreError::client(e))
+        } else {
+            Error::Store(StoreError::client(e))
         }
     }
 }
@@ -193,12 +262,6 @@ fn is_transient_reply(details: &str) -> bool {
     .any(|p| details.starts_with(p))
         // Over maxmemory with noeviction (also when raised inside a script).
         || details.contains("OOM command not allowed")
-}
-
-impl From<fred::error::Error> for Error {
-    fn from(e: fred::error::Error) -> Self {
-        Error::from_fred(e)
-    }
 }
 
 /// A configuration that cannot work, reported by the builders' `build()`.

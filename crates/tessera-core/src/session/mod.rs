@@ -152,8 +152,7 @@ impl Session {
         for task in std::mem::take(&mut st.index_refresh) {
             let res = match task.await {
                 Ok(r) => r.map(|_| ()),
-                Err(_) => Err(Error::Store(fred::error::Error::new(
-                    fred::error::ErrorKind::Canceled,
+                Err(_) => Err(Error::Store(crate::error::StoreError::new(
                     "user index refresh task failed",
                 ))),
             };
@@ -424,8 +423,7 @@ impl Session {
         }
         Self::failed(
             st,
-            Error::Store(fred::error::Error::new(
-                fred::error::ErrorKind::Unknown,
+            Error::Store(crate::error::StoreError::new(
                 "could not find a free session id",
             )),
         )

@@ -249,10 +249,9 @@ impl Session {
             let failure = match written {
                 Ok(WriteResult::Written { .. }) => None,
                 Err(e) => Some(e),
-                Ok(other) => Some(Error::Store(fred::error::Error::new(
-                    fred::error::ErrorKind::Unknown,
-                    format!("id rotation: writing the new key gave {other:?}"),
-                ))),
+                Ok(other) => Some(Error::Store(crate::error::StoreError::new(format!(
+                    "id rotation: writing the new key gave {other:?}"
+                )))),
             };
             if let Some(e) = failure {
                 let _ = store.delete(&new_key).await;

@@ -165,8 +165,7 @@ async fn info_all(client: &Client) -> Result<String> {
         }
     }
     if all.is_empty() {
-        return Err(Error::Store(fred::error::Error::new(
-            fred::error::ErrorKind::Protocol,
+        return Err(Error::Store(crate::error::StoreError::new(
             "INFO answered nothing",
         )));
     }

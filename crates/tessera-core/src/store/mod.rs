@@ -253,8 +253,7 @@ impl Store {
                 tokio::time::timeout(Duration::from_secs(10), check::check_redis(r))
                     .await
                     .map_err(|_| {
-                        crate::Error::Unavailable(fred::error::Error::new(
-                            fred::error::ErrorKind::Timeout,
+                        crate::Error::Unavailable(crate::error::StoreError::timeout(
                             "the server check did not finish within 10 s",
                         ))
                     })??

@@ -63,12 +63,13 @@ impl RedisBackend {
     pub(crate) async fn connect(url: &str, o: RedisOptions) -> Result<Self> {
         check_scheme(url)?;
         check_tls(url)?;
-        let config = Config::from_url(url).map_err(Error::Store)?;
+        // A URL fred cannot read is a configuration error, not a store failure.
+        let config = Config::from_url(url)
+            .map_err(|e| Error::Config(crate::ConfigError::Store(e.details().to_string())))?;
         #[cfg(feature = "tls")]
         if url.starts_with("rediss") && config.tls.is_none() {
-            return Err(Error::Store(fred::error::Error::new(
-                fred::error::ErrorKind::Tls,
-                "a rediss:// URL gave no TLS configuration",
+            return Err(Error::Config(crate::ConfigError::Store(
+                "a rediss:// URL gave no TLS configuration".into(),
             )));
         }
         let freeze_ms = freeze_ms(o.command_timeout);
@@ -90,12 +91,11 @@ impl RedisBackend {
             // within about half a second of the server coming back.
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 500, 2))
             .build_pool(o.pool_size.max(1))
-            .map_err(Error::Store)?;
+            .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
         tokio::time::timeout(o.connect_timeout + o.command_timeout, pool.init())
             .await
             .map_err(|_| {
-                Error::Unavailable(fred::error::Error::new(
-                    fred::error::ErrorKind::Timeout,
+                Error::Unavailable(crate::error::StoreError::timeout(
                     "timed out connecting to the session store",
                 ))
             })?
@@ -118,8 +118,7 @@ impl RedisBackend {
         tokio::time::timeout(o.connect_timeout + o.command_timeout, preload)
             .await
             .map_err(|_| {
-                Error::Unavailable(fred::error::Error::new(
-                    fred::error::ErrorKind::Timeout,
+                Error::Unavailable(crate::error::StoreError::timeout(
                     "timed out loading scripts into the session store",
                 ))
             })??;
@@ -184,9 +183,8 @@ pub(super) fn check_scheme(url: &str) -> Result<()> {
 /// without it fred would connect in plaintext, so refuse at startup.
 pub(super) fn check_tls(url: &str) -> Result<()> {
     if url.starts_with("rediss") && !cfg!(feature = "tls") {
-        return Err(Error::Store(fred::error::Error::new(
-            fred::error::ErrorKind::Config,
-            "rediss:// needs TLS: build tessera-core with its `tls` feature (on by default)",
+        return Err(Error::Config(crate::ConfigError::Store(
+            "rediss:// needs TLS: build tessera-core with its `tls` feature (on by default)".into(),
         )));
     }
     Ok(())
@@ -221,7 +219,7 @@ mod tests {
             assert!(r.is_ok() && c.is_ok());
         } else {
             assert!(
-                matches!(r, Err(Error::Store(ref e)) if *e.kind() == fred::error::ErrorKind::Config),
+                matches!(r, Err(Error::Config(crate::ConfigError::Store(_)))),
                 "{r:?}"
             );
             assert!(c.is_err());

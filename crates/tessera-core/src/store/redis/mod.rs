@@ -63,8 +63,7 @@ impl RedisBackend {
     ) -> Result<T> {
         match tokio::time::timeout(self.command_timeout, op).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Unavailable(fred::error::Error::new(
-                fred::error::ErrorKind::Timeout,
+            Err(_) => Err(Error::Unavailable(crate::error::StoreError::timeout(
                 "session store did not answer within the command timeout",
             ))),
         }
@@ -83,8 +82,7 @@ impl RedisBackend {
         match tokio::time::timeout(backstop, op).await {
             Ok(Err(e)) => Err(e.after_write()),
             Ok(ok) => ok,
-            Err(_) => Err(Error::OutcomeUnknown(fred::error::Error::new(
-                fred::error::ErrorKind::Timeout,
+            Err(_) => Err(Error::OutcomeUnknown(crate::error::StoreError::timeout(
                 "session store did not answer a write within the command timeout",
             ))),
         }
@@ -128,10 +126,7 @@ impl RedisBackend {
                     Some(now) => {
                         self.clock.observe(now, received);
                         if retried {
-                            return Err(Error::Unavailable(fred::error::Error::new(
-                                fred::error::ErrorKind::Unknown,
-                                "the write reached the server after its deadline; nothing was written",
-                            )));
+                            return Err(Error::Unavailable(crate::error::StoreError::new("the write reached the server after its deadline; nothing was written")));
                         }
                         retried = true;
                     }

@@ -140,10 +140,7 @@ pub(super) fn value_bytes(v: Value) -> Option<Vec<u8>> {
 }
 
 pub(super) fn unexpected(msg: String) -> Error {
-    Error::Store(fred::error::Error::new(
-        fred::error::ErrorKind::Protocol,
-        msg,
-    ))
+    Error::Store(crate::error::StoreError::new(msg))
 }
 
 pub(super) fn parse_load(reply: Value) -> Result<Load> {
