@@ -54,7 +54,7 @@ impl From<Backend> for Setup {
     }
 }
 
-pub struct Fx {
+pub struct Fixture {
     pub server: Option<Topology>,
     pub store: Store,
     pub manager: SessionManager,
@@ -204,15 +204,15 @@ pub fn router(manager: SessionManager) -> Router {
         .layer(SessionLayer::from_manager(manager))
 }
 
-impl Fx {
-    pub async fn new(setup: impl Into<Setup>) -> Fx {
+impl Fixture {
+    pub async fn new(setup: impl Into<Setup>) -> Fixture {
         Self::with(setup, |b| b).await
     }
 
     pub async fn with(
         setup: impl Into<Setup>,
         f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder,
-    ) -> Fx {
+    ) -> Fixture {
         let Setup { backend, adapter } = setup.into();
         crate::init_tracing();
         let topology = tokio::task::spawn_blocking(move || backend.topology())
@@ -236,7 +236,7 @@ impl Fx {
         Self::on_with(adapter, server, store, config(f)).await
     }
 
-    pub async fn on(server: Option<Topology>, store: Store, config: SessionConfig) -> Fx {
+    pub async fn on(server: Option<Topology>, store: Store, config: SessionConfig) -> Fixture {
         Self::on_with(Adapter::Axum, server, store, config).await
     }
 
@@ -245,10 +245,10 @@ impl Fx {
         server: Option<Topology>,
         store: Store,
         config: SessionConfig,
-    ) -> Fx {
+    ) -> Fixture {
         let manager = SessionManager::new(store.clone(), config);
         let app = serve(adapter, manager.clone()).await;
-        Fx {
+        Fixture {
             server,
             store,
             manager,

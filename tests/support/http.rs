@@ -107,7 +107,7 @@ fn retry_after(res: &reqwest::Response) -> Option<String> {
 
 /// What a request returned.
 #[derive(Debug, Clone)]
-pub struct Resp {
+pub struct Answer {
     pub status: u16,
     pub set_cookies: Vec<String>,
     pub body: String,
@@ -116,7 +116,7 @@ pub struct Resp {
     pub retry_after: Option<String>,
 }
 
-impl Resp {
+impl Answer {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
@@ -170,22 +170,22 @@ impl Browser {
         self.jar.lock().unwrap().insert(name.into(), value.into());
     }
 
-    pub async fn get(&self, path: &str) -> Resp {
+    pub async fn get(&self, path: &str) -> Answer {
         self.send(reqwest::Method::GET, path, None).await
     }
-    pub async fn post(&self, path: &str, body: Option<serde_json::Value>) -> Resp {
+    pub async fn post(&self, path: &str, body: Option<serde_json::Value>) -> Answer {
         self.send(reqwest::Method::POST, path, body).await
     }
-    pub async fn put(&self, path: &str, body: serde_json::Value) -> Resp {
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> Answer {
         self.send(reqwest::Method::PUT, path, Some(body)).await
     }
-    pub async fn delete(&self, path: &str) -> Resp {
+    pub async fn delete(&self, path: &str) -> Answer {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
     /// Polls `GET path` until it answers 200 (returned), within `limit`; every answer before
     /// that must be a 503 (the store is coming back), never a 500 or a hang.
-    pub async fn get_until_ok(&self, path: &str, limit: Duration) -> Resp {
+    pub async fn get_until_ok(&self, path: &str, limit: Duration) -> Answer {
         let start = std::time::Instant::now();
         loop {
             let r = self.get(path).await;
@@ -200,7 +200,7 @@ impl Browser {
 
     /// `GET path` with exactly this `Cookie` header (raw bytes, not the jar): what a browser
     /// sends with duplicate names or non-ASCII values. The jar is left as it is.
-    pub async fn get_with_cookie_header(&self, path: &str, raw: &[u8]) -> Resp {
+    pub async fn get_with_cookie_header(&self, path: &str, raw: &[u8]) -> Answer {
         let start = std::time::Instant::now();
         let res = self
             .client
@@ -221,7 +221,7 @@ impl Browser {
             .collect();
         let retry_after = retry_after(&res);
         let body = res.text().await.unwrap_or_default();
-        Resp {
+        Answer {
             status,
             set_cookies,
             body,
@@ -249,7 +249,7 @@ impl Browser {
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Resp {
+    ) -> Answer {
         let mut req = self
             .client
             .request(method, format!("{}{}", self.base, path));
@@ -291,7 +291,7 @@ impl Browser {
                 }
             }
         }
-        Resp {
+        Answer {
             status,
             set_cookies,
             body,

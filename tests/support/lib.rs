@@ -27,7 +27,7 @@ pub fn init_tracing() {
 }
 
 pub mod fixture;
-pub use fixture::{Adapter, Backend, Fx, Setup};
+pub use fixture::{Adapter, Backend, Fixture, Setup};
 
 /// Generates one `#[tokio::test]` per case, adapter (axum, actix) and backend: memory, Redis 7, Redis 8.2, Valkey
 /// 8.1, Sentinel (Redis 7 primary + replica + 3 Sentinels) and Cluster (3 primaries + 3

@@ -6,38 +6,38 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub enum RedisReply {
     Status(String),
     Error(String),
     Int(i64),
     Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
+    Array(Option<Vec<RedisReply>>),
 }
 
-impl Reply {
+impl RedisReply {
     pub fn text(&self) -> Option<String> {
         match self {
-            Reply::Status(s) => Some(s.clone()),
-            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            Reply::Int(i) => Some(i.to_string()),
+            RedisReply::Status(s) => Some(s.clone()),
+            RedisReply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            RedisReply::Int(i) => Some(i.to_string()),
             _ => None,
         }
     }
     pub fn int(&self) -> i64 {
         match self {
-            Reply::Int(i) => *i,
+            RedisReply::Int(i) => *i,
             other => panic!("expected an integer reply, got {other:?}"),
         }
     }
-    pub fn array(&self) -> Vec<Reply> {
+    pub fn array(&self) -> Vec<RedisReply> {
         match self {
-            Reply::Array(Some(v)) => v.clone(),
+            RedisReply::Array(Some(v)) => v.clone(),
             other => panic!("expected an array reply, got {other:?}"),
         }
     }
 }
 
-pub fn command(port: u16, args: &[&str]) -> std::io::Result<Reply> {
+pub fn command(port: u16, args: &[&str]) -> std::io::Result<RedisReply> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_nodelay(true)?;
@@ -63,35 +63,35 @@ fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {
     Ok(line.trim_end_matches("\r\n").to_string())
 }
 
-fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
+fn read_reply(r: &mut impl BufRead) -> std::io::Result<RedisReply> {
     let line = read_line(r)?;
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad RESP");
     let (t, rest) = line.split_at(1);
     Ok(match t {
-        "+" => Reply::Status(rest.into()),
-        "-" => Reply::Error(rest.into()),
-        ":" => Reply::Int(rest.parse().map_err(|_| bad())?),
+        "+" => RedisReply::Status(rest.into()),
+        "-" => RedisReply::Error(rest.into()),
+        ":" => RedisReply::Int(rest.parse().map_err(|_| bad())?),
         "$" => {
             let n: i64 = rest.parse().map_err(|_| bad())?;
             if n < 0 {
-                Reply::Bulk(None)
+                RedisReply::Bulk(None)
             } else {
                 let mut b = vec![0u8; n as usize + 2];
                 r.read_exact(&mut b)?;
                 b.truncate(n as usize);
-                Reply::Bulk(Some(b))
+                RedisReply::Bulk(Some(b))
             }
         }
         "*" => {
             let n: i64 = rest.parse().map_err(|_| bad())?;
             if n < 0 {
-                Reply::Array(None)
+                RedisReply::Array(None)
             } else {
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     v.push(read_reply(r)?);
                 }
-                Reply::Array(Some(v))
+                RedisReply::Array(Some(v))
             }
         }
         _ => return Err(bad()),

@@ -1,6 +1,6 @@
 //! Real server processes: started on a free loopback port in a temp dir, killed on drop.
 
-use crate::resp::{command, Reply};
+use crate::resp::{command, RedisReply};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -192,7 +192,7 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Ok(Reply::Status(s)) = command(self.port, &["PING"]) {
+            if let Ok(RedisReply::Status(s)) = command(self.port, &["PING"]) {
                 if s == "PONG" {
                     return Ok(());
                 }
@@ -235,7 +235,7 @@ impl Server {
     }
 
     /// Sends one command; panics (with the server log) if the server does not answer.
-    pub fn cmd(&self, args: &[&str]) -> Reply {
+    pub fn cmd(&self, args: &[&str]) -> RedisReply {
         match command(self.port, args) {
             Ok(r) => r,
             Err(e) => panic!(
@@ -260,7 +260,7 @@ impl Server {
                 .cmd(&["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"])
                 .array();
             cursor = r[0].text().unwrap();
-            out.extend(r[1].array().iter().filter_map(Reply::text));
+            out.extend(r[1].array().iter().filter_map(RedisReply::text));
             if cursor == "0" {
                 return out;
             }
@@ -271,7 +271,7 @@ impl Server {
     pub fn reset_stats(&self) {
         assert_eq!(
             self.cmd(&["CONFIG", "RESETSTAT"]),
-            Reply::Status("OK".into())
+            RedisReply::Status("OK".into())
         );
     }
 

@@ -1,7 +1,7 @@
 //! Deployments of real servers: standalone, primary + replica + three Sentinels, and a
 //! Cluster of three primaries each with a replica. Inspection helpers work on all of them.
 
-use crate::resp::{command, Reply};
+use crate::resp::{command, RedisReply};
 use crate::server::{cluster_conf, redis_cli, Server, ServerKind};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -85,8 +85,8 @@ impl Topology {
                     && sentinels.iter().all(|s| {
                         let reps = command(s.port(), &["SENTINEL", "REPLICAS", "mymaster"]);
                         let sens = command(s.port(), &["SENTINEL", "SENTINELS", "mymaster"]);
-                        matches!(reps, Ok(Reply::Array(Some(ref v))) if v.len() == 1)
-                            && matches!(sens, Ok(Reply::Array(Some(ref v))) if v.len() == 2)
+                        matches!(reps, Ok(RedisReply::Array(Some(ref v))) if v.len() == 1)
+                            && matches!(sens, Ok(RedisReply::Array(Some(ref v))) if v.len() == 2)
                     })
             },
             || {
@@ -256,7 +256,7 @@ impl Topology {
     }
 
     /// One command, sent to a primary (following MOVED in a cluster).
-    pub fn cmd(&self, args: &[&str]) -> Reply {
+    pub fn cmd(&self, args: &[&str]) -> RedisReply {
         let first = self
             .primaries()
             .first()
@@ -265,7 +265,7 @@ impl Topology {
         let mut reply = first.cmd(args);
         for _ in 0..3 {
             match &reply {
-                Reply::Error(e) if e.starts_with("MOVED") => {
+                RedisReply::Error(e) if e.starts_with("MOVED") => {
                     let port: u16 = e.rsplit(':').next().unwrap().parse().unwrap();
                     reply = self.node_by_port(port).cmd(args);
                 }

@@ -1,11 +1,14 @@
 //! The behaviour suite: written once, run against the in-memory store and against real
 //! Redis 7, Redis 8.2 and Valkey 8.1 servers, through real HTTP requests.
+//!
+//! Over 500 lines on purpose: one self-contained case per behaviour, read one at a time; the
+//! list at the top is the index.
 
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tessera_core::SameSite;
 use tessera_tests::fixture::{config, key};
-use tessera_tests::{Browser, Fx, Setup};
+use tessera_tests::{Browser, Fixture, Setup};
 
 /// The default name: `__Host-` is added whenever the cookie is `Secure` with `Path=/`, no `Domain`.
 const COOKIE: &str = "__Host-tessera";
@@ -34,8 +37,8 @@ fn cookie_value(b: &Browser) -> String {
 mod cases {
     use super::*;
 
-    pub async fn login_me_put_counter_logout(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn login_me_put_counter_logout(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         assert_eq!(br.get("/me").await.status, 401, "no session yet");
         let r = br
@@ -85,8 +88,8 @@ mod cases {
         }
     }
 
-    pub async fn cookie_attributes_default_and_configured(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn cookie_attributes_default_and_configured(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let r = fx.browser().put("/session", json!({"a": 1})).await;
         let sc = &r.set_cookies[0];
         let value = sc
@@ -144,8 +147,8 @@ mod cases {
         assert!(!sc.contains("Secure"), "{sc}");
     }
 
-    pub async fn key_rotation_accepts_old_key_and_reissues(b: Setup) {
-        let fx = Fx::new(b).await; // signs with key(1)
+    pub async fn key_rotation_accepts_old_key_and_reissues(setup: Setup) {
+        let fx = Fixture::new(setup).await; // signs with key(1)
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "7"}))).await;
         let old_value = cookie_value(&br);
@@ -182,8 +185,8 @@ mod cases {
         assert!(br2.get("/me").await.set_cookies.is_empty());
     }
 
-    pub async fn tampered_cookies_are_anonymous(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn tampered_cookies_are_anonymous(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "1"}))).await;
         let good = cookie_value(&br);
@@ -234,8 +237,8 @@ mod cases {
         );
     }
 
-    pub async fn login_rotates_the_id(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn login_rotates_the_id(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.put("/session", json!({"cart": [1, 2]})).await;
         let anonymous = br.fork();
@@ -262,8 +265,11 @@ mod cases {
         }
     }
 
-    pub async fn cycle_id_keeps_data_and_retires_old_id(b: Setup) {
-        let fx = Fx::with(b, |c| c.absolute_lifetime(Some(Duration::from_secs(3600)))).await;
+    pub async fn cycle_id_keeps_data_and_retires_old_id(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
+            c.absolute_lifetime(Some(Duration::from_secs(3600)))
+        })
+        .await;
         let br = fx.browser();
         br.put("/session", json!({"k": "v"})).await;
         let old = br.fork();
@@ -284,8 +290,8 @@ mod cases {
         }
     }
 
-    pub async fn concurrent_writers_of_different_fields_both_survive(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn concurrent_writers_of_different_fields_both_survive(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "c"}))).await;
         let mut tasks = Vec::new();
@@ -310,8 +316,8 @@ mod cases {
         assert!(missing.is_empty(), "lost updates: {missing:?}");
     }
 
-    pub async fn logout_racing_writers_never_resurrects(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn logout_racing_writers_never_resurrects(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         for round in 0..5 {
             let br = fx.browser();
             br.post("/login", Some(json!({"user_id": format!("r{round}")})))
@@ -368,8 +374,8 @@ mod cases {
         }
     }
 
-    pub async fn increments_are_atomic(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn increments_are_atomic(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.put("/session", json!({"x": 1})).await;
         let tasks: Vec<_> = (0..100)
@@ -402,8 +408,8 @@ mod cases {
         assert_eq!(fresh.get("/me").await.json(), json!({"counter": 1}));
     }
 
-    pub async fn sliding_idle_timeout_keeps_active_readers(b: Setup) {
-        let fx = Fx::with(b, |c| {
+    pub async fn sliding_idle_timeout_keeps_active_readers(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
             c.idle_timeout(Duration::from_secs(2))
                 .touch_interval(Duration::from_millis(500))
         })
@@ -424,8 +430,8 @@ mod cases {
         assert_eq!(br.get("/me").await.status, 401, "idle past the timeout");
     }
 
-    pub async fn absolute_lifetime_ends_session_whatever_the_activity(b: Setup) {
-        let fx = Fx::with(b, |c| {
+    pub async fn absolute_lifetime_ends_session_whatever_the_activity(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
             c.idle_timeout(Duration::from_secs(30))
                 .touch_interval(Duration::from_millis(100))
                 .absolute_lifetime(Some(Duration::from_secs(2)))
@@ -458,8 +464,8 @@ mod cases {
         );
     }
 
-    pub async fn reserved_and_undecodable_fields_are_typed_errors(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn reserved_and_undecodable_fields_are_typed_errors(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "z"}))).await;
         for name in ["__u", "__c", "__anything", ""] {
@@ -479,8 +485,8 @@ mod cases {
         assert_eq!(br.get("/typed/n").await.status, 200, "still serving");
     }
 
-    pub async fn destroy_then_write_starts_a_fresh_session(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn destroy_then_write_starts_a_fresh_session(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "d"}))).await;
         let old = cookie_value(&br);
@@ -491,8 +497,8 @@ mod cases {
         assert_eq!(br.get("/me").await.json(), json!({"flash": "bye"}));
     }
 
-    pub async fn persistent_cookie_slides_with_the_ttl(b: Setup) {
-        let fx = Fx::with(b, |c| {
+    pub async fn persistent_cookie_slides_with_the_ttl(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
             c.persistent(true)
                 .idle_timeout(Duration::from_secs(60))
                 .touch_interval(Duration::from_millis(300))

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use tessera_tests::{Browser, Fx, Setup};
+use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
     device_list_follows_login_rotation_and_logout,
@@ -30,8 +30,8 @@ async fn devices(b: &Browser) -> Vec<Value> {
 mod cases {
     use super::*;
 
-    pub async fn device_list_follows_login_rotation_and_logout(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn device_list_follows_login_rotation_and_logout(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let phone = fx.browser().with_agent("phone/1.0");
         let laptop = fx.browser().with_agent("laptop/2.0");
         login(&phone, "ann").await;
@@ -82,8 +82,8 @@ mod cases {
         }
     }
 
-    pub async fn logout_all_ends_every_session_of_the_user_only(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn logout_all_ends_every_session_of_the_user_only(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let ann: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
         for br in &ann {
             login(br, "ann").await;
@@ -110,8 +110,8 @@ mod cases {
         }
     }
 
-    pub async fn logout_others_keeps_the_current_session(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn logout_others_keeps_the_current_session(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let ann: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
         for br in &ann {
             login(br, "ann").await;
@@ -124,8 +124,8 @@ mod cases {
         assert_eq!(devices(&ann[0]).await.len(), 1);
     }
 
-    pub async fn revoke_ends_only_own_sessions(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn revoke_ends_only_own_sessions(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let (a1, a2, bob) = (fx.browser(), fx.browser(), fx.browser());
         login(&a1, "ann").await;
         login(&a2, "ann").await;
@@ -159,8 +159,8 @@ mod cases {
         assert_eq!(a1.get("/me").await.status, 401);
     }
 
-    pub async fn device_limit_ends_the_least_recently_used(b: Setup) {
-        let fx = Fx::with(b, |c| {
+    pub async fn device_limit_ends_the_least_recently_used(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
             c.max_sessions_per_user(Some(2))
                 .touch_interval(Duration::from_millis(100))
         })
@@ -186,8 +186,8 @@ mod cases {
         assert_eq!(devices(&c).await.len(), 2);
     }
 
-    pub async fn logins_racing_logout_all_are_never_orphaned(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn logins_racing_logout_all_are_never_orphaned(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         for round in 0..4 {
             let user = format!("racer{round}");
             let anchor = fx.browser();
@@ -243,8 +243,8 @@ mod cases {
         }
     }
 
-    pub async fn nothing_of_a_user_is_left_after_their_sessions_expire(b: Setup) {
-        let fx = Fx::with(b, |c| {
+    pub async fn nothing_of_a_user_is_left_after_their_sessions_expire(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
             c.idle_timeout(Duration::from_secs(1))
                 .touch_interval(Duration::from_millis(200))
         })
@@ -272,8 +272,8 @@ mod cases {
         }
     }
 
-    pub async fn account_endpoints_need_a_login(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn account_endpoints_need_a_login(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let anon = fx.browser();
         anon.put("/session", json!({"cart": 1})).await;
         assert_eq!(anon.get("/sessions").await.status, 401);

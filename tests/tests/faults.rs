@@ -4,9 +4,9 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tessera_core::{ServerWarning, Store};
-use tessera_tests::{Backend, Browser, Fx, Server, ServerKind, Topology};
+use tessera_tests::{Backend, Browser, Fixture, Server, ServerKind, Topology};
 
-async fn logged_in_browsers(fx: &Fx, n: usize) -> Vec<Browser> {
+async fn logged_in_browsers(fx: &Fixture, n: usize) -> Vec<Browser> {
     let mut out = Vec::new();
     for i in 0..n {
         let b = fx.browser();
@@ -62,7 +62,7 @@ fn replicated(t: &Topology) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_sigkill_and_restart_with_aof() {
     for kind in tessera_tests::KINDS {
-        let mut fx = Fx::new(Backend::Redis(kind)).await;
+        let mut fx = Fixture::new(Backend::Redis(kind)).await;
         let browsers = logged_in_browsers(&fx, 20).await;
         tokio::time::sleep(Duration::from_secs(2)).await; // appendfsync everysec
         fx.standalone().kill();
@@ -79,7 +79,7 @@ async fn sessions_survive_sigkill_and_restart_with_aof() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_keeps_sessions_and_answers_503_meanwhile() {
-    let mut fx = Fx::new(Backend::Sentinel).await;
+    let mut fx = Fixture::new(Backend::Sentinel).await;
     let browsers = logged_in_browsers(&fx, 10).await;
     replicated(fx.server());
     let old_primary = fx.server().primaries()[0].port();
@@ -108,7 +108,7 @@ async fn sentinel_failover_keeps_sessions_and_answers_503_meanwhile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_failover_recovers_without_crossslot_or_moved_reaching_the_app() {
-    let mut fx = Fx::new(Backend::Cluster).await;
+    let mut fx = Fixture::new(Backend::Cluster).await;
     let browsers = logged_in_browsers(&fx, 30).await;
     replicated(fx.server());
     let primaries: Vec<u16> = fx.server().primaries().iter().map(|p| p.port()).collect();

@@ -1,10 +1,13 @@
 //! The promises kept under attack and faults (issue: thirteen defects). Each case is a
 //! regression test written against the defect it names; the per-backend ones run on memory,
 //! Redis 7, Redis 8.2, Valkey 8.1, Sentinel and Cluster, through axum and actix.
+//!
+//! Over 500 lines on purpose: one self-contained case per promise, each named for the defect
+//! it guards; the README's promises table is the index.
 
 use serde_json::json;
 use std::time::Duration;
-use tessera_tests::{Browser, Fx, Setup};
+use tessera_tests::{Browser, Fixture, Setup};
 
 const COOKIE: &str = "__Host-tessera";
 
@@ -26,7 +29,7 @@ fn cookie_value(b: &Browser) -> String {
     b.cookie(COOKIE).expect("browser holds a session cookie")
 }
 
-fn clears_cookie(r: &tessera_tests::http::Resp) -> bool {
+fn clears_cookie(r: &tessera_tests::http::Answer) -> bool {
     r.set_cookies.iter().any(|c| c.contains("Max-Age=0"))
 }
 
@@ -34,8 +37,8 @@ mod cases {
     use super::*;
 
     /// Defect 1: Bob logging in through Alice's cookie saw Alice's `role` and `mfa_ok`.
-    pub async fn login_as_another_user_starts_empty(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn login_as_another_user_starts_empty(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         let r = br
             .post(
@@ -75,8 +78,8 @@ mod cases {
     }
 
     /// Defect 2: `Cookie: pref=Zoë; tessera=...` (UTF-8 sent raw) hid the session: a 401.
-    pub async fn a_non_ascii_cookie_does_not_hide_the_session(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn a_non_ascii_cookie_does_not_hide_the_session(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "zoe"}))).await;
         let ours = cookie_value(&br);
@@ -103,8 +106,8 @@ mod cases {
     /// Defect 3: a PUT racing a re-login was answered 200 and lost (copied before it landed,
     /// then the old key deleted). Now it is in the rotated session, or in a session of its
     /// own that its answer's cookie names, or it is refused (409): never 200 and gone.
-    pub async fn a_write_racing_a_relogin_is_kept_or_refused(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn a_write_racing_a_relogin_is_kept_or_refused(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let mut outcomes = std::collections::BTreeMap::new();
         for round in 0..20 {
             let br = fx.browser();
@@ -150,14 +153,14 @@ mod cases {
                 *outcomes.entry(kept).or_insert(0) += 1;
             }
         }
-        eprintln!("[{b:?}] racing writes: {outcomes:?}");
+        eprintln!("[{setup:?}] racing writes: {outcomes:?}");
     }
 
     /// Defect 7: `Cookie: tessera=<logged out>; tessera=<live>` was a 401 that deleted the
     /// live cookie. Every signed candidate is tried (up to 4); a cookie is cleared only when
     /// every candidate was tried and found dead.
-    pub async fn duplicate_cookie_names_try_every_signed_candidate(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn duplicate_cookie_names_try_every_signed_candidate(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let dead = {
             let d = fx.browser();
             d.post("/login", Some(json!({"user_id": "gone"}))).await;
@@ -207,8 +210,8 @@ mod cases {
 
     /// Defect 8: 4,000 fields broke writes (Lua's unpack limit) and then every login. The
     /// same limits now hold on every store, enforced up front with a 400 naming the limit.
-    pub async fn size_limits_are_enforced_up_front(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn size_limits_are_enforced_up_front(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "big"}))).await;
         let many: serde_json::Map<String, serde_json::Value> =
@@ -261,8 +264,8 @@ mod cases {
     }
 
     /// Defect 10: `PUT {"Apartial":1,"__u":"admin"}` was a 400 that still stored `Apartial`.
-    pub async fn an_error_response_commits_nothing(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn an_error_response_commits_nothing(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "e"}))).await;
         let r = br
@@ -282,8 +285,8 @@ mod cases {
 
     /// Defect 11: `insert("counter", 10)` then `increment("counter", 1)` returned 11 and stored
     /// 10; on a string it returned 1 and the string stayed.
-    pub async fn insert_then_increment_applies_in_order(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn insert_then_increment_applies_in_order(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.put("/session", json!({"counter": 3})).await;
         let r = br
@@ -312,8 +315,8 @@ mod cases {
     /// A request still carrying the pre-login cookie (sent before the login's answer arrived)
     /// must neither clear the cookie (the browser's new one has the same name) nor start a
     /// session of its own over it: the old key is a tombstone for a moment ("moved").
-    pub async fn the_old_cookie_right_after_a_login_neither_clears_nor_forks(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn the_old_cookie_right_after_a_login_neither_clears_nor_forks(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let br = fx.browser();
         br.put("/session", json!({"cart": [1]})).await;
         let before = br.fork();
@@ -345,8 +348,8 @@ mod cases {
 
     /// `__Host-` became the default name: cookies issued as `tessera` before are still read
     /// and re-issued under the new name, so a deploy logs nobody out.
-    pub async fn cookies_from_before_the_host_prefix_default_still_work(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn cookies_from_before_the_host_prefix_default_still_work(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let before = fx
             .sibling(tessera_tests::fixture::config(|c| c.host_prefix(false)))
             .await;
@@ -369,8 +372,8 @@ mod cases {
 
     /// Logging in again (or `cycle_id`) at the device limit must not end another device: the
     /// session being rotated leaves the index, so it does not count twice.
-    pub async fn relogin_at_the_device_limit_ends_no_other_device(b: Setup) {
-        let fx = Fx::with(b, |c| c.max_sessions_per_user(Some(2))).await;
+    pub async fn relogin_at_the_device_limit_ends_no_other_device(setup: Setup) {
+        let fx = Fixture::with(setup, |c| c.max_sessions_per_user(Some(2))).await;
         let (laptop, phone) = (fx.browser(), fx.browser());
         laptop.post("/login", Some(json!({"user_id": "two"}))).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -404,8 +407,8 @@ mod cases {
 
     /// Defect 13: a user id with `{...}` chose the Cluster slot of its index, and `42` and
     /// `"42"` were the same user in the demo.
-    pub async fn user_ids_cannot_pick_a_slot_or_collide(b: Setup) {
-        let fx = Fx::new(b).await;
+    pub async fn user_ids_cannot_pick_a_slot_or_collide(setup: Setup) {
+        let fx = Fixture::new(setup).await;
         let (one, two) = (fx.browser(), fx.browser());
         assert_eq!(
             one.post("/login", Some(json!({"user_id": "{a}"})))
@@ -461,7 +464,7 @@ async fn writes_answered_503_are_never_applied_later() {
     for kind in [ServerKind::Redis7, ServerKind::Valkey] {
         for adapter in ADAPTERS {
             for killed in [false, true] {
-                let mut fx = Fx::new(Setup {
+                let mut fx = Fixture::new(Setup {
                     backend: Backend::Redis(kind),
                     adapter,
                 })
@@ -529,7 +532,7 @@ async fn writes_answered_503_are_never_applied_later() {
 async fn over_maxmemory_reads_are_served_and_writes_answer_503() {
     for kind in tessera_tests::KINDS {
         for adapter in ADAPTERS {
-            let fx = Fx::with(
+            let fx = Fixture::with(
                 Setup {
                     backend: Backend::Redis(kind),
                     adapter,
@@ -582,7 +585,7 @@ async fn over_maxmemory_reads_are_served_and_writes_answer_503() {
 async fn corrupt_stored_metadata_is_an_error_never_a_panic() {
     for kind in tessera_tests::KINDS {
         for adapter in ADAPTERS {
-            let fx = Fx::new(Setup {
+            let fx = Fixture::new(Setup {
                 backend: Backend::Redis(kind),
                 adapter,
             })
@@ -618,7 +621,7 @@ async fn the_memory_store_is_bounded() {
     for adapter in ADAPTERS {
         let limit = 256 * 1024;
         let store = Store::memory_with_limit(limit);
-        let fx = Fx::on_with(adapter, None, store.clone(), config(|c| c)).await;
+        let fx = Fixture::on_with(adapter, None, store.clone(), config(|c| c)).await;
         let value = "x".repeat(16 * 1024);
         let first = fx.browser();
         first.put("/session", json!({ "v": value })).await;

@@ -1,12 +1,15 @@
 //! What only a real server can show: the key layout, the exact commands per request, and
 //! failures (server down, paused, restarted). Run against Redis 7, Redis 8.2 and Valkey 8.1.
+//!
+//! Over 500 lines on purpose: one self-contained case per server fact (each cost-table row is
+//! its own case); the list at the top is the index.
 
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_core::{RedisOptions, SessionManager, Store};
 use tessera_tests::fixture::config;
-use tessera_tests::{Backend, Fx, Server, ServerKind};
+use tessera_tests::{Backend, Fixture, Server, ServerKind};
 
 macro_rules! redis_suite {
     ($($case:ident),* $(,)?) => {
@@ -19,7 +22,14 @@ macro_rules! redis_suite {
 redis_suite!(
     storage_layout_is_readable_with_redis_cli,
     typed_values_round_trip_exactly_through_the_server,
-    commands_per_request,
+    cost_route_that_never_uses_the_session,
+    cost_bad_cookie,
+    cost_read_inside_the_touch_interval,
+    cost_first_read_on_another_instance,
+    cost_read_past_the_touch_interval,
+    cost_read_then_write_two_fields,
+    cost_increment,
+    cost_logged_in_past_the_touch_interval,
     server_down_is_a_fast_503_and_recovers,
     paused_server_is_a_503_within_the_command_timeout,
     failed_save_is_not_reported_as_success,
@@ -36,7 +46,7 @@ mod cases {
     use super::*;
 
     pub async fn storage_layout_is_readable_with_redis_cli(kind: ServerKind) {
-        let fx = Fx::with(Backend::Redis(kind), |c| c.namespace("shop:")).await;
+        let fx = Fixture::with(Backend::Redis(kind), |c| c.namespace("shop:")).await;
         let br = fx.browser();
         br.post(
             "/login",
@@ -162,15 +172,22 @@ mod cases {
         );
     }
 
-    pub async fn commands_per_request(kind: ServerKind) {
-        let fx = Fx::with(Backend::Redis(kind), |c| {
+    /// A server with one anonymous session (touch interval 1 s), its browser, and the server.
+    async fn one_session(kind: ServerKind) -> (Fixture, tessera_tests::Browser) {
+        let fx = Fixture::with(Backend::Redis(kind), |c| {
             c.touch_interval(Duration::from_secs(1))
         })
         .await;
-        let s = fx.server();
         let br = fx.browser();
         br.put("/session", json!({"tenant": "acme"})).await; // an anonymous session
+        (fx, br)
+    }
 
+    // One case per row of ARCHITECTURE.md's "What a request costs" table.
+
+    pub async fn cost_route_that_never_uses_the_session(kind: ServerKind) {
+        let (fx, br) = one_session(kind).await;
+        let s = fx.server();
         s.reset_stats();
         assert_eq!(br.get("/noop").await.status, 200);
         assert_eq!(
@@ -178,7 +195,21 @@ mod cases {
             stats(&[]),
             "a route that never touches the session sends nothing"
         );
+    }
 
+    pub async fn cost_bad_cookie(kind: ServerKind) {
+        let (fx, _) = one_session(kind).await;
+        let s = fx.server();
+        let t = fx.browser();
+        t.set_cookie("__Host-tessera", "garbage");
+        s.reset_stats();
+        assert_eq!(t.get("/me").await.status, 401);
+        assert_eq!(s.command_stats(), stats(&[]), "a bad cookie costs nothing");
+    }
+
+    pub async fn cost_read_inside_the_touch_interval(kind: ServerKind) {
+        let (fx, br) = one_session(kind).await;
+        let s = fx.server();
         s.reset_stats();
         assert_eq!(br.get("/me").await.status, 200);
         assert_eq!(
@@ -186,7 +217,11 @@ mod cases {
             stats(&[("hgetall", 1)]),
             "read inside the touch interval, on an instance that saw the last refresh: one plain HGETALL"
         );
+    }
 
+    pub async fn cost_first_read_on_another_instance(kind: ServerKind) {
+        let (fx, br) = one_session(kind).await;
+        let s = fx.server();
         // Another instance (behind the same load balancer) has not seen this session: its
         // first read is the refresh script, still one command and one round trip.
         let cold = fx
@@ -205,7 +240,11 @@ mod cases {
         s.reset_stats();
         assert_eq!(cold_br.get("/me").await.status, 200);
         assert_eq!(s.command_stats(), stats(&[("hgetall", 1)]), "now it knows");
+    }
 
+    pub async fn cost_read_past_the_touch_interval(kind: ServerKind) {
+        let (fx, br) = one_session(kind).await;
+        let s = fx.server();
         tokio::time::sleep(Duration::from_millis(1100)).await;
         s.reset_stats();
         let r = br.get("/me").await;
@@ -219,7 +258,11 @@ mod cases {
             r.set_cookies.is_empty(),
             "browser-session cookie: nothing to re-send"
         );
+    }
 
+    pub async fn cost_read_then_write_two_fields(kind: ServerKind) {
+        let (fx, br) = one_session(kind).await;
+        let s = fx.server();
         s.reset_stats();
         let r = br.put("/session", json!({"a": 1, "b": 2})).await;
         assert_eq!(r.status, 200);
@@ -234,7 +277,6 @@ mod cases {
             ]),
             "write of two fields: plain load + one write round trip (one HSET, no HDEL)"
         );
-
         s.reset_stats();
         br.put("/session", json!({"a": null})).await;
         let st = s.command_stats();
@@ -243,7 +285,11 @@ mod cases {
             Some(&1),
             "removed fields are HDELed: {st:?}"
         );
+    }
 
+    pub async fn cost_increment(kind: ServerKind) {
+        let (fx, br) = one_session(kind).await;
+        let s = fx.server();
         s.reset_stats();
         assert_eq!(
             br.post("/counter", None).await.json(),
@@ -260,7 +306,11 @@ mod cases {
             ]),
             "an increment needs no load: one script, one round trip (HLEN: the field limit)"
         );
+    }
 
+    pub async fn cost_logged_in_past_the_touch_interval(kind: ServerKind) {
+        let (fx, br) = one_session(kind).await;
+        let s = fx.server();
         // Logged in: past the touch interval the user's index entry moves with the TTL, in a
         // second command sent while the handler runs.
         br.post("/login", Some(json!({"user_id": "1"}))).await;
@@ -301,7 +351,7 @@ mod cases {
     }
 
     pub async fn server_down_is_a_fast_503_and_recovers(kind: ServerKind) {
-        let mut fx = Fx::new(Backend::Redis(kind)).await;
+        let mut fx = Fixture::new(Backend::Redis(kind)).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "1"}))).await;
         tokio::time::sleep(Duration::from_millis(1200)).await; // appendfsync everysec
@@ -337,7 +387,7 @@ mod cases {
         )
         .await
         .unwrap();
-        let fx = Fx::on(
+        let fx = Fixture::on(
             Some(tessera_tests::Topology::Standalone(server)),
             store,
             config(|c| c),
@@ -358,7 +408,7 @@ mod cases {
     }
 
     pub async fn failed_save_is_not_reported_as_success(kind: ServerKind) {
-        let fx = Fx::new(Backend::Redis(kind)).await;
+        let fx = Fixture::new(Backend::Redis(kind)).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "s"}))).await;
         // /slow-write loads, waits 400 ms, then writes: pause the server in between.
@@ -380,7 +430,7 @@ mod cases {
     }
 
     pub async fn corrupt_data_from_another_app_is_a_typed_error(kind: ServerKind) {
-        let fx = Fx::new(Backend::Redis(kind)).await;
+        let fx = Fixture::new(Backend::Redis(kind)).await;
         let br = fx.browser();
         br.post("/login", Some(json!({"user_id": "c"}))).await;
         let key = fx.only_session_key();
@@ -457,7 +507,7 @@ mod cases {
     }
 
     pub async fn user_index_operations_cost_o_of_the_users_sessions(kind: ServerKind) {
-        let fx = Fx::new(Backend::Redis(kind)).await;
+        let fx = Fixture::new(Backend::Redis(kind)).await;
         let s = fx.server();
         let ann: Vec<tessera_tests::Browser> = (0..3).map(|_| fx.browser()).collect();
         for b in &ann {

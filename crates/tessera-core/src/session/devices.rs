@@ -56,7 +56,7 @@ impl ClientInfo {
 /// One of a user's sessions, as shown in a device list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSession {
-    /// Opaque handle for [`SessionManager::revoke`] (not the session id).
+    /// Opaque handle for [`SessionManager::revoke`](super::SessionManager::revoke) (not the session id).
     pub handle: String,
     /// When the session was created.
     pub created_at: std::time::SystemTime,

@@ -19,7 +19,9 @@ impl Session {
         for i in 0..st.candidates.len() {
             let (id, stale) = (st.candidates[i].id.clone(), st.candidates[i].stale_key);
             st.id = Some(id.clone());
-            if self.load_one(st, &id).await? {
+            // Boxed: the store's future is large; every accessor awaits this one, and a small
+            // accessor future is cheaper to move than one allocation.
+            if Box::pin(self.load_one(st, &id)).await? {
                 if stale {
                     st.cookie = CookieAction::Send;
                 }

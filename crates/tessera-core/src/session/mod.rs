@@ -139,6 +139,21 @@ impl Session {
         Ok(())
     }
 
+    /// A write the store refused without writing anything: the error for the handler, with
+    /// what it means for the request recorded (a concurrent login moving the session is
+    /// reported as [`Error::SessionEnded`] whatever the handler does).
+    fn refusal(&self, st: &mut State, r: WriteResult, field: &str) -> Error {
+        match r {
+            WriteResult::NotAnInteger => Error::NotAnInteger(field.into()),
+            WriteResult::TooManyFields => self.too_many_fields(),
+            _ => {
+                st.mark_moved();
+                let _ = Self::failed::<()>(st, Error::SessionEnded);
+                Error::SessionEnded
+            }
+        }
+    }
+
     fn too_many_fields(&self) -> Error {
         Error::TooLarge {
             what: "fields in one session",
@@ -280,12 +295,8 @@ impl Session {
             };
             let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
             let sent = Instant::now();
-            match self
-                .store()
-                .write(&key, &op, self.timing())
-                .instrument(span)
-                .await
-            {
+            let write = self.store().write(&key, &op, self.timing());
+            match Box::pin(write.instrument(span)).await {
                 Err(e) => return Self::failed(&mut st, e),
                 Ok(WriteResult::Written {
                     incr,
@@ -295,13 +306,12 @@ impl Session {
                     self.after_write(&mut st, &id, &key, sent, refreshed, user);
                     return Ok(incr);
                 }
-                Ok(WriteResult::NotAnInteger) => return Err(Error::NotAnInteger(field.into())),
-                Ok(WriteResult::TooManyFields) => return Err(self.too_many_fields()),
-                Ok(WriteResult::Moved) => {
-                    st.mark_moved();
-                    return Self::failed(&mut st, Error::SessionEnded);
-                }
-                Ok(_) => {
+                Ok(
+                    r @ (WriteResult::NotAnInteger
+                    | WriteResult::TooManyFields
+                    | WriteResult::Moved),
+                ) => return Err(self.refusal(&mut st, r, field)),
+                Ok(WriteResult::Gone | WriteResult::Exists) => {
                     // No such session (expired or ended before this request): start a new one.
                     st.candidates.clear();
                     st.mark_no_session();
@@ -386,7 +396,7 @@ impl Session {
             };
             let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = creating);
             let sent = Instant::now();
-            let res = self.store().write(&key, &op, t).instrument(span).await;
+            let res = Box::pin(self.store().write(&key, &op, t).instrument(span)).await;
             match res {
                 Err(e) => return Self::failed(st, e),
                 Ok(WriteResult::Written {
@@ -407,14 +417,11 @@ impl Session {
                     st.mark_ended();
                     return Self::failed(st, Error::SessionEnded);
                 }
-                Ok(WriteResult::Moved) => {
-                    st.mark_moved();
-                    return Self::failed(st, Error::SessionEnded);
-                }
-                Ok(WriteResult::NotAnInteger) => {
-                    return Err(Error::NotAnInteger(incr.map(|i| i.0).unwrap_or("").into()))
-                }
-                Ok(WriteResult::TooManyFields) => return Err(self.too_many_fields()),
+                Ok(
+                    r @ (WriteResult::NotAnInteger
+                    | WriteResult::TooManyFields
+                    | WriteResult::Moved),
+                ) => return Err(self.refusal(st, r, incr.map(|i| i.0).unwrap_or(""))),
                 Ok(WriteResult::Exists) => {
                     // 128-bit id collision: astronomically unlikely; draw again.
                     st.id = None;

@@ -37,7 +37,7 @@ impl Session {
         let mut previous_user = user_of(&st.data);
         let switching = previous_user.as_deref().is_some_and(|p| p != user_id);
         if switching {
-            self.end_for_another_user(&mut st).await?;
+            Box::pin(self.end_for_another_user(&mut st)).await?;
             previous_user = None;
         }
         let meta = [
@@ -175,7 +175,7 @@ impl Session {
                 None => Ok(None),
             }
         };
-        let (added, frozen) = async { tokio::join!(add, freeze) }.instrument(span).await;
+        let (added, frozen) = Box::pin(async { tokio::join!(add, freeze) }.instrument(span)).await;
         let undo_member = || async {
             if let Some(ix) = &index {
                 if let Err(e) = store
@@ -226,10 +226,7 @@ impl Session {
                     None => data.remove(k),
                 };
             }
-            let created: u64 = data
-                .get(fields::CREATED)
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-                .unwrap_or(0);
+            let created = fields::ms(&data, fields::CREATED).unwrap_or(0);
             let copy: Vec<(String, String)> = data
                 .iter()
                 .filter(|(k, _)| k.as_str() != fields::CREATED && k.as_str() != fields::TOUCHED)

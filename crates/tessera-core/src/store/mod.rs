@@ -30,6 +30,11 @@ pub(crate) mod fields {
     pub(crate) const CLIENT_ADDR: &str = "__ip";
     /// Set while a login moves the session to a new id: `"<ms> <new member>"` (see freeze.lua).
     pub(crate) const MOVING: &str = "__m";
+
+    /// A stored time field (ms since the epoch, as text); `None` if absent or not a number.
+    pub(crate) fn ms(h: &std::collections::HashMap<String, Vec<u8>>, name: &str) -> Option<u64> {
+        std::str::from_utf8(h.get(name)?).ok()?.trim().parse().ok()
+    }
 }
 
 /// The session store: a handle that is cheap to clone and shared by all requests.

@@ -4,6 +4,9 @@
 //! Bounded like a Redis with `maxmemory` and `volatile-lru`: when the data passes
 //! `max_bytes`, the least recently used sessions are evicted. Expiry costs O(expired): keys
 //! wait in a queue ordered by deadline, and each operation pops only those that are due.
+//!
+//! About 500 lines: the whole Redis semantics tessera relies on (hashes, sorted sets, TTLs,
+//! eviction, the freeze), kept in one place so it can be compared with the Lua scripts.
 
 use super::{
     fields, now_ms, ttl_ms, Freeze, Load, Loaded, Mode, Refresh, Release, Timing, WriteOp,
@@ -185,10 +188,6 @@ impl Map {
     }
 }
 
-fn num(h: &HashMap<String, Vec<u8>>, f: &str) -> Option<u64> {
-    std::str::from_utf8(h.get(f)?).ok()?.parse().ok()
-}
-
 /// A key retired by a rotation (see release.lua): only `__m` = "retired <token>".
 fn is_tombstone(h: &HashMap<String, Vec<u8>>) -> bool {
     !h.contains_key(fields::CREATED)
@@ -227,7 +226,7 @@ impl MemoryBackend {
         if !h.contains_key(fields::CREATED) {
             return Load::Gone; // not a session hash
         }
-        let created = num(h, fields::CREATED).unwrap_or(wall);
+        let created = fields::ms(h, fields::CREATED).unwrap_or(wall);
         let Some(ttl) = ttl_ms(wall, created, t) else {
             map.remove(key);
             return Load::Gone;
@@ -282,7 +281,7 @@ impl MemoryBackend {
                 if !h.contains_key(fields::CREATED) {
                     return WriteResult::Gone;
                 }
-                let c = num(h, fields::CREATED).unwrap_or(wall);
+                let c = fields::ms(h, fields::CREATED).unwrap_or(wall);
                 let user = h
                     .get(fields::USER)
                     .map(|u| String::from_utf8_lossy(u).into_owned());
@@ -364,7 +363,7 @@ impl MemoryBackend {
         if is_tombstone(h) {
             return Freeze::Moved;
         }
-        let live = num(h, fields::CREATED).is_some_and(|c| ttl_ms(wall, c, t).is_some());
+        let live = fields::ms(h, fields::CREATED).is_some_and(|c| ttl_ms(wall, c, t).is_some());
         if !live {
             map.remove(key);
             return Freeze::Gone;

@@ -13,7 +13,7 @@ use self::protocol::{
     code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, FREEZE,
     INDEX_ADD, INDEX_MEMBERS, LOAD, RELEASE, WRITE,
 };
-use super::{Freeze, Load, Mode, Release, Timing, WriteOp, WriteResult};
+use super::{Freeze, Load, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -203,55 +203,14 @@ impl RedisBackend {
         op: &WriteOp<'_>,
         t: Timing,
     ) -> Result<WriteResult> {
-        let (mode, created) = match op.mode {
-            Mode::Create { created_ms } => ("c", created_ms),
-            Mode::Update => ("u", 0),
-        };
-        let (incr_field, incr_by) = op.incr.unwrap_or(("", 0));
-        let mut args: Vec<Value> = Vec::with_capacity(10 + op.set.len() * 2 + op.del.len());
-        args.push(mode.into());
-        args.push((t.idle_ms as i64).into());
-        args.push((t.absolute_ms as i64).into());
-        args.push((created.min(i64::MAX as u64) as i64).into());
-        args.push((op.set.len() as i64).into());
-        args.push((op.del.len() as i64).into());
-        args.push(incr_field.into());
-        args.push(incr_by.into());
-        args.push((t.touch_ms as i64).into());
-        args.push((self.freeze_ms as i64).into());
-        args.push((op.max_fields as i64).into());
-        for (f, v) in &op.set {
-            args.push((*f).into());
-            args.push((*v).into());
+        let args = protocol::WriteArgs {
+            op,
+            timing: t,
+            freeze_ms: self.freeze_ms,
         }
-        for f in &op.del {
-            args.push((*f).into());
-        }
+        .to_values();
         let reply: Vec<Value> = self.eval_write(&WRITE, key, args).await?;
-        let int = |i: usize| reply.get(i).and_then(Value::as_i64);
-        Ok(match int(0) {
-            Some(code::WRITTEN) => WriteResult::Written {
-                incr: match reply.get(1) {
-                    Some(Value::Integer(i)) => *i,
-                    Some(v) => v
-                        .as_string()
-                        .and_then(|t| t.parse().ok())
-                        .ok_or_else(|| unexpected(format!("write script replied {reply:?}")))?,
-                    None => 0,
-                },
-                refreshed: int(2) == Some(1),
-                user: reply
-                    .get(3)
-                    .and_then(|v| v.as_string())
-                    .filter(|u| !u.is_empty()),
-            },
-            Some(code::GONE) => WriteResult::Gone,
-            Some(code::EXISTS) => WriteResult::Exists,
-            Some(code::NOT_AN_INTEGER) => WriteResult::NotAnInteger,
-            Some(code::MOVED) => WriteResult::Moved,
-            Some(code::TOO_MANY_FIELDS) => WriteResult::TooManyFields,
-            _ => return Err(unexpected(format!("write script replied {reply:?}"))),
-        })
+        protocol::parse_write(reply)
     }
 
     pub(crate) async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {

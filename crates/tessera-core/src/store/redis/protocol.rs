@@ -3,7 +3,7 @@
 //! arguments each script takes are listed at the top of its `.lua` file and built, in that
 //! order, by the one function in `mod.rs` that calls it.
 
-use super::super::{Load, Loaded, Refresh};
+use super::super::{Load, Loaded, Mode, Refresh, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -204,4 +204,75 @@ pub(super) fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
         fields.insert(k, value_bytes(v).unwrap_or_default());
     }
     Ok(fields)
+}
+
+/// The arguments of `write.lua`, in its order (the deadline, first of all, is added by the
+/// caller of every write script):
+/// mode, idle_ms, absolute_ms, created_ms, nset, ndel, incr_field, incr_by, touch_ms,
+/// freeze_ms, max_fields, then the set pairs, then the deleted fields.
+pub(super) struct WriteArgs<'a, 'b> {
+    pub(super) op: &'a WriteOp<'b>,
+    pub(super) timing: Timing,
+    pub(super) freeze_ms: u64,
+}
+
+impl WriteArgs<'_, '_> {
+    pub(super) fn to_values(&self) -> Vec<Value> {
+        let (op, t) = (self.op, self.timing);
+        let (mode, created) = match op.mode {
+            Mode::Create { created_ms } => ("c", created_ms),
+            Mode::Update => ("u", 0),
+        };
+        let (incr_field, incr_by) = op.incr.unwrap_or(("", 0));
+        let int = |n: u64| Value::from(n.min(i64::MAX as u64) as i64);
+        let mut args: Vec<Value> = Vec::with_capacity(11 + op.set.len() * 2 + op.del.len());
+        args.push(mode.into());
+        args.push(int(t.idle_ms));
+        args.push(int(t.absolute_ms));
+        args.push(int(created));
+        args.push(int(op.set.len() as u64));
+        args.push(int(op.del.len() as u64));
+        args.push(incr_field.into());
+        args.push(incr_by.into());
+        args.push(int(t.touch_ms));
+        args.push(int(self.freeze_ms));
+        args.push(int(op.max_fields as u64));
+        for (f, v) in &op.set {
+            args.push((*f).into());
+            args.push((*v).into());
+        }
+        for f in &op.del {
+            args.push((*f).into());
+        }
+        args
+    }
+}
+
+/// `write.lua`'s reply: `{WRITTEN, incr (integer, or text past 2^53), refreshed, user, now}`
+/// or a bare code.
+pub(super) fn parse_write(reply: Vec<Value>) -> Result<WriteResult> {
+    let int = |i: usize| reply.get(i).and_then(Value::as_i64);
+    Ok(match int(0) {
+        Some(code::WRITTEN) => WriteResult::Written {
+            incr: match reply.get(1) {
+                Some(Value::Integer(i)) => *i,
+                Some(v) => v
+                    .as_string()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| unexpected(format!("write script replied {reply:?}")))?,
+                None => 0,
+            },
+            refreshed: int(2) == Some(1),
+            user: reply
+                .get(3)
+                .and_then(|v| v.as_string())
+                .filter(|u| !u.is_empty()),
+        },
+        Some(code::GONE) => WriteResult::Gone,
+        Some(code::EXISTS) => WriteResult::Exists,
+        Some(code::NOT_AN_INTEGER) => WriteResult::NotAnInteger,
+        Some(code::MOVED) => WriteResult::Moved,
+        Some(code::TOO_MANY_FIELDS) => WriteResult::TooManyFields,
+        _ => return Err(unexpected(format!("write script replied {reply:?}"))),
+    })
 }
