@@ -98,13 +98,6 @@ where
     }
 }
 
-fn retry_after(res: &reqwest::Response) -> Option<String> {
-    res.headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// What a request returned.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -117,6 +110,28 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads a response whose request was sent at `start`.
+    async fn read(res: reqwest::Response, start: std::time::Instant) -> Answer {
+        let status = res.status().as_u16();
+        let header_texts = |name: &str| -> Vec<String> {
+            res.headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        let set_cookies = header_texts("set-cookie");
+        let retry_after = header_texts("retry-after").pop();
+        let body = res.text().await.unwrap_or_default();
+        Answer {
+            status,
+            set_cookies,
+            body,
+            elapsed: start.elapsed(),
+            retry_after,
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
@@ -212,22 +227,7 @@ impl Browser {
             .send()
             .await
             .expect("request failed");
-        let status = res.status().as_u16();
-        let set_cookies: Vec<String> = res
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect();
-        let retry_after = retry_after(&res);
-        let body = res.text().await.unwrap_or_default();
-        Answer {
-            status,
-            set_cookies,
-            body,
-            elapsed: start.elapsed(),
-            retry_after,
-        }
+        Answer::read(res, start).await
     }
 
     /// The same jar, sending `User-Agent: <agent>` (a named device).
@@ -268,19 +268,10 @@ impl Browser {
         }
         let start = std::time::Instant::now();
         let res = req.send().await.expect("request failed");
-        let status = res.status().as_u16();
-        let set_cookies: Vec<String> = res
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect();
-        let retry_after = retry_after(&res);
-        let body = res.text().await.unwrap_or_default();
-        let elapsed = start.elapsed();
+        let answer = Answer::read(res, start).await;
         {
             let mut jar = self.jar.lock().unwrap();
-            for sc in &set_cookies {
+            for sc in &answer.set_cookies {
                 let first = sc.split(';').next().unwrap();
                 let (name, value) = first.split_once('=').unwrap();
                 let removed = sc.to_ascii_lowercase().contains("max-age=0");
@@ -291,12 +282,6 @@ impl Browser {
                 }
             }
         }
-        Answer {
-            status,
-            set_cookies,
-            body,
-            elapsed,
-            retry_after,
-        }
+        answer
     }
 }
