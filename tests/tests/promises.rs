@@ -610,6 +610,20 @@ async fn corrupt_stored_metadata_is_an_error_never_a_panic() {
             let r = a.get("/me").await;
             assert!(r.status == 200 || r.status == 500, "{r:?}");
             assert!(a.post("/counter", None).await.status < 600);
+            // A corrupt `__c` does not cost the user their session at the next login, and a
+            // corrupt index score does not break every login of the user.
+            let d = fx.browser();
+            d.post("/login", Some(json!({"user_id": "d", "cart": "kept"})))
+                .await;
+            let k = s
+                .session_keys()
+                .into_iter()
+                .find(|k| s.text(&["HGET", k, "__u"]).as_deref() == Some("d"));
+            s.cmd(&["HSET", &k.unwrap(), "__c", "garbage"]);
+            s.cmd(&["ZADD", "user:d:sessions", "+inf", "zzz"]);
+            let r = d.post("/login", Some(json!({"user_id": "d"}))).await;
+            assert_eq!(r.status, 200, "[{kind:?}] {r:?}");
+            assert_eq!(d.get("/me").await.json()["cart"], "kept");
         }
     }
 }

@@ -47,7 +47,7 @@ impl SessionConfig {
             absolute_lifetime: None,
             namespace: String::new(),
             cookie: CookieConfig::default(),
-            max_sessions_per_user: None,
+            max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
             limits: Limits::default(),
         }
     }
@@ -123,6 +123,11 @@ pub(crate) fn user_key_part(user_id: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The default device limit: without one, a client holding a user's credentials could create
+/// sessions without end, and logout-all and the device list (O(sessions of the user)) would
+/// grow past any timeout.
+pub(crate) const DEFAULT_MAX_SESSIONS_PER_USER: usize = 1_000;
+
 /// Builder for [`SessionConfig`].
 #[derive(Debug)]
 #[must_use]
@@ -158,8 +163,9 @@ impl Default for Limits {
 }
 
 impl SessionConfigBuilder {
-    /// Limit of concurrent sessions per user (default none). A login beyond it ends that
-    /// user's least recently used sessions (by last TTL refresh).
+    /// Limit of concurrent sessions per user (default 1,000). A login beyond it ends that
+    /// user's least recently used sessions (by last TTL refresh). `None` removes the limit;
+    /// then logout-all and the device list cost grows without bound with a user's sessions.
     pub fn max_sessions_per_user(mut self, max: Option<usize>) -> Self {
         self.max_sessions_per_user = max;
         self
@@ -318,6 +324,18 @@ mod tests {
             "browsers drop a __Host- cookie without Secure"
         );
         assert!(b().max_fields(0).build().is_err());
+        assert_eq!(
+            b().build().unwrap().max_sessions_per_user(),
+            Some(1000),
+            "a device limit by default: a user's sessions cannot grow without end"
+        );
+        assert_eq!(
+            b().max_sessions_per_user(None)
+                .build()
+                .unwrap()
+                .max_sessions_per_user(),
+            None
+        );
     }
 
     #[test]

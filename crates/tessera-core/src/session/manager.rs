@@ -150,25 +150,29 @@ impl SessionManager {
     /// index the members whose key existed. A member whose key did not exist is left to
     /// expire by its bound: it may be a login still in flight, which must not be orphaned.
     pub(super) async fn end_members(&self, user_id: &str, members: &[String]) -> Result<usize> {
-        if members.is_empty() {
-            return Ok(0);
+        // In chunks, each one `DEL` round trip and one `ZREM`: every chunk is small enough to
+        // finish well within the command timeout, and a failure part way leaves the chunks
+        // before it fully done (their members gone from the index), so a retry makes progress
+        // instead of timing out on the same thousands of keys again.
+        const CHUNK: usize = 500;
+        let index = self.inner.config.index_key(user_id);
+        let mut ended = 0;
+        for chunk in members.chunks(CHUNK) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|m| self.inner.config.session_key(m))
+                .collect();
+            let existed = self.inner.store.delete_many(&keys).await?;
+            let gone: Vec<String> = chunk
+                .iter()
+                .zip(existed)
+                .filter(|(_, e)| *e)
+                .map(|(m, _)| m.clone())
+                .collect();
+            self.inner.store.index_remove(&index, &gone).await?;
+            ended += gone.len();
         }
-        let keys: Vec<String> = members
-            .iter()
-            .map(|m| self.inner.config.session_key(m))
-            .collect();
-        let existed = self.inner.store.delete_many(&keys).await?;
-        let ended: Vec<String> = members
-            .iter()
-            .zip(existed)
-            .filter(|(_, e)| *e)
-            .map(|(m, _)| m.clone())
-            .collect();
-        self.inner
-            .store
-            .index_remove(&self.inner.config.index_key(user_id), &ended)
-            .await?;
-        Ok(ended.len())
+        Ok(ended)
     }
 
     /// The members of `user_id`'s index whose bound has not passed.

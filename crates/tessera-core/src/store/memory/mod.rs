@@ -363,7 +363,9 @@ impl MemoryBackend {
         if is_tombstone(h) {
             return Freeze::Moved;
         }
-        let live = fields::ms(h, fields::CREATED).is_some_and(|c| ttl_ms(wall, c, t).is_some());
+        // A corrupt `__c` counts as "now", as in the scripts.
+        let live = h.contains_key(fields::CREATED)
+            && ttl_ms(wall, fields::ms(h, fields::CREATED).unwrap_or(wall), t).is_some();
         if !live {
             map.remove(key);
             return Freeze::Gone;

@@ -16,6 +16,9 @@ redis.call('ZADD', key, 'GT', score, member)
 redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
 local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 local ttl = tonumber(top[2]) - now
+-- A corrupt score (inf, nan, centuries away) must not break every login of the user.
+if ttl ~= ttl or ttl > 315360000000 then ttl = tonumber(ARGV[3]) end
+ttl = math.floor(ttl)
 local cur = redis.call('PTTL', key)
 if cur < ttl then redis.call('PEXPIRE', key, ttl) end
 local max = tonumber(ARGV[4])
