@@ -555,9 +555,9 @@ mod cases {
             s.command_stats(),
             stats(&[
                 ("evalsha", 2), ("time", 2), ("zadd", 1), ("zremrangebyscore", 1), ("zrange", 1), ("pttl", 1),
-                ("pexpire", 2), ("exists", 1), ("hset", 1),
+                ("zcard", 1), ("pexpire", 2), ("exists", 1), ("hset", 1),
             ]),
-            "login of a new session: index add, then the session write (created at the end of the request)"
+            "login of a new session: index add (with the default device limit: ZCARD), then the session write (created at once)"
         );
         assert!(
             s.command_stats().keys().all(|k| k != "scan" && k != "keys"),
