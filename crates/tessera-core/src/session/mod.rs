@@ -371,32 +371,55 @@ impl Session {
             }
             let id = st.id.clone().expect("set above");
             let key = self.mgr().key_of(&id);
-            let op = WriteOp {
-                mode: if creating {
-                    Mode::Create { created_ms: 0 }
-                } else {
-                    Mode::Update
-                },
-                set: st
+            let sent = Instant::now();
+            let res = if creating {
+                // A new session: no existence check, no script (a fresh id cannot exist). An
+                // increment here is of a field the new session does not hold yet.
+                let by = incr.map(|(f, by)| (f, by.to_string()));
+                let mut set: Vec<(&str, &str)> = st
                     .dirty
                     .iter()
                     .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
-                    .collect(),
-                del: if creating {
-                    Vec::new()
-                } else {
-                    st.dirty
+                    .collect();
+                if let Some((f, by)) = &by {
+                    set.push((f, by));
+                }
+                let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = set.len(), create = true);
+                Box::pin(self.store().create(&key, &set, 0, t).instrument(span))
+                    .await
+                    .map(|r| match (r, incr) {
+                        (
+                            WriteResult::Written {
+                                refreshed, user, ..
+                            },
+                            Some((_, by)),
+                        ) => WriteResult::Written {
+                            incr: by,
+                            refreshed,
+                            user,
+                        },
+                        (r, _) => r,
+                    })
+            } else {
+                let op = WriteOp {
+                    mode: Mode::Update,
+                    set: st
+                        .dirty
+                        .iter()
+                        .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
+                        .collect(),
+                    del: st
+                        .dirty
                         .iter()
                         .filter(|(_, v)| v.is_none())
                         .map(|(k, _)| k.as_str())
-                        .collect()
-                },
-                incr,
-                max_fields: 0,
+                        .collect(),
+                    incr,
+                    max_fields: 0,
+                };
+                let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = false);
+                Box::pin(self.store().write(&key, &op, t).instrument(span)).await
             };
-            let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = creating);
-            let sent = Instant::now();
-            let res = Box::pin(self.store().write(&key, &op, t).instrument(span)).await;
             match res {
                 Err(e) => return Self::failed(st, e),
                 Ok(WriteResult::Written {

@@ -7,7 +7,7 @@ use super::state::{is_user_field, user_of, CookieAction, State, Status};
 use super::{tag, Session};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::store::{fields, Freeze, Mode, Release, WriteOp, WriteResult};
+use crate::store::{fields, Freeze, Release, WriteResult};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tracing::Instrument as _;
@@ -175,7 +175,22 @@ impl Session {
                 None => Ok(None),
             }
         };
-        let (added, frozen) = Box::pin(async { tokio::join!(add, freeze) }.instrument(span)).await;
+        // A session not stored yet is created under the new id in the same round trip as the
+        // index add: the two keys live in different slots and nothing orders them, because
+        // the browser gets the cookie only after both succeeded.
+        let create_now = old.is_none() && user.is_some();
+        if old.is_none() {
+            st.id = Some(new_id.clone());
+        }
+        let create = async {
+            if create_now {
+                Some(self.write_now(st, None).await)
+            } else {
+                None
+            }
+        };
+        let (added, frozen, created) =
+            Box::pin(async { tokio::join!(add, freeze, create) }.instrument(span)).await;
         let undo_member = || async {
             if let Some(ix) = &index {
                 if let Err(e) = store
@@ -197,9 +212,20 @@ impl Session {
                 if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) = (&old, frozen) {
                     thaw(key.clone(), token).await;
                 }
+                if let Some(Ok(_)) = created {
+                    // Not in the index, so not handed out: the new key goes again.
+                    let _ = store.delete(&new_key).await;
+                    st.status = Status::New;
+                    st.id = None;
+                    st.cookie = CookieAction::Keep;
+                }
                 return Self::failed(st, e);
             }
         };
+        if let Some(Err(e)) = created {
+            undo_member().await;
+            return Err(e);
+        }
         if let Some((old_id, old_key)) = old {
             let (token, mut data) = match frozen {
                 Ok(Some(Freeze::Frozen { token, fields })) => (token, fields),
@@ -232,17 +258,10 @@ impl Session {
                 .filter(|(k, _)| k.as_str() != fields::CREATED && k.as_str() != fields::TOUCHED)
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
-            let op = WriteOp {
-                mode: Mode::Create {
-                    created_ms: created,
-                },
-                set: copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-                del: Vec::new(),
-                incr: None,
-                max_fields: 0,
-            };
+            let set: Vec<(&str, &str)> =
+                copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let sent = Instant::now();
-            let written = store.write(&new_key, &op, timing).await;
+            let written = store.create(&new_key, &set, created, timing).await;
             let failure = match written {
                 Ok(WriteResult::Written { .. }) => None,
                 Err(e) => Some(e),
@@ -297,14 +316,8 @@ impl Session {
             st.cookie = CookieAction::Send;
             st.id = Some(new_id);
         } else {
-            // Not stored yet: create it now under the new id (a login is saved at once).
-            st.id = Some(new_id);
-            if user.is_some() {
-                if let Err(e) = Box::pin(self.write_now(st, None)).await {
-                    undo_member().await;
-                    return Err(e);
-                }
-            }
+            // Not stored yet: created above under the new id when a user is bound (a login
+            // is saved at once); otherwise at the end of the request, if anything is set.
         }
         if let (Some(u), false) = (&user, victims.is_empty()) {
             if let Err(e) = Box::pin(mgr.end_members(u, &victims)).await {

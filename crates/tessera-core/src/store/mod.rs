@@ -307,6 +307,31 @@ impl Store {
         }
     }
 
+    /// Creates a new session key under a fresh id (which cannot exist yet): the fields, the
+    /// creation time (`created_ms`, 0 = now), the last-refresh time and the TTL, all or
+    /// nothing. `Gone` when `created_ms` is past the absolute lifetime.
+    pub(crate) async fn create(
+        &self,
+        key: &str,
+        set: &[(&str, &str)],
+        created_ms: u64,
+        t: Timing,
+    ) -> Result<WriteResult> {
+        match &*self.backend {
+            Backend::Memory(m) => {
+                let op = WriteOp {
+                    mode: Mode::Create { created_ms },
+                    set: set.to_vec(),
+                    del: Vec::new(),
+                    incr: None,
+                    max_fields: 0,
+                };
+                Ok(m.write(key, &op, t))
+            }
+            Backend::Redis(r) => r.bounded_write(r.create(key, set, created_ms, t)).await,
+        }
+    }
+
     /// Rotation step 1: freezes `key` against writes (for a while) and returns its contents.
     pub(crate) async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {
         match &*self.backend {

@@ -10,14 +10,15 @@ mod protocol;
 pub use self::connect::RedisOptions;
 
 use self::protocol::{
-    code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, FREEZE,
-    INDEX_ADD, INDEX_MEMBERS, LOAD, RELEASE, WRITE,
+    code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, FREEZE, LOAD,
+    RELEASE, WRITE,
 };
 use super::{Freeze, Load, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
 use fred::types::scripts::Script;
+use fred::types::ExpireOptions;
 use fred::types::{ClusterHash, CustomCommand, FromValue};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -315,6 +316,10 @@ impl RedisBackend {
         Ok(out)
     }
 
+    /// Adds or refreshes `member` in a user index: one `MULTI` of plain commands (no decision
+    /// is needed on the server), and a second round trip only when the user is over the limit.
+    /// Scores are in server time, from the clock estimate (it errs early by at most a round
+    /// trip; the bound is twice the idle timeout).
     pub(crate) async fn index_add(
         &self,
         key: &str,
@@ -323,18 +328,147 @@ impl RedisBackend {
         max: usize,
         leaving: Option<&str>,
     ) -> Result<Vec<String>> {
-        let args: Vec<Value> = vec![
-            member.into(),
-            (bound_ms as i64).into(),
-            (max as i64).into(),
-            leaving.unwrap_or("").into(),
-        ];
-        self.eval_write(&INDEX_ADD, key, args).await
+        let now = self.clock.now_ms();
+        let score = (now + bound_ms as i64) as f64;
+        let client = self.pool.next_connected();
+        let pipe = client.pipeline().with_options(&self.write_opts);
+        let hash = || ClusterHash::from(key);
+        let q = |r: std::result::Result<(), fred::error::Error>| r.map_err(Error::from_fred);
+        q(pipe
+            .custom(
+                CustomCommand::new_static("MULTI", hash(), false),
+                Vec::<Value>::new(),
+            )
+            .await)?;
+        // GT: an existing member's bound only ever grows; a new member is added.
+        q(pipe
+            .zadd(
+                key,
+                None,
+                Some(fred::types::sorted_sets::Ordering::GreaterThan),
+                false,
+                false,
+                (score, member),
+            )
+            .await)?;
+        // A member whose bound has passed is certainly expired: safe to drop here.
+        q(pipe
+            .zremrangebyscore(
+                key,
+                f64::NEG_INFINITY,
+                fred::types::sorted_sets::ZRange {
+                    kind: fred::types::sorted_sets::ZRangeKind::Exclusive,
+                    range: fred::types::sorted_sets::ZRangeBound::Score(now as f64),
+                },
+            )
+            .await)?;
+        // The index lives as long as its longest bound: set when new (NX), else only grown (GT).
+        q(pipe
+            .pexpire(key, bound_ms as i64, Some(ExpireOptions::NX))
+            .await)?;
+        q(pipe
+            .pexpire(key, bound_ms as i64, Some(ExpireOptions::GT))
+            .await)?;
+        q(pipe.zcard(key).await)?;
+        q(pipe.zscore(key, leaving.unwrap_or("")).await)?;
+        q(pipe
+            .custom(
+                CustomCommand::new_static("EXEC", hash(), false),
+                Vec::<Value>::new(),
+            )
+            .await)?;
+        let exec = exec_reply(pipe.try_all::<Value>().await)?;
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let count = exec.get(4).and_then(Value::as_i64).unwrap_or(0);
+        let leaving_here = leaving.is_some() && !matches!(exec.get(5), Some(Value::Null) | None);
+        let n = count - i64::from(leaving_here);
+        let over = n - max as i64;
+        if over <= 0 {
+            return Ok(Vec::new());
+        }
+        // Over the limit (rare): the least recently refreshed, not this member nor the leaving.
+        let lowest: Vec<String> = client
+            .with_options(&self.read_opts)
+            .zrange(key, 0, over + 1, None, false, None, false)
+            .await
+            .map_err(Error::from_fred)?;
+        Ok(lowest
+            .into_iter()
+            .filter(|m| m != member && Some(m.as_str()) != leaving)
+            .take(over as usize)
+            .collect())
     }
 
+    /// A new session key, as one `MULTI` of `HSET` and `PEXPIRE`: a fresh 128-bit id cannot
+    /// exist already, so no existence check (and no script) is needed. `created_ms` keeps the
+    /// creation time across an id rotation (0 = now). `Gone` when that time is past the
+    /// absolute lifetime.
+    pub(crate) async fn create(
+        &self,
+        key: &str,
+        set: &[(&str, &str)],
+        created_ms: u64,
+        t: Timing,
+    ) -> Result<WriteResult> {
+        let now = self.clock.now_ms().max(0) as u64;
+        let created = if created_ms == 0 { now } else { created_ms };
+        let Some(ttl) = super::ttl_ms(now, created, t) else {
+            return Ok(WriteResult::Gone);
+        };
+        let (created_s, now_s) = (created.to_string(), now.to_string());
+        let mut fields: Vec<(&str, &str)> = Vec::with_capacity(set.len() + 2);
+        fields.push((super::fields::CREATED, &created_s));
+        fields.push((super::fields::TOUCHED, &now_s));
+        fields.extend(
+            set.iter()
+                .filter(|(k, _)| *k != super::fields::CREATED && *k != super::fields::TOUCHED),
+        );
+        let client = self.pool.next_connected();
+        let pipe = client.pipeline().with_options(&self.write_opts);
+        let hash = || ClusterHash::from(key);
+        let q = |r: std::result::Result<(), fred::error::Error>| r.map_err(Error::from_fred);
+        q(pipe
+            .custom(
+                CustomCommand::new_static("MULTI", hash(), false),
+                Vec::<Value>::new(),
+            )
+            .await)?;
+        q(pipe.hset(key, fields).await)?;
+        q(pipe.pexpire(key, ttl as i64, None).await)?;
+        q(pipe
+            .custom(
+                CustomCommand::new_static("EXEC", hash(), false),
+                Vec::<Value>::new(),
+            )
+            .await)?;
+        exec_reply(pipe.try_all::<Value>().await)?;
+        Ok(WriteResult::Written {
+            incr: 0,
+            refreshed: false,
+            user: None,
+        })
+    }
+
+    /// The members whose bound has not passed: one plain `ZRANGEBYSCORE` from the server-time
+    /// estimate (early by at most a round trip, so at worst it includes a member that just
+    /// lapsed, whose session key is gone anyway).
     pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
-        INDEX_MEMBERS
-            .evalsha_with_reload(self.pool.next(), key, Vec::<Value>::new())
+        let now = self.clock.now_ms();
+        self.pool
+            .next_connected()
+            .with_options(&self.read_opts)
+            .zrangebyscore(
+                key,
+                fred::types::sorted_sets::ZRange {
+                    kind: fred::types::sorted_sets::ZRangeKind::Exclusive,
+                    range: fred::types::sorted_sets::ZRangeBound::Score(now as f64),
+                },
+                "+inf",
+                false,
+                None,
+            )
             .await
             .map_err(Error::from_fred)
     }
@@ -348,5 +482,18 @@ impl RedisBackend {
             .await
             .map_err(Error::from_fred)?;
         Ok(())
+    }
+}
+
+/// The replies of a `MULTI … EXEC` pipeline: the `EXEC` reply's array, or the first error
+/// (a command refused when queued, OOM included, aborts the whole transaction).
+fn exec_reply(replies: Vec<std::result::Result<Value, fred::error::Error>>) -> Result<Vec<Value>> {
+    let mut last = None;
+    for r in replies {
+        last = Some(r.map_err(Error::from_fred)?);
+    }
+    match last {
+        Some(Value::Array(v)) => Ok(v),
+        other => Err(unexpected(format!("a transaction ended with {other:?}"))),
     }
 }

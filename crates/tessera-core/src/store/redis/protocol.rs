@@ -43,8 +43,6 @@ fn field_names() -> String {
 
 pub(super) static LOAD: LazyLock<Script> = script!("load.lua");
 pub(super) static WRITE: LazyLock<Script> = script!("write.lua");
-pub(super) static INDEX_ADD: LazyLock<Script> = script!("index_add.lua");
-pub(super) static INDEX_MEMBERS: LazyLock<Script> = script!("index_members.lua");
 pub(super) static FREEZE: LazyLock<Script> = script!("freeze.lua");
 pub(super) static RELEASE: LazyLock<Script> = script!("release.lua");
 
@@ -105,6 +103,16 @@ impl ServerClock {
             server_ms - self.mono_ms(received),
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+
+    /// The server's clock now, as estimated (errs early by at most a round trip); this
+    /// process's wall clock until the first observation.
+    pub(super) fn now_ms(&self) -> i64 {
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if offset == i64::MIN {
+            return crate::store::now_ms() as i64;
+        }
+        offset + self.mono_ms(std::time::Instant::now())
     }
 
     /// The deadline (server ms) for a write sent now that may take `budget`; 0 = unknown yet.
