@@ -462,3 +462,42 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
 }
+
+#[cfg(test)]
+mod future_sizes {
+    /// A future is copied each time it is moved (into a timeout, a span, a join, a box): the
+    /// store's futures must stay small, so fred's 6-7 KB command futures are boxed where they
+    /// are awaited (they made every store future ~15 KB, and `memmove` a tenth of login's CPU).
+    #[test]
+    fn store_futures_stay_small() {
+        let store = super::Store::memory();
+        let t = super::Timing {
+            idle_ms: 1,
+            touch_ms: 1,
+            absolute_ms: 0,
+        };
+        let op = super::WriteOp {
+            mode: super::Mode::Update,
+            set: vec![],
+            del: vec![],
+            incr: None,
+            max_fields: 0,
+        };
+        let sizes = [
+            ("load", std::mem::size_of_val(&store.load("k", t, false))),
+            ("write", std::mem::size_of_val(&store.write("k", &op, t))),
+            (
+                "create",
+                std::mem::size_of_val(&store.create("k", &[], 0, t)),
+            ),
+            (
+                "index_add",
+                std::mem::size_of_val(&store.index_add("k", "m", 1, 0, None)),
+            ),
+            ("freeze", std::mem::size_of_val(&store.freeze("k", "m", t))),
+        ];
+        for (name, size) in sizes {
+            assert!(size <= 2048, "Store::{name}'s future is {size} bytes");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Connecting: the options, the URL checks (scheme, TLS), the pool and its reconnect policy,
 //! script preloading and the first reading of the server's clock.
 
-use super::protocol::{ServerClock, FREEZE, LOAD, RELEASE, WRITE};
+use super::protocol::{ServerClock, CREATE, FREEZE, INDEX_ADD, LOAD, RELEASE, WRITE};
 use super::{freeze_ms, redact, RedisBackend};
 use crate::error::{Error, Result};
 use fred::prelude::*;
@@ -103,7 +103,7 @@ impl RedisBackend {
         // Load the scripts now (on every primary in a cluster), so the first request does not
         // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
         let preload = async {
-            for script in [&*LOAD, &*WRITE, &*FREEZE, &*RELEASE] {
+            for script in [&*LOAD, &*WRITE, &*CREATE, &*INDEX_ADD, &*FREEZE, &*RELEASE] {
                 script.load(pool.next()).await.map_err(Error::from_fred)?;
             }
             Ok::<_, Error>(())

@@ -10,19 +10,21 @@ mod protocol;
 pub use self::connect::RedisOptions;
 
 use self::protocol::{
-    code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, FREEZE, LOAD,
-    RELEASE, WRITE,
+    code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, FREEZE,
+    INDEX_ADD, LOAD, RELEASE, WRITE,
 };
 use super::{Freeze, Load, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
 use fred::types::scripts::Script;
-use fred::types::ExpireOptions;
 use fred::types::{ClusterHash, CustomCommand, FromValue};
 use std::collections::HashMap;
 use std::time::Duration;
 
+// Every fred command future is awaited boxed: each is 6-7 KB, and a future is copied each time
+// it is moved (into a timeout, a span, a join, a box), so an unboxed one made every store
+// future ~15 KB and `memmove` a tenth of login's CPU (BENCHMARKS.md, "Profile").
 pub(crate) struct RedisBackend {
     pool: Pool,
     /// For reads: fail fast while disconnected (a read abandoned by the outer timer must not
@@ -112,14 +114,18 @@ impl RedisBackend {
             full.push(key.into());
             full.push(self.clock.deadline(self.command_timeout).into());
             full.extend(args.iter().cloned());
-            let reply = client
-                .with_options(&self.write_opts)
-                .custom::<Value, Value>(cmd(), full)
-                .await;
+            let reply = Box::pin(
+                client
+                    .with_options(&self.write_opts)
+                    .custom::<Value, Value>(cmd(), full),
+            )
+            .await;
             let received = std::time::Instant::now();
             match reply {
                 Err(e) if e.details().starts_with("NOSCRIPT") && !reloaded => {
-                    script.load(client).await.map_err(Error::from_fred)?;
+                    Box::pin(script.load(client))
+                        .await
+                        .map_err(Error::from_fred)?;
                     reloaded = true;
                 }
                 Err(e) => return Err(Error::from_fred(e)),
@@ -157,13 +163,14 @@ impl RedisBackend {
 
     /// A load known to need no TTL refresh: plain `HGETALL`, the cheapest read there is.
     pub(crate) async fn load_plain(&self, key: &str) -> Result<HashMap<String, Vec<u8>>> {
-        let flat: Value = self
-            .pool
-            .next_connected()
-            .with_options(&self.read_opts)
-            .hgetall(key)
-            .await
-            .map_err(Error::from_fred)?;
+        let flat: Value = Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.read_opts)
+                .hgetall(key),
+        )
+        .await
+        .map_err(Error::from_fred)?;
         flat_fields(flat)
     }
 
@@ -180,17 +187,23 @@ impl RedisBackend {
         full.push(key.into());
         full.extend(args);
         let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
-        let reply = match client
-            .with_options(&self.read_opts)
-            .custom::<Value, Value>(cmd(), full.clone())
-            .await
+        let reply = match Box::pin(
+            client
+                .with_options(&self.read_opts)
+                .custom::<Value, Value>(cmd(), full.clone()),
+        )
+        .await
         {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                LOAD.load(client).await.map_err(Error::from_fred)?;
-                client
-                    .with_options(&self.read_opts)
-                    .custom::<Value, Value>(cmd(), full)
+                Box::pin(LOAD.load(client))
                     .await
+                    .map_err(Error::from_fred)?;
+                Box::pin(
+                    client
+                        .with_options(&self.read_opts)
+                        .custom::<Value, Value>(cmd(), full),
+                )
+                .await
             }
             other => other,
         }
@@ -257,13 +270,14 @@ impl RedisBackend {
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
-        let n: i64 = self
-            .pool
-            .next_connected()
-            .with_options(&self.write_opts)
-            .del(key)
-            .await
-            .map_err(Error::from_fred)?;
+        let n: i64 = Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.write_opts)
+                .del(key),
+        )
+        .await
+        .map_err(Error::from_fred)?;
         Ok(n > 0)
     }
 
@@ -295,12 +309,11 @@ impl RedisBackend {
         all.extend_from_slice(names);
         let pipe = self.pool.next().pipeline();
         for k in keys {
-            let _: () = pipe
-                .hmget(k.as_str(), all.clone())
+            let _: () = Box::pin(pipe.hmget(k.as_str(), all.clone()))
                 .await
                 .map_err(Error::from_fred)?;
         }
-        let replies = pipe.try_all::<Vec<Value>>().await;
+        let replies = Box::pin(pipe.try_all::<Vec<Value>>()).await;
         let mut out = Vec::with_capacity(keys.len());
         for r in replies {
             let vals: Vec<Option<Vec<u8>>> = r
@@ -316,10 +329,6 @@ impl RedisBackend {
         Ok(out)
     }
 
-    /// Adds or refreshes `member` in a user index: one `MULTI` of plain commands (no decision
-    /// is needed on the server), and a second round trip only when the user is over the limit.
-    /// Scores are in server time, from the clock estimate (it errs early by at most a round
-    /// trip; the bound is twice the idle timeout).
     pub(crate) async fn index_add(
         &self,
         key: &str,
@@ -328,83 +337,17 @@ impl RedisBackend {
         max: usize,
         leaving: Option<&str>,
     ) -> Result<Vec<String>> {
-        let now = self.clock.now_ms();
-        let score = (now + bound_ms as i64) as f64;
-        let client = self.pool.next_connected();
-        let pipe = client.pipeline().with_options(&self.write_opts);
-        let hash = || ClusterHash::from(key);
-        let q = |r: std::result::Result<(), fred::error::Error>| r.map_err(Error::from_fred);
-        q(pipe
-            .custom(
-                CustomCommand::new_static("MULTI", hash(), false),
-                Vec::<Value>::new(),
-            )
-            .await)?;
-        // GT: an existing member's bound only ever grows; a new member is added.
-        q(pipe
-            .zadd(
-                key,
-                None,
-                Some(fred::types::sorted_sets::Ordering::GreaterThan),
-                false,
-                false,
-                (score, member),
-            )
-            .await)?;
-        // A member whose bound has passed is certainly expired: safe to drop here.
-        q(pipe
-            .zremrangebyscore(
-                key,
-                f64::NEG_INFINITY,
-                fred::types::sorted_sets::ZRange {
-                    kind: fred::types::sorted_sets::ZRangeKind::Exclusive,
-                    range: fred::types::sorted_sets::ZRangeBound::Score(now as f64),
-                },
-            )
-            .await)?;
-        // The index lives as long as its longest bound: set when new (NX), else only grown (GT).
-        q(pipe
-            .pexpire(key, bound_ms as i64, Some(ExpireOptions::NX))
-            .await)?;
-        q(pipe
-            .pexpire(key, bound_ms as i64, Some(ExpireOptions::GT))
-            .await)?;
-        q(pipe.zcard(key).await)?;
-        q(pipe.zscore(key, leaving.unwrap_or("")).await)?;
-        q(pipe
-            .custom(
-                CustomCommand::new_static("EXEC", hash(), false),
-                Vec::<Value>::new(),
-            )
-            .await)?;
-        let exec = exec_reply(pipe.try_all::<Value>().await)?;
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let count = exec.get(4).and_then(Value::as_i64).unwrap_or(0);
-        let leaving_here = leaving.is_some() && !matches!(exec.get(5), Some(Value::Null) | None);
-        let n = count - i64::from(leaving_here);
-        let over = n - max as i64;
-        if over <= 0 {
-            return Ok(Vec::new());
-        }
-        // Over the limit (rare): the least recently refreshed, not this member nor the leaving.
-        let lowest: Vec<String> = client
-            .with_options(&self.read_opts)
-            .zrange(key, 0, over + 1, None, false, None, false)
-            .await
-            .map_err(Error::from_fred)?;
-        Ok(lowest
-            .into_iter()
-            .filter(|m| m != member && Some(m.as_str()) != leaving)
-            .take(over as usize)
-            .collect())
+        let args: Vec<Value> = vec![
+            member.into(),
+            (bound_ms as i64).into(),
+            (max as i64).into(),
+            leaving.unwrap_or("").into(),
+        ];
+        self.eval_write(&INDEX_ADD, key, args).await
     }
 
-    /// A new session key, as one `MULTI` of `HSET` and `PEXPIRE`: a fresh 128-bit id cannot
-    /// exist already, so no existence check (and no script) is needed. `created_ms` keeps the
-    /// creation time across an id rotation (0 = now). `Gone` when that time is past the
-    /// absolute lifetime.
+    /// A new session key: a fresh 128-bit id cannot exist already, so no existence check.
+    /// `created_ms` keeps the creation time across an id rotation (0 = now).
     pub(crate) async fn create(
         &self,
         key: &str,
@@ -412,88 +355,50 @@ impl RedisBackend {
         created_ms: u64,
         t: Timing,
     ) -> Result<WriteResult> {
-        let now = self.clock.now_ms().max(0) as u64;
-        let created = if created_ms == 0 { now } else { created_ms };
-        let Some(ttl) = super::ttl_ms(now, created, t) else {
-            return Ok(WriteResult::Gone);
-        };
-        let (created_s, now_s) = (created.to_string(), now.to_string());
-        let mut fields: Vec<(&str, &str)> = Vec::with_capacity(set.len() + 2);
-        fields.push((super::fields::CREATED, &created_s));
-        fields.push((super::fields::TOUCHED, &now_s));
-        fields.extend(
-            set.iter()
-                .filter(|(k, _)| *k != super::fields::CREATED && *k != super::fields::TOUCHED),
-        );
-        let client = self.pool.next_connected();
-        let pipe = client.pipeline().with_options(&self.write_opts);
-        let hash = || ClusterHash::from(key);
-        let q = |r: std::result::Result<(), fred::error::Error>| r.map_err(Error::from_fred);
-        q(pipe
-            .custom(
-                CustomCommand::new_static("MULTI", hash(), false),
-                Vec::<Value>::new(),
-            )
-            .await)?;
-        q(pipe.hset(key, fields).await)?;
-        q(pipe.pexpire(key, ttl as i64, None).await)?;
-        q(pipe
-            .custom(
-                CustomCommand::new_static("EXEC", hash(), false),
-                Vec::<Value>::new(),
-            )
-            .await)?;
-        exec_reply(pipe.try_all::<Value>().await)?;
-        Ok(WriteResult::Written {
-            incr: 0,
-            refreshed: false,
-            user: None,
-        })
+        let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * set.len());
+        args.push((t.idle_ms as i64).into());
+        args.push((t.absolute_ms as i64).into());
+        args.push((created_ms as i64).into());
+        for (k, v) in set {
+            if *k != super::fields::CREATED && *k != super::fields::TOUCHED {
+                args.push((*k).into());
+                args.push((*v).into());
+            }
+        }
+        let reply: Vec<Value> = self.eval_write(&CREATE, key, args).await?;
+        protocol::parse_write(reply)
     }
 
-    /// The members whose bound has not passed: one plain `ZRANGEBYSCORE` from the server-time
-    /// estimate (early by at most a round trip, so at worst it includes a member that just
-    /// lapsed, whose session key is gone anyway).
     pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
         let now = self.clock.now_ms();
-        self.pool
-            .next_connected()
-            .with_options(&self.read_opts)
-            .zrangebyscore(
-                key,
-                fred::types::sorted_sets::ZRange {
-                    kind: fred::types::sorted_sets::ZRangeKind::Exclusive,
-                    range: fred::types::sorted_sets::ZRangeBound::Score(now as f64),
-                },
-                "+inf",
-                false,
-                None,
-            )
-            .await
-            .map_err(Error::from_fred)
+        Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.read_opts)
+                .zrangebyscore(
+                    key,
+                    fred::types::sorted_sets::ZRange {
+                        kind: fred::types::sorted_sets::ZRangeKind::Exclusive,
+                        range: fred::types::sorted_sets::ZRangeBound::Score(now as f64),
+                    },
+                    "+inf",
+                    false,
+                    None,
+                ),
+        )
+        .await
+        .map_err(Error::from_fred)
     }
 
     pub(crate) async fn index_remove(&self, key: &str, members: &[String]) -> Result<()> {
-        let _: i64 = self
-            .pool
-            .next_connected()
-            .with_options(&self.write_opts)
-            .zrem(key, members.to_vec())
-            .await
-            .map_err(Error::from_fred)?;
+        let _: i64 = Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.write_opts)
+                .zrem(key, members.to_vec()),
+        )
+        .await
+        .map_err(Error::from_fred)?;
         Ok(())
-    }
-}
-
-/// The replies of a `MULTI … EXEC` pipeline: the `EXEC` reply's array, or the first error
-/// (a command refused when queued, OOM included, aborts the whole transaction).
-fn exec_reply(replies: Vec<std::result::Result<Value, fred::error::Error>>) -> Result<Vec<Value>> {
-    let mut last = None;
-    for r in replies {
-        last = Some(r.map_err(Error::from_fred)?);
-    }
-    match last {
-        Some(Value::Array(v)) => Ok(v),
-        other => Err(unexpected(format!("a transaction ended with {other:?}"))),
     }
 }

@@ -43,6 +43,8 @@ fn field_names() -> String {
 
 pub(super) static LOAD: LazyLock<Script> = script!("load.lua");
 pub(super) static WRITE: LazyLock<Script> = script!("write.lua");
+pub(super) static CREATE: LazyLock<Script> = script!("create.lua");
+pub(super) static INDEX_ADD: LazyLock<Script> = script!("index_add.lua");
 pub(super) static FREEZE: LazyLock<Script> = script!("freeze.lua");
 pub(super) static RELEASE: LazyLock<Script> = script!("release.lua");
 

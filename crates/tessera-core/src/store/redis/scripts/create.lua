@@ -1,0 +1,27 @@
+-- tessera create: a new session key under a fresh id. Single key.
+-- KEYS[1] session key (a fresh 128-bit id: it cannot exist, so there is no existence check)
+-- ARGV: deadline (see the prelude), idle_ms, absolute_ms (0 = none), created_ms (0 = now; a
+--       rotation keeps the old session's), then field/value pairs
+-- Returns {WRITTEN, 0, 0, '', now}, {GONE} (created_ms is past the absolute lifetime), or
+-- {EXPIRED, now}.
+-- A script rather than MULTI/HSET/PEXPIRE/EXEC: the deadline is a decision only the server can
+-- take, and one EVALSHA is one write for the client where a MULTI block is four (measured in
+-- BENCHMARKS.md).
+local WRITTEN, GONE = 1, 0
+local FIRST = 5
+local key = KEYS[1]
+local now = now_ms()
+if past_deadline(now) then return {EXPIRED, now} end
+local idle, abs = tonumber(ARGV[2]), tonumber(ARGV[3])
+local created = tonumber(ARGV[4])
+if created == 0 then created = now end
+local ttl = session_ttl(now, created, idle, abs)
+if not ttl then return {GONE} end
+local args = {F_CREATED, created, F_TOUCHED, now}
+for i = FIRST, #ARGV, 2 do
+  args[#args + 1] = ARGV[i]
+  args[#args + 1] = ARGV[i + 1]
+end
+hset_all(key, args)
+redis.call('PEXPIRE', key, ttl)
+return {WRITTEN, 0, 0, '', now}
