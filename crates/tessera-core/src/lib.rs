@@ -46,4 +46,6 @@ pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
 pub use crate::session::{ClientInfo, DeviceSession, Outcome, Session, SessionManager};
-pub use crate::store::{RedisOptions, ServerReport, ServerWarning, Store};
+pub use crate::store::{
+    NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,
+};

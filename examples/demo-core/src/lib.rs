@@ -43,15 +43,27 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The store: Redis when `REDIS_URL` is set, else in memory.
+/// The store: Redis when `REDIS_URL` is set, else in memory. `NEAR_CACHE=1` turns on the
+/// near-cache (64 MiB) for Redis.
 pub async fn store_from_env() -> Result<Store, String> {
+    let near_cache = match std::env::var("NEAR_CACHE").as_deref() {
+        Ok("1") => true,
+        Ok("0") | Ok("") | Err(_) => false,
+        Ok(other) => return Err(format!("NEAR_CACHE must be 0 or 1, not {other:?}")),
+    };
     match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Store::redis(&url).await.map_err(|e| {
-            format!(
-                "REDIS_URL: cannot connect: {e} ({:?})",
-                std::error::Error::source(&e)
-            )
-        }),
+        Ok(url) if !url.is_empty() => {
+            let mut options = tessera_core::RedisOptions::default();
+            if near_cache {
+                options = options.near_cache(64 * 1024 * 1024);
+            }
+            Store::redis_with(&url, options).await.map_err(|e| {
+                format!(
+                    "REDIS_URL: cannot connect: {e} ({:?})",
+                    std::error::Error::source(&e)
+                )
+            })
+        }
         _ => Ok(Store::memory()),
     }
 }

@@ -50,7 +50,7 @@ impl Session {
         let sent = Instant::now();
         let res = self
             .store()
-            .load(&key, timing, known_fresh)
+            .load(&key, timing, known_fresh, !st.fresh_only)
             .instrument(span.clone())
             .await;
         let loaded = match res {
@@ -70,6 +70,7 @@ impl Session {
         span.record("touched", loaded.refresh == Refresh::Done);
         st.status = Status::Stored;
         st.data = loaded.fields;
+        st.from_cache = loaded.cached;
         match loaded.refresh {
             Refresh::Done => {
                 self.touches().note(&key, sent);

@@ -184,6 +184,50 @@ impl Session {
         self.ensure_loaded(&mut st).await
     }
 
+    /// Loads the session from the store itself, never from the near-cache (see
+    /// [`RedisOptions::near_cache`](crate::RedisOptions::near_cache)): for a handler that must
+    /// act on the latest data whatever instance wrote it, such as a payment step. Call it
+    /// before reading; if the session was already served from the near-cache in this request,
+    /// it is read again (changes made in this request stay pending on top). Without the
+    /// near-cache this is [`load`](Session::load).
+    ///
+    /// ```
+    /// # async fn pay(session: tessera_core::Session) -> Result<(), tessera_core::Error> {
+    /// session.load_fresh().await?;
+    /// let cart: Option<Vec<String>> = session.get("cart").await?;
+    /// # let _ = cart; Ok(()) }
+    /// ```
+    pub async fn load_fresh(&self) -> Result<()> {
+        let mut st = self.inner.state.lock().await;
+        st.fresh_only = true;
+        if !(st.status == Status::Stored && st.from_cache) {
+            return self.ensure_loaded(&mut st).await;
+        }
+        let id = st.id.clone().expect("a stored session has an id");
+        let found = Box::pin(self.load_one(&mut st, &id)).await?;
+        if !found {
+            // Ended since the cached copy was read: as if the request had found no session.
+            st.data.clear();
+            if st.moved_away {
+                st.mark_moved();
+            } else {
+                st.mark_no_session();
+            }
+        }
+        let pending: Vec<(String, Option<String>)> = st
+            .dirty
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in pending {
+            match v {
+                Some(v) => st.data.insert(k, v.into_bytes()),
+                None => st.data.remove(&k),
+            };
+        }
+        Ok(())
+    }
+
     /// The value of a user field, decoded as `T`; `None` if absent.
     ///
     /// A field that does not decode as `T` (say, written by another application) is

@@ -64,6 +64,10 @@ pub(super) struct State {
     pub(super) cookie: CookieAction,
     pub(super) failure: Option<Error>,
     pub(super) client: ClientInfo,
+    /// The handler asked for data from the store itself, never the near-cache.
+    pub(super) fresh_only: bool,
+    /// The data came from the near-cache.
+    pub(super) from_cache: bool,
     /// The user-index refresh started by a load that slid the TTL; awaited in `finish`.
     pub(super) index_refresh: Vec<tokio::task::JoinHandle<Result<Vec<String>>>>,
 }
@@ -124,6 +128,8 @@ impl State {
             id: candidates.first().map(|c| c.id.clone()),
             had_cookie: !candidates.is_empty(),
             moved_away: false,
+            fresh_only: false,
+            from_cache: false,
             candidates,
             truncated,
             status: Status::Unloaded,

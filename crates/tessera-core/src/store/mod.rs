@@ -14,7 +14,7 @@ pub(crate) mod memory;
 pub(crate) mod redis;
 
 pub use self::check::{ServerReport, ServerWarning};
-pub use self::redis::RedisOptions;
+pub use self::redis::{NearCacheCoherence, NearCacheStats, RedisOptions};
 
 /// Reserved hash fields (user fields may not start with `__`).
 pub(crate) mod fields {
@@ -84,6 +84,8 @@ pub(crate) struct Timing {
 pub(crate) struct Loaded {
     pub(crate) fields: HashMap<String, Vec<u8>>,
     pub(crate) refresh: Refresh,
+    /// Served by the near-cache (no store command).
+    pub(crate) cached: bool,
 }
 
 /// What a load did about the TTL refresh.
@@ -271,6 +273,15 @@ impl Store {
         Ok(report)
     }
 
+    /// What the near-cache did so far (see [`RedisOptions::near_cache`]); `None` when it is
+    /// off or the store is in memory.
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        match &*self.backend {
+            Backend::Redis(r) => r.near_cache_stats(),
+            Backend::Memory(_) => None,
+        }
+    }
+
     /// The underlying fred pool, for Redis stores (for operators' checks and tests).
     pub fn redis_pool(&self) -> Option<&fred::clients::Pool> {
         match &*self.backend {
@@ -280,15 +291,31 @@ impl Store {
     }
 
     /// Loads a session. `known_fresh`: this process saw it refreshed less than a touch
-    /// interval ago, so no refresh is due and a plain read suffices (one cheap command);
-    /// otherwise the load also does the throttled refresh, in the same round trip.
-    pub(crate) async fn load(&self, key: &str, t: Timing, known_fresh: bool) -> Result<Load> {
+    /// interval ago, so no refresh is due and a plain read suffices (one cheap command, or
+    /// none when the near-cache holds it and `use_cache`); otherwise the load also does the
+    /// throttled refresh, in the same round trip.
+    pub(crate) async fn load(
+        &self,
+        key: &str,
+        t: Timing,
+        known_fresh: bool,
+        use_cache: bool,
+    ) -> Result<Load> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.load(key, t)),
             Backend::Redis(r) if known_fresh => {
+                if use_cache && r.near_cache_on() {
+                    if let Some(fields) = r.cached(key, t).await {
+                        let mut load = Load::of_plain(fields);
+                        if let Load::Found(l) = &mut load {
+                            l.cached = true;
+                        }
+                        return Ok(load);
+                    }
+                }
                 // No clock comparison here: the absolute deadline also caps the key's TTL, so
                 // the server removes the key by then.
-                let fields = r.bounded(r.load_plain(key)).await?;
+                let fields = r.bounded(r.load_plain(key, use_cache)).await?;
                 Ok(Load::of_plain(fields))
             }
             Backend::Redis(r) => r.bounded(r.load(key, t)).await,
@@ -303,7 +330,11 @@ impl Store {
     ) -> Result<WriteResult> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.write(key, op, t)),
-            Backend::Redis(r) => r.bounded_write(r.write(key, op, t)).await,
+            Backend::Redis(r) => {
+                let res = r.bounded_write(r.write(key, op, t)).await;
+                r.changed(key);
+                res
+            }
         }
     }
 
@@ -328,7 +359,11 @@ impl Store {
                 };
                 Ok(m.write(key, &op, t))
             }
-            Backend::Redis(r) => r.bounded_write(r.create(key, set, created_ms, t)).await,
+            Backend::Redis(r) => {
+                let res = r.bounded_write(r.create(key, set, created_ms, t)).await;
+                r.changed(key);
+                res
+            }
         }
     }
 
@@ -336,7 +371,11 @@ impl Store {
     pub(crate) async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.freeze(key, new_member, t)),
-            Backend::Redis(r) => r.bounded_write(r.freeze(key, new_member, t)).await,
+            Backend::Redis(r) => {
+                let res = r.bounded_write(r.freeze(key, new_member, t)).await;
+                r.changed(key);
+                res
+            }
         }
     }
 
@@ -345,7 +384,11 @@ impl Store {
     pub(crate) async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.release(key, token, retire)),
-            Backend::Redis(r) => r.bounded_write(r.release(key, token, retire)).await,
+            Backend::Redis(r) => {
+                let res = r.bounded_write(r.release(key, token, retire)).await;
+                r.changed(key);
+                res
+            }
         }
     }
 
@@ -353,7 +396,11 @@ impl Store {
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.delete(key)),
-            Backend::Redis(r) => r.bounded_write(r.delete(key)).await,
+            Backend::Redis(r) => {
+                let res = r.bounded_write(r.delete(key)).await;
+                r.changed(key);
+                res
+            }
         }
     }
 
@@ -362,7 +409,13 @@ impl Store {
     pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
         match &*self.backend {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.delete(k)).collect()),
-            Backend::Redis(r) => r.bounded_write(r.delete_many(keys)).await,
+            Backend::Redis(r) => {
+                let res = r.bounded_write(r.delete_many(keys)).await;
+                for k in keys {
+                    r.changed(k);
+                }
+                res
+            }
         }
     }
 
@@ -430,6 +483,7 @@ impl Load {
             Load::Found(Loaded {
                 fields,
                 refresh: Refresh::NotDue { age_ms: None },
+                cached: false,
             })
         } else if fields
             .get(fields::MOVING)
@@ -484,7 +538,7 @@ mod future_sizes {
             max_fields: 0,
         };
         let sizes = [
-            ("load", std::mem::size_of_val(&store.load("k", t, false))),
+            ("load", std::mem::size_of_val(&store.load("k", t, false, true))),
             ("write", std::mem::size_of_val(&store.write("k", &op, t))),
             (
                 "create",

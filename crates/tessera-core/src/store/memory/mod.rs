@@ -247,6 +247,7 @@ impl MemoryBackend {
         Load::Found(Loaded {
             fields: before,
             refresh,
+            cached: false,
         })
     }
 

@@ -29,6 +29,26 @@ pub struct RedisOptions {
     command_timeout: Duration,
     connect_timeout: Duration,
     pool_size: usize,
+    near_cache_bytes: usize,
+    near_cache_coherence: NearCacheCoherence,
+}
+
+/// How the near-cache makes sure a hit is not stale (see [`RedisOptions::near_cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NearCacheCoherence {
+    /// The default: a hit is served only after one `PING` round trip on the tracking
+    /// connection (to the key's node), so every invalidation the server sent before the
+    /// request arrived has been read and applied. A write acknowledged to any client before
+    /// this request reached the instance is never hidden by the cache, however busy the
+    /// instance is. Costs one small command per hit (no data is read or parsed).
+    #[default]
+    Barrier,
+    /// A hit costs no command at all; invalidations are applied as soon as the instance's
+    /// runtime reads them from the socket. A request that reaches this instance sooner than
+    /// that after another instance's acknowledged write can see the old value: the README's
+    /// "Near-cache" has the measured window.
+    Push,
 }
 
 impl RedisOptions {
@@ -47,6 +67,34 @@ impl RedisOptions {
         self.pool_size = n;
         self
     }
+    /// Turns on the near-cache, holding at most about `max_bytes` of session data (0, the
+    /// default, is off): a read inside the touch interval of a session this instance read
+    /// before costs no Redis command. The server keeps it coherent (RESP3 client tracking,
+    /// on one extra connection per node); see the README's "Near-cache"
+    /// for the guarantee, and [`Session::load_fresh`](crate::Session::load_fresh) for a
+    /// handler that must read the store itself.
+    ///
+    /// ```
+    /// let opts = tessera_core::RedisOptions::default().near_cache(64 * 1024 * 1024);
+    /// # let _ = opts;
+    /// ```
+    pub fn near_cache(mut self, max_bytes: usize) -> Self {
+        self.near_cache_bytes = max_bytes;
+        self
+    }
+    /// How a near-cache hit is confirmed (default [`NearCacheCoherence::Barrier`]).
+    ///
+    /// ```
+    /// use tessera_core::{NearCacheCoherence, RedisOptions};
+    /// let opts = RedisOptions::default()
+    ///     .near_cache(64 * 1024 * 1024)
+    ///     .near_cache_coherence(NearCacheCoherence::Push);
+    /// # let _ = opts;
+    /// ```
+    pub fn near_cache_coherence(mut self, c: NearCacheCoherence) -> Self {
+        self.near_cache_coherence = c;
+        self
+    }
 }
 
 impl Default for RedisOptions {
@@ -55,6 +103,8 @@ impl Default for RedisOptions {
             command_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
             pool_size: 4,
+            near_cache_bytes: 0,
+            near_cache_coherence: NearCacheCoherence::Barrier,
         }
     }
 }
@@ -73,33 +123,42 @@ impl RedisBackend {
             )));
         }
         let freeze_ms = freeze_ms(o.command_timeout);
-        let pool = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = o.connect_timeout;
-                c.internal_command_timeout = o.command_timeout.max(Duration::from_secs(1));
-                // Replaying an in-flight command after a reconnect could apply HINCRBY twice.
-                c.max_command_attempts = 1;
-                c.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    ..Default::default()
-                };
-            })
-            // The timeout is enforced per store operation by `bounded` (one timer per
-            // operation); fred's per-command timer cost about 25% of read throughput.
-            .with_performance_config(|p| p.default_command_timeout = Duration::ZERO)
-            // Reconnect forever; the delay stays short (<= 500 ms + jitter) so service resumes
-            // within about half a second of the server coming back.
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 500, 2))
+        let tracking_config = (o.near_cache_bytes > 0).then(|| {
+            let mut c = config.clone();
+            c.version = fred::types::RespVersion::RESP3;
+            c
+        });
+        let pool = builder(config, &o)
             .build_pool(o.pool_size.max(1))
             .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
-        tokio::time::timeout(o.connect_timeout + o.command_timeout, pool.init())
-            .await
-            .map_err(|_| {
-                Error::Unavailable(crate::error::StoreError::timeout(
-                    "timed out connecting to the session store",
+        init(&pool, &o, "timed out connecting to the session store").await?;
+        let tracking = match tracking_config {
+            None => None,
+            Some(config) => {
+                let mut b = builder(config, &o);
+                b.with_performance_config(|p| {
+                    p.default_command_timeout = Duration::ZERO;
+                    // Invalidations wait here until applied; a lag empties the cache.
+                    p.broadcast_channel_capacity = 16 * 1024;
+                });
+                // One client: hits are confirmed on the connection that read the key.
+                let tpool = b
+                    .build_pool(1)
+                    .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
+                init(
+                    &tpool,
+                    &o,
+                    "timed out connecting the near-cache's tracking connections",
+                )
+                .await?;
+                tracing::info!(target: "tessera::near_cache", max_bytes = o.near_cache_bytes, "near-cache on (RESP3 client tracking)");
+                Some(super::near_cache::Tracking::start(
+                    tpool,
+                    o.near_cache_bytes,
+                    o.near_cache_coherence == NearCacheCoherence::Barrier,
                 ))
-            })?
-            .map_err(Error::from_fred)?;
+            }
+        };
         // Load the scripts now (on every primary in a cluster), so the first request does not
         // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
         let preload = async {
@@ -147,8 +206,40 @@ impl RedisBackend {
             },
             freeze_ms,
             clock,
+            tracking,
         })
     }
+}
+
+/// The pool builder both pools share: timeouts, no replay of in-flight commands, reconnect
+/// forever.
+fn builder(config: Config, o: &RedisOptions) -> Builder {
+    let mut b = Builder::from_config(config);
+    b.with_connection_config(|c| {
+        c.connection_timeout = o.connect_timeout;
+        c.internal_command_timeout = o.command_timeout.max(Duration::from_secs(1));
+        // Replaying an in-flight command after a reconnect could apply HINCRBY twice.
+        c.max_command_attempts = 1;
+        c.tcp = TcpConfig {
+            nodelay: Some(true),
+            ..Default::default()
+        };
+    })
+    // The timeout is enforced per store operation by `bounded` (one timer per operation);
+    // fred's per-command timer cost about 25% of read throughput.
+    .with_performance_config(|p| p.default_command_timeout = Duration::ZERO)
+    // Reconnect forever; the delay stays short (<= 500 ms + jitter) so service resumes within
+    // about half a second of the server coming back.
+    .set_policy(ReconnectPolicy::new_exponential(0, 50, 500, 2));
+    b
+}
+
+async fn init(pool: &Pool, o: &RedisOptions, what: &'static str) -> Result<()> {
+    tokio::time::timeout(o.connect_timeout + o.command_timeout, pool.init())
+        .await
+        .map_err(|_| Error::Unavailable(crate::error::StoreError::timeout(what)))?
+        .map_err(Error::from_fred)?;
+    Ok(())
 }
 
 /// Only the Redis schemes: fred would read `http://host` as a Redis address and connect.

@@ -5,9 +5,11 @@
 //! `../check.rs`.
 
 mod connect;
+mod near_cache;
 mod protocol;
 
-pub use self::connect::RedisOptions;
+pub use self::connect::{NearCacheCoherence, RedisOptions};
+pub use self::near_cache::NearCacheStats;
 
 use self::protocol::{
     code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, FREEZE,
@@ -39,6 +41,8 @@ pub(crate) struct RedisBackend {
     /// command timeout, fit in it many times over; a rotation that died frees the key then.
     freeze_ms: u64,
     clock: ServerClock,
+    /// The near-cache and its tracking connections, when on.
+    tracking: Option<near_cache::Tracking>,
 }
 
 pub(super) fn freeze_ms(command_timeout: Duration) -> u64 {
@@ -161,8 +165,83 @@ impl RedisBackend {
         &self.pool
     }
 
-    /// A load known to need no TTL refresh: plain `HGETALL`, the cheapest read there is.
-    pub(crate) async fn load_plain(&self, key: &str) -> Result<HashMap<String, Vec<u8>>> {
+    /// The near-cache's copy of a session, if it holds one that can be served: tracking on,
+    /// confirmed by the barrier (in `Barrier` coherence), and the absolute lifetime (if any)
+    /// not about to pass by the server's clock.
+    pub(crate) async fn cached(&self, key: &str, t: Timing) -> Option<HashMap<String, Vec<u8>>> {
+        let tracking = self.tracking.as_ref()?;
+        if !tracking.cache.holds(key) {
+            return None;
+        }
+        if tracking.barrier {
+            // Replies and pushes on one connection come in the order the server sent them,
+            // and fred hands a push over before it completes any later reply: once this PING
+            // is answered, every invalidation the server sent on this connection before it
+            // executed the PING has been received, and `get` below applies it first.
+            let ping = CustomCommand::new_static("PING", ClusterHash::from(key), false);
+            let client = tracking.pool.next().with_options(&self.read_opts);
+            let pong = Box::pin(client.custom::<Value, Value>(ping, Vec::<Value>::new()));
+            if self
+                .bounded(async { pong.await.map_err(Error::from_fred) })
+                .await
+                .is_err()
+            {
+                return None; // a plain read decides
+            }
+        } else {
+            // Let the runtime poll its sockets first (tokio runs a yielded task again only
+            // after polling the I/O driver): narrows the window, cannot close it.
+            tokio::task::yield_now().await;
+        }
+        let fields = tracking.cache.get(key)?;
+        if t.absolute_ms > 0 {
+            let created = super::fields::ms(&fields, super::fields::CREATED)?;
+            let margin = 1_000;
+            if created.saturating_add(t.absolute_ms) <= (self.clock.now_ms().max(0) as u64) + margin
+            {
+                return None;
+            }
+        }
+        Some((*fields).clone())
+    }
+
+    /// This instance changed `key`: the near-cache forgets it at once (the server's
+    /// invalidation follows).
+    pub(crate) fn changed(&self, key: &str) {
+        if let Some(t) = &self.tracking {
+            t.cache.invalidate(key.as_bytes());
+        }
+    }
+
+    pub(crate) fn near_cache_on(&self) -> bool {
+        self.tracking.is_some()
+    }
+
+    pub(crate) fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.tracking.as_ref().map(|t| t.cache.stats())
+    }
+
+    /// A load known to need no TTL refresh: plain `HGETALL`, the cheapest read there is. With
+    /// the near-cache on (and `fill`), it goes on a tracking connection and fills the cache.
+    pub(crate) async fn load_plain(
+        &self,
+        key: &str,
+        fill: bool,
+    ) -> Result<HashMap<String, Vec<u8>>> {
+        if let (Some(tracking), true) = (&self.tracking, fill) {
+            if let Some(r) = tracking.cache.reserve(key) {
+                let client = tracking.pool.next_connected();
+                tracing::trace!(target: "tessera::near_cache", key, client = %client.id(), "tracked read");
+                let flat: Value = Box::pin(client.with_options(&self.read_opts).hgetall(key))
+                    .await
+                    .map_err(Error::from_fred)?;
+                let fields = flat_fields(flat)?;
+                if fields.contains_key(super::fields::CREATED) {
+                    tracking.cache.fill(key, r, &fields);
+                }
+                return Ok(fields);
+            }
+        }
         let flat: Value = Box::pin(
             self.pool
                 .next_connected()

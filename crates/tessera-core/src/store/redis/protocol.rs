@@ -180,6 +180,7 @@ pub(super) fn parse_load(reply: Value) -> Result<Load> {
     Ok(Load::Found(Loaded {
         fields: flat_fields(parts.pop().expect("len checked"))?,
         refresh,
+        cached: false,
     }))
 }
 
