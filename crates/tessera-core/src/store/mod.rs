@@ -538,7 +538,10 @@ mod future_sizes {
             max_fields: 0,
         };
         let sizes = [
-            ("load", std::mem::size_of_val(&store.load("k", t, false, true))),
+            (
+                "load",
+                std::mem::size_of_val(&store.load("k", t, false, true)),
+            ),
             ("write", std::mem::size_of_val(&store.write("k", &op, t))),
             (
                 "create",

@@ -62,7 +62,8 @@ impl RedisOptions {
         self.connect_timeout = d;
         self
     }
-    /// Connections in the pool (default 4).
+    /// Clients in the pool (default 1: one multiplexed connection per server, which batches
+    /// concurrent requests best; measured in BENCHMARKS.md, "Profile").
     pub fn pool_size(mut self, n: usize) -> Self {
         self.pool_size = n;
         self
@@ -102,7 +103,7 @@ impl Default for RedisOptions {
         RedisOptions {
             command_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
-            pool_size: 4,
+            pool_size: 1,
             near_cache_bytes: 0,
             near_cache_coherence: NearCacheCoherence::Barrier,
         }

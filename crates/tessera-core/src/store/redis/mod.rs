@@ -242,11 +242,14 @@ impl RedisBackend {
                 return Ok(fields);
             }
         }
+        // As a custom command: the reply stays a flat array (fred's `hgetall` builds a map of
+        // it first, which `flat_fields` then copies again: 6% of a read's CPU).
+        let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::from(key), false);
         let flat: Value = Box::pin(
             self.pool
                 .next_connected()
                 .with_options(&self.read_opts)
-                .hgetall(key),
+                .custom(hgetall, vec![Value::from(key)]),
         )
         .await
         .map_err(Error::from_fred)?;
