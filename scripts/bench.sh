@@ -2,7 +2,8 @@
 # The benchmark against the peer crates, side by side in one run on one local Redis:
 # installs the servers and an SVG rasterizer if missing, builds bench/ (its own workspace, so
 # the peer crates never enter the normal build), runs it, renders the plot.
-# Extra arguments go to the bench (defaults: --rounds 3 --secs 4 --sessions 10000 --conns 32).
+# Three runs (all, pinned, two instances); extra arguments go to each (defaults: --rounds 3
+# --secs 4 --sessions 10000 --conns 32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env_file="$(bash scripts/install-servers.sh)"
@@ -13,6 +14,17 @@ if ! command -v rsvg-convert >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends librsvg2-bin >/dev/null
 fi
 (cd bench && cargo build --release)
+# 1. Every implementation and route, side by side.
 ./bench/target/release/tessera-bench run --out bench/results "$@"
 rsvg-convert -o bench/results/plot.png bench/results/plot.svg
-echo "wrote bench/results/results.md and bench/results/plot.png"
+# 2. Redis alone on CPU 1 (apps and load generator on CPU 0): the app's cost is not hidden by
+#    Redis sharing its core.
+./bench/target/release/tessera-bench run --pin --out bench/results/pinned \
+  --impls tessera-axum,tessera-axum-cache,tessera-axum-cache-push,tower-sessions,tessera-actix,actix-session \
+  --routes read,incr,login,mix "$@"
+# 3. Two app processes per implementation behind a round-robin "load balancer" (each
+#    connection alternates between them): the near-cache's invalidations cross instances.
+./bench/target/release/tessera-bench run --instances 2 --out bench/results/two-instances \
+  --impls tessera-axum,tessera-axum-cache,tessera-axum-cache-push,tower-sessions \
+  --routes read,mix "$@"
+echo "wrote bench/results/{results.md,plot.png}, bench/results/pinned/results.md, bench/results/two-instances/results.md"

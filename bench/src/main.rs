@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const ROUTES: [(&str, &str, &str); 3] = [
+const ROUTES: [(&str, &str, &str); 4] = [
     ("login", "POST", "/login"),
     ("read", "GET", "/read"),
     ("incr", "POST", "/incr"),
+    // 90% read, 8% increment, 2% login (a new session), drawn per request.
+    ("mix", "MIX", "/"),
 ];
 
 fn main() {
@@ -63,7 +65,16 @@ fn main() {
         sessions: opt("--sessions", 10_000) as usize,
         conns: opt("--conns", 32) as usize,
         out,
+        pin: args.iter().any(|a| a == "--pin"),
+        instances: opt("--instances", 1) as usize,
     };
+    if cfg.pin {
+        // The load generator shares CPU 0 with the apps; Redis gets CPU 1 to itself.
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -81,6 +92,11 @@ struct Cfg {
     sessions: usize,
     conns: usize,
     out: String,
+    /// Redis alone on CPU 1; the apps and the load generator on CPU 0.
+    pin: bool,
+    /// App processes per implementation (2: each connection alternates between them, as a
+    /// round-robin load balancer would).
+    instances: usize,
 }
 
 /// Kills the child on drop.
@@ -126,11 +142,17 @@ async fn wait_port(port: u16) {
     }
 }
 
-fn spawn_server(name: &str, port: u16, url: &str, touch: u64) -> Proc {
+fn spawn_server(name: &str, port: u16, url: &str, touch: u64, pin: bool) -> Proc {
     let exe = std::env::current_exe().unwrap();
-    Proc(
+    let mut cmd = if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(exe);
+        c
+    } else {
         Command::new(exe)
-            .args(["serve", name, &port.to_string(), url, &touch.to_string()])
+    };
+    Proc(
+        cmd.args(["serve", name, &port.to_string(), url, &touch.to_string()])
             .stdout(Stdio::null())
             .env("RUST_LOG", "error")
             .spawn()
@@ -141,6 +163,10 @@ fn spawn_server(name: &str, port: u16, url: &str, touch: u64) -> Proc {
 #[derive(Default, Clone)]
 struct Sample {
     rps: f64,
+    /// Process CPU time (user + system) of the app processes per request, µs.
+    app_us: f64,
+    /// Redis CPU time (INFO cpu, user + system) per request, µs.
+    redis_us: f64,
     p50_us: f64,
     p99_us: f64,
     cmds: f64,
@@ -153,8 +179,15 @@ async fn run(cfg: Cfg) {
     let dir = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let rport = free_port();
-    let _redis = Proc(
+    let mut redis_cmd = if cfg.pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(redis_bin());
+        c
+    } else {
         Command::new(redis_bin())
+    };
+    let _redis = Proc(
+        redis_cmd
             .args([
                 "--port",
                 &rport.to_string(),
@@ -195,7 +228,8 @@ async fn run(cfg: Cfg) {
     );
 
     let mut procs = Vec::new();
-    let mut ports = BTreeMap::new();
+    let mut ports: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
+    let mut pids: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     let mut ttl_ports = BTreeMap::new();
     let impls: Vec<&'static str> = servers::IMPLS
         .iter()
@@ -212,23 +246,30 @@ async fn run(cfg: Cfg) {
         .enumerate()
         .filter(|(_, n)| impls.contains(n))
     {
-        let (p, tp) = (free_port(), free_port());
-        procs.push(spawn_server(
-            name,
-            p,
-            &format!("redis://127.0.0.1:{rport}/{i}"),
-            60,
-        ));
+        for _ in 0..cfg.instances.max(1) {
+            let p = free_port();
+            let proc = spawn_server(
+                name,
+                p,
+                &format!("redis://127.0.0.1:{rport}/{i}"),
+                60,
+                cfg.pin,
+            );
+            pids.entry(*name).or_default().push(proc.0.id());
+            procs.push(proc);
+            ports.entry(*name).or_default().push(p);
+        }
+        let tp = free_port();
         procs.push(spawn_server(
             name,
             tp,
             &format!("redis://127.0.0.1:{rport}/{}", 16 + i),
             1,
+            cfg.pin,
         ));
-        ports.insert(*name, p);
         ttl_ports.insert(*name, tp);
     }
-    for p in ports.values().chain(ttl_ports.values()) {
+    for p in ports.values().flatten().chain(ttl_ports.values()) {
         wait_port(*p).await;
     }
 
@@ -241,7 +282,7 @@ async fn run(cfg: Cfg) {
         .filter(|(_, n)| impls.contains(n))
     {
         let before = used_memory(&admin).await;
-        let list = create_sessions(ports[name], cfg.sessions, cfg.conns).await;
+        let list = create_sessions(ports[name][0], cfg.sessions, cfg.conns).await;
         let after = used_memory(&admin).await;
         let per = (after as f64 - before as f64) / cfg.sessions as f64;
         let key_bytes = sample_key_bytes(rport, i).await;
@@ -265,7 +306,7 @@ async fn run(cfg: Cfg) {
                     cookies[name].clone()
                 };
                 load(
-                    ports[name],
+                    &ports[name],
                     method,
                     path,
                     cookies.clone(),
@@ -274,8 +315,9 @@ async fn run(cfg: Cfg) {
                 )
                 .await; // warm-up
                 let _: () = admin.config_resetstat().await.unwrap();
+                let (app0, redis0) = (cpu_secs(&pids[name]), redis_cpu(&admin).await);
                 let (n, errors, mut lat) = load(
-                    ports[name],
+                    &ports[name],
                     method,
                     path,
                     cookies,
@@ -283,6 +325,7 @@ async fn run(cfg: Cfg) {
                     Duration::from_secs(cfg.secs),
                 )
                 .await;
+                let (app1, redis1) = (cpu_secs(&pids[name]), redis_cpu(&admin).await);
                 let stats = commandstats(&admin).await;
                 lat.sort_unstable();
                 let total: u64 = stats.values().sum();
@@ -293,13 +336,15 @@ async fn run(cfg: Cfg) {
                     .join(", ");
                 let s = Sample {
                     rps: n as f64 / cfg.secs as f64,
+                    app_us: (app1 - app0) * 1e6 / n.max(1) as f64,
+                    redis_us: (redis1 - redis0) * 1e6 / n.max(1) as f64,
                     p50_us: pct(&lat, 0.50),
                     p99_us: pct(&lat, 0.99),
                     cmds: total as f64 / n.max(1) as f64,
                     breakdown,
                     errors,
                 };
-                eprintln!("round {round} {name:15} {route:6} {:>9.0} req/s p50 {:>6.0} us p99 {:>6.0} us cmds/req {:.2} errors {}", s.rps, s.p50_us, s.p99_us, s.cmds, s.errors);
+                eprintln!("round {round} {name:24} {route:6} {:>9.0} req/s p50 {:>6.0} us p99 {:>6.0} us app {:>5.1} us/req redis {:>5.1} us/req cmds/req {:.2} errors {}", s.rps, s.p50_us, s.p99_us, s.app_us, s.redis_us, s.cmds, s.errors);
                 samples.entry((name, route)).or_default().push(s);
             }
         }
@@ -315,17 +360,40 @@ async fn run(cfg: Cfg) {
         slides.insert(*name, ttl_slides(ttl_ports[name], rport, 16 + i).await);
     }
 
-    if impls.len() < servers::IMPLS.len() || routes.len() < ROUTES.len() {
-        eprintln!("(filtered run: no report written)");
-        return;
-    }
-    let report = report(&cfg, &version, &samples, &memory, &slides);
+    let report = report(&cfg, &version, &samples, &memory, &slides, &impls, &routes);
     std::fs::create_dir_all(&cfg.out).unwrap();
     std::fs::write(format!("{}/results.md", cfg.out), &report).unwrap();
     std::fs::write(format!("{}/plot.svg", cfg.out), plot(&samples)).unwrap();
     println!("{report}");
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// User + system CPU seconds of these processes so far (all their threads), from /proc.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    let tick = 100.0; // USER_HZ on Linux
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the ")" that closes the command name: utime is the 12th, stime the 13th.
+            let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (t(11) + t(12)) / tick
+        })
+        .sum()
+}
+
+/// Redis's own CPU seconds (INFO cpu: used_cpu_user + used_cpu_sys).
+async fn redis_cpu(c: &Client) -> f64 {
+    let info: String = c.info(Some(InfoKind::Cpu)).await.unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_user:")
+                .or_else(|| l.strip_prefix("used_cpu_sys:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -409,7 +477,7 @@ async fn create_sessions(port: u16, n: usize, conns: usize) -> Vec<String> {
 
 /// Keep-alive load for `dur`: requests, errors (non-200), latencies in µs.
 async fn load(
-    port: u16,
+    ports: &[u16],
     method: &'static str,
     path: &'static str,
     cookies: Arc<Vec<String>>,
@@ -420,16 +488,37 @@ async fn load(
     let mut tasks = Vec::new();
     for seed in 0..conns as u64 {
         let cookies = cookies.clone();
+        let ports = ports.to_vec();
         tasks.push(tokio::spawn(async move {
-            let mut c = Conn::open(port).await;
+            // One keep-alive connection per app process; requests alternate between them.
+            let mut cs = Vec::new();
+            for p in &ports {
+                cs.push(Conn::open(*p).await);
+            }
+            let mut turn = 0usize;
             let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (seed + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             let (mut n, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(100_000));
             while Instant::now() < deadline {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                let cookie = (!cookies.is_empty())
+                let mut cookie = (!cookies.is_empty())
                     .then(|| cookies[(rng % cookies.len() as u64) as usize].as_str());
+                let (method, path) = if method == "MIX" {
+                    match (rng >> 32) % 100 {
+                        0..=89 => ("GET", "/read"),
+                        90..=97 => ("POST", "/incr"),
+                        _ => {
+                            cookie = None;
+                            ("POST", "/login")
+                        }
+                    }
+                } else {
+                    (method, path)
+                };
+                let n_conns = cs.len();
+                let c = &mut cs[turn % n_conns];
+                turn += 1;
                 let t = Instant::now();
                 let (status, _) = c.request(method, path, cookie).await;
                 lat.push(t.elapsed().as_micros() as u32);
@@ -552,8 +641,12 @@ fn median(v: &mut [f64]) -> f64 {
 
 type Samples<'a> = BTreeMap<(&'a str, &'a str), Vec<Sample>>;
 
+/// The median of a cell; 0 for a cell this (filtered) run did not measure.
 fn med(samples: &Samples, name: &str, route: &str, f: impl Fn(&Sample) -> f64) -> f64 {
-    let mut v: Vec<f64> = samples[&(name, route)].iter().map(f).collect();
+    let Some(v) = samples.get(&(name, route)) else {
+        return 0.0;
+    };
+    let mut v: Vec<f64> = v.iter().map(f).collect();
     median(&mut v)
 }
 
@@ -563,16 +656,24 @@ fn report(
     samples: &Samples,
     memory: &BTreeMap<&str, (f64, Option<(i64, Option<i64>)>)>,
     slides: &BTreeMap<&str, String>,
+    impls: &[&str],
+    routes: &[(&str, &str, &str)],
 ) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "Redis {version}, loopback, {} live sessions per implementation, {} keep-alive connections, {} rounds x {} s per cell (median shown; spread = (max-min)/median).\n\n",
-        cfg.sessions, cfg.conns, cfg.rounds, cfg.secs
+        "Redis {version}, loopback, {} live sessions per implementation, {} keep-alive connections, {} rounds x {} s per cell (median shown; spread = (max-min)/median){}{}.\n\n",
+        cfg.sessions, cfg.conns, cfg.rounds, cfg.secs,
+        if cfg.pin { "; Redis pinned alone to CPU 1, apps and load generator on CPU 0" } else { "" },
+        if cfg.instances > 1 { format!("; {} app processes per implementation, each connection alternating between them", cfg.instances) } else { String::new() },
     ));
-    out.push_str("| implementation | route | req/s | vs tower-sessions | p50 µs | p99 µs | Redis cmds/req (server) | spread req/s | errors |\n|---|---|---:|---:|---:|---:|---|---:|---:|\n");
-    for (route, _, _) in ROUTES {
-        let base = med(samples, "tower-sessions", route, |s| s.rps);
-        for name in servers::IMPLS {
+    out.push_str("| implementation | route | req/s | vs tower-sessions | p50 µs | p99 µs | app CPU µs/req | Redis CPU µs/req | Redis cmds/req (server) | spread req/s | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n");
+    for (route, _, _) in routes.iter().copied() {
+        let base = if impls.contains(&"tower-sessions") {
+            med(samples, "tower-sessions", route, |s| s.rps)
+        } else {
+            f64::NAN
+        };
+        for name in impls.iter().copied() {
             let v = &samples[&(name, route)];
             let rps = med(samples, name, route, |s| s.rps);
             let (lo, hi) = v
@@ -580,10 +681,12 @@ fn report(
                 .fold((f64::MAX, 0f64), |(a, b), s| (a.min(s.rps), b.max(s.rps)));
             let errors: u64 = v.iter().map(|s| s.errors).sum();
             out.push_str(&format!(
-                "| {name} | {route} | {rps:.0} | {:.2}x | {:.0} | {:.0} | {:.2} ({}) | {:.1}% | {errors} |\n",
+                "| {name} | {route} | {rps:.0} | {:.2}x | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} ({}) | {:.1}% | {errors} |\n",
                 rps / base,
                 med(samples, name, route, |s| s.p50_us),
                 med(samples, name, route, |s| s.p99_us),
+                med(samples, name, route, |s| s.app_us),
+                med(samples, name, route, |s| s.redis_us),
                 med(samples, name, route, |s| s.cmds),
                 v[v.len() / 2].breakdown,
                 (hi - lo) / rps * 100.0,
@@ -591,7 +694,7 @@ fn report(
         }
     }
     out.push_str("\n| implementation | bytes/session (used_memory delta) | MEMORY USAGE session key | MEMORY USAGE user index | TTL slides on a read |\n|---|---:|---:|---:|---|\n");
-    for name in servers::IMPLS {
+    for name in impls.iter().copied() {
         let (per, keys) = &memory[name];
         let (k, i) = match keys {
             Some((k, i)) => (
@@ -612,7 +715,7 @@ fn report(
 fn plot(samples: &Samples) -> String {
     let (w, h, left, top, bottom) = (980.0, 520.0, 70.0, 50.0, 110.0);
     let colors = [
-        "#9e9e9e", "#607d8b", "#1e88e5", "#e53935", "#43a047", "#fb8c00",
+        "#9e9e9e", "#607d8b", "#1e88e5", "#0d47a1", "#64b5f6", "#e53935", "#43a047", "#fb8c00",
     ];
     let max = samples
         .values()
@@ -649,7 +752,7 @@ fn plot(samples: &Samples) -> String {
             s.push_str(&format!(
                 "<rect x='{x}' y='{y}' width='{}' height='{bh}' fill='{}'/><text x='{}' y='{}' font-size='10' text-anchor='middle'>{p99:.1}</text>",
                 bar_w * 0.9,
-                colors[ii],
+                colors[ii % colors.len()],
                 x + bar_w * 0.45,
                 y - 3.0
             ));
@@ -666,7 +769,7 @@ fn plot(samples: &Samples) -> String {
         s.push_str(&format!(
             "<rect x='{x}' y='{}' width='14' height='14' fill='{}'/><text x='{}' y='{}'>{name}</text>",
             y - 11.0,
-            colors[ii],
+            colors[ii % colors.len()],
             x + 20.0,
             y
         ));

@@ -4,10 +4,12 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-pub const IMPLS: [&str; 6] = [
+pub const IMPLS: [&str; 8] = [
     "bare-axum",
     "fred-floor",
     "tessera-axum",
+    "tessera-axum-cache",
+    "tessera-axum-cache-push",
     "tower-sessions",
     "tessera-actix",
     "actix-session",
@@ -49,8 +51,17 @@ pub fn serve(name: &str, listener: TcpListener, redis_url: String, touch_secs: u
 
 /// tessera's store with its defaults; `BENCH_TESSERA_TIMEOUT_MS` and `BENCH_TESSERA_POOL`
 /// override them for profiling experiments.
-async fn tessera_store(url: &str) -> tessera_core::Store {
+async fn tessera_store(url: &str, name: &str) -> tessera_core::Store {
     let mut o = tessera_core::RedisOptions::default();
+    match name {
+        "tessera-axum-cache" => o = o.near_cache(64 << 20),
+        "tessera-axum-cache-push" => {
+            o = o
+                .near_cache(64 << 20)
+                .near_cache_coherence(tessera_core::NearCacheCoherence::Push)
+        }
+        _ => {}
+    }
     if let Some(ms) = std::env::var("BENCH_TESSERA_TIMEOUT_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -88,9 +99,9 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
             .route("/read", get(|| async { "acme" }))
             .route("/incr", post(|| async { "1" })),
         "fred-floor" => floor::router(&redis_url).await,
-        "tessera-axum" => {
+        "tessera-axum" | "tessera-axum-cache" | "tessera-axum-cache-push" => {
             use tessera_axum::{Session, SessionLayer};
-            let store = tessera_store(&redis_url).await;
+            let store = tessera_store(&redis_url, name).await;
             Router::new()
                 .route(
                     "/login",
@@ -252,7 +263,7 @@ fn actix(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) 
         match name.as_str() {
             "tessera-actix" => {
                 use tessera_actix::{Session, SessionMiddleware};
-                let store = tessera_store(&redis_url).await;
+                let store = tessera_store(&redis_url, &name).await;
                 let mw = SessionMiddleware::new(store, tessera_config(touch_secs));
                 HttpServer::new(move || {
                     App::new()
