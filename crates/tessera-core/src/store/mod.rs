@@ -304,18 +304,23 @@ impl Store {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.load(key, t)),
             Backend::Redis(r) if known_fresh => {
+                let mut fill = use_cache;
                 if use_cache && r.near_cache_on() {
-                    if let Some(fields) = r.cached(key, t).await {
-                        let mut load = Load::of_plain(fields);
-                        if let Load::Found(l) = &mut load {
-                            l.cached = true;
+                    match r.cached(key, t).await {
+                        redis::Cached::Hit(fields) => {
+                            let mut load = Load::of_plain(fields);
+                            if let Load::Found(l) = &mut load {
+                                l.cached = true;
+                            }
+                            return Ok(load);
                         }
-                        return Ok(load);
+                        redis::Cached::Miss => {}
+                        redis::Cached::BarrierFailed => fill = false,
                     }
                 }
                 // No clock comparison here: the absolute deadline also caps the key's TTL, so
                 // the server removes the key by then.
-                let fields = r.bounded(r.load_plain(key, use_cache)).await?;
+                let fields = r.bounded(r.load_plain(key, fill)).await?;
                 Ok(Load::of_plain(fields))
             }
             Backend::Redis(r) => r.bounded(r.load(key, t)).await,

@@ -27,6 +27,14 @@ use std::time::Duration;
 // Every fred command future is awaited boxed: each is 6-7 KB, and a future is copied each time
 // it is moved (into a timeout, a span, a join, a box), so an unboxed one made every store
 // future ~15 KB and `memmove` a tenth of login's CPU (BENCHMARKS.md, "Profile").
+/// What the near-cache answered for one load.
+pub(crate) enum Cached {
+    Hit(HashMap<String, Vec<u8>>),
+    Miss,
+    /// The barrier did not complete: read from the main pool without filling the cache.
+    BarrierFailed,
+}
+
 pub(crate) struct RedisBackend {
     pool: Pool,
     /// For reads: fail fast while disconnected (a read abandoned by the outer timer must not
@@ -165,44 +173,55 @@ impl RedisBackend {
         &self.pool
     }
 
-    /// The near-cache's copy of a session, if it holds one that can be served: tracking on,
-    /// confirmed by the barrier (in `Barrier` coherence), and the absolute lifetime (if any)
-    /// not about to pass by the server's clock.
-    pub(crate) async fn cached(&self, key: &str, t: Timing) -> Option<HashMap<String, Vec<u8>>> {
-        let tracking = self.tracking.as_ref()?;
+    /// The near-cache's answer for `key`: a copy that can be served (tracking on, confirmed
+    /// by the barrier in `Barrier` coherence, the absolute lifetime not about to pass by the
+    /// server's clock), a miss, or a failed barrier (then the tracking connection is not
+    /// trusted for this read either).
+    pub(crate) async fn cached(&self, key: &str, t: Timing) -> Cached {
+        let Some(tracking) = self.tracking.as_ref() else {
+            return Cached::Miss;
+        };
         if !tracking.cache.holds(key) {
-            return None;
+            return Cached::Miss;
         }
         if tracking.barrier {
-            // Replies and pushes on one connection come in the order the server sent them,
-            // and fred hands a push over before it completes any later reply: once this PING
-            // is answered, every invalidation the server sent on this connection before it
-            // executed the PING has been received, and `get` below applies it first.
-            let ping = CustomCommand::new_static("PING", ClusterHash::from(key), false);
+            // The barrier is a keyed read-only command (`EXISTS`) on the tracking client: fred
+            // routes it to the connection of the node that owns the key (following MOVED and
+            // ASK like the read that filled the cache; a MOVED resyncs fred's routing, which
+            // empties the cache). Replies and pushes on one connection arrive in the order
+            // the server sent them, and fred hands a push over before it completes any later
+            // reply: once this is answered, every invalidation the server sent on this
+            // connection before executing it has been received, and `get` applies it first.
+            let exists = CustomCommand::new_static("EXISTS", ClusterHash::from(key), false);
             let client = tracking.pool.next().with_options(&self.read_opts);
-            let pong = Box::pin(client.custom::<Value, Value>(ping, Vec::<Value>::new()));
-            if self
-                .bounded(async { pong.await.map_err(Error::from_fred) })
+            let reply = Box::pin(client.custom::<i64, Value>(exists, vec![Value::from(key)]));
+            match self
+                .bounded(async { reply.await.map_err(Error::from_fred) })
                 .await
-                .is_err()
             {
-                return None; // a plain read decides
+                Ok(1) => {}
+                Ok(_) => return Cached::Miss, // gone on the server: let a read decide
+                Err(_) => return Cached::BarrierFailed,
             }
         } else {
             // Let the runtime poll its sockets first (tokio runs a yielded task again only
             // after polling the I/O driver): narrows the window, cannot close it.
             tokio::task::yield_now().await;
         }
-        let fields = tracking.cache.get(key)?;
+        let Some(fields) = tracking.cache.get(key) else {
+            return Cached::Miss;
+        };
         if t.absolute_ms > 0 {
-            let created = super::fields::ms(&fields, super::fields::CREATED)?;
+            let Some(created) = super::fields::ms(&fields, super::fields::CREATED) else {
+                return Cached::Miss;
+            };
             let margin = 1_000;
             if created.saturating_add(t.absolute_ms) <= (self.clock.now_ms().max(0) as u64) + margin
             {
-                return None;
+                return Cached::Miss;
             }
         }
-        Some((*fields).clone())
+        Cached::Hit((*fields).clone())
     }
 
     /// This instance changed `key`: the near-cache forgets it at once (the server's
@@ -230,14 +249,16 @@ impl RedisBackend {
     ) -> Result<HashMap<String, Vec<u8>>> {
         if let (Some(tracking), true) = (&self.tracking, fill) {
             if let Some(r) = tracking.cache.reserve(key) {
-                let client = tracking.pool.next_connected();
-                tracing::trace!(target: "tessera::near_cache", key, client = %client.id(), "tracked read");
-                let flat: Value = Box::pin(client.with_options(&self.read_opts).hgetall(key))
+                // Released on every way out (an error, a reply that is no session, a dropped
+                // future), so reservations never pile up.
+                let guard = near_cache::Pending::new(&tracking.cache, key, r);
+                let client = tracking.pool.next_connected().with_options(&self.read_opts);
+                let flat: Value = Box::pin(client.hgetall(key))
                     .await
                     .map_err(Error::from_fred)?;
                 let fields = flat_fields(flat)?;
                 if fields.contains_key(super::fields::CREATED) {
-                    tracking.cache.fill(key, r, &fields);
+                    guard.fill(&fields);
                 }
                 return Ok(fields);
             }

@@ -43,6 +43,30 @@ pub struct NearCacheStats {
     pub active: bool,
 }
 
+/// A reservation in use: fills the cache at most once, and is withdrawn when dropped unused.
+pub(crate) struct Pending<'a> {
+    cache: &'a NearCache,
+    key: &'a str,
+    r: Reservation,
+}
+
+impl<'a> Pending<'a> {
+    pub(crate) fn new(cache: &'a NearCache, key: &'a str, r: Reservation) -> Self {
+        Pending { cache, key, r }
+    }
+
+    pub(crate) fn fill(self, fields: &HashMap<String, Vec<u8>>) {
+        self.cache.fill(self.key, self.r, fields);
+        // `fill` removed the reservation if it was still ours; dropping `self` is a no-op.
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.cache.withdraw(self.key, self.r);
+    }
+}
+
 /// A permission to fill the cache with the reply of one read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reservation {
@@ -218,6 +242,14 @@ impl NearCache {
         st.new_bytes += e.bytes;
         if let Some(prev) = st.new.insert(k, e) {
             st.new_bytes -= prev.bytes;
+        }
+    }
+
+    /// A reservation that will not fill: removed if it is still the key's latest.
+    pub(crate) fn withdraw(&self, key: &str, r: Reservation) {
+        let mut st = self.lock();
+        if st.pending.get(key) == Some(&r.id) {
+            st.pending.remove(key);
         }
     }
 
@@ -469,7 +501,25 @@ async fn keep_tracking(client: fred::clients::Client, i: usize, cache: Arc<NearC
         }
         if cache.up_if(i, generation) {
             tracing::debug!(target: "tessera::near_cache", connection = i, "near-cache: tracking on");
-            cache.wake[i].notified().await;
+            // Wait for a disturbance; meanwhile a PING every second proves the connection
+            // alive: a half-open one (a NAT dropping an idle connection) reports nothing, and
+            // would stop invalidations without a word.
+            loop {
+                tokio::select! {
+                    _ = cache.wake[i].notified() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                        let ping = tokio::time::timeout(
+                            std::time::Duration::from_secs(2),
+                            fred::interfaces::ClientLike::ping::<()>(&client, None),
+                        );
+                        if !matches!(ping.await, Ok(Ok(()))) {
+                            tracing::warn!(target: "tessera::near_cache", connection = i, "near-cache: tracking connection did not answer a PING; cache emptied until it does");
+                            cache.disturb(i);
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
 }
