@@ -217,7 +217,11 @@ mod cases {
             let before = hits(&p.store_b);
             let start = Instant::now();
             while hits(&p.store_b) == before {
-                assert!(start.elapsed() < Duration::from_secs(5), "never cached");
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "never cached in round {i}: {:?}",
+                    p.store_b.near_cache_stats()
+                );
                 assert_eq!(on_b.get("/me").await.status, 200);
             }
             // The kill, then a write from elsewhere (another program, on the key's own node),
