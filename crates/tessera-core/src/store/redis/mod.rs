@@ -184,14 +184,21 @@ impl RedisBackend {
         if !tracking.cache.holds(key) {
             return Cached::Miss;
         }
-        if tracking.barrier {
-            // The barrier is a keyed read-only command (`EXISTS`) on the tracking client: fred
-            // routes it to the connection of the node that owns the key (following MOVED and
-            // ASK like the read that filled the cache; a MOVED resyncs fred's routing, which
-            // empties the cache). Replies and pushes on one connection arrive in the order
-            // the server sent them, and fred hands a push over before it completes any later
-            // reply: once this is answered, every invalidation the server sent on this
-            // connection before executing it has been received, and `get` applies it first.
+        if let (true, Some(shared)) = (tracking.barrier, &tracking.shared) {
+            // One server, one tracking connection: a shared PING (see `SharedPing`). Replies
+            // and pushes on one connection arrive in the order the server sent them, and fred
+            // hands a push over before it completes any later reply: once a PING sent after
+            // this request arrived is answered, every invalidation the server sent before is
+            // received, and `get` below applies it first.
+            let confirmed = self.bounded(async { Ok(shared.confirm().await) }).await;
+            if !matches!(confirmed, Ok(true)) {
+                return Cached::BarrierFailed;
+            }
+        } else if tracking.barrier {
+            // A cluster: the barrier is a keyed read-only command (`EXISTS`) on the tracking
+            // client, so fred routes it to the connection of the node that owns the key
+            // (following MOVED and ASK like the read that filled the cache; a MOVED resyncs
+            // fred's routing, which empties the cache); the same ordering argument holds.
             let exists = CustomCommand::new_static("EXISTS", ClusterHash::from(key), false);
             let client = tracking.pool.next().with_options(&self.read_opts);
             let reply = Box::pin(client.custom::<i64, Value>(exists, vec![Value::from(key)]));

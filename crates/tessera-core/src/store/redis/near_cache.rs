@@ -378,9 +378,88 @@ impl NearCache {
 pub(crate) struct Tracking {
     pub(crate) pool: fred::clients::Pool,
     pub(crate) cache: Arc<NearCache>,
-    /// Confirm each hit with a `PING` on the tracking connection (`NearCacheCoherence::Barrier`).
+    /// Confirm each hit before serving it (`NearCacheCoherence::Barrier`).
     pub(crate) barrier: bool,
+    /// Not clustered: one connection, so one `PING` in flight serves every hit that arrived
+    /// before it was sent (see [`SharedPing`]).
+    pub(crate) shared: Option<Arc<SharedPing>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A coalesced barrier for a single tracking connection. A hit needs a `PING` *sent after it
+/// arrived* to be answered (then every push the server sent before has been received); hits
+/// that arrive while one `PING` is in flight all wait for the next one, so under load one round
+/// trip confirms many hits, and at most two `PING`s are ever outstanding per instance.
+pub(crate) struct SharedPing {
+    state: Mutex<PingState>,
+    /// (sequence number of the last `PING` answered, whether it succeeded)
+    done: tokio::sync::watch::Sender<(u64, bool)>,
+    wake: tokio::sync::Notify,
+}
+
+struct PingState {
+    /// Sequence number of the last `PING` sent.
+    sent: u64,
+    /// A hit is waiting for a `PING` that has not been sent yet.
+    wanted: bool,
+}
+
+impl SharedPing {
+    fn new() -> Self {
+        SharedPing {
+            state: Mutex::new(PingState {
+                sent: 0,
+                wanted: false,
+            }),
+            done: tokio::sync::watch::channel((0, true)).0,
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until a `PING` sent after this call was answered; whether it succeeded.
+    pub(crate) async fn confirm(&self) -> bool {
+        let need = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.wanted = true;
+            st.sent + 1
+        };
+        self.wake.notify_one();
+        let mut rx = self.done.subscribe();
+        let ok = rx
+            .wait_for(|(seq, _)| *seq >= need)
+            .await
+            .map(|v| v.1)
+            .unwrap_or(false);
+        ok
+    }
+
+    /// The sender: one `PING` at a time, for as long as hits want one.
+    async fn run(self: Arc<Self>, client: fred::clients::Client) {
+        use fred::interfaces::ClientLike;
+        loop {
+            self.wake.notified().await;
+            loop {
+                let seq = {
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if !st.wanted {
+                        break;
+                    }
+                    st.wanted = false;
+                    st.sent += 1;
+                    st.sent
+                };
+                let ok = matches!(
+                    tokio::time::timeout(
+                        std::time::Duration::from_secs(2),
+                        client.ping::<()>(None)
+                    )
+                    .await,
+                    Ok(Ok(()))
+                );
+                self.done.send_replace((seq, ok));
+            }
+        }
+    }
 }
 
 impl Drop for Tracking {
@@ -422,8 +501,17 @@ impl Tracking {
     /// Starts tracking on every connection of `pool` (a RESP3 pool, already connected) and
     /// the tasks that apply what the connections report.
     pub(crate) fn start(pool: fred::clients::Pool, max_bytes: usize, barrier: bool) -> Tracking {
+        use fred::interfaces::ClientLike;
         let cache = Arc::new(NearCache::new(max_bytes, pool.clients().len()));
         let mut tasks = Vec::new();
+        let shared = match pool.clients() {
+            [client] if barrier && !client.is_clustered() => {
+                let s = Arc::new(SharedPing::new());
+                tasks.push(tokio::spawn(s.clone().run(client.clone())));
+                Some(s)
+            }
+            _ => None,
+        };
         for (i, client) in pool.clients().iter().enumerate() {
             cache
                 .feeds
@@ -444,6 +532,7 @@ impl Tracking {
             pool,
             cache,
             barrier,
+            shared,
             tasks,
         }
     }
@@ -487,10 +576,18 @@ async fn keep_tracking(client: fred::clients::Client, i: usize, cache: Arc<NearC
         let generation = cache.generation(i);
         let mut delay = std::time::Duration::from_millis(20);
         loop {
-            match client
-                .start_tracking(Vec::<String>::new(), false, false, false, false)
-                .await
-            {
+            // Bounded: the tracking pool has no default command timeout, and a command caught
+            // by a dying connection must not stall this loop.
+            let on = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                client.start_tracking(Vec::<String>::new(), false, false, false, false),
+            );
+            match on.await.unwrap_or_else(|_| {
+                Err(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    "CLIENT TRACKING did not answer",
+                ))
+            }) {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::debug!(target: "tessera::near_cache", error = %e, "near-cache: could not turn tracking on yet");
