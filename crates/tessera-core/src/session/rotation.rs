@@ -182,6 +182,9 @@ impl Session {
         if old.is_none() {
             st.id = Some(new_id.clone());
         }
+        // What a rolled-back create gives back: the request's pending changes (a successful
+        // write clears them) and its cookie decision.
+        let before_create = create_now.then(|| (st.dirty.clone(), st.cookie));
         let create = async {
             if create_now {
                 Some(self.write_now(st, None).await)
@@ -212,12 +215,17 @@ impl Session {
                 if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) = (&old, frozen) {
                     thaw(key.clone(), token).await;
                 }
-                if let Some(Ok(_)) = created {
-                    // Not in the index, so not handed out: the new key goes again.
-                    let _ = store.delete(&new_key).await;
+                if let (Some(Ok(_)), Some((dirty, cookie))) = (&created, before_create) {
+                    // Not in the index, so not handed out: the new key goes again, and the
+                    // request's changes are pending again (a retried login or a `save` keeps
+                    // them).
+                    if let Err(e) = store.delete(&new_key).await {
+                        tracing::debug!(error = %e, "could not delete a login's new key after its index add failed; it expires by its TTL");
+                    }
                     st.status = Status::New;
                     st.id = None;
-                    st.cookie = CookieAction::Keep;
+                    st.dirty = dirty;
+                    st.cookie = cookie;
                 }
                 return Self::failed(st, e);
             }
