@@ -335,11 +335,7 @@ impl Store {
     ) -> Result<WriteResult> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.write(key, op, t)),
-            Backend::Redis(r) => {
-                let res = r.bounded_write(r.write(key, op, t)).await;
-                r.changed(key);
-                res
-            }
+            Backend::Redis(r) => r.write_to(key, r.write(key, op, t)).await,
         }
     }
 
@@ -364,11 +360,7 @@ impl Store {
                 };
                 Ok(m.write(key, &op, t))
             }
-            Backend::Redis(r) => {
-                let res = r.bounded_write(r.create(key, set, created_ms, t)).await;
-                r.changed(key);
-                res
-            }
+            Backend::Redis(r) => r.write_to(key, r.create(key, set, created_ms, t)).await,
         }
     }
 
@@ -376,11 +368,7 @@ impl Store {
     pub(crate) async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.freeze(key, new_member, t)),
-            Backend::Redis(r) => {
-                let res = r.bounded_write(r.freeze(key, new_member, t)).await;
-                r.changed(key);
-                res
-            }
+            Backend::Redis(r) => r.write_to(key, r.freeze(key, new_member, t)).await,
         }
     }
 
@@ -389,11 +377,7 @@ impl Store {
     pub(crate) async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.release(key, token, retire)),
-            Backend::Redis(r) => {
-                let res = r.bounded_write(r.release(key, token, retire)).await;
-                r.changed(key);
-                res
-            }
+            Backend::Redis(r) => r.write_to(key, r.release(key, token, retire)).await,
         }
     }
 
@@ -401,11 +385,7 @@ impl Store {
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.delete(key)),
-            Backend::Redis(r) => {
-                let res = r.bounded_write(r.delete(key)).await;
-                r.changed(key);
-                res
-            }
+            Backend::Redis(r) => r.write_to(key, r.delete(key)).await,
         }
     }
 

@@ -103,6 +103,18 @@ impl RedisBackend {
         }
     }
 
+    /// A store operation that changes the session at `key` (`bounded_write`), after which the
+    /// near-cache forgets the key, whatever the outcome (the server's invalidation follows).
+    pub(crate) async fn write_to<T>(
+        &self,
+        key: &str,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let res = self.bounded_write(op).await;
+        self.changed(key);
+        res
+    }
+
     /// `EVALSHA` of a script that writes, with `write_opts` (see `bounded_write`) and a deadline
     /// in server time as its first argument, loading the script on `NOSCRIPT`. A reply
     /// `{EXPIRED, now}` (nothing written: the server's clock was ahead of our estimate, or the
