@@ -697,6 +697,24 @@ mod tests {
         assert!(c.get("k0").is_none(), "old entries go");
     }
 
+    /// A read that fails, finds no session or is abandoned leaves no reservation behind
+    /// (a deleted key is never invalidated again, so nothing else would remove it).
+    #[test]
+    fn an_unused_reservation_is_withdrawn() {
+        let c = NearCache::new(1 << 20, 1);
+        up(&c);
+        for i in 0..100 {
+            let key = format!("k{i}");
+            let r = c.reserve(&key).unwrap();
+            let _pending = Pending::new(&c, &key, r); // dropped unfilled
+        }
+        assert_eq!(c.lock().pending.len(), 0, "no reservation piles up");
+        let r = c.reserve("k").unwrap();
+        Pending::new(&c, "k", r).fill(&hash("a"));
+        assert_eq!(c.lock().pending.len(), 0);
+        assert!(c.get("k").is_some(), "a used reservation still fills");
+    }
+
     #[test]
     fn a_missing_key_is_not_cached() {
         let c = NearCache::new(1 << 20, 1);
