@@ -124,7 +124,7 @@ pub fn spawn_actix_app(manager: SessionManager) -> TestApp {
             .wrap(tessera_actix::SessionMiddleware::from_manager(
                 manager.clone(),
             ))
-            .configure(actix_demo::routes)
+            .configure(actix_demo::routes_with_admin(Some(ADMIN_TOKEN.into())))
             .route("/noop", web::get().to(|| async { "ok" }))
             .route(
                 "/typed/{field}",
@@ -166,14 +166,22 @@ pub fn key(n: u8) -> Key {
     Key::from_bytes(&[n; 32]).unwrap()
 }
 
+/// The admin token the test apps' `/admin/*` routes accept.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The test config: key 1 and the demo's indexed fields (`tenant`, the list `cart`), then `f`.
 pub fn config(f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder) -> SessionConfig {
-    f(SessionConfig::builder(key(1))).build().unwrap()
+    f(SessionConfig::builder(key(1))
+        .index_field("tenant")
+        .index_list_field("cart"))
+    .build()
+    .unwrap()
 }
 
 /// The demo's routes plus the test routes, behind the axum layer.
 pub fn router(manager: SessionManager) -> Router {
     use tessera_axum::endpoints::reply;
-    axum_demo::routes()
+    axum_demo::routes_with_admin(Some(ADMIN_TOKEN.into()))
         .route("/noop", get(|| async { "ok" }))
         .route(
             "/typed/{field}",

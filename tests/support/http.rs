@@ -230,6 +230,26 @@ impl Browser {
         Answer::read(res, start).await
     }
 
+    /// A client without cookies that sends `Authorization: Bearer <token>` (an operator's
+    /// script on the admin routes).
+    pub fn admin(&self, token: &str) -> Browser {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        Browser {
+            base: self.base.clone(),
+            client,
+            jar: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
     /// The same jar, sending `User-Agent: <agent>` (a named device).
     pub fn with_agent(&self, agent: &str) -> Browser {
         let client = reqwest::Client::builder()

@@ -34,6 +34,16 @@ pub struct SessionConfig {
     pub(crate) cookie_name: String,
     pub(crate) max_sessions_per_user: usize,
     pub(crate) limits: Limits,
+    pub(crate) indexed: Vec<IndexedField>,
+}
+
+/// A field whose values are indexed, so sessions can be found by it (see
+/// [`SessionConfigBuilder::index_field`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexedField {
+    pub(crate) name: String,
+    /// A JSON list: each element is indexed.
+    pub(crate) list: bool,
 }
 
 impl SessionConfig {
@@ -49,7 +59,28 @@ impl SessionConfig {
             cookie: CookieConfig::default(),
             max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
             limits: Limits::default(),
+            indexed: Vec::new(),
         }
+    }
+
+    /// The indexed fields, in the order declared: `(name, is_list)`.
+    pub fn indexed_fields(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.indexed.iter().map(|f| (f.name.as_str(), f.list))
+    }
+
+    pub(crate) fn indexed(&self, field: &str) -> Option<&IndexedField> {
+        self.indexed.iter().find(|f| f.name == field)
+    }
+
+    /// `[namespace]index:<field>:<value>`: the sessions whose `field` holds `value` (the value
+    /// escaped like a user id, so it can never pick a Cluster slot).
+    pub(crate) fn value_index_key(&self, field: &str, value: &str) -> String {
+        format!("{}index:{}:{}", self.namespace, field, user_key_part(value))
+    }
+
+    /// `[namespace]index:<field>`: the values `field` holds in some session.
+    pub(crate) fn values_key(&self, field: &str) -> String {
+        format!("{}index:{}", self.namespace, field)
     }
 
     /// Idle timeout: a session not used for this long expires (default 30 minutes).
@@ -141,6 +172,7 @@ pub struct SessionConfigBuilder {
     cookie: CookieConfig,
     max_sessions_per_user: Option<usize>,
     limits: Limits,
+    indexed: Vec<IndexedField>,
 }
 
 /// Size limits of one session, the same on every store.
@@ -163,6 +195,43 @@ impl Default for Limits {
 }
 
 impl SessionConfigBuilder {
+    /// Indexes a field's value, so that sessions can be found and counted by it
+    /// ([`SessionManager::find_sessions`](crate::SessionManager::find_sessions)). A string
+    /// value is indexed as its text, a number or boolean as its JSON text; other values are
+    /// not indexed. Each indexed value costs one sorted set
+    /// (`[namespace]index:<field>:<value>`) and a member in the field's value list
+    /// (`[namespace]index:<field>`); a write that changes the field adds the session to the new
+    /// value's set before it writes.
+    ///
+    /// ```
+    /// # use tessera_core::{Key, SessionConfig};
+    /// let config = SessionConfig::builder(Key::generate())
+    ///     .index_field("tenant")
+    ///     .index_list_field("cart")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.indexed_fields().count(), 2);
+    /// ```
+    pub fn index_field(mut self, name: impl Into<String>) -> Self {
+        self.indexed.push(IndexedField {
+            name: name.into(),
+            list: false,
+        });
+        self
+    }
+
+    /// Indexes a field that holds a JSON list: each element is indexed as
+    /// [`index_field`](Self::index_field) indexes a value (a session whose `cart` is
+    /// `["p-17", "p-3"]` is found by `cart = p-17` and by `cart = p-3`). A value that is not a
+    /// list is indexed as one element.
+    pub fn index_list_field(mut self, name: impl Into<String>) -> Self {
+        self.indexed.push(IndexedField {
+            name: name.into(),
+            list: true,
+        });
+        self
+    }
+
     /// Limit of concurrent sessions per user (default 1,000). A login beyond it ends that
     /// user's least recently used sessions (by last TTL refresh). `None` removes the limit;
     /// then logout-all and the device list cost grows without bound with a user's sessions.
@@ -288,6 +357,22 @@ impl SessionConfigBuilder {
                 "max_sessions_per_user must be at least 1",
             ));
         }
+        for (i, f) in self.indexed.iter().enumerate() {
+            let bad = f.name.is_empty()
+                || f.name.starts_with("__")
+                || f.name.len() > 64
+                || f.name.bytes().any(|b| {
+                    b == b':' || b == b'{' || b == b'}' || b == b'%' || b <= b' ' || b == 0x7f
+                });
+            if bad {
+                return Err(ConfigError::Index(
+                    "an indexed field's name is 1 to 64 bytes, does not start with `__`, and has no `:`, braces, `%`, spaces or control characters",
+                ));
+            }
+            if self.indexed[..i].iter().any(|g| g.name == f.name) {
+                return Err(ConfigError::Index("a field is indexed twice"));
+            }
+        }
         self.cookie.validate()?;
         Ok(SessionConfig {
             idle_timeout: self.idle_timeout,
@@ -299,6 +384,7 @@ impl SessionConfigBuilder {
             signer: Signer::new(self.key, self.previous),
             max_sessions_per_user: self.max_sessions_per_user.unwrap_or(0),
             limits: self.limits,
+            indexed: self.indexed,
         })
     }
 }

@@ -141,6 +141,14 @@ pub enum Error {
     /// The store configuration (URL) was rejected.
     #[error("invalid store configuration")]
     Config(#[from] ConfigError),
+    /// A query by a field that is not declared indexed
+    /// ([`SessionConfigBuilder::index_field`](crate::SessionConfigBuilder::index_field)).
+    #[error("session field {0:?} is not indexed")]
+    NotIndexed(String),
+    /// The server lacks what this operation needs (for example the query engine, `FT.*`, for
+    /// [`SessionManager::search`](crate::SessionManager::search)): never answered by scanning.
+    #[error("the session store does not support this: {0}")]
+    Unsupported(&'static str),
 }
 
 impl Error {
@@ -156,8 +164,10 @@ impl Error {
             Error::ReservedField(_)
             | Error::NotAnInteger(_)
             | Error::InvalidUserId
-            | Error::TooLarge { .. } => 400,
+            | Error::TooLarge { .. }
+            | Error::NotIndexed(_) => 400,
             Error::NotLoggedIn => 401,
+            Error::Unsupported(_) => 501,
             Error::Store(_) | Error::Decode { .. } | Error::Encode(_) | Error::Config(_) => 500,
         }
     }
@@ -184,6 +194,8 @@ impl Error {
             Error::NotLoggedIn => "not logged in",
             Error::InvalidUserId => "invalid user id",
             Error::TooLarge { .. } => "session data over the size limit",
+            Error::NotIndexed(_) => "that session field is not indexed",
+            Error::Unsupported(_) => "the session store does not support this query",
             Error::Store(_) | Error::Decode { .. } | Error::Encode(_) | Error::Config(_) => {
                 "session error"
             }
@@ -289,6 +301,9 @@ pub enum ConfigError {
     /// The store URL or store settings were rejected.
     #[error("invalid store configuration: {0}")]
     Store(String),
+    /// An indexed field that cannot be indexed (a reserved or unsafe name, declared twice).
+    #[error("invalid indexed field: {0}")]
+    Index(&'static str),
 }
 
 /// Result alias for tessera-core.

@@ -45,7 +45,9 @@ pub use crate::config::{SessionConfig, SessionConfigBuilder};
 pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
-pub use crate::session::{ClientInfo, DeviceSession, Outcome, Session, SessionManager};
+pub use crate::session::{
+    ClientInfo, DeviceSession, FoundSession, FoundSessions, Outcome, Session, SessionManager,
+};
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,
 };

@@ -1,15 +1,50 @@
 //! The tessera actix demo: the same routes as `axum-demo`, over the same `demo-core` logic.
 
 use actix_web::web::{self, Bytes, ServiceConfig};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
+use demo_core::AdminRoute;
 use serde_json::Value;
 use tessera_actix::{reply, Session};
 
 pub use demo_core::{config_from_env, port_from_env, store_from_env};
 
 /// The demo's routes: `POST /login`, `GET /me`, `PUT /session`, `POST /counter`, plus
-/// tessera's account endpoints. Mount inside an `App` wrapped in `SessionMiddleware`.
+/// tessera's account endpoints, plus the admin routes when `ADMIN_TOKEN` is set. Mount inside
+/// an `App` wrapped in `SessionMiddleware`.
 pub fn routes(cfg: &mut ServiceConfig) {
+    routes_with_admin(demo_core::admin_token_from_env())(cfg)
+}
+
+/// [`routes`] with the admin token given (`None`: the admin routes answer 404).
+pub fn routes_with_admin(admin_token: Option<String>) -> impl Fn(&mut ServiceConfig) + Clone {
+    move |cfg: &mut ServiceConfig| {
+        let admin = |route: AdminRoute| {
+            let token = admin_token.clone();
+            move |s: Session, req: HttpRequest, q: web::Query<Vec<(String, String)>>| {
+                let token = token.clone();
+                async move {
+                    let auth = req
+                        .headers()
+                        .get(actix_web::http::header::AUTHORIZATION)
+                        .map(|v| v.as_bytes());
+                    reply(demo_core::admin(s.manager(), token.as_deref(), auth, route, &q).await)
+                }
+            }
+        };
+        cfg.route(
+            "/admin/sessions",
+            web::get().to(admin(AdminRoute::ListSessions)),
+        )
+        .route(
+            "/admin/sessions",
+            web::delete().to(admin(AdminRoute::EndSessions)),
+        )
+        .route("/admin/counts", web::get().to(admin(AdminRoute::Counts)));
+        base_routes(cfg);
+    }
+}
+
+fn base_routes(cfg: &mut ServiceConfig) {
     cfg.route("/login", web::post().to(login))
         .route(
             "/me",

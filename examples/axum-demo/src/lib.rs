@@ -2,9 +2,12 @@
 //! suite serves exactly these routes over real HTTP.
 
 use axum::extract::rejection::JsonRejection;
+use axum::extract::Query;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use demo_core::AdminRoute;
 use serde_json::Value;
 use tessera_axum::endpoints::reply;
 use tessera_axum::{Session, SessionLayer};
@@ -19,9 +22,30 @@ pub fn app(manager: SessionManager) -> Router {
 
 /// The demo's routes without the layer (tests add their own routes before layering):
 /// `POST /login`, `GET /me`, `PUT /session`, `POST /counter`, plus tessera's account
-/// endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`, `DELETE /sessions/{handle}`).
+/// endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`, `DELETE /sessions/{handle}`),
+/// plus the admin routes (`GET`/`DELETE /admin/sessions`, `GET /admin/counts`) when
+/// `ADMIN_TOKEN` is set.
 pub fn routes() -> Router {
+    routes_with_admin(demo_core::admin_token_from_env())
+}
+
+/// [`routes`] with the admin token given (`None`: the admin routes answer 404).
+pub fn routes_with_admin(admin_token: Option<String>) -> Router {
+    let admin = |route: AdminRoute| {
+        let token = admin_token.clone();
+        move |s: Session, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>| async move {
+            let auth = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            reply(demo_core::admin(s.manager(), token.as_deref(), auth, route, &q).await)
+        }
+    };
     Router::new()
+        .route(
+            "/admin/sessions",
+            get(admin(AdminRoute::ListSessions)).delete(admin(AdminRoute::EndSessions)),
+        )
+        .route("/admin/counts", get(admin(AdminRoute::Counts)))
         .route("/login", post(login))
         .route(
             "/me",

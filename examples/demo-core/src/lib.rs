@@ -5,7 +5,9 @@
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 use tessera_core::endpoints::Reply;
-use tessera_core::{Error, Key, Session, SessionConfig, Store};
+use tessera_core::{
+    Error, Key, Session, SessionConfig, SessionConfigBuilder, SessionManager, Store,
+};
 
 /// Reads `TESSERA_SECRET`, `COOKIE_SECURE`, `SESSION_IDLE_SECS`, `SESSION_TOUCH_SECS`.
 pub fn config_from_env() -> Result<SessionConfig, String> {
@@ -35,12 +37,117 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
     let secure = std::env::var("COOKIE_SECURE")
         .map(|v| v != "0")
         .unwrap_or(true);
-    SessionConfig::builder(key)
-        .idle_timeout(idle)
-        .touch_interval(touch)
-        .secure(secure)
-        .build()
-        .map_err(|e| e.to_string())
+    indexed(
+        SessionConfig::builder(key)
+            .idle_timeout(idle)
+            .touch_interval(touch)
+            .secure(secure),
+    )
+    .build()
+    .map_err(|e| e.to_string())
+}
+
+/// The demo's indexed fields: `tenant` (one value) and `cart` (a JSON list of product ids,
+/// each element indexed), for the `/admin/*` queries.
+pub fn indexed(builder: SessionConfigBuilder) -> SessionConfigBuilder {
+    builder.index_field("tenant").index_list_field("cart")
+}
+
+/// `ADMIN_TOKEN`: enables the `/admin/*` routes (unset or empty: they answer 404).
+pub fn admin_token_from_env() -> Option<String> {
+    std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty())
+}
+
+/// Which admin route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRoute {
+    /// `GET /admin/sessions?FIELD=VALUE[&limit=N]`
+    ListSessions,
+    /// `DELETE /admin/sessions?FIELD=VALUE`
+    EndSessions,
+    /// `GET /admin/counts?field=FIELD`
+    Counts,
+}
+
+/// Constant-time comparison of the presented bearer token with the configured one.
+fn token_matches(expected: &str, authorization: Option<&[u8]>) -> bool {
+    let Some(presented) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        return false;
+    };
+    let expected = expected.as_bytes();
+    let mut diff = (presented.len() != expected.len()) as u8;
+    for (i, b) in expected.iter().enumerate() {
+        diff |= b ^ presented.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// The `/admin/*` routes: `admin_token` is the configured `ADMIN_TOKEN` (`None`: 404),
+/// `authorization` the request's `Authorization` header (missing or wrong: 401), `query` the
+/// decoded query string.
+pub async fn admin(
+    manager: &SessionManager,
+    admin_token: Option<&str>,
+    authorization: Option<&[u8]>,
+    route: AdminRoute,
+    query: &[(String, String)],
+) -> Reply {
+    let Some(expected) = admin_token else {
+        return Reply {
+            status: 404,
+            body: Some(json!({ "error": "not found" })),
+        };
+    };
+    if !token_matches(expected, authorization) {
+        return Reply {
+            status: 401,
+            body: Some(json!({ "error": "admin token required" })),
+        };
+    }
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    run(async {
+        match route {
+            AdminRoute::Counts => {
+                let Some(field) = param("field") else {
+                    return Ok(bad_request("field=FIELD is required"));
+                };
+                let counts = manager.count_by_value(field).await?;
+                Ok(Reply::json(json!(counts)))
+            }
+            AdminRoute::ListSessions | AdminRoute::EndSessions => {
+                let mut filter = query.iter().filter(|(k, _)| k != "limit");
+                let (Some((field, value)), None) = (filter.next(), filter.next()) else {
+                    return Ok(bad_request("exactly one FIELD=VALUE is required"));
+                };
+                if route == AdminRoute::EndSessions {
+                    let ended = manager.end_sessions(field, value).await?;
+                    return Ok(Reply::json(json!({ "ended": ended })));
+                }
+                let limit = match param("limit").map(str::parse::<usize>) {
+                    None => 100,
+                    Some(Ok(n)) => n,
+                    Some(Err(_)) => return Ok(bad_request("limit must be a whole number")),
+                };
+                let found = manager.find_sessions(field, value, 0, limit).await?;
+                let sessions: Vec<Value> = found
+                    .sessions
+                    .into_iter()
+                    .map(
+                        |s| json!({ "handle": s.handle, "user_id": s.user_id, "fields": s.fields }),
+                    )
+                    .collect();
+                Ok(Reply::json(
+                    json!({ "count": found.count, "sessions": sessions }),
+                ))
+            }
+        }
+    })
+    .await
 }
 
 /// The store: Redis when `REDIS_URL` is set, else in memory. `NEAR_CACHE=1` turns on the

@@ -13,8 +13,10 @@
 
 mod account;
 mod devices;
+mod index;
 mod load;
 mod manager;
+mod query;
 mod rotation;
 mod state;
 mod touch_log;
@@ -22,6 +24,7 @@ mod touch_log;
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession};
 pub use self::manager::SessionManager;
+pub use self::query::{FoundSession, FoundSessions};
 
 use self::state::{is_user_field, user_of, CookieAction, State, Status};
 use self::touch_log::TouchLog;
@@ -177,6 +180,13 @@ impl Session {
         }
     }
 
+    /// The manager this session belongs to (its store and configuration), for handlers that
+    /// act across sessions, such as [`SessionManager::find_sessions`]. Costs nothing: the
+    /// session itself is not loaded.
+    pub fn manager(&self) -> &SessionManager {
+        self.mgr()
+    }
+
     /// Loads the session now if it was not yet (otherwise a no-op). Handlers rarely need this:
     /// every accessor loads on first use.
     pub async fn load(&self) -> Result<()> {
@@ -252,6 +262,7 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         self.check_size(&st, field, encoded.len())?;
+        self.note_index_change(&mut st, field);
         st.data
             .insert(field.to_string(), encoded.clone().into_bytes());
         st.dirty.insert(field.to_string(), Some(encoded));
@@ -263,6 +274,7 @@ impl Session {
         check_field(field)?;
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
+        self.note_index_change(&mut st, field);
         let was = st.data.remove(field).is_some();
         if st.status == Status::Stored {
             st.dirty.insert(field.to_string(), None);
@@ -324,7 +336,10 @@ impl Session {
         check_field(field)?;
         check_field_name_len(field)?;
         let mut st = self.inner.state.lock().await;
-        if let (Status::Unloaded, Some(id), 1) = (st.status, st.id.clone(), st.candidates.len()) {
+        let indexed = self.indexed(field).is_some();
+        if let (Status::Unloaded, Some(id), 1, false) =
+            (st.status, st.id.clone(), st.candidates.len(), indexed)
+        {
             // Not loaded yet (so nothing pending): one write script does the existence check,
             // the increment and the throttled TTL refresh, in one round trip, without reading
             // the session.
@@ -363,6 +378,9 @@ impl Session {
             }
         }
         self.ensure_loaded(&mut st).await?;
+        if indexed {
+            self.note_index_change(&mut st, field);
+        }
         if let Some(pending) = st.dirty.get(field).cloned() {
             // Set or removed earlier in this request: the increment applies to that value.
             let current = match pending {
@@ -386,6 +404,11 @@ impl Session {
         let res = self.write_now(&mut st, Some((field, by))).await?;
         st.data
             .insert(field.to_string(), res.to_string().into_bytes());
+        if indexed {
+            // The new value is known only now: its index entry follows the write (a query in
+            // between does not see the new value yet), and the old value's entry goes.
+            self.index_increment(&mut st, field).await?;
+        }
         Ok(res)
     }
 
@@ -409,12 +432,29 @@ impl Session {
         }
         let t = self.timing();
         let creating = st.status != Status::Stored;
+        let incr_field = incr.map(|(f, _)| f);
         for _attempt in 0..3 {
             if creating && st.id.is_none() {
                 st.id = Some(SessionId::generate());
             }
             let id = st.id.clone().expect("set above");
             let key = self.mgr().key_of(&id);
+            let (index_add, index_remove) = self.index_delta(st, creating);
+            if !index_add.is_empty() {
+                // Before the write: a session that holds a value is always in its index.
+                let mgr = self.mgr();
+                let added = index::add_all(
+                    &mgr.inner.store,
+                    &mgr.inner.config,
+                    &id.storage_key(),
+                    &index_add,
+                    mgr.index_bound_ms(),
+                )
+                .await;
+                if let Err(e) = added {
+                    return Self::failed(st, e);
+                }
+            }
             let sent = Instant::now();
             let res = if creating {
                 // A new session: no existence check, no script (a fresh id cannot exist). An
@@ -472,6 +512,16 @@ impl Session {
                     user,
                 }) => {
                     st.dirty.clear();
+                    // Written: what the index entries were before no longer matters, except
+                    // for an increment's field, whose entry `index_increment` moves next.
+                    st.index_before
+                        .retain(|k, _| incr_field == Some(k.as_str()));
+                    self.prune_in_background(
+                        st,
+                        id.storage_key(),
+                        index_remove,
+                        index::GUARD.as_millis() as u64,
+                    );
                     if creating {
                         st.status = Status::Stored;
                         st.cookie = CookieAction::Send;

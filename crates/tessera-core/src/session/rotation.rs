@@ -82,6 +82,8 @@ impl Session {
                 return Self::failed(st, e);
             }
             self.touches().forget(&key);
+            let entries = super::index::all_entries(&self.mgr().inner.config, &st.data);
+            self.prune_in_background(st, id.storage_key(), entries, 0);
             if let Some(u) = user_of(&st.data) {
                 let index = self.mgr().inner.config.index_key(&u);
                 if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await {
@@ -254,6 +256,7 @@ impl Session {
             };
             // The copy: the store's current contents plus this request's changes.
             data.remove(fields::MOVING);
+            let old_entries = super::index::all_entries(config, &data);
             for (k, v) in &st.dirty {
                 match v {
                     Some(v) => data.insert(k.clone(), v.clone().into_bytes()),
@@ -268,6 +271,24 @@ impl Session {
                 .collect();
             let set: Vec<(&str, &str)> =
                 copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            // The new member joins the field indexes of every value the copy holds before the
+            // copy exists (a session that holds a value is always in its index).
+            let new_entries = super::index::all_entries(config, &data);
+            if !new_entries.is_empty() {
+                let added = super::index::add_all(
+                    store,
+                    config,
+                    &new_member,
+                    &new_entries,
+                    mgr.index_bound_ms(),
+                )
+                .await;
+                if let Err(e) = added {
+                    thaw(old_key, token).await;
+                    undo_member().await;
+                    return Self::failed(st, e);
+                }
+            }
             let sent = Instant::now();
             let written = store.create(&new_key, &set, created, timing).await;
             let failure = match written {
@@ -319,8 +340,11 @@ impl Session {
                     tracing::debug!(error = %e, "could not remove the old member from the user index");
                 }
             }
+            // The old id is retired for good: its entries go whatever their age.
+            self.prune_in_background(st, old_id.storage_key(), old_entries, 0);
             st.data = data;
             st.dirty.clear();
+            st.index_before.clear();
             st.cookie = CookieAction::Send;
             st.id = Some(new_id);
         } else {

@@ -70,6 +70,9 @@ pub(super) struct State {
     pub(super) from_cache: bool,
     /// The user-index refresh started by a load that slid the TTL; awaited in `finish`.
     pub(super) index_refresh: Vec<tokio::task::JoinHandle<Result<Vec<String>>>>,
+    /// The stored value of each indexed field this request changed, as it was before the
+    /// first change (`None`: absent): what the write removes from the field's index.
+    pub(super) index_before: HashMap<String, Option<Vec<u8>>>,
 }
 
 pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
@@ -89,6 +92,7 @@ impl State {
         self.id = None;
         self.data.clear();
         self.dirty.clear();
+        self.index_before.clear();
         self.cookie = CookieAction::clear_if(self.had_cookie);
     }
 
@@ -99,6 +103,7 @@ impl State {
     pub(super) fn mark_ended(&mut self) {
         self.status = Status::Ended;
         self.dirty.clear();
+        self.index_before.clear();
         self.cookie = CookieAction::Keep;
     }
 
@@ -120,6 +125,7 @@ impl State {
         State {
             client,
             index_refresh: Vec::new(),
+            index_before: HashMap::new(),
             cookie: if candidates.first().is_some_and(|c| c.stale_key) {
                 CookieAction::Send
             } else {

@@ -128,6 +128,17 @@ pub(crate) enum Release {
     Taken,
 }
 
+/// What ending a session found by a field query did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndIf {
+    /// It still held the value: deleted.
+    Ended,
+    /// It no longer holds the value: left alone.
+    Changed,
+    /// No session there: an 'ended' tombstone was left, so a create still on its way fails.
+    Absent,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// A new key; fails if it exists. `created_ms` keeps the creation time across id rotation
@@ -443,6 +454,51 @@ impl Store {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.index_members(key)),
             Backend::Redis(r) => r.bounded(r.index_members(key)).await,
+        }
+    }
+
+    /// Removes from an index the `members` whose last add is at least the guard old (score at
+    /// most now + `keep_after_ms`), and those whose bound passed; how many went.
+    pub(crate) async fn index_prune(
+        &self,
+        key: &str,
+        members: &[String],
+        keep_after_ms: u64,
+    ) -> Result<i64> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.index_prune(key, members, keep_after_ms)),
+            Backend::Redis(r) => {
+                r.bounded_write(r.index_prune(key, members, keep_after_ms))
+                    .await
+            }
+        }
+    }
+
+    /// Ends the session at `key` if `field` still holds exactly `expected` (`None`: whatever it
+    /// holds); atomic, one key. Where no session is, leaves an 'ended' tombstone for
+    /// `tombstone_ms`.
+    pub(crate) async fn end_if(
+        &self,
+        key: &str,
+        field: &str,
+        expected: Option<&[u8]>,
+        tombstone_ms: u64,
+    ) -> Result<EndIf> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.end_if(key, field, expected, tombstone_ms)),
+            Backend::Redis(r) => {
+                r.write_to(key, r.end_if(key, field, expected, tombstone_ms))
+                    .await
+            }
+        }
+    }
+
+    /// Whole hashes of several keys without touching them (one pipelined round trip on
+    /// Redis); an empty map where nothing is.
+    pub(crate) async fn read_many(&self, keys: &[String]) -> Result<Vec<HashMap<String, Vec<u8>>>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(keys.iter().map(|k| m.read(k)).collect()),
+            Backend::Redis(r) => r.bounded(r.read_many(keys)).await,
         }
     }
 

@@ -9,7 +9,7 @@
 //! eviction, the freeze), kept in one place so it can be compared with the Lua scripts.
 
 use super::{
-    fields, now_ms, ttl_ms, Freeze, Load, Loaded, Mode, Refresh, Release, Timing, WriteOp,
+    fields, now_ms, ttl_ms, EndIf, Freeze, Load, Loaded, Mode, Refresh, Release, Timing, WriteOp,
     WriteResult,
 };
 use std::collections::{BTreeMap, HashMap};
@@ -195,6 +195,11 @@ fn is_tombstone(h: &HashMap<String, Vec<u8>>) -> bool {
             .is_some_and(|m| m.starts_with(b"retired "))
 }
 
+/// A key whose session an admin action ended before it was created (see `end_if`).
+fn is_ended(h: &HashMap<String, Vec<u8>>) -> bool {
+    !h.contains_key(fields::CREATED) && h.get(fields::MOVING).is_some_and(|m| m == b"ended")
+}
+
 fn user_field_count(h: &HashMap<String, Vec<u8>>) -> usize {
     h.keys().filter(|k| !k.starts_with("__")).count()
 }
@@ -257,8 +262,13 @@ impl MemoryBackend {
         let creating = matches!(op.mode, Mode::Create { .. });
         let (created, due, user) = match op.mode {
             Mode::Create { created_ms } => {
-                if map.get(key).is_some() {
-                    return WriteResult::Exists;
+                if let Some(e) = map.get(key) {
+                    // An 'ended' tombstone (see `end_if`): this id's session was ended before
+                    // its create arrived.
+                    return match &e.value {
+                        Value::Hash(h) if is_ended(h) => WriteResult::Gone,
+                        _ => WriteResult::Exists,
+                    };
                 }
                 (if created_ms == 0 { wall } else { created_ms }, true, None)
             }
@@ -476,6 +486,69 @@ impl MemoryBackend {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Removes `members` whose score is at most now + `keep_after_ms` (see index_prune.lua).
+    pub(crate) fn index_prune(&self, key: &str, members: &[String], keep_after_ms: u64) -> i64 {
+        let (mut map, _) = self.lock();
+        let wall = now_ms();
+        let limit = wall + keep_after_ms;
+        let (n, empty) = match map.get(key).map(|e| &mut e.value) {
+            Some(Value::ZSet(z)) => {
+                let mut n = 0;
+                for m in members {
+                    if z.get(m).is_some_and(|s| *s <= limit) {
+                        z.remove(m);
+                        n += 1;
+                    }
+                }
+                z.retain(|_, s| *s >= wall);
+                (n, z.is_empty())
+            }
+            _ => (0, false),
+        };
+        if empty {
+            map.remove(key);
+        }
+        n
+    }
+
+    /// Ends the session at `key` if `field` still holds `expected` (see end_if.lua).
+    pub(crate) fn end_if(
+        &self,
+        key: &str,
+        field: &str,
+        expected: Option<&[u8]>,
+        tombstone_ms: u64,
+    ) -> EndIf {
+        let (mut map, now) = self.lock();
+        let found = map.hash(key).map(|h| {
+            (
+                h.contains_key(fields::CREATED),
+                expected.is_none() || h.get(field).map(Vec::as_slice) == expected,
+            )
+        });
+        match found {
+            Some((true, false)) => EndIf::Changed,
+            Some((true, true)) => {
+                map.remove(key);
+                EndIf::Ended
+            }
+            Some((false, _)) => EndIf::Absent,
+            None if map.get(key).is_some() => EndIf::Absent,
+            None => {
+                let h = HashMap::from([(fields::MOVING.to_string(), b"ended".to_vec())]);
+                map.insert(key, Value::Hash(h), now);
+                map.set_expiry(key, now + ms(tombstone_ms));
+                EndIf::Absent
+            }
+        }
+    }
+
+    /// A whole session hash without touching it; empty if there is none.
+    pub(crate) fn read(&self, key: &str) -> HashMap<String, Vec<u8>> {
+        let (mut map, _) = self.lock();
+        map.hash(key).cloned().unwrap_or_default()
     }
 
     pub(crate) fn index_remove(&self, key: &str, members: &[String]) {

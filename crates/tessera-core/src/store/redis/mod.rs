@@ -12,10 +12,10 @@ pub use self::connect::{NearCacheCoherence, RedisOptions};
 pub use self::near_cache::NearCacheStats;
 
 use self::protocol::{
-    code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, FREEZE,
-    INDEX_ADD, LOAD, RELEASE, WRITE,
+    code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, END_IF,
+    FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, WRITE,
 };
-use super::{Freeze, Load, Release, Timing, WriteOp, WriteResult};
+use super::{EndIf, Freeze, Load, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -522,5 +522,61 @@ impl RedisBackend {
         .await
         .map_err(Error::from_fred)?;
         Ok(())
+    }
+
+    /// Removes `members` from an index whose last add is older than the guard (see
+    /// index_prune.lua); how many went.
+    pub(crate) async fn index_prune(
+        &self,
+        key: &str,
+        members: &[String],
+        keep_after_ms: u64,
+    ) -> Result<i64> {
+        let mut args: Vec<Value> = Vec::with_capacity(1 + members.len());
+        args.push((keep_after_ms as i64).into());
+        args.extend(members.iter().map(|m| Value::from(m.as_str())));
+        self.eval_write(&INDEX_PRUNE, key, args).await
+    }
+
+    /// Ends the session at `key` if `field` still holds `expected` (see end_if.lua).
+    pub(crate) async fn end_if(
+        &self,
+        key: &str,
+        field: &str,
+        expected: Option<&[u8]>,
+        tombstone_ms: u64,
+    ) -> Result<EndIf> {
+        let args: Vec<Value> = vec![
+            field.into(),
+            Value::Bytes(expected.unwrap_or_default().to_vec().into()),
+            (tombstone_ms as i64).into(),
+            if expected.is_some() { "0" } else { "1" }.into(),
+        ];
+        let reply: Vec<Value> = self.eval_write(&END_IF, key, args).await?;
+        Ok(match reply.first().and_then(|v| v.as_i64()) {
+            Some(1) => EndIf::Ended,
+            Some(2) => EndIf::Changed,
+            Some(0) => EndIf::Absent,
+            _ => return Err(unexpected(format!("end_if replied {reply:?}"))),
+        })
+    }
+
+    /// Whole session hashes, one `HGETALL` per key sent together (one round trip); an empty
+    /// map for a key that holds nothing.
+    pub(crate) async fn read_many(&self, keys: &[String]) -> Result<Vec<HashMap<String, Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipe = self.pool.next().pipeline();
+        for k in keys {
+            let _: () = Box::pin(pipe.hgetall(k.as_str()))
+                .await
+                .map_err(Error::from_fred)?;
+        }
+        let replies = Box::pin(pipe.try_all::<Value>()).await;
+        replies
+            .into_iter()
+            .map(|r| r.map_err(Error::from_fred).and_then(flat_fields))
+            .collect()
     }
 }

@@ -47,6 +47,8 @@ pub(super) static CREATE: LazyLock<Script> = script!("create.lua");
 pub(super) static INDEX_ADD: LazyLock<Script> = script!("index_add.lua");
 pub(super) static FREEZE: LazyLock<Script> = script!("freeze.lua");
 pub(super) static RELEASE: LazyLock<Script> = script!("release.lua");
+pub(super) static INDEX_PRUNE: LazyLock<Script> = script!("index_prune.lua");
+pub(super) static END_IF: LazyLock<Script> = script!("end_if.lua");
 
 /// The scripts' reply codes (the constants at the top of each `.lua` file).
 pub(super) mod code {

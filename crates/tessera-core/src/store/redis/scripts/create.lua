@@ -1,12 +1,15 @@
 -- tessera create: a new session key under a fresh id. Single key.
--- KEYS[1] session key (a fresh 128-bit id: it cannot exist, so there is no existence check)
+-- KEYS[1] session key (a fresh 128-bit id: no session can be there; what can be there is an
+-- 'ended' tombstone left by an admin action that ended this id's session before it was created,
+-- see end_if.lua: then nothing is written)
 -- ARGV: deadline (see the prelude), idle_ms, absolute_ms (0 = none), created_ms (0 = now; a
 --       rotation keeps the old session's), then field/value pairs
--- Returns {WRITTEN, 0, 0, '', now}, {GONE} (created_ms is past the absolute lifetime), or
+-- Returns {WRITTEN, 0, 0, '', now}, {GONE} (created_ms is past the absolute lifetime, or the
+-- id was ended before its create arrived), or
 -- {EXPIRED, now}.
 -- A script rather than MULTI/HSET/PEXPIRE/EXEC: the deadline is a decision only the server can
 -- take, and one EVALSHA is one write for the client where a MULTI block is four (measured in
--- BENCHMARKS.md).
+-- BENCHMARKS.md). The EXISTS inside the script costs no round trip.
 local WRITTEN, GONE = 1, 0
 local FIRST = 5
 local key = KEYS[1]
@@ -17,6 +20,7 @@ local created = tonumber(ARGV[4])
 if created == 0 then created = now end
 local ttl = session_ttl(now, created, idle, abs)
 if not ttl then return {GONE} end
+if redis.call('EXISTS', key) == 1 then return {GONE} end
 local args = {F_CREATED, created, F_TOUCHED, now}
 for i = FIRST, #ARGV, 2 do
   args[#args + 1] = ARGV[i]

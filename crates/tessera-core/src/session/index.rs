@@ -1,0 +1,285 @@
+//! Field indexes, the writer's side: which index entries a write adds before it lands, and
+//! which it removes after.
+//!
+//! An indexed field's value `v` is found through the sorted set `[ns]index:<field>:<v>`
+//! (member = the session's storage key, score = an upper bound of its expiry, as in the user
+//! index) and the field's value list `[ns]index:<field>` (member = `v`). The rules that keep a
+//! query exact on every topology, each step a single-key command:
+//! - a write that gives a field a new value adds the member (and the value) **before** it
+//!   writes, so a session that holds a value is always in that value's set;
+//! - a member is only a candidate: a query reads each candidate session and keeps only those
+//!   that hold the value now (a session that ended, expired or moved on is never returned);
+//! - members that no longer belong are removed by the writer that changed the value and by
+//!   queries that find them, but only when their last add is older than [`GUARD`], since a
+//!   member added moments ago may belong to a write that is still on its way (see
+//!   index_prune.lua); members whose bound passed leave on their own.
+
+use super::state::{is_user_field, State};
+use super::Session;
+use crate::codec;
+use crate::config::IndexedField;
+use crate::error::Result;
+use crate::store::Store;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+/// How long after its last add a member is kept even though its session does not hold the
+/// value (yet): far longer than any write takes from its index add to the server (writes are
+/// bounded by the command timeout and a deadline checked by the server).
+pub(crate) const GUARD: Duration = Duration::from_secs(30);
+
+/// `(field, term)` pairs: index entries of one session.
+pub(crate) type Entries = Vec<(String, String)>;
+
+/// The indexed terms of a stored value: a string is its text, a number or boolean its JSON
+/// text; for a list field, each element so. Other values (objects, null) are not indexed.
+pub(crate) fn terms(raw: &[u8], list: bool) -> Vec<String> {
+    fn scalar(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    let Ok(v) = codec::decode_value(raw) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = match (&v, list) {
+        (serde_json::Value::Array(items), true) => items.iter().filter_map(scalar).collect(),
+        _ => scalar(&v).into_iter().collect(),
+    };
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The terms of one field in a hash (empty if absent).
+pub(crate) fn terms_in(data: &HashMap<String, Vec<u8>>, f: &IndexedField) -> Vec<String> {
+    data.get(&f.name)
+        .map(|raw| terms(raw, f.list))
+        .unwrap_or_default()
+}
+
+/// Adds `member` under each `(field, term)`: the term's set and the field's value list, all
+/// sent at once (one round trip on Redis, each command single-key).
+pub(crate) async fn add_all(
+    store: &Store,
+    config: &crate::SessionConfig,
+    member: &str,
+    entries: &[(String, String)],
+    bound_ms: u64,
+) -> Result<()> {
+    let adds = entries.iter().flat_map(|(field, term)| {
+        let value_key = config.value_index_key(field, term);
+        let values_key = config.values_key(field);
+        [(value_key, member.to_string()), (values_key, term.clone())]
+    });
+    let futs =
+        adds.map(|(key, m)| async move { store.index_add(&key, &m, bound_ms, 0, None).await });
+    for r in futures_util::future::join_all(futs).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Removes `member` from each `(field, term)` set, if its last add there is older than
+/// `guard_ms` (0: whatever its age, for a member whose session is gone for good). Best effort:
+/// a member left behind is only a candidate that queries skip, and its bound removes it.
+pub(crate) async fn prune_all(
+    store: &Store,
+    config: &crate::SessionConfig,
+    member: &str,
+    entries: &[(String, String)],
+    bound_ms: u64,
+    guard_ms: u64,
+) {
+    let keep_after = bound_ms.saturating_sub(guard_ms);
+    let futs = entries.iter().map(|(field, term)| {
+        let key = config.value_index_key(field, term);
+        async move {
+            store
+                .index_prune(&key, std::slice::from_ref(&member.to_string()), keep_after)
+                .await
+        }
+    });
+    for r in futures_util::future::join_all(futs).await {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "could not remove a member from a field index; queries skip it and its bound removes it");
+        }
+    }
+}
+
+/// Every `(field, term)` of the indexed fields in `data`.
+pub(crate) fn all_entries(
+    config: &crate::SessionConfig,
+    data: &HashMap<String, Vec<u8>>,
+) -> Vec<(String, String)> {
+    config
+        .indexed
+        .iter()
+        .flat_map(|f| terms_in(data, f).into_iter().map(|t| (f.name.clone(), t)))
+        .collect()
+}
+
+impl Session {
+    pub(super) fn indexed(&self, field: &str) -> Option<&IndexedField> {
+        self.mgr().inner.config.indexed(field)
+    }
+
+    /// Before the first change of an indexed field in this request: remember what the store
+    /// held, so the write knows which index entries to add and which to remove.
+    pub(super) fn note_index_change(&self, st: &mut State, field: &str) {
+        if is_user_field(field)
+            && self.indexed(field).is_some()
+            && !st.index_before.contains_key(field)
+        {
+            let before = st.data.get(field).cloned();
+            st.index_before.insert(field.to_string(), before);
+        }
+    }
+
+    /// The index entries a write of the pending changes adds (terms of the new values that the
+    /// old values did not have) and removes (the reverse). `creating`: nothing is stored yet.
+    pub(super) fn index_delta(
+        &self,
+        st: &State,
+        creating: bool,
+    ) -> (Entries, Entries) {
+        let config = &self.mgr().inner.config;
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for f in &config.indexed {
+            let Some(new) = st.dirty.get(&f.name) else {
+                continue;
+            };
+            let new: BTreeSet<String> = new
+                .as_deref()
+                .map(|v| terms(v.as_bytes(), f.list))
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let old: BTreeSet<String> = if creating {
+                BTreeSet::new()
+            } else {
+                st.index_before
+                    .get(&f.name)
+                    .cloned()
+                    .flatten()
+                    .map(|v| terms(&v, f.list))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect()
+            };
+            add.extend(new.difference(&old).map(|t| (f.name.clone(), t.clone())));
+            remove.extend(old.difference(&new).map(|t| (f.name.clone(), t.clone())));
+        }
+        (add, remove)
+    }
+
+    /// After an increment of an indexed field: the new value's entry (awaited: the increment
+    /// is answered only once the session can be found by its new value), then the old value's
+    /// entry goes (guarded).
+    pub(super) async fn index_increment(&self, st: &mut State, field: &str) -> Result<()> {
+        let Some(f) = self.indexed(field).cloned() else {
+            return Ok(());
+        };
+        let Some(id) = st.id.clone() else {
+            return Ok(());
+        };
+        let before = st.index_before.remove(field).flatten();
+        let old: BTreeSet<String> = before
+            .map(|v| terms(&v, f.list))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let new: BTreeSet<String> = terms_in(&st.data, &f).into_iter().collect();
+        let add: Vec<(String, String)> = new
+            .difference(&old)
+            .map(|t| (f.name.clone(), t.clone()))
+            .collect();
+        let remove: Vec<(String, String)> = old
+            .difference(&new)
+            .map(|t| (f.name.clone(), t.clone()))
+            .collect();
+        let mgr = self.mgr().clone();
+        if let Err(e) = add_all(
+            mgr.store(),
+            mgr.config(),
+            &id.storage_key(),
+            &add,
+            mgr.index_bound_ms(),
+        )
+        .await
+        {
+            return Self::failed(st, e);
+        }
+        self.prune_in_background(st, id.storage_key(), remove, GUARD.as_millis() as u64);
+        Ok(())
+    }
+
+    /// After a TTL refresh: moves the session's bound in each index it is in.
+    pub(super) fn refresh_field_indexes(&self, st: &mut State, member: String) {
+        let config = &self.mgr().inner.config;
+        if config.indexed.is_empty() {
+            return;
+        }
+        let entries = all_entries(config, &st.data);
+        if entries.is_empty() {
+            return;
+        }
+        let mgr = self.mgr().clone();
+        let bound = mgr.index_bound_ms();
+        st.index_refresh.push(tokio::spawn(async move {
+            add_all(mgr.store(), mgr.config(), &member, &entries, bound)
+                .await
+                .map(|_| Vec::new())
+        }));
+    }
+
+    /// After a write removed values: the member leaves their sets (in the background, awaited
+    /// before the response like the index refresh).
+    pub(super) fn prune_in_background(
+        &self,
+        st: &mut State,
+        member: String,
+        entries: Vec<(String, String)>,
+        guard_ms: u64,
+    ) {
+        if entries.is_empty() {
+            return;
+        }
+        let mgr = self.mgr().clone();
+        let bound = mgr.index_bound_ms();
+        st.index_refresh.push(tokio::spawn(async move {
+            prune_all(
+                mgr.store(),
+                mgr.config(),
+                &member,
+                &entries,
+                bound,
+                guard_ms,
+            )
+            .await;
+            Ok(Vec::new())
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terms;
+
+    #[test]
+    fn terms_of_values() {
+        assert_eq!(terms(b"acme", false), ["acme"]);
+        assert_eq!(terms(b"42", false), ["42"]);
+        assert_eq!(terms(b"\"42\"", false), ["42"]);
+        assert_eq!(terms(b"true", false), ["true"]);
+        assert!(terms(b"{\"a\":1}", false).is_empty());
+        assert!(terms(b"null", false).is_empty());
+        assert_eq!(terms(br#"["p-17","p-3","p-17"]"#, true), ["p-17", "p-3"]);
+        assert_eq!(terms(b"p-9", true), ["p-9"]);
+        // A list in a scalar field is not indexed.
+        assert!(terms(br#"["a"]"#, false).is_empty());
+    }
+}

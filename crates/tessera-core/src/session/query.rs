@@ -1,0 +1,350 @@
+//! Queries across sessions by an indexed field: find, count, count per value, end. Each costs
+//! a few round trips whose commands grow with the sessions that hold the value (and members
+//! not yet pruned), never with the keyspace: no `SCAN`, no `KEYS`, every command single-key.
+
+use super::devices::handle_of;
+use super::index::{terms, GUARD};
+use super::manager::SessionManager;
+use super::state::is_user_field;
+use crate::codec;
+use crate::config::IndexedField;
+use crate::error::{Error, Result};
+use crate::store::{fields, EndIf};
+use std::collections::{BTreeMap, HashMap};
+use tracing::Instrument as _;
+
+/// One session found by [`SessionManager::find_sessions`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FoundSession {
+    /// The session's handle (as in the device list; never its id).
+    pub handle: String,
+    /// The bound user, if logged in.
+    pub user_id: Option<String>,
+    /// Its user fields, each decoded as JSON.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What [`SessionManager::find_sessions`] found: the exact count of live sessions that hold
+/// the value, and the requested page of them, most recently refreshed first.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FoundSessions {
+    /// How many live sessions hold the value.
+    pub count: usize,
+    /// The page asked for.
+    pub sessions: Vec<FoundSession>,
+}
+
+/// A live session that holds the value, as checked: its member and user.
+struct Match {
+    member: String,
+    user: Option<String>,
+}
+
+impl SessionManager {
+    fn indexed_field(&self, field: &str) -> Result<&IndexedField> {
+        self.inner
+            .config
+            .indexed(field)
+            .ok_or_else(|| Error::NotIndexed(field.to_string()))
+    }
+
+    /// The live sessions whose `field` holds `value` (checked against each session, so a
+    /// session that ended, expired or changed the value is never counted), most recently
+    /// refreshed first; the members that no longer belong are pruned on the way.
+    async fn matches(&self, f: &IndexedField, value: &str) -> Result<Vec<Match>> {
+        let config = &self.inner.config;
+        let store = &self.inner.store;
+        let key = config.value_index_key(&f.name, value);
+        let mut members = store.index_members(&key).await?;
+        members.reverse();
+        let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
+        let rows = store
+            .peek_many(&keys, &[f.name.as_str(), fields::USER])
+            .await?;
+        let mut found = Vec::new();
+        let mut stale = Vec::new();
+        for (m, row) in members.into_iter().zip(rows) {
+            let hit = row.and_then(|mut r| {
+                let raw = r[0].take()?;
+                terms(&raw, f.list)
+                    .iter()
+                    .any(|t| t == value)
+                    .then(|| Match {
+                        member: m.clone(),
+                        user: r[1]
+                            .take()
+                            .map(|u| String::from_utf8_lossy(&u).into_owned()),
+                    })
+            });
+            match hit {
+                Some(h) => found.push(h),
+                None => stale.push(m),
+            }
+        }
+        if !stale.is_empty() {
+            let store = store.clone();
+            let keep_after = self
+                .index_bound_ms()
+                .saturating_sub(GUARD.as_millis() as u64);
+            tokio::spawn(async move {
+                if let Err(e) = store.index_prune(&key, &stale, keep_after).await {
+                    tracing::debug!(error = %e, "could not prune a field index");
+                }
+            });
+        }
+        Ok(found)
+    }
+
+    /// The live sessions whose indexed `field` holds `value` (for a list field: has it as an
+    /// element): the exact count, and `limit` of them from `offset`, most recently refreshed
+    /// first, with their user fields.
+    ///
+    /// Cost: one `ZRANGEBYSCORE` of the value's index, one round trip of `HMGET`s (one per
+    /// candidate), and one of `HGETALL`s for the page. A field that is not indexed is
+    /// [`Error::NotIndexed`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate()).index_field("tenant").build().unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// let session = manager.start(None::<&str>);
+    /// session.insert("tenant", "acme").await?;
+    /// session.finish(200).await;
+    /// let found = manager.find_sessions("tenant", "acme", 0, 10).await?;
+    /// assert_eq!(found.count, 1);
+    /// assert_eq!(found.sessions[0].fields["tenant"], "acme");
+    /// # Ok(()) }
+    /// ```
+    pub async fn find_sessions(
+        &self,
+        field: &str,
+        value: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<FoundSessions> {
+        let f = self.indexed_field(field)?.clone();
+        let span = tracing::debug_span!("tessera.find_sessions", field);
+        async {
+            let found = self.matches(&f, value).await?;
+            let page: Vec<&Match> = found.iter().skip(offset).take(limit).collect();
+            let keys: Vec<String> = page
+                .iter()
+                .map(|m| self.inner.config.session_key(&m.member))
+                .collect();
+            let hashes = if keys.is_empty() {
+                Vec::new()
+            } else {
+                self.inner.store.read_many(&keys).await?
+            };
+            let mut sessions = Vec::with_capacity(page.len());
+            for (m, h) in page.into_iter().zip(hashes) {
+                if !h.contains_key(fields::CREATED) {
+                    continue; // ended between the check and this read
+                }
+                sessions.push(FoundSession {
+                    handle: handle_of(&m.member),
+                    user_id: m.user.clone(),
+                    fields: user_fields(&h),
+                });
+            }
+            Ok(FoundSessions {
+                count: found.len(),
+                sessions,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// How many live sessions hold `value` in the indexed `field` (exact). Two round trips.
+    pub async fn count_sessions(&self, field: &str, value: &str) -> Result<usize> {
+        let f = self.indexed_field(field)?.clone();
+        Ok(self.matches(&f, value).await?.len())
+    }
+
+    /// For each value the indexed `field` holds in some live session, how many live sessions
+    /// hold it (values held by none are left out). Cost: the field's value list, then one
+    /// round trip of index reads (one per value) and one of `HMGET`s (one per candidate
+    /// session): it grows with the sessions that hold the field, not with the keyspace.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate()).index_field("tenant").build().unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// for tenant in ["acme", "acme", "globex"] {
+    ///     let session = manager.start(None::<&str>);
+    ///     session.insert("tenant", tenant).await?;
+    ///     session.finish(200).await;
+    /// }
+    /// let counts = manager.count_by_value("tenant").await?;
+    /// assert_eq!(counts["acme"], 2);
+    /// assert_eq!(counts["globex"], 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn count_by_value(&self, field: &str) -> Result<BTreeMap<String, usize>> {
+        let f = self.indexed_field(field)?.clone();
+        let config = &self.inner.config;
+        let store = &self.inner.store;
+        let span = tracing::debug_span!("tessera.count_by_value", field);
+        async {
+            let values = store.index_members(&config.values_key(&f.name)).await?;
+            let reads = values.iter().map(|v| {
+                let key = config.value_index_key(&f.name, v);
+                async move { store.index_members(&key).await }
+            });
+            let lists = futures_util::future::join_all(reads).await;
+            // Each candidate session once, with the values whose index named it.
+            let mut candidates: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, list) in lists.into_iter().enumerate() {
+                for m in list? {
+                    candidates.entry(m).or_default().push(i);
+                }
+            }
+            let members: Vec<String> = candidates.keys().cloned().collect();
+            let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
+            let rows = store.peek_many(&keys, &[f.name.as_str()]).await?;
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            let mut stale: HashMap<usize, Vec<String>> = HashMap::new();
+            for (m, row) in members.iter().zip(rows) {
+                let held = row
+                    .and_then(|mut r| r[0].take())
+                    .map(|raw| terms(&raw, f.list))
+                    .unwrap_or_default();
+                for &i in &candidates[m] {
+                    if held.iter().any(|t| *t == values[i]) {
+                        *counts.entry(values[i].clone()).or_default() += 1;
+                    } else {
+                        stale.entry(i).or_default().push(m.clone());
+                    }
+                }
+            }
+            let keep_after = self
+                .index_bound_ms()
+                .saturating_sub(GUARD.as_millis() as u64);
+            let prunes: Vec<(String, Vec<String>)> = stale
+                .into_iter()
+                .map(|(i, ms)| (config.value_index_key(&f.name, &values[i]), ms))
+                .chain(std::iter::once((
+                    config.values_key(&f.name),
+                    values
+                        .iter()
+                        .filter(|v| !counts.contains_key(*v))
+                        .cloned()
+                        .collect(),
+                )))
+                .filter(|(_, ms)| !ms.is_empty())
+                .collect();
+            if !prunes.is_empty() {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for (key, ms) in prunes {
+                        if let Err(e) = store.index_prune(&key, &ms, keep_after).await {
+                            tracing::debug!(error = %e, "could not prune a field index");
+                        }
+                    }
+                });
+            }
+            Ok(counts)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Ends every live session whose indexed `field` holds `value` (an admin action: a tenant
+    /// being offboarded, a recalled product's carts), and returns how many ended.
+    ///
+    /// Each session is ended by a single-key script that deletes it only if the field still
+    /// holds what the query saw (a session that moved to another value meanwhile is left
+    /// alone). Racing logins: a login (or a first save) whose index entry the query saw but
+    /// whose session did not exist yet finds an 'ended' mark at its id and fails
+    /// ([`Error::SessionEnded`]), so it is ended too; one whose index entry came later
+    /// started after the action and is not affected.
+    pub async fn end_sessions(&self, field: &str, value: &str) -> Result<usize> {
+        let f = self.indexed_field(field)?.clone();
+        let config = &self.inner.config;
+        let store = &self.inner.store;
+        let span = tracing::debug_span!("tessera.end_sessions", field);
+        async {
+            let key = config.value_index_key(&f.name, value);
+            let members = store.index_members(&key).await?;
+            let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
+            let rows = store
+                .peek_many(&keys, &[f.name.as_str(), fields::USER])
+                .await?;
+            // (member, expected bytes or None for "no session yet", user)
+            let mut targets: Vec<(String, Option<Vec<u8>>, Option<String>)> = Vec::new();
+            for (m, row) in members.into_iter().zip(rows) {
+                match row {
+                    None => targets.push((m, None, None)),
+                    Some(mut r) => {
+                        let Some(raw) = r[0].take() else { continue };
+                        if terms(&raw, f.list).iter().any(|t| t == value) {
+                            let user = r[1].take().map(|u| String::from_utf8_lossy(&u).into_owned());
+                            targets.push((m, Some(raw), user));
+                        }
+                    }
+                }
+            }
+            let tombstone_ms = GUARD.as_millis() as u64;
+            let mut ended = 0;
+            let mut by_user: HashMap<String, Vec<String>> = HashMap::new();
+            let mut gone: Vec<String> = Vec::new();
+            let name = f.name.as_str();
+            for chunk in targets.chunks(500) {
+                let ends = chunk.iter().map(|(m, raw, _)| {
+                    let key = config.session_key(m);
+                    async move {
+                        // No session yet (`None`): end whatever is created there meanwhile.
+                        store.end_if(&key, name, raw.as_deref(), tombstone_ms).await
+                    }
+                });
+                for ((m, _, user), r) in chunk.iter().zip(futures_util::future::join_all(ends).await) {
+                    match r? {
+                        EndIf::Ended => {
+                            ended += 1;
+                            gone.push(m.clone());
+                            if let Some(u) = user {
+                                by_user.entry(u.clone()).or_default().push(m.clone());
+                            }
+                        }
+                        EndIf::Absent => gone.push(m.clone()),
+                        EndIf::Changed => {}
+                    }
+                }
+            }
+            // Bookkeeping: the ended sessions leave this index and their users' indexes (a
+            // member left behind is only a candidate that is checked and skipped).
+            if let Err(e) = store.index_remove(&key, &gone).await {
+                tracing::debug!(error = %e, "could not remove ended sessions from a field index");
+            }
+            for (u, ms) in by_user {
+                if let Err(e) = store.index_remove(&config.index_key(&u), &ms).await {
+                    tracing::debug!(error = %e, "could not remove ended sessions from a user index");
+                }
+            }
+            tracing::info!(field, ended, "sessions ended by field");
+            Ok(ended)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The user fields of a stored hash, decoded as JSON (undecodable bytes as text).
+fn user_fields(h: &HashMap<String, Vec<u8>>) -> serde_json::Map<String, serde_json::Value> {
+    let mut names: Vec<&String> = h.keys().filter(|k| is_user_field(k)).collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|k| {
+            let v = codec::decode_value(&h[k]).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&h[k]).into_owned())
+            });
+            (k.clone(), v)
+        })
+        .collect()
+}

@@ -1,0 +1,24 @@
+-- tessera: end a session found by a field query, only if it still matches. Single key.
+-- KEYS[1] session key; ARGV: deadline (see the prelude), field, expected value (the stored
+-- bytes the query saw), tombstone_ms, any ('1': the query saw no session here; end whatever
+-- session is here now, a create that was on its way)
+-- Returns {ENDED} (deleted), {CHANGED} (the field no longer holds that value: left alone, as a
+-- write that landed after the query), {ABSENT} (no session at the key: a short 'ended'
+-- tombstone is left there, so a create still on its way for this id (a login or a first save
+-- whose index add the query saw) finds it and fails instead of bringing the session back
+-- after the action), or {EXPIRED, now}.
+local ENDED, CHANGED, ABSENT = 1, 2, 0
+local key = KEYS[1]
+local now = now_ms()
+if past_deadline(now) then return {EXPIRED, now} end
+local meta = redis.call('HMGET', key, F_CREATED, ARGV[2])
+if not meta[1] then
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, F_MOVING, 'ended')
+    redis.call('PEXPIRE', key, tonumber(ARGV[4]))
+  end
+  return {ABSENT}
+end
+if ARGV[5] ~= '1' and meta[2] ~= ARGV[3] then return {CHANGED} end
+redis.call('DEL', key)
+return {ENDED}

@@ -1,0 +1,590 @@
+//! Queries across sessions by indexed fields (`tenant`, and each element of the list `cart`):
+//! find, count, count per value, end, over the demo's `/admin/*` routes. Written once, run on
+//! memory, Redis 7, Redis 8.2, Valkey 8.1, Sentinel and Cluster, through both adapters.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tessera_tests::fixture::ADMIN_TOKEN;
+use tessera_tests::{Browser, Fixture, Setup};
+
+tessera_tests::per_backend!(
+    find_count_and_count_per_value,
+    admin_routes_need_the_token,
+    the_index_follows_every_write_path,
+    expired_sessions_are_never_counted,
+    ending_the_sessions_of_a_tenant,
+    concurrent_moves_leave_every_index_exact,
+    logins_racing_an_end_are_ended_or_not_indexed,
+    an_increment_of_an_indexed_field_moves_it,
+);
+
+async fn login(b: &Browser, user: &str, fields: Value) {
+    let mut body = fields;
+    body["user_id"] = json!(user);
+    let r = b.post("/login", Some(body)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// `GET /admin/sessions?query`: (count, sessions).
+async fn find(fx: &Fixture, query: &str) -> (u64, Vec<Value>) {
+    let r = fx
+        .browser()
+        .admin(ADMIN_TOKEN)
+        .get(&format!("/admin/sessions?{query}"))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    (
+        v["count"].as_u64().unwrap(),
+        v["sessions"].as_array().unwrap().clone(),
+    )
+}
+
+async fn counts(fx: &Fixture, field: &str) -> BTreeMap<String, u64> {
+    let r = fx
+        .browser()
+        .admin(ADMIN_TOKEN)
+        .get(&format!("/admin/counts?field={field}"))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    serde_json::from_value(r.json()).unwrap()
+}
+
+fn map(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// The handle `GET /sessions` shows for this browser's session.
+async fn handle(b: &Browser) -> String {
+    let r = b.get("/sessions").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["current"] == true)
+        .unwrap()["handle"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn find_count_and_count_per_value(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let (a, b, c, d) = (fx.browser(), fx.browser(), fx.browser(), fx.browser());
+        login(
+            &a,
+            "ann",
+            json!({"tenant": "acme", "cart": ["p-17", "p-3"]}),
+        )
+        .await;
+        login(&b, "bob", json!({"tenant": "acme", "cart": ["p-4"]})).await;
+        login(&c, "cy", json!({"tenant": "globex", "cart": ["p-17"]})).await;
+        // An anonymous session is indexed too.
+        assert_eq!(
+            d.put("/session", json!({"tenant": "initech"})).await.status,
+            200
+        );
+
+        let (count, sessions) = find(&fx, "tenant=acme").await;
+        assert_eq!(count, 2);
+        let mut users: Vec<&str> = sessions
+            .iter()
+            .map(|s| s["user_id"].as_str().unwrap())
+            .collect();
+        users.sort();
+        assert_eq!(users, ["ann", "bob"]);
+        let ann = sessions.iter().find(|s| s["user_id"] == "ann").unwrap();
+        assert_eq!(
+            ann["fields"]["cart"],
+            json!(["p-17", "p-3"]),
+            "values come back as JSON"
+        );
+        assert_eq!(ann["fields"]["tenant"], "acme");
+        assert_eq!(
+            ann["handle"],
+            json!(handle(&a).await),
+            "the device list's handle"
+        );
+        assert!(ann["fields"].get("__c").is_none(), "no reserved fields");
+
+        let (count, sessions) = find(&fx, "cart=p-17").await;
+        assert_eq!(count, 2);
+        let mut users: Vec<&str> = sessions
+            .iter()
+            .map(|s| s["user_id"].as_str().unwrap())
+            .collect();
+        users.sort();
+        assert_eq!(users, ["ann", "cy"]);
+
+        let (count, sessions) = find(&fx, "tenant=acme&limit=1").await;
+        assert_eq!(
+            (count, sessions.len()),
+            (2, 1),
+            "limit pages, count is the total"
+        );
+        let (count, sessions) = find(&fx, "tenant=initech").await;
+        assert_eq!((count, sessions[0]["user_id"].clone()), (1, Value::Null));
+        assert_eq!(find(&fx, "tenant=nobody").await.0, 0);
+
+        assert_eq!(
+            counts(&fx, "tenant").await,
+            map(&[("acme", 2), ("globex", 1), ("initech", 1)])
+        );
+        assert_eq!(
+            counts(&fx, "cart").await,
+            map(&[("p-17", 2), ("p-3", 1), ("p-4", 1)])
+        );
+        let admin = fx.browser().admin(ADMIN_TOKEN);
+        assert_eq!(
+            admin.get("/admin/counts?field=user_agent").await.status,
+            400,
+            "a field that is not indexed is a clear error, not a scan"
+        );
+        assert_eq!(admin.get("/admin/sessions?counter=1").await.status, 400);
+        if let Some(s) = &fx.server {
+            assert_eq!(
+                s.cmd(&["ZCARD", "index:tenant:acme"]).int(),
+                2,
+                "one sorted set per value, readable with redis-cli"
+            );
+            assert_eq!(s.cmd(&["ZCARD", "index:tenant"]).int(), 3, "the value list");
+        }
+    }
+
+    pub async fn admin_routes_need_the_token(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let a = fx.browser();
+        login(&a, "ann", json!({"tenant": "acme"})).await;
+        for (method, path) in [
+            (reqwest::Method::GET, "/admin/sessions?tenant=acme"),
+            (reqwest::Method::GET, "/admin/counts?field=tenant"),
+            (reqwest::Method::DELETE, "/admin/sessions?tenant=acme"),
+        ] {
+            let none = fx.browser().send(method.clone(), path, None).await;
+            assert_eq!(none.status, 401, "no token: {path}");
+            let session_only = a.send(method.clone(), path, None).await;
+            assert_eq!(session_only.status, 401, "a session is not a token: {path}");
+            let wrong = fx
+                .browser()
+                .admin("test-admin-tokem")
+                .send(method, path, None)
+                .await;
+            assert_eq!(wrong.status, 401, "wrong token: {path}");
+        }
+        assert_eq!(a.get("/me").await.status, 200, "nothing was ended");
+        // Without ADMIN_TOKEN the routes do not exist.
+        let app = match fx.adapter {
+            tessera_tests::Adapter::Axum => {
+                tessera_tests::spawn_app(
+                    axum_demo::routes_with_admin(None)
+                        .layer(tessera_axum::SessionLayer::from_manager(fx.manager.clone())),
+                )
+                .await
+            }
+            tessera_tests::Adapter::Actix => {
+                let manager = fx.manager.clone();
+                tessera_tests::spawn_actix(move || {
+                    actix_web::App::new()
+                        .wrap(tessera_actix::SessionMiddleware::from_manager(
+                            manager.clone(),
+                        ))
+                        .configure(actix_demo::routes_with_admin(None))
+                })
+            }
+        };
+        let r = app
+            .browser()
+            .admin(ADMIN_TOKEN)
+            .get("/admin/counts?field=tenant")
+            .await;
+        assert_eq!(r.status, 404, "{r:?}");
+    }
+
+    pub async fn the_index_follows_every_write_path(setup: Setup) {
+        let fx = Fixture::with(setup, |c| c.max_sessions_per_user(Some(2))).await;
+        let a = fx.browser();
+        // First save, then a change of value, then a removal.
+        a.put("/session", json!({"tenant": "acme", "cart": ["p-1"]}))
+            .await;
+        assert_eq!(counts(&fx, "tenant").await, map(&[("acme", 1)]));
+        a.put(
+            "/session",
+            json!({"tenant": "globex", "cart": ["p-1", "p-2"]}),
+        )
+        .await;
+        assert_eq!(counts(&fx, "tenant").await, map(&[("globex", 1)]));
+        assert_eq!(counts(&fx, "cart").await, map(&[("p-1", 1), ("p-2", 1)]));
+        a.put("/session", json!({"cart": null})).await;
+        assert_eq!(counts(&fx, "cart").await, map(&[]));
+        // Login rotates the id: the session is found under its new handle, once.
+        login(&a, "ann", json!({"cart": ["p-9"]})).await;
+        let (count, sessions) = find(&fx, "tenant=globex").await;
+        assert_eq!(count, 1);
+        assert_eq!(sessions[0]["handle"], json!(handle(&a).await));
+        assert_eq!(sessions[0]["user_id"], "ann");
+        assert_eq!(find(&fx, "cart=p-9").await.0, 1);
+        // cycle_id too.
+        assert_eq!(a.post("/cycle", None).await.status, 200);
+        let (count, sessions) = find(&fx, "tenant=globex").await;
+        assert_eq!(
+            (count, sessions[0]["handle"].clone()),
+            (1, json!(handle(&a).await))
+        );
+        // Login as another user starts anew: the old session leaves the index.
+        login(&a, "bob", json!({})).await;
+        assert_eq!(
+            find(&fx, "tenant=globex").await.0,
+            0,
+            "bob's new session has no tenant"
+        );
+        // Logout.
+        let b = fx.browser();
+        login(&b, "cy", json!({"tenant": "acme"})).await;
+        assert_eq!(b.post("/logout", None).await.status, 204);
+        assert_eq!(find(&fx, "tenant=acme").await.0, 0);
+        // Logout-all: one per device.
+        let (p, q) = (fx.browser(), fx.browser());
+        login(&p, "dee", json!({"tenant": "acme"})).await;
+        login(&q, "dee", json!({"tenant": "acme"})).await;
+        assert_eq!(find(&fx, "tenant=acme").await.0, 2);
+        assert_eq!(p.post("/logout-all", None).await.status, 204);
+        assert_eq!(find(&fx, "tenant=acme").await.0, 0);
+        // Revoke.
+        login(&p, "eve", json!({"tenant": "acme"})).await;
+        login(&q, "eve", json!({"tenant": "acme"})).await;
+        let h = handle(&q).await;
+        assert_eq!(p.delete(&format!("/sessions/{h}")).await.status, 204);
+        let (count, sessions) = find(&fx, "tenant=acme").await;
+        assert_eq!(
+            (count, sessions[0]["handle"].clone()),
+            (1, json!(handle(&p).await))
+        );
+        // The device limit (2): a third login of eve ends her least recently used session.
+        let r = fx.browser();
+        login(&r, "eve", json!({"tenant": "acme"})).await;
+        login(&q, "eve", json!({"tenant": "acme"})).await;
+        assert_eq!(p.get("/me").await.status, 401, "evicted");
+        assert_eq!(find(&fx, "tenant=acme").await.0, 2);
+        assert_eq!(counts(&fx, "tenant").await, map(&[("acme", 2)]));
+    }
+
+    pub async fn expired_sessions_are_never_counted(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
+            c.idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(200))
+        })
+        .await;
+        let (a, b) = (fx.browser(), fx.browser());
+        login(&a, "ann", json!({"tenant": "acme", "cart": ["p-1"]})).await;
+        b.put("/session", json!({"tenant": "acme"})).await;
+        assert_eq!(find(&fx, "tenant=acme").await.0, 2);
+        // a stays alive by being used; b is left to expire.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            assert_eq!(a.get("/me").await.status, 200);
+        }
+        let (count, sessions) = find(&fx, "tenant=acme").await;
+        assert_eq!(count, 1, "the expired session is not counted");
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(counts(&fx, "tenant").await, map(&[("acme", 1)]));
+        assert_eq!(counts(&fx, "cart").await, map(&[("p-1", 1)]));
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(find(&fx, "tenant=acme").await, (0, vec![]));
+        assert_eq!(counts(&fx, "tenant").await, map(&[]));
+        if let Some(s) = &fx.server {
+            // The members' bound is twice the idle timeout: after it, no index key is left.
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            assert_eq!(
+                s.keys("index:*"),
+                Vec::<String>::new(),
+                "expired members leave on their own"
+            );
+        }
+    }
+
+    pub async fn ending_the_sessions_of_a_tenant(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let acme: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
+        for (i, b) in acme.iter().enumerate() {
+            login(b, &format!("u{i}"), json!({"tenant": "acme"})).await;
+        }
+        let anon = fx.browser();
+        anon.put("/session", json!({"tenant": "acme"})).await;
+        let other = fx.browser();
+        login(&other, "u0", json!({"tenant": "globex"})).await;
+        let admin = fx.browser().admin(ADMIN_TOKEN);
+        let r = admin.delete("/admin/sessions?tenant=acme").await;
+        assert_eq!((r.status, r.json()), (200, json!({"ended": 4})), "{r:?}");
+        for b in acme.iter().chain([&anon]) {
+            assert_eq!(b.get("/me").await.status, 401);
+        }
+        assert_eq!(
+            other.get("/me").await.status,
+            200,
+            "another tenant is untouched"
+        );
+        assert_eq!(counts(&fx, "tenant").await, map(&[("globex", 1)]));
+        let devices = other.get("/sessions").await.json();
+        assert_eq!(
+            devices.as_array().unwrap().len(),
+            1,
+            "u0's ended session left her device list"
+        );
+        let r = admin.delete("/admin/sessions?tenant=acme").await;
+        assert_eq!(r.json(), json!({"ended": 0}));
+        // A login after the action is not affected.
+        let late = fx.browser();
+        login(&late, "u1", json!({"tenant": "acme"})).await;
+        assert_eq!(late.get("/me").await.status, 200);
+        assert_eq!(find(&fx, "tenant=acme").await.0, 1);
+    }
+
+    /// 4 sessions, 8 writers (2 per session), 100 rounds each, every write moving its session
+    /// between `a` and `b` (and its cart between two lists): at the end every index is exact.
+    pub async fn concurrent_moves_leave_every_index_exact(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let sessions: Vec<Browser> = (0..4).map(|_| fx.browser()).collect();
+        for s in &sessions {
+            assert_eq!(s.put("/session", json!({"tenant": "a"})).await.status, 200);
+        }
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let b = sessions[w % 4].clone();
+            writers.push(tokio::spawn(async move {
+                for round in 0..100 {
+                    let (t, cart) = if (round + w) % 2 == 0 {
+                        ("b", json!(["x", "y"]))
+                    } else {
+                        ("a", json!(["y", "z"]))
+                    };
+                    let r = b.put("/session", json!({"tenant": t, "cart": cart})).await;
+                    assert_eq!(r.status, 200, "{r:?}");
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let mut want_tenant: BTreeMap<String, u64> = BTreeMap::new();
+        let mut want_cart: BTreeMap<String, u64> = BTreeMap::new();
+        for s in &sessions {
+            let me = s.get("/me").await.json();
+            *want_tenant
+                .entry(me["tenant"].as_str().unwrap().into())
+                .or_default() += 1;
+            for item in me["cart"].as_array().unwrap() {
+                *want_cart.entry(item.as_str().unwrap().into()).or_default() += 1;
+            }
+        }
+        assert_eq!(counts(&fx, "tenant").await, want_tenant);
+        assert_eq!(counts(&fx, "cart").await, want_cart);
+        for (value, n) in &want_tenant {
+            assert_eq!(find(&fx, &format!("tenant={value}")).await.0, *n);
+        }
+        let total: u64 = want_tenant.values().sum();
+        assert_eq!(total, 4);
+    }
+
+    /// Logins with `tenant=acme` racing `DELETE /admin/sessions?tenant=acme`: afterwards every
+    /// live acme session is one the index finds (none was orphaned), and logins that start
+    /// after the action all live.
+    pub async fn logins_racing_an_end_are_ended_or_not_indexed(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        for round in 0..3 {
+            let browsers: Vec<Browser> = (0..12).map(|_| fx.browser()).collect();
+            let mut logins = Vec::new();
+            for (i, b) in browsers.iter().enumerate() {
+                let b = b.clone();
+                logins.push(tokio::spawn(async move {
+                    let body = json!({"user_id": format!("r{round}u{i}"), "tenant": "acme"});
+                    b.post("/login", Some(body)).await.status
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(2 * round)).await;
+            let r = fx
+                .browser()
+                .admin(ADMIN_TOKEN)
+                .delete("/admin/sessions?tenant=acme")
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+            for l in logins {
+                let status = l.await.unwrap();
+                assert!(status == 200 || status == 409, "a racing login: {status}");
+            }
+            let mut live = 0;
+            for b in &browsers {
+                if b.get("/me").await.status == 200 {
+                    live += 1;
+                }
+            }
+            assert_eq!(
+                find(&fx, "tenant=acme").await.0,
+                live,
+                "round {round}: every live acme session is indexed"
+            );
+            fx.browser()
+                .admin(ADMIN_TOKEN)
+                .delete("/admin/sessions?tenant=acme")
+                .await;
+        }
+        let after = fx.browser();
+        login(&after, "late", json!({"tenant": "acme"})).await;
+        assert_eq!(after.get("/me").await.status, 200);
+    }
+
+    /// `Session::increment` on an indexed field: the session is found under the new value.
+    pub async fn an_increment_of_an_indexed_field_moves_it(setup: Setup) {
+        let config = tessera_tests::fixture::config(|c| c.index_field("level"));
+        let store = Fixture::new(setup).await;
+        let manager = tessera_core::SessionManager::new(store.store.clone(), config);
+        let s = manager.start(None::<&str>);
+        s.insert("level", &1).await.unwrap();
+        let cookie = s.finish(200).await.set_cookie.unwrap();
+        let pair = cookie.split(';').next().unwrap().to_string();
+        assert_eq!(manager.count_sessions("level", "1").await.unwrap(), 1);
+        let s = manager.start([pair.as_str()]);
+        assert_eq!(s.increment("level", 2).await.unwrap(), 3);
+        assert!(s.finish(200).await.error.is_none());
+        assert_eq!(manager.count_sessions("level", "3").await.unwrap(), 1);
+        assert_eq!(manager.count_sessions("level", "1").await.unwrap(), 0);
+        assert_eq!(
+            manager.count_by_value("level").await.unwrap(),
+            [("3".to_string(), 1)].into()
+        );
+    }
+}
+
+/// What a query costs on a real server, counted by the server: the commands grow with the
+/// sessions that hold the value, not with the 10,000 unrelated sessions beside them.
+mod cost {
+    use super::*;
+    use tessera_tests::ServerKind;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_cost_what_they_find_not_the_keyspace_redis7() {
+        queries_cost_what_they_find_not_the_keyspace(tessera_tests::Backend::Redis(
+            ServerKind::Redis7,
+        ))
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_cost_what_they_find_not_the_keyspace_cluster() {
+        queries_cost_what_they_find_not_the_keyspace(tessera_tests::Backend::Cluster).await
+    }
+
+    fn calls(stats: &BTreeMap<String, u64>) -> u64 {
+        stats.values().sum()
+    }
+
+    async fn queries_cost_what_they_find_not_the_keyspace(backend: tessera_tests::Backend) {
+        let fx = Fixture::new(backend).await;
+        let s = fx.server();
+        let manager = fx.manager.clone();
+        // 10,000 unrelated sessions: half with other tenants (50 of them), half without.
+        let mut tasks = Vec::new();
+        for chunk in 0..20 {
+            let manager = manager.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in chunk * 500..(chunk + 1) * 500 {
+                    let session = manager.start(None::<&str>);
+                    if i % 2 == 0 {
+                        session
+                            .insert("tenant", &format!("t-{}", i % 50))
+                            .await
+                            .unwrap();
+                    } else {
+                        session.insert("n", &i).await.unwrap();
+                    }
+                    assert!(session.finish(200).await.error.is_none());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let acme: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
+        for (i, b) in acme.iter().enumerate() {
+            login(
+                b,
+                &format!("a{i}"),
+                json!({"tenant": "acme", "cart": ["p-17"]}),
+            )
+            .await;
+        }
+
+        // Warm-up: every script loaded once (a script's first use is NOSCRIPT, SCRIPT LOAD on
+        // each node, EVALSHA again), so what follows counts only what a request sends.
+        let warm = fx.browser();
+        warm.put("/session", json!({"tenant": "warm"})).await;
+        warm.put("/session", json!({"tenant": "warm-2"})).await;
+        assert_eq!(manager.end_sessions("tenant", "warm-2").await.unwrap(), 1);
+
+        s.reset_stats();
+        let found = manager
+            .find_sessions("tenant", "acme", 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(found.count, 3);
+        let stats = s.command_stats();
+        // One ZRANGEBYSCORE, one HMGET per candidate, one HGETALL per listed session.
+        assert_eq!(stats.get("zrangebyscore"), Some(&1), "{stats:?}");
+        assert_eq!(stats.get("hmget"), Some(&3), "{stats:?}");
+        assert_eq!(stats.get("hgetall"), Some(&3), "{stats:?}");
+        assert_eq!(calls(&stats), 7, "{stats:?}");
+        eprintln!("find_sessions(tenant=acme), 3 of 10,003 sessions: {stats:?}");
+
+        s.reset_stats();
+        assert_eq!(manager.count_sessions("cart", "p-17").await.unwrap(), 3);
+        let stats = s.command_stats();
+        assert_eq!(
+            calls(&stats),
+            4,
+            "count: the index and one HMGET per candidate: {stats:?}"
+        );
+        eprintln!("count_sessions(cart=p-17): {stats:?}");
+
+        s.reset_stats();
+        let counts = manager.count_by_value("cart").await.unwrap();
+        assert_eq!(counts, [("p-17".to_string(), 3)].into());
+        let stats = s.command_stats();
+        assert_eq!(
+            calls(&stats),
+            1 + 1 + 3,
+            "values, one index, three HMGETs: {stats:?}"
+        );
+        eprintln!("count_by_value(cart): {stats:?}");
+
+        // A write that changes an indexed field: the new value's two adds before the write,
+        // the write, then the old value's guarded removal.
+        s.reset_stats();
+        assert_eq!(
+            acme[0]
+                .put("/session", json!({"tenant": "globex"}))
+                .await
+                .status,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await; // the removal runs after the answer
+        let stats = s.command_stats();
+        assert_eq!(stats.get("evalsha"), Some(&4), "{stats:?}");
+        eprintln!("PUT /session tenant acme -> globex: {stats:?}");
+
+        s.reset_stats();
+        assert_eq!(manager.end_sessions("tenant", "acme").await.unwrap(), 2);
+        let stats = s.command_stats();
+        // One ZRANGEBYSCORE, HMGETs of the 3 candidates (one moved to globex, its member kept
+        // by the guard), two end scripts (each: TIME, HMGET, DEL inside), a ZREM from the
+        // tenant index and one per user index.
+        assert_eq!(stats.get("zrangebyscore"), Some(&1), "{stats:?}");
+        assert_eq!(stats.get("evalsha"), Some(&2), "{stats:?}");
+        assert_eq!(stats.get("hmget"), Some(&(3 + 2)), "{stats:?}");
+        assert_eq!(stats.get("zrem"), Some(&3), "{stats:?}");
+        eprintln!("end_sessions(tenant=acme): {stats:?}");
+    }
+}
