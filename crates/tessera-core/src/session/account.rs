@@ -92,8 +92,7 @@ impl Session {
                         &mgr.inner.config,
                         &id.storage_key(),
                         &entries,
-                        mgr.index_bound_ms(),
-                        0,
+                        u64::MAX,
                     )
                     .await;
                     if let Some(u) = user_of(&st.data) {

@@ -10,9 +10,11 @@
 //! - a member is only a candidate: a query reads each candidate session and keeps only those
 //!   that hold the value now (a session that ended, expired or moved on is never returned);
 //! - members that no longer belong are removed by the writer that changed the value and by
-//!   queries that find them, but only when their last add is older than [`GUARD`], since a
-//!   member added moments ago may belong to a write that is still on its way (see
-//!   index_prune.lua); members whose bound passed leave on their own.
+//!   queries that find them, but only when their last add is older than [`GUARD`] at the
+//!   moment the session was checked: a member added moments ago may belong to a write still on
+//!   its way, and the server refuses such a write once half the guard has passed (see
+//!   field_add.lua, index_prune.lua); members whose bound passed leave on their own, and a
+//!   session that ends for good leaves the index of every value it held.
 
 use super::state::{is_user_field, State};
 use super::Session;
@@ -24,9 +26,22 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// How long after its last add a member is kept even though its session does not hold the
-/// value (yet): far longer than any write takes from its index add to the server (writes are
-/// bounded by the command timeout and a deadline checked by the server).
-pub(crate) const GUARD: Duration = Duration::from_secs(30);
+/// value (yet). A write behind an index add must reach its server within half of it (its
+/// deadline says so, checked by the server), so a member whose last add is older than this at
+/// the moment a session was checked belonged to a write that had landed by then; the other half
+/// covers clock differences between cluster nodes.
+pub(crate) const GUARD: Duration = Duration::from_secs(4);
+
+/// The latest server time at which a write behind an index add made at `added_ms` may land.
+pub(crate) fn write_cap(added_ms: u64) -> u64 {
+    added_ms + GUARD.as_millis() as u64 / 2
+}
+
+/// The highest score a prune may remove for a session checked at `checked_ms` (a time no later
+/// than the check, by the store's clock): members last added more than [`GUARD`] before it.
+pub(crate) fn prunable_below(checked_ms: u64, bound_ms: u64) -> u64 {
+    (checked_ms + bound_ms).saturating_sub(GUARD.as_millis() as u64)
+}
 
 /// `(field, term)` pairs: index entries of one session.
 pub(crate) type Entries = Vec<(String, String)>;
@@ -62,44 +77,45 @@ pub(crate) fn terms_in(data: &HashMap<String, Vec<u8>>, f: &IndexedField) -> Vec
 }
 
 /// Adds `member` under each `(field, term)`: the term's set and the field's value list, all
-/// sent at once (one round trip on Redis, each command single-key).
+/// sent at once (one round trip on Redis, each command single-key). Returns the earliest
+/// server time of the adds (0 when there was nothing to add): the write that follows must land
+/// by [`write_cap`] of it.
 pub(crate) async fn add_all(
     store: &Store,
     config: &crate::SessionConfig,
     member: &str,
     entries: &[(String, String)],
     bound_ms: u64,
-) -> Result<()> {
+) -> Result<u64> {
     let adds = entries.iter().flat_map(|(field, term)| {
         let value_key = config.value_index_key(field, term);
         let values_key = config.values_key(field);
         [(value_key, member.to_string()), (values_key, term.clone())]
     });
-    let futs =
-        adds.map(|(key, m)| async move { store.index_add(&key, &m, bound_ms, 0, None).await });
+    let futs = adds.map(|(key, m)| async move { store.field_add(&key, &m, bound_ms).await });
+    let mut earliest = 0;
     for r in futures_util::future::join_all(futs).await {
-        r?;
+        let at = r?;
+        earliest = if earliest == 0 { at } else { earliest.min(at) };
     }
-    Ok(())
+    Ok(earliest)
 }
 
-/// Removes `member` from each `(field, term)` set, if its last add there is older than
-/// `guard_ms` (0: whatever its age, for a member whose session is gone for good). Best effort:
-/// a member left behind is only a candidate that queries skip, and its bound removes it.
+/// Removes `member` from each `(field, term)` set if its score is at most `max_score` (see
+/// [`prunable_below`]; `u64::MAX` for a member whose session is gone for good). Best effort: a
+/// member left behind is only a candidate that queries skip, and its bound removes it.
 pub(crate) async fn prune_all(
     store: &Store,
     config: &crate::SessionConfig,
     member: &str,
     entries: &[(String, String)],
-    bound_ms: u64,
-    guard_ms: u64,
+    max_score: u64,
 ) {
-    let keep_after = bound_ms.saturating_sub(guard_ms);
     let futs = entries.iter().map(|(field, term)| {
         let key = config.value_index_key(field, term);
         async move {
             store
-                .index_prune(&key, std::slice::from_ref(&member.to_string()), keep_after)
+                .index_prune(&key, std::slice::from_ref(&member.to_string()), max_score)
                 .await
         }
     });
@@ -141,11 +157,7 @@ impl Session {
 
     /// The index entries a write of the pending changes adds (terms of the new values that the
     /// old values did not have) and removes (the reverse). `creating`: nothing is stored yet.
-    pub(super) fn index_delta(
-        &self,
-        st: &State,
-        creating: bool,
-    ) -> (Entries, Entries) {
+    pub(super) fn index_delta(&self, st: &State, creating: bool) -> (Entries, Entries) {
         let config = &self.mgr().inner.config;
         let (mut add, mut remove) = (Vec::new(), Vec::new());
         for f in &config.indexed {
@@ -202,6 +214,9 @@ impl Session {
             .map(|t| (f.name.clone(), t.clone()))
             .collect();
         let mgr = self.mgr().clone();
+        // The increment landed before this moment: the old value's entry may go if it is older
+        // than the guard by then.
+        let checked = mgr.store().server_now();
         if let Err(e) = add_all(
             mgr.store(),
             mgr.config(),
@@ -213,7 +228,10 @@ impl Session {
         {
             return Self::failed(st, e);
         }
-        self.prune_in_background(st, id.storage_key(), remove, GUARD.as_millis() as u64);
+        if let Some(at) = checked {
+            let max = prunable_below(at, mgr.index_bound_ms());
+            self.prune_in_background(st, id.storage_key(), remove, max);
+        }
         Ok(())
     }
 
@@ -243,23 +261,14 @@ impl Session {
         st: &mut State,
         member: String,
         entries: Vec<(String, String)>,
-        guard_ms: u64,
+        max_score: u64,
     ) {
         if entries.is_empty() {
             return;
         }
         let mgr = self.mgr().clone();
-        let bound = mgr.index_bound_ms();
         st.index_refresh.push(tokio::spawn(async move {
-            prune_all(
-                mgr.store(),
-                mgr.config(),
-                &member,
-                &entries,
-                bound,
-                guard_ms,
-            )
-            .await;
+            prune_all(mgr.store(), mgr.config(), &member, &entries, max_score).await;
             Ok(Vec::new())
         }));
     }

@@ -162,7 +162,31 @@ impl SessionManager {
                 .iter()
                 .map(|m| self.inner.config.session_key(m))
                 .collect();
-            let existed = self.inner.store.delete_many(&keys).await?;
+            let config = &self.inner.config;
+            let existed: Vec<bool> = if config.indexed.is_empty() {
+                self.inner.store.delete_many(&keys).await?
+            } else {
+                // With field indexes: each key is deleted by a script that says what its
+                // indexed fields held, so the ended sessions leave those indexes too.
+                let names: Vec<&str> = config.indexed.iter().map(|f| f.name.as_str()).collect();
+                let taken = self.inner.store.take_many(&keys, &names).await?;
+                let prunes = chunk.iter().zip(&taken).filter_map(|(m, t)| {
+                    let values = t.as_ref()?;
+                    let data: std::collections::HashMap<String, Vec<u8>> = names
+                        .iter()
+                        .zip(values)
+                        .filter_map(|(n, v)| Some((n.to_string(), v.clone()?)))
+                        .collect();
+                    let entries = super::index::all_entries(config, &data);
+                    Some(async move {
+                        // Ended for good: the entries go whatever their age.
+                        super::index::prune_all(&self.inner.store, config, m, &entries, u64::MAX)
+                            .await
+                    })
+                });
+                futures_util::future::join_all(prunes).await;
+                taken.iter().map(Option::is_some).collect()
+            };
             let gone: Vec<String> = chunk
                 .iter()
                 .zip(existed)

@@ -92,6 +92,13 @@ fn check_field_name_len(field: &str) -> Result<()> {
     Ok(())
 }
 
+/// A write that would have landed too long after its field-index add: nothing was written.
+pub(super) fn too_late() -> Error {
+    Error::Unavailable(crate::error::StoreError::new(
+        "the write came too late after its index update; nothing was written",
+    ))
+}
+
 fn tag(id: Option<&SessionId>) -> String {
     id.map(SessionId::log_tag).unwrap_or_else(|| "-".into())
 }
@@ -351,6 +358,7 @@ impl Session {
                 incr: Some((field, by)),
                 // Not loaded, so the store checks the field count for a new field.
                 max_fields: self.mgr().inner.config.limits.max_fields,
+                not_after_ms: 0,
             };
             let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
             let sent = Instant::now();
@@ -370,6 +378,7 @@ impl Session {
                     | WriteResult::TooManyFields
                     | WriteResult::Moved),
                 ) => return Err(self.refusal(&mut st, r, field)),
+                Ok(WriteResult::TooLate) => return Self::failed(&mut st, too_late()),
                 Ok(WriteResult::Gone | WriteResult::Exists) => {
                     // No such session (expired or ended before this request): start a new one.
                     st.candidates.clear();
@@ -440,8 +449,10 @@ impl Session {
             let id = st.id.clone().expect("set above");
             let key = self.mgr().key_of(&id);
             let (index_add, index_remove) = self.index_delta(st, creating);
+            let mut not_after_ms = 0;
             if !index_add.is_empty() {
-                // Before the write: a session that holds a value is always in its index.
+                // Before the write: a session that holds a value is always in its index. The
+                // write must then land within half the prune guard of the add.
                 let mgr = self.mgr();
                 let added = index::add_all(
                     &mgr.inner.store,
@@ -451,10 +462,17 @@ impl Session {
                     mgr.index_bound_ms(),
                 )
                 .await;
-                if let Err(e) = added {
-                    return Self::failed(st, e);
+                match added {
+                    Ok(at) => not_after_ms = index::write_cap(at),
+                    Err(e) => return Self::failed(st, e),
                 }
             }
+            // No later than the write lands: what the old values' entries are pruned against.
+            let before_write = if index_remove.is_empty() {
+                None
+            } else {
+                self.store().server_now()
+            };
             let sent = Instant::now();
             let res = if creating {
                 // A new session: no existence check, no script (a fresh id cannot exist). An
@@ -469,21 +487,25 @@ impl Session {
                     set.push((f, by));
                 }
                 let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = set.len(), create = true);
-                Box::pin(self.store().create(&key, &set, 0, t).instrument(span))
-                    .await
-                    .map(|r| match (r, incr) {
-                        (
-                            WriteResult::Written {
-                                refreshed, user, ..
-                            },
-                            Some((_, by)),
-                        ) => WriteResult::Written {
-                            incr: by,
-                            refreshed,
-                            user,
+                Box::pin(
+                    self.store()
+                        .create(&key, &set, 0, not_after_ms, t)
+                        .instrument(span),
+                )
+                .await
+                .map(|r| match (r, incr) {
+                    (
+                        WriteResult::Written {
+                            refreshed, user, ..
                         },
-                        (r, _) => r,
-                    })
+                        Some((_, by)),
+                    ) => WriteResult::Written {
+                        incr: by,
+                        refreshed,
+                        user,
+                    },
+                    (r, _) => r,
+                })
             } else {
                 let op = WriteOp {
                     mode: Mode::Update,
@@ -500,6 +522,7 @@ impl Session {
                         .collect(),
                     incr,
                     max_fields: 0,
+                    not_after_ms,
                 };
                 let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = false);
                 Box::pin(self.store().write(&key, &op, t).instrument(span)).await
@@ -516,12 +539,10 @@ impl Session {
                     // for an increment's field, whose entry `index_increment` moves next.
                     st.index_before
                         .retain(|k, _| incr_field == Some(k.as_str()));
-                    self.prune_in_background(
-                        st,
-                        id.storage_key(),
-                        index_remove,
-                        index::GUARD.as_millis() as u64,
-                    );
+                    if let Some(at) = before_write {
+                        let max = index::prunable_below(at, self.mgr().index_bound_ms());
+                        self.prune_in_background(st, id.storage_key(), index_remove, max);
+                    }
                     if creating {
                         st.status = Status::Stored;
                         st.cookie = CookieAction::Send;
@@ -539,6 +560,7 @@ impl Session {
                     | WriteResult::TooManyFields
                     | WriteResult::Moved),
                 ) => return Err(self.refusal(st, r, incr.map(|i| i.0).unwrap_or(""))),
+                Ok(WriteResult::TooLate) => return Self::failed(st, too_late()),
                 Ok(WriteResult::Exists) => {
                     // 128-bit id collision: astronomically unlikely; draw again.
                     st.id = None;

@@ -3,7 +3,7 @@
 //! not yet pruned), never with the keyspace: no `SCAN`, no `KEYS`, every command single-key.
 
 use super::devices::handle_of;
-use super::index::{terms, GUARD};
+use super::index::{prunable_below, terms, GUARD};
 use super::manager::SessionManager;
 use super::state::is_user_field;
 use crate::codec;
@@ -57,6 +57,8 @@ impl SessionManager {
         let config = &self.inner.config;
         let store = &self.inner.store;
         let key = config.value_index_key(&f.name, value);
+        // No later than every read below: what stale members are pruned against.
+        let checked = store.server_now();
         let mut members = store.index_members(&key).await?;
         members.reverse();
         let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
@@ -83,13 +85,11 @@ impl SessionManager {
                 None => stale.push(m),
             }
         }
-        if !stale.is_empty() {
+        if let (false, Some(at)) = (stale.is_empty(), checked) {
             let store = store.clone();
-            let keep_after = self
-                .index_bound_ms()
-                .saturating_sub(GUARD.as_millis() as u64);
+            let max = prunable_below(at, self.index_bound_ms());
             tokio::spawn(async move {
-                if let Err(e) = store.index_prune(&key, &stale, keep_after).await {
+                if let Err(e) = store.index_prune(&key, &stale, max).await {
                     tracing::debug!(error = %e, "could not prune a field index");
                 }
             });
@@ -191,6 +191,8 @@ impl SessionManager {
         let store = &self.inner.store;
         let span = tracing::debug_span!("tessera.count_by_value", field);
         async {
+            // No later than every read below: what stale members and values are pruned against.
+            let checked = store.server_now();
             let values = store.index_members(&config.values_key(&f.name)).await?;
             let reads = values.iter().map(|v| {
                 let key = config.value_index_key(&f.name, v);
@@ -222,9 +224,7 @@ impl SessionManager {
                     }
                 }
             }
-            let keep_after = self
-                .index_bound_ms()
-                .saturating_sub(GUARD.as_millis() as u64);
+            let max = checked.map(|at| prunable_below(at, self.index_bound_ms()));
             let prunes: Vec<(String, Vec<String>)> = stale
                 .into_iter()
                 .map(|(i, ms)| (config.value_index_key(&f.name, &values[i]), ms))
@@ -238,11 +238,11 @@ impl SessionManager {
                 )))
                 .filter(|(_, ms)| !ms.is_empty())
                 .collect();
-            if !prunes.is_empty() {
+            if let (false, Some(max)) = (prunes.is_empty(), max) {
                 let store = store.clone();
                 tokio::spawn(async move {
                     for (key, ms) in prunes {
-                        if let Err(e) = store.index_prune(&key, &ms, keep_after).await {
+                        if let Err(e) = store.index_prune(&key, &ms, max).await {
                             tracing::debug!(error = %e, "could not prune a field index");
                         }
                     }

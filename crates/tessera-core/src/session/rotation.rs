@@ -83,7 +83,7 @@ impl Session {
             }
             self.touches().forget(&key);
             let entries = super::index::all_entries(&self.mgr().inner.config, &st.data);
-            self.prune_in_background(st, id.storage_key(), entries, 0);
+            self.prune_in_background(st, id.storage_key(), entries, u64::MAX);
             if let Some(u) = user_of(&st.data) {
                 let index = self.mgr().inner.config.index_key(&u);
                 if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await {
@@ -274,6 +274,7 @@ impl Session {
             // The new member joins the field indexes of every value the copy holds before the
             // copy exists (a session that holds a value is always in its index).
             let new_entries = super::index::all_entries(config, &data);
+            let mut not_after = 0;
             if !new_entries.is_empty() {
                 let added = super::index::add_all(
                     store,
@@ -283,16 +284,22 @@ impl Session {
                     mgr.index_bound_ms(),
                 )
                 .await;
-                if let Err(e) = added {
-                    thaw(old_key, token).await;
-                    undo_member().await;
-                    return Self::failed(st, e);
+                match added {
+                    Ok(at) => not_after = super::index::write_cap(at),
+                    Err(e) => {
+                        thaw(old_key, token).await;
+                        undo_member().await;
+                        return Self::failed(st, e);
+                    }
                 }
             }
             let sent = Instant::now();
-            let written = store.create(&new_key, &set, created, timing).await;
+            let written = store
+                .create(&new_key, &set, created, not_after, timing)
+                .await;
             let failure = match written {
                 Ok(WriteResult::Written { .. }) => None,
+                Ok(WriteResult::TooLate) => Some(super::too_late()),
                 Err(e) => Some(e),
                 Ok(other) => Some(Error::Store(crate::error::StoreError::new(format!(
                     "id rotation: writing the new key gave {other:?}"
@@ -341,7 +348,7 @@ impl Session {
                 }
             }
             // The old id is retired for good: its entries go whatever their age.
-            self.prune_in_background(st, old_id.storage_key(), old_entries, 0);
+            self.prune_in_background(st, old_id.storage_key(), old_entries, u64::MAX);
             st.data = data;
             st.dirty.clear();
             st.index_before.clear();

@@ -157,6 +157,9 @@ pub(crate) struct WriteOp<'a> {
     /// With `incr` on a field that does not exist yet: refuse if the session already holds
     /// this many user fields (0 = not checked by the store: the caller checked).
     pub(crate) max_fields: usize,
+    /// Refuse the write if it would land after this server time, ms (0 = no cap): a write
+    /// behind a field-index add must land within half the prune guard of it.
+    pub(crate) not_after_ms: u64,
 }
 
 /// What a load found.
@@ -189,6 +192,9 @@ pub(crate) enum WriteResult {
     Moved,
     /// The increment would add a field beyond `max_fields`: nothing written.
     TooManyFields,
+    /// It would have landed after `not_after_ms` (memory store; Redis answers an error):
+    /// nothing written.
+    TooLate,
 }
 
 impl Store {
@@ -358,6 +364,7 @@ impl Store {
         key: &str,
         set: &[(&str, &str)],
         created_ms: u64,
+        not_after_ms: u64,
         t: Timing,
     ) -> Result<WriteResult> {
         match &*self.backend {
@@ -368,10 +375,14 @@ impl Store {
                     del: Vec::new(),
                     incr: None,
                     max_fields: 0,
+                    not_after_ms,
                 };
                 Ok(m.write(key, &op, t))
             }
-            Backend::Redis(r) => r.write_to(key, r.create(key, set, created_ms, t)).await,
+            Backend::Redis(r) => {
+                r.write_to(key, r.create(key, set, created_ms, not_after_ms, t))
+                    .await
+            }
         }
     }
 
@@ -407,6 +418,25 @@ impl Store {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.delete(k)).collect()),
             Backend::Redis(r) => {
                 let res = r.bounded_write(r.delete_many(keys)).await;
+                for k in keys {
+                    r.changed(k);
+                }
+                res
+            }
+        }
+    }
+
+    /// Deletes several session keys like [`delete_many`](Self::delete_many), returning what
+    /// each held in `names` (`None`: no session was there).
+    pub(crate) async fn take_many(
+        &self,
+        keys: &[String],
+        names: &[&str],
+    ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(keys.iter().map(|k| m.take(k, names)).collect()),
+            Backend::Redis(r) => {
+                let res = r.bounded_write(r.take_many(keys, names)).await;
                 for k in keys {
                     r.changed(k);
                 }
@@ -457,20 +487,41 @@ impl Store {
         }
     }
 
-    /// Removes from an index the `members` whose last add is at least the guard old (score at
-    /// most now + `keep_after_ms`), and those whose bound passed; how many went.
+    /// Removes from an index the `members` whose score is at most `max_score`, and those
+    /// whose bound passed; how many went.
     pub(crate) async fn index_prune(
         &self,
         key: &str,
         members: &[String],
-        keep_after_ms: u64,
+        max_score: u64,
     ) -> Result<i64> {
         match &*self.backend {
-            Backend::Memory(m) => Ok(m.index_prune(key, members, keep_after_ms)),
+            Backend::Memory(m) => Ok(m.index_prune(key, members, max_score)),
             Backend::Redis(r) => {
-                r.bounded_write(r.index_prune(key, members, keep_after_ms))
+                r.bounded_write(r.index_prune(key, members, max_score))
                     .await
             }
+        }
+    }
+
+    /// Adds `member` to a field index (score now + `bound_ms`, only ever growing); the
+    /// store's time of the add, ms.
+    pub(crate) async fn field_add(&self, key: &str, member: &str, bound_ms: u64) -> Result<u64> {
+        match &*self.backend {
+            Backend::Memory(m) => {
+                m.index_add(key, member, bound_ms, 0, None);
+                Ok(now_ms())
+            }
+            Backend::Redis(r) => r.bounded_write(r.field_add(key, member, bound_ms)).await,
+        }
+    }
+
+    /// The store's clock now, ms (for Redis an estimate that errs early; `None` before the
+    /// first observation).
+    pub(crate) fn server_now(&self) -> Option<u64> {
+        match &*self.backend {
+            Backend::Memory(_) => Some(now_ms()),
+            Backend::Redis(r) => r.server_now(),
         }
     }
 
@@ -577,6 +628,7 @@ mod future_sizes {
             del: vec![],
             incr: None,
             max_fields: 0,
+            not_after_ms: 0,
         };
         let sizes = [
             (
@@ -586,7 +638,7 @@ mod future_sizes {
             ("write", std::mem::size_of_val(&store.write("k", &op, t))),
             (
                 "create",
-                std::mem::size_of_val(&store.create("k", &[], 0, t)),
+                std::mem::size_of_val(&store.create("k", &[], 0, 0, t)),
             ),
             (
                 "index_add",

@@ -259,6 +259,9 @@ impl MemoryBackend {
     pub(crate) fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> WriteResult {
         let (mut map, now) = self.lock();
         let wall = now_ms();
+        if op.not_after_ms > 0 && wall > op.not_after_ms {
+            return WriteResult::TooLate;
+        }
         let creating = matches!(op.mode, Mode::Create { .. });
         let (created, due, user) = match op.mode {
             Mode::Create { created_ms } => {
@@ -488,11 +491,11 @@ impl MemoryBackend {
         }
     }
 
-    /// Removes `members` whose score is at most now + `keep_after_ms` (see index_prune.lua).
-    pub(crate) fn index_prune(&self, key: &str, members: &[String], keep_after_ms: u64) -> i64 {
+    /// Removes `members` whose score is at most `max_score` (see index_prune.lua).
+    pub(crate) fn index_prune(&self, key: &str, members: &[String], max_score: u64) -> i64 {
         let (mut map, _) = self.lock();
         let wall = now_ms();
-        let limit = wall + keep_after_ms;
+        let limit = max_score;
         let (n, empty) = match map.get(key).map(|e| &mut e.value) {
             Some(Value::ZSet(z)) => {
                 let mut n = 0;
@@ -543,6 +546,17 @@ impl MemoryBackend {
                 EndIf::Absent
             }
         }
+    }
+
+    /// Deletes the key, returning what `names` held if a session was there.
+    pub(crate) fn take(&self, key: &str, names: &[&str]) -> Option<Vec<Option<Vec<u8>>>> {
+        let (mut map, _) = self.lock();
+        let found = map.hash(key).and_then(|h| {
+            h.contains_key(fields::CREATED)
+                .then(|| names.iter().map(|n| h.get(*n).cloned()).collect())
+        });
+        map.remove(key);
+        found
     }
 
     /// A whole session hash without touching it; empty if there is none.

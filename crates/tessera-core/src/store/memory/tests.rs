@@ -15,6 +15,7 @@ fn create(m: &MemoryBackend, k: &str, set: Vec<(&str, &str)>, t: Timing) -> Writ
         del: vec![],
         incr: None,
         max_fields: 0,
+        not_after_ms: 0,
     };
     m.write(k, &op, t)
 }
@@ -133,6 +134,7 @@ fn a_frozen_session_refuses_writes_until_released() {
         del: vec![],
         incr: None,
         max_fields: 0,
+        not_after_ms: 0,
     };
     assert_eq!(m.write("old", &op, T), WriteResult::Moved);
     assert_eq!(m.release("old", "wrong", true), Release::Taken);

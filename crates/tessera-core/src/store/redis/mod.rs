@@ -13,7 +13,7 @@ pub use self::near_cache::NearCacheStats;
 
 use self::protocol::{
     code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, END_IF,
-    FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, WRITE,
+    FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, TAKE, WRITE,
 };
 use super::{EndIf, Freeze, Load, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
@@ -125,6 +125,18 @@ impl RedisBackend {
         key: &str,
         args: Vec<Value>,
     ) -> Result<R> {
+        self.eval_write_until(script, key, args, 0).await
+    }
+
+    /// [`eval_write`](Self::eval_write) with the deadline capped at `not_after` (server ms, 0 =
+    /// no cap): past it, the write is refused, not retried.
+    async fn eval_write_until<R: FromValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: Vec<Value>,
+        not_after: i64,
+    ) -> Result<R> {
         // A connected client: fail-fast on one still reconnecting (after a failover) would
         // refuse a write that another client of the pool can send now.
         let client = self.pool.next_connected();
@@ -136,7 +148,12 @@ impl RedisBackend {
             full.push(script.sha1().clone().into());
             full.push(1i64.into());
             full.push(key.into());
-            full.push(self.clock.deadline(self.command_timeout).into());
+            let deadline = match (self.clock.deadline(self.command_timeout), not_after) {
+                (d, 0) => d,
+                (0, cap) => cap,
+                (d, cap) => d.min(cap),
+            };
+            full.push(deadline.into());
             full.extend(args.iter().cloned());
             let reply = Box::pin(
                 client
@@ -156,7 +173,7 @@ impl RedisBackend {
                 Ok(v) => match expired(&v) {
                     Some(now) => {
                         self.clock.observe(now, received);
-                        if retried {
+                        if retried || (not_after > 0 && now >= not_after) {
                             return Err(Error::Unavailable(crate::error::StoreError::new("the write reached the server after its deadline; nothing was written")));
                         }
                         retried = true;
@@ -345,7 +362,9 @@ impl RedisBackend {
             freeze_ms: self.freeze_ms,
         }
         .to_values();
-        let reply: Vec<Value> = self.eval_write(&WRITE, key, args).await?;
+        let reply: Vec<Value> = self
+            .eval_write_until(&WRITE, key, args, op.not_after_ms as i64)
+            .await?;
         protocol::parse_write(reply)
     }
 
@@ -475,6 +494,7 @@ impl RedisBackend {
         key: &str,
         set: &[(&str, &str)],
         created_ms: u64,
+        not_after_ms: u64,
         t: Timing,
     ) -> Result<WriteResult> {
         let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * set.len());
@@ -487,7 +507,9 @@ impl RedisBackend {
                 args.push((*v).into());
             }
         }
-        let reply: Vec<Value> = self.eval_write(&CREATE, key, args).await?;
+        let reply: Vec<Value> = self
+            .eval_write_until(&CREATE, key, args, not_after_ms as i64)
+            .await?;
         protocol::parse_write(reply)
     }
 
@@ -524,16 +546,16 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Removes `members` from an index whose last add is older than the guard (see
+    /// Removes `members` from an index whose score is at most `max_score` (see
     /// index_prune.lua); how many went.
     pub(crate) async fn index_prune(
         &self,
         key: &str,
         members: &[String],
-        keep_after_ms: u64,
+        max_score: u64,
     ) -> Result<i64> {
         let mut args: Vec<Value> = Vec::with_capacity(1 + members.len());
-        args.push((keep_after_ms as i64).into());
+        args.push((max_score.min(i64::MAX as u64) as i64).into());
         args.extend(members.iter().map(|m| Value::from(m.as_str())));
         self.eval_write(&INDEX_PRUNE, key, args).await
     }
@@ -578,5 +600,43 @@ impl RedisBackend {
             .into_iter()
             .map(|r| r.map_err(Error::from_fred).and_then(flat_fields))
             .collect()
+    }
+
+    /// Deletes each key (one script per key, sent together), returning what its `names` held
+    /// (`None`: no session was there).
+    pub(crate) async fn take_many(
+        &self,
+        keys: &[String],
+        names: &[&str],
+    ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+        let takes = keys.iter().map(|k| {
+            let args: Vec<Value> = names.iter().map(|n| Value::from(*n)).collect();
+            async move {
+                let reply: Vec<Value> = self.eval_write(&TAKE, k, args).await?;
+                let mut it = reply.into_iter();
+                Ok(match it.next().and_then(|v| v.as_i64()) {
+                    Some(1) => Some(it.map(value_bytes).collect()),
+                    _ => None,
+                })
+            }
+        });
+        futures_util::future::join_all(takes)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Adds a member to a field index (see field_add.lua); the server's time of the add.
+    pub(crate) async fn field_add(&self, key: &str, member: &str, bound_ms: u64) -> Result<u64> {
+        let args: Vec<Value> = vec![member.into(), (bound_ms as i64).into()];
+        let reply: Vec<i64> = self.eval_write(&FIELD_ADD, key, args).await?;
+        let now = reply.get(1).copied().unwrap_or(0);
+        self.clock.observe(now, std::time::Instant::now());
+        Ok(now.max(0) as u64)
+    }
+
+    /// The server's clock now, as estimated (errs early); `None` before the first observation.
+    pub(crate) fn server_now(&self) -> Option<u64> {
+        (self.clock.deadline(Duration::ZERO) != 0).then(|| self.clock.now_ms().max(0) as u64)
     }
 }

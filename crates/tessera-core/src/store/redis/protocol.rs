@@ -49,6 +49,8 @@ pub(super) static FREEZE: LazyLock<Script> = script!("freeze.lua");
 pub(super) static RELEASE: LazyLock<Script> = script!("release.lua");
 pub(super) static INDEX_PRUNE: LazyLock<Script> = script!("index_prune.lua");
 pub(super) static END_IF: LazyLock<Script> = script!("end_if.lua");
+pub(super) static TAKE: LazyLock<Script> = script!("take.lua");
+pub(super) static FIELD_ADD: LazyLock<Script> = script!("field_add.lua");
 
 /// The scripts' reply codes (the constants at the top of each `.lua` file).
 pub(super) mod code {

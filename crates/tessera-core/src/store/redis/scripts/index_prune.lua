@@ -9,7 +9,7 @@
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local limit = now + tonumber(ARGV[2])
+local limit = tonumber(ARGV[2])
 local n = 0
 for i = 3, #ARGV do
   local s = redis.call('ZSCORE', key, ARGV[i])
