@@ -169,13 +169,13 @@ pub fn key(n: u8) -> Key {
 /// The admin token the test apps' `/admin/*` routes accept.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// The test config: key 1 and the demo's indexed fields (`tenant`, the list `cart`), then `f`.
 pub fn config(f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder) -> SessionConfig {
-    f(SessionConfig::builder(key(1))
-        .index_field("tenant")
-        .index_list_field("cart"))
-    .build()
-    .unwrap()
+    f(SessionConfig::builder(key(1))).build().unwrap()
+}
+
+/// The demo's indexed fields: `tenant`, and the list `cart` (for `Fixture::with(setup, indexed)`).
+pub fn indexed(c: SessionConfigBuilder) -> SessionConfigBuilder {
+    c.index_field("tenant").index_list_field("cart")
 }
 
 /// The demo's routes plus the test routes, behind the axum layer.

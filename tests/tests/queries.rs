@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tessera_tests::fixture::ADMIN_TOKEN;
+use tessera_tests::fixture::{indexed, ADMIN_TOKEN};
 use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
@@ -18,6 +18,33 @@ tessera_tests::per_backend!(
     logins_racing_an_end_are_ended_or_not_indexed,
     an_increment_of_an_indexed_field_moves_it,
 );
+
+// Redis 8.2 with the query engine loaded: the same suite (the field indexes do not depend
+// on it).
+mod axum_search {
+    tessera_tests::per_backend!(@mod redis8_search, tessera_tests::Adapter::Axum, tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis8Search);
+        find_count_and_count_per_value,
+        admin_routes_need_the_token,
+        the_index_follows_every_write_path,
+        expired_sessions_are_never_counted,
+        ending_the_sessions_of_a_tenant,
+        concurrent_moves_leave_every_index_exact,
+        logins_racing_an_end_are_ended_or_not_indexed,
+        an_increment_of_an_indexed_field_moves_it
+    );
+}
+mod actix_search {
+    tessera_tests::per_backend!(@mod redis8_search, tessera_tests::Adapter::Actix, tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis8Search);
+        find_count_and_count_per_value,
+        admin_routes_need_the_token,
+        the_index_follows_every_write_path,
+        expired_sessions_are_never_counted,
+        ending_the_sessions_of_a_tenant,
+        concurrent_moves_leave_every_index_exact,
+        logins_racing_an_end_are_ended_or_not_indexed,
+        an_increment_of_an_indexed_field_moves_it
+    );
+}
 
 async fn login(b: &Browser, user: &str, fields: Value) {
     let mut body = fields;
@@ -74,7 +101,7 @@ mod cases {
     use super::*;
 
     pub async fn find_count_and_count_per_value(setup: Setup) {
-        let fx = Fixture::new(setup).await;
+        let fx = Fixture::with(setup, indexed).await;
         let (a, b, c, d) = (fx.browser(), fx.browser(), fx.browser(), fx.browser());
         login(
             &a,
@@ -157,7 +184,7 @@ mod cases {
     }
 
     pub async fn admin_routes_need_the_token(setup: Setup) {
-        let fx = Fixture::new(setup).await;
+        let fx = Fixture::with(setup, indexed).await;
         let a = fx.browser();
         login(&a, "ann", json!({"tenant": "acme"})).await;
         for (method, path) in [
@@ -206,7 +233,7 @@ mod cases {
     }
 
     pub async fn the_index_follows_every_write_path(setup: Setup) {
-        let fx = Fixture::with(setup, |c| c.max_sessions_per_user(Some(2))).await;
+        let fx = Fixture::with(setup, |c| indexed(c).max_sessions_per_user(Some(2))).await;
         let a = fx.browser();
         // First save, then a change of value, then a removal.
         a.put("/session", json!({"tenant": "acme", "cart": ["p-1"]}))
@@ -275,7 +302,8 @@ mod cases {
 
     pub async fn expired_sessions_are_never_counted(setup: Setup) {
         let fx = Fixture::with(setup, |c| {
-            c.idle_timeout(Duration::from_secs(1))
+            indexed(c)
+                .idle_timeout(Duration::from_secs(1))
                 .touch_interval(Duration::from_millis(200))
         })
         .await;
@@ -308,7 +336,7 @@ mod cases {
     }
 
     pub async fn ending_the_sessions_of_a_tenant(setup: Setup) {
-        let fx = Fixture::new(setup).await;
+        let fx = Fixture::with(setup, indexed).await;
         let acme: Vec<Browser> = (0..3).map(|_| fx.browser()).collect();
         for (i, b) in acme.iter().enumerate() {
             login(b, &format!("u{i}"), json!({"tenant": "acme"})).await;
@@ -347,7 +375,7 @@ mod cases {
     /// 4 sessions, 8 writers (2 per session), 100 rounds each, every write moving its session
     /// between `a` and `b` (and its cart between two lists): at the end every index is exact.
     pub async fn concurrent_moves_leave_every_index_exact(setup: Setup) {
-        let fx = Fixture::new(setup).await;
+        let fx = Fixture::with(setup, indexed).await;
         let sessions: Vec<Browser> = (0..4).map(|_| fx.browser()).collect();
         for s in &sessions {
             assert_eq!(s.put("/session", json!({"tenant": "a"})).await.status, 200);
@@ -390,57 +418,66 @@ mod cases {
         assert_eq!(total, 4);
     }
 
-    /// Logins with `tenant=acme` racing `DELETE /admin/sessions?tenant=acme`: afterwards every
-    /// live acme session is one the index finds (none was orphaned), and logins that start
-    /// after the action all live.
+    /// Logins with `tenant=acme` racing `DELETE /admin/sessions?tenant=acme`, sent again and
+    /// again while 48 logins run: afterwards every live acme session is one the index finds
+    /// (none was orphaned: a login is either ended or indexed), and a login that starts after
+    /// the actions lives.
     pub async fn logins_racing_an_end_are_ended_or_not_indexed(setup: Setup) {
-        let fx = Fixture::new(setup).await;
-        for round in 0..3 {
-            let browsers: Vec<Browser> = (0..12).map(|_| fx.browser()).collect();
-            let mut logins = Vec::new();
-            for (i, b) in browsers.iter().enumerate() {
-                let b = b.clone();
-                logins.push(tokio::spawn(async move {
-                    let body = json!({"user_id": format!("r{round}u{i}"), "tenant": "acme"});
-                    b.post("/login", Some(body)).await.status
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(2 * round)).await;
-            let r = fx
-                .browser()
-                .admin(ADMIN_TOKEN)
-                .delete("/admin/sessions?tenant=acme")
-                .await;
-            assert_eq!(r.status, 200, "{r:?}");
-            for l in logins {
-                let status = l.await.unwrap();
-                assert!(status == 200 || status == 409, "a racing login: {status}");
-            }
-            let mut live = 0;
-            for b in &browsers {
-                if b.get("/me").await.status == 200 {
-                    live += 1;
+        let fx = Fixture::with(setup, indexed).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admin = fx.browser().admin(ADMIN_TOKEN);
+        let ender = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut ended = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = admin.delete("/admin/sessions?tenant=acme").await;
+                    assert_eq!(r.status, 200, "{r:?}");
+                    ended += r.json()["ended"].as_u64().unwrap();
                 }
-            }
-            assert_eq!(
-                find(&fx, "tenant=acme").await.0,
-                live,
-                "round {round}: every live acme session is indexed"
-            );
-            fx.browser()
-                .admin(ADMIN_TOKEN)
-                .delete("/admin/sessions?tenant=acme")
-                .await;
+                ended
+            })
+        };
+        let browsers: Vec<Browser> = (0..48).map(|_| fx.browser()).collect();
+        let mut logins = Vec::new();
+        for (i, b) in browsers.iter().enumerate() {
+            let b = b.clone();
+            logins.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i as u64 % 12)).await;
+                let body = json!({"user_id": format!("u{i}"), "tenant": "acme"});
+                b.post("/login", Some(body)).await.status
+            }));
         }
+        let mut statuses = BTreeMap::new();
+        for l in logins {
+            let status = l.await.unwrap();
+            assert!(status == 200 || status == 409, "a racing login: {status}");
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ended = ender.await.unwrap();
+        let mut live = 0;
+        for b in &browsers {
+            if b.get("/me").await.status == 200 {
+                live += 1;
+            }
+        }
+        eprintln!("racing logins: {statuses:?}, ended by the actions: {ended}, live after: {live}");
+        assert_eq!(
+            find(&fx, "tenant=acme").await.0,
+            live,
+            "every live acme session is indexed"
+        );
         let after = fx.browser();
         login(&after, "late", json!({"tenant": "acme"})).await;
         assert_eq!(after.get("/me").await.status, 200);
+        assert_eq!(find(&fx, "tenant=acme").await.0, live + 1);
     }
 
     /// `Session::increment` on an indexed field: the session is found under the new value.
     pub async fn an_increment_of_an_indexed_field_moves_it(setup: Setup) {
-        let config = tessera_tests::fixture::config(|c| c.index_field("level"));
-        let store = Fixture::new(setup).await;
+        let config = tessera_tests::fixture::config(|c| indexed(c).index_field("level"));
+        let store = Fixture::with(setup, indexed).await;
         let manager = tessera_core::SessionManager::new(store.store.clone(), config);
         let s = manager.start(None::<&str>);
         s.insert("level", &1).await.unwrap();
@@ -483,7 +520,7 @@ mod cost {
     }
 
     async fn queries_cost_what_they_find_not_the_keyspace(backend: tessera_tests::Backend) {
-        let fx = Fixture::new(backend).await;
+        let fx = Fixture::with(backend, indexed).await;
         let s = fx.server();
         let manager = fx.manager.clone();
         // 10,000 unrelated sessions: half with other tenants (50 of them), half without.
@@ -524,6 +561,35 @@ mod cost {
         warm.put("/session", json!({"tenant": "warm"})).await;
         warm.put("/session", json!({"tenant": "warm-2"})).await;
         assert_eq!(manager.end_sessions("tenant", "warm-2").await.unwrap(), 1);
+
+        // Latency of each query with the 10,000 others beside (printed for the docs, never
+        // asserted: timing belongs to benchmarks), the median of 20.
+        for (name, q) in [
+            ("find_sessions", 0),
+            ("count_sessions", 1),
+            ("count_by_value", 2),
+        ] {
+            let mut times = Vec::new();
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                match q {
+                    0 => drop(
+                        manager
+                            .find_sessions("tenant", "acme", 0, 100)
+                            .await
+                            .unwrap(),
+                    ),
+                    1 => drop(manager.count_sessions("cart", "p-17").await.unwrap()),
+                    _ => drop(manager.count_by_value("cart").await.unwrap()),
+                }
+                times.push(t.elapsed());
+            }
+            times.sort();
+            eprintln!(
+                "{name} ({backend:?}, 3 matching of 10,003): median {:?}",
+                times[10]
+            );
+        }
 
         s.reset_stats();
         let found = manager
@@ -586,5 +652,71 @@ mod cost {
         assert_eq!(stats.get("hmget"), Some(&(3 + 2)), "{stats:?}");
         assert_eq!(stats.get("zrem"), Some(&3), "{stats:?}");
         eprintln!("end_sessions(tenant=acme): {stats:?}");
+    }
+}
+
+/// The half-way state the racing test can rarely catch, made on purpose: a login whose index
+/// add landed but whose session key is not created yet when an end-by-query runs. The action
+/// leaves an `ended` mark at that key, and the create that follows is refused.
+mod in_flight {
+    use super::*;
+    use tessera_tests::ServerKind;
+
+    async fn a_create_after_an_end_of_its_index_entry_is_refused(backend: tessera_tests::Backend) {
+        let fx = Fixture::with(backend, indexed).await;
+        let m = &fx.manager;
+        // Step 1 of a login, by hand: the index entry of a session id not created yet.
+        let member = "AAAAAAAAAAAAAAAAAAAAAA";
+        let browser = fx.browser();
+        browser.put("/session", json!({"tenant": "acme"})).await; // a real acme session too
+        tessera_core::test_hooks::add_entry(m, member, "tenant", "acme")
+            .await
+            .unwrap();
+        assert_eq!(
+            m.end_sessions("tenant", "acme").await.unwrap(),
+            1,
+            "the real one"
+        );
+        // Step 2 of that login arrives after the action: refused.
+        assert!(
+            !tessera_core::test_hooks::create_at(m, member, "tenant", "acme")
+                .await
+                .unwrap(),
+            "a create whose index entry an end-by-query saw must not bring the session back"
+        );
+        assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 0);
+        if let Some(s) = &fx.server {
+            let key = format!("session:{member}");
+            assert_eq!(s.text(&["HGET", &key, "__m"]).as_deref(), Some("ended"));
+            let ttl = s.cmd(&["PTTL", &key]).int();
+            assert!(ttl > 0 && ttl <= 4000, "a short mark: {ttl} ms");
+        }
+        // A login after the action is not affected.
+        let late = fx.browser();
+        login(&late, "late", json!({"tenant": "acme"})).await;
+        assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory() {
+        a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Memory).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis7() {
+        a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Redis(
+            ServerKind::Redis7,
+        ))
+        .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valkey() {
+        a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Redis(
+            ServerKind::Valkey,
+        ))
+        .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cluster() {
+        a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Cluster).await
     }
 }

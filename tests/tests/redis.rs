@@ -547,6 +547,7 @@ mod cases {
             s.command_stats(),
             stats(&[
                 ("evalsha", 2),
+                ("exists", 1),
                 ("time", 2),
                 ("zadd", 1),
                 ("zremrangebyscore", 1),

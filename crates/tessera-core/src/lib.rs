@@ -42,6 +42,47 @@ mod session;
 mod store;
 
 pub use crate::config::{SessionConfig, SessionConfigBuilder};
+
+/// Hooks for tessera's own integration tests: the half-way states of a request that no
+/// public call can stop in. Not part of the API.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks {
+    use crate::{Result, SessionManager};
+
+    /// The first step of a first save or a login of a new session, on its own: the field
+    /// index entry of `member` for `field = value`.
+    pub async fn add_entry(
+        manager: &SessionManager,
+        member: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<()> {
+        crate::session::index_add_for_tests(manager, member, field, value).await
+    }
+
+    /// The second step of a first save or a login of a new session, on its own: creates a
+    /// session with `field = value` at the storage key `member` (the first step, the field
+    /// index add, is for the test to do). Whether it was written.
+    pub async fn create_at(
+        manager: &SessionManager,
+        member: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<bool> {
+        let store = manager.store();
+        let key = manager.config().session_key(member);
+        let t = crate::store::Timing {
+            idle_ms: manager.config().idle_timeout().as_millis() as u64,
+            touch_ms: manager.config().touch_interval().as_millis() as u64,
+            absolute_ms: 0,
+        };
+        Ok(matches!(
+            store.create(&key, &[(field, value)], 0, 0, t).await?,
+            crate::store::WriteResult::Written { .. }
+        ))
+    }
+}
 pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;

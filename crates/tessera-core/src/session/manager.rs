@@ -40,6 +40,8 @@ pub(super) struct ManagerInner {
     pub(super) config: SessionConfig,
     pub(super) timing: Timing,
     pub(super) touches: TouchLog,
+    /// The query engine's index over the session hashes, created once (see `search.rs`).
+    pub(super) search_index: tokio::sync::OnceCell<()>,
 }
 
 impl fmt::Debug for SessionManager {
@@ -66,6 +68,7 @@ impl SessionManager {
                 config,
                 timing,
                 touches: TouchLog::new(),
+                search_index: tokio::sync::OnceCell::new(),
             }),
         }
     }

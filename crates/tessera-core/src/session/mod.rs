@@ -18,6 +18,7 @@ mod load;
 mod manager;
 mod query;
 mod rotation;
+mod search;
 mod state;
 mod touch_log;
 
@@ -25,6 +26,25 @@ pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession};
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
+
+#[cfg(feature = "test-hooks")]
+pub(crate) async fn index_add_for_tests(
+    manager: &SessionManager,
+    member: &str,
+    field: &str,
+    value: &str,
+) -> Result<()> {
+    let entries = [(field.to_string(), value.to_string())];
+    index::add_all(
+        manager.store(),
+        manager.config(),
+        member,
+        &entries,
+        manager.index_bound_ms(),
+    )
+    .await
+    .map(|_| ())
+}
 
 use self::state::{is_user_field, user_of, CookieAction, State, Status};
 use self::touch_log::TouchLog;

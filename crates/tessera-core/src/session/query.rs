@@ -335,7 +335,9 @@ impl SessionManager {
 }
 
 /// The user fields of a stored hash, decoded as JSON (undecodable bytes as text).
-fn user_fields(h: &HashMap<String, Vec<u8>>) -> serde_json::Map<String, serde_json::Value> {
+pub(super) fn user_fields(
+    h: &HashMap<String, Vec<u8>>,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut names: Vec<&String> = h.keys().filter(|k| is_user_field(k)).collect();
     names.sort();
     names

@@ -299,6 +299,59 @@ impl Store {
         }
     }
 
+    /// Whether the server offers the Redis query engine (`FT.*`), as found at connect: for
+    /// [`SessionManager::search`](crate::SessionManager::search). `false` for the memory store,
+    /// for servers without it, and on Redis Cluster (where it would need a coordinator).
+    pub fn has_query_engine(&self) -> bool {
+        match &*self.backend {
+            Backend::Redis(r) => r.query_engine() == redis::QueryEngine::Available,
+            Backend::Memory(_) => false,
+        }
+    }
+
+    fn query_engine(&self) -> Result<&redis::RedisBackend> {
+        match &*self.backend {
+            Backend::Redis(r) => {
+                r.query_engine().require()?;
+                Ok(r)
+            }
+            Backend::Memory(_) => Err(crate::Error::Unsupported(
+                "the memory store has no query engine: query the declared field indexes",
+            )),
+        }
+    }
+
+    pub(crate) async fn ft_create(
+        &self,
+        index: &str,
+        prefix: &str,
+        schema: &[String],
+    ) -> Result<()> {
+        let r = self.query_engine()?;
+        r.bounded_write(r.ft_create(index, prefix, schema)).await
+    }
+
+    pub(crate) async fn ft_search(
+        &self,
+        index: &str,
+        query: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<(String, HashMap<String, Vec<u8>>)>)> {
+        let r = self.query_engine()?;
+        r.bounded(r.ft_search(index, query, offset, limit)).await
+    }
+
+    pub(crate) async fn ft_count_by(
+        &self,
+        index: &str,
+        query: &str,
+        field: &str,
+    ) -> Result<Vec<(Option<String>, usize)>> {
+        let r = self.query_engine()?;
+        r.bounded(r.ft_count_by(index, query, field)).await
+    }
+
     /// The underlying fred pool, for Redis stores (for operators' checks and tests).
     pub fn redis_pool(&self) -> Option<&fred::clients::Pool> {
         match &*self.backend {

@@ -1,8 +1,11 @@
 //! Connecting: the options, the URL checks (scheme, TLS), the pool and its reconnect policy,
 //! script preloading and the first reading of the server's clock.
 
-use super::protocol::{ServerClock, CREATE, FREEZE, INDEX_ADD, LOAD, RELEASE, WRITE};
-use super::{freeze_ms, redact, RedisBackend};
+use super::protocol::{
+    ServerClock, CREATE, END_IF, FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, TAKE,
+    WRITE,
+};
+use super::{freeze_ms, redact, QueryEngine, RedisBackend};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -163,7 +166,18 @@ impl RedisBackend {
         // Load the scripts now (on every primary in a cluster), so the first request does not
         // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
         let preload = async {
-            for script in [&*LOAD, &*WRITE, &*CREATE, &*INDEX_ADD, &*FREEZE, &*RELEASE] {
+            for script in [
+                &*LOAD,
+                &*WRITE,
+                &*CREATE,
+                &*INDEX_ADD,
+                &*FREEZE,
+                &*RELEASE,
+                &*FIELD_ADD,
+                &*INDEX_PRUNE,
+                &*END_IF,
+                &*TAKE,
+            ] {
                 script.load(pool.next()).await.map_err(Error::from_fred)?;
             }
             Ok::<_, Error>(())
@@ -190,7 +204,12 @@ impl RedisBackend {
                 clock.observe(secs * 1000 + micros / 1000, std::time::Instant::now());
             }
         }
+        let query_engine = tokio::time::timeout(o.command_timeout, super::search::detect(&pool))
+            .await
+            .unwrap_or(QueryEngine::Missing);
+        tracing::info!(target: "tessera::search", ?query_engine, "query engine (FT.*) on the session store");
         Ok(RedisBackend {
+            query_engine,
             pool,
             url_redacted: redact(url),
             command_timeout: o.command_timeout,

@@ -7,9 +7,11 @@
 mod connect;
 mod near_cache;
 mod protocol;
+mod search;
 
 pub use self::connect::{NearCacheCoherence, RedisOptions};
 pub use self::near_cache::NearCacheStats;
+pub(crate) use self::search::QueryEngine;
 
 use self::protocol::{
     code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, END_IF,
@@ -51,6 +53,8 @@ pub(crate) struct RedisBackend {
     clock: ServerClock,
     /// The near-cache and its tracking connections, when on.
     tracking: Option<near_cache::Tracking>,
+    /// Whether the server offers `FT.*` (found at connect).
+    query_engine: QueryEngine,
 }
 
 pub(super) fn freeze_ms(command_timeout: Duration) -> u64 {

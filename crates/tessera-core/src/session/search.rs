@@ -1,0 +1,149 @@
+//! Free queries over the session hashes with the Redis query engine (`FT.*`), where the
+//! server has it: an index `[namespace]sessions-idx` `ON HASH PREFIX [namespace]session:`,
+//! created once. Without the engine every call here is [`Error::Unsupported`], never a scan.
+//!
+//! Schema: `__u AS user_id` (TAG), `__c AS created_at` and `__t AS last_seen` (NUMERIC, ms),
+//! and every scalar indexed field as a case-sensitive TAG. List fields are not in it: a list is
+//! stored as JSON text, which the engine cannot split into elements; query those with
+//! [`SessionManager::find_sessions`].
+
+use super::devices::handle_of;
+use super::manager::SessionManager;
+use super::query::{user_fields, FoundSession, FoundSessions};
+use crate::error::{Error, Result};
+use crate::store::fields;
+use std::collections::BTreeMap;
+
+/// Every query is narrowed to documents with a creation time: live sessions, never the
+/// tombstones a login's id rotation leaves for a moment.
+const LIVE: &str = "@created_at:[-inf +inf]";
+
+impl SessionManager {
+    fn search_index_name(&self) -> String {
+        format!("{}sessions-idx", self.inner.config.namespace)
+    }
+
+    /// Creates the query engine's index over the session hashes if it does not exist (once
+    /// per manager; [`search`](Self::search) and [`search_counts`](Self::search_counts) call
+    /// it too). Call it at startup to fail early: without the query engine it is
+    /// [`Error::Unsupported`]. An index that exists already is kept as it is (drop it with
+    /// `FT.DROPINDEX` after changing the indexed fields).
+    pub async fn create_search_index(&self) -> Result<()> {
+        self.inner
+            .search_index
+            .get_or_try_init(|| async {
+                let config = &self.inner.config;
+                let mut schema: Vec<String> = [
+                    fields::USER,
+                    "AS",
+                    "user_id",
+                    "TAG",
+                    "CASESENSITIVE",
+                    fields::CREATED,
+                    "AS",
+                    "created_at",
+                    "NUMERIC",
+                    "SORTABLE",
+                    fields::TOUCHED,
+                    "AS",
+                    "last_seen",
+                    "NUMERIC",
+                    "SORTABLE",
+                ]
+                .into_iter()
+                .map(String::from)
+                .collect();
+                for f in config.indexed.iter().filter(|f| !f.list) {
+                    // One value per field: no separator may split it.
+                    schema.extend(
+                        [
+                            f.name.as_str(),
+                            "TAG",
+                            "CASESENSITIVE",
+                            "SEPARATOR",
+                            "\u{1f}",
+                        ]
+                        .into_iter()
+                        .map(String::from),
+                    );
+                }
+                let prefix = config.session_key("");
+                self.inner
+                    .store
+                    .ft_create(&self.search_index_name(), &prefix, &schema)
+                    .await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs a query-engine query over the live sessions (`FT.SEARCH`, one command): `query` in
+    /// the engine's syntax over the fields `user_id`, `created_at`, `last_seen` and the scalar
+    /// indexed fields (`@tenant:{acme} @last_seen:[1700000000000 +inf]`); `*` or an empty
+    /// query matches every session. Returns the total and `limit` sessions from `offset`.
+    ///
+    /// Only where the server has the query engine (see
+    /// [`Store::has_query_engine`](crate::Store::has_query_engine)); elsewhere
+    /// [`Error::Unsupported`].
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: tessera_core::SessionManager) -> Result<(), tessera_core::Error> {
+    /// let found = manager.search("@tenant:{acme} @user_id:{ann}", 0, 20).await?;
+    /// println!("{} sessions", found.count);
+    /// # Ok(()) }
+    /// ```
+    pub async fn search(&self, query: &str, offset: usize, limit: usize) -> Result<FoundSessions> {
+        self.create_search_index().await?;
+        let q = query.trim();
+        let full = if q.is_empty() || q == "*" {
+            LIVE.to_string()
+        } else {
+            format!("{LIVE} ({q})")
+        };
+        let (total, docs) = self
+            .inner
+            .store
+            .ft_search(&self.search_index_name(), &full, offset, limit)
+            .await?;
+        let prefix = self.inner.config.session_key("");
+        let sessions = docs
+            .into_iter()
+            .filter_map(|(key, h)| {
+                let member = key.strip_prefix(&prefix)?;
+                Some(FoundSession {
+                    handle: handle_of(member),
+                    user_id: h
+                        .get(fields::USER)
+                        .map(|u| String::from_utf8_lossy(u).into_owned()),
+                    fields: user_fields(&h),
+                })
+            })
+            .collect();
+        Ok(FoundSessions {
+            count: total,
+            sessions,
+        })
+    }
+
+    /// How many live sessions hold each value of `field` (`FT.AGGREGATE ... GROUPBY`, one
+    /// command): `field` is a scalar indexed field or `user_id`. Sessions without the field
+    /// are left out. Only where the server has the query engine; elsewhere
+    /// [`Error::Unsupported`].
+    pub async fn search_counts(&self, field: &str) -> Result<BTreeMap<String, usize>> {
+        let known = field == "user_id" || self.inner.config.indexed(field).is_some_and(|f| !f.list);
+        if !known {
+            return Err(Error::NotIndexed(field.to_string()));
+        }
+        self.create_search_index().await?;
+        let rows = self
+            .inner
+            .store
+            .ft_count_by(&self.search_index_name(), LIVE, field)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(v, n)| Some((v.filter(|v| !v.is_empty())?, n)))
+            .filter(|(_, n)| *n > 0)
+            .collect())
+    }
+}
