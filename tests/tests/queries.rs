@@ -720,3 +720,131 @@ mod in_flight {
         a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Cluster).await
     }
 }
+
+/// Cases found by a review, each failing without its fix.
+mod review {
+    use super::*;
+    use tessera_tests::ServerKind;
+
+    /// A request that read `acme` writes `acme` again after another request moved the session
+    /// to `globex` and removed its old entry: the write adds the entry again (every term of
+    /// the new value, not only the ones its stale view lacked).
+    async fn a_stale_view_still_adds_its_entries(backend: tessera_tests::Backend) {
+        let fx = Fixture::with(backend, indexed).await;
+        let m = &fx.manager;
+        let b = fx.browser();
+        b.put("/session", json!({"tenant": "acme", "cart": ["p-1"]}))
+            .await;
+        let cookie = format!("__Host-tessera={}", b.cookie("__Host-tessera").unwrap());
+        // Past the prune guard, so the other request's removal is allowed.
+        tokio::time::sleep(Duration::from_millis(4300)).await;
+        let stale = m.start([cookie.as_str()]);
+        assert_eq!(
+            stale.get::<String>("tenant").await.unwrap().as_deref(),
+            Some("acme")
+        );
+        // Another tab moves the session away (and removes its acme and p-1 entries).
+        b.put("/session", json!({"tenant": "globex", "cart": ["p-2"]}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // the removal runs after the answer
+        assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 0);
+        // The stale request writes what it had seen.
+        stale.insert("tenant", "acme").await.unwrap();
+        stale.insert("cart", &json!(["p-1"])).await.unwrap();
+        assert!(stale.finish(200).await.error.is_none());
+        assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 1);
+        assert_eq!(m.count_sessions("cart", "p-1").await.unwrap(), 1);
+        assert_eq!(m.count_sessions("tenant", "globex").await.unwrap(), 0);
+    }
+
+    /// A session only ever incremented (`POST /counter`, no load) for longer than its entries'
+    /// bound keeps being found: the increment loads when fields are indexed, so the touch moves
+    /// the entries' bounds too.
+    async fn increments_alone_keep_the_entries_alive(backend: tessera_tests::Backend) {
+        let fx = Fixture::with(backend, |c| {
+            indexed(c)
+                .idle_timeout(Duration::from_secs(2))
+                .touch_interval(Duration::from_millis(500))
+        })
+        .await;
+        let b = fx.browser();
+        login(&b, "ann", json!({"tenant": "acme"})).await;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(5500) {
+            assert_eq!(b.post("/counter", None).await.status, 200);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(
+            find(&fx, "tenant=acme").await.0,
+            1,
+            "the bound is 4 s, the session lives"
+        );
+    }
+
+    /// `end_sessions` that read the index before a login moved the session to a new id (so it
+    /// sees only the old id, a tombstone by the time it gets there) follows the move and ends
+    /// the session under its new id.
+    async fn ending_follows_a_login_that_moved_the_session(backend: tessera_tests::Backend) {
+        let fx = Fixture::with(backend, indexed).await;
+        let s = fx.server();
+        let b = fx.browser();
+        b.put("/session", json!({"tenant": "acme"})).await;
+        let old: Vec<String> = s
+            .cmd(&["ZRANGE", "index:tenant:acme", "0", "-1"])
+            .array()
+            .iter()
+            .map(|m| m.text().unwrap())
+            .collect();
+        assert_eq!(old.len(), 1);
+        login(&b, "ann", json!({})).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // the old entry's removal
+                                                              // What the action would have read a moment earlier: only the old id.
+        let far = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            + 3_600_000)
+            .to_string();
+        s.cmd(&["DEL", "index:tenant:acme"]);
+        s.cmd(&["ZADD", "index:tenant:acme", &far, &old[0]]);
+        assert_eq!(fx.manager.end_sessions("tenant", "acme").await.unwrap(), 1);
+        assert_eq!(b.get("/me").await.status, 401, "ended under its new id");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_view_still_adds_its_entries_memory() {
+        a_stale_view_still_adds_its_entries(tessera_tests::Backend::Memory).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_view_still_adds_its_entries_redis7() {
+        a_stale_view_still_adds_its_entries(tessera_tests::Backend::Redis(ServerKind::Redis7)).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_view_still_adds_its_entries_cluster() {
+        a_stale_view_still_adds_its_entries(tessera_tests::Backend::Cluster).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn increments_alone_keep_the_entries_alive_memory() {
+        increments_alone_keep_the_entries_alive(tessera_tests::Backend::Memory).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn increments_alone_keep_the_entries_alive_redis7() {
+        increments_alone_keep_the_entries_alive(tessera_tests::Backend::Redis(ServerKind::Redis7))
+            .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn increments_alone_keep_the_entries_alive_cluster() {
+        increments_alone_keep_the_entries_alive(tessera_tests::Backend::Cluster).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ending_follows_a_login_that_moved_the_session_redis7() {
+        ending_follows_a_login_that_moved_the_session(tessera_tests::Backend::Redis(
+            ServerKind::Redis7,
+        ))
+        .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ending_follows_a_login_that_moved_the_session_cluster() {
+        ending_follows_a_login_that_moved_the_session(tessera_tests::Backend::Cluster).await
+    }
+}

@@ -369,6 +369,11 @@ impl SessionConfigBuilder {
                     "an indexed field's name is 1 to 64 bytes, does not start with `__`, and has no `:`, braces, `%`, spaces or control characters",
                 ));
             }
+            if ["user_id", "created_at", "last_seen"].contains(&f.name.as_str()) {
+                return Err(ConfigError::Index(
+                    "`user_id`, `created_at` and `last_seen` name tessera's own fields in queries; the user is indexed already (`user:<id>:sessions`)",
+                ));
+            }
             if self.indexed[..i].iter().any(|g| g.name == f.name) {
                 return Err(ConfigError::Index("a field is indexed twice"));
             }

@@ -155,8 +155,8 @@ impl Session {
         }
     }
 
-    /// The index entries a write of the pending changes adds (terms of the new values that the
-    /// old values did not have) and removes (the reverse). `creating`: nothing is stored yet.
+    /// The index entries a write of the pending changes adds (every term of the new values) and
+    /// removes (terms of the old values the new ones lack). `creating`: nothing is stored yet.
     pub(super) fn index_delta(&self, st: &State, creating: bool) -> (Entries, Entries) {
         let config = &self.mgr().inner.config;
         let (mut add, mut remove) = (Vec::new(), Vec::new());
@@ -182,16 +182,45 @@ impl Session {
                     .into_iter()
                     .collect()
             };
-            add.extend(new.difference(&old).map(|t| (f.name.clone(), t.clone())));
+            // Every term of the new value, not only those the old value lacked: this request's
+            // view of the old value may be stale (another request may have moved the session
+            // away meanwhile, and its entry may be pruned), and the add is one round trip
+            // whatever its size.
+            add.extend(new.iter().map(|t| (f.name.clone(), t.clone())));
             remove.extend(old.difference(&new).map(|t| (f.name.clone(), t.clone())));
         }
         (add, remove)
     }
 
-    /// After an increment of an indexed field: the new value's entry (awaited: the increment
-    /// is answered only once the session can be found by its new value), then the old value's
-    /// entry goes (guarded).
-    pub(super) async fn index_increment(&self, st: &mut State, field: &str) -> Result<()> {
+    /// The entry an increment of `field` by `by` will most likely need (the value this request
+    /// saw plus `by`), added before the `HINCRBY` like any write's entries. `None` for a field
+    /// that is not indexed or does not hold an integer.
+    pub(super) fn predicted_increment(
+        &self,
+        st: &State,
+        field: &str,
+        by: i64,
+    ) -> Option<(String, String)> {
+        self.indexed(field)?;
+        let current = match st.data.get(field) {
+            None => 0,
+            Some(v) => std::str::from_utf8(v).ok()?.trim().parse::<i64>().ok()?,
+        };
+        Some((field.to_string(), current.checked_add(by)?.to_string()))
+    }
+
+    /// After an increment of an indexed field. When the result is the predicted value (no
+    /// other request changed the field meanwhile), its entry was added before the write and
+    /// nothing is left to do but drop the old value's entry (guarded). Otherwise (a concurrent
+    /// change) the result's entry is added now: until it lands, a query does not find the
+    /// session under the value it just reached. A failure to add it is reported (the increment
+    /// itself was written: the outcome is "unknown", never "nothing changed").
+    pub(super) async fn index_increment(
+        &self,
+        st: &mut State,
+        field: &str,
+        predicted: Option<(String, String)>,
+    ) -> Result<()> {
         let Some(f) = self.indexed(field).cloned() else {
             return Ok(());
         };
@@ -205,10 +234,12 @@ impl Session {
             .into_iter()
             .collect();
         let new: BTreeSet<String> = terms_in(&st.data, &f).into_iter().collect();
-        let add: Vec<(String, String)> = new
-            .difference(&old)
-            .map(|t| (f.name.clone(), t.clone()))
-            .collect();
+        let as_predicted = predicted.is_some_and(|(_, t)| new.len() == 1 && new.contains(&t));
+        let add: Vec<(String, String)> = if as_predicted {
+            Vec::new()
+        } else {
+            new.iter().map(|t| (f.name.clone(), t.clone())).collect()
+        };
         let remove: Vec<(String, String)> = old
             .difference(&new)
             .map(|t| (f.name.clone(), t.clone()))
@@ -217,16 +248,22 @@ impl Session {
         // The increment landed before this moment: the old value's entry may go if it is older
         // than the guard by then.
         let checked = mgr.store().server_now();
-        if let Err(e) = add_all(
-            mgr.store(),
-            mgr.config(),
-            &id.storage_key(),
-            &add,
-            mgr.index_bound_ms(),
-        )
-        .await
-        {
-            return Self::failed(st, e);
+        if !add.is_empty() {
+            let added = add_all(
+                mgr.store(),
+                mgr.config(),
+                &id.storage_key(),
+                &add,
+                mgr.index_bound_ms(),
+            )
+            .await;
+            if let Err(e) = added {
+                let e = match e {
+                    crate::Error::Unavailable(cause) => crate::Error::OutcomeUnknown(cause),
+                    other => other,
+                };
+                return Self::failed(st, e);
+            }
         }
         if let Some(at) = checked {
             let max = prunable_below(at, mgr.index_bound_ms());

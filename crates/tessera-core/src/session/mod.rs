@@ -364,8 +364,11 @@ impl Session {
         check_field_name_len(field)?;
         let mut st = self.inner.state.lock().await;
         let indexed = self.indexed(field).is_some();
+        // With field indexes, an increment loads first: a write that slides the TTL must also
+        // move the bounds of the session's index entries, which needs its indexed values.
+        let any_indexed = !self.mgr().inner.config.indexed.is_empty();
         if let (Status::Unloaded, Some(id), 1, false) =
-            (st.status, st.id.clone(), st.candidates.len(), indexed)
+            (st.status, st.id.clone(), st.candidates.len(), any_indexed)
         {
             // Not loaded yet (so nothing pending): one write script does the existence check,
             // the increment and the throttled TTL refresh, in one round trip, without reading
@@ -430,13 +433,15 @@ impl Session {
         if !st.data.contains_key(field) {
             self.check_size(&st, field, 20)?;
         }
-        let res = self.write_now(&mut st, Some((field, by))).await?;
+        let predicted = self.predicted_increment(&st, field, by);
+        st.incr_entry = predicted.clone();
+        let res = self.write_now(&mut st, Some((field, by))).await;
+        st.incr_entry = None;
+        let res = res?;
         st.data
             .insert(field.to_string(), res.to_string().into_bytes());
         if indexed {
-            // The new value is known only now: its index entry follows the write (a query in
-            // between does not see the new value yet), and the old value's entry goes.
-            self.index_increment(&mut st, field).await?;
+            self.index_increment(&mut st, field, predicted).await?;
         }
         Ok(res)
     }
@@ -468,7 +473,8 @@ impl Session {
             }
             let id = st.id.clone().expect("set above");
             let key = self.mgr().key_of(&id);
-            let (index_add, index_remove) = self.index_delta(st, creating);
+            let (mut index_add, index_remove) = self.index_delta(st, creating);
+            index_add.extend(st.incr_entry.clone());
             let mut not_after_ms = 0;
             if !index_add.is_empty() {
                 // Before the write: a session that holds a value is always in its index. The

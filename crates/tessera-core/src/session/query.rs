@@ -63,13 +63,23 @@ impl SessionManager {
         members.reverse();
         let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
         let rows = store
-            .peek_many(&keys, &[f.name.as_str(), fields::USER])
+            .peek_many(&keys, &[f.name.as_str(), fields::USER, fields::MOVING])
             .await?;
         let mut found = Vec::new();
         let mut stale = Vec::new();
+        // A session being moved to a new id by a login: its old key (frozen, `__m` = "<ms>
+        // <new member>") and, once created, the new one both hold the value for a moment.
+        let mut moving_to: HashMap<String, String> = HashMap::new();
         for (m, row) in members.into_iter().zip(rows) {
             let hit = row.and_then(|mut r| {
                 let raw = r[0].take()?;
+                if let Some(succ) = r[2]
+                    .take()
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.rsplit(' ').next().map(String::from))
+                {
+                    moving_to.insert(m.clone(), succ);
+                }
                 terms(&raw, f.list)
                     .iter()
                     .any(|t| t == value)
@@ -84,6 +94,16 @@ impl SessionManager {
                 Some(h) => found.push(h),
                 None => stale.push(m),
             }
+        }
+        if !moving_to.is_empty() {
+            // Counted once: under the new id when both are here.
+            let present: std::collections::HashSet<String> =
+                found.iter().map(|h| h.member.clone()).collect();
+            found.retain(|h| {
+                moving_to
+                    .get(&h.member)
+                    .is_none_or(|succ| !present.contains(succ))
+            });
         }
         if let (false, Some(at)) = (stale.is_empty(), checked) {
             let store = store.clone();
@@ -140,9 +160,16 @@ impl SessionManager {
                 self.inner.store.read_many(&keys).await?
             };
             let mut sessions = Vec::with_capacity(page.len());
+            let mut count = found.len();
             for (m, h) in page.into_iter().zip(hashes) {
-                if !h.contains_key(fields::CREATED) {
-                    continue; // ended between the check and this read
+                let holds = h
+                    .get(&f.name)
+                    .is_some_and(|raw| terms(raw, f.list).iter().any(|t| t == value));
+                if !h.contains_key(fields::CREATED) || !holds {
+                    // Ended or changed between the check and this read: neither listed nor
+                    // counted.
+                    count -= 1;
+                    continue;
                 }
                 sessions.push(FoundSession {
                     handle: handle_of(&m.member),
@@ -150,10 +177,7 @@ impl SessionManager {
                     fields: user_fields(&h),
                 });
             }
-            Ok(FoundSessions {
-                count: found.len(),
-                sessions,
-            })
+            Ok(FoundSessions { count, sessions })
         }
         .instrument(span)
         .await
@@ -275,44 +299,24 @@ impl SessionManager {
             let rows = store
                 .peek_many(&keys, &[f.name.as_str(), fields::USER])
                 .await?;
-            // (member, expected bytes or None for "no session yet", user)
-            let mut targets: Vec<(String, Option<Vec<u8>>, Option<String>)> = Vec::new();
-            for (m, row) in members.into_iter().zip(rows) {
-                match row {
-                    None => targets.push((m, None, None)),
-                    Some(mut r) => {
-                        let Some(raw) = r[0].take() else { continue };
-                        if terms(&raw, f.list).iter().any(|t| t == value) {
-                            let user = r[1].take().map(|u| String::from_utf8_lossy(&u).into_owned());
-                            targets.push((m, Some(raw), user));
-                        }
-                    }
-                }
-            }
-            let tombstone_ms = GUARD.as_millis() as u64;
             let mut ended = 0;
             let mut by_user: HashMap<String, Vec<String>> = HashMap::new();
             let mut gone: Vec<String> = Vec::new();
-            let name = f.name.as_str();
+            let targets: Vec<(String, Option<Vec<Option<Vec<u8>>>>)> =
+                members.into_iter().zip(rows).collect();
             for chunk in targets.chunks(500) {
-                let ends = chunk.iter().map(|(m, raw, _)| {
-                    let key = config.session_key(m);
-                    async move {
-                        // No session yet (`None`): end whatever is created there meanwhile.
-                        store.end_if(&key, name, raw.as_deref(), tombstone_ms).await
-                    }
-                });
-                for ((m, _, user), r) in chunk.iter().zip(futures_util::future::join_all(ends).await) {
-                    match r? {
-                        EndIf::Ended => {
-                            ended += 1;
-                            gone.push(m.clone());
-                            if let Some(u) = user {
-                                by_user.entry(u.clone()).or_default().push(m.clone());
-                            }
+                let ends = chunk
+                    .iter()
+                    .map(|(m, row)| self.end_one(&f, value, m.clone(), row.clone()));
+                for r in futures_util::future::join_all(ends).await {
+                    let one = r?;
+                    gone.extend(one.gone);
+                    if let Some((member, user)) = one.ended {
+                        ended += 1;
+                        gone.push(member.clone());
+                        if let Some(u) = user {
+                            by_user.entry(u).or_default().push(member);
                         }
-                        EndIf::Absent => gone.push(m.clone()),
-                        EndIf::Changed => {}
                     }
                 }
             }
@@ -332,6 +336,69 @@ impl SessionManager {
         .instrument(span)
         .await
     }
+
+    /// Ends the session of one candidate if it holds `value`: `row` is what the query read
+    /// (`None`: no session there yet). A concurrent change is read again, and a login's id
+    /// rotation followed to the new id, a few times at most.
+    async fn end_one(
+        &self,
+        f: &IndexedField,
+        value: &str,
+        mut member: String,
+        mut row: Option<Vec<Option<Vec<u8>>>>,
+    ) -> Result<EndOne> {
+        let config = &self.inner.config;
+        let store = &self.inner.store;
+        let tombstone_ms = GUARD.as_millis() as u64;
+        let mut out = EndOne::default();
+        for _ in 0..4 {
+            let key = config.session_key(&member);
+            let (expected, user) = match &row {
+                None => (None, None),
+                Some(r) => match &r[0] {
+                    Some(raw) if terms(raw, f.list).iter().any(|t| t == value) => (
+                        Some(raw.clone()),
+                        r[1].as_ref()
+                            .map(|u| String::from_utf8_lossy(u).into_owned()),
+                    ),
+                    _ => return Ok(out), // does not hold the value (any more)
+                },
+            };
+            match store
+                .end_if(&key, &f.name, expected.as_deref(), tombstone_ms)
+                .await?
+            {
+                EndIf::Ended => {
+                    out.ended = Some((member, user));
+                    return Ok(out);
+                }
+                EndIf::Absent => {
+                    out.gone.push(member);
+                    return Ok(out);
+                }
+                EndIf::Changed => {}
+                EndIf::Moved(successor) => {
+                    out.gone.push(std::mem::replace(&mut member, successor));
+                }
+            }
+            let key = config.session_key(&member);
+            row = store
+                .peek_many(std::slice::from_ref(&key), &[f.name.as_str(), fields::USER])
+                .await?
+                .pop()
+                .flatten();
+        }
+        tracing::debug!("a session kept changing while being ended by field; left alone");
+        Ok(out)
+    }
+}
+
+/// What ending one candidate did: the session it ended (member, user), and the members that
+/// turned out to hold no session (absent, or moved to a new id).
+#[derive(Default)]
+struct EndOne {
+    ended: Option<(String, Option<String>)>,
+    gone: Vec<String>,
 }
 
 /// The user fields of a stored hash, decoded as JSON (undecodable bytes as text).

@@ -297,6 +297,17 @@ impl Session {
             let written = store
                 .create(&new_key, &set, created, not_after, timing)
                 .await;
+            if let Ok(WriteResult::Gone) = written {
+                // The new id carries an 'ended' mark: an end-by-query saw this login's index
+                // entry. The login is ended with it: the old key is retired (no session is left
+                // under either id) and the request answers "ended".
+                if let Err(e) = store.release(&old_key, &token, true).await {
+                    tracing::debug!(error = %e, "could not retire the old key of a login ended by a query; its freeze lapses");
+                }
+                undo_member().await;
+                st.mark_ended();
+                return Self::failed(st, Error::SessionEnded);
+            }
             let failure = match written {
                 Ok(WriteResult::Written { .. }) => None,
                 Ok(WriteResult::TooLate) => Some(super::too_late()),

@@ -110,6 +110,9 @@ impl SessionManager {
             .into_iter()
             .filter_map(|(key, h)| {
                 let member = key.strip_prefix(&prefix)?;
+                if !h.contains_key(fields::CREATED) {
+                    return None; // ended between the match and the read of its fields
+                }
                 Some(FoundSession {
                     handle: handle_of(member),
                     user_id: h

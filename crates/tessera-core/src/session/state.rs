@@ -73,6 +73,9 @@ pub(super) struct State {
     /// The stored value of each indexed field this request changed, as it was before the
     /// first change (`None`: absent): what the write removes from the field's index.
     pub(super) index_before: HashMap<String, Option<Vec<u8>>>,
+    /// During an increment of an indexed field: the entry of the value it will most likely
+    /// reach, added before the write with the others.
+    pub(super) incr_entry: Option<(String, String)>,
 }
 
 pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
@@ -126,6 +129,7 @@ impl State {
             client,
             index_refresh: Vec::new(),
             index_before: HashMap::new(),
+            incr_entry: None,
             cookie: if candidates.first().is_some_and(|c| c.stale_key) {
                 CookieAction::Send
             } else {

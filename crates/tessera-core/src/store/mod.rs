@@ -129,7 +129,7 @@ pub(crate) enum Release {
 }
 
 /// What ending a session found by a field query did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndIf {
     /// It still held the value: deleted.
     Ended,
@@ -137,6 +137,8 @@ pub(crate) enum EndIf {
     Changed,
     /// No session there: an 'ended' tombstone was left, so a create still on its way fails.
     Absent,
+    /// A login moved the session to a new id moments ago: its storage key (member).
+    Moved(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -526,18 +526,30 @@ impl MemoryBackend {
     ) -> EndIf {
         let (mut map, now) = self.lock();
         let found = map.hash(key).map(|h| {
+            let successor = is_tombstone(h)
+                .then(|| h.get(fields::MOVING))
+                .flatten()
+                .and_then(|m| {
+                    std::str::from_utf8(m)
+                        .ok()?
+                        .rsplit(' ')
+                        .next()
+                        .map(String::from)
+                });
             (
                 h.contains_key(fields::CREATED),
                 expected.is_none() || h.get(field).map(Vec::as_slice) == expected,
+                successor,
             )
         });
         match found {
-            Some((true, false)) => EndIf::Changed,
-            Some((true, true)) => {
+            Some((true, false, _)) => EndIf::Changed,
+            Some((true, true, _)) => {
                 map.remove(key);
                 EndIf::Ended
             }
-            Some((false, _)) => EndIf::Absent,
+            Some((false, _, Some(successor))) => EndIf::Moved(successor),
+            Some((false, _, None)) => EndIf::Absent,
             None if map.get(key).is_some() => EndIf::Absent,
             None => {
                 let h = HashMap::from([(fields::MOVING.to_string(), b"ended".to_vec())]);
@@ -551,11 +563,18 @@ impl MemoryBackend {
     /// Deletes the key, returning what `names` held if a session was there.
     pub(crate) fn take(&self, key: &str, names: &[&str]) -> Option<Vec<Option<Vec<u8>>>> {
         let (mut map, _) = self.lock();
-        let found = map.hash(key).and_then(|h| {
-            h.contains_key(fields::CREATED)
-                .then(|| names.iter().map(|n| h.get(*n).cloned()).collect())
-        });
-        map.remove(key);
+        let (found, ended) = match map.hash(key) {
+            Some(h) => (
+                h.contains_key(fields::CREATED)
+                    .then(|| names.iter().map(|n| h.get(*n).cloned()).collect()),
+                is_ended(h),
+            ),
+            None => (None, false),
+        };
+        if !ended {
+            // An 'ended' mark stays: it stops a login still on its way.
+            map.remove(key);
+        }
         found
     }
 

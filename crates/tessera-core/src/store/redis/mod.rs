@@ -583,6 +583,10 @@ impl RedisBackend {
             Some(1) => EndIf::Ended,
             Some(2) => EndIf::Changed,
             Some(0) => EndIf::Absent,
+            Some(3) => match reply.get(1).cloned().and_then(Value::into_string) {
+                Some(successor) => EndIf::Moved(successor),
+                None => return Err(unexpected(format!("end_if replied {reply:?}"))),
+            },
             _ => return Err(unexpected(format!("end_if replied {reply:?}"))),
         })
     }

@@ -5,12 +5,13 @@
 -- ARGV: deadline (see the prelude), idle_ms, absolute_ms (0 = none), created_ms (0 = now; a
 --       rotation keeps the old session's), then field/value pairs
 -- Returns {WRITTEN, 0, 0, '', now}, {GONE} (created_ms is past the absolute lifetime, or the
--- id was ended before its create arrived), or
+-- id was ended before its create arrived), {EXISTS} (an id collision: the caller draws again),
+-- or
 -- {EXPIRED, now}.
 -- A script rather than MULTI/HSET/PEXPIRE/EXEC: the deadline is a decision only the server can
 -- take, and one EVALSHA is one write for the client where a MULTI block is four (measured in
 -- BENCHMARKS.md). The EXISTS inside the script costs no round trip.
-local WRITTEN, GONE = 1, 0
+local WRITTEN, GONE, EXISTS = 1, 0, -1
 local FIRST = 5
 local key = KEYS[1]
 local now = now_ms()
@@ -20,7 +21,10 @@ local created = tonumber(ARGV[4])
 if created == 0 then created = now end
 local ttl = session_ttl(now, created, idle, abs)
 if not ttl then return {GONE} end
-if redis.call('EXISTS', key) == 1 then return {GONE} end
+if redis.call('EXISTS', key) == 1 then
+  if redis.call('HGET', key, F_MOVING) == 'ended' then return {GONE} end
+  return {EXISTS}
+end
 local args = {F_CREATED, created, F_TOUCHED, now}
 for i = FIRST, #ARGV, 2 do
   args[#args + 1] = ARGV[i]

@@ -6,13 +6,17 @@
 -- write that landed after the query), {ABSENT} (no session at the key: a short 'ended'
 -- tombstone is left there, so a create still on its way for this id (a login or a first save
 -- whose index add the query saw) finds it and fails instead of bringing the session back
--- after the action), or {EXPIRED, now}.
-local ENDED, CHANGED, ABSENT = 1, 2, 0
+-- after the action), {MOVED, successor} (a login moved the session to a new id: the caller
+-- follows it), or {EXPIRED, now}.
+local ENDED, CHANGED, ABSENT, MOVED = 1, 2, 0, 3
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local meta = redis.call('HMGET', key, F_CREATED, ARGV[2])
+local meta = redis.call('HMGET', key, F_CREATED, ARGV[2], F_MOVING)
 if not meta[1] then
+  if meta[3] and string.sub(meta[3], 1, 8) == 'retired ' then
+    return {MOVED, string.match(meta[3], '(%S+)$')}
+  end
   if redis.call('EXISTS', key) == 0 then
     redis.call('HSET', key, F_MOVING, 'ended')
     redis.call('PEXPIRE', key, tonumber(ARGV[4]))

@@ -6,7 +6,8 @@ local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
 if redis.call('HEXISTS', key, F_CREATED) == 0 then
-  redis.call('DEL', key)
+  -- An 'ended' mark (see end_if.lua) stays: it stops a login still on its way.
+  if redis.call('HGET', key, F_MOVING) ~= 'ended' then redis.call('DEL', key) end
   return {0}
 end
 local out = {1}
