@@ -302,8 +302,7 @@ impl SessionManager {
             let mut ended = 0;
             let mut by_user: HashMap<String, Vec<String>> = HashMap::new();
             let mut gone: Vec<String> = Vec::new();
-            let targets: Vec<(String, Option<Vec<Option<Vec<u8>>>>)> =
-                members.into_iter().zip(rows).collect();
+            let targets: Vec<(String, Row)> = members.into_iter().zip(rows).collect();
             for chunk in targets.chunks(500) {
                 let ends = chunk
                     .iter()
@@ -345,7 +344,7 @@ impl SessionManager {
         f: &IndexedField,
         value: &str,
         mut member: String,
-        mut row: Option<Vec<Option<Vec<u8>>>>,
+        mut row: Row,
     ) -> Result<EndOne> {
         let config = &self.inner.config;
         let store = &self.inner.store;
@@ -392,6 +391,9 @@ impl SessionManager {
         Ok(out)
     }
 }
+
+/// What a peek read of one session (`None`: no session there).
+type Row = Option<Vec<Option<Vec<u8>>>>;
 
 /// What ending one candidate did: the session it ended (member, user), and the members that
 /// turned out to hold no session (absent, or moved to a new id).
