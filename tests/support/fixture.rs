@@ -173,6 +173,19 @@ pub fn config(f: impl FnOnce(SessionConfigBuilder) -> SessionConfigBuilder) -> S
     f(SessionConfig::builder(key(1))).build().unwrap()
 }
 
+/// A fixed field key (`n` repeated), so several apps read each other's protected fields.
+pub fn field_key(n: u8) -> tessera_core::FieldKey {
+    tessera_core::FieldKey::from_bytes(&[n; 32]).unwrap()
+}
+
+/// The demo's protected field `api_token` (and a second one, `refresh_token`), under field
+/// key 1.
+pub fn protected(c: SessionConfigBuilder) -> SessionConfigBuilder {
+    c.protected_field("api_token")
+        .protected_field("refresh_token")
+        .field_key(field_key(1))
+}
+
 /// The demo's indexed fields: `tenant`, and the list `cart` (for `Fixture::with(setup, indexed)`).
 pub fn indexed(c: SessionConfigBuilder) -> SessionConfigBuilder {
     c.index_field("tenant").index_list_field("cart")

@@ -28,6 +28,7 @@ near_cache_suite!(
     logout_logout_all_and_revoke_on_one_instance_are_seen_by_the_other,
     a_killed_tracking_connection_empties_the_cache_before_it_serves_again,
     a_handler_can_ask_for_a_fresh_load,
+    an_expired_field_is_never_served_from_the_cache,
 );
 
 /// Two instances ("a" and "b") on one server, each with its own store and near-cache; the
@@ -93,6 +94,42 @@ fn hits(s: &Store) -> u64 {
 
 mod cases {
     use super::*;
+
+    /// A field with a 1 s lifetime, read from the cache until after it expired: gone at once
+    /// (its stamp is checked on every read, cache hits included; with hash-field expiry the
+    /// server's own removal also invalidates).
+    pub async fn an_expired_field_is_never_served_from_the_cache(
+        backend: Backend,
+        adapter: Adapter,
+    ) {
+        let p = pair(backend, adapter).await;
+        let on_b = p.b.browser();
+        assert_eq!(
+            on_b.put("/session", json!({"plan": "pro"})).await.status,
+            200
+        );
+        assert_eq!(
+            on_b.put("/session?ttl=1", json!({"cart": ["p-1"]}))
+                .await
+                .status,
+            200
+        );
+        let before = hits(&p.store_b);
+        let mut seen_after = false;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1600) {
+            let me = on_b.get("/me").await.json();
+            let past = start.elapsed() > Duration::from_millis(1050);
+            if past {
+                assert!(me.get("cart").is_none(), "served after its lifetime: {me}");
+                seen_after = true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen_after);
+        assert!(hits(&p.store_b) > before + 10, "the reads were cache hits");
+        let _ = (&p.server, &p.store_a, &p.manager_b, &p.a);
+    }
 
     /// 1,000 rounds: a write answered by one instance, then two reads on the other (the first
     /// after the invalidation, the second normally a cache hit); every read shows the write.

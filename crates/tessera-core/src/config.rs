@@ -35,6 +35,9 @@ pub struct SessionConfig {
     pub(crate) max_sessions_per_user: usize,
     pub(crate) limits: Limits,
     pub(crate) indexed: Vec<IndexedField>,
+    pub(crate) protected: Vec<String>,
+    pub(crate) field_keys: Option<crate::protect::FieldKeys>,
+    pub(crate) undecryptable_as_absent: bool,
 }
 
 /// A field whose values are indexed, so sessions can be found by it (see
@@ -60,7 +63,16 @@ impl SessionConfig {
             max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
             limits: Limits::default(),
             indexed: Vec::new(),
+            protected: Vec::new(),
+            field_key: None,
+            previous_field_keys: Vec::new(),
+            undecryptable_as_absent: false,
         }
+    }
+
+    /// Whether `field` is stored encrypted.
+    pub fn is_protected(&self, field: &str) -> bool {
+        self.protected.iter().any(|p| p == field)
     }
 
     /// The indexed fields, in the order declared: `(name, is_list)`.
@@ -173,6 +185,10 @@ pub struct SessionConfigBuilder {
     max_sessions_per_user: Option<usize>,
     limits: Limits,
     indexed: Vec<IndexedField>,
+    protected: Vec<String>,
+    field_key: Option<crate::protect::FieldKey>,
+    previous_field_keys: Vec<crate::protect::FieldKey>,
+    undecryptable_as_absent: bool,
 }
 
 /// Size limits of one session, the same on every store.
@@ -217,6 +233,49 @@ impl SessionConfigBuilder {
             name: name.into(),
             list: false,
         });
+        self
+    }
+
+    /// Stores `name` encrypted and authenticated (AES-256-GCM, a fresh nonce per write, the
+    /// field name and the session's storage key bound in): `redis-cli HGET` shows
+    /// `enc:v1:<key id>:<base64>`, the handler sees the plain value. Needs a
+    /// [`field_key`](Self::field_key). A protected field cannot be indexed, and
+    /// [`Session::increment`](crate::Session::increment) on it is
+    /// [`Error::ProtectedField`](crate::Error::ProtectedField).
+    ///
+    /// ```
+    /// # use tessera_core::{FieldKey, Key, SessionConfig};
+    /// let config = SessionConfig::builder(Key::generate())
+    ///     .protected_field("api_token")
+    ///     .field_key(FieldKey::generate())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(config.is_protected("api_token"));
+    /// ```
+    pub fn protected_field(mut self, name: impl Into<String>) -> Self {
+        self.protected.push(name.into());
+        self
+    }
+
+    /// The key that encrypts protected fields.
+    pub fn field_key(mut self, key: crate::protect::FieldKey) -> Self {
+        self.field_key = Some(key);
+        self
+    }
+
+    /// An older field key that still decrypts (key rotation): a value written under it is
+    /// read, and written under the current key the next time that field is written.
+    pub fn previous_field_key(mut self, key: crate::protect::FieldKey) -> Self {
+        self.previous_field_keys.push(key);
+        self
+    }
+
+    /// What reading a protected value that does not decrypt (tampered, written under an
+    /// unknown key, not encrypted) gives: by default
+    /// [`Error::Undecryptable`](crate::Error::Undecryptable) (a 500, logged); with `true`, the
+    /// field reads as absent (still logged).
+    pub fn undecryptable_as_absent(mut self, on: bool) -> Self {
+        self.undecryptable_as_absent = on;
         self
     }
 
@@ -378,6 +437,27 @@ impl SessionConfigBuilder {
                 return Err(ConfigError::Index("a field is indexed twice"));
             }
         }
+        for p in &self.protected {
+            if p.is_empty() || p.starts_with("__") || p.len() > MAX_FIELD_NAME_BYTES {
+                return Err(ConfigError::Protected(
+                    "a protected field's name is a user field name (1 to 256 bytes, not starting with `__`)",
+                ));
+            }
+            if self.indexed.iter().any(|f| &f.name == p) {
+                return Err(ConfigError::Protected(
+                    "a protected field cannot be indexed (its stored value is ciphertext)",
+                ));
+            }
+        }
+        if !self.protected.is_empty() && self.field_key.is_none() {
+            return Err(ConfigError::Protected(
+                "protected fields need a field key (`field_key`)",
+            ));
+        }
+        let field_keys = self.field_key.map(|current| crate::protect::FieldKeys {
+            current,
+            previous: self.previous_field_keys,
+        });
         self.cookie.validate()?;
         Ok(SessionConfig {
             idle_timeout: self.idle_timeout,
@@ -390,6 +470,9 @@ impl SessionConfigBuilder {
             max_sessions_per_user: self.max_sessions_per_user.unwrap_or(0),
             limits: self.limits,
             indexed: self.indexed,
+            protected: self.protected,
+            field_keys,
+            undecryptable_as_absent: self.undecryptable_as_absent,
         })
     }
 }

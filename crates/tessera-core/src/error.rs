@@ -145,6 +145,21 @@ pub enum Error {
     /// ([`SessionConfigBuilder::index_field`](crate::SessionConfigBuilder::index_field)).
     #[error("session field {0:?} is not indexed")]
     NotIndexed(String),
+    /// A protected field's stored value does not decrypt: tampered, moved from another field or
+    /// session, written under a key this app does not have, or not encrypted at all (HTTP 500;
+    /// see
+    /// [`SessionConfigBuilder::undecryptable_as_absent`](crate::SessionConfigBuilder::undecryptable_as_absent)).
+    #[error("protected session field {field:?} does not decrypt: {reason}")]
+    Undecryptable {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// An operation a protected field does not support (`increment`: its stored value is
+    /// ciphertext).
+    #[error("session field {0:?} is protected: it cannot be incremented")]
+    ProtectedField(String),
     /// The server lacks what this operation needs (for example the query engine, `FT.*`, for
     /// [`SessionManager::search`](crate::SessionManager::search)): never answered by scanning.
     #[error("the session store does not support this: {0}")]
@@ -165,10 +180,15 @@ impl Error {
             | Error::NotAnInteger(_)
             | Error::InvalidUserId
             | Error::TooLarge { .. }
-            | Error::NotIndexed(_) => 400,
+            | Error::NotIndexed(_)
+            | Error::ProtectedField(_) => 400,
             Error::NotLoggedIn => 401,
             Error::Unsupported(_) => 501,
-            Error::Store(_) | Error::Decode { .. } | Error::Encode(_) | Error::Config(_) => 500,
+            Error::Store(_)
+            | Error::Decode { .. }
+            | Error::Encode(_)
+            | Error::Config(_)
+            | Error::Undecryptable { .. } => 500,
         }
     }
 
@@ -195,6 +215,8 @@ impl Error {
             Error::InvalidUserId => "invalid user id",
             Error::TooLarge { .. } => "session data over the size limit",
             Error::NotIndexed(_) => "that session field is not indexed",
+            Error::ProtectedField(_) => "that session field is protected",
+            Error::Undecryptable { .. } => "session error",
             Error::Unsupported(_) => "the session store does not support this query",
             Error::Store(_) | Error::Decode { .. } | Error::Encode(_) | Error::Config(_) => {
                 "session error"
@@ -304,6 +326,12 @@ pub enum ConfigError {
     /// An indexed field that cannot be indexed (a reserved or unsafe name, declared twice).
     #[error("invalid indexed field: {0}")]
     Index(&'static str),
+    /// A field key that is not 32 bytes (64 hex digits).
+    #[error("invalid field key: {0}")]
+    FieldKey(&'static str),
+    /// Protected fields that cannot work as configured (no key, also indexed).
+    #[error("invalid protected field: {0}")]
+    Protected(&'static str),
 }
 
 /// Result alias for tessera-core.

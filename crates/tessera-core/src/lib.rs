@@ -38,6 +38,7 @@ mod cookie;
 pub mod endpoints;
 mod error;
 mod id;
+mod protect;
 mod session;
 mod store;
 
@@ -78,7 +79,7 @@ pub mod test_hooks {
             absolute_ms: 0,
         };
         Ok(matches!(
-            store.create(&key, &[(field, value)], 0, 0, t).await?,
+            store.create(&key, &[(field, value)], 0, &[], 0, t).await?,
             crate::store::WriteResult::Written { .. }
         ))
     }
@@ -86,6 +87,7 @@ pub mod test_hooks {
 pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
+pub use crate::protect::FieldKey;
 pub use crate::session::{
     ClientInfo, DeviceSession, FoundSession, FoundSessions, Outcome, Session, SessionManager,
 };

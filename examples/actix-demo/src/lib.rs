@@ -66,6 +66,7 @@ async fn login(s: Session, b: Bytes) -> HttpResponse {
     reply(demo_core::login(&s, body(&b)).await)
 }
 
-async fn put_session(s: Session, b: Bytes) -> HttpResponse {
-    reply(demo_core::put_session(&s, body(&b)).await)
+async fn put_session(s: Session, q: web::Query<Vec<(String, String)>>, b: Bytes) -> HttpResponse {
+    let ttl = q.iter().find(|(k, _)| k == "ttl").map(|(_, v)| v.as_str());
+    reply(demo_core::put_session(&s, body(&b), ttl).await)
 }

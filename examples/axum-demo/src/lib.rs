@@ -67,6 +67,11 @@ async fn login(s: Session, b: Result<Json<Value>, JsonRejection>) -> Response {
     reply(demo_core::login(&s, body(b)).await)
 }
 
-async fn put_session(s: Session, b: Result<Json<Value>, JsonRejection>) -> Response {
-    reply(demo_core::put_session(&s, body(b)).await)
+async fn put_session(
+    s: Session,
+    Query(q): Query<Vec<(String, String)>>,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let ttl = q.iter().find(|(k, _)| k == "ttl").map(|(_, v)| v.as_str());
+    reply(demo_core::put_session(&s, body(b), ttl).await)
 }

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use std::time::Duration;
 use tessera_core::endpoints::Reply;
 use tessera_core::{
-    Error, Key, Session, SessionConfig, SessionConfigBuilder, SessionManager, Store,
+    Error, FieldKey, Key, Session, SessionConfig, SessionConfigBuilder, SessionManager, Store,
 };
 
 /// Reads `TESSERA_SECRET`, `COOKIE_SECURE`, `SESSION_IDLE_SECS`, `SESSION_TOUCH_SECS`.
@@ -37,14 +37,47 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
     let secure = std::env::var("COOKIE_SECURE")
         .map(|v| v != "0")
         .unwrap_or(true);
-    indexed(
+    let mut builder = indexed(
         SessionConfig::builder(key)
             .idle_timeout(idle)
             .touch_interval(touch)
             .secure(secure),
-    )
-    .build()
-    .map_err(|e| e.to_string())
+    );
+    builder = protected(builder, field_keys_from_env()?);
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// `TESSERA_FIELD_KEY` (hex, 32 bytes; unset: a random key and a warning) and
+/// `TESSERA_FIELD_KEY_PREVIOUS` (optional): the keys of the protected fields.
+pub fn field_keys_from_env() -> Result<(FieldKey, Option<FieldKey>), String> {
+    let current = match std::env::var("TESSERA_FIELD_KEY") {
+        Ok(hex) if !hex.is_empty() => {
+            FieldKey::from_hex(&hex).map_err(|e| format!("TESSERA_FIELD_KEY: {e}"))?
+        }
+        _ => {
+            tracing::warn!("TESSERA_FIELD_KEY is not set: using a random key for protected fields; what they hold is unreadable after a restart and on other instances");
+            FieldKey::generate()
+        }
+    };
+    let previous = match std::env::var("TESSERA_FIELD_KEY_PREVIOUS") {
+        Ok(hex) if !hex.is_empty() => {
+            Some(FieldKey::from_hex(&hex).map_err(|e| format!("TESSERA_FIELD_KEY_PREVIOUS: {e}"))?)
+        }
+        _ => None,
+    };
+    Ok((current, previous))
+}
+
+/// The demo's protected field, `api_token`, under these keys.
+pub fn protected(
+    builder: SessionConfigBuilder,
+    (current, previous): (FieldKey, Option<FieldKey>),
+) -> SessionConfigBuilder {
+    let mut b = builder.protected_field("api_token").field_key(current);
+    if let Some(p) = previous {
+        b = b.previous_field_key(p);
+    }
+    b
 }
 
 /// The demo's indexed fields: `tenant` (one value) and `cart` (a JSON list of product ids,
@@ -244,18 +277,32 @@ pub async fn me(session: &Session) -> Reply {
     .await
 }
 
-/// `PUT /session` `{field: value, ...}`: sets fields (`null` removes one), returns all.
-pub async fn put_session(session: &Session, body: Result<Value, String>) -> Reply {
+/// `PUT /session[?ttl=SECS]` `{field: value, ...}`: sets fields (`null` removes one), returns
+/// all. With `ttl`, the fields set here disappear after that many seconds while the session
+/// lives on; without it, a field written again keeps no lifetime. `ttl` is the raw query
+/// value, if any.
+pub async fn put_session(
+    session: &Session,
+    body: Result<Value, String>,
+    ttl: Option<&str>,
+) -> Reply {
     let fields = match object(body) {
         Ok(f) => f,
         Err(r) => return r,
     };
+    let ttl = match ttl.map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(secs)) if secs > 0 => Some(Duration::from_secs(secs)),
+        Some(_) => return bad_request("ttl must be a whole number of seconds, at least 1"),
+    };
     run(async {
         for (k, v) in fields {
-            if v.is_null() {
-                session.remove(&k).await?;
-            } else {
-                session.insert(&k, &v).await?;
+            match (v.is_null(), ttl) {
+                (true, _) => {
+                    session.remove(&k).await?;
+                }
+                (false, Some(ttl)) => session.insert_for(&k, &v, ttl).await?,
+                (false, None) => session.insert(&k, &v).await?,
             }
         }
         all_fields(session).await

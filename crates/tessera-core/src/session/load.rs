@@ -70,6 +70,12 @@ impl Session {
         span.record("touched", loaded.refresh == Refresh::Done);
         st.status = Status::Stored;
         st.data = loaded.fields;
+        // Fields past their lifetime are not served (a plain read or a near-cache copy may
+        // still hold them where the server has no hash-field expiry).
+        if let Some(now) = self.store().server_now() {
+            crate::store::fields::drop_expired(&mut st.data, now);
+        }
+        self.unseal_loaded(st, &id.storage_key());
         st.from_cache = loaded.cached;
         match loaded.refresh {
             Refresh::Done => {

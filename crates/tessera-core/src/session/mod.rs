@@ -16,6 +16,7 @@ mod devices;
 mod index;
 mod load;
 mod manager;
+mod protected;
 mod query;
 mod rotation;
 mod search;
@@ -273,6 +274,7 @@ impl Session {
         check_field(field)?;
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
+        Self::check_readable(&st, field)?;
         st.data
             .get(field)
             .map(|raw| codec::decode(field, raw))
@@ -290,10 +292,78 @@ impl Session {
         self.ensure_loaded(&mut st).await?;
         self.check_size(&st, field, encoded.len())?;
         self.note_index_change(&mut st, field);
+        st.unreadable.remove(field);
+        Self::clear_lifetime(&mut st, field);
         st.data
             .insert(field.to_string(), encoded.clone().into_bytes());
         st.dirty.insert(field.to_string(), Some(encoded));
         Ok(())
+    }
+
+    /// Sets a user field that disappears after `ttl` while the session lives on (a cart, a
+    /// step-up authentication flag). The lifetime never outlives the session; a login or an
+    /// id rotation keeps what is left of it; writing the field again with
+    /// [`insert`](Session::insert) makes it permanent again, with `insert_for` gives it a new
+    /// lifetime; an [`increment`](Session::increment) keeps it. Where the server has hash-field
+    /// expiry (Redis 7.4+, see [`Store::native_field_expiry`](crate::Store::native_field_expiry))
+    /// the server removes the field on time; elsewhere the same happens through a stamp beside
+    /// the field, checked whenever the session is read. A `ttl` under 1 ms is 1 ms.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # use std::time::Duration;
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert_for("mfa_ok", &true, Duration::from_secs(15 * 60)).await?;
+    /// let left = session.field_ttl("mfa_ok").await?.unwrap();
+    /// assert!(left <= Duration::from_secs(15 * 60));
+    /// # Ok(()) }
+    /// ```
+    pub async fn insert_for<T: Serialize + ?Sized>(
+        &self,
+        field: &str,
+        value: &T,
+        ttl: std::time::Duration,
+    ) -> Result<()> {
+        self.insert(field, value).await?;
+        let mut st = self.inner.state.lock().await;
+        let ms = (ttl.as_millis().min(u64::MAX as u128) as u64).max(1);
+        st.dirty.remove(&format!("{}{field}", fields::EXPIRES));
+        st.expire.insert(field.to_string(), ms);
+        Ok(())
+    }
+
+    /// The remaining lifetime of a field given one with [`insert_for`](Session::insert_for);
+    /// `None` for a field without a lifetime or absent.
+    pub async fn field_ttl(&self, field: &str) -> Result<Option<std::time::Duration>> {
+        check_field(field)?;
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        if !st.data.contains_key(field) {
+            return Ok(None);
+        }
+        if let Some(ms) = st.expire.get(field) {
+            return Ok(Some(std::time::Duration::from_millis(*ms)));
+        }
+        let Some(at) = fields::ms(&st.data, &format!("{}{field}", fields::EXPIRES)) else {
+            return Ok(None);
+        };
+        let now = self
+            .store()
+            .server_now()
+            .unwrap_or_else(crate::store::now_ms);
+        Ok(Some(std::time::Duration::from_millis(
+            at.saturating_sub(now),
+        )))
+    }
+
+    /// A field written without a lifetime (or removed) loses the one it had.
+    fn clear_lifetime(st: &mut State, field: &str) {
+        st.expire.remove(field);
+        let stamp = format!("{}{field}", fields::EXPIRES);
+        if st.data.remove(&stamp).is_some() {
+            st.dirty.insert(stamp, None);
+        }
     }
 
     /// Removes a user field. Returns whether it was there.
@@ -302,7 +372,8 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         self.note_index_change(&mut st, field);
-        let was = st.data.remove(field).is_some();
+        Self::clear_lifetime(&mut st, field);
+        let was = st.data.remove(field).is_some() | st.unreadable.remove(field).is_some();
         if st.status == Status::Stored {
             st.dirty.insert(field.to_string(), None);
         } else {
@@ -315,6 +386,12 @@ impl Session {
     pub async fn entries(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
+        if let Some(field) = st.unreadable.keys().min() {
+            return Err(Error::Undecryptable {
+                field: field.clone(),
+                reason: st.unreadable[field].clone(),
+            });
+        }
         let mut out = serde_json::Map::new();
         let mut names: Vec<&String> = st.data.keys().filter(|k| is_user_field(k)).collect();
         names.sort();
@@ -362,6 +439,9 @@ impl Session {
     pub async fn increment(&self, field: &str, by: i64) -> Result<i64> {
         check_field(field)?;
         check_field_name_len(field)?;
+        if self.mgr().inner.config.is_protected(field) {
+            return Err(Error::ProtectedField(field.to_string()));
+        }
         let mut st = self.inner.state.lock().await;
         let indexed = self.indexed(field).is_some();
         // With field indexes, an increment loads first: a write that slides the TTL must also
@@ -382,6 +462,7 @@ impl Session {
                 // Not loaded, so the store checks the field count for a new field.
                 max_fields: self.mgr().inner.config.limits.max_fields,
                 not_after_ms: 0,
+                expire: Vec::new(),
             };
             let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
             let sent = Instant::now();
@@ -499,23 +580,38 @@ impl Session {
             } else {
                 self.store().server_now()
             };
+            // Protected fields are encrypted for the key they are written to.
+            let member = id.storage_key();
+            let config = &self.mgr().inner.config;
+            let stored: Vec<(&str, std::borrow::Cow<'_, str>)> = st
+                .dirty
+                .iter()
+                .filter_map(|(k, v)| {
+                    let v = v.as_deref()?;
+                    let keys = config.field_keys.as_ref();
+                    Some((k.as_str(), protected::seal(keys, config, &member, k, v)))
+                })
+                .collect();
+            let expire: Vec<(&str, u64)> = st
+                .expire
+                .iter()
+                .filter(|(f, _)| matches!(st.dirty.get(f.as_str()), Some(Some(_))))
+                .map(|(f, ms)| (f.as_str(), *ms))
+                .collect();
             let sent = Instant::now();
             let res = if creating {
                 // A new session: no existence check, no script (a fresh id cannot exist). An
                 // increment here is of a field the new session does not hold yet.
                 let by = incr.map(|(f, by)| (f, by.to_string()));
-                let mut set: Vec<(&str, &str)> = st
-                    .dirty
-                    .iter()
-                    .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
-                    .collect();
+                let mut set: Vec<(&str, &str)> =
+                    stored.iter().map(|(k, v)| (*k, v.as_ref())).collect();
                 if let Some((f, by)) = &by {
                     set.push((f, by));
                 }
                 let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = set.len(), create = true);
                 Box::pin(
                     self.store()
-                        .create(&key, &set, 0, not_after_ms, t)
+                        .create(&key, &set, 0, &expire, not_after_ms, t)
                         .instrument(span),
                 )
                 .await
@@ -535,11 +631,7 @@ impl Session {
             } else {
                 let op = WriteOp {
                     mode: Mode::Update,
-                    set: st
-                        .dirty
-                        .iter()
-                        .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
-                        .collect(),
+                    set: stored.iter().map(|(k, v)| (*k, v.as_ref())).collect(),
                     del: st
                         .dirty
                         .iter()
@@ -549,6 +641,7 @@ impl Session {
                     incr,
                     max_fields: 0,
                     not_after_ms,
+                    expire,
                 };
                 let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = false);
                 Box::pin(self.store().write(&key, &op, t).instrument(span)).await
@@ -561,6 +654,17 @@ impl Session {
                     user,
                 }) => {
                     st.dirty.clear();
+                    if !st.expire.is_empty() {
+                        // The stamps the script wrote, as this process estimates them.
+                        let now = self
+                            .store()
+                            .server_now()
+                            .unwrap_or_else(crate::store::now_ms);
+                        for (f, ms) in std::mem::take(&mut st.expire) {
+                            let stamp = format!("{}{f}", fields::EXPIRES);
+                            st.data.insert(stamp, (now + ms).to_string().into_bytes());
+                        }
+                    }
                     // Written: what the index entries were before no longer matters, except
                     // for an increment's field, whose entry `index_increment` moves next.
                     st.index_before

@@ -63,7 +63,15 @@ impl SessionManager {
         members.reverse();
         let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
         let rows = store
-            .peek_many(&keys, &[f.name.as_str(), fields::USER, fields::MOVING])
+            .peek_many(
+                &keys,
+                &[
+                    f.name.as_str(),
+                    fields::USER,
+                    fields::MOVING,
+                    &stamp_of(&f.name),
+                ],
+            )
             .await?;
         let mut found = Vec::new();
         let mut stale = Vec::new();
@@ -73,6 +81,9 @@ impl SessionManager {
         for (m, row) in members.into_iter().zip(rows) {
             let hit = row.and_then(|mut r| {
                 let raw = r[0].take()?;
+                if expired(&r[3], checked) {
+                    return None; // past its lifetime: as good as gone
+                }
                 if let Some(succ) = r[2]
                     .take()
                     .and_then(|v| String::from_utf8(v).ok())
@@ -174,7 +185,7 @@ impl SessionManager {
                 sessions.push(FoundSession {
                     handle: handle_of(&m.member),
                     user_id: m.user.clone(),
-                    fields: user_fields(&h),
+                    fields: user_fields(&self.inner.config, &h),
                 });
             }
             Ok(FoundSessions { count, sessions })
@@ -232,12 +243,20 @@ impl SessionManager {
             }
             let members: Vec<String> = candidates.keys().cloned().collect();
             let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
-            let rows = store.peek_many(&keys, &[f.name.as_str()]).await?;
+            let rows = store
+                .peek_many(&keys, &[f.name.as_str(), &stamp_of(&f.name)])
+                .await?;
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
             let mut stale: HashMap<usize, Vec<String>> = HashMap::new();
             for (m, row) in members.iter().zip(rows) {
                 let held = row
-                    .and_then(|mut r| r[0].take())
+                    .and_then(|mut r| {
+                        if expired(&r[1], checked) {
+                            None
+                        } else {
+                            r[0].take()
+                        }
+                    })
                     .map(|raw| terms(&raw, f.list))
                     .unwrap_or_default();
                 for &i in &candidates[m] {
@@ -297,7 +316,7 @@ impl SessionManager {
             let members = store.index_members(&key).await?;
             let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
             let rows = store
-                .peek_many(&keys, &[f.name.as_str(), fields::USER])
+                .peek_many(&keys, &[f.name.as_str(), fields::USER, &stamp_of(&f.name)])
                 .await?;
             let mut ended = 0;
             let mut by_user: HashMap<String, Vec<String>> = HashMap::new();
@@ -355,11 +374,16 @@ impl SessionManager {
             let (expected, user) = match &row {
                 None => (None, None),
                 Some(r) => match &r[0] {
-                    Some(raw) if terms(raw, f.list).iter().any(|t| t == value) => (
-                        Some(raw.clone()),
-                        r[1].as_ref()
-                            .map(|u| String::from_utf8_lossy(u).into_owned()),
-                    ),
+                    Some(raw)
+                        if terms(raw, f.list).iter().any(|t| t == value)
+                            && !expired(&r[2], store.server_now()) =>
+                    {
+                        (
+                            Some(raw.clone()),
+                            r[1].as_ref()
+                                .map(|u| String::from_utf8_lossy(u).into_owned()),
+                        )
+                    }
                     _ => return Ok(out), // does not hold the value (any more)
                 },
             };
@@ -382,7 +406,10 @@ impl SessionManager {
             }
             let key = config.session_key(&member);
             row = store
-                .peek_many(std::slice::from_ref(&key), &[f.name.as_str(), fields::USER])
+                .peek_many(
+                    std::slice::from_ref(&key),
+                    &[f.name.as_str(), fields::USER, &stamp_of(&f.name)],
+                )
                 .await?
                 .pop()
                 .flatten();
@@ -390,6 +417,19 @@ impl SessionManager {
         tracing::debug!("a session kept changing while being ended by field; left alone");
         Ok(out)
     }
+}
+
+/// The lifetime stamp's name of `field`.
+fn stamp_of(field: &str) -> String {
+    format!("{}{field}", fields::EXPIRES)
+}
+
+/// Whether a lifetime stamp read beside a field says it has passed by `now`.
+fn expired(stamp: &Option<Vec<u8>>, now: Option<u64>) -> bool {
+    let at = stamp
+        .as_deref()
+        .and_then(|s| std::str::from_utf8(s).ok()?.trim().parse::<u64>().ok());
+    matches!((at, now), (Some(at), Some(now)) if at <= now)
 }
 
 /// What a peek read of one session (`None`: no session there).
@@ -403,11 +443,17 @@ struct EndOne {
     gone: Vec<String>,
 }
 
-/// The user fields of a stored hash, decoded as JSON (undecodable bytes as text).
+/// The user fields of a stored hash but the protected ones, decoded as JSON (undecodable
+/// bytes as text).
 pub(super) fn user_fields(
+    config: &crate::SessionConfig,
     h: &HashMap<String, Vec<u8>>,
 ) -> serde_json::Map<String, serde_json::Value> {
-    let mut names: Vec<&String> = h.keys().filter(|k| is_user_field(k)).collect();
+    // Protected fields are never listed (they are ciphertext here, and secret).
+    let mut names: Vec<&String> = h
+        .keys()
+        .filter(|k| is_user_field(k) && !config.is_protected(k))
+        .collect();
     names.sort();
     names
         .into_iter()

@@ -8,7 +8,7 @@ use super::{tag, Session};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::store::{fields, Freeze, Release, WriteResult};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tracing::Instrument as _;
 
@@ -257,7 +257,25 @@ impl Session {
             // The copy: the store's current contents plus this request's changes.
             data.remove(fields::MOVING);
             let old_entries = super::index::all_entries(config, &data);
+            // Protected values are bound to the storage key: decrypt them for the old one (what
+            // does not decrypt is copied as it is, and stays unreadable), encrypt for the new.
+            let mut keep_raw = HashMap::new();
+            if let Some(keys) = &config.field_keys {
+                for field in &config.protected {
+                    if let Some(stored) = data.get(field) {
+                        match keys.open(field, &old_id.storage_key(), stored) {
+                            Ok((plain, _)) => {
+                                data.insert(field.clone(), plain);
+                            }
+                            Err(why) => {
+                                keep_raw.insert(field.clone(), why.to_string());
+                            }
+                        }
+                    }
+                }
+            }
             for (k, v) in &st.dirty {
+                keep_raw.remove(k);
                 match v {
                     Some(v) => data.insert(k.clone(), v.clone().into_bytes()),
                     None => data.remove(k),
@@ -267,7 +285,18 @@ impl Session {
             let copy: Vec<(String, String)> = data
                 .iter()
                 .filter(|(k, _)| k.as_str() != fields::CREATED && k.as_str() != fields::TOUCHED)
-                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .map(|(k, v)| {
+                    let text = String::from_utf8_lossy(v);
+                    let stored = if keep_raw.contains_key(k) {
+                        text
+                    } else {
+                        let keys = config.field_keys.as_ref();
+                        super::protected::seal(keys, config, &new_member, k, &text)
+                            .into_owned()
+                            .into()
+                    };
+                    (k.clone(), stored.into_owned())
+                })
                 .collect();
             let set: Vec<(&str, &str)> =
                 copy.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -294,8 +323,15 @@ impl Session {
                 }
             }
             let sent = Instant::now();
+            // Lifetimes given in this request: the copy's stamps say what is left of the others.
+            let expire: Vec<(&str, u64)> = st
+                .expire
+                .iter()
+                .filter(|(f, _)| matches!(st.dirty.get(f.as_str()), Some(Some(_))))
+                .map(|(f, ms)| (f.as_str(), *ms))
+                .collect();
             let written = store
-                .create(&new_key, &set, created, not_after, timing)
+                .create(&new_key, &set, created, &expire, not_after, timing)
                 .await;
             if let Ok(WriteResult::Gone) = written {
                 // The new id carries an 'ended' mark: an end-by-query saw this login's index
@@ -360,6 +396,19 @@ impl Session {
             }
             // The old id is retired for good: its entries go whatever their age.
             self.prune_in_background(st, old_id.storage_key(), old_entries, u64::MAX);
+            for (field, reason) in keep_raw {
+                data.remove(&field);
+                tracing::warn!(%field, %reason, "a protected session field does not decrypt; copied as it is by the id rotation");
+                st.unreadable.insert(field, reason);
+            }
+            let now = store.server_now().unwrap_or_else(crate::store::now_ms);
+            for (f, ms) in std::mem::take(&mut st.expire) {
+                data.insert(
+                    format!("{}{f}", fields::EXPIRES),
+                    (now + ms).to_string().into_bytes(),
+                );
+            }
+            fields::drop_expired(&mut data, now);
             st.data = data;
             st.dirty.clear();
             st.index_before.clear();

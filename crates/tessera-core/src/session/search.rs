@@ -118,7 +118,7 @@ impl SessionManager {
                     user_id: h
                         .get(fields::USER)
                         .map(|u| String::from_utf8_lossy(u).into_owned()),
-                    fields: user_fields(&h),
+                    fields: user_fields(&self.inner.config, &h),
                 })
             })
             .collect();

@@ -76,6 +76,10 @@ pub(super) struct State {
     /// During an increment of an indexed field: the entry of the value it will most likely
     /// reach, added before the write with the others.
     pub(super) incr_entry: Option<(String, String)>,
+    /// Protected fields whose stored value did not decrypt, and why.
+    pub(super) unreadable: HashMap<String, String>,
+    /// Lifetimes (ms) of fields set in this request with `insert_for`.
+    pub(super) expire: BTreeMap<String, u64>,
 }
 
 pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
@@ -96,6 +100,7 @@ impl State {
         self.data.clear();
         self.dirty.clear();
         self.index_before.clear();
+        self.expire.clear();
         self.cookie = CookieAction::clear_if(self.had_cookie);
     }
 
@@ -107,6 +112,7 @@ impl State {
         self.status = Status::Ended;
         self.dirty.clear();
         self.index_before.clear();
+        self.expire.clear();
         self.cookie = CookieAction::Keep;
     }
 
@@ -130,6 +136,8 @@ impl State {
             index_refresh: Vec::new(),
             index_before: HashMap::new(),
             incr_entry: None,
+            unreadable: HashMap::new(),
+            expire: BTreeMap::new(),
             cookie: if candidates.first().is_some_and(|c| c.stale_key) {
                 CookieAction::Send
             } else {

@@ -30,6 +30,32 @@ pub(crate) mod fields {
     pub(crate) const CLIENT_ADDR: &str = "__ip";
     /// Set while a login moves the session to a new id: `"<ms> <new member>"` (see freeze.lua).
     pub(crate) const MOVING: &str = "__m";
+    /// Prefix of a field's lifetime stamp: `__x:<field>` = its expiry, server ms.
+    pub(crate) const EXPIRES: &str = "__x:";
+
+    /// Removes from `data` the fields whose lifetime stamp is at most `now` (and their stamps);
+    /// whether any went.
+    pub(crate) fn drop_expired(
+        data: &mut std::collections::HashMap<String, Vec<u8>>,
+        now: u64,
+    ) -> bool {
+        let gone: Vec<String> = data
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with(EXPIRES)
+                    && std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .is_some_and(|at| at <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for stamp in &gone {
+            data.remove(stamp);
+            data.remove(&stamp[EXPIRES.len()..]);
+        }
+        !gone.is_empty()
+    }
 
     /// A stored time field (ms since the epoch, as text); `None` if absent or not a number.
     pub(crate) fn ms(h: &std::collections::HashMap<String, Vec<u8>>, name: &str) -> Option<u64> {
@@ -162,6 +188,8 @@ pub(crate) struct WriteOp<'a> {
     /// Refuse the write if it would land after this server time, ms (0 = no cap): a write
     /// behind a field-index add must land within half the prune guard of it.
     pub(crate) not_after_ms: u64,
+    /// Set fields that get a lifetime, ms (see `set_lifetimes` in the scripts' prelude).
+    pub(crate) expire: Vec<(&'a str, u64)>,
 }
 
 /// What a load found.
@@ -414,11 +442,13 @@ impl Store {
     /// Creates a new session key under a fresh id (which cannot exist yet): the fields, the
     /// creation time (`created_ms`, 0 = now), the last-refresh time and the TTL, all or
     /// nothing. `Gone` when `created_ms` is past the absolute lifetime.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn create(
         &self,
         key: &str,
         set: &[(&str, &str)],
         created_ms: u64,
+        expire: &[(&str, u64)],
         not_after_ms: u64,
         t: Timing,
     ) -> Result<WriteResult> {
@@ -431,13 +461,25 @@ impl Store {
                     incr: None,
                     max_fields: 0,
                     not_after_ms,
+                    expire: expire.to_vec(),
                 };
                 Ok(m.write(key, &op, t))
             }
             Backend::Redis(r) => {
-                r.write_to(key, r.create(key, set, created_ms, not_after_ms, t))
+                r.write_to(key, r.create(key, set, created_ms, expire, not_after_ms, t))
                     .await
             }
+        }
+    }
+
+    /// Whether field lifetimes use the server's hash-field expiry (`HPEXPIRE`, found at
+    /// connect: Redis 7.4 and later, Valkey 9); otherwise a stamp beside each field is checked
+    /// when the session is read. The behaviour is the same; see
+    /// [`Session::insert_for`](crate::Session::insert_for).
+    pub fn native_field_expiry(&self) -> bool {
+        match &*self.backend {
+            Backend::Redis(r) => r.native_field_expiry(),
+            Backend::Memory(_) => false,
         }
     }
 
@@ -684,6 +726,7 @@ mod future_sizes {
             incr: None,
             max_fields: 0,
             not_after_ms: 0,
+            expire: vec![],
         };
         let sizes = [
             (
@@ -693,7 +736,7 @@ mod future_sizes {
             ("write", std::mem::size_of_val(&store.write("k", &op, t))),
             (
                 "create",
-                std::mem::size_of_val(&store.create("k", &[], 0, 0, t)),
+                std::mem::size_of_val(&store.create("k", &[], 0, &[], 0, t)),
             ),
             (
                 "index_add",

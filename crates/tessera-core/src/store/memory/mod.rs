@@ -236,6 +236,8 @@ impl MemoryBackend {
             map.remove(key);
             return Load::Gone;
         };
+        // Fields past their lifetime go now (as a load script removes them on Redis).
+        fields::drop_expired(h, wall);
         let before = h.clone();
         let age = now.duration_since(e.refreshed);
         let refresh = if age >= ms(t.touch_ms) {
@@ -344,6 +346,12 @@ impl MemoryBackend {
         }
         for f in &op.del {
             h.remove(*f);
+        }
+        for (f, ttl) in &op.expire {
+            h.insert(
+                format!("{}{f}", fields::EXPIRES),
+                (wall + ttl).to_string().into_bytes(),
+            );
         }
         if creating {
             h.insert(fields::CREATED.into(), created.to_string().into_bytes());

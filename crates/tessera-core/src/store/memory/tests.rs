@@ -16,6 +16,7 @@ fn create(m: &MemoryBackend, k: &str, set: Vec<(&str, &str)>, t: Timing) -> Writ
         incr: None,
         max_fields: 0,
         not_after_ms: 0,
+        expire: vec![],
     };
     m.write(k, &op, t)
 }
@@ -135,6 +136,7 @@ fn a_frozen_session_refuses_writes_until_released() {
         incr: None,
         max_fields: 0,
         not_after_ms: 0,
+        expire: vec![],
     };
     assert_eq!(m.write("old", &op, T), WriteResult::Moved);
     assert_eq!(m.release("old", "wrong", true), Release::Taken);

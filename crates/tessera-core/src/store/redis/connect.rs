@@ -208,7 +208,24 @@ impl RedisBackend {
             .await
             .unwrap_or(QueryEngine::Missing);
         tracing::info!(target: "tessera::search", ?query_engine, "query engine (FT.*) on the session store");
+        let native_field_expiry = tokio::time::timeout(
+            o.command_timeout,
+            super::search::has_command(&pool, "HPEXPIRE"),
+        )
+        .await
+        .unwrap_or(false);
+        tracing::info!(
+            target: "tessera::check",
+            native_field_expiry,
+            "field lifetimes: {}",
+            if native_field_expiry {
+                "the server's hash-field expiry (HPEXPIRE), with a stamp beside each field"
+            } else {
+                "expiry stamps beside the fields, removed when a load finds them past (no HPEXPIRE on this server)"
+            }
+        );
         Ok(RedisBackend {
+            native_field_expiry,
             query_engine,
             pool,
             url_redacted: redact(url),

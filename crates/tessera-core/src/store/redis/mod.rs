@@ -55,6 +55,8 @@ pub(crate) struct RedisBackend {
     tracking: Option<near_cache::Tracking>,
     /// Whether the server offers `FT.*` (found at connect).
     query_engine: QueryEngine,
+    /// Whether the server has hash-field expiry (`HPEXPIRE`, found at connect).
+    native_field_expiry: bool,
 }
 
 pub(super) fn freeze_ms(command_timeout: Duration) -> u64 {
@@ -364,6 +366,7 @@ impl RedisBackend {
             op,
             timing: t,
             freeze_ms: self.freeze_ms,
+            native_expiry: self.native_field_expiry,
         }
         .to_values();
         let reply: Vec<Value> = self
@@ -498,13 +501,20 @@ impl RedisBackend {
         key: &str,
         set: &[(&str, &str)],
         created_ms: u64,
+        expire: &[(&str, u64)],
         not_after_ms: u64,
         t: Timing,
     ) -> Result<WriteResult> {
-        let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * set.len());
+        let mut args: Vec<Value> = Vec::with_capacity(5 + 2 * (set.len() + expire.len()));
         args.push((t.idle_ms as i64).into());
         args.push((t.absolute_ms as i64).into());
         args.push((created_ms as i64).into());
+        args.push(if self.native_field_expiry { "1" } else { "0" }.into());
+        args.push((expire.len() as i64).into());
+        for (f, ms) in expire {
+            args.push((*f).into());
+            args.push((*ms as i64).into());
+        }
         for (k, v) in set {
             if *k != super::fields::CREATED && *k != super::fields::TOUCHED {
                 args.push((*k).into());
@@ -646,5 +656,10 @@ impl RedisBackend {
     /// The server's clock now, as estimated (errs early); `None` before the first observation.
     pub(crate) fn server_now(&self) -> Option<u64> {
         (self.clock.deadline(Duration::ZERO) != 0).then(|| self.clock.now_ms().max(0) as u64)
+    }
+
+    /// Whether field lifetimes use the server's hash-field expiry.
+    pub(crate) fn native_field_expiry(&self) -> bool {
+        self.native_field_expiry
     }
 }

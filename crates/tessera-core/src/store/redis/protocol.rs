@@ -224,11 +224,14 @@ pub(super) fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
 /// The arguments of `write.lua`, in its order (the deadline, first of all, is added by the
 /// caller of every write script):
 /// mode, idle_ms, absolute_ms, created_ms, nset, ndel, incr_field, incr_by, touch_ms,
-/// freeze_ms, max_fields, then the set pairs, then the deleted fields.
+/// freeze_ms, max_fields, native, nexp, then the set pairs, then the deleted fields, then the
+/// lifetimes.
 pub(super) struct WriteArgs<'a, 'b> {
     pub(super) op: &'a WriteOp<'b>,
     pub(super) timing: Timing,
     pub(super) freeze_ms: u64,
+    /// The server has hash-field expiry (`HPEXPIRE`).
+    pub(super) native_expiry: bool,
 }
 
 impl WriteArgs<'_, '_> {
@@ -252,12 +255,18 @@ impl WriteArgs<'_, '_> {
         args.push(int(t.touch_ms));
         args.push(int(self.freeze_ms));
         args.push(int(op.max_fields as u64));
+        args.push(if self.native_expiry { "1" } else { "0" }.into());
+        args.push(int(op.expire.len() as u64));
         for (f, v) in &op.set {
             args.push((*f).into());
             args.push((*v).into());
         }
         for f in &op.del {
             args.push((*f).into());
+        }
+        for (f, ms) in &op.expire {
+            args.push((*f).into());
+            args.push(int(*ms));
         }
         args
     }

@@ -41,17 +41,23 @@ pub(super) async fn detect(pool: &Pool) -> QueryEngine {
     if pool.is_clustered() {
         return QueryEngine::Cluster;
     }
+    if has_command(pool, "FT.SEARCH").await {
+        QueryEngine::Available
+    } else {
+        QueryEngine::Missing
+    }
+}
+
+/// Whether the server's command table has `name` (`COMMAND INFO`; on a cluster, one node's).
+pub(super) async fn has_command(pool: &Pool, name: &str) -> bool {
     let reply: std::result::Result<Vec<Value>, _> = pool
         .next()
         .custom(
             CustomCommand::new_static("COMMAND", ClusterHash::Random, false),
-            vec!["INFO", "FT.SEARCH"],
+            vec!["INFO", name],
         )
         .await;
-    match reply {
-        Ok(v) if v.first().is_some_and(|c| !c.is_null()) => QueryEngine::Available,
-        _ => QueryEngine::Missing,
-    }
+    matches!(reply, Ok(v) if v.first().is_some_and(|c| !c.is_null()))
 }
 
 fn ft(name: &'static str) -> CustomCommand {

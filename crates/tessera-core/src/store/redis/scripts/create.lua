@@ -3,7 +3,9 @@
 -- 'ended' tombstone left by an admin action that ended this id's session before it was created,
 -- see end_if.lua: then nothing is written)
 -- ARGV: deadline (see the prelude), idle_ms, absolute_ms (0 = none), created_ms (0 = now; a
---       rotation keeps the old session's), then field/value pairs
+--       rotation keeps the old session's), native ('1': hash-field expiry), nexp, then nexp
+--       field/lifetime_ms pairs, then field/value pairs (a rotation's copy includes the old
+--       session's lifetime stamps: with native expiry they are applied with HPEXPIREAT)
 -- Returns {WRITTEN, 0, 0, '', now}, {GONE} (created_ms is past the absolute lifetime, or the
 -- id was ended before its create arrived), {EXISTS} (an id collision: the caller draws again),
 -- or
@@ -12,7 +14,8 @@
 -- take, and one EVALSHA is one write for the client where a MULTI block is four (measured in
 -- BENCHMARKS.md). The EXISTS inside the script costs no round trip.
 local WRITTEN, GONE, EXISTS = 1, 0, -1
-local FIRST = 5
+local NATIVE, NEXP = ARGV[5] == '1', tonumber(ARGV[6])
+local FIRST = 7 + 2 * NEXP
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
@@ -31,5 +34,13 @@ for i = FIRST, #ARGV, 2 do
   args[#args + 1] = ARGV[i + 1]
 end
 hset_all(key, args)
+if NATIVE then
+  for i = FIRST, #ARGV, 2 do
+    if string.sub(ARGV[i], 1, 4) == F_EXPIRES and tonumber(ARGV[i + 1]) then
+      redis.call('HPEXPIREAT', key, tonumber(ARGV[i + 1]), 'FIELDS', 2, string.sub(ARGV[i], 5), ARGV[i])
+    end
+  end
+end
+if NEXP > 0 then set_lifetimes(key, now, NATIVE, 7, NEXP) end
 redis.call('PEXPIRE', key, ttl)
 return {WRITTEN, 0, 0, '', now}

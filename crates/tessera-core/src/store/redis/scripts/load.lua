@@ -19,6 +19,7 @@ if is_tombstone(created_field, moving) then return {MOVED} end
 if created_field == nil then return {GONE} end -- not a session hash
 local idle, touch, abs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
+h = drop_expired(key, h, now)
 local ttl = session_ttl(now, created or now, idle, abs)
 if not ttl then
   redis.call('DEL', key)

@@ -60,3 +60,36 @@ local function hdel_range(key, from, to)
     redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 999, to)))
   end
 end
+
+-- Field lifetimes. Each field with a lifetime has a stamp beside it, F_EXPIRES .. field =
+-- its expiry (server ms), which readers use without asking the server (the near-cache, the
+-- remaining lifetime, an id rotation's copy). Where the server has hash-field expiry
+-- (`native`), the field and its stamp also get HPEXPIRE, so the server removes both on time;
+-- elsewhere a load removes expired fields and their stamps (`drop_expired`).
+local F_EXPIRES = '__x:'
+local function set_lifetimes(key, now, native, pairs_from, n)
+  for i = 0, n - 1 do
+    local f, ttl = ARGV[pairs_from + 2 * i], tonumber(ARGV[pairs_from + 1 + 2 * i])
+    redis.call('HSET', key, F_EXPIRES .. f, now + ttl)
+    if native then redis.call('HPEXPIRE', key, ttl, 'FIELDS', 2, f, F_EXPIRES .. f) end
+  end
+end
+-- A flat HGETALL reply without the fields whose stamp has passed (and those stamps), which are
+-- removed from the hash too. Returns the reply unchanged when nothing expired.
+local function drop_expired(key, h, now)
+  local gone = {}
+  for i = 1, #h, 2 do
+    if string.sub(h[i], 1, 4) == F_EXPIRES and tonumber(h[i + 1]) and tonumber(h[i + 1]) <= now then
+      gone[h[i]] = true
+      gone[string.sub(h[i], 5)] = true
+    end
+  end
+  if next(gone) == nil then return h end
+  local kept, names = {}, {}
+  for i = 1, #h, 2 do
+    if gone[h[i]] then names[#names + 1] = h[i]
+    else kept[#kept + 1] = h[i]; kept[#kept + 1] = h[i + 1] end
+  end
+  redis.pcall('HDEL', key, unpack(names))
+  return kept
+end

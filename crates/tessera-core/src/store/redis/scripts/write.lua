@@ -2,8 +2,9 @@
 -- KEYS[1] session key
 -- ARGV: deadline (see the prelude), mode ('c' create | 'u' update), idle_ms, absolute_ms,
 --       created_ms (create: 0 = now), nset, ndel, incr_field ('' = none), incr_by, touch_ms,
---       freeze_ms, max_fields (0 = not checked here), then nset field/value pairs, then ndel
---       fields
+--       freeze_ms, max_fields (0 = not checked here), native ('1': hash-field expiry), nexp,
+--       then nset field/value pairs, then ndel fields, then nexp field/lifetime_ms pairs (see
+--       set_lifetimes in the prelude)
 -- Returns {WRITTEN, incr_result (as text), touched (0/1), user id or '', now}, {GONE}, {EXISTS} (create),
 -- {NOT_AN_INTEGER}, {MOVED} (a login is moving the session to a new id: nothing written), or
 -- {EXPIRED, now} (past its deadline: nothing written), or {TOO_MANY_FIELDS} (the increment would
@@ -14,7 +15,7 @@
 -- Over maxmemory (noeviction) the first write command fails with OOM before anything is
 -- written; the script then fails with that error, and the caller reports the store unavailable.
 local WRITTEN, GONE, EXISTS, NOT_AN_INTEGER, MOVED, TOO_MANY_FIELDS = 1, 0, -1, -2, -3, -5
-local FIRST = 13
+local FIRST = 15
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
@@ -74,6 +75,8 @@ for i = 0, nset - 1 do
 end
 if #args > 0 then hset_all(key, args) end
 if ndel > 0 then hdel_range(key, FIRST + 2 * nset, FIRST - 1 + 2 * nset + ndel) end
+local nexp = tonumber(ARGV[14])
+if nexp > 0 then set_lifetimes(key, now, ARGV[13] == '1', FIRST + 2 * nset + ndel, nexp) end
 -- A stale freeze (its rotation died): this write wins, and that rotation will not delete the key.
 if moving then redis.call('HDEL', key, F_MOVING) end
 if touched then redis.call('PEXPIRE', key, ttl) end

@@ -1,0 +1,464 @@
+//! Fields with their own lifetime, and protected (encrypted) fields. Written once, run on
+//! memory, Redis 7 (expiry stamps), Redis 8.2 (hash-field expiry), Valkey 8.1 (stamps),
+//! Sentinel and Cluster, through both adapters, with the same timings everywhere.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use tessera_core::{Error, SessionManager};
+use tessera_tests::fixture::{config, field_key, indexed, protected};
+use tessera_tests::{Backend, Browser, Fixture, ServerKind, Setup};
+
+tessera_tests::per_backend!(
+    a_field_with_a_lifetime_disappears_while_the_session_lives,
+    writing_again_without_ttl_makes_it_permanent,
+    login_and_rotation_keep_remaining_lifetimes,
+    a_lifetime_never_outlives_the_session,
+    an_indexed_field_leaves_its_index_when_it_expires,
+    protected_fields_are_encrypted_at_rest,
+    a_protected_value_moved_elsewhere_does_not_decrypt,
+    protected_keys_rotate_on_the_next_write,
+    a_protected_field_cannot_be_incremented,
+);
+
+async fn me(b: &Browser) -> Value {
+    let r = b.get("/me").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()
+}
+
+/// The cookie pair of a browser, for a session opened on the manager directly.
+fn cookie(b: &Browser) -> String {
+    format!("__Host-tessera={}", b.cookie("__Host-tessera").unwrap())
+}
+
+async fn ttl_of(m: &SessionManager, b: &Browser, field: &str) -> Option<Duration> {
+    let c = cookie(b);
+    m.start([c.as_str()]).field_ttl(field).await.unwrap()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn a_field_with_a_lifetime_disappears_while_the_session_lives(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let b = fx.browser();
+        b.put("/session", json!({"plan": "pro"})).await;
+        let r = b.put("/session?ttl=1", json!({"cart": ["p-1"]})).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(me(&b).await, json!({"plan": "pro", "cart": ["p-1"]}));
+        let left = ttl_of(&fx.manager, &b, "cart").await.unwrap();
+        assert!(
+            left <= Duration::from_secs(1) && left > Duration::from_millis(500),
+            "{left:?}"
+        );
+        assert_eq!(ttl_of(&fx.manager, &b, "plan").await, None, "no lifetime");
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(me(&b).await, json!({"plan": "pro"}), "the session lives on");
+        assert_eq!(b.put("/session?ttl=0", json!({"x": 1})).await.status, 400);
+        assert_eq!(b.put("/session?ttl=abc", json!({"x": 1})).await.status, 400);
+        if let Some(s) = &fx.server {
+            // Removed from the store: at once by the server where it has hash-field expiry,
+            // else by the next load script (one runs at least every touch interval, and on
+            // each instance's first read).
+            let key = fx.only_session_key();
+            if !fx.store.native_field_expiry() {
+                // A load script: the first read on another instance.
+                let other = fx.sibling(config(|c| c)).await;
+                assert_eq!(me(&b.pointed_at(&other)).await, json!({"plan": "pro"}));
+            }
+            assert_eq!(
+                s.cmd(&["HEXISTS", &key, "cart"]).int(),
+                0,
+                "gone from the store too"
+            );
+            assert_eq!(
+                s.cmd(&["HEXISTS", &key, "__x:cart"]).int(),
+                0,
+                "and its stamp"
+            );
+        }
+    }
+
+    pub async fn writing_again_without_ttl_makes_it_permanent(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let b = fx.browser();
+        b.put("/session?ttl=1", json!({"cart": 1, "flag": true}))
+            .await;
+        b.put("/session", json!({"cart": 2})).await;
+        assert_eq!(ttl_of(&fx.manager, &b, "cart").await, None);
+        // A new lifetime replaces the old one.
+        b.put("/session?ttl=30", json!({"flag": true})).await;
+        let left = ttl_of(&fx.manager, &b, "flag").await.unwrap();
+        assert!(left > Duration::from_secs(25), "{left:?}");
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(me(&b).await, json!({"cart": 2, "flag": true}));
+        // An increment keeps a lifetime.
+        b.put("/session?ttl=1", json!({"counter": 5})).await;
+        assert_eq!(b.post("/counter", None).await.json(), json!({"counter": 6}));
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert!(
+            me(&b).await.get("counter").is_none(),
+            "the increment kept the lifetime"
+        );
+    }
+
+    pub async fn login_and_rotation_keep_remaining_lifetimes(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let b = fx.browser();
+        b.put("/session?ttl=2", json!({"step_up": true})).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = b.post("/login", Some(json!({"user_id": "ann"}))).await;
+        assert_eq!(r.status, 200);
+        let left = ttl_of(&fx.manager, &b, "step_up").await.unwrap();
+        assert!(
+            left <= Duration::from_millis(1600) && left > Duration::from_millis(900),
+            "what was left, not a new lifetime: {left:?}"
+        );
+        assert_eq!(b.post("/cycle", None).await.status, 200);
+        let left = ttl_of(&fx.manager, &b, "step_up").await.unwrap();
+        assert!(left <= Duration::from_millis(1600), "{left:?}");
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        assert_eq!(me(&b).await, json!({"user_id": "ann"}));
+        // A lifetime given in the login's own request is kept too.
+        let c = fx.browser();
+        c.put("/session", json!({"a": 1})).await;
+        let s = fx.manager.start([cookie(&c).as_str()]);
+        s.insert_for("fresh", &1, Duration::from_secs(1))
+            .await
+            .unwrap();
+        s.login("cy").await.unwrap();
+        let set = s.finish(200).await.set_cookie.unwrap();
+        c.set_cookie(
+            "__Host-tessera",
+            set.split(';').next().unwrap().split_once('=').unwrap().1,
+        );
+        assert_eq!(me(&c).await["fresh"], 1);
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert!(me(&c).await.get("fresh").is_none());
+    }
+
+    pub async fn a_lifetime_never_outlives_the_session(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
+            c.idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(200))
+        })
+        .await;
+        let b = fx.browser();
+        b.put("/session?ttl=3600", json!({"long": true})).await;
+        tokio::time::sleep(Duration::from_millis(1400)).await;
+        assert_eq!(
+            b.get("/me").await.status,
+            401,
+            "the session (and its field) expired"
+        );
+        if let Some(s) = &fx.server {
+            assert!(s.session_keys().is_empty());
+        }
+    }
+
+    pub async fn an_indexed_field_leaves_its_index_when_it_expires(setup: Setup) {
+        let fx = Fixture::with(setup, indexed).await;
+        let b = fx.browser();
+        b.put("/session?ttl=1", json!({"tenant": "acme"})).await;
+        let m = &fx.manager;
+        assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 0);
+        assert_eq!(
+            m.find_sessions("tenant", "acme", 0, 10)
+                .await
+                .unwrap()
+                .count,
+            0
+        );
+        assert!(m.count_by_value("tenant").await.unwrap().is_empty());
+        assert_eq!(
+            m.end_sessions("tenant", "acme").await.unwrap(),
+            0,
+            "nothing to end"
+        );
+        assert_eq!(b.get("/me").await.status, 200, "the session lives");
+    }
+
+    pub async fn protected_fields_are_encrypted_at_rest(setup: Setup) {
+        let fx = Fixture::with(setup, |c| protected(indexed(c))).await;
+        let b = fx.browser();
+        let body = json!({"user_id": "ann", "api_token": "tok-3f9a", "tenant": "acme"});
+        assert_eq!(b.post("/login", Some(body)).await.status, 200);
+        let shown = me(&b).await;
+        assert_eq!(
+            shown["api_token"], "tok-3f9a",
+            "the handler sees the plain value"
+        );
+        if let Some(s) = &fx.server {
+            let key = fx.only_session_key();
+            let stored = s.text(&["HGET", &key, "api_token"]).unwrap();
+            assert!(stored.starts_with("enc:v1:"), "{stored}");
+            assert!(!stored.contains("tok-3f9a"));
+            let dump = s.cmd(&["HGETALL", &key]).array();
+            assert!(dump
+                .iter()
+                .all(|v| !v.text().unwrap_or_default().contains("tok-3f9a")));
+        }
+        // After id rotations (login done above, cycle here) the value still decrypts.
+        assert_eq!(b.post("/cycle", None).await.status, 200);
+        assert_eq!(me(&b).await["api_token"], "tok-3f9a");
+        // Admin listings never show protected fields.
+        let found = fx
+            .manager
+            .find_sessions("tenant", "acme", 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(found.count, 1);
+        assert!(found.sessions[0].fields.get("api_token").is_none());
+        assert_eq!(found.sessions[0].fields["tenant"], "acme");
+    }
+
+    pub async fn a_protected_value_moved_elsewhere_does_not_decrypt(setup: Setup) {
+        let fx = Fixture::with(setup, protected).await;
+        let (a, b) = (fx.browser(), fx.browser());
+        a.put("/session", json!({"api_token": "for-a"})).await;
+        b.put("/session", json!({"api_token": "for-b", "note": 1}))
+            .await;
+        let Some(s) = &fx.server else {
+            // In memory the value is sealed the same way; moving bytes needs a server.
+            let m = &fx.manager;
+            let sa = m.start([cookie(&a).as_str()]);
+            assert_eq!(
+                sa.get::<String>("api_token").await.unwrap().as_deref(),
+                Some("for-a")
+            );
+            return;
+        };
+        let keys = s.session_keys();
+        assert_eq!(keys.len(), 2);
+        let value_of = |k: &str| s.text(&["HGET", k, "api_token"]).unwrap();
+        // b's session is the one with `note`.
+        let (ka, kb) = if s.cmd(&["HEXISTS", &keys[0], "note"]).int() == 1 {
+            (keys[1].clone(), keys[0].clone())
+        } else {
+            (keys[0].clone(), keys[1].clone())
+        };
+        let (va, vb) = (value_of(&ka), value_of(&kb));
+        // Another session's ciphertext, copied over: does not decrypt here.
+        s.cmd(&["HSET", &ka, "api_token", &vb]);
+        s.cmd(&["HSET", &kb, "api_token", &va]);
+        let r = a.get("/me").await;
+        assert_eq!(
+            r.status, 500,
+            "a typed error, never the other session's secret: {r:?}"
+        );
+        assert!(!r.body.contains("for-b") && !r.body.contains("for-a"));
+        let e = fx
+            .manager
+            .start([cookie(&a).as_str()])
+            .get::<String>("api_token")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Undecryptable { ref field, .. } if field == "api_token"),
+            "{e:?}"
+        );
+        // Another field's ciphertext (same session), copied over: does not decrypt either.
+        s.cmd(&["HSET", &kb, "api_token", &vb]); // back in place for b
+        let original_b = value_of(&kb);
+        s.cmd(&["HSET", &kb, "refresh_token", &original_b]);
+        let e = fx
+            .manager
+            .start([cookie(&b).as_str()])
+            .get::<String>("refresh_token")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Undecryptable { .. }), "{e:?}");
+        // Tampered bytes.
+        let mut t = original_b.clone().into_bytes();
+        let i = t.len() - 4;
+        t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+        s.cmd(&["HSET", &kb, "api_token", std::str::from_utf8(&t).unwrap()]);
+        assert_eq!(b.get("/me").await.status, 500);
+        // An app that chose "absent" reads nothing instead, and the session still works.
+        let lenient = fx
+            .sibling(config(|c| protected(c).undecryptable_as_absent(true)))
+            .await;
+        let r = b.pointed_at(&lenient).get("/me").await;
+        assert_eq!((r.status, r.json()), (200, json!({"note": 1})), "{r:?}");
+    }
+
+    pub async fn protected_keys_rotate_on_the_next_write(setup: Setup) {
+        let fx = Fixture::with(setup, protected).await;
+        let b = fx.browser();
+        b.put(
+            "/session",
+            json!({"api_token": "t-1", "refresh_token": "r-1"}),
+        )
+        .await;
+        // A deploy with a new current key, the old one as previous.
+        let rotated = fx
+            .sibling(config(|c| {
+                c.protected_field("api_token")
+                    .protected_field("refresh_token")
+                    .field_key(field_key(2))
+                    .previous_field_key(field_key(1))
+            }))
+            .await;
+        let nb = b.pointed_at(&rotated);
+        assert_eq!(
+            me(&nb).await,
+            json!({"api_token": "t-1", "refresh_token": "r-1"})
+        );
+        nb.put("/session", json!({"api_token": "t-2"})).await;
+        if let Some(s) = &fx.server {
+            let key = fx.only_session_key();
+            let id = |f: &str| {
+                s.text(&["HGET", &key, f])
+                    .unwrap()
+                    .split(':')
+                    .nth(2)
+                    .unwrap()
+                    .to_string()
+            };
+            assert_eq!(
+                id("api_token"),
+                field_key(2).id(),
+                "rewritten under the new key"
+            );
+            assert_eq!(
+                id("refresh_token"),
+                field_key(1).id(),
+                "not written yet: the old key"
+            );
+        }
+        // Only the new key: reads what was rewritten, and refuses the rest with a typed error.
+        let only_new = fx
+            .sibling(config(|c| {
+                c.protected_field("api_token")
+                    .protected_field("refresh_token")
+                    .field_key(field_key(2))
+            }))
+            .await;
+        // The first app (key 1 only) cannot read t-2 any more.
+        let r = b.get("/me").await;
+        assert_eq!(r.status, 500, "{r:?}");
+        let on = b.pointed_at(&only_new);
+        assert_eq!(
+            on.get("/me").await.status,
+            500,
+            "refresh_token is still under key 1"
+        );
+        on.put("/session", json!({"refresh_token": "r-2"})).await;
+        assert_eq!(
+            me(&on).await,
+            json!({"api_token": "t-2", "refresh_token": "r-2"})
+        );
+    }
+
+    pub async fn a_protected_field_cannot_be_incremented(setup: Setup) {
+        let fx = Fixture::with(setup, protected).await;
+        let b = fx.browser();
+        b.put("/session", json!({"api_token": "t"})).await;
+        let s = fx.manager.start([cookie(&b).as_str()]);
+        let e = s.increment("api_token", 1).await.unwrap_err();
+        assert!(
+            matches!(e, Error::ProtectedField(ref f) if f == "api_token"),
+            "{e:?}"
+        );
+        assert_eq!(e.status_code(), 400);
+        assert!(
+            s.finish(200).await.error.is_none(),
+            "nothing was written, nothing failed"
+        );
+        assert_eq!(me(&b).await["api_token"], "t");
+    }
+}
+
+/// Which way each server keeps field lifetimes, found at connect.
+mod detection {
+    use super::*;
+
+    async fn mode(backend: Backend, native: bool) {
+        let fx = Fixture::new(backend).await;
+        assert_eq!(fx.store.native_field_expiry(), native, "{backend:?}");
+        let b = fx.browser();
+        b.put("/session?ttl=5", json!({"cart": 1})).await;
+        if let Some(s) = &fx.server {
+            let key = fx.only_session_key();
+            let ttl = s.cmd(&["HPTTL", &key, "FIELDS", "1", "cart"]);
+            if native {
+                let ms = ttl.array()[0].int();
+                assert!(ms > 4000 && ms <= 5000, "the server's own field TTL: {ms}");
+            }
+            assert!(
+                s.text(&["HGET", &key, "__x:cart"]).is_some(),
+                "a stamp beside it"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis8_uses_hash_field_expiry() {
+        mode(Backend::Redis(ServerKind::Redis8), true).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis7_uses_stamps() {
+        mode(Backend::Redis(ServerKind::Redis7), false).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valkey_uses_stamps() {
+        mode(Backend::Redis(ServerKind::Valkey), false).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_uses_stamps() {
+        mode(Backend::Memory, false).await
+    }
+}
+
+/// What a protected field and a field lifetime cost in bytes per session, on each server
+/// (`MEMORY USAGE` of the session hash). Printed for BENCHMARKS.md; asserted only as "costs
+/// no less than the plain field".
+mod costs {
+    use super::*;
+
+    async fn measure(kind: ServerKind) {
+        let fx = Fixture::with(Backend::Redis(kind), protected).await;
+        let s = fx.server();
+        let value = "0123456789abcdef0123"; // 20 bytes
+        let usage = |b: &Browser| {
+            let _ = b;
+            let keys = s.session_keys();
+            assert_eq!(keys.len(), 1);
+            let n = s.cmd(&["MEMORY", "USAGE", &keys[0], "SAMPLES", "0"]).int();
+            s.cmd(&["DEL", &keys[0]]);
+            n
+        };
+        let b = fx.browser();
+        b.put("/session", json!({"note": value})).await;
+        let plain = usage(&b);
+        let b = fx.browser();
+        b.put("/session", json!({"api_token": value})).await;
+        let sealed = usage(&b);
+        let b = fx.browser();
+        b.put("/session?ttl=3600", json!({"note": value})).await;
+        let expiring = usage(&b);
+        eprintln!(
+            "{kind:?} (native field expiry: {}): session with one 20-byte field {plain} B; protected {sealed} B (+{}); with a lifetime {expiring} B (+{})",
+            fx.store.native_field_expiry(),
+            sealed - plain,
+            expiring - plain
+        );
+        // A lifetime's stamp may fit in the allocator's rounding of the hash (Valkey: +0).
+        assert!(sealed > plain && expiring >= plain);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis7() {
+        measure(ServerKind::Redis7).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis8() {
+        measure(ServerKind::Redis8).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valkey() {
+        measure(ServerKind::Valkey).await
+    }
+}
