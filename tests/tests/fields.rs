@@ -18,6 +18,10 @@ tessera_tests::per_backend!(
     a_protected_value_moved_elsewhere_does_not_decrypt,
     protected_keys_rotate_on_the_next_write,
     a_protected_field_cannot_be_incremented,
+    a_field_written_again_after_it_expired_is_permanent,
+    an_increment_after_the_lifetime_starts_from_zero,
+    a_huge_ttl_is_capped_not_an_error,
+    listings_leave_out_expired_fields,
 );
 
 async fn me(b: &Browser) -> Value {
@@ -38,6 +42,85 @@ async fn ttl_of(m: &SessionManager, b: &Browser, field: &str) -> Option<Duration
 
 mod cases {
     use super::*;
+
+    /// After the lifetime passed (where the server has no hash-field expiry the field and its
+    /// stamp may still be in the hash), a write without `ttl`, or a login that sets it, makes
+    /// it permanent: the old stamp goes with the write.
+    pub async fn a_field_written_again_after_it_expired_is_permanent(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let b = fx.browser();
+        b.put("/session?ttl=1", json!({"promo": "a", "tenant": "x"}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(me(&b).await, json!({}));
+        assert_eq!(
+            b.put("/session", json!({"promo": "b"})).await.json(),
+            json!({"promo": "b"})
+        );
+        assert_eq!(
+            me(&b).await,
+            json!({"promo": "b"}),
+            "not dropped by the old stamp"
+        );
+        let r = b
+            .post("/login", Some(json!({"user_id": "ann", "tenant": "y"})))
+            .await;
+        assert_eq!(r.json()["tenant"], "y", "{r:?}");
+        assert_eq!(
+            me(&b).await,
+            json!({"promo": "b", "tenant": "y", "user_id": "ann"})
+        );
+        assert_eq!(ttl_of(&fx.manager, &b, "tenant").await, None);
+    }
+
+    pub async fn an_increment_after_the_lifetime_starts_from_zero(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let b = fx.browser();
+        b.put("/session?ttl=1", json!({"counter": 5})).await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(b.post("/counter", None).await.json(), json!({"counter": 1}));
+        assert_eq!(
+            me(&b).await,
+            json!({"counter": 1}),
+            "and it stays (no lifetime now)"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(me(&b).await, json!({"counter": 1}));
+    }
+
+    pub async fn a_huge_ttl_is_capped_not_an_error(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let b = fx.browser();
+        for ttl in ["99999999999", "18446744073709551615"] {
+            let r = b.put(&format!("/session?ttl={ttl}"), json!({"x": 1})).await;
+            assert_eq!(r.status, 200, "{r:?}");
+        }
+        let left = ttl_of(&fx.manager, &b, "x").await.unwrap();
+        assert!(left <= Duration::from_secs(10 * 365 * 86_400), "{left:?}");
+        assert!(left > Duration::from_secs(9 * 365 * 86_400), "{left:?}");
+        if let Some(s) = &fx.server {
+            let pttl = s.cmd(&["PTTL", &fx.only_session_key()]).int();
+            assert!(pttl > 0, "the session key still expires: {pttl}");
+        }
+    }
+
+    pub async fn listings_leave_out_expired_fields(setup: Setup) {
+        let fx = Fixture::with(setup, indexed).await;
+        let b = fx.browser();
+        b.put("/session", json!({"tenant": "acme"})).await;
+        b.put("/session?ttl=1", json!({"promo": "x"})).await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let found = fx
+            .manager
+            .find_sessions("tenant", "acme", 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(found.count, 1);
+        assert_eq!(
+            serde_json::Value::Object(found.sessions[0].fields.clone()),
+            json!({"tenant": "acme"})
+        );
+    }
 
     pub async fn a_field_with_a_lifetime_disappears_while_the_session_lives(setup: Setup) {
         let fx = Fixture::new(setup).await;

@@ -72,8 +72,10 @@ impl Session {
         st.data = loaded.fields;
         // Fields past their lifetime are not served (a plain read or a near-cache copy may
         // still hold them where the server has no hash-field expiry).
+        st.stale_stamps.clear();
         if let Some(now) = self.store().server_now() {
-            crate::store::fields::drop_expired(&mut st.data, now);
+            let gone = crate::store::fields::drop_expired(&mut st.data, now);
+            st.stale_stamps.extend(gone);
         }
         self.unseal_loaded(st, &id.storage_key());
         st.from_cache = loaded.cached;

@@ -113,6 +113,9 @@ fn check_field_name_len(field: &str) -> Result<()> {
     Ok(())
 }
 
+/// The longest field lifetime `insert_for` gives (longer ones are this): ten years.
+const MAX_FIELD_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
 /// A write that would have landed too long after its field-index add: nothing was written.
 pub(super) fn too_late() -> Error {
     Error::Unavailable(crate::error::StoreError::new(
@@ -286,6 +289,16 @@ impl Session {
     /// A value over `max_value_bytes`, or a new field beyond `max_fields`, is
     /// [`Error::TooLarge`] and changes nothing.
     pub async fn insert<T: Serialize + ?Sized>(&self, field: &str, value: &T) -> Result<()> {
+        self.insert_with(field, value, None).await
+    }
+
+    /// `insert`, with a lifetime in ms or none, under one lock.
+    async fn insert_with<T: Serialize + ?Sized>(
+        &self,
+        field: &str,
+        value: &T,
+        lifetime_ms: Option<u64>,
+    ) -> Result<()> {
         check_field(field)?;
         let encoded = codec::encode(value)?;
         let mut st = self.inner.state.lock().await;
@@ -294,6 +307,11 @@ impl Session {
         self.note_index_change(&mut st, field);
         st.unreadable.remove(field);
         Self::clear_lifetime(&mut st, field);
+        if let Some(ms) = lifetime_ms {
+            // The new stamp replaces whatever is there.
+            st.dirty.remove(&format!("{}{field}", fields::EXPIRES));
+            st.expire.insert(field.to_string(), ms);
+        }
         st.data
             .insert(field.to_string(), encoded.clone().into_bytes());
         st.dirty.insert(field.to_string(), Some(encoded));
@@ -307,7 +325,8 @@ impl Session {
     /// lifetime; an [`increment`](Session::increment) keeps it. Where the server has hash-field
     /// expiry (Redis 7.4+, see [`Store::native_field_expiry`](crate::Store::native_field_expiry))
     /// the server removes the field on time; elsewhere the same happens through a stamp beside
-    /// the field, checked whenever the session is read. A `ttl` under 1 ms is 1 ms.
+    /// the field, checked whenever the session is read. A `ttl` under 1 ms is 1 ms; one over
+    /// ten years is ten years (no session lives that long).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
@@ -325,12 +344,8 @@ impl Session {
         value: &T,
         ttl: std::time::Duration,
     ) -> Result<()> {
-        self.insert(field, value).await?;
-        let mut st = self.inner.state.lock().await;
-        let ms = (ttl.as_millis().min(u64::MAX as u128) as u64).max(1);
-        st.dirty.remove(&format!("{}{field}", fields::EXPIRES));
-        st.expire.insert(field.to_string(), ms);
-        Ok(())
+        let ms = (ttl.min(MAX_FIELD_LIFETIME).as_millis() as u64).max(1);
+        self.insert_with(field, value, Some(ms)).await
     }
 
     /// The remaining lifetime of a field given one with [`insert_for`](Session::insert_for);
@@ -357,11 +372,13 @@ impl Session {
         )))
     }
 
-    /// A field written without a lifetime (or removed) loses the one it had.
+    /// A field written without a lifetime (or removed) loses the one it had, including a stamp
+    /// left in the store by a lifetime that has passed.
     fn clear_lifetime(st: &mut State, field: &str) {
         st.expire.remove(field);
         let stamp = format!("{}{field}", fields::EXPIRES);
-        if st.data.remove(&stamp).is_some() {
+        let stale = st.stale_stamps.remove(&stamp);
+        if st.data.remove(&stamp).is_some() || stale {
             st.dirty.insert(stamp, None);
         }
     }
@@ -662,7 +679,8 @@ impl Session {
                             .unwrap_or_else(crate::store::now_ms);
                         for (f, ms) in std::mem::take(&mut st.expire) {
                             let stamp = format!("{}{f}", fields::EXPIRES);
-                            st.data.insert(stamp, (now + ms).to_string().into_bytes());
+                            let at = now.saturating_add(ms);
+                            st.data.insert(stamp, at.to_string().into_bytes());
                         }
                     }
                     // Written: what the index entries were before no longer matters, except

@@ -172,7 +172,11 @@ impl SessionManager {
             };
             let mut sessions = Vec::with_capacity(page.len());
             let mut count = found.len();
-            for (m, h) in page.into_iter().zip(hashes) {
+            let now = self.inner.store.server_now();
+            for (m, mut h) in page.into_iter().zip(hashes) {
+                if let Some(now) = now {
+                    crate::store::fields::drop_expired(&mut h, now);
+                }
                 let holds = h
                     .get(&f.name)
                     .is_some_and(|raw| terms(raw, f.list).iter().any(|t| t == value));

@@ -186,7 +186,7 @@ impl Session {
         }
         // What a rolled-back create gives back: the request's pending changes (a successful
         // write clears them) and its cookie decision.
-        let before_create = create_now.then(|| (st.dirty.clone(), st.cookie));
+        let before_create = create_now.then(|| (st.dirty.clone(), st.cookie, st.expire.clone()));
         let create = async {
             if create_now {
                 Some(self.write_now(st, None).await)
@@ -217,7 +217,7 @@ impl Session {
                 if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) = (&old, frozen) {
                     thaw(key.clone(), token).await;
                 }
-                if let (Some(Ok(_)), Some((dirty, cookie))) = (&created, before_create) {
+                if let (Some(Ok(_)), Some((dirty, cookie, expire))) = (&created, before_create) {
                     // Not in the index, so not handed out: the new key goes again, and the
                     // request's changes are pending again (a retried login or a `save` keeps
                     // them).
@@ -228,6 +228,7 @@ impl Session {
                     st.id = None;
                     st.dirty = dirty;
                     st.cookie = cookie;
+                    st.expire = expire;
                 }
                 return Self::failed(st, e);
             }
@@ -274,12 +275,21 @@ impl Session {
                     }
                 }
             }
+            // Nothing past its lifetime is copied.
+            if let Some(now) = store.server_now() {
+                fields::drop_expired(&mut data, now);
+            }
             for (k, v) in &st.dirty {
                 keep_raw.remove(k);
                 match v {
                     Some(v) => data.insert(k.clone(), v.clone().into_bytes()),
                     None => data.remove(k),
                 };
+                // A field written in this request has the lifetime it was given here, if any
+                // (its new stamp is written with the copy), else none.
+                if !k.starts_with(fields::EXPIRES) {
+                    data.remove(&format!("{}{k}", fields::EXPIRES));
+                }
             }
             let created = fields::ms(&data, fields::CREATED).unwrap_or(0);
             let copy: Vec<(String, String)> = data
@@ -399,16 +409,19 @@ impl Session {
             for (field, reason) in keep_raw {
                 data.remove(&field);
                 tracing::warn!(%field, %reason, "a protected session field does not decrypt; copied as it is by the id rotation");
-                st.unreadable.insert(field, reason);
+                if !config.undecryptable_as_absent {
+                    st.unreadable.insert(field, reason);
+                }
             }
             let now = store.server_now().unwrap_or_else(crate::store::now_ms);
             for (f, ms) in std::mem::take(&mut st.expire) {
                 data.insert(
                     format!("{}{f}", fields::EXPIRES),
-                    (now + ms).to_string().into_bytes(),
+                    now.saturating_add(ms).to_string().into_bytes(),
                 );
             }
             fields::drop_expired(&mut data, now);
+            st.stale_stamps.clear();
             st.data = data;
             st.dirty.clear();
             st.index_before.clear();

@@ -108,8 +108,11 @@ impl SessionManager {
         let prefix = self.inner.config.session_key("");
         let sessions = docs
             .into_iter()
-            .filter_map(|(key, h)| {
+            .filter_map(|(key, mut h)| {
                 let member = key.strip_prefix(&prefix)?;
+                if let Some(now) = self.inner.store.server_now() {
+                    crate::store::fields::drop_expired(&mut h, now);
+                }
                 if !h.contains_key(fields::CREATED) {
                     return None; // ended between the match and the read of its fields
                 }

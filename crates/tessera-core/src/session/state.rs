@@ -80,6 +80,9 @@ pub(super) struct State {
     pub(super) unreadable: HashMap<String, String>,
     /// Lifetimes (ms) of fields set in this request with `insert_for`.
     pub(super) expire: BTreeMap<String, u64>,
+    /// Lifetime stamps of fields this request found past their lifetime (dropped from `data`)
+    /// that may still be in the store: a write of such a field deletes its stamp.
+    pub(super) stale_stamps: std::collections::HashSet<String>,
 }
 
 pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
@@ -101,6 +104,8 @@ impl State {
         self.dirty.clear();
         self.index_before.clear();
         self.expire.clear();
+        self.unreadable.clear();
+        self.stale_stamps.clear();
         self.cookie = CookieAction::clear_if(self.had_cookie);
     }
 
@@ -113,6 +118,8 @@ impl State {
         self.dirty.clear();
         self.index_before.clear();
         self.expire.clear();
+        self.unreadable.clear();
+        self.stale_stamps.clear();
         self.cookie = CookieAction::Keep;
     }
 
@@ -138,6 +145,7 @@ impl State {
             incr_entry: None,
             unreadable: HashMap::new(),
             expire: BTreeMap::new(),
+            stale_stamps: std::collections::HashSet::new(),
             cookie: if candidates.first().is_some_and(|c| c.stale_key) {
                 CookieAction::Send
             } else {

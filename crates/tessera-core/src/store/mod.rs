@@ -34,11 +34,11 @@ pub(crate) mod fields {
     pub(crate) const EXPIRES: &str = "__x:";
 
     /// Removes from `data` the fields whose lifetime stamp is at most `now` (and their stamps);
-    /// whether any went.
+    /// the stamps that went.
     pub(crate) fn drop_expired(
         data: &mut std::collections::HashMap<String, Vec<u8>>,
         now: u64,
-    ) -> bool {
+    ) -> Vec<String> {
         let gone: Vec<String> = data
             .iter()
             .filter(|(k, v)| {
@@ -54,7 +54,7 @@ pub(crate) mod fields {
             data.remove(stamp);
             data.remove(&stamp[EXPIRES.len()..]);
         }
-        !gone.is_empty()
+        gone
     }
 
     /// A stored time field (ms since the epoch, as text); `None` if absent or not a number.

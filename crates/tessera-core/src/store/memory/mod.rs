@@ -237,7 +237,7 @@ impl MemoryBackend {
             return Load::Gone;
         };
         // Fields past their lifetime go now (as a load script removes them on Redis).
-        fields::drop_expired(h, wall);
+        let dropped = !fields::drop_expired(h, wall).is_empty();
         let before = h.clone();
         let age = now.duration_since(e.refreshed);
         let refresh = if age >= ms(t.touch_ms) {
@@ -251,6 +251,9 @@ impl MemoryBackend {
             }
         };
         map.used(key);
+        if dropped {
+            map.resized(key, self.max_bytes);
+        }
         Load::Found(Loaded {
             fields: before,
             refresh,
@@ -322,6 +325,12 @@ impl MemoryBackend {
             }
         }
         if let Some((f, by)) = op.incr {
+            // A field past its lifetime is counted from zero (as write.lua does).
+            let stamp = format!("{}{f}", fields::EXPIRES);
+            if fields::ms(h, &stamp).is_some_and(|at| at <= wall) {
+                h.remove(f);
+                h.remove(&stamp);
+            }
             let cur = match h.get(f) {
                 None => Some(0i64),
                 Some(raw) => std::str::from_utf8(raw)
@@ -350,7 +359,7 @@ impl MemoryBackend {
         for (f, ttl) in &op.expire {
             h.insert(
                 format!("{}{f}", fields::EXPIRES),
-                (wall + ttl).to_string().into_bytes(),
+                wall.saturating_add(*ttl).to_string().into_bytes(),
             );
         }
         if creating {

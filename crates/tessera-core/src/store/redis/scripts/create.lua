@@ -34,13 +34,17 @@ for i = FIRST, #ARGV, 2 do
   args[#args + 1] = ARGV[i + 1]
 end
 hset_all(key, args)
+-- The key's TTL first: should a field-expiry command fail below, the key still expires.
+redis.call('PEXPIRE', key, ttl)
 if NATIVE then
   for i = FIRST, #ARGV, 2 do
-    if string.sub(ARGV[i], 1, 4) == F_EXPIRES and tonumber(ARGV[i + 1]) then
-      redis.call('HPEXPIREAT', key, tonumber(ARGV[i + 1]), 'FIELDS', 2, string.sub(ARGV[i], 5), ARGV[i])
+    local at = tonumber(ARGV[i + 1])
+    if string.sub(ARGV[i], 1, 4) == F_EXPIRES and at and at > 0 then
+      -- pcall: a corrupt stamp must not make every login of the session fail; the stamp
+      -- itself still ends the field on the next read.
+      redis.pcall('HPEXPIREAT', key, math.floor(at), 'FIELDS', 2, string.sub(ARGV[i], 5), ARGV[i])
     end
   end
 end
 if NEXP > 0 then set_lifetimes(key, now, NATIVE, 7, NEXP) end
-redis.call('PEXPIRE', key, ttl)
 return {WRITTEN, 0, 0, '', now}

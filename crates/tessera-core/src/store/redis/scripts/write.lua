@@ -46,13 +46,19 @@ local max_fields = tonumber(ARGV[12])
 -- in the common case; the exact count only when the hash is near the limit.
 if ARGV[8] ~= '' and max_fields > 0 and redis.call('HLEN', key) >= max_fields
     and redis.call('HEXISTS', key, ARGV[8]) == 0 then
-  local reserved = 0
-  for _, v in ipairs(redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_USER_AGENT, F_CLIENT_ADDR, F_MOVING)) do
-    if v then reserved = reserved + 1 end
+  local n = 0
+  for _, k in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(k, 1, 2) ~= '__' then n = n + 1 end
   end
-  if redis.call('HLEN', key) - reserved >= max_fields then return {TOO_MANY_FIELDS} end
+  if n >= max_fields then return {TOO_MANY_FIELDS} end
 end
 if ARGV[8] ~= '' then
+  -- A field past its lifetime (where the server has no hash-field expiry, it may still be in
+  -- the hash) is counted from zero: it is gone.
+  local stamp = redis.call('HGET', key, F_EXPIRES .. ARGV[8])
+  if stamp and tonumber(stamp) and tonumber(stamp) <= now then
+    redis.call('HDEL', key, ARGV[8], F_EXPIRES .. ARGV[8])
+  end
   local r = redis.pcall('HINCRBY', key, ARGV[8], ARGV[9])
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'OOM', 1, true) then return r end
