@@ -302,9 +302,10 @@ mod cases {
                 ("time", 1),
                 ("hmget", 1),
                 ("hlen", 1),
+                ("hget", 1),
                 ("hincrby", 1)
             ]),
-            "an increment needs no load: one script, one round trip (HLEN: the field limit)"
+            "an increment needs no load: one script, one round trip (HLEN: the field limit; HGET: the field's lifetime stamp, if any)"
         );
     }
 
