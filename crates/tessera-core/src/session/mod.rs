@@ -609,12 +609,7 @@ impl Session {
                     Some((k.as_str(), protected::seal(keys, config, &member, k, v)))
                 })
                 .collect();
-            let expire: Vec<(&str, u64)> = st
-                .expire
-                .iter()
-                .filter(|(f, _)| matches!(st.dirty.get(f.as_str()), Some(Some(_))))
-                .map(|(f, ms)| (f.as_str(), *ms))
-                .collect();
+            let expire = st.pending_lifetimes();
             let sent = Instant::now();
             let res = if creating {
                 // A new session: no existence check, no script (a fresh id cannot exist). An

@@ -334,12 +334,7 @@ impl Session {
             }
             let sent = Instant::now();
             // Lifetimes given in this request: the copy's stamps say what is left of the others.
-            let expire: Vec<(&str, u64)> = st
-                .expire
-                .iter()
-                .filter(|(f, _)| matches!(st.dirty.get(f.as_str()), Some(Some(_))))
-                .map(|(f, ms)| (f.as_str(), *ms))
-                .collect();
+            let expire = st.pending_lifetimes();
             let written = store
                 .create(&new_key, &set, created, &expire, not_after, timing)
                 .await;

@@ -165,6 +165,16 @@ impl State {
         }
     }
 
+    /// The lifetimes (ms) given in this request to fields it sets: what the next write passes
+    /// to the store.
+    pub(super) fn pending_lifetimes(&self) -> Vec<(&str, u64)> {
+        self.expire
+            .iter()
+            .filter(|(f, _)| matches!(self.dirty.get(f.as_str()), Some(Some(_))))
+            .map(|(f, ms)| (f.as_str(), *ms))
+            .collect()
+    }
+
     pub(super) fn user_field_count(&self) -> usize {
         self.data.keys().filter(|k| is_user_field(k)).count()
     }
