@@ -38,6 +38,37 @@ pub struct SessionConfig {
     pub(crate) protected: Vec<String>,
     pub(crate) field_keys: Option<crate::protect::FieldKeys>,
     pub(crate) undecryptable_as_absent: bool,
+    pub(crate) trail: TrailLimits,
+    pub(crate) events: Option<EventsConfig>,
+}
+
+/// Bounds of the activity trail (see [`SessionConfigBuilder::activity_trail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TrailLimits {
+    pub(crate) max_entries: usize,
+    pub(crate) max_action_bytes: usize,
+    /// Device lists show each session's last action.
+    pub(crate) in_device_list: bool,
+}
+
+/// Lifecycle events settings (see [`SessionConfigBuilder::lifecycle_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventsConfig {
+    /// The stream keeps about this many events (`XADD MAXLEN ~`).
+    pub(crate) retention: usize,
+    /// How often an instance looks for expired sessions.
+    pub(crate) sweep_interval: Duration,
+    /// Names this process in the events it causes.
+    pub(crate) instance: String,
+}
+
+/// This process's default instance name: `$HOSTNAME` (or `host`) and the process id.
+fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// A field whose values are indexed, so sessions can be found by it (see
@@ -67,7 +98,28 @@ impl SessionConfig {
             field_key: None,
             previous_field_keys: Vec::new(),
             undecryptable_as_absent: false,
+            trail: TrailLimits {
+                max_entries: 50,
+                max_action_bytes: 100,
+                in_device_list: false,
+            },
+            events: None,
+            events_retention: 100_000,
+            sweep_interval: Duration::from_secs(5),
+            instance: None,
         }
+    }
+
+    /// Whether lifecycle events are published (see
+    /// [`SessionConfigBuilder::lifecycle_events`]).
+    pub fn lifecycle_events_on(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// `{[namespace]events}`: the lifecycle events stream. Its helper keys (`:expiry`,
+    /// `:users`, `:sweep`) share its hash tag, so one script reaches them all on Cluster.
+    pub(crate) fn events_key(&self) -> String {
+        format!("{{{}events}}", self.namespace)
     }
 
     /// Whether `field` is stored encrypted.
@@ -189,6 +241,11 @@ pub struct SessionConfigBuilder {
     field_key: Option<crate::protect::FieldKey>,
     previous_field_keys: Vec<crate::protect::FieldKey>,
     undecryptable_as_absent: bool,
+    trail: TrailLimits,
+    events: Option<bool>,
+    events_retention: usize,
+    sweep_interval: Duration,
+    instance: Option<String>,
 }
 
 /// Size limits of one session, the same on every store.
@@ -288,6 +345,75 @@ impl SessionConfigBuilder {
             name: name.into(),
             list: true,
         });
+        self
+    }
+
+    /// Bounds of each session's activity trail ([`Session::record`](crate::Session::record)):
+    /// at most `max_entries` entries (default 50; the oldest drop) of at most
+    /// `max_action_bytes` each (default 100). Recording is opt-in: a session that never
+    /// records stores nothing for it.
+    ///
+    /// ```
+    /// # use tessera_core::{Key, SessionConfig};
+    /// let config = SessionConfig::builder(Key::generate())
+    ///     .activity_trail(20, 64)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = config;
+    /// ```
+    pub fn activity_trail(mut self, max_entries: usize, max_action_bytes: usize) -> Self {
+        self.trail.max_entries = max_entries;
+        self.trail.max_action_bytes = max_action_bytes;
+        self
+    }
+
+    /// Device lists ([`Session::list_sessions`](crate::Session::list_sessions)) also show each
+    /// session's last recorded action (default off: it costs the list one more field per
+    /// session, the trail, read from the store).
+    pub fn device_last_action(mut self, on: bool) -> Self {
+        self.trail.in_device_list = on;
+        self
+    }
+
+    /// Publishes lifecycle events (created, login, rotated, logout, logout-all, revoked,
+    /// evicted, expired) to a capped stream every instance can read
+    /// ([`SessionManager::read_events`](crate::SessionManager::read_events)), and runs the
+    /// expiry sweeper that turns expiries into `expired` events. Off by default: each new
+    /// session, login and ending then costs one more command (BENCHMARKS.md).
+    ///
+    /// ```
+    /// # use tessera_core::{Key, SessionConfig};
+    /// let config = SessionConfig::builder(Key::generate())
+    ///     .lifecycle_events(true)
+    ///     .events_retention(1_000_000)
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(config.lifecycle_events_on());
+    /// ```
+    pub fn lifecycle_events(mut self, on: bool) -> Self {
+        self.events = Some(on);
+        self
+    }
+
+    /// About how many events the stream keeps (default 100,000; `XADD MAXLEN ~`): a consumer
+    /// that falls further behind than this misses events, and is told so
+    /// ([`EventPage::missed`](crate::EventPage::missed)).
+    pub fn events_retention(mut self, max_events: usize) -> Self {
+        self.events_retention = max_events;
+        self
+    }
+
+    /// How often an instance sweeps for sessions that expired (default 5 s): an `expired`
+    /// event is published within about twice this after the expiry (sooner where the
+    /// server's keyspace notifications are on).
+    pub fn expiry_sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = every;
+        self
+    }
+
+    /// The name of this instance in the events it causes (default `$HOSTNAME-<pid>`).
+    pub fn instance_name(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
         self
     }
 
@@ -454,6 +580,27 @@ impl SessionConfigBuilder {
                 "protected fields need a field key (`field_key`)",
             ));
         }
+        if self.trail.max_entries == 0
+            || self.trail.max_entries > 10_000
+            || self.trail.max_action_bytes == 0
+            || self.trail.max_action_bytes > 4096
+        {
+            return Err(ConfigError::Limit(
+                "the activity trail keeps 1 to 10,000 entries of 1 to 4,096 bytes",
+            ));
+        }
+        if self.events == Some(true)
+            && (self.events_retention == 0 || self.sweep_interval < Duration::from_millis(100))
+        {
+            return Err(ConfigError::Limit(
+                "events need a retention of at least 1 and a sweep interval of at least 100 ms",
+            ));
+        }
+        let events = (self.events == Some(true)).then(|| EventsConfig {
+            retention: self.events_retention,
+            sweep_interval: self.sweep_interval,
+            instance: self.instance.unwrap_or_else(default_instance),
+        });
         let field_keys = self.field_key.map(|current| crate::protect::FieldKeys {
             current,
             previous: self.previous_field_keys,
@@ -473,6 +620,8 @@ impl SessionConfigBuilder {
             protected: self.protected,
             field_keys,
             undecryptable_as_absent: self.undecryptable_as_absent,
+            trail: self.trail,
+            events,
         })
     }
 }

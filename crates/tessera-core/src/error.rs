@@ -164,6 +164,17 @@ pub enum Error {
     /// [`SessionManager::search`](crate::SessionManager::search)): never answered by scanning.
     #[error("the session store does not support this: {0}")]
     Unsupported(&'static str),
+    /// An activity trail action that cannot be recorded: empty, or with control characters
+    /// (HTTP 400; one over the length limit is [`Error::TooLarge`]).
+    #[error("activity action is empty or has control characters")]
+    InvalidAction,
+    /// An events cursor that is not one this store hands out (HTTP 400).
+    #[error("events cursor {0:?} is not valid")]
+    InvalidCursor(String),
+    /// Lifecycle events are not turned on in this configuration (HTTP 501; see
+    /// `SessionConfigBuilder::lifecycle_events`).
+    #[error("lifecycle events are not turned on")]
+    EventsOff,
 }
 
 impl Error {
@@ -181,9 +192,11 @@ impl Error {
             | Error::InvalidUserId
             | Error::TooLarge { .. }
             | Error::NotIndexed(_)
-            | Error::ProtectedField(_) => 400,
+            | Error::ProtectedField(_)
+            | Error::InvalidAction
+            | Error::InvalidCursor(_) => 400,
             Error::NotLoggedIn => 401,
-            Error::Unsupported(_) => 501,
+            Error::Unsupported(_) | Error::EventsOff => 501,
             Error::Store(_)
             | Error::Decode { .. }
             | Error::Encode(_)
@@ -218,6 +231,9 @@ impl Error {
             Error::ProtectedField(_) => "that session field is protected",
             Error::Undecryptable { .. } => "session error",
             Error::Unsupported(_) => "the session store does not support this query",
+            Error::InvalidAction => "invalid activity action",
+            Error::InvalidCursor(_) => "invalid events cursor",
+            Error::EventsOff => "lifecycle events are not turned on",
             Error::Store(_) | Error::Decode { .. } | Error::Encode(_) | Error::Config(_) => {
                 "session error"
             }

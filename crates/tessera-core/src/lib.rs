@@ -77,9 +77,10 @@ pub mod test_hooks {
             idle_ms: manager.config().idle_timeout().as_millis() as u64,
             touch_ms: manager.config().touch_interval().as_millis() as u64,
             absolute_ms: 0,
+            trail_max: 1,
         };
         Ok(matches!(
-            store.create(&key, &[(field, value)], 0, &[], 0, t).await?,
+            store.create(&key, &[(field, value)], 0, &[], &[], 0, t).await?,
             crate::store::WriteResult::Written { .. }
         ))
     }
@@ -89,6 +90,7 @@ pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
 pub use crate::protect::FieldKey;
 pub use crate::session::{
+    Activity, Event, EventKind, EventPage, EventStream, EventSubscription,
     ClientInfo, DeviceSession, FoundSession, FoundSessions, Outcome, Session, SessionManager,
 };
 pub use crate::store::{

@@ -39,7 +39,8 @@ pub fn routes_with_admin(admin_token: Option<String>) -> impl Fn(&mut ServiceCon
             "/admin/sessions",
             web::delete().to(admin(AdminRoute::EndSessions)),
         )
-        .route("/admin/counts", web::get().to(admin(AdminRoute::Counts)));
+        .route("/admin/counts", web::get().to(admin(AdminRoute::Counts)))
+        .route("/admin/events", web::get().to(admin(AdminRoute::Events)));
         base_routes(cfg);
     }
 }
@@ -51,6 +52,11 @@ fn base_routes(cfg: &mut ServiceConfig) {
             web::get().to(|s: Session| async move { reply(demo_core::me(&s).await) }),
         )
         .route("/session", web::put().to(put_session))
+        .route("/activity", web::post().to(record_activity))
+        .route(
+            "/activity",
+            web::get().to(|s: Session| async move { reply(demo_core::activity(&s).await) }),
+        )
         .route(
             "/counter",
             web::post().to(|s: Session| async move { reply(demo_core::counter(&s).await) }),
@@ -60,6 +66,10 @@ fn base_routes(cfg: &mut ServiceConfig) {
 
 fn body(b: &Bytes) -> Result<Value, String> {
     serde_json::from_slice(b).map_err(|e| format!("body is not JSON: {e}"))
+}
+
+async fn record_activity(s: Session, b: Bytes) -> HttpResponse {
+    reply(demo_core::record_activity(&s, body(&b)).await)
 }
 
 async fn login(s: Session, b: Bytes) -> HttpResponse {

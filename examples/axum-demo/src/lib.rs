@@ -23,7 +23,8 @@ pub fn app(manager: SessionManager) -> Router {
 /// The demo's routes without the layer (tests add their own routes before layering):
 /// `POST /login`, `GET /me`, `PUT /session`, `POST /counter`, plus tessera's account
 /// endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`, `DELETE /sessions/{handle}`),
-/// plus the admin routes (`GET`/`DELETE /admin/sessions`, `GET /admin/counts`) when
+/// plus `POST`/`GET /activity`, plus the admin routes (`GET`/`DELETE /admin/sessions`,
+/// `GET /admin/counts`, `GET /admin/events`) when
 /// `ADMIN_TOKEN` is set.
 pub fn routes() -> Router {
     routes_with_admin(demo_core::admin_token_from_env())
@@ -46,6 +47,12 @@ pub fn routes_with_admin(admin_token: Option<String>) -> Router {
             get(admin(AdminRoute::ListSessions)).delete(admin(AdminRoute::EndSessions)),
         )
         .route("/admin/counts", get(admin(AdminRoute::Counts)))
+        .route("/admin/events", get(admin(AdminRoute::Events)))
+        .route(
+            "/activity",
+            post(record_activity)
+                .get(|s: Session| async move { reply(demo_core::activity(&s).await) }),
+        )
         .route("/login", post(login))
         .route(
             "/me",
@@ -61,6 +68,10 @@ pub fn routes_with_admin(admin_token: Option<String>) -> Router {
 
 fn body(b: Result<Json<Value>, JsonRejection>) -> Result<Value, String> {
     b.map(|Json(v)| v).map_err(|e| e.body_text())
+}
+
+async fn record_activity(s: Session, b: Result<Json<Value>, JsonRejection>) -> Response {
+    reply(demo_core::record_activity(&s, body(b)).await)
 }
 
 async fn login(s: Session, b: Result<Json<Value>, JsonRejection>) -> Response {

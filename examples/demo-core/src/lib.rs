@@ -37,12 +37,12 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
     let secure = std::env::var("COOKIE_SECURE")
         .map(|v| v != "0")
         .unwrap_or(true);
-    let mut builder = indexed(
+    let mut builder = observed(indexed(
         SessionConfig::builder(key)
             .idle_timeout(idle)
             .touch_interval(touch)
             .secure(secure),
-    );
+    ));
     builder = protected(builder, field_keys_from_env()?);
     builder.build().map_err(|e| e.to_string())
 }
@@ -86,6 +86,15 @@ pub fn indexed(builder: SessionConfigBuilder) -> SessionConfigBuilder {
     builder.index_field("tenant").index_list_field("cart")
 }
 
+/// The demo's activity trail (device lists show each session's last action) and lifecycle
+/// events (for `GET /admin/events`; expiries swept every 2 s).
+pub fn observed(builder: SessionConfigBuilder) -> SessionConfigBuilder {
+    builder
+        .device_last_action(true)
+        .lifecycle_events(true)
+        .expiry_sweep_interval(Duration::from_secs(2))
+}
+
 /// `ADMIN_TOKEN`: enables the `/admin/*` routes (unset or empty: they answer 404).
 pub fn admin_token_from_env() -> Option<String> {
     std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty())
@@ -100,6 +109,8 @@ pub enum AdminRoute {
     EndSessions,
     /// `GET /admin/counts?field=FIELD`
     Counts,
+    /// `GET /admin/events?after=CURSOR`
+    Events,
 }
 
 /// Constant-time comparison of the presented bearer token with the configured one.
@@ -145,6 +156,13 @@ pub async fn admin(
     };
     run(async {
         match route {
+            AdminRoute::Events => {
+                let page = manager.read_events(param("after"), 1000).await?;
+                let events: Vec<Value> = page.events.iter().map(|e| e.to_json()).collect();
+                Ok(Reply::json(
+                    json!({ "events": events, "cursor": page.cursor, "missed": page.missed }),
+                ))
+            }
             AdminRoute::Counts => {
                 let Some(field) = param("field") else {
                     return Ok(bad_request("field=FIELD is required"));
@@ -306,6 +324,37 @@ pub async fn put_session(
             }
         }
         all_fields(session).await
+    })
+    .await
+}
+
+/// `POST /activity` `{"action": ".."}`: appends to the session's activity trail (204).
+pub async fn record_activity(session: &Session, body: Result<Value, String>) -> Reply {
+    let fields = match object(body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(Value::String(action)) = fields.get("action") else {
+        return bad_request("action (a string) is required");
+    };
+    run(async {
+        session.record(action).await?;
+        Ok(Reply::status(204))
+    })
+    .await
+}
+
+/// `GET /activity`: the session's trail, newest first (`[]` without a session).
+pub async fn activity(session: &Session) -> Reply {
+    run(async {
+        let trail: Vec<Value> = session
+            .activity()
+            .await?
+            .iter()
+            .take(50)
+            .map(|a| a.to_json())
+            .collect();
+        Ok(Reply::json(Value::Array(trail)))
     })
     .await
 }

@@ -26,14 +26,14 @@ impl Session {
     pub async fn logout_others(&self) -> Result<usize> {
         let (user, member) = self.user_and_member().await?;
         let res = self.mgr().logout_all_except(&user, Some(&member)).await;
-        self.record(res).await
+        self.note_failure(res).await
     }
 
     /// This session's user's live sessions, most recently used first, this one marked `current`.
     pub async fn list_sessions(&self) -> Result<Vec<DeviceSession>> {
         let (user, member) = self.user_and_member().await?;
         let res = self.mgr().list_sessions_marking(&user, Some(&member)).await;
-        self.record(res).await
+        self.note_failure(res).await
     }
 
     /// Ends one of this session's user's sessions by handle; `false` if it is not one of them.
@@ -41,7 +41,7 @@ impl Session {
     pub async fn revoke(&self, handle: &str) -> Result<bool> {
         let (user, member) = self.user_and_member().await?;
         let res = self.mgr().revoke(&user, handle).await;
-        let ok = self.record(res).await?;
+        let ok = self.note_failure(res).await?;
         if ok && handle_of(&member) == handle {
             let mut st = self.inner.state.lock().await;
             st.mark_destroyed();
@@ -58,7 +58,7 @@ impl Session {
         }
     }
 
-    async fn record<T>(&self, res: Result<T>) -> Result<T> {
+    async fn note_failure<T>(&self, res: Result<T>) -> Result<T> {
         match res {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -79,10 +79,15 @@ impl Session {
         if let (Status::Stored, Some(id)) = (st.status, st.id.clone()) {
             let key = self.mgr().key_of(&id);
             let span = tracing::debug_span!("tessera.destroy", sid = %id.log_tag(), commands = 1);
-            let deleted = self.store().delete(&key).instrument(span).await;
+            let deleted = self.mgr().end_key(&key).instrument(span).await;
             match deleted {
                 Err(e) => return Self::failed(&mut st, e),
-                Ok(_) => {
+                Ok(existed) => {
+                    if existed {
+                        self.mgr()
+                            .publish_ends(super::EventKind::Logout, &[id.storage_key()])
+                            .await;
+                    }
                     self.touches().forget(&key);
                     // Deleted for good: the member leaves its field indexes whatever its age.
                     let entries = super::index::all_entries(&self.mgr().inner.config, &st.data);

@@ -68,31 +68,41 @@ pub struct DeviceSession {
     pub client_addr: Option<String>,
     /// Whether this is the session of the request that asked.
     pub current: bool,
+    /// The session's last recorded action, when device lists show it
+    /// ([`SessionConfigBuilder::device_last_action`](crate::SessionConfigBuilder::device_last_action)).
+    pub last_action: Option<super::Activity>,
+}
+
+/// A time as RFC 3339 text (empty if it cannot be shown).
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    let nanos = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 impl DeviceSession {
-    /// As JSON: `{"handle", "created_at", "last_seen" (RFC 3339), "user_agent", "client_addr", "current"}`.
+    /// As JSON: `{"handle", "created_at", "last_seen" (RFC 3339), "user_agent", "client_addr",
+    /// "current"}`, and `"last_action": {"at", "action"}` when device lists show it.
     pub fn to_json(&self) -> serde_json::Value {
-        let rfc3339 = |t: std::time::SystemTime| {
-            let nanos = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i128)
-                .unwrap_or(0);
-            time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default()
-        };
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "handle": self.handle,
             "created_at": rfc3339(self.created_at),
             "last_seen": rfc3339(self.last_seen),
             "user_agent": self.user_agent,
             "client_addr": self.client_addr,
             "current": self.current,
-        })
+        });
+        if let Some(a) = &self.last_action {
+            v["last_action"] = a.to_json();
+        }
+        v
     }
 }

@@ -42,6 +42,18 @@ pub(super) struct ManagerInner {
     pub(super) touches: TouchLog,
     /// The query engine's index over the session hashes, created once (see `search.rs`).
     pub(super) search_index: tokio::sync::OnceCell<()>,
+    /// The lifecycle events' keys (see `events.rs`).
+    pub(super) event_keys: crate::store::events::EventKeys,
+    /// The background expiry sweeper, once started (events on).
+    pub(super) sweeper: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for ManagerInner {
+    fn drop(&mut self) {
+        if let Some(task) = self.sweeper.get() {
+            task.abort();
+        }
+    }
 }
 
 impl fmt::Debug for SessionManager {
@@ -61,14 +73,17 @@ impl SessionManager {
             idle_ms: ms(config.idle_timeout),
             touch_ms: ms(config.touch_interval),
             absolute_ms: config.absolute_lifetime.map(ms).unwrap_or(0),
+            trail_max: config.trail.max_entries,
         };
         SessionManager {
             inner: Arc::new(ManagerInner {
                 store,
-                config,
                 timing,
                 touches: TouchLog::new(),
                 search_index: tokio::sync::OnceCell::new(),
+                event_keys: crate::store::events::EventKeys::new(config.events_key()),
+                sweeper: std::sync::OnceLock::new(),
+                config,
             }),
         }
     }
@@ -104,6 +119,7 @@ impl SessionManager {
         cookie_headers: impl IntoIterator<Item = H>,
         client: ClientInfo,
     ) -> Session {
+        self.ensure_sweeper();
         let config = &self.inner.config;
         let headers: Vec<H> = cookie_headers.into_iter().collect();
         let (mut candidates, mut truncated) =
@@ -152,7 +168,14 @@ impl SessionManager {
     /// Ends the given sessions of a user: deletes each session key, then removes from the
     /// index the members whose key existed. A member whose key did not exist is left to
     /// expire by its bound: it may be a login still in flight, which must not be orphaned.
-    pub(super) async fn end_members(&self, user_id: &str, members: &[String]) -> Result<usize> {
+    /// With lifecycle events on, each ended session leaves an 'ended' mark and its end is
+    /// published as `kind`.
+    pub(super) async fn end_members(
+        &self,
+        user_id: &str,
+        members: &[String],
+        kind: super::EventKind,
+    ) -> Result<usize> {
         // In chunks, each one `DEL` round trip and one `ZREM`: every chunk is small enough to
         // finish well within the command timeout, and a failure part way leaves the chunks
         // before it fully done (their members gone from the index), so a retry makes progress
@@ -166,13 +189,17 @@ impl SessionManager {
                 .map(|m| self.inner.config.session_key(m))
                 .collect();
             let config = &self.inner.config;
-            let existed: Vec<bool> = if config.indexed.is_empty() {
+            let existed: Vec<bool> = if config.indexed.is_empty() && !self.events_on() {
                 self.inner.store.delete_many(&keys).await?
             } else {
                 // With field indexes: each key is deleted by a script that says what its
                 // indexed fields held, so the ended sessions leave those indexes too.
                 let names: Vec<&str> = config.indexed.iter().map(|f| f.name.as_str()).collect();
-                let taken = self.inner.store.take_many(&keys, &names).await?;
+                let taken = self
+                    .inner
+                    .store
+                    .take_many(&keys, &names, self.ended_mark_ms())
+                    .await?;
                 let prunes = chunk.iter().zip(&taken).filter_map(|(m, t)| {
                     let values = t.as_ref()?;
                     let data: std::collections::HashMap<String, Vec<u8>> = names
@@ -196,10 +223,25 @@ impl SessionManager {
                 .filter(|(_, e)| *e)
                 .map(|(m, _)| m.clone())
                 .collect();
+            self.publish_ends(kind, &gone).await;
             self.inner.store.index_remove(&index, &gone).await?;
             ended += gone.len();
         }
         Ok(ended)
+    }
+
+    /// Ends the session at `key` (with events on, leaving an 'ended' mark); whether one was
+    /// there.
+    pub(super) async fn end_key(&self, key: &str) -> Result<bool> {
+        if !self.events_on() {
+            return self.inner.store.delete(key).await;
+        }
+        let taken = self
+            .inner
+            .store
+            .take_many(&[key.to_string()], &[], self.ended_mark_ms())
+            .await?;
+        Ok(taken.first().is_some_and(Option::is_some))
     }
 
     /// The members of `user_id`'s index whose bound has not passed.
@@ -227,7 +269,8 @@ impl SessionManager {
         async {
             let mut members = self.members_of(user_id).await?;
             members.retain(|m| Some(m.as_str()) != keep);
-            self.end_members(user_id, &members).await
+            self.end_members(user_id, &members, super::EventKind::LogoutAll)
+                .await
         }
         .instrument(span)
         .await
@@ -249,13 +292,17 @@ impl SessionManager {
             .iter()
             .map(|m| self.inner.config.session_key(m))
             .collect();
-        let names = [
+        let mut names = vec![
             fields::TOUCHED,
             fields::USER,
             fields::USER_AGENT,
             fields::CLIENT_ADDR,
             fields::CREATED,
         ];
+        let last_action = self.inner.config.trail.in_device_list;
+        if last_action {
+            names.push(fields::TRAIL);
+        }
         let rows = self.inner.store.peek_many(&keys, &names).await?;
         let mut out: Vec<DeviceSession> = members
             .iter()
@@ -286,6 +333,11 @@ impl SessionManager {
                     user_agent: text(2),
                     client_addr: text(3),
                     current: Some(m.as_str()) == current,
+                    last_action: row
+                        .get(5)
+                        .and_then(Option::as_ref)
+                        .filter(|_| last_action)
+                        .and_then(|t| super::activity::parse(t).into_iter().next()),
                 })
             })
             .collect();
@@ -301,6 +353,9 @@ impl SessionManager {
         let Some(m) = members.into_iter().find(|m| handle_of(m) == handle) else {
             return Ok(false);
         };
-        Ok(self.end_members(user_id, std::slice::from_ref(&m)).await? == 1)
+        Ok(self
+            .end_members(user_id, std::slice::from_ref(&m), super::EventKind::Revoked)
+            .await?
+            == 1)
     }
 }

@@ -12,7 +12,9 @@
 //! | `touch_log.rs` | what this process saw of TTL refreshes |
 
 mod account;
+mod activity;
 mod devices;
+mod events;
 mod index;
 mod load;
 mod manager;
@@ -24,7 +26,9 @@ mod state;
 mod touch_log;
 
 pub(crate) use self::devices::time_of_ms;
+pub use self::activity::Activity;
 pub use self::devices::{ClientInfo, DeviceSession};
+pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
 
@@ -480,6 +484,7 @@ impl Session {
                 max_fields: self.mgr().inner.config.limits.max_fields,
                 not_after_ms: 0,
                 expire: Vec::new(),
+                records: Vec::new(),
             };
             let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
             let sent = Instant::now();
@@ -550,7 +555,7 @@ impl Session {
     /// changed.
     pub async fn save(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
-        if st.dirty.is_empty() {
+        if !st.has_changes() {
             return Ok(());
         }
         self.write_now(&mut st, None).await.map(|_| ())
@@ -610,6 +615,7 @@ impl Session {
                 })
                 .collect();
             let expire = st.pending_lifetimes();
+            let records: Vec<&str> = st.records.iter().map(String::as_str).collect();
             let sent = Instant::now();
             let res = if creating {
                 // A new session: no existence check, no script (a fresh id cannot exist). An
@@ -623,7 +629,7 @@ impl Session {
                 let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = set.len(), create = true);
                 Box::pin(
                     self.store()
-                        .create(&key, &set, 0, &expire, not_after_ms, t)
+                        .create(&key, &set, 0, &expire, &records, not_after_ms, t)
                         .instrument(span),
                 )
                 .await
@@ -654,6 +660,7 @@ impl Session {
                     max_fields: 0,
                     not_after_ms,
                     expire,
+                    records,
                 };
                 let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = op.set.len() + op.del.len(), create = false);
                 Box::pin(self.store().write(&key, &op, t).instrument(span)).await
@@ -665,7 +672,18 @@ impl Session {
                     refreshed,
                     user,
                 }) => {
+                    if creating && self.mgr().events_on() {
+                        // Tracked and announced before the cookie is handed out; if that
+                        // fails, the new key goes again and nothing was created.
+                        if let Err(e) = self.publish_created(st, &id.storage_key()).await {
+                            if let Err(d) = self.store().delete(&key).await {
+                                tracing::debug!(error = %d, "could not delete a new session whose event failed; it expires by its TTL");
+                            }
+                            return Self::failed(st, e);
+                        }
+                    }
                     st.dirty.clear();
+                    self.saved_records(st);
                     if !st.expire.is_empty() {
                         // The stamps the script wrote, as this process estimates them.
                         let now = self
@@ -730,11 +748,12 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         let config = &self.mgr().inner.config;
         Self::settle_index_refresh(&mut st).await;
-        if response_status >= 400 && !st.dirty.is_empty() {
-            tracing::debug!(sid = %tag(st.id.as_ref()), status = response_status, discarded = st.dirty.len(), "error response: the request's pending session changes are not saved");
+        if response_status >= 400 && st.has_changes() {
+            tracing::debug!(sid = %tag(st.id.as_ref()), status = response_status, discarded = st.dirty.len() + st.records.len(), "error response: the request's pending session changes are not saved");
             st.dirty.clear();
+            st.records.clear();
         }
-        if st.failure.is_none() && !st.dirty.is_empty() {
+        if st.failure.is_none() && st.has_changes() {
             // Errors are recorded in st.failure by write_now.
             let _ = self.write_now(&mut st, None).await;
         }

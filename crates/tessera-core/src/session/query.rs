@@ -330,16 +330,31 @@ impl SessionManager {
                 let ends = chunk
                     .iter()
                     .map(|(m, row)| self.end_one(&f, value, m.clone(), row.clone()));
+                let mut first_error = None;
+                let mut ended_now = Vec::new();
                 for r in futures_util::future::join_all(ends).await {
-                    let one = r?;
+                    let one = match r {
+                        Ok(one) => one,
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            continue;
+                        }
+                    };
                     gone.extend(one.gone);
                     if let Some((member, user)) = one.ended {
                         ended += 1;
                         gone.push(member.clone());
+                        ended_now.push(member.clone());
                         if let Some(u) = user {
                             by_user.entry(u).or_default().push(member);
                         }
                     }
+                }
+                // What did end is published even when another end of the chunk failed.
+                self.publish_ends(super::EventKind::Revoked, &ended_now)
+                    .await;
+                if let Some(e) = first_error {
+                    return Err(e);
                 }
             }
             // Bookkeeping: the ended sessions leave this index and their users' indexes (a

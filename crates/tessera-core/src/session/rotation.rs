@@ -58,7 +58,7 @@ impl Session {
             }
         }
         // Boxed: the rotation's future is large, and this keeps callers' futures small.
-        let res = Box::pin(self.cycle_locked(&mut st, previous_user)).await;
+        let res = Box::pin(self.cycle_locked(&mut st, previous_user, super::EventKind::Login)).await;
         if switching {
             // The previous user's session is already gone: a later failure has changed
             // something, so it must not be answered as "nothing was changed".
@@ -78,8 +78,14 @@ impl Session {
         Self::settle_index_refresh(st).await;
         if let (Status::Stored, Some(id)) = (st.status, st.id.clone()) {
             let key = self.mgr().key_of(&id);
-            if let Err(e) = self.store().delete(&key).await {
-                return Self::failed(st, e);
+            match self.mgr().end_key(&key).await {
+                Err(e) => return Self::failed(st, e),
+                Ok(true) => {
+                    self.mgr()
+                        .publish_ends(super::EventKind::Logout, &[id.storage_key()])
+                        .await
+                }
+                Ok(false) => {}
             }
             self.touches().forget(&key);
             let entries = super::index::all_entries(&self.mgr().inner.config, &st.data);
@@ -116,7 +122,7 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         let user = user_of(&st.data);
-        Box::pin(self.cycle_locked(&mut st, user)).await
+        Box::pin(self.cycle_locked(&mut st, user, super::EventKind::Rotated)).await
     }
 
     /// Moves the session to a fresh id. Order, so that a crash or a race between any two
@@ -132,7 +138,14 @@ impl Session {
     /// 4. remove the old member from the previous user's index; end sessions over the limit.
     ///
     /// Any failure after step 1 removes the new member again and thaws the old key.
-    async fn cycle_locked(&self, st: &mut State, previous_user: Option<String>) -> Result<()> {
+    ///
+    /// With lifecycle events on, `kind` (login or rotated) is published once the move is made.
+    async fn cycle_locked(
+        &self,
+        st: &mut State,
+        previous_user: Option<String>,
+        kind: super::EventKind,
+    ) -> Result<()> {
         if st.status == Status::Ended {
             return Err(Error::SessionEnded);
         }
@@ -149,6 +162,8 @@ impl Session {
             (Status::Stored, Some(id)) => Some((id.clone(), mgr.key_of(id))),
             _ => None,
         };
+        // What the event says once the move is made.
+        let mut moved_event = None;
         Self::settle_index_refresh(st).await;
         // The old member leaves the same index: it must not count toward the device limit.
         let leaving = match (&old, &previous_user) {
@@ -335,8 +350,9 @@ impl Session {
             let sent = Instant::now();
             // Lifetimes given in this request: the copy's stamps say what is left of the others.
             let expire = st.pending_lifetimes();
+            let records: Vec<&str> = st.records.iter().map(String::as_str).collect();
             let written = store
-                .create(&new_key, &set, created, &expire, not_after, timing)
+                .create(&new_key, &set, created, &expire, &records, not_after, timing)
                 .await;
             if let Ok(WriteResult::Gone) = written {
                 // The new id carries an 'ended' mark: an end-by-query saw this login's index
@@ -390,6 +406,9 @@ impl Session {
             }
             self.touches().forget(&old_key);
             self.touches().note(&new_key, sent);
+            let now = store.server_now().unwrap_or_else(crate::store::now_ms);
+            let ttl = crate::store::ttl_ms(now, created, timing).unwrap_or(timing.idle_ms);
+            moved_event = Some((Some(old_id.storage_key()), ttl));
             if let Some(pu) = &previous_user {
                 if let Err(e) = store
                     .index_remove(&config.index_key(pu), &[old_id.storage_key()])
@@ -418,16 +437,31 @@ impl Session {
             fields::drop_expired(&mut data, now);
             st.stale_stamps.clear();
             st.data = data;
+            self.saved_records(st);
             st.dirty.clear();
             st.index_before.clear();
             st.cookie = CookieAction::Send;
             st.id = Some(new_id);
+        } else if create_now {
+            // Created above under the new id (a login is saved at once; the create published
+            // `created` and the tracking).
+            moved_event = Some((None, 0));
         } else {
-            // Not stored yet: created above under the new id when a user is bound (a login
-            // is saved at once); otherwise at the end of the request, if anything is set.
+            // Not stored yet: created at the end of the request, if anything is set.
+        }
+        if let (Some((old_member, ttl)), true) = (moved_event, mgr.events_on()) {
+            let mut e = super::events::event(kind, &new_member, user.as_deref(), false);
+            let mut batch = crate::store::events::EventBatch::default();
+            if let Some(old_member) = old_member {
+                e.previous = super::devices::handle_of(&old_member);
+                batch.track.push((new_member.clone(), ttl, user.clone().unwrap_or_default()));
+                batch.untrack.push(old_member);
+            }
+            batch.events.push(e);
+            mgr.publish_after(batch).await;
         }
         if let (Some(u), false) = (&user, victims.is_empty()) {
-            if let Err(e) = Box::pin(mgr.end_members(u, &victims)).await {
+            if let Err(e) = Box::pin(mgr.end_members(u, &victims, super::EventKind::Evicted)).await {
                 return Self::failed(st, e);
             }
         }

@@ -83,6 +83,8 @@ pub(super) struct State {
     /// Lifetime stamps of fields this request found past their lifetime (dropped from `data`)
     /// that may still be in the store: a write of such a field deletes its stamp.
     pub(super) stale_stamps: std::collections::HashSet<String>,
+    /// Activity trail entries recorded in this request, not saved yet (oldest first).
+    pub(super) records: Vec<String>,
 }
 
 pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
@@ -99,6 +101,7 @@ impl State {
     /// same request starts a new session under a new id.
     pub(super) fn mark_destroyed(&mut self) {
         self.status = Status::Destroyed;
+        self.records.clear();
         self.id = None;
         self.data.clear();
         self.dirty.clear();
@@ -115,6 +118,7 @@ impl State {
     /// next request clears the cookie if it is still dead.
     pub(super) fn mark_ended(&mut self) {
         self.status = Status::Ended;
+        self.records.clear();
         self.dirty.clear();
         self.index_before.clear();
         self.expire.clear();
@@ -146,6 +150,7 @@ impl State {
             unreadable: HashMap::new(),
             expire: BTreeMap::new(),
             stale_stamps: std::collections::HashSet::new(),
+            records: Vec::new(),
             cookie: if candidates.first().is_some_and(|c| c.stale_key) {
                 CookieAction::Send
             } else {
@@ -173,6 +178,11 @@ impl State {
             .filter(|(f, _)| matches!(self.dirty.get(f.as_str()), Some(Some(_))))
             .map(|(f, ms)| (f.as_str(), *ms))
             .collect()
+    }
+
+    /// Whether this request has changes to save (fields or trail entries).
+    pub(super) fn has_changes(&self) -> bool {
+        !self.dirty.is_empty() || !self.records.is_empty()
     }
 
     pub(super) fn user_field_count(&self) -> usize {

@@ -108,6 +108,7 @@ fn times_past_year_9999_are_refused_not_panicked_on() {
         user_agent: None,
         client_addr: None,
         current: false,
+        last_action: None,
     };
     assert_eq!(
         far.to_json()["created_at"],

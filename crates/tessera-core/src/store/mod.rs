@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod check;
+pub(crate) mod events;
 pub(crate) mod memory;
 pub(crate) mod redis;
 
@@ -30,6 +31,8 @@ pub(crate) mod fields {
     pub(crate) const CLIENT_ADDR: &str = "__ip";
     /// Set while a login moves the session to a new id: `"<ms> <new member>"` (see freeze.lua).
     pub(crate) const MOVING: &str = "__m";
+    /// The activity trail: `<ms> <action>` lines, oldest first (see session/activity.rs).
+    pub(crate) const TRAIL: &str = "__a";
     /// Prefix of a field's lifetime stamp: `__x:<field>` = its expiry, server ms.
     pub(crate) const EXPIRES: &str = "__x:";
 
@@ -103,6 +106,8 @@ pub(crate) struct Timing {
     pub(crate) touch_ms: u64,
     /// 0 = no absolute lifetime.
     pub(crate) absolute_ms: u64,
+    /// The most activity trail entries a session keeps.
+    pub(crate) trail_max: usize,
 }
 
 /// A loaded session hash (reserved fields included).
@@ -190,6 +195,8 @@ pub(crate) struct WriteOp<'a> {
     pub(crate) not_after_ms: u64,
     /// Set fields that get a lifetime, ms (see `set_lifetimes` in the scripts' prelude).
     pub(crate) expire: Vec<(&'a str, u64)>,
+    /// Activity trail entries to append, oldest first (stamped with the store's time).
+    pub(crate) records: Vec<&'a str>,
 }
 
 /// What a load found.
@@ -449,6 +456,7 @@ impl Store {
         set: &[(&str, &str)],
         created_ms: u64,
         expire: &[(&str, u64)],
+        records: &[&str],
         not_after_ms: u64,
         t: Timing,
     ) -> Result<WriteResult> {
@@ -462,12 +470,16 @@ impl Store {
                     max_fields: 0,
                     not_after_ms,
                     expire: expire.to_vec(),
+                    records: records.to_vec(),
                 };
                 Ok(m.write(key, &op, t))
             }
             Backend::Redis(r) => {
-                r.write_to(key, r.create(key, set, created_ms, expire, not_after_ms, t))
-                    .await
+                r.write_to(
+                    key,
+                    r.create(key, set, created_ms, expire, records, not_after_ms, t),
+                )
+                .await
             }
         }
     }
@@ -525,15 +537,18 @@ impl Store {
 
     /// Deletes several session keys like [`delete_many`](Self::delete_many), returning what
     /// each held in `names` (`None`: no session was there).
+    /// With `mark_ms` > 0, each ended session leaves an 'ended' mark for that long (see
+    /// take.lua).
     pub(crate) async fn take_many(
         &self,
         keys: &[String],
         names: &[&str],
+        mark_ms: u64,
     ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
         match &*self.backend {
-            Backend::Memory(m) => Ok(keys.iter().map(|k| m.take(k, names)).collect()),
+            Backend::Memory(m) => Ok(keys.iter().map(|k| m.take(k, names, mark_ms)).collect()),
             Backend::Redis(r) => {
-                let res = r.bounded_write(r.take_many(keys, names)).await;
+                let res = r.bounded_write(r.take_many(keys, names, mark_ms)).await;
                 for k in keys {
                     r.changed(k);
                 }
@@ -718,6 +733,7 @@ mod future_sizes {
             idle_ms: 1,
             touch_ms: 1,
             absolute_ms: 0,
+            trail_max: 1,
         };
         let op = super::WriteOp {
             mode: super::Mode::Update,
@@ -727,6 +743,7 @@ mod future_sizes {
             max_fields: 0,
             not_after_ms: 0,
             expire: vec![],
+            records: vec![],
         };
         let sizes = [
             (
@@ -736,7 +753,7 @@ mod future_sizes {
             ("write", std::mem::size_of_val(&store.write("k", &op, t))),
             (
                 "create",
-                std::mem::size_of_val(&store.create("k", &[], 0, &[], 0, t)),
+                std::mem::size_of_val(&store.create("k", &[], 0, &[], &[], 0, t)),
             ),
             (
                 "index_add",

@@ -26,13 +26,17 @@ const OVERHEAD: usize = 96;
 pub(crate) struct MemoryBackend {
     map: Mutex<Map>,
     max_bytes: usize,
+    events: Mutex<events::MemEvents>,
 }
+
+mod events;
 
 impl MemoryBackend {
     pub(crate) fn new(max_bytes: usize) -> Self {
         MemoryBackend {
             map: Mutex::new(Map::default()),
             max_bytes,
+            events: Mutex::new(events::MemEvents::default()),
         }
     }
 }
@@ -204,6 +208,32 @@ fn user_field_count(h: &HashMap<String, Vec<u8>>) -> usize {
     h.keys().filter(|k| !k.starts_with("__")).count()
 }
 
+/// Appends entries to a session's activity trail, dropping the oldest past `max` (as the
+/// scripts' `append_trail`).
+fn append_trail(h: &mut HashMap<String, Vec<u8>>, now: u64, max: usize, records: &[&str]) {
+    let mut lines: Vec<String> = h
+        .get(fields::TRAIL)
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split('\n')
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    lines.extend(records.iter().map(|a| format!("{now} {a}")));
+    let excess = lines.len().saturating_sub(max.max(1));
+    lines.drain(..excess);
+    h.insert(fields::TRAIL.into(), lines.join("\n").into_bytes());
+}
+
+/// Leaves an 'ended' mark at `key` for `mark_ms` (see end_if.lua and take.lua).
+fn mark_ended(map: &mut Map, key: &str, now: Instant, mark_ms: u64) {
+    let h = HashMap::from([(fields::MOVING.to_string(), b"ended".to_vec())]);
+    map.insert(key, Value::Hash(h), now);
+    map.set_expiry(key, now + ms(mark_ms));
+}
+
 fn ms(d: u64) -> Duration {
     Duration::from_millis(d)
 }
@@ -362,6 +392,9 @@ impl MemoryBackend {
                 wall.saturating_add(*ttl).to_string().into_bytes(),
             );
         }
+        if !op.records.is_empty() {
+            append_trail(h, wall, t.trail_max, &op.records);
+        }
         if creating {
             h.insert(fields::CREATED.into(), created.to_string().into_bytes());
         }
@@ -395,8 +428,11 @@ impl MemoryBackend {
             return Freeze::Moved;
         }
         // A corrupt `__c` counts as "now", as in the scripts.
-        let live = h.contains_key(fields::CREATED)
-            && ttl_ms(wall, fields::ms(h, fields::CREATED).unwrap_or(wall), t).is_some();
+        if !h.contains_key(fields::CREATED) {
+            // Not a session (an 'ended' mark stays: see `take`).
+            return Freeze::Gone;
+        }
+        let live = ttl_ms(wall, fields::ms(h, fields::CREATED).unwrap_or(wall), t).is_some();
         if !live {
             map.remove(key);
             return Freeze::Gone;
@@ -563,23 +599,28 @@ impl MemoryBackend {
             Some((true, false, _)) => EndIf::Changed,
             Some((true, true, _)) => {
                 map.remove(key);
+                // The 'ended' mark also tells the expiry sweeper this was not an expiry.
+                mark_ended(&mut map, key, now, tombstone_ms);
                 EndIf::Ended
             }
             Some((false, _, Some(successor))) => EndIf::Moved(successor),
             Some((false, _, None)) => EndIf::Absent,
             None if map.get(key).is_some() => EndIf::Absent,
             None => {
-                let h = HashMap::from([(fields::MOVING.to_string(), b"ended".to_vec())]);
-                map.insert(key, Value::Hash(h), now);
-                map.set_expiry(key, now + ms(tombstone_ms));
+                mark_ended(&mut map, key, now, tombstone_ms);
                 EndIf::Absent
             }
         }
     }
 
     /// Deletes the key, returning what `names` held if a session was there.
-    pub(crate) fn take(&self, key: &str, names: &[&str]) -> Option<Vec<Option<Vec<u8>>>> {
-        let (mut map, _) = self.lock();
+    pub(crate) fn take(
+        &self,
+        key: &str,
+        names: &[&str],
+        mark_ms: u64,
+    ) -> Option<Vec<Option<Vec<u8>>>> {
+        let (mut map, now) = self.lock();
         let (found, ended) = match map.hash(key) {
             Some(h) => (
                 h.contains_key(fields::CREATED)
@@ -591,6 +632,9 @@ impl MemoryBackend {
         if !ended {
             // An 'ended' mark stays: it stops a login still on its way.
             map.remove(key);
+            if found.is_some() && mark_ms > 0 {
+                mark_ended(&mut map, key, now, mark_ms);
+            }
         }
         found
     }

@@ -6,6 +6,7 @@ const T: Timing = Timing {
     idle_ms: 100,
     touch_ms: 10,
     absolute_ms: 0,
+    trail_max: 50,
 };
 
 fn create(m: &MemoryBackend, k: &str, set: Vec<(&str, &str)>, t: Timing) -> WriteResult {
@@ -17,6 +18,7 @@ fn create(m: &MemoryBackend, k: &str, set: Vec<(&str, &str)>, t: Timing) -> Writ
         max_fields: 0,
         not_after_ms: 0,
         expire: vec![],
+        records: vec![],
     };
     m.write(k, &op, t)
 }
@@ -75,6 +77,7 @@ fn memory_is_bounded_and_the_least_recently_used_sessions_go_first() {
         idle_ms: 60_000,
         touch_ms: 1_000,
         absolute_ms: 0,
+        trail_max: 50,
     };
     let value = "x".repeat(16 * 1024);
     create(&m, "hot", vec![("v", &value)], t);
@@ -137,6 +140,7 @@ fn a_frozen_session_refuses_writes_until_released() {
         max_fields: 0,
         not_after_ms: 0,
         expire: vec![],
+        records: vec![],
     };
     assert_eq!(m.write("old", &op, T), WriteResult::Moved);
     assert_eq!(m.release("old", "wrong", true), Release::Taken);

@@ -5,6 +5,7 @@
 //! `../check.rs`.
 
 mod connect;
+mod events;
 mod near_cache;
 mod protocol;
 mod search;
@@ -143,6 +144,19 @@ impl RedisBackend {
         args: Vec<Value>,
         not_after: i64,
     ) -> Result<R> {
+        self.eval_write_keys(script, &[key], args, not_after).await
+    }
+
+    /// [`eval_write_until`](Self::eval_write_until) of a script over several keys, which must
+    /// share one hash slot (the events' keys do, by their hash tag).
+    async fn eval_write_keys<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: Vec<Value>,
+        not_after: i64,
+    ) -> Result<R> {
+        let key = keys[0];
         // A connected client: fail-fast on one still reconnecting (after a failover) would
         // refuse a write that another client of the pool can send now.
         let client = self.pool.next_connected();
@@ -152,8 +166,8 @@ impl RedisBackend {
         loop {
             let mut full: Vec<Value> = Vec::with_capacity(args.len() + 4);
             full.push(script.sha1().clone().into());
-            full.push(1i64.into());
-            full.push(key.into());
+            full.push((keys.len() as i64).into());
+            full.extend(keys.iter().map(|k| Value::from(*k)));
             let deadline = match (self.clock.deadline(self.command_timeout), not_after) {
                 (d, 0) => d,
                 (0, cap) => cap,
@@ -496,21 +510,27 @@ impl RedisBackend {
 
     /// A new session key: a fresh 128-bit id cannot exist already, so no existence check.
     /// `created_ms` keeps the creation time across an id rotation (0 = now).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn create(
         &self,
         key: &str,
         set: &[(&str, &str)],
         created_ms: u64,
         expire: &[(&str, u64)],
+        records: &[&str],
         not_after_ms: u64,
         t: Timing,
     ) -> Result<WriteResult> {
-        let mut args: Vec<Value> = Vec::with_capacity(5 + 2 * (set.len() + expire.len()));
+        let mut args: Vec<Value> =
+            Vec::with_capacity(7 + records.len() + 2 * (set.len() + expire.len()));
         args.push((t.idle_ms as i64).into());
         args.push((t.absolute_ms as i64).into());
         args.push((created_ms as i64).into());
         args.push(if self.native_field_expiry { "1" } else { "0" }.into());
         args.push((expire.len() as i64).into());
+        args.push((records.len() as i64).into());
+        args.push((t.trail_max as i64).into());
+        args.extend(records.iter().map(|a| Value::from(*a)));
         for (f, ms) in expire {
             args.push((*f).into());
             args.push((*ms as i64).into());
@@ -626,9 +646,11 @@ impl RedisBackend {
         &self,
         keys: &[String],
         names: &[&str],
+        mark_ms: u64,
     ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
         let takes = keys.iter().map(|k| {
-            let args: Vec<Value> = names.iter().map(|n| Value::from(*n)).collect();
+            let mut args: Vec<Value> = vec![(mark_ms as i64).into()];
+            args.extend(names.iter().map(|n| Value::from(*n)));
             async move {
                 let reply: Vec<Value> = self.eval_write(&TAKE, k, args).await?;
                 let mut it = reply.into_iter();

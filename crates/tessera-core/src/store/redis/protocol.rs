@@ -51,6 +51,10 @@ pub(super) static INDEX_PRUNE: LazyLock<Script> = script!("index_prune.lua");
 pub(super) static END_IF: LazyLock<Script> = script!("end_if.lua");
 pub(super) static TAKE: LazyLock<Script> = script!("take.lua");
 pub(super) static FIELD_ADD: LazyLock<Script> = script!("field_add.lua");
+pub(super) static EVENTS: LazyLock<Script> = script!("events.lua");
+pub(super) static EVENTS_DUE: LazyLock<Script> = script!("events_due.lua");
+pub(super) static EVENTS_READ: LazyLock<Script> = script!("events_read.lua");
+pub(super) static PROBE: LazyLock<Script> = script!("probe.lua");
 
 /// The scripts' reply codes (the constants at the top of each `.lua` file).
 pub(super) mod code {
@@ -224,8 +228,8 @@ pub(super) fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
 /// The arguments of `write.lua`, in its order (the deadline, first of all, is added by the
 /// caller of every write script):
 /// mode, idle_ms, absolute_ms, created_ms, nset, ndel, incr_field, incr_by, touch_ms,
-/// freeze_ms, max_fields, native, nexp, then the set pairs, then the deleted fields, then the
-/// lifetimes.
+/// freeze_ms, max_fields, native, nexp, nrec, trail_max, then the set pairs, then the deleted
+/// fields, then the lifetimes, then the trail entries.
 pub(super) struct WriteArgs<'a, 'b> {
     pub(super) op: &'a WriteOp<'b>,
     pub(super) timing: Timing,
@@ -257,6 +261,8 @@ impl WriteArgs<'_, '_> {
         args.push(int(op.max_fields as u64));
         args.push(if self.native_expiry { "1" } else { "0" }.into());
         args.push(int(op.expire.len() as u64));
+        args.push(int(op.records.len() as u64));
+        args.push(int(t.trail_max as u64));
         for (f, v) in &op.set {
             args.push((*f).into());
             args.push((*v).into());
@@ -267,6 +273,9 @@ impl WriteArgs<'_, '_> {
         for (f, ms) in &op.expire {
             args.push((*f).into());
             args.push(int(*ms));
+        }
+        for a in &op.records {
+            args.push((*a).into());
         }
         args
     }

@@ -3,7 +3,8 @@
 -- 'ended' tombstone left by an admin action that ended this id's session before it was created,
 -- see end_if.lua: then nothing is written)
 -- ARGV: deadline (see the prelude), idle_ms, absolute_ms (0 = none), created_ms (0 = now; a
---       rotation keeps the old session's), native ('1': hash-field expiry), nexp, then nexp
+--       rotation keeps the old session's), native ('1': hash-field expiry), nexp, nrec,
+--       trail_max, then nrec activity trail entries (see append_trail), then nexp
 --       field/lifetime_ms pairs, then field/value pairs (a rotation's copy includes the old
 --       session's lifetime stamps: with native expiry they are applied with HPEXPIREAT)
 -- Returns {WRITTEN, 0, 0, '', now}, {GONE} (created_ms is past the absolute lifetime, or the
@@ -14,8 +15,8 @@
 -- take, and one EVALSHA is one write for the client where a MULTI block is four (measured in
 -- BENCHMARKS.md). The EXISTS inside the script costs no round trip.
 local WRITTEN, GONE, EXISTS = 1, 0, -1
-local NATIVE, NEXP = ARGV[5] == '1', tonumber(ARGV[6])
-local FIRST = 7 + 2 * NEXP
+local NATIVE, NEXP, NREC = ARGV[5] == '1', tonumber(ARGV[6]), tonumber(ARGV[7])
+local FIRST = 9 + NREC + 2 * NEXP
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
@@ -46,5 +47,6 @@ if NATIVE then
     end
   end
 end
-if NEXP > 0 then set_lifetimes(key, now, NATIVE, 7, NEXP) end
+if NEXP > 0 then set_lifetimes(key, now, NATIVE, 9 + NREC, NEXP) end
+append_trail(key, now, tonumber(ARGV[8]), 9, NREC)
 return {WRITTEN, 0, 0, '', now}

@@ -25,4 +25,7 @@ if not meta[1] then
 end
 if ARGV[5] ~= '1' and meta[2] ~= ARGV[3] then return {CHANGED} end
 redis.call('DEL', key)
+-- The 'ended' mark also tells the expiry sweeper this session was ended, not expired.
+redis.call('HSET', key, F_MOVING, 'ended')
+redis.call('PEXPIRE', key, tonumber(ARGV[4]))
 return {ENDED}

@@ -18,7 +18,9 @@ for i = 1, #h, 2 do
   elseif h[i] == F_MOVING then moving = h[i + 1] end
 end
 if is_tombstone(created_field, moving) then return {MOVED} end
-if created_field == nil or not session_ttl(now, created or now, idle, abs) then
+-- Not a session (an 'ended' mark stays: see take.lua).
+if created_field == nil then return {GONE} end
+if not session_ttl(now, created or now, idle, abs) then
   redis.call('DEL', key)
   return {GONE}
 end

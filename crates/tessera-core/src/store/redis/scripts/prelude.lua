@@ -93,3 +93,19 @@ local function drop_expired(key, h, now)
   redis.pcall('HDEL', key, unpack(names))
   return kept
 end
+
+-- The activity trail (session/activity.rs): F_TRAIL holds '<ms> <action>' lines, oldest first,
+-- at most `max` of them. Appends ARGV[from .. from + n - 1], stamped `now`.
+local F_TRAIL = '__a'
+local function append_trail(key, now, max, from, n)
+  if n <= 0 then return end
+  local lines = {}
+  local cur = redis.call('HGET', key, F_TRAIL)
+  if cur then
+    for line in string.gmatch(cur, '[^\n]+') do lines[#lines + 1] = line end
+  end
+  for i = 0, n - 1 do lines[#lines + 1] = now .. ' ' .. ARGV[from + i] end
+  local first = #lines - math.max(max, 1) + 1
+  if first < 1 then first = 1 end
+  redis.call('HSET', key, F_TRAIL, table.concat(lines, '\n', first, #lines))
+end

@@ -1,5 +1,8 @@
 -- tessera: end a session and say what its indexed fields held. Single key.
--- KEYS[1] session key; ARGV: deadline (see the prelude), then the indexed fields' names
+-- KEYS[1] session key; ARGV: deadline (see the prelude), mark_ms, then the indexed fields' names
+-- With mark_ms > 0 (lifecycle events on), the ended session leaves an 'ended' mark for that
+-- long: the expiry sweeper then knows it was ended by a request (which publishes its end), not
+-- expired.
 -- Returns {0} when no session was there, else {1, value or false, ...} in the order of the
 -- names (the caller removes the session from those values' field indexes), or {EXPIRED, now}.
 local key = KEYS[1]
@@ -11,9 +14,14 @@ if redis.call('HEXISTS', key, F_CREATED) == 0 then
   return {0}
 end
 local out = {1}
-if #ARGV > 1 then
-  local vals = redis.call('HMGET', key, unpack(ARGV, 2))
+if #ARGV > 2 then
+  local vals = redis.call('HMGET', key, unpack(ARGV, 3))
   for i = 1, #vals do out[#out + 1] = vals[i] end
 end
 redis.call('DEL', key)
+local mark_ms = tonumber(ARGV[2])
+if mark_ms > 0 then
+  redis.call('HSET', key, F_MOVING, 'ended')
+  redis.call('PEXPIRE', key, mark_ms)
+end
 return out

@@ -3,8 +3,9 @@
 -- ARGV: deadline (see the prelude), mode ('c' create | 'u' update), idle_ms, absolute_ms,
 --       created_ms (create: 0 = now), nset, ndel, incr_field ('' = none), incr_by, touch_ms,
 --       freeze_ms, max_fields (0 = not checked here), native ('1': hash-field expiry), nexp,
---       then nset field/value pairs, then ndel fields, then nexp field/lifetime_ms pairs (see
---       set_lifetimes in the prelude)
+--       nrec, trail_max, then nset field/value pairs, then ndel fields, then nexp
+--       field/lifetime_ms pairs (see set_lifetimes in the prelude), then nrec activity trail
+--       entries (see append_trail)
 -- Returns {WRITTEN, incr_result (as text), touched (0/1), user id or '', now}, {GONE}, {EXISTS} (create),
 -- {NOT_AN_INTEGER}, {MOVED} (a login is moving the session to a new id: nothing written), or
 -- {EXPIRED, now} (past its deadline: nothing written), or {TOO_MANY_FIELDS} (the increment would
@@ -15,7 +16,7 @@
 -- Over maxmemory (noeviction) the first write command fails with OOM before anything is
 -- written; the script then fails with that error, and the caller reports the store unavailable.
 local WRITTEN, GONE, EXISTS, NOT_AN_INTEGER, MOVED, TOO_MANY_FIELDS = 1, 0, -1, -2, -3, -5
-local FIRST = 15
+local FIRST = 17
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
@@ -83,6 +84,7 @@ if #args > 0 then hset_all(key, args) end
 if ndel > 0 then hdel_range(key, FIRST + 2 * nset, FIRST - 1 + 2 * nset + ndel) end
 local nexp = tonumber(ARGV[14])
 if nexp > 0 then set_lifetimes(key, now, ARGV[13] == '1', FIRST + 2 * nset + ndel, nexp) end
+append_trail(key, now, tonumber(ARGV[16]), FIRST + 2 * nset + ndel + 2 * nexp, tonumber(ARGV[15]))
 -- A stale freeze (its rotation died): this write wins, and that rotation will not delete the key.
 if moving then redis.call('HDEL', key, F_MOVING) end
 if touched then redis.call('PEXPIRE', key, ttl) end

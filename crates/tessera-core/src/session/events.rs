@@ -1,0 +1,466 @@
+//! Lifecycle events: what each way a session starts, moves or ends publishes, how every
+//! instance reads them (a page with a cursor, a stream, a callback), and the expiry sweeper
+//! that turns expiries nobody caused into `expired` events, exactly once.
+//!
+//! Exactly one end per session: every session with events on is tracked in the expiry set
+//! (`{[ns]events}:expiry`). A request that ends a session deletes it leaving a short 'ended'
+//! mark, then publishes its end event only if it removes the member from the set (one script
+//! over the set and the stream, atomic); the sweeper publishes `expired` for a member whose key
+//! is gone (no mark) only if it removes the member. Whoever removes it publishes; the other
+//! publishes nothing.
+
+use super::devices::{handle_of, time_of_ms};
+use super::manager::ManagerInner;
+use super::SessionManager;
+use crate::config::EventsConfig;
+use crate::error::{Error, Result};
+use crate::store::events::{parse_id, EventBatch, EventKeys, NewEvent, Probe, StoredEvent};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+/// How long an ended session's 'ended' mark stays (the request that ended it publishes its end
+/// well within this).
+pub(super) const ENDED_MARK_MS: u64 = 10_000;
+
+/// How many tracked sessions one sweep step handles.
+const SWEEP_BATCH: usize = 500;
+
+/// What happened to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A new session was saved for the first time.
+    Created,
+    /// A user logged in (the session moved to a new id, this event's handle).
+    Login,
+    /// The session moved to a new id without a login (`cycle_id`).
+    Rotated,
+    /// The session was ended by its own request (logout, or a login as another user).
+    Logout,
+    /// Ended by a logout everywhere (one event per ended session).
+    LogoutAll,
+    /// Ended by a revoke (from a device list, or an admin ending sessions by a field).
+    Revoked,
+    /// Ended by the user's device limit, at another login.
+    Evicted,
+    /// It expired (idle timeout, absolute lifetime, or evicted by the server's memory policy).
+    Expired,
+}
+
+impl EventKind {
+    /// The name in the stream and in JSON: `created`, `login`, `rotated`, `logout`,
+    /// `logout_all`, `revoked`, `evicted`, `expired`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Login => "login",
+            EventKind::Rotated => "rotated",
+            EventKind::Logout => "logout",
+            EventKind::LogoutAll => "logout_all",
+            EventKind::Revoked => "revoked",
+            EventKind::Evicted => "evicted",
+            EventKind::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "created" => EventKind::Created,
+            "login" => EventKind::Login,
+            "rotated" => EventKind::Rotated,
+            "logout" => EventKind::Logout,
+            "logout_all" => EventKind::LogoutAll,
+            "revoked" => EventKind::Revoked,
+            "evicted" => EventKind::Evicted,
+            "expired" => EventKind::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Whether this event ends the session (each session has at most one).
+    pub fn ends_session(&self) -> bool {
+        !matches!(
+            self,
+            EventKind::Created | EventKind::Login | EventKind::Rotated
+        )
+    }
+}
+
+/// One lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its position in the stream: pass it as `after` to read what follows.
+    pub cursor: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// The session's handle (as device lists show it; never the session id). After a login
+    /// or rotation, the new one.
+    pub handle: String,
+    /// The session's user, if one is bound.
+    pub user_id: Option<String>,
+    /// When, by the store's clock.
+    pub at: SystemTime,
+    /// Which instance caused it (see `SessionConfigBuilder::instance_name`); for `expired`,
+    /// the one whose sweeper found it.
+    pub instance: String,
+    /// For a login or rotation: the handle before (none when the session was created by it).
+    pub previous_handle: Option<String>,
+}
+
+impl Event {
+    /// As JSON: `{"cursor", "type", "handle", "user_id", "at" (RFC 3339), "instance",
+    /// "previous_handle"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cursor": self.cursor,
+            "type": self.kind.as_str(),
+            "handle": self.handle,
+            "user_id": self.user_id,
+            "at": super::devices::rfc3339(self.at),
+            "instance": self.instance,
+            "previous_handle": self.previous_handle,
+        })
+    }
+
+    fn from_stored((cursor, f): StoredEvent) -> Option<Event> {
+        let text = |k: &str| f.get(k).filter(|v| !v.is_empty()).cloned();
+        Some(Event {
+            kind: EventKind::parse(f.get("type")?)?,
+            handle: f.get("handle")?.clone(),
+            user_id: text("user"),
+            at: time_of_ms(f.get("at")?)?,
+            instance: f.get("instance").cloned().unwrap_or_default(),
+            previous_handle: text("previous"),
+            cursor,
+        })
+    }
+}
+
+/// A page of events ([`SessionManager::read_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    /// Oldest first.
+    pub events: Vec<Event>,
+    /// Where the next read starts: the last event's cursor, or the one passed in when there
+    /// was none.
+    pub cursor: String,
+    /// Events after the cursor passed in were already dropped by the retention
+    /// (`SessionConfigBuilder::events_retention`): this reader missed some.
+    pub missed: bool,
+}
+
+/// A stream of events ([`SessionManager::events`]): `futures::Stream<Item = Result<Event>>`.
+pub type EventStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Event>> + Send + 'static>>;
+
+/// A running callback ([`SessionManager::on_event`]); dropping it stops it.
+#[derive(Debug)]
+pub struct EventSubscription {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EventSubscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Builds the batches the lifecycle publishes.
+pub(super) fn event(kind: EventKind, member: &str, user: Option<&str>, claim: bool) -> NewEvent {
+    NewEvent {
+        kind: kind.as_str(),
+        member: member.to_string(),
+        handle: handle_of(member),
+        user: user.unwrap_or_default().to_string(),
+        previous: String::new(),
+        claim,
+    }
+}
+
+impl ManagerInner {
+    pub(super) fn events_config(&self) -> Option<&EventsConfig> {
+        self.config.events.as_ref()
+    }
+
+    pub(super) fn event_keys(&self) -> &EventKeys {
+        &self.event_keys
+    }
+
+    /// The TTL a session created now gets, ms.
+    pub(super) fn new_session_ttl(&self) -> u64 {
+        crate::store::ttl_ms(0, 0, self.timing).unwrap_or(self.timing.idle_ms)
+    }
+}
+
+impl super::Session {
+    /// A new session was written: track it in the expiry set and publish `created`.
+    pub(super) async fn publish_created(
+        &self,
+        st: &super::state::State,
+        member: &str,
+    ) -> Result<()> {
+        let mgr = self.mgr();
+        let user = super::state::user_of(&st.data);
+        let batch = EventBatch {
+            track: vec![(
+                member.to_string(),
+                mgr.inner.new_session_ttl(),
+                user.clone().unwrap_or_default(),
+            )],
+            events: vec![event(EventKind::Created, member, user.as_deref(), false)],
+            ..EventBatch::default()
+        };
+        mgr.publish(&batch).await.map(|_| ())
+    }
+}
+
+impl SessionManager {
+    /// Whether lifecycle events are on.
+    pub(super) fn events_on(&self) -> bool {
+        self.inner.config.events.is_some()
+    }
+
+    /// Publishes a batch (a no-op with events off); the ids of the published events.
+    pub(super) async fn publish(&self, batch: &EventBatch) -> Result<Vec<Option<String>>> {
+        let Some(cfg) = self.inner.events_config() else {
+            return Ok(Vec::new());
+        };
+        self.inner
+            .store
+            .events_apply(self.inner.event_keys(), cfg.retention, &cfg.instance, batch)
+            .await
+    }
+
+    /// Publishes what follows a change that is already made: tried twice; a failure is logged
+    /// (the change stands; that event is lost).
+    pub(super) async fn publish_after(&self, batch: EventBatch) {
+        if !self.events_on() || batch.is_empty() {
+            return;
+        }
+        let mut last = None;
+        for _ in 0..2 {
+            match self.publish(&batch).await {
+                Ok(_) => return,
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            let kinds: Vec<&str> = batch.events.iter().map(|e| e.kind).collect();
+            tracing::warn!(target: "tessera::events", error = %e, ?kinds, "could not publish session events after the change was made; they are lost");
+        }
+    }
+
+    /// Publishes the end of sessions that this instance ended (each only if no one else
+    /// published its end: see the module's comment).
+    pub(super) async fn publish_ends(&self, kind: EventKind, members: &[String]) {
+        let batch = EventBatch {
+            events: members.iter().map(|m| event(kind, m, None, true)).collect(),
+            ..EventBatch::default()
+        };
+        self.publish_after(batch).await
+    }
+
+    /// The 'ended' mark a request's delete leaves (0 with events off).
+    pub(super) fn ended_mark_ms(&self) -> u64 {
+        if self.events_on() {
+            ENDED_MARK_MS
+        } else {
+            0
+        }
+    }
+
+    fn require_events(&self) -> Result<&EventsConfig> {
+        self.inner.events_config().ok_or(Error::EventsOff)
+    }
+
+    /// Reads up to `limit` events after `after` (a cursor from an earlier [`Event`] or
+    /// [`EventPage`]; `None`: from the oldest retained), oldest first. Every instance reads
+    /// every instance's events; a consumer that stores its cursor resumes after a restart
+    /// without losing any, as long as it is back within the retention.
+    ///
+    /// With the memory store, events stay in this process.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::{EventKind, Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate()).lifecycle_events(true).build().unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// let session = manager.start(None::<&str>);
+    /// session.login("ann").await?;
+    /// let page = manager.read_events(None, 100).await?;
+    /// let kinds: Vec<EventKind> = page.events.iter().map(|e| e.kind).collect();
+    /// assert_eq!(kinds, [EventKind::Created, EventKind::Login]);
+    /// let next = manager.read_events(Some(&page.cursor), 100).await?;
+    /// assert!(next.events.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_events(&self, after: Option<&str>, limit: usize) -> Result<EventPage> {
+        self.require_events()?;
+        let from = match after.filter(|a| !a.is_empty() && *a != "0") {
+            Some(a) => Some(parse_id(a).ok_or_else(|| Error::InvalidCursor(a.to_string()))?),
+            None => None,
+        };
+        let limit = limit.clamp(1, 10_000);
+        let (stored, missed) = self
+            .inner
+            .store
+            .events_read(self.inner.event_keys(), from, limit)
+            .await?;
+        let last = stored.last().map(|(id, _)| id.clone());
+        let events: Vec<Event> = stored.into_iter().filter_map(Event::from_stored).collect();
+        Ok(EventPage {
+            cursor: last.unwrap_or_else(|| after.unwrap_or("0").to_string()),
+            events,
+            missed,
+        })
+    }
+
+    /// Every event after `after`, as they come (polled every 200 ms while there are none): a
+    /// `futures::Stream` that never ends by itself. A store error is yielded as an item and
+    /// the stream goes on from the same cursor.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use futures_util::StreamExt;
+    /// # let config = tessera_core::SessionConfig::builder(tessera_core::Key::generate()).lifecycle_events(true).build().unwrap();
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), config);
+    /// let mut events = manager.events(None);
+    /// manager.start(None::<&str>).login("ann").await?;
+    /// let first = events.next().await.unwrap()?;
+    /// assert_eq!(first.kind, tessera_core::EventKind::Created);
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self, after: Option<String>) -> EventStream {
+        let manager = self.clone();
+        let state = (manager, after, std::collections::VecDeque::<Event>::new());
+        Box::pin(futures_util::stream::unfold(
+            state,
+            |(manager, mut cursor, mut buffered)| async move {
+                loop {
+                    if let Some(e) = buffered.pop_front() {
+                        return Some((Ok(e), (manager, cursor, buffered)));
+                    }
+                    match manager.read_events(cursor.as_deref(), 100).await {
+                        Ok(page) if !page.events.is_empty() => {
+                            cursor = Some(page.cursor);
+                            buffered.extend(page.events);
+                        }
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        Err(e) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return Some((Err(e), (manager, cursor, buffered)));
+                        }
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Calls `f` with every event after `after`, in order, on a task of its own, until the
+    /// returned subscription is dropped. Errors reading the store are logged and retried.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let config = tessera_core::SessionConfig::builder(tessera_core::Key::generate()).lifecycle_events(true).build().unwrap();
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), config);
+    /// let subscription = manager.on_event(None, |e| println!("{} {}", e.kind.as_str(), e.handle));
+    /// drop(subscription); // stops it
+    /// # }
+    /// ```
+    pub fn on_event<F>(&self, after: Option<String>, mut f: F) -> EventSubscription
+    where
+        F: FnMut(Event) + Send + 'static,
+    {
+        use futures_util::StreamExt as _;
+        let mut stream = self.events(after);
+        EventSubscription {
+            task: tokio::spawn(async move {
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(e) => f(e),
+                        Err(e) => {
+                            tracing::warn!(target: "tessera::events", error = %e, "reading session events failed; retrying")
+                        }
+                    }
+                }
+            }),
+        }
+    }
+
+    /// Runs one expiry sweep now, on this instance, whether or not another holds the sweep
+    /// lease: publishes `expired` for every tracked session whose key is gone and whose end no
+    /// one published. Returns how many it published. The background sweeper (started with the
+    /// first request when events are on) does this every `expiry_sweep_interval`.
+    pub async fn sweep_expired(&self) -> Result<usize> {
+        self.require_events()?;
+        sweep(&self.inner, false).await
+    }
+
+    /// Starts the background sweeper once (needs a Tokio runtime; called by `start`).
+    pub(super) fn ensure_sweeper(&self) {
+        let Some(cfg) = self.inner.events_config() else {
+            return;
+        };
+        if self.inner.sweeper.get().is_some() || tokio::runtime::Handle::try_current().is_err()
+        {
+            return;
+        }
+        let every = cfg.sweep_interval;
+        let weak: Weak<ManagerInner> = Arc::downgrade(&self.inner);
+        let _ = self.inner.sweeper.get_or_init(|| {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    if let Err(e) = sweep(&inner, true).await {
+                        tracing::warn!(target: "tessera::events", error = %e, "expiry sweep failed; trying again next round");
+                    }
+                }
+            })
+            .abort_handle()
+        });
+    }
+}
+
+/// One sweep: the due members in batches, each probed and then settled in one script.
+async fn sweep(inner: &ManagerInner, lease: bool) -> Result<usize> {
+    let Some(cfg) = inner.events_config() else {
+        return Ok(0);
+    };
+    let lease_ms = if lease {
+        (cfg.sweep_interval.as_millis() as u64).saturating_mul(2)
+    } else {
+        0
+    };
+    let mut published = 0;
+    loop {
+        let due = inner
+            .store
+            .expiry_due(inner.event_keys(), &cfg.instance, lease_ms, SWEEP_BATCH)
+            .await?;
+        let Some(due) = due.filter(|d| !d.is_empty()) else {
+            return Ok(published);
+        };
+        let keys: Vec<String> = due.iter().map(|m| inner.config.session_key(m)).collect();
+        let probes = inner.store.probe_many(&keys).await?;
+        let mut batch = EventBatch::default();
+        for (m, p) in due.iter().zip(probes) {
+            match p {
+                Probe::Live(ms) => batch.rescore.push((m.clone(), ms.max(1_000))),
+                // The request that ended it publishes its end within moments: look again after
+                // the mark would have gone (if that request died, this is then an expiry).
+                Probe::Ended => batch.rescore.push((m.clone(), ENDED_MARK_MS)),
+                Probe::Moved => batch.untrack.push(m.clone()),
+                Probe::Gone => batch.events.push(event(EventKind::Expired, m, None, true)),
+            }
+        }
+        let ids = inner
+            .store
+            .events_apply(inner.event_keys(), cfg.retention, &cfg.instance, &batch)
+            .await?;
+        published += ids.iter().filter(|i| i.is_some()).count();
+        if due.len() < SWEEP_BATCH {
+            return Ok(published);
+        }
+    }
+}

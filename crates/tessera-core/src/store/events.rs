@@ -1,0 +1,148 @@
+//! What the stores keep for lifecycle events: a capped stream of events, the expiry set (every
+//! tracked session and a server time no later than its expiry) and the users of tracked
+//! sessions, all under one hash tag; plus the probe the expiry sweeper runs on session keys.
+//! The rules are in `redis/scripts/events.lua`; the memory store follows them in one process.
+
+use super::{Backend, Store};
+use crate::error::Result;
+use std::collections::HashMap;
+
+/// The keys of one namespace's events: `{[ns]events}` and its helpers.
+#[derive(Debug, Clone)]
+pub(crate) struct EventKeys {
+    pub(crate) stream: String,
+    pub(crate) expiry: String,
+    pub(crate) users: String,
+    pub(crate) lease: String,
+}
+
+impl EventKeys {
+    pub(crate) fn new(stream: String) -> Self {
+        EventKeys {
+            expiry: format!("{stream}:expiry"),
+            users: format!("{stream}:users"),
+            lease: format!("{stream}:sweep"),
+            stream,
+        }
+    }
+}
+
+/// One event to publish.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub(crate) kind: &'static str,
+    /// The session's storage key (the expiry set's member).
+    pub(crate) member: String,
+    pub(crate) handle: String,
+    /// Empty: none (or, for a claim, the one the users hash holds).
+    pub(crate) user: String,
+    pub(crate) previous: String,
+    /// It ends the session: published only by whoever removes `member` from the expiry set.
+    pub(crate) claim: bool,
+}
+
+/// What one call to the events script does, in this order: untrack, rescore, track, publish.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct EventBatch {
+    /// (member, ms until its expiry, user or "").
+    pub(crate) track: Vec<(String, u64, String)>,
+    pub(crate) untrack: Vec<String>,
+    /// (member, ms until its expiry): only members still tracked.
+    pub(crate) rescore: Vec<(String, u64)>,
+    pub(crate) events: Vec<NewEvent>,
+}
+
+impl EventBatch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.track.is_empty()
+            && self.untrack.is_empty()
+            && self.rescore.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// A stored event: its stream id and fields.
+pub(crate) type StoredEvent = (String, HashMap<String, String>);
+
+/// What the sweeper found at a tracked session's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Nothing: it expired.
+    Gone,
+    /// A live session, expiring in this many ms.
+    Live(u64),
+    /// An 'ended' mark: a request ended it and publishes its end.
+    Ended,
+    /// Retired by a login's id rotation (the session lives on under a new id), or not a
+    /// session at all.
+    Moved,
+}
+
+/// A stream id `<ms>-<seq>`, as numbers (ordered as the stream orders them).
+pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+impl Store {
+    /// Runs one batch atomically; the stream id of each event, `None` when not published.
+    pub(crate) async fn events_apply(
+        &self,
+        keys: &EventKeys,
+        retention: usize,
+        instance: &str,
+        batch: &EventBatch,
+    ) -> Result<Vec<Option<String>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.events_apply(retention, instance, batch)),
+            Backend::Redis(r) => {
+                r.bounded_write(r.events_apply(keys, retention, instance, batch))
+                    .await
+            }
+        }
+    }
+
+    /// Events after `after` (from the first retained one when `None`), at most `limit`; and
+    /// whether some event after `after` was already dropped by the retention.
+    pub(crate) async fn events_read(
+        &self,
+        keys: &EventKeys,
+        after: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<(Vec<StoredEvent>, bool)> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m.events_read(after, limit)),
+            Backend::Redis(r) => r.bounded(r.events_read(keys, after, limit)).await,
+        }
+    }
+
+    /// The tracked sessions whose expiry may have passed (at most `limit`), if this instance
+    /// holds (or takes) the sweep lease for `lease_ms` (0: without the lease). `None`: another
+    /// instance sweeps now.
+    pub(crate) async fn expiry_due(
+        &self,
+        keys: &EventKeys,
+        instance: &str,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(Some(m.expiry_due(limit))),
+            Backend::Redis(r) => {
+                r.bounded_write(r.expiry_due(keys, instance, lease_ms, limit))
+                    .await
+            }
+        }
+    }
+
+    /// What is at each session key now (one pipelined round trip on Redis).
+    pub(crate) async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>> {
+        match &*self.backend {
+            Backend::Memory(m) => Ok(keys.iter().map(|k| m.probe(k)).collect()),
+            Backend::Redis(r) => r.bounded(r.probe_many(keys)).await,
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Lifecycle events on the memory store: the stream, the expiry set and the users of tracked
+//! sessions, with the rules of `events.lua`, in this process only (each process has its own).
+
+use super::super::events::{EventBatch, Probe, StoredEvent};
+use super::super::{fields, now_ms};
+use super::{is_ended, is_tombstone, MemoryBackend, Value};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+#[derive(Debug, Default)]
+pub(super) struct MemEvents {
+    stream: VecDeque<((u64, u64), HashMap<String, String>)>,
+    last_id: (u64, u64),
+    /// The newest id dropped by the retention.
+    max_deleted: Option<(u64, u64)>,
+    /// member -> score, and (score, member) in order.
+    scores: HashMap<String, u64>,
+    due: BTreeSet<(u64, String)>,
+    users: HashMap<String, String>,
+}
+
+impl MemEvents {
+    fn zadd(&mut self, member: &str, score: u64) {
+        if let Some(old) = self.scores.insert(member.to_string(), score) {
+            self.due.remove(&(old, member.to_string()));
+        }
+        self.due.insert((score, member.to_string()));
+    }
+
+    fn zrem(&mut self, member: &str) -> bool {
+        match self.scores.remove(member) {
+            Some(old) => {
+                self.due.remove(&(old, member.to_string()));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl MemoryBackend {
+    fn events(&self) -> std::sync::MutexGuard<'_, MemEvents> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn events_apply(
+        &self,
+        retention: usize,
+        instance: &str,
+        batch: &EventBatch,
+    ) -> Vec<Option<String>> {
+        let mut ev = self.events();
+        let now = now_ms();
+        for m in &batch.untrack {
+            ev.zrem(m);
+            ev.users.remove(m);
+        }
+        for (m, ttl) in &batch.rescore {
+            if ev.scores.contains_key(m) {
+                ev.zadd(m, now.saturating_add(*ttl));
+            }
+        }
+        for (m, ttl, user) in &batch.track {
+            ev.zadd(m, now.saturating_add(*ttl));
+            if !user.is_empty() {
+                ev.users.insert(m.clone(), user.clone());
+            }
+        }
+        let mut out = Vec::with_capacity(batch.events.len());
+        for e in &batch.events {
+            let mut user = e.user.clone();
+            if e.claim {
+                if !ev.zrem(&e.member) {
+                    out.push(None);
+                    continue;
+                }
+                let stored = ev.users.remove(&e.member);
+                if user.is_empty() {
+                    user = stored.unwrap_or_default();
+                }
+            }
+            let id = if now > ev.last_id.0 {
+                (now, 0)
+            } else {
+                (ev.last_id.0, ev.last_id.1 + 1)
+            };
+            ev.last_id = id;
+            let fields = HashMap::from([
+                ("type".to_string(), e.kind.to_string()),
+                ("handle".to_string(), e.handle.clone()),
+                ("user".to_string(), user),
+                ("at".to_string(), now.to_string()),
+                ("instance".to_string(), instance.to_string()),
+                ("previous".to_string(), e.previous.clone()),
+            ]);
+            ev.stream.push_back((id, fields));
+            while ev.stream.len() > retention.max(1) {
+                if let Some((gone, _)) = ev.stream.pop_front() {
+                    ev.max_deleted = Some(gone);
+                }
+            }
+            out.push(Some(format!("{}-{}", id.0, id.1)));
+        }
+        out
+    }
+
+    pub(crate) fn events_read(
+        &self,
+        after: Option<(u64, u64)>,
+        limit: usize,
+    ) -> (Vec<StoredEvent>, bool) {
+        let ev = self.events();
+        let missed = match (after, ev.max_deleted) {
+            (Some(a), Some(d)) => d > a,
+            (None, Some(_)) => false,
+            _ => false,
+        };
+        let page = ev
+            .stream
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| *id > a))
+            .take(limit)
+            .map(|(id, f)| (format!("{}-{}", id.0, id.1), f.clone()))
+            .collect();
+        (page, missed)
+    }
+
+    pub(crate) fn expiry_due(&self, limit: usize) -> Vec<String> {
+        let now = now_ms();
+        self.events()
+            .due
+            .iter()
+            .take_while(|(score, _)| *score <= now)
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    pub(crate) fn probe(&self, key: &str) -> Probe {
+        let (mut map, now) = self.lock();
+        let Some(e) = map.get(key) else {
+            return Probe::Gone;
+        };
+        let left = e
+            .expires
+            .map(|(at, _)| at.saturating_duration_since(now).as_millis() as u64);
+        match &e.value {
+            Value::Hash(h) if h.contains_key(fields::CREATED) => Probe::Live(left.unwrap_or(0)),
+            Value::Hash(h) if is_ended(h) && !is_tombstone(h) => Probe::Ended,
+            _ => Probe::Moved,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Lifecycle events on Redis: the scripts `events.lua`, `events_due.lua`, `events_read.lua`
+//! (one hash tag, one slot) and `probe.lua` (on session keys).
+
+use super::protocol::{unexpected, EVENTS, EVENTS_DUE, EVENTS_READ, PROBE};
+use super::RedisBackend;
+use crate::error::{Error, Result};
+use crate::store::events::{EventBatch, EventKeys, Probe, StoredEvent};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand};
+use std::collections::HashMap;
+
+fn int(n: u64) -> Value {
+    Value::from(n.min(i64::MAX as u64) as i64)
+}
+
+impl RedisBackend {
+    /// `EVALSHA` of a script that only reads, with `read_opts`, loading it on `NOSCRIPT`.
+    async fn eval_read(&self, script: &Script, key: &str, args: Vec<Value>) -> Result<Value> {
+        let client = self.pool.next_connected();
+        let mut full: Vec<Value> = Vec::with_capacity(args.len() + 3);
+        full.push(script.sha1().clone().into());
+        full.push(1i64.into());
+        full.push(key.into());
+        full.extend(args);
+        let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
+        match Box::pin(
+            client
+                .with_options(&self.read_opts)
+                .custom::<Value, Value>(cmd(), full.clone()),
+        )
+        .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                Box::pin(script.load(client))
+                    .await
+                    .map_err(Error::from_fred)?;
+                Box::pin(
+                    client
+                        .with_options(&self.read_opts)
+                        .custom::<Value, Value>(cmd(), full),
+                )
+                .await
+            }
+            other => other,
+        }
+        .map_err(Error::from_fred)
+    }
+
+    pub(crate) async fn events_apply(
+        &self,
+        keys: &EventKeys,
+        retention: usize,
+        instance: &str,
+        batch: &EventBatch,
+    ) -> Result<Vec<Option<String>>> {
+        let mut args: Vec<Value> = vec![int(retention as u64), instance.into()];
+        args.push(int(batch.track.len() as u64));
+        for (m, ttl, user) in &batch.track {
+            args.extend([m.as_str().into(), int(*ttl), user.as_str().into()]);
+        }
+        args.push(int(batch.untrack.len() as u64));
+        args.extend(batch.untrack.iter().map(|m| Value::from(m.as_str())));
+        args.push(int(batch.rescore.len() as u64));
+        for (m, ttl) in &batch.rescore {
+            args.extend([m.as_str().into(), int(*ttl)]);
+        }
+        args.push(int(batch.events.len() as u64));
+        for e in &batch.events {
+            args.extend([
+                e.kind.into(),
+                e.member.as_str().into(),
+                e.handle.as_str().into(),
+                e.user.as_str().into(),
+                e.previous.as_str().into(),
+                if e.claim { "1" } else { "0" }.into(),
+            ]);
+        }
+        let k = [
+            keys.stream.as_str(),
+            keys.expiry.as_str(),
+            keys.users.as_str(),
+        ];
+        let reply: Vec<Value> = self.eval_write_keys(&EVENTS, &k, args, 0).await?;
+        Ok(reply.into_iter().skip(1).map(Value::into_string).collect())
+    }
+
+    pub(crate) async fn expiry_due(
+        &self,
+        keys: &EventKeys,
+        instance: &str,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let args: Vec<Value> = vec![instance.into(), int(lease_ms), int(limit as u64)];
+        let k = [keys.expiry.as_str(), keys.lease.as_str()];
+        let reply: Vec<Value> = self.eval_write_keys(&EVENTS_DUE, &k, args, 0).await?;
+        if lease_ms > 0 && reply.len() == 1 {
+            // Answered only the time: another instance holds the lease (or nothing is due,
+            // which the caller treats the same way: nothing to do now).
+            return Ok(None);
+        }
+        Ok(Some(
+            reply
+                .into_iter()
+                .skip(1)
+                .filter_map(Value::into_string)
+                .collect(),
+        ))
+    }
+
+    /// `probe.lua` on each key, sent together (one round trip; each its own slot).
+    pub(crate) async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>> {
+        let probes = keys.iter().map(|k| async move {
+            let reply = self.eval_read(&PROBE, k, Vec::new()).await?;
+            let parts = match reply {
+                Value::Array(p) => p,
+                other => return Err(unexpected(format!("probe replied {other:?}"))),
+            };
+            Ok(match parts.first().and_then(Value::as_i64) {
+                Some(0) => Probe::Gone,
+                Some(1) => Probe::Live(parts.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64),
+                Some(2) => Probe::Ended,
+                Some(3) => Probe::Moved,
+                _ => return Err(unexpected(format!("probe replied {parts:?}"))),
+            })
+        });
+        futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    pub(crate) async fn events_read(
+        &self,
+        keys: &EventKeys,
+        after: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<(Vec<StoredEvent>, bool)> {
+        let start = match after {
+            Some((ms, seq)) => format!("({ms}-{seq}"),
+            None => "-".into(),
+        };
+        let reply = self
+            .eval_read(
+                &EVENTS_READ,
+                &keys.stream,
+                vec![start.into(), int(limit as u64)],
+            )
+            .await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(unexpected("events_read replied with a non-array".into()));
+        };
+        if parts.len() != 2 {
+            return Err(unexpected(format!("events_read replied {parts:?}")));
+        }
+        let entries = parts.pop().expect("len checked");
+        let deleted = parts
+            .pop()
+            .and_then(Value::into_string)
+            .and_then(|d| crate::store::events::parse_id(&d));
+        let missed = match (after, deleted) {
+            (Some(a), Some(d)) => d > a && d != (0, 0),
+            _ => false,
+        };
+        let Value::Array(entries) = entries else {
+            return Ok((Vec::new(), missed));
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Value::Array(mut pair) = e else { continue };
+            if pair.len() != 2 {
+                continue;
+            }
+            let flat = pair.pop().expect("len checked");
+            let Some(id) = pair.pop().and_then(Value::into_string) else {
+                continue;
+            };
+            let mut fields = HashMap::new();
+            if let Value::Array(kv) = flat {
+                let mut it = kv.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    if let (Some(k), Some(v)) = (k.into_string(), v.into_string()) {
+                        fields.insert(k, v);
+                    }
+                }
+            }
+            out.push((id, fields));
+        }
+        Ok((out, missed))
+    }
+}

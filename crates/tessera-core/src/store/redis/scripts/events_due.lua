@@ -1,0 +1,19 @@
+-- tessera expiry sweep, step 1: the tracked sessions whose expiry may have passed. Two keys with
+-- the events' hash tag: KEYS[1] the expiry set (see events.lua), KEYS[2] the sweep lease.
+-- ARGV: deadline (see the prelude), instance, lease_ms (0 = sweep without the lease), limit
+-- Returns {now, members...} (scores at most now, oldest first), or {now} alone when another
+-- instance holds the lease (one instance sweeps at a time; its lease lapses if it dies).
+local expiry, lease = KEYS[1], KEYS[2]
+local now = now_ms()
+if past_deadline(now) then return {EXPIRED, now} end
+local lease_ms = tonumber(ARGV[3])
+if lease_ms > 0 then
+  local holder = redis.call('GET', lease)
+  if holder and holder ~= ARGV[2] then return {now} end
+  redis.call('SET', lease, ARGV[2], 'PX', lease_ms)
+end
+local out = {now}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))) do
+  out[#out + 1] = m
+end
+return out
