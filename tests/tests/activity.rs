@@ -79,23 +79,31 @@ mod cases {
         let times: Vec<SystemTime> = t
             .iter()
             .map(|(at, _)| {
-                let odt = time::OffsetDateTime::parse(
-                    at,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .unwrap_or_else(|e| panic!("{at:?} is not RFC 3339: {e}"));
+                let odt =
+                    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                        .unwrap_or_else(|e| panic!("{at:?} is not RFC 3339: {e}"));
                 SystemTime::UNIX_EPOCH + Duration::from_nanos(odt.unix_timestamp_nanos() as u64)
             })
             .collect();
         let after = SystemTime::now() + Duration::from_secs(2);
         assert!(times.windows(2).all(|w| w[0] >= w[1]), "{t:?}");
-        assert!(times.iter().all(|at| *at >= before && *at <= after), "{t:?}");
+        assert!(
+            times.iter().all(|at| *at >= before && *at <= after),
+            "{t:?}"
+        );
         if let Some(server) = &fx.server {
             let stored = server
                 .text(&["HGET", &fx.only_session_key(), "__a"])
                 .unwrap();
-            assert_eq!(stored.lines().count(), 3, "one field, a line per entry: {stored:?}");
-            assert!(stored.ends_with(" paid"), "oldest first in the store: {stored:?}");
+            assert_eq!(
+                stored.lines().count(),
+                3,
+                "one field, a line per entry: {stored:?}"
+            );
+            assert!(
+                stored.ends_with(" paid"),
+                "oldest first in the store: {stored:?}"
+            );
         }
     }
 
@@ -105,13 +113,25 @@ mod cases {
         for i in 0..5 {
             assert_eq!(record(&b, &format!("a{i}")).await, 204);
         }
-        assert_eq!(actions(&trail(&b).await), ["a4", "a3", "a2"], "the oldest drop");
-        assert_eq!(record(&b, "0123456789x").await, 400, "over the length bound");
+        assert_eq!(
+            actions(&trail(&b).await),
+            ["a4", "a3", "a2"],
+            "the oldest drop"
+        );
+        assert_eq!(
+            record(&b, "0123456789x").await,
+            400,
+            "over the length bound"
+        );
         assert_eq!(record(&b, "two\nlines").await, 400, "a control character");
         assert_eq!(record(&b, "").await, 400);
         let r = b.post("/activity", Some(json!({"action": 5}))).await;
         assert_eq!(r.status, 400);
-        assert_eq!(actions(&trail(&b).await), ["a4", "a3", "a2"], "nothing lost");
+        assert_eq!(
+            actions(&trail(&b).await),
+            ["a4", "a3", "a2"],
+            "nothing lost"
+        );
         // Several records in one request still keep the bound, in order.
         let s = fx.manager.start([cookie(&b).as_str()]);
         for a in ["x", "y", "z", "w"] {
@@ -182,7 +202,11 @@ mod cases {
         s.record("set a").await.unwrap();
         assert!(s.finish(200).await.error.is_none());
         let stats = server.command_stats();
-        assert_eq!(stats.get("evalsha"), Some(&1), "one write, no extra command: {stats:?}");
+        assert_eq!(
+            stats.get("evalsha"),
+            Some(&1),
+            "one write, no extra command: {stats:?}"
+        );
         assert_eq!(stored_trail(&fx.manager, &cookie(&b)).await, ["set a"]);
     }
 
@@ -208,7 +232,10 @@ mod cases {
             let b = fx.browser();
             let who = who.to_string();
             async move {
-                assert_eq!(b.post("/login", Some(json!({"user_id": who}))).await.status, 200);
+                assert_eq!(
+                    b.post("/login", Some(json!({"user_id": who}))).await.status,
+                    200
+                );
                 assert_eq!(record(&b, "did things").await, 204);
                 b
             }
@@ -217,7 +244,10 @@ mod cases {
         let a = login("ann").await;
         let a_cookie = cookie(&a);
         assert_eq!(a.post("/logout", None).await.status, 204);
-        assert_eq!(stored_trail(&fx.manager, &a_cookie).await, Vec::<String>::new());
+        assert_eq!(
+            stored_trail(&fx.manager, &a_cookie).await,
+            Vec::<String>::new()
+        );
         // logout everywhere
         let b1 = login("bob").await;
         let b2 = login("bob").await;
@@ -240,14 +270,20 @@ mod cases {
             .to_string();
         let c2_cookie = cookie(&c2);
         assert_eq!(c1.delete(&format!("/sessions/{other}")).await.status, 204);
-        assert_eq!(stored_trail(&fx.manager, &c2_cookie).await, Vec::<String>::new());
+        assert_eq!(
+            stored_trail(&fx.manager, &c2_cookie).await,
+            Vec::<String>::new()
+        );
         // eviction by the device limit (2): a third login ends the least recently used
         let d1 = login("di").await;
         let d1_cookie = cookie(&d1);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let _d2 = login("di").await;
         let _d3 = login("di").await;
-        assert_eq!(stored_trail(&fx.manager, &d1_cookie).await, Vec::<String>::new());
+        assert_eq!(
+            stored_trail(&fx.manager, &d1_cookie).await,
+            Vec::<String>::new()
+        );
         if let Some(server) = &fx.server {
             let with_trail: Vec<String> = server
                 .session_keys()
@@ -304,7 +340,10 @@ mod cases {
         if let Some(server) = &fx.server {
             for k in server.keys("session:*") {
                 if let Some(t) = server.text(&["HGET", &k, "__a"]) {
-                    assert!(!t.contains("first"), "the ended session's trail survived: {t:?}");
+                    assert!(
+                        !t.contains("first"),
+                        "the ended session's trail survived: {t:?}"
+                    );
                     assert_eq!(t.lines().count(), 1, "{t:?}");
                 }
             }
@@ -316,7 +355,12 @@ mod cases {
         let phone = fx.browser();
         let laptop = fx.browser();
         for b in [&phone, &laptop] {
-            assert_eq!(b.post("/login", Some(json!({"user_id": "ann"}))).await.status, 200);
+            assert_eq!(
+                b.post("/login", Some(json!({"user_id": "ann"})))
+                    .await
+                    .status,
+                200
+            );
         }
         assert_eq!(record(&phone, "viewed invoice").await, 204);
         assert_eq!(record(&phone, "paid invoice").await, 204);
@@ -349,6 +393,9 @@ mod cases {
             .find_sessions("tenant", "acme", 0, 10)
             .await
             .unwrap();
-        assert_eq!(Value::Object(found.sessions[0].fields.clone()), json!({"tenant": "acme"}));
+        assert_eq!(
+            Value::Object(found.sessions[0].fields.clone()),
+            json!({"tenant": "acme"})
+        );
     }
 }

@@ -80,7 +80,9 @@ pub mod test_hooks {
             trail_max: 1,
         };
         Ok(matches!(
-            store.create(&key, &[(field, value)], 0, &[], &[], 0, t).await?,
+            store
+                .create(&key, &[(field, value)], 0, &[], &[], 0, t)
+                .await?,
             crate::store::WriteResult::Written { .. }
         ))
     }
@@ -90,8 +92,8 @@ pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
 pub use crate::protect::FieldKey;
 pub use crate::session::{
-    Activity, Event, EventKind, EventPage, EventStream, EventSubscription,
-    ClientInfo, DeviceSession, FoundSession, FoundSessions, Outcome, Session, SessionManager,
+    Activity, ClientInfo, DeviceSession, Event, EventKind, EventPage, EventStream,
+    EventSubscription, FoundSession, FoundSessions, Outcome, Session, SessionManager,
 };
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,

@@ -50,7 +50,6 @@ pub(crate) fn parse(stored: &[u8]) -> Vec<Activity> {
     out
 }
 
-
 impl Session {
     /// Appends `action` to this session's activity trail (saved with the request's other
     /// changes, in the same round trip; stamped with the store's clock when saved). The trail
@@ -132,7 +131,12 @@ impl Session {
         let mut lines: Vec<String> = st
             .data
             .get(fields::TRAIL)
-            .map(|v| String::from_utf8_lossy(v).split('\n').map(String::from).collect())
+            .map(|v| {
+                String::from_utf8_lossy(v)
+                    .split('\n')
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         lines.retain(|l| !l.is_empty());
         lines.extend(st.records.drain(..).map(|a| format!("{now} {a}")));

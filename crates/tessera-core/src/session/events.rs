@@ -401,8 +401,7 @@ impl SessionManager {
         let Some(cfg) = self.inner.events_config() else {
             return;
         };
-        if self.inner.sweeper.get().is_some() || tokio::runtime::Handle::try_current().is_err()
-        {
+        if self.inner.sweeper.get().is_some() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         let every = cfg.sweep_interval;

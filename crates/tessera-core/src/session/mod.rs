@@ -25,8 +25,8 @@ mod search;
 mod state;
 mod touch_log;
 
-pub(crate) use self::devices::time_of_ms;
 pub use self::activity::Activity;
+pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession};
 pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::manager::SessionManager;

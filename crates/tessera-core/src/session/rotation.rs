@@ -58,7 +58,8 @@ impl Session {
             }
         }
         // Boxed: the rotation's future is large, and this keeps callers' futures small.
-        let res = Box::pin(self.cycle_locked(&mut st, previous_user, super::EventKind::Login)).await;
+        let res =
+            Box::pin(self.cycle_locked(&mut st, previous_user, super::EventKind::Login)).await;
         if switching {
             // The previous user's session is already gone: a later failure has changed
             // something, so it must not be answered as "nothing was changed".
@@ -352,7 +353,9 @@ impl Session {
             let expire = st.pending_lifetimes();
             let records: Vec<&str> = st.records.iter().map(String::as_str).collect();
             let written = store
-                .create(&new_key, &set, created, &expire, &records, not_after, timing)
+                .create(
+                    &new_key, &set, created, &expire, &records, not_after, timing,
+                )
                 .await;
             if let Ok(WriteResult::Gone) = written {
                 // The new id carries an 'ended' mark: an end-by-query saw this login's index
@@ -454,14 +457,17 @@ impl Session {
             let mut batch = crate::store::events::EventBatch::default();
             if let Some(old_member) = old_member {
                 e.previous = super::devices::handle_of(&old_member);
-                batch.track.push((new_member.clone(), ttl, user.clone().unwrap_or_default()));
+                batch
+                    .track
+                    .push((new_member.clone(), ttl, user.clone().unwrap_or_default()));
                 batch.untrack.push(old_member);
             }
             batch.events.push(e);
             mgr.publish_after(batch).await;
         }
         if let (Some(u), false) = (&user, victims.is_empty()) {
-            if let Err(e) = Box::pin(mgr.end_members(u, &victims, super::EventKind::Evicted)).await {
+            if let Err(e) = Box::pin(mgr.end_members(u, &victims, super::EventKind::Evicted)).await
+            {
                 return Self::failed(st, e);
             }
         }

@@ -119,7 +119,9 @@ impl RedisBackend {
             };
             Ok(match parts.first().and_then(Value::as_i64) {
                 Some(0) => Probe::Gone,
-                Some(1) => Probe::Live(parts.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64),
+                Some(1) => {
+                    Probe::Live(parts.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64)
+                }
                 Some(2) => Probe::Ended,
                 Some(3) => Probe::Moved,
                 _ => return Err(unexpected(format!("probe replied {parts:?}"))),
@@ -151,16 +153,18 @@ impl RedisBackend {
         let Value::Array(mut parts) = reply else {
             return Err(unexpected("events_read replied with a non-array".into()));
         };
-        if parts.len() != 2 {
+        if parts.len() != 3 {
             return Err(unexpected(format!("events_read replied {parts:?}")));
         }
         let entries = parts.pop().expect("len checked");
-        let deleted = parts
-            .pop()
-            .and_then(Value::into_string)
-            .and_then(|d| crate::store::events::parse_id(&d));
-        let missed = match (after, deleted) {
-            (Some(a), Some(d)) => d > a && d != (0, 0),
+        let id = |v: Option<Value>| {
+            v.and_then(Value::into_string)
+                .and_then(|d| crate::store::events::parse_id(&d))
+        };
+        let first_prev = id(parts.pop());
+        let first = id(parts.pop());
+        let missed = match (after, first, first_prev) {
+            (Some(a), Some(f), Some(p)) => f > a && p > a,
             _ => false,
         };
         let Value::Array(entries) = entries else {

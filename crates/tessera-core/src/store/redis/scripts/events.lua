@@ -40,6 +40,9 @@ for j = 0, ntrack - 1 do
 end
 n = tonumber(ARGV[i]); i = i + 1
 local out = {now}
+-- Each entry names the one before it (`prev_id`): a reader whose cursor is older than the first
+-- retained entry missed events exactly when that entry's predecessor is newer than its cursor.
+local prev_id
 for j = 0, n - 1 do
   local at = i + 6 * j
   local kind, member, handle, user, previous, claim =
@@ -53,8 +56,14 @@ for j = 0, n - 1 do
     end
   end
   if publish then
-    out[#out + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', kind,
-      'handle', handle, 'user', user, 'at', now, 'instance', instance, 'previous', previous)
+    if not prev_id then
+      local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+      prev_id = (last[1] and last[1][1]) or '0-0'
+    end
+    prev_id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', kind,
+      'handle', handle, 'user', user, 'at', now, 'instance', instance, 'previous', previous,
+      'prev_id', prev_id)
+    out[#out + 1] = prev_id
   else
     out[#out + 1] = false
   end

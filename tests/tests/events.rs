@@ -1,0 +1,523 @@
+//! Lifecycle events: what each way a session starts, moves and ends publishes, read by every
+//! instance (a page with a cursor through `GET /admin/events`, a stream, a callback), and the
+//! expiry sweeper's `expired`, exactly once per session however many instances sweep. Written
+//! once, run on memory (events stay in the process), Redis 7, Redis 8.2, Valkey 8.1, Sentinel
+//! and Cluster, through both adapters.
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use tessera_core::{Error, EventKind, SessionManager};
+use tessera_tests::fixture::{config, ADMIN_TOKEN};
+use tessera_tests::{Browser, Fixture, Setup};
+
+tessera_tests::per_backend!(
+    a_sessions_life_in_order,
+    logout_all_revoke_and_eviction_each_end_once,
+    two_instances_see_each_others_events_and_one_expired_each,
+    an_expiry_is_published_by_the_sweeper_alone,
+    a_logout_racing_expiry_publishes_one_end,
+    a_cursor_resumes_without_loss,
+    a_reader_behind_the_retention_is_told,
+    the_stream_and_the_callback_deliver_in_order,
+    admin_events_need_the_token,
+    ending_by_query_publishes_revoked,
+);
+
+fn events_on(c: tessera_core::SessionConfigBuilder) -> tessera_core::SessionConfigBuilder {
+    c.lifecycle_events(true)
+        .instance_name("app-1")
+        .expiry_sweep_interval(Duration::from_millis(200))
+}
+
+/// Every event from the start, through the admin route: (type, handle, user_id, previous).
+async fn all_events(b: &Browser) -> Vec<Value> {
+    let admin = b.admin(ADMIN_TOKEN);
+    let mut out = Vec::new();
+    let mut cursor = String::from("0");
+    loop {
+        let r = admin.get(&format!("/admin/events?after={cursor}")).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let page = r.json();
+        let events = page["events"].as_array().unwrap().clone();
+        if events.is_empty() {
+            return out;
+        }
+        cursor = page["cursor"].as_str().unwrap().to_string();
+        out.extend(events);
+    }
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+/// The ends per handle: each handle must have at most one.
+fn ends_by_handle(events: &[Value]) -> HashMap<String, Vec<String>> {
+    let mut ends: HashMap<String, Vec<String>> = HashMap::new();
+    for e in events {
+        let kind = e["type"].as_str().unwrap();
+        if !["created", "login", "rotated"].contains(&kind) {
+            ends.entry(e["handle"].as_str().unwrap().to_string())
+                .or_default()
+                .push(kind.to_string());
+        }
+    }
+    ends
+}
+
+async fn login(b: &Browser, user: &str) {
+    let r = b.post("/login", Some(json!({ "user_id": user }))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// Polls until `f` holds for the events, within `limit`.
+async fn events_until(b: &Browser, limit: Duration, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let events = all_events(b).await;
+        if f(&events) {
+            return events;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "not within {limit:?}: {:#?}",
+            kinds(&events)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn a_sessions_life_in_order(setup: Setup) {
+        let fx = Fixture::with(setup, events_on).await;
+        let b = fx.browser().with_agent("phone");
+        b.put("/session", json!({"cart": ["p-1"]})).await;
+        login(&b, "ann").await;
+        assert_eq!(b.post("/cycle", None).await.status, 200);
+        let handle_now = b.get("/sessions").await.json()[0]["handle"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(b.post("/logout", None).await.status, 204);
+        let events = all_events(&b).await;
+        assert_eq!(kinds(&events), ["created", "login", "rotated", "logout"]);
+        let (created, logged_in, rotated, logout) =
+            (&events[0], &events[1], &events[2], &events[3]);
+        assert_eq!(created["user_id"], Value::Null, "anonymous when created");
+        assert_eq!(logged_in["previous_handle"], created["handle"]);
+        assert_eq!(logged_in["user_id"], "ann");
+        assert_eq!(rotated["previous_handle"], logged_in["handle"]);
+        assert_eq!(
+            rotated["handle"],
+            handle_now.as_str(),
+            "the handle the device list shows"
+        );
+        assert_eq!(logout["handle"], handle_now.as_str());
+        assert_eq!(logout["user_id"], "ann");
+        for e in &events {
+            assert_eq!(e["instance"], "app-1");
+            assert!(e["at"].as_str().unwrap().contains('T'), "RFC 3339: {e}");
+            let id = e["handle"].as_str().unwrap();
+            assert!(
+                !b.cookie("__Host-tessera").unwrap_or_default().contains(id),
+                "a handle is not the id"
+            );
+        }
+        // A first visit that logs in at once: created, then login (no previous handle).
+        let c = fx.browser();
+        login(&c, "bob").await;
+        let events = all_events(&b).await;
+        assert_eq!(kinds(&events[4..]), ["created", "login"]);
+        assert_eq!(events[4]["user_id"], "bob");
+        assert_eq!(events[5]["previous_handle"], Value::Null);
+        assert_eq!(events[4]["handle"], events[5]["handle"]);
+        // Login as another user: the previous user's session is logged out first.
+        login(&c, "cy").await;
+        let events = all_events(&b).await;
+        assert_eq!(kinds(&events[6..]), ["logout", "created", "login"]);
+        assert_eq!(events[6]["user_id"], "bob");
+        assert_eq!(events[8]["user_id"], "cy");
+    }
+
+    pub async fn logout_all_revoke_and_eviction_each_end_once(setup: Setup) {
+        let fx = Fixture::with(setup, |c| events_on(c).max_sessions_per_user(Some(2))).await;
+        let tabs: Vec<Browser> = (0..2).map(|_| fx.browser()).collect();
+        for t in &tabs {
+            login(t, "ann").await;
+        }
+        // A third login over the limit of 2 evicts the least recently used.
+        let third = fx.browser();
+        login(&third, "ann").await;
+        let list = third.get("/sessions").await.json();
+        assert_eq!(list.as_array().unwrap().len(), 2);
+        let other = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["current"] == json!(false))
+            .unwrap()["handle"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            third.delete(&format!("/sessions/{other}")).await.status,
+            204
+        );
+        let fourth = fx.browser();
+        login(&fourth, "ann").await;
+        assert_eq!(third.post("/logout-all", None).await.status, 204);
+        let events = all_events(&third).await;
+        let ends = ends_by_handle(&events);
+        let count = |k: &str| ends.values().flatten().filter(|e| *e == k).count();
+        assert_eq!(count("evicted"), 1, "{events:#?}");
+        assert_eq!(count("revoked"), 1);
+        assert_eq!(count("logout_all"), 2, "one per ended session");
+        assert!(
+            ends.values().all(|v| v.len() == 1),
+            "one end per session: {ends:?}"
+        );
+        for e in &events {
+            assert_eq!(e["user_id"], "ann", "{e}");
+        }
+        assert_eq!(
+            ends.get(&other).map(Vec::as_slice),
+            Some(&["revoked".to_string()][..])
+        );
+    }
+
+    /// Two instances behind one store: each reads the other's events, and an expiry yields
+    /// exactly one `expired` whoever sweeps.
+    pub async fn two_instances_see_each_others_events_and_one_expired_each(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
+            events_on(c)
+                .idle_timeout(Duration::from_secs(2))
+                .touch_interval(Duration::from_secs(1))
+        })
+        .await;
+        let second_config = config(|c| {
+            c.lifecycle_events(true)
+                .instance_name("app-2")
+                .expiry_sweep_interval(Duration::from_millis(200))
+                .idle_timeout(Duration::from_secs(2))
+                .touch_interval(Duration::from_secs(1))
+        });
+        let second = fx.sibling(second_config).await;
+        let mut handles = Vec::new();
+        for i in 0..6 {
+            let b = if i % 2 == 0 {
+                fx.browser()
+            } else {
+                fx.browser().pointed_at(&second)
+            };
+            if i < 3 {
+                login(&b, &format!("u{i}")).await;
+            } else {
+                b.put("/session", json!({"n": i})).await;
+            }
+            handles.push(b);
+        }
+        let on_second = fx.browser().pointed_at(&second);
+        let events = events_until(&on_second, Duration::from_secs(20), |ev| {
+            kinds(ev).iter().filter(|k| **k == "expired").count() == 6
+        })
+        .await;
+        let instances: std::collections::HashSet<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "created")
+            .map(|e| e["instance"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            instances.len(),
+            2,
+            "both instances' events, read on one: {events:#?}"
+        );
+        // Both read the same stream.
+        assert_eq!(all_events(&fx.browser()).await, events);
+        let ends = ends_by_handle(&events);
+        assert_eq!(ends.len(), 6);
+        assert!(
+            ends.values().all(|v| v == &["expired".to_string()]),
+            "{ends:?}"
+        );
+        let expired_users: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "expired")
+            .map(|e| &e["user_id"])
+            .collect();
+        assert_eq!(
+            expired_users.iter().filter(|u| u.is_string()).count(),
+            3,
+            "a logged-in session's expiry names its user: {events:#?}"
+        );
+        // Nothing more comes: the sweepers keep running and publish no second expiry.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(all_events(&on_second).await.len(), events.len());
+        if let Some(server) = &fx.server {
+            assert_eq!(
+                server.cmd(&["ZCARD", "{events}:expiry"]).int(),
+                0,
+                "nothing tracked is left"
+            );
+        }
+    }
+
+    /// A session that stays in use is not reported expired when its first expected expiry
+    /// passes (the sweeper finds it alive and looks again later); once left alone, it is.
+    pub async fn an_expiry_is_published_by_the_sweeper_alone(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
+            events_on(c)
+                .idle_timeout(Duration::from_secs(2))
+                .touch_interval(Duration::from_secs(1))
+        })
+        .await;
+        let b = fx.browser();
+        login(&b, "ann").await;
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(b.get("/me").await.status, 200, "kept alive");
+        }
+        assert!(
+            !kinds(&all_events(&b).await).contains(&"expired"),
+            "alive past its first expected expiry"
+        );
+        let events = events_until(&b, Duration::from_secs(10), |ev| {
+            kinds(ev).contains(&"expired")
+        })
+        .await;
+        assert_eq!(kinds(&events), ["created", "login", "expired"]);
+        assert_eq!(events[2]["handle"], events[1]["handle"]);
+        assert_eq!(events[2]["user_id"], "ann");
+        // A logout-all after the expiry ends nothing and publishes nothing more.
+        let again = fx.browser();
+        login(&again, "ann").await;
+        assert_eq!(again.post("/logout-all", None).await.status, 204);
+        let events = all_events(&b).await;
+        assert_eq!(kinds(&events[3..]), ["created", "login", "logout_all"]);
+        assert!(ends_by_handle(&events).values().all(|v| v.len() == 1));
+    }
+
+    /// Many sessions ended right when they expire while sweeps run on two instances: each has
+    /// exactly one end, `logout` or `expired`.
+    pub async fn a_logout_racing_expiry_publishes_one_end(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
+            events_on(c)
+                .idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(500))
+                .expiry_sweep_interval(Duration::from_millis(100))
+        })
+        .await;
+        let other = SessionManager::new(
+            fx.store.clone(),
+            config(|c| {
+                c.lifecycle_events(true)
+                    .instance_name("app-2")
+                    .idle_timeout(Duration::from_secs(1))
+                    .touch_interval(Duration::from_millis(500))
+            }),
+        );
+        let mut browsers = Vec::new();
+        for _ in 0..20 {
+            let b = fx.browser();
+            b.put("/session", json!({"x": 1})).await;
+            browsers.push(b);
+        }
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        let sweeping = tokio::spawn({
+            let other = other.clone();
+            async move {
+                for _ in 0..20 {
+                    other.sweep_expired().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        let logouts: Vec<_> = browsers
+            .iter()
+            .map(|b| {
+                let b = b.fork();
+                tokio::spawn(async move { b.post("/logout", None).await.status })
+            })
+            .collect();
+        for l in logouts {
+            assert_eq!(l.await.unwrap(), 204);
+        }
+        sweeping.await.unwrap();
+        let events = events_until(&browsers[0], Duration::from_secs(10), |ev| {
+            ends_by_handle(ev).len() == 20
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let events = {
+            let later = all_events(&browsers[0]).await;
+            assert_eq!(later.len(), events.len(), "no second end later");
+            later
+        };
+        let ends = ends_by_handle(&events);
+        assert!(
+            ends.values().all(|v| v.len() == 1),
+            "exactly one end per session: {ends:?}"
+        );
+    }
+
+    pub async fn a_cursor_resumes_without_loss(setup: Setup) {
+        let fx = Fixture::with(setup, events_on).await;
+        for i in 0..7 {
+            login(&fx.browser(), &format!("u{i}")).await;
+        }
+        let first = fx.manager.read_events(None, 5).await.unwrap();
+        assert_eq!(first.events.len(), 5);
+        assert!(!first.missed);
+        // A consumer restarts (another manager, as after a deploy) with the cursor it kept.
+        let restarted = SessionManager::new(fx.store.clone(), config(events_on));
+        let rest = restarted
+            .read_events(Some(&first.cursor), 100)
+            .await
+            .unwrap();
+        assert_eq!(rest.events.len(), 9, "14 events in all");
+        let mut all: Vec<_> = first.events.iter().chain(&rest.events).cloned().collect();
+        let cursors: Vec<&str> = all.iter().map(|e| e.cursor.as_str()).collect();
+        let mut sorted = cursors.clone();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 14, "no duplicate");
+        assert_eq!(all.iter().filter(|e| e.kind == EventKind::Login).count(), 7);
+        let empty = restarted
+            .read_events(Some(&rest.cursor), 100)
+            .await
+            .unwrap();
+        assert!(empty.events.is_empty());
+        assert_eq!(empty.cursor, rest.cursor, "an empty page keeps the cursor");
+        all.clear();
+        assert!(matches!(
+            fx.manager.read_events(Some("not-a-cursor"), 10).await,
+            Err(Error::InvalidCursor(_))
+        ));
+        let r = fx
+            .browser()
+            .admin(ADMIN_TOKEN)
+            .get("/admin/events?after=zzz")
+            .await;
+        assert_eq!(r.status, 400);
+        // Events off: a clear error, never an empty answer.
+        let off = SessionManager::new(fx.store.clone(), config(|c| c));
+        assert!(matches!(
+            off.read_events(None, 10).await,
+            Err(Error::EventsOff)
+        ));
+        assert!(matches!(off.sweep_expired().await, Err(Error::EventsOff)));
+    }
+
+    pub async fn a_reader_behind_the_retention_is_told(setup: Setup) {
+        let fx = Fixture::with(setup, |c| events_on(c).events_retention(10)).await;
+        let m = &fx.manager;
+        let s = m.start(None::<&str>);
+        s.login("first").await.unwrap();
+        assert!(s.finish(200).await.error.is_none());
+        let first = m.read_events(None, 1).await.unwrap();
+        // `MAXLEN ~` trims whole stream nodes (100 entries by default): past a few hundred
+        // events, the first ones are gone.
+        for i in 0..160 {
+            let s = m.start(None::<&str>);
+            s.login(&format!("u{i}")).await.unwrap();
+            assert!(s.finish(200).await.error.is_none());
+        }
+        let behind = m.read_events(Some(&first.cursor), 10).await.unwrap();
+        assert!(behind.missed, "the reader is told it missed events");
+        let page = m.read_events(None, 1000).await.unwrap();
+        assert!(
+            !page.missed,
+            "reading from the oldest retained misses nothing it can see"
+        );
+        assert!(page.events.len() < 322, "trimmed: {}", page.events.len());
+        let tail = m
+            .read_events(Some(&page.events[0].cursor), 10)
+            .await
+            .unwrap();
+        assert!(!tail.missed, "a reader inside the retention is not");
+    }
+
+    pub async fn the_stream_and_the_callback_deliver_in_order(setup: Setup) {
+        use futures_util::StreamExt as _;
+        let fx = Fixture::with(setup, events_on).await;
+        let reader = SessionManager::new(fx.store.clone(), config(events_on));
+        let mut stream = reader.events(None);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sub = reader.on_event(None, {
+            let seen = seen.clone();
+            move |e| seen.lock().unwrap().push(e.kind)
+        });
+        let b = fx.browser();
+        login(&b, "ann").await;
+        assert_eq!(b.post("/logout", None).await.status, 204);
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let e = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .unwrap();
+            got.push(e.kind);
+        }
+        assert_eq!(
+            got,
+            [EventKind::Created, EventKind::Login, EventKind::Logout]
+        );
+        let start = std::time::Instant::now();
+        while seen.lock().unwrap().len() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(10), "callback");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(*seen.lock().unwrap(), got);
+        drop(sub);
+        assert!(EventKind::Logout.ends_session() && !EventKind::Login.ends_session());
+    }
+
+    pub async fn admin_events_need_the_token(setup: Setup) {
+        let fx = Fixture::with(setup, events_on).await;
+        let b = fx.browser();
+        login(&b, "ann").await;
+        assert_eq!(b.get("/admin/events").await.status, 401);
+        assert_eq!(b.admin("wrong").get("/admin/events").await.status, 401);
+        let r = b.admin(ADMIN_TOKEN).get("/admin/events").await;
+        assert_eq!(r.status, 200);
+        let page = r.json();
+        assert_eq!(
+            kinds(page["events"].as_array().unwrap()),
+            ["created", "login"]
+        );
+        let cursor = page["cursor"].as_str().unwrap();
+        let next = b
+            .admin(ADMIN_TOKEN)
+            .get(&format!("/admin/events?after={cursor}"))
+            .await
+            .json();
+        assert_eq!(next["events"], json!([]));
+        assert_eq!(next["cursor"], cursor);
+    }
+
+    pub async fn ending_by_query_publishes_revoked(setup: Setup) {
+        let fx = Fixture::with(setup, |c| tessera_tests::fixture::indexed(events_on(c))).await;
+        for i in 0..3 {
+            let b = fx.browser();
+            b.put(
+                "/session",
+                json!({"tenant": if i < 2 { "acme" } else { "globex" }}),
+            )
+            .await;
+        }
+        let r = fx
+            .browser()
+            .admin(ADMIN_TOKEN)
+            .delete("/admin/sessions?tenant=acme")
+            .await;
+        assert_eq!(r.json(), json!({"ended": 2}));
+        let events = all_events(&fx.browser()).await;
+        assert_eq!(
+            kinds(&events),
+            ["created", "created", "created", "revoked", "revoked"]
+        );
+        assert!(ends_by_handle(&events).values().all(|v| v.len() == 1));
+    }
+}
