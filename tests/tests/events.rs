@@ -521,3 +521,122 @@ mod cases {
         assert!(ends_by_handle(&events).values().all(|v| v.len() == 1));
     }
 }
+
+/// Expiries under keyspace notifications, and on a server that refuses `CONFIG`.
+mod notifications {
+    use super::*;
+    use fred::interfaces::ClientLike as _;
+    use tessera_tests::{Backend, ServerKind};
+
+    /// A session idle for 1 s, with a sweep interval of a minute: where the server reports
+    /// expired keys, its `expired` event comes within seconds anyway.
+    async fn expired_soon_after(backend: Backend) {
+        let fx = Fixture::with(backend, |c| {
+            c.lifecycle_events(true)
+                .expiry_sweep_interval(Duration::from_secs(60))
+                .idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(500))
+        })
+        .await;
+        for node in fx.server().nodes() {
+            assert_eq!(
+                node.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]).text().as_deref(),
+                Some("OK")
+            );
+        }
+        let b = fx.browser();
+        login(&b, "ann").await;
+        let start = std::time::Instant::now();
+        let events = events_until(&b, Duration::from_secs(8), |ev| {
+            kinds(ev).contains(&"expired")
+        })
+        .await;
+        assert_eq!(kinds(&events), ["created", "login", "expired"]);
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "well inside the one-minute sweep interval"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis7_reports_expiries_at_once() {
+        expired_soon_after(Backend::Redis(ServerKind::Redis7)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valkey_reports_expiries_at_once() {
+        expired_soon_after(Backend::Redis(ServerKind::Valkey)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cluster_reports_expiries_at_once_on_every_primary() {
+        let fx = Fixture::with(Backend::Cluster, |c| {
+            c.lifecycle_events(true)
+                .expiry_sweep_interval(Duration::from_secs(60))
+                .idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(500))
+        })
+        .await;
+        for node in fx.server().nodes() {
+            node.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]);
+        }
+        // Enough sessions that every primary holds some.
+        let browsers: Vec<Browser> = (0..12).map(|_| fx.browser()).collect();
+        for b in &browsers {
+            b.put("/session", json!({"x": 1})).await;
+        }
+        let events = events_until(&browsers[0], Duration::from_secs(10), |ev| {
+            kinds(ev).iter().filter(|k| **k == "expired").count() == 12
+        })
+        .await;
+        assert!(ends_by_handle(&events).values().all(|v| v.len() == 1));
+    }
+
+    /// A managed-Redis-like user that may not run `CONFIG`: no notifications, and the sweep
+    /// alone still publishes every expiry within its interval.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_config_the_sweep_alone_reports_expiries() {
+        let server = tessera_tests::Server::start(ServerKind::Redis7);
+        let acl = server.cmd(&[
+            "ACL", "SETUSER", "app", "on", ">app-pass", "~*", "&*", "+@all", "-@admin",
+            "-config",
+        ]);
+        assert_eq!(acl.text().as_deref(), Some("OK"));
+        let url = format!("redis://app:app-pass@127.0.0.1:{}", server.port());
+        let store = tessera_core::Store::redis(&url).await.unwrap();
+        let denied = store
+            .redis_pool()
+            .unwrap()
+            .next()
+            .custom::<fred::types::Value, _>(
+                fred::types::CustomCommand::new_static("CONFIG", fred::types::ClusterHash::Random, false),
+                vec!["SET", "notify-keyspace-events", "Ex"],
+            )
+            .await;
+        assert!(denied.is_err(), "the app may not turn notifications on");
+        let manager = SessionManager::new(
+            store,
+            config(|c| {
+                c.lifecycle_events(true)
+                    .expiry_sweep_interval(Duration::from_millis(500))
+                    .idle_timeout(Duration::from_secs(1))
+                    .touch_interval(Duration::from_millis(500))
+            }),
+        );
+        let s = manager.start(None::<&str>);
+        s.login("ann").await.unwrap();
+        assert!(s.finish(200).await.error.is_none());
+        let start = std::time::Instant::now();
+        loop {
+            let page = manager.read_events(None, 100).await.unwrap();
+            let got: Vec<EventKind> = page.events.iter().map(|e| e.kind).collect();
+            if got.contains(&EventKind::Expired) {
+                assert_eq!(got, [EventKind::Created, EventKind::Login, EventKind::Expired]);
+                break;
+            }
+            // Expiry after 1 s, then within two sweep intervals (1 s), with slack for CI.
+            assert!(start.elapsed() < Duration::from_secs(6), "{got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

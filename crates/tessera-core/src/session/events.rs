@@ -406,11 +406,43 @@ impl SessionManager {
         }
         let every = cfg.sweep_interval;
         let weak: Weak<ManagerInner> = Arc::downgrade(&self.inner);
+        let store = self.inner.store.clone();
+        let prefix = self.inner.config.session_key("");
         let _ = self.inner.sweeper.get_or_init(|| {
             tokio::spawn(async move {
+                // Where the server reports expired keys, each report wakes the sweep at once.
+                let wake = Arc::new(tokio::sync::Notify::new());
+                let (tx, mut expired) = tokio::sync::mpsc::channel::<String>(10_000);
+                let watch = store.watch_expiries(prefix, tx, wake.clone()).await;
+                drop(store);
+                if watch.is_none() {
+                    tracing::info!(target: "tessera::events", every = ?every, "no keyspace notifications of expired keys: expiries are swept on the interval");
+                }
+                let _watch = watch;
                 loop {
-                    tokio::time::sleep(every).await;
+                    let mut reported = Vec::new();
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = wake.notified() => {}
+                        Some(member) = expired.recv() => {
+                            // Expiries come in bursts: settle those of the next moment together.
+                            reported.push(member);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            while reported.len() < SWEEP_BATCH {
+                                match expired.try_recv() {
+                                    Ok(m) => reported.push(m),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
                     let Some(inner) = weak.upgrade() else { return };
+                    if !reported.is_empty() {
+                        if let Err(e) = settle(&inner, &reported).await {
+                            tracing::warn!(target: "tessera::events", error = %e, "settling reported expiries failed; the sweep finds them");
+                        }
+                        continue;
+                    }
                     if let Err(e) = sweep(&inner, true).await {
                         tracing::warn!(target: "tessera::events", error = %e, "expiry sweep failed; trying again next round");
                     }
@@ -440,26 +472,38 @@ async fn sweep(inner: &ManagerInner, lease: bool) -> Result<usize> {
         let Some(due) = due.filter(|d| !d.is_empty()) else {
             return Ok(published);
         };
-        let keys: Vec<String> = due.iter().map(|m| inner.config.session_key(m)).collect();
-        let probes = inner.store.probe_many(&keys).await?;
-        let mut batch = EventBatch::default();
-        for (m, p) in due.iter().zip(probes) {
-            match p {
-                Probe::Live(ms) => batch.rescore.push((m.clone(), ms.max(1_000))),
-                // The request that ended it publishes its end within moments: look again after
-                // the mark would have gone (if that request died, this is then an expiry).
-                Probe::Ended => batch.rescore.push((m.clone(), ENDED_MARK_MS)),
-                Probe::Moved => batch.untrack.push(m.clone()),
-                Probe::Gone => batch.events.push(event(EventKind::Expired, m, None, true)),
-            }
-        }
-        let ids = inner
-            .store
-            .events_apply(inner.event_keys(), cfg.retention, &cfg.instance, &batch)
-            .await?;
-        published += ids.iter().filter(|i| i.is_some()).count();
+        published += settle(inner, &due).await?;
         if due.len() < SWEEP_BATCH {
             return Ok(published);
         }
     }
+}
+
+/// Probes each member's session key and settles it in one script: alive ones move to their
+/// expiry, retired ones stop being tracked, gone ones are published `expired` (by whoever
+/// removes them from the expiry set; a member no longer tracked publishes nothing). How many
+/// `expired` were published.
+async fn settle(inner: &ManagerInner, members: &[String]) -> Result<usize> {
+    let Some(cfg) = inner.events_config() else {
+        return Ok(0);
+    };
+    let keys: Vec<String> = members.iter().map(|m| inner.config.session_key(m)).collect();
+    let probes = inner.store.probe_many(&keys).await?;
+    let mut batch = EventBatch::default();
+    for (m, p) in members.iter().zip(probes) {
+        match p {
+            // Rescored only if still tracked (ZADD XX).
+            Probe::Live(ms) => batch.rescore.push((m.clone(), ms.max(1_000))),
+            // The request that ended it publishes its end within moments: look again after
+            // the mark would have gone (if that request died, this is then an expiry).
+            Probe::Ended => batch.rescore.push((m.clone(), ENDED_MARK_MS)),
+            Probe::Moved => batch.untrack.push(m.clone()),
+            Probe::Gone => batch.events.push(event(EventKind::Expired, m, None, true)),
+        }
+    }
+    let ids = inner
+        .store
+        .events_apply(inner.event_keys(), cfg.retention, &cfg.instance, &batch)
+        .await?;
+    Ok(ids.iter().filter(|i| i.is_some()).count())
 }

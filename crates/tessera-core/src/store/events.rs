@@ -146,3 +146,27 @@ impl Store {
         }
     }
 }
+
+/// Subscriptions that wake the sweeper when the server reports an expired key (Redis only).
+pub(crate) enum ExpiryWatch {
+    Redis(#[allow(dead_code)] super::redis::ExpiryWatch),
+}
+
+impl Store {
+    /// Sends each expired key under `prefix` (without it) to `expired` where the server sends
+    /// keyspace notifications of expired keys; `None` where it does not (or for memory).
+    pub(crate) async fn watch_expiries(
+        &self,
+        prefix: String,
+        expired: tokio::sync::mpsc::Sender<String>,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<ExpiryWatch> {
+        match &*self.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => r
+                .watch_expiries(prefix, expired, wake)
+                .await
+                .map(ExpiryWatch::Redis),
+        }
+    }
+}

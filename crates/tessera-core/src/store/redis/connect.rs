@@ -2,7 +2,8 @@
 //! script preloading and the first reading of the server's clock.
 
 use super::protocol::{
-    ServerClock, CREATE, END_IF, FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, TAKE,
+    ServerClock, CREATE, END_IF, EVENTS, EVENTS_DUE, EVENTS_READ, FIELD_ADD, FREEZE, INDEX_ADD,
+    INDEX_PRUNE, LOAD, PROBE, RELEASE, TAKE,
     WRITE,
 };
 use super::{freeze_ms, redact, QueryEngine, RedisBackend};
@@ -132,6 +133,7 @@ impl RedisBackend {
             c.version = fred::types::RespVersion::RESP3;
             c
         });
+        let kept_config = config.clone();
         let pool = builder(config, &o)
             .build_pool(o.pool_size.max(1))
             .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
@@ -177,6 +179,10 @@ impl RedisBackend {
                 &*INDEX_PRUNE,
                 &*END_IF,
                 &*TAKE,
+                &*EVENTS,
+                &*EVENTS_DUE,
+                &*EVENTS_READ,
+                &*PROBE,
             ] {
                 script.load(pool.next()).await.map_err(Error::from_fred)?;
             }
@@ -225,6 +231,8 @@ impl RedisBackend {
             }
         );
         Ok(RedisBackend {
+            config: kept_config,
+            options: o.clone(),
             native_field_expiry,
             query_engine,
             pool,
@@ -250,7 +258,7 @@ impl RedisBackend {
 
 /// The pool builder both pools share: timeouts, no replay of in-flight commands, reconnect
 /// forever.
-fn builder(config: Config, o: &RedisOptions) -> Builder {
+pub(super) fn builder(config: Config, o: &RedisOptions) -> Builder {
     let mut b = Builder::from_config(config);
     b.with_connection_config(|c| {
         c.connection_timeout = o.connect_timeout;

@@ -7,11 +7,13 @@
 mod connect;
 mod events;
 mod near_cache;
+mod notices;
 mod protocol;
 mod search;
 
 pub use self::connect::{NearCacheCoherence, RedisOptions};
 pub use self::near_cache::NearCacheStats;
+pub(crate) use self::notices::ExpiryWatch;
 pub(crate) use self::search::QueryEngine;
 
 use self::protocol::{
@@ -58,6 +60,9 @@ pub(crate) struct RedisBackend {
     query_engine: QueryEngine,
     /// Whether the server has hash-field expiry (`HPEXPIRE`, found at connect).
     native_field_expiry: bool,
+    /// What the pool was built from, for the keyspace-notification subscribers.
+    config: fred::types::config::Config,
+    options: RedisOptions,
 }
 
 pub(super) fn freeze_ms(command_timeout: Duration) -> u64 {
