@@ -640,3 +640,96 @@ mod notifications {
         }
     }
 }
+
+/// What events and the trail cost per request, in commands the server ran (`INFO
+/// commandstats`), with events off and on, on Redis 7. Printed for BENCHMARKS.md:
+/// `scripts/test.sh -p tessera-tests --test events costs -- --nocapture`.
+mod costs {
+    use super::*;
+    use std::collections::BTreeMap;
+    use tessera_tests::{Backend, ServerKind};
+
+    async fn run(events: bool) -> BTreeMap<&'static str, BTreeMap<String, u64>> {
+        let fx = Fixture::with(Backend::Redis(ServerKind::Redis7), |c| {
+            c.lifecycle_events(events)
+                .expiry_sweep_interval(Duration::from_secs(600))
+        })
+        .await;
+        let s = fx.server();
+        let b = fx.browser();
+        let mut out = BTreeMap::new();
+        let mut step = |name: &'static str, stats: BTreeMap<String, u64>| {
+            out.insert(name, stats);
+        };
+        s.reset_stats();
+        b.put("/session", json!({"tenant": "acme"})).await;
+        step("1 new session (first write)", s.command_stats());
+        s.reset_stats();
+        assert_eq!(b.get("/me").await.status, 200);
+        step("2 read", s.command_stats());
+        s.reset_stats();
+        b.put("/session", json!({"a": 1})).await;
+        step("3 write", s.command_stats());
+        s.reset_stats();
+        assert_eq!(b.post("/activity", Some(json!({"action": "x"}))).await.status, 204);
+        step("4 record only", s.command_stats());
+        s.reset_stats();
+        login(&b, "ann").await;
+        step("5 login (rotation)", s.command_stats());
+        s.reset_stats();
+        assert_eq!(b.post("/logout", None).await.status, 204);
+        step("6 logout", s.command_stats());
+        out
+    }
+
+    fn total(m: &BTreeMap<String, u64>) -> u64 {
+        // Commands the client sent: scripts and plain commands (what runs inside a script is
+        // counted by the server too, but costs no round trip).
+        m.get("evalsha").copied().unwrap_or(0)
+            + m.iter()
+                .filter(|(k, _)| {
+                    ["hgetall", "del", "zadd", "zrem", "zrangebyscore", "hmget"].contains(&k.as_str())
+                })
+                .map(|(_, v)| *v)
+                .sum::<u64>()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn per_request() {
+        let off = run(false).await;
+        let on = run(true).await;
+        println!("| request | events off: evalsha / all | events on: evalsha / all | extra |");
+        println!("|---|---|---|---|");
+        for (name, o) in &off {
+            let n = &on[name];
+            let sum = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+            println!(
+                "| {name} | {} / {} | {} / {} | {:+} scripts |",
+                o.get("evalsha").unwrap_or(&0),
+                sum(o),
+                n.get("evalsha").unwrap_or(&0),
+                sum(n),
+                *n.get("evalsha").unwrap_or(&0) as i64 - *o.get("evalsha").unwrap_or(&0) as i64
+            );
+        }
+        let extra = |name: &str| {
+            on[name].get("evalsha").copied().unwrap_or(0) as i64
+                - off[name].get("evalsha").copied().unwrap_or(0) as i64
+        };
+        assert_eq!(extra("1 new session (first write)"), 1, "created: one events script");
+        assert_eq!(extra("2 read"), 0, "a read costs nothing more");
+        assert_eq!(extra("3 write"), 0, "a write costs nothing more");
+        assert_eq!(extra("4 record only"), 0);
+        assert_eq!(extra("5 login (rotation)"), 1, "login: one events script");
+        assert_eq!(
+            off["6 logout"].get("del").copied().unwrap_or(0) + off["6 logout"].get("evalsha").copied().unwrap_or(0) + 1,
+            on["6 logout"].get("evalsha").copied().unwrap_or(0),
+            "logout: the delete becomes a script that leaves the mark, plus one events script: {:?} vs {:?}",
+            off["6 logout"],
+            on["6 logout"]
+        );
+        assert_eq!(total(&on["2 read"]), total(&off["2 read"]));
+        // The trail: a record rides the request's one write script.
+        assert_eq!(on["4 record only"].get("evalsha"), Some(&1));
+    }
+}
