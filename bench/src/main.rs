@@ -426,7 +426,12 @@ async fn db_client(rport: u16, db: usize) -> Client {
 async fn sample_key_bytes(rport: u16, db: usize) -> Option<(i64, Option<i64>)> {
     let c = db_client(rport, db).await;
     let (_, keys): (String, Vec<String>) = c.scan_page("0", "*", Some(200), None).await.ok()?;
-    let session = keys.iter().find(|k| !k.starts_with("user:"))?;
+    // tessera's session keys start with `session:` (with events on, the database also holds
+    // the events' keys); the peers' keys are bare ids.
+    let session = keys
+        .iter()
+        .find(|k| k.starts_with("session:"))
+        .or_else(|| keys.iter().find(|k| !k.starts_with("user:") && !k.starts_with('{')))?;
     let index = keys.iter().find(|k| k.starts_with("user:"));
     let s: i64 = c.memory_usage(session, Some(0)).await.ok()?;
     let i = match index {
@@ -608,7 +613,12 @@ async fn ttl_slides(port: u16, rport: u16, db: usize) -> String {
     let redis = db_client(rport, db).await;
     let (_, keys): (String, Vec<String>) =
         redis.scan_page("0", "*", Some(100), None).await.unwrap();
-    let Some(key) = keys.into_iter().find(|k| !k.starts_with("user:")) else {
+    let pick = keys
+        .iter()
+        .find(|k| k.starts_with("session:"))
+        .or_else(|| keys.iter().find(|k| !k.starts_with("user:") && !k.starts_with('{')))
+        .cloned();
+    let Some(key) = pick else {
         return "no key".into();
     };
     let t0: i64 = redis.pttl(&key).await.unwrap();

@@ -4,10 +4,11 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-pub const IMPLS: [&str; 8] = [
+pub const IMPLS: [&str; 9] = [
     "bare-axum",
     "fred-floor",
     "tessera-axum",
+    "tessera-axum-observed",
     "tessera-axum-cache",
     "tessera-axum-cache-push",
     "tower-sessions",
@@ -78,10 +79,16 @@ async fn tessera_store(url: &str, name: &str) -> tessera_core::Store {
 }
 
 fn tessera_config(touch_secs: u64) -> tessera_core::SessionConfig {
+    tessera_config_with(touch_secs, false)
+}
+
+/// `observed`: lifecycle events on (tessera-axum-observed).
+fn tessera_config_with(touch_secs: u64, observed: bool) -> tessera_core::SessionConfig {
     tessera_core::SessionConfig::builder(tessera_core::Key::from_bytes(&[7; 32]).unwrap())
         .secure(false)
         .idle_timeout(Duration::from_secs(30 * 60))
         .touch_interval(Duration::from_secs(touch_secs))
+        .lifecycle_events(observed)
         .build()
         .unwrap()
 }
@@ -99,16 +106,21 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
             .route("/read", get(|| async { "acme" }))
             .route("/incr", post(|| async { "1" })),
         "fred-floor" => floor::router(&redis_url).await,
-        "tessera-axum" | "tessera-axum-cache" | "tessera-axum-cache-push" => {
+        "tessera-axum" | "tessera-axum-cache" | "tessera-axum-cache-push" | "tessera-axum-observed" => {
             use tessera_axum::{Session, SessionLayer};
             let store = tessera_store(&redis_url, name).await;
+            // Observed: lifecycle events on, and every login and increment records an action.
+            let observed = name == "tessera-axum-observed";
             Router::new()
                 .route(
                     "/login",
-                    post(|s: Session| async move {
+                    post(move |s: Session| async move {
                         let u = user();
                         for (k, v) in login_fields(&u) {
                             s.insert(k, v).await.unwrap();
+                        }
+                        if observed {
+                            s.record("login").await.unwrap();
                         }
                         s.login(&u).await.unwrap();
                         "ok"
@@ -122,11 +134,17 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
                 )
                 .route(
                     "/incr",
-                    post(|s: Session| async move {
+                    post(move |s: Session| async move {
+                        if observed {
+                            s.record("incr").await.unwrap();
+                        }
                         s.increment("counter", 1).await.unwrap().to_string()
                     }),
                 )
-                .layer(SessionLayer::new(store, tessera_config(touch_secs)))
+                .layer(SessionLayer::new(
+                    store,
+                    tessera_config_with(touch_secs, observed),
+                ))
         }
         "tower-sessions" => {
             use tower_sessions::{cookie::time, Expiry, Session, SessionManagerLayer};

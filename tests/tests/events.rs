@@ -22,6 +22,7 @@ tessera_tests::per_backend!(
     the_stream_and_the_callback_deliver_in_order,
     admin_events_need_the_token,
     ending_by_query_publishes_revoked,
+    logins_racing_logout_all_each_end_once,
 );
 
 fn events_on(c: tessera_core::SessionConfigBuilder) -> tessera_core::SessionConfigBuilder {
@@ -172,8 +173,23 @@ mod cases {
         let events = all_events(&third).await;
         let ends = ends_by_handle(&events);
         let count = |k: &str| ends.values().flatten().filter(|e| *e == k).count();
-        assert_eq!(count("evicted"), 1, "{events:#?}");
-        assert_eq!(count("revoked"), 1);
+        // The demo reports an eviction as a revoke with its cause (the contract's types).
+        assert_eq!(count("revoked"), 2, "{events:#?}");
+        let evicted: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["cause"] == "device_limit")
+            .collect();
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(evicted[0]["type"], "revoked");
+        let core = fx.manager.read_events(None, 100).await.unwrap();
+        assert_eq!(
+            core.events
+                .iter()
+                .filter(|e| e.kind == EventKind::Evicted)
+                .count(),
+            1,
+            "the API names it"
+        );
         assert_eq!(count("logout_all"), 2, "one per ended session");
         assert!(
             ends.values().all(|v| v.len() == 1),
@@ -436,6 +452,20 @@ mod cases {
             .await
             .unwrap();
         assert!(!tail.missed, "a reader inside the retention is not");
+        // The stream says so once, then goes on with the oldest retained.
+        use futures_util::StreamExt as _;
+        let mut stream = m.events(Some(first.cursor.clone()));
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(item, Err(Error::EventsMissed)), "{item:?}");
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.cursor, page.events[0].cursor);
     }
 
     pub async fn the_stream_and_the_callback_deliver_in_order(setup: Setup) {
@@ -497,6 +527,46 @@ mod cases {
         assert_eq!(next["cursor"], cursor);
     }
 
+    /// Logins of one user while logout-everywhere runs from another device: every session a
+    /// login made has exactly one end (the logout-all that ended it, or the final one), never
+    /// none and never two.
+    pub async fn logins_racing_logout_all_each_end_once(setup: Setup) {
+        let fx = Fixture::with(setup, events_on).await;
+        for _ in 0..3 {
+            let mut tasks = Vec::new();
+            for _ in 0..6 {
+                let b = fx.browser();
+                tasks.push(tokio::spawn(async move {
+                    let r = b.post("/login", Some(json!({ "user_id": "ann" }))).await;
+                    assert!([200, 409].contains(&r.status), "{r:?}");
+                }));
+            }
+            let ender = fx.browser();
+            login(&ender, "ann").await;
+            tasks.push(tokio::spawn(async move {
+                assert_eq!(ender.post("/logout-all", None).await.status, 204);
+            }));
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        let last = fx.browser();
+        login(&last, "ann").await;
+        assert_eq!(last.post("/logout-all", None).await.status, 204);
+        let events = all_events(&last).await;
+        let ends = ends_by_handle(&events);
+        for e in events.iter().filter(|e| e["type"] == "login") {
+            let h = e["handle"].as_str().unwrap();
+            assert_eq!(
+                ends.get(h).map(Vec::len),
+                Some(1),
+                "session {h} has exactly one end: {:?}",
+                ends.get(h)
+            );
+        }
+        assert!(ends.values().all(|v| v.len() == 1), "{ends:?}");
+    }
+
     pub async fn ending_by_query_publishes_revoked(setup: Setup) {
         let fx = Fixture::with(setup, |c| tessera_tests::fixture::indexed(events_on(c))).await;
         for i in 0..3 {
@@ -540,7 +610,9 @@ mod notifications {
         .await;
         for node in fx.server().nodes() {
             assert_eq!(
-                node.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]).text().as_deref(),
+                node.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ex"])
+                    .text()
+                    .as_deref(),
                 Some("OK")
             );
         }
@@ -566,6 +638,92 @@ mod notifications {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn valkey_reports_expiries_at_once() {
         expired_soon_after(Backend::Redis(ServerKind::Valkey)).await
+    }
+
+    /// Notifications never hold back the periodic sweep, which alone finds what they do not
+    /// report (here a key deleted behind tessera's back, as an eviction does).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_of_notifications_does_not_starve_the_sweep() {
+        let fx = Fixture::with(Backend::Redis(ServerKind::Redis7), |c| {
+            c.lifecycle_events(true)
+                .expiry_sweep_interval(Duration::from_millis(500))
+                .idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(500))
+        })
+        .await;
+        fx.server()
+            .cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]);
+        // Expiries come every 100 ms from about 1 s on (each reported).
+        let churn = {
+            let b = fx.browser();
+            tokio::spawn(async move {
+                loop {
+                    let fresh = b.fork();
+                    fresh.put("/session", json!({"y": 1})).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Then a session whose key goes without a notification (deleted behind tessera's
+        // back, as an eviction does): only the periodic sweep can find it, after about 1 s.
+        let victim = fx.browser();
+        let r = victim.put("/session", json!({"victim": true})).await;
+        let sk = fx
+            .server()
+            .session_keys()
+            .into_iter()
+            .find(|k| fx.server().cmd(&["HEXISTS", k, "victim"]).int() == 1)
+            .unwrap_or_else(|| panic!("the victim's key: {r:?}"));
+        assert_eq!(fx.server().cmd(&["DEL", &sk]).int(), 1);
+        let handle = {
+            let events = all_events(&victim).await;
+            let created: Vec<&Value> = events.iter().filter(|e| e["type"] == "created").collect();
+            created.last().unwrap()["handle"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let start = std::time::Instant::now();
+        loop {
+            let events = all_events(&victim).await;
+            if events
+                .iter()
+                .any(|e| e["type"] == "expired" && e["handle"] == handle.as_str())
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(6),
+                "the periodic sweep must still run under a stream of notifications"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        churn.abort();
+    }
+
+    /// A key that is not a hash at a session's name does not stop the sweep.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_odd_key_does_not_stop_the_sweep() {
+        let fx = Fixture::with(Backend::Redis(ServerKind::Redis7), |c| {
+            c.lifecycle_events(true)
+                .expiry_sweep_interval(Duration::from_secs(600))
+                .idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(500))
+        })
+        .await;
+        let odd = fx.browser();
+        odd.put("/session", json!({"x": 1})).await;
+        let key = fx.only_session_key();
+        fx.server().cmd(&["SET", &key, "not a hash"]);
+        let other = fx.browser();
+        other.put("/session", json!({"x": 2})).await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let published = fx.manager.sweep_expired().await.unwrap();
+        assert_eq!(published, 1, "the other session's expiry");
+        let events = all_events(&other).await;
+        assert_eq!(kinds(&events), ["created", "created", "expired"]);
+        assert_eq!(fx.server().cmd(&["ZCARD", "{events}:expiry"]).int(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,7 +756,15 @@ mod notifications {
     async fn without_config_the_sweep_alone_reports_expiries() {
         let server = tessera_tests::Server::start(ServerKind::Redis7);
         let acl = server.cmd(&[
-            "ACL", "SETUSER", "app", "on", ">app-pass", "~*", "&*", "+@all", "-@admin",
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">app-pass",
+            "~*",
+            "&*",
+            "+@all",
+            "-@admin",
             "-config",
         ]);
         assert_eq!(acl.text().as_deref(), Some("OK"));
@@ -609,7 +775,11 @@ mod notifications {
             .unwrap()
             .next()
             .custom::<fred::types::Value, _>(
-                fred::types::CustomCommand::new_static("CONFIG", fred::types::ClusterHash::Random, false),
+                fred::types::CustomCommand::new_static(
+                    "CONFIG",
+                    fred::types::ClusterHash::Random,
+                    false,
+                ),
                 vec!["SET", "notify-keyspace-events", "Ex"],
             )
             .await;
@@ -631,7 +801,10 @@ mod notifications {
             let page = manager.read_events(None, 100).await.unwrap();
             let got: Vec<EventKind> = page.events.iter().map(|e| e.kind).collect();
             if got.contains(&EventKind::Expired) {
-                assert_eq!(got, [EventKind::Created, EventKind::Login, EventKind::Expired]);
+                assert_eq!(
+                    got,
+                    [EventKind::Created, EventKind::Login, EventKind::Expired]
+                );
                 break;
             }
             // Expiry after 1 s, then within two sweep intervals (1 s), with slack for CI.
@@ -671,7 +844,12 @@ mod costs {
         b.put("/session", json!({"a": 1})).await;
         step("3 write", s.command_stats());
         s.reset_stats();
-        assert_eq!(b.post("/activity", Some(json!({"action": "x"}))).await.status, 204);
+        assert_eq!(
+            b.post("/activity", Some(json!({"action": "x"})))
+                .await
+                .status,
+            204
+        );
         step("4 record only", s.command_stats());
         s.reset_stats();
         login(&b, "ann").await;
@@ -688,7 +866,8 @@ mod costs {
         m.get("evalsha").copied().unwrap_or(0)
             + m.iter()
                 .filter(|(k, _)| {
-                    ["hgetall", "del", "zadd", "zrem", "zrangebyscore", "hmget"].contains(&k.as_str())
+                    ["hgetall", "del", "zadd", "zrem", "zrangebyscore", "hmget"]
+                        .contains(&k.as_str())
                 })
                 .map(|(_, v)| *v)
                 .sum::<u64>()
@@ -716,11 +895,19 @@ mod costs {
             on[name].get("evalsha").copied().unwrap_or(0) as i64
                 - off[name].get("evalsha").copied().unwrap_or(0) as i64
         };
-        assert_eq!(extra("1 new session (first write)"), 1, "created: one events script");
+        assert_eq!(
+            extra("1 new session (first write)"),
+            1,
+            "created: one events script"
+        );
         assert_eq!(extra("2 read"), 0, "a read costs nothing more");
         assert_eq!(extra("3 write"), 0, "a write costs nothing more");
         assert_eq!(extra("4 record only"), 0);
-        assert_eq!(extra("5 login (rotation)"), 1, "login: one events script");
+        assert_eq!(
+            extra("5 login (rotation)"),
+            2,
+            "login: the new id's tracking (alongside the index add) and its event"
+        );
         assert_eq!(
             off["6 logout"].get("del").copied().unwrap_or(0) + off["6 logout"].get("evalsha").copied().unwrap_or(0) + 1,
             on["6 logout"].get("evalsha").copied().unwrap_or(0),

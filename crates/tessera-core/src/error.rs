@@ -175,6 +175,10 @@ pub enum Error {
     /// `SessionConfigBuilder::lifecycle_events`).
     #[error("lifecycle events are not turned on")]
     EventsOff,
+    /// An events reader fell behind the retention: events it had not read were dropped (see
+    /// `SessionConfigBuilder::events_retention`). HTTP 410.
+    #[error("events were dropped by the retention before they were read")]
+    EventsMissed,
 }
 
 impl Error {
@@ -197,6 +201,7 @@ impl Error {
             | Error::InvalidCursor(_) => 400,
             Error::NotLoggedIn => 401,
             Error::Unsupported(_) | Error::EventsOff => 501,
+            Error::EventsMissed => 410,
             Error::Store(_)
             | Error::Decode { .. }
             | Error::Encode(_)
@@ -234,6 +239,7 @@ impl Error {
             Error::InvalidAction => "invalid activity action",
             Error::InvalidCursor(_) => "invalid events cursor",
             Error::EventsOff => "lifecycle events are not turned on",
+            Error::EventsMissed => "events were dropped before they were read",
             Error::Store(_) | Error::Decode { .. } | Error::Encode(_) | Error::Config(_) => {
                 "session error"
             }

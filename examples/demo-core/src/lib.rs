@@ -158,7 +158,20 @@ pub async fn admin(
         match route {
             AdminRoute::Events => {
                 let page = manager.read_events(param("after"), 1000).await?;
-                let events: Vec<Value> = page.events.iter().map(|e| e.to_json()).collect();
+                // The contract's types: an eviction by the device limit is a revoke here, with
+                // its cause beside it.
+                let events: Vec<Value> = page
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let mut v = e.to_json();
+                        if e.kind == tessera_core::EventKind::Evicted {
+                            v["type"] = json!("revoked");
+                            v["cause"] = json!("device_limit");
+                        }
+                        v
+                    })
+                    .collect();
                 Ok(Reply::json(
                     json!({ "events": events, "cursor": page.cursor, "missed": page.missed }),
                 ))

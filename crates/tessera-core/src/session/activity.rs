@@ -82,8 +82,9 @@ impl Session {
                 limit: limits.max_action_bytes,
             });
         }
+        // Not loaded here: a record rides the request's write (an increment's one-round-trip
+        // script included); a request that only records loads at the end, then writes.
         let mut st = self.inner.state.lock().await;
-        self.ensure_loaded(&mut st).await?;
         st.records.push(action.to_string());
         let excess = st.records.len().saturating_sub(limits.max_entries);
         st.records.drain(..excess);

@@ -231,8 +231,8 @@ impl SessionManager {
             .await
     }
 
-    /// Publishes what follows a change that is already made: tried twice; a failure is logged
-    /// (the change stands; that event is lost).
+    /// Publishes what follows a change that is already made: tried again once if it was not
+    /// sent; a failure is logged (the change stands; that event is lost).
     pub(super) async fn publish_after(&self, batch: EventBatch) {
         if !self.events_on() || batch.is_empty() {
             return;
@@ -241,7 +241,13 @@ impl SessionManager {
         for _ in 0..2 {
             match self.publish(&batch).await {
                 Ok(_) => return,
-                Err(e) => last = Some(e),
+                // Not sent: safe to try again. One that may have run is not repeated (its
+                // events would be published twice).
+                Err(e @ Error::Unavailable(_)) => last = Some(e),
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
             }
         }
         if let Some(e) = last {
@@ -317,7 +323,9 @@ impl SessionManager {
 
     /// Every event after `after`, as they come (polled every 200 ms while there are none): a
     /// `futures::Stream` that never ends by itself. A store error is yielded as an item and
-    /// the stream goes on from the same cursor.
+    /// the stream goes on from the same cursor; events dropped by the retention before they
+    /// were read are reported once as [`Error::EventsMissed`], then the stream goes on with
+    /// the oldest retained.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
@@ -341,11 +349,20 @@ impl SessionManager {
                         return Some((Ok(e), (manager, cursor, buffered)));
                     }
                     match manager.read_events(cursor.as_deref(), 100).await {
-                        Ok(page) if !page.events.is_empty() => {
+                        Ok(page) => {
+                            let moved = cursor.as_deref() != Some(page.cursor.as_str());
                             cursor = Some(page.cursor);
                             buffered.extend(page.events);
+                            if page.missed {
+                                return Some((
+                                    Err(Error::EventsMissed),
+                                    (manager, cursor, buffered),
+                                ));
+                            }
+                            if !moved {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
                         }
-                        Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                         Err(e) => {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             return Some((Err(e), (manager, cursor, buffered)));
@@ -419,10 +436,17 @@ impl SessionManager {
                     tracing::info!(target: "tessera::events", every = ?every, "no keyspace notifications of expired keys: expiries are swept on the interval");
                 }
                 let _watch = watch;
+                // One interval for the whole life of the sweeper: reported expiries are settled
+                // as they come and never push the periodic sweep back (it also finds what no
+                // notification reports: evictions, nodes added later, reports lost in a
+                // reconnect).
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
                 loop {
                     let mut reported = Vec::new();
                     tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
+                        _ = tick.tick() => {}
                         _ = wake.notified() => {}
                         Some(member) = expired.recv() => {
                             // Expiries come in bursts: settle those of the next moment together.
@@ -487,7 +511,10 @@ async fn settle(inner: &ManagerInner, members: &[String]) -> Result<usize> {
     let Some(cfg) = inner.events_config() else {
         return Ok(0);
     };
-    let keys: Vec<String> = members.iter().map(|m| inner.config.session_key(m)).collect();
+    let keys: Vec<String> = members
+        .iter()
+        .map(|m| inner.config.session_key(m))
+        .collect();
     let probes = inner.store.probe_many(&keys).await?;
     let mut batch = EventBatch::default();
     for (m, p) in members.iter().zip(probes) {

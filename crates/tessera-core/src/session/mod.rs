@@ -475,6 +475,7 @@ impl Session {
             // the increment and the throttled TTL refresh, in one round trip, without reading
             // the session.
             let key = self.mgr().key_of(&id);
+            let records: Vec<String> = st.records.clone();
             let op = WriteOp {
                 mode: Mode::Update,
                 set: Vec::new(),
@@ -484,7 +485,7 @@ impl Session {
                 max_fields: self.mgr().inner.config.limits.max_fields,
                 not_after_ms: 0,
                 expire: Vec::new(),
-                records: Vec::new(),
+                records: records.iter().map(String::as_str).collect(),
             };
             let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
             let sent = Instant::now();
@@ -496,6 +497,8 @@ impl Session {
                     refreshed,
                     user,
                 }) => {
+                    // The records went with it (the trail itself is read when next loaded).
+                    st.records.clear();
                     self.after_write(&mut st, &id, &key, sent, refreshed, user);
                     return Ok(incr);
                 }
@@ -564,6 +567,9 @@ impl Session {
     /// Writes the pending changes (and an optional increment) now, creating the record if the
     /// session is new. Returns the increment's result.
     async fn write_now(&self, st: &mut State, incr: Option<(&str, i64)>) -> Result<i64> {
+        // Only records pending (they do not load): whether a session exists decides between
+        // an update and a create.
+        self.ensure_loaded(st).await?;
         if st.status == Status::Ended {
             return Self::failed(st, Error::SessionEnded);
         }
@@ -672,7 +678,7 @@ impl Session {
                     refreshed,
                     user,
                 }) => {
-                    if creating && self.mgr().events_on() {
+                    if creating && self.mgr().events_on() && !st.created_by_login {
                         // Tracked and announced before the cookie is handed out; if that
                         // fails, the new key goes again and nothing was created.
                         if let Err(e) = self.publish_created(st, &id.storage_key()).await {

@@ -172,20 +172,41 @@ impl Session {
             _ => None,
         };
         let span = tracing::debug_span!("tessera.cycle", sid = %tag(st.id.as_ref()), new_sid = %new_id.log_tag());
+        // With events on, the new id joins the expiry set before its key can exist (so whoever
+        // ends it from then on can claim its end), alongside the index add.
+        let track_new = mgr.events_on() && (old.is_some() || user.is_some());
         let add = async {
-            match &index {
-                Some(ix) => store
-                    .index_add(
-                        ix,
-                        &new_member,
-                        mgr.index_bound_ms(),
-                        config.max_sessions_per_user,
-                        leaving.as_deref(),
-                    )
-                    .await
-                    .map(Some),
-                None => Ok(None),
-            }
+            let index_add = async {
+                match &index {
+                    Some(ix) => store
+                        .index_add(
+                            ix,
+                            &new_member,
+                            mgr.index_bound_ms(),
+                            config.max_sessions_per_user,
+                            leaving.as_deref(),
+                        )
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            };
+            let track = async {
+                if !track_new {
+                    return Ok(());
+                }
+                let batch = crate::store::events::EventBatch {
+                    track: vec![(
+                        new_member.clone(),
+                        mgr.inner.new_session_ttl(),
+                        user.clone().unwrap_or_default(),
+                    )],
+                    ..Default::default()
+                };
+                mgr.publish(&batch).await.map(|_| ())
+            };
+            let (added, tracked) = tokio::join!(index_add, track);
+            tracked.and(added)
         };
         let freeze = async {
             match &old {
@@ -203,6 +224,7 @@ impl Session {
         // What a rolled-back create gives back: the request's pending changes (a successful
         // write clears them) and its cookie decision.
         let before_create = create_now.then(|| (st.dirty.clone(), st.cookie, st.expire.clone()));
+        st.created_by_login = create_now;
         let create = async {
             if create_now {
                 Some(self.write_now(st, None).await)
@@ -212,6 +234,8 @@ impl Session {
         };
         let (added, frozen, created) =
             Box::pin(async { tokio::join!(add, freeze, create) }.instrument(span)).await;
+        let created_here =
+            std::mem::take(&mut st.created_by_login) && matches!(created, Some(Ok(_)));
         let undo_member = || async {
             if let Some(ix) = &index {
                 if let Err(e) = store
@@ -219,6 +243,15 @@ impl Session {
                     .await
                 {
                     tracing::debug!(error = %e, "could not remove a failed login's index member; its bound removes it");
+                }
+            }
+            if track_new {
+                let batch = crate::store::events::EventBatch {
+                    untrack: vec![new_member.clone()],
+                    ..Default::default()
+                };
+                if let Err(e) = mgr.publish(&batch).await {
+                    tracing::debug!(error = %e, "could not untrack a failed login's new id; the sweeper drops it");
                 }
             }
         };
@@ -230,6 +263,7 @@ impl Session {
         let victims = match added {
             Ok(v) => v.unwrap_or_default(),
             Err(e) => {
+                undo_member().await;
                 if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) = (&old, frozen) {
                     thaw(key.clone(), token).await;
                 }
@@ -365,6 +399,8 @@ impl Session {
                     tracing::debug!(error = %e, "could not retire the old key of a login ended by a query; its freeze lapses");
                 }
                 undo_member().await;
+                mgr.publish_ends(super::EventKind::Revoked, &[old_id.storage_key()])
+                    .await;
                 st.mark_ended();
                 return Self::failed(st, Error::SessionEnded);
             }
@@ -446,9 +482,25 @@ impl Session {
             st.cookie = CookieAction::Send;
             st.id = Some(new_id);
         } else if create_now {
-            // Created above under the new id (a login is saved at once; the create published
-            // `created` and the tracking).
-            moved_event = Some((None, 0));
+            // Created above under the new id (a login is saved at once): `created` and `login`
+            // in one call, with the tracking. If that fails, the new session goes again, so
+            // that every session with events on is tracked.
+            if mgr.events_on() && created_here {
+                let user_ref = user.as_deref();
+                let batch = crate::store::events::EventBatch {
+                    events: vec![
+                        super::events::event(
+                            super::EventKind::Created,
+                            &new_member,
+                            user_ref,
+                            false,
+                        ),
+                        super::events::event(kind, &new_member, user_ref, false),
+                    ],
+                    ..Default::default()
+                };
+                mgr.publish_after(batch).await;
+            }
         } else {
             // Not stored yet: created at the end of the request, if anything is set.
         }
@@ -457,9 +509,9 @@ impl Session {
             let mut batch = crate::store::events::EventBatch::default();
             if let Some(old_member) = old_member {
                 e.previous = super::devices::handle_of(&old_member);
-                batch
-                    .track
-                    .push((new_member.clone(), ttl, user.clone().unwrap_or_default()));
+                // Tracked before the copy existed; now its exact expiry (ZADD XX: not if it
+                // was ended meanwhile).
+                batch.rescore.push((new_member.clone(), ttl));
                 batch.untrack.push(old_member);
             }
             batch.events.push(e);

@@ -85,6 +85,8 @@ pub(super) struct State {
     pub(super) stale_stamps: std::collections::HashSet<String>,
     /// Activity trail entries recorded in this request, not saved yet (oldest first).
     pub(super) records: Vec<String>,
+    /// A login is creating the session: it publishes `created` with its `login`, in one call.
+    pub(super) created_by_login: bool,
 }
 
 pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
@@ -151,6 +153,7 @@ impl State {
             expire: BTreeMap::new(),
             stale_stamps: std::collections::HashSet::new(),
             records: Vec::new(),
+            created_by_login: false,
             cookie: if candidates.first().is_some_and(|c| c.stale_key) {
                 CookieAction::Send
             } else {

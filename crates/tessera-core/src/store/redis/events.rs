@@ -112,7 +112,13 @@ impl RedisBackend {
     /// `probe.lua` on each key, sent together (one round trip; each its own slot).
     pub(crate) async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>> {
         let probes = keys.iter().map(|k| async move {
-            let reply = self.eval_read(&PROBE, k, Vec::new()).await?;
+            let reply = match self.eval_read(&PROBE, k, Vec::new()).await {
+                Ok(r) => r,
+                // The server refused this key (not a hash: WRONGTYPE): not a session, so one
+                // odd key cannot stop every later sweep.
+                Err(Error::Store(_)) => return Ok(Probe::Moved),
+                Err(e) => return Err(e),
+            };
             let parts = match reply {
                 Value::Array(p) => p,
                 other => return Err(unexpected(format!("probe replied {other:?}"))),

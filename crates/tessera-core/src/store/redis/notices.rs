@@ -70,7 +70,8 @@ impl RedisBackend {
         };
         let total = configs.len();
         for config in configs {
-            let Ok(client) = super::connect::builder(config, &self.options).build_subscriber_client()
+            let Ok(client) =
+                super::connect::builder(config, &self.options).build_subscriber_client()
             else {
                 continue;
             };
@@ -82,10 +83,7 @@ impl RedisBackend {
                         vec!["GET", "notify-keyspace-events"],
                     )
                     .await?;
-                let flags = flags
-                    .get(1)
-                    .and_then(|v| v.as_string())
-                    .unwrap_or_default();
+                let flags = flags.get(1).and_then(|v| v.as_string()).unwrap_or_default();
                 if !sends_expired(&flags) {
                     return Ok::<bool, fred::error::Error>(false);
                 }
