@@ -26,7 +26,7 @@ const OVERHEAD: usize = 96;
 pub(crate) struct MemoryBackend {
     map: Mutex<Map>,
     max_bytes: usize,
-    events: Mutex<events::MemEvents>,
+    events: Box<Mutex<events::MemEvents>>,
 }
 
 mod events;
@@ -36,7 +36,7 @@ impl MemoryBackend {
         MemoryBackend {
             map: Mutex::new(Map::default()),
             max_bytes,
-            events: Mutex::new(events::MemEvents::default()),
+            events: Box::new(Mutex::new(events::MemEvents::default())),
         }
     }
 }
