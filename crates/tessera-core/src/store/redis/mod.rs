@@ -149,7 +149,8 @@ impl RedisBackend {
         args: Vec<Value>,
         not_after: i64,
     ) -> Result<R> {
-        self.eval_write_keys(script, &[key], args, not_after).await
+        // Boxed: every write's future holds this one.
+        Box::pin(self.eval_write_keys(script, &[key], args, not_after)).await
     }
 
     /// [`eval_write_until`](Self::eval_write_until) of a script over several keys, which must
