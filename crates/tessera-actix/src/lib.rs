@@ -39,6 +39,12 @@ pub use extract::{reply, Session, SessionError, SessionMissing};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 pub use tessera_core;
 
+// What apps need besides the adapter's own types, so `tessera-actix` is their only dependency.
+pub use tessera_core::{
+    Activity, ClientInfo, DeviceSession, Error, Event, EventKind, EventPage, FieldKey, Key,
+    RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager, Store,
+};
+
 use actix_web::web;
 use tessera_core::endpoints as core;
 
@@ -65,3 +71,8 @@ pub fn endpoints(cfg: &mut web::ServiceConfig) {
         }),
     );
 }
+
+/// The crate README's examples, compiled as doc tests (so the README cannot drift).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

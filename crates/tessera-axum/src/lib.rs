@@ -35,3 +35,14 @@ pub use endpoints::endpoints;
 pub use extract::{Session, SessionError, SessionMissing};
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use tessera_core;
+
+// What apps need besides the adapter's own types, so `tessera-axum` is their only dependency.
+pub use tessera_core::{
+    Activity, ClientInfo, DeviceSession, Error, Event, EventKind, EventPage, FieldKey, Key,
+    RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager, Store,
+};
+
+/// The crate README's examples, compiled as doc tests (so the README cannot drift).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -98,3 +98,8 @@ pub use crate::session::{
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,
 };
+
+/// The crate README's examples, compiled as doc tests (so the README cannot drift).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
