@@ -23,6 +23,7 @@ tessera_tests::per_backend!(
     admin_events_need_the_token,
     ending_by_query_publishes_revoked,
     logins_racing_logout_all_each_end_once,
+    a_login_undone_after_its_tracking_is_never_expired,
 );
 
 fn events_on(c: tessera_core::SessionConfigBuilder) -> tessera_core::SessionConfigBuilder {
@@ -565,6 +566,33 @@ mod cases {
             );
         }
         assert!(ends.values().all(|v| v.len() == 1), "{ends:?}");
+    }
+
+    /// A login tracks its new id before the key exists; if the login is undone and even the
+    /// untrack fails, the sweeper finds the id gone and publishes nothing for it (it never
+    /// existed), while an id tracked after its creation that is gone is an expiry.
+    pub async fn a_login_undone_after_its_tracking_is_never_expired(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
+            events_on(c).expiry_sweep_interval(Duration::from_secs(600))
+        })
+        .await;
+        tessera_core::test_hooks::track(&fx.manager, "never-created-login", true)
+            .await
+            .unwrap();
+        tessera_core::test_hooks::track(&fx.manager, "created-then-gone", false)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(fx.manager.sweep_expired().await.unwrap(), 1);
+        let page = fx.manager.read_events(None, 10).await.unwrap();
+        assert_eq!(page.events.len(), 1, "{:?}", page.events);
+        assert_eq!(page.events[0].kind, EventKind::Expired);
+        assert_ne!(page.events[0].handle, "", "the created one's");
+        assert_eq!(fx.manager.sweep_expired().await.unwrap(), 0, "both settled");
+        if let Some(server) = &fx.server {
+            assert_eq!(server.cmd(&["ZCARD", "{events}:expiry"]).int(), 0);
+            assert_eq!(server.cmd(&["HLEN", "{events}:pending"]).int(), 0);
+        }
     }
 
     pub async fn ending_by_query_publishes_revoked(setup: Setup) {

@@ -36,7 +36,7 @@ impl Key {
     /// A key from hex text (64 hex digits or more), as in the `TESSERA_SECRET` variable.
     pub fn from_hex(hex: &str) -> Result<Self, ConfigError> {
         let hex = hex.trim();
-        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ConfigError::KeyNotHex);
         }
         let bytes: Vec<u8> = (0..hex.len())

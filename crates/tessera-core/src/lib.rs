@@ -51,6 +51,12 @@ pub use crate::config::{SessionConfig, SessionConfigBuilder};
 pub mod test_hooks {
     use crate::{Result, SessionManager};
 
+    /// The tracking a login sends before its new id's key exists (`pending`), or the tracking
+    /// of a created session, on its own: `member` joins the events' expiry set, due at once.
+    pub async fn track(manager: &SessionManager, member: &str, pending: bool) -> Result<()> {
+        crate::session::track_for_tests(manager, member, pending).await
+    }
+
     /// The first step of a first save or a login of a new session, on its own: the field
     /// index entry of `member` for `field = value`.
     pub async fn add_entry(

@@ -250,6 +250,23 @@ impl SessionManager {
                 }
             }
         }
+        if !batch.untrack.is_empty() || !batch.rescore.is_empty() || !batch.confirm.is_empty() {
+            // Whatever happened to the events, the tracking must follow the change (an old id
+            // left tracked would later be published `expired` while its session lives on):
+            // untrack and rescore alone are safe to repeat.
+            let tracking = EventBatch {
+                untrack: batch.untrack.clone(),
+                rescore: batch.rescore.clone(),
+                confirm: batch.confirm.clone(),
+                ..EventBatch::default()
+            };
+            for _ in 0..3 {
+                if self.publish(&tracking).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         if let Some(e) = last {
             let kinds: Vec<&str> = batch.events.iter().map(|e| e.kind).collect();
             tracing::warn!(target: "tessera::events", error = %e, ?kinds, "could not publish session events after the change was made; they are lost");

@@ -33,6 +33,22 @@ pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
 
 #[cfg(feature = "test-hooks")]
+pub(crate) async fn track_for_tests(
+    manager: &SessionManager,
+    member: &str,
+    pending: bool,
+) -> Result<()> {
+    let entry = vec![(member.to_string(), 0, String::new())];
+    let mut batch = crate::store::events::EventBatch::default();
+    if pending {
+        batch.track_pending = entry;
+    } else {
+        batch.track = entry;
+    }
+    manager.publish(&batch).await.map(|_| ())
+}
+
+#[cfg(feature = "test-hooks")]
 pub(crate) async fn index_add_for_tests(
     manager: &SessionManager,
     member: &str,
@@ -156,6 +172,10 @@ impl Session {
             }
             tracing::warn!(sid = %tag(st.id.as_ref()), error = %e, cause = ?std::error::Error::source(&e), "session store operation failed");
             st.failure.get_or_insert_with(|| e.clone());
+        }
+        if matches!(e, Error::OutcomeUnknown(_)) {
+            // A write that may have run may have appended them: never send them twice.
+            st.records.clear();
         }
         Err(e)
     }
@@ -762,6 +782,9 @@ impl Session {
         if st.failure.is_none() && st.has_changes() {
             // Errors are recorded in st.failure by write_now.
             let _ = self.write_now(&mut st, None).await;
+            // A load or write just now may have started an index refresh: it completes (and
+            // reports its error) before the response.
+            Self::settle_index_refresh(&mut st).await;
         }
         let set_cookie = match (&st.id, st.status, st.cookie) {
             (Some(id), Status::Stored | Status::Unloaded, CookieAction::Send) => {

@@ -175,6 +175,18 @@ impl Session {
         // With events on, the new id joins the expiry set before its key can exist (so whoever
         // ends it from then on can claim its end), alongside the index add.
         let track_new = mgr.events_on() && (old.is_some() || user.is_some());
+        // A session not stored yet is created under the new id in the same round trip as the
+        // index add: the two keys live in different slots and nothing orders them, because
+        // the browser gets the cookie only after both succeeded.
+        let create_now = old.is_none() && user.is_some();
+        let track_batch = || crate::store::events::EventBatch {
+            track_pending: vec![(
+                new_member.clone(),
+                mgr.inner.new_session_ttl(),
+                user.clone().unwrap_or_default(),
+            )],
+            ..Default::default()
+        };
         let add = async {
             let index_add = async {
                 match &index {
@@ -192,18 +204,11 @@ impl Session {
                 }
             };
             let track = async {
-                if !track_new {
+                // A created session is tracked by the create step itself, before its key.
+                if !track_new || create_now {
                     return Ok(());
                 }
-                let batch = crate::store::events::EventBatch {
-                    track: vec![(
-                        new_member.clone(),
-                        mgr.inner.new_session_ttl(),
-                        user.clone().unwrap_or_default(),
-                    )],
-                    ..Default::default()
-                };
-                mgr.publish(&batch).await.map(|_| ())
+                mgr.publish(&track_batch()).await.map(|_| ())
             };
             let (added, tracked) = tokio::join!(index_add, track);
             tracked.and(added)
@@ -214,23 +219,32 @@ impl Session {
                 None => Ok(None),
             }
         };
-        // A session not stored yet is created under the new id in the same round trip as the
-        // index add: the two keys live in different slots and nothing orders them, because
-        // the browser gets the cookie only after both succeeded.
-        let create_now = old.is_none() && user.is_some();
         if old.is_none() {
             st.id = Some(new_id.clone());
         }
         // What a rolled-back create gives back: the request's pending changes (a successful
         // write clears them) and its cookie decision.
-        let before_create = create_now.then(|| (st.dirty.clone(), st.cookie, st.expire.clone()));
+        let before_create = create_now.then(|| {
+            (
+                st.dirty.clone(),
+                st.cookie,
+                st.expire.clone(),
+                st.records.clone(),
+                st.data.get(fields::TRAIL).cloned(),
+            )
+        });
         st.created_by_login = create_now;
         let create = async {
-            if create_now {
-                Some(self.write_now(st, None).await)
-            } else {
-                None
+            if !create_now {
+                return None;
             }
+            // Tracked before its key exists: an end racing this login is claimed.
+            if track_new {
+                if let Err(e) = mgr.publish(&track_batch()).await {
+                    return Some(Err(e));
+                }
+            }
+            Some(self.write_now(st, None).await)
         };
         let (added, frozen, created) =
             Box::pin(async { tokio::join!(add, freeze, create) }.instrument(span)).await;
@@ -267,7 +281,9 @@ impl Session {
                 if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) = (&old, frozen) {
                     thaw(key.clone(), token).await;
                 }
-                if let (Some(Ok(_)), Some((dirty, cookie, expire))) = (&created, before_create) {
+                if let (Some(Ok(_)), Some((dirty, cookie, expire, records, trail))) =
+                    (&created, before_create)
+                {
                     // Not in the index, so not handed out: the new key goes again, and the
                     // request's changes are pending again (a retried login or a `save` keeps
                     // them).
@@ -279,6 +295,11 @@ impl Session {
                     st.dirty = dirty;
                     st.cookie = cookie;
                     st.expire = expire;
+                    st.records = records;
+                    match trail {
+                        Some(t) => st.data.insert(fields::TRAIL.to_string(), t),
+                        None => st.data.remove(fields::TRAIL),
+                    };
                 }
                 return Self::failed(st, e);
             }
@@ -395,12 +416,19 @@ impl Session {
                 // The new id carries an 'ended' mark: an end-by-query saw this login's index
                 // entry. The login is ended with it: the old key is retired (no session is left
                 // under either id) and the request answers "ended".
-                if let Err(e) = store.release(&old_key, &token, true).await {
-                    tracing::debug!(error = %e, "could not retire the old key of a login ended by a query; its freeze lapses");
-                }
+                let retired = store.release(&old_key, &token, true).await;
                 undo_member().await;
-                mgr.publish_ends(super::EventKind::Revoked, &[old_id.storage_key()])
-                    .await;
+                match retired {
+                    // The session ended with this login: its end, once.
+                    Ok(Release::Done | Release::Retired) => {
+                        mgr.publish_ends(super::EventKind::Revoked, &[old_id.storage_key()])
+                            .await
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not retire the old key of a login ended by a query; its freeze lapses");
+                    }
+                }
                 st.mark_ended();
                 return Self::failed(st, Error::SessionEnded);
             }
@@ -488,6 +516,7 @@ impl Session {
             if mgr.events_on() && created_here {
                 let user_ref = user.as_deref();
                 let batch = crate::store::events::EventBatch {
+                    confirm: vec![new_member.clone()],
                     events: vec![
                         super::events::event(
                             super::EventKind::Created,
@@ -512,6 +541,7 @@ impl Session {
                 // Tracked before the copy existed; now its exact expiry (ZADD XX: not if it
                 // was ended meanwhile).
                 batch.rescore.push((new_member.clone(), ttl));
+                batch.confirm.push(new_member.clone());
                 batch.untrack.push(old_member);
             }
             batch.events.push(e);

@@ -14,6 +14,7 @@ pub(crate) struct EventKeys {
     pub(crate) expiry: String,
     pub(crate) users: String,
     pub(crate) lease: String,
+    pub(crate) pending: String,
 }
 
 impl EventKeys {
@@ -22,6 +23,7 @@ impl EventKeys {
             expiry: format!("{stream}:expiry"),
             users: format!("{stream}:users"),
             lease: format!("{stream}:sweep"),
+            pending: format!("{stream}:pending"),
             stream,
         }
     }
@@ -46,6 +48,12 @@ pub(crate) struct NewEvent {
 pub(crate) struct EventBatch {
     /// (member, ms until its expiry, user or "").
     pub(crate) track: Vec<(String, u64, String)>,
+    /// Like `track`, for an id whose key does not exist yet (a login's new id): until it is
+    /// confirmed, the sweeper drops it without an event when its key is gone (the login did
+    /// not complete), so a login undone after its tracking never shows up as `expired`.
+    pub(crate) track_pending: Vec<(String, u64, String)>,
+    /// Pending members whose session now exists.
+    pub(crate) confirm: Vec<String>,
     pub(crate) untrack: Vec<String>,
     /// (member, ms until its expiry): only members still tracked.
     pub(crate) rescore: Vec<(String, u64)>,
@@ -55,6 +63,8 @@ pub(crate) struct EventBatch {
 impl EventBatch {
     pub(crate) fn is_empty(&self) -> bool {
         self.track.is_empty()
+            && self.track_pending.is_empty()
+            && self.confirm.is_empty()
             && self.untrack.is_empty()
             && self.rescore.is_empty()
             && self.events.is_empty()

@@ -16,6 +16,7 @@ pub(super) struct MemEvents {
     scores: HashMap<String, u64>,
     due: BTreeSet<(u64, String)>,
     users: HashMap<String, String>,
+    pending: std::collections::HashSet<String>,
 }
 
 impl MemEvents {
@@ -50,19 +51,28 @@ impl MemoryBackend {
     ) -> Vec<Option<String>> {
         let mut ev = self.events();
         let now = now_ms();
+        for m in &batch.confirm {
+            ev.pending.remove(m);
+        }
         for m in &batch.untrack {
             ev.zrem(m);
             ev.users.remove(m);
+            ev.pending.remove(m);
         }
         for (m, ttl) in &batch.rescore {
             if ev.scores.contains_key(m) {
                 ev.zadd(m, now.saturating_add(*ttl));
             }
         }
-        for (m, ttl, user) in &batch.track {
+        let tracks = batch.track.iter().map(|t| (t, false));
+        for ((m, ttl, user), pending) in tracks.chain(batch.track_pending.iter().map(|t| (t, true)))
+        {
             ev.zadd(m, now.saturating_add(*ttl));
             if !user.is_empty() {
                 ev.users.insert(m.clone(), user.clone());
+            }
+            if pending {
+                ev.pending.insert(m.clone());
             }
         }
         let mut out = Vec::with_capacity(batch.events.len());
@@ -76,6 +86,11 @@ impl MemoryBackend {
                 let stored = ev.users.remove(&e.member);
                 if user.is_empty() {
                     user = stored.unwrap_or_default();
+                }
+                // A pending id found gone by the sweeper: its login never completed.
+                if ev.pending.remove(&e.member) && e.kind == "expired" {
+                    out.push(None);
+                    continue;
                 }
             }
             let id = if now > ev.last_id.0 {

@@ -55,10 +55,25 @@ impl RedisBackend {
         batch: &EventBatch,
     ) -> Result<Vec<Option<String>>> {
         let mut args: Vec<Value> = vec![int(retention as u64), instance.into()];
-        args.push(int(batch.track.len() as u64));
+        args.push(int((batch.track.len() + batch.track_pending.len()) as u64));
         for (m, ttl, user) in &batch.track {
-            args.extend([m.as_str().into(), int(*ttl), user.as_str().into()]);
+            args.extend([
+                m.as_str().into(),
+                int(*ttl),
+                user.as_str().into(),
+                "0".into(),
+            ]);
         }
+        for (m, ttl, user) in &batch.track_pending {
+            args.extend([
+                m.as_str().into(),
+                int(*ttl),
+                user.as_str().into(),
+                "1".into(),
+            ]);
+        }
+        args.push(int(batch.confirm.len() as u64));
+        args.extend(batch.confirm.iter().map(|m| Value::from(m.as_str())));
         args.push(int(batch.untrack.len() as u64));
         args.extend(batch.untrack.iter().map(|m| Value::from(m.as_str())));
         args.push(int(batch.rescore.len() as u64));
@@ -80,6 +95,7 @@ impl RedisBackend {
             keys.stream.as_str(),
             keys.expiry.as_str(),
             keys.users.as_str(),
+            keys.pending.as_str(),
         ];
         let reply: Vec<Value> = self.eval_write_keys(&EVENTS, &k, args, 0).await?;
         Ok(reply.into_iter().skip(1).map(Value::into_string).collect())
@@ -112,13 +128,9 @@ impl RedisBackend {
     /// `probe.lua` on each key, sent together (one round trip; each its own slot).
     pub(crate) async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>> {
         let probes = keys.iter().map(|k| async move {
-            let reply = match self.eval_read(&PROBE, k, Vec::new()).await {
-                Ok(r) => r,
-                // The server refused this key (not a hash: WRONGTYPE): not a session, so one
-                // odd key cannot stop every later sweep.
-                Err(Error::Store(_)) => return Ok(Probe::Moved),
-                Err(e) => return Err(e),
-            };
+            // A key that is not a hash answers {3} (probe.lua checks its type): one odd key
+            // cannot stop every later sweep.
+            let reply = self.eval_read(&PROBE, k, Vec::new()).await?;
             let parts = match reply {
                 Value::Array(p) => p,
                 other => return Err(unexpected(format!("probe replied {other:?}"))),

@@ -4,6 +4,10 @@
 -- request ended it and publishes its end), {3} a key retired by a login's id rotation (the
 -- session lives on under its new id) or anything else that is not a session.
 local key = KEYS[1]
+local kind = redis.call('TYPE', key)
+if type(kind) == 'table' then kind = kind.ok end
+if kind == 'none' then return {0} end
+if kind ~= 'hash' then return {3} end
 local meta = redis.call('HMGET', key, F_CREATED, F_MOVING)
 if meta[1] then return {1, redis.call('PTTL', key)} end
 if meta[2] == 'ended' then return {2} end
