@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `POST /logout` | [`logout`] | `204`, session ended, cookie cleared |
 //! | `POST /logout-all` | [`logout_all`] | `204`; `401` when not logged in |
-//! | `GET /sessions` | [`list_sessions`] | `200` + JSON array (see [`DeviceSession::to_json`]); `401` when not logged in |
+//! | `GET /sessions` | [`list_sessions`] | `200` + JSON array (each a serialized [`DeviceSession`](crate::DeviceSession)); `401` when not logged in |
 //! | `DELETE /sessions/{handle}` | [`revoke`] | `204`; `404` when not one of the user's sessions; `401` when not logged in |
 //!
 //! ```
@@ -19,7 +19,7 @@
 //! ```
 
 use crate::error::Error;
-use crate::session::{DeviceSession, Session};
+use crate::session::Session;
 use serde_json::Value;
 
 /// An HTTP answer: status and optional JSON body.
@@ -72,7 +72,9 @@ pub async fn logout_all(session: &Session) -> Reply {
 pub async fn list_sessions(session: &Session) -> Reply {
     done(session.list_sessions().await.map(|list| {
         Reply::json(Value::Array(
-            list.iter().map(DeviceSession::to_json).collect(),
+            list.iter()
+                .map(|d| serde_json::to_value(d).unwrap_or_default())
+                .collect(),
         ))
     }))
 }

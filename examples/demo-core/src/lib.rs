@@ -164,7 +164,7 @@ pub async fn admin(
                     .events
                     .iter()
                     .map(|e| {
-                        let mut v = e.to_json();
+                        let mut v = serde_json::to_value(e).unwrap_or_default();
                         if e.kind == tessera_core::EventKind::Evicted {
                             v["type"] = json!("revoked");
                             v["cause"] = json!("device_limit");
@@ -330,7 +330,7 @@ pub async fn put_session(
         for (k, v) in fields {
             match (v.is_null(), ttl) {
                 (true, _) => {
-                    session.remove(&k).await?;
+                    session.remove_value(&k).await?;
                 }
                 (false, Some(ttl)) => session.insert_for(&k, &v, ttl).await?,
                 (false, None) => session.insert(&k, &v).await?,
@@ -365,7 +365,7 @@ pub async fn activity(session: &Session) -> Reply {
             .await?
             .iter()
             .take(50)
-            .map(|a| a.to_json())
+            .map(|a| serde_json::to_value(a).unwrap_or_default())
             .collect();
         Ok(Reply::json(Value::Array(trail)))
     })

@@ -16,20 +16,14 @@ use crate::store::fields;
 
 use std::time::SystemTime;
 
-/// One entry of a session's activity trail.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One entry of a session's activity trail. Serializes as `{"at": RFC 3339, "action": ".."}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Activity {
     /// When it was saved, by the store's clock.
+    #[serde(serialize_with = "super::devices::rfc3339_ser")]
     pub at: SystemTime,
     /// What the app recorded.
     pub action: String,
-}
-
-impl Activity {
-    /// As JSON: `{"at": RFC 3339, "action": ".."}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "at": super::devices::rfc3339(self.at), "action": self.action })
-    }
 }
 
 /// The entries of a stored trail (`<ms> <action>` lines, oldest first), newest first; lines

@@ -53,14 +53,24 @@ impl ClientInfo {
     }
 }
 
-/// One of a user's sessions, as shown in a device list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One of a user's sessions, as shown in a device list. Serializes as `{"handle",
+/// "created_at", "last_seen" (RFC 3339), "user_agent", "client_addr", "current"}`, and
+/// `"last_action": {"at", "action"}` when device lists show it.
+///
+/// ```
+/// # let d = tessera_core::DeviceSession { handle: "h".into(), created_at: std::time::UNIX_EPOCH, last_seen: std::time::UNIX_EPOCH, user_agent: None, client_addr: None, current: true, last_action: None };
+/// let json = serde_json::to_value(&d).unwrap();
+/// assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceSession {
     /// Opaque handle for [`SessionManager::revoke`](super::SessionManager::revoke) (not the session id).
     pub handle: String,
     /// When the session was created.
+    #[serde(serialize_with = "rfc3339_ser")]
     pub created_at: std::time::SystemTime,
     /// Its last TTL refresh (at touch-interval granularity).
+    #[serde(serialize_with = "rfc3339_ser")]
     pub last_seen: std::time::SystemTime,
     /// The `User-Agent` recorded at login.
     pub user_agent: Option<String>,
@@ -70,7 +80,16 @@ pub struct DeviceSession {
     pub current: bool,
     /// The session's last recorded action, when device lists show it
     /// ([`SessionConfigBuilder::device_last_action`](crate::SessionConfigBuilder::device_last_action)).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_action: Option<super::Activity>,
+}
+
+/// Serializes a time as RFC 3339 text (empty if it cannot be shown).
+pub(crate) fn rfc3339_ser<S: serde::Serializer>(
+    t: &std::time::SystemTime,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
 }
 
 /// A time as RFC 3339 text (empty if it cannot be shown).
@@ -86,23 +105,4 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
                 .ok()
         })
         .unwrap_or_default()
-}
-
-impl DeviceSession {
-    /// As JSON: `{"handle", "created_at", "last_seen" (RFC 3339), "user_agent", "client_addr",
-    /// "current"}`, and `"last_action": {"at", "action"}` when device lists show it.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "handle": self.handle,
-            "created_at": rfc3339(self.created_at),
-            "last_seen": rfc3339(self.last_seen),
-            "user_agent": self.user_agent,
-            "client_addr": self.client_addr,
-            "current": self.current,
-        });
-        if let Some(a) = &self.last_action {
-            v["last_action"] = a.to_json();
-        }
-        v
-    }
 }

@@ -25,8 +25,9 @@ pub(super) const ENDED_MARK_MS: u64 = 10_000;
 /// How many tracked sessions one sweep step handles.
 const SWEEP_BATCH: usize = 500;
 
-/// What happened to a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What happened to a session. Serializes as its [`as_str`](EventKind::as_str) name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
     /// A new session was saved for the first time.
@@ -86,12 +87,14 @@ impl EventKind {
     }
 }
 
-/// One lifecycle event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One lifecycle event. Serializes as `{"cursor", "type", "handle", "user_id", "at" (RFC
+/// 3339), "instance", "previous_handle"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Event {
     /// Its position in the stream: pass it as `after` to read what follows.
     pub cursor: String,
     /// What happened.
+    #[serde(rename = "type")]
     pub kind: EventKind,
     /// The session's handle (as device lists show it; never the session id). After a login
     /// or rotation, the new one.
@@ -99,6 +102,7 @@ pub struct Event {
     /// The session's user, if one is bound.
     pub user_id: Option<String>,
     /// When, by the store's clock.
+    #[serde(serialize_with = "super::devices::rfc3339_ser")]
     pub at: SystemTime,
     /// Which instance caused it (see `SessionConfigBuilder::instance_name`); for `expired`,
     /// the one whose sweeper found it.
@@ -108,20 +112,6 @@ pub struct Event {
 }
 
 impl Event {
-    /// As JSON: `{"cursor", "type", "handle", "user_id", "at" (RFC 3339), "instance",
-    /// "previous_handle"}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "cursor": self.cursor,
-            "type": self.kind.as_str(),
-            "handle": self.handle,
-            "user_id": self.user_id,
-            "at": super::devices::rfc3339(self.at),
-            "instance": self.instance,
-            "previous_handle": self.previous_handle,
-        })
-    }
-
     fn from_stored((cursor, f): StoredEvent) -> Option<Event> {
         let text = |k: &str| f.get(k).filter(|v| !v.is_empty()).cloned();
         Some(Event {

@@ -256,8 +256,8 @@ impl SessionManager {
     /// Ends every session of `user_id` that exists when it starts (logout everywhere).
     /// Costs O(sessions of that user): one index read, one pipelined round trip of `DEL`s, one
     /// `ZREM`; no key scan. Returns how many sessions it ended.
-    pub async fn logout_all(&self, user_id: &str) -> Result<usize> {
-        self.logout_all_except(user_id, None).await
+    pub async fn logout_all(&self, user_id: impl std::fmt::Display) -> Result<usize> {
+        self.logout_all_except(&user_id.to_string(), None).await
     }
 
     pub(super) async fn logout_all_except(
@@ -278,8 +278,11 @@ impl SessionManager {
 
     /// The live sessions of `user_id`, most recently used first. Costs one index read and one
     /// pipelined round trip of `HMGET`s.
-    pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<DeviceSession>> {
-        self.list_sessions_marking(user_id, None).await
+    pub async fn list_sessions(
+        &self,
+        user_id: impl std::fmt::Display,
+    ) -> Result<Vec<DeviceSession>> {
+        self.list_sessions_marking(&user_id.to_string(), None).await
     }
 
     pub(super) async fn list_sessions_marking(
@@ -348,7 +351,9 @@ impl SessionManager {
     /// Ends one session of `user_id`, named by its [`DeviceSession::handle`]. Returns `false`
     /// when the handle is not one of that user's live sessions (so a user can never end
     /// another user's session).
-    pub async fn revoke(&self, user_id: &str, handle: &str) -> Result<bool> {
+    pub async fn revoke(&self, user_id: impl std::fmt::Display, handle: &str) -> Result<bool> {
+        let user_id = user_id.to_string();
+        let user_id = user_id.as_str();
         let members = self.members_of(user_id).await?;
         let Some(m) = members.into_iter().find(|m| handle_of(m) == handle) else {
             return Ok(false);

@@ -407,20 +407,67 @@ impl Session {
         }
     }
 
-    /// Removes a user field. Returns whether it was there.
-    pub async fn remove(&self, field: &str) -> Result<bool> {
+    /// Removes a user field and returns what it held, decoded as `T` (`None` if absent).
+    /// A value that does not decode as `T` is [`Error::Decode`] and nothing is removed; a
+    /// protected value that does not decrypt is removed and reads as `None`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("cart", &vec!["p-17"]).await?;
+    /// let cart: Option<Vec<String>> = session.remove("cart").await?;
+    /// assert_eq!(cart, Some(vec!["p-17".to_string()]));
+    /// assert_eq!(session.remove::<Vec<String>>("cart").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove<T: DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
         check_field(field)?;
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        self.note_index_change(&mut st, field);
-        Self::clear_lifetime(&mut st, field);
-        let was = st.data.remove(field).is_some() | st.unreadable.remove(field).is_some();
+        let old = match st.data.get(field) {
+            Some(raw) => Some(codec::decode::<T>(field, raw)?),
+            None => None,
+        };
+        self.remove_locked(&mut st, field);
+        Ok(old)
+    }
+
+    /// [`remove`](Session::remove), returning the old value as JSON (never a decode error).
+    pub async fn remove_value(&self, field: &str) -> Result<Option<serde_json::Value>> {
+        self.remove::<serde_json::Value>(field).await
+    }
+
+    /// Removes every user field and keeps the session: its id, cookie and login stay (to end
+    /// it, [`destroy`](Session::destroy); to start anew for another user,
+    /// [`login`](Session::login) does that). Saved with the request's other changes.
+    pub async fn clear(&self) -> Result<()> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let fields: Vec<String> = st
+            .data
+            .keys()
+            .chain(st.unreadable.keys())
+            .chain(st.dirty.keys())
+            .filter(|k| is_user_field(k))
+            .cloned()
+            .collect();
+        for f in fields {
+            self.remove_locked(&mut st, &f);
+        }
+        Ok(())
+    }
+
+    fn remove_locked(&self, st: &mut State, field: &str) {
+        self.note_index_change(st, field);
+        Self::clear_lifetime(st, field);
+        st.data.remove(field);
+        st.unreadable.remove(field);
         if st.status == Status::Stored {
             st.dirty.insert(field.to_string(), None);
         } else {
             st.dirty.remove(field);
         }
-        Ok(was)
     }
 
     /// All user fields, each decoded as JSON (a plain-text field becomes a JSON string).

@@ -27,7 +27,12 @@ impl Session {
     /// The session joins the user's index (`user:<id>:sessions`); with
     /// `max_sessions_per_user`, the user's least recently used sessions beyond the limit end.
     /// The client's `User-Agent` and address (from the adapter) are recorded for device lists.
-    pub async fn login(&self, user_id: &str) -> Result<()> {
+    ///
+    /// `user_id` is any `Display` type (`&str`, `u64`, a `Uuid`, ...): its text is the id, so
+    /// `42` and `"42"` name the same user.
+    pub async fn login(&self, user_id: impl std::fmt::Display) -> Result<()> {
+        let user_id = user_id.to_string();
+        let user_id = user_id.as_str();
         check_user_id(user_id)?;
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;

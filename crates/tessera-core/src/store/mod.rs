@@ -389,7 +389,10 @@ impl Store {
         r.bounded(r.ft_count_by(index, query, field)).await
     }
 
-    /// The underlying fred pool, for Redis stores (for operators' checks and tests).
+    /// The underlying client pool, for tessera's own tests only: the client library is not
+    /// part of the API (a new major version of it must not break users).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
     pub fn redis_pool(&self) -> Option<&fred::clients::Pool> {
         match &*self.backend {
             Backend::Redis(r) => Some(r.pool()),
