@@ -3,7 +3,9 @@
 //! A string is stored as its plain text (so `HGET session:<key> tenant` prints `acme`) unless
 //! that text would itself parse as JSON (`"42"`, `"true"`, `"null"`, `"\"x\""`); such strings,
 //! and every other value, are stored as JSON. Decoding parses JSON first and falls back to the
-//! plain text as a string, which makes the round trip exact for every serde value.
+//! plain text as a string, which makes the round trip exact for every value `serde_json`
+//! represents. Two kinds it does not: an integer beyond `u64` is `Error::Encode`, and a NaN or
+//! infinite float becomes JSON `null` (so it reads back as `None`, or a decode error).
 
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -87,6 +89,22 @@ mod tests {
             (any::<i32>(), ".*").prop_map(|(a, b)| Shape::Tuple(a, b)),
             (any::<Option<bool>>(), any::<Vec<u8>>()).prop_map(|(a, b)| Shape::Struct { a, b }),
         ]
+    }
+
+    /// The two documented exceptions to the exact round trip (README, "Any serde value").
+    #[test]
+    fn huge_integers_and_non_finite_floats_do_not_round_trip() {
+        assert!(matches!(encode(&u128::MAX), Err(Error::Encode(_))));
+        assert_eq!(encode(&(u64::MAX as u128)).unwrap(), u64::MAX.to_string());
+        for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let stored = encode(&f).unwrap();
+            assert_eq!(stored, "null");
+            assert_eq!(decode::<Option<f64>>("x", stored.as_bytes()).unwrap(), None);
+            assert!(matches!(
+                decode::<f64>("x", stored.as_bytes()),
+                Err(Error::Decode { .. })
+            ));
+        }
     }
 
     proptest! {
