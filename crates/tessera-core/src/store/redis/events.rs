@@ -15,8 +15,14 @@ fn int(n: u64) -> Value {
 }
 
 impl RedisBackend {
-    /// `EVALSHA` of a script that only reads, with `read_opts`, loading it on `NOSCRIPT`.
-    async fn eval_read(&self, script: &Script, key: &str, args: Vec<Value>) -> Result<Value> {
+    /// `EVALSHA` of a script that reads (the session load, whose throttled TTL refresh may be
+    /// sent late harmlessly, included), with `read_opts`, loading it on `NOSCRIPT`.
+    pub(super) async fn eval_read(
+        &self,
+        script: &Script,
+        key: &str,
+        args: Vec<Value>,
+    ) -> Result<Value> {
         let client = self.pool.next_connected();
         let mut full: Vec<Value> = Vec::with_capacity(args.len() + 3);
         full.push(script.sha1().clone().into());

@@ -345,35 +345,7 @@ impl RedisBackend {
             (t.touch_ms as i64).into(),
             (t.absolute_ms as i64).into(),
         ];
-        let client = self.pool.next_connected();
-        let mut full: Vec<Value> = Vec::with_capacity(6);
-        full.push(LOAD.sha1().clone().into());
-        full.push(1i64.into());
-        full.push(key.into());
-        full.extend(args);
-        let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
-        let reply = match Box::pin(
-            client
-                .with_options(&self.read_opts)
-                .custom::<Value, Value>(cmd(), full.clone()),
-        )
-        .await
-        {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                Box::pin(LOAD.load(client))
-                    .await
-                    .map_err(Error::from_fred)?;
-                Box::pin(
-                    client
-                        .with_options(&self.read_opts)
-                        .custom::<Value, Value>(cmd(), full),
-                )
-                .await
-            }
-            other => other,
-        }
-        .map_err(Error::from_fred)?;
-        parse_load(reply)
+        parse_load(self.eval_read(&LOAD, key, args).await?)
     }
 
     pub(crate) async fn write(
