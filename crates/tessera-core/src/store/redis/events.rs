@@ -62,20 +62,14 @@ impl RedisBackend {
     ) -> Result<Vec<Option<String>>> {
         let mut args: Vec<Value> = vec![int(retention as u64), instance.into()];
         args.push(int((batch.track.len() + batch.track_pending.len()) as u64));
-        for (m, ttl, user) in &batch.track {
+        let tracks = batch.track.iter().map(|t| (t, "0"));
+        for ((m, ttl, user), pending) in tracks.chain(batch.track_pending.iter().map(|t| (t, "1")))
+        {
             args.extend([
                 m.as_str().into(),
                 int(*ttl),
                 user.as_str().into(),
-                "0".into(),
-            ]);
-        }
-        for (m, ttl, user) in &batch.track_pending {
-            args.extend([
-                m.as_str().into(),
-                int(*ttl),
-                user.as_str().into(),
-                "1".into(),
+                pending.into(),
             ]);
         }
         args.push(int(batch.confirm.len() as u64));
