@@ -20,6 +20,7 @@ mod load;
 mod manager;
 mod protected;
 mod query;
+mod records;
 mod rotation;
 mod search;
 mod state;
@@ -31,6 +32,7 @@ pub use self::devices::{ClientInfo, DeviceSession};
 pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
+pub use self::records::{Records, StoredRecord};
 
 #[cfg(feature = "test-hooks")]
 pub(crate) async fn track_for_tests(

@@ -33,6 +33,9 @@ pub(crate) mod fields {
     pub(crate) const MOVING: &str = "__m";
     /// The activity trail: `<ms> <action>` lines, oldest first (see session/activity.rs).
     pub(crate) const TRAIL: &str = "__a";
+    /// The expiry another framework gave a session it manages (see `Records`), ms since the
+    /// Unix epoch.
+    pub(crate) const EXPIRES_AT: &str = "__e";
     /// Prefix of a field's lifetime stamp: `__x:<field>` = its expiry, server ms.
     pub(crate) const EXPIRES: &str = "__x:";
 
@@ -512,6 +515,15 @@ impl Store {
         match &*self.backend {
             Backend::Memory(m) => Ok(m.release(key, token, retire)),
             Backend::Redis(r) => r.write_to(key, r.release(key, token, retire)).await,
+        }
+    }
+
+    /// A plain string key's value, as bytes (`None` when there is none, or on the memory
+    /// store, which holds no such keys): for reading sessions another store wrote.
+    pub(crate) async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match &*self.backend {
+            Backend::Memory(_) => Ok(None),
+            Backend::Redis(r) => r.bounded(r.get_bytes(key)).await,
         }
     }
 

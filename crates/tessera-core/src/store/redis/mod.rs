@@ -409,6 +409,19 @@ impl RedisBackend {
         })
     }
 
+    /// A plain string key's value (`GET`): for reading what another session store wrote.
+    pub(crate) async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let v: Option<Vec<u8>> = Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.read_opts)
+                .get(key),
+        )
+        .await
+        .map_err(Error::from_fred)?;
+        Ok(v)
+    }
+
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
         let n: i64 = Box::pin(
             self.pool
