@@ -1,0 +1,271 @@
+//! A [tower-sessions](https://docs.rs/tower-sessions) [`SessionStore`] on tessera's
+//! Redis/Valkey layout, so apps built on tower-sessions, [axum-login] and [axum-messages] keep
+//! their code and get tessera's store: one hash per session (`redis-cli HGETALL` shows each
+//! value), the id only as a hash in key names, writes of the changed fields only, no session
+//! brought back by a late save after a logout, timeouts instead of hangs, Sentinel and Cluster
+//! from one URL, and the user's `user:<id>:sessions` index, so logout-all and device lists
+//! work for axum-login apps.
+//!
+//! Switching is one line: the store given to `SessionManagerLayer::new`.
+//!
+//! ```no_run
+//! use tessera_tower_sessions::{tessera_core, StoreUnavailableLayer, TesseraStore};
+//! use tessera_core::{Key, SessionConfig, SessionManager, Store};
+//! use tower_sessions::SessionManagerLayer;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::redis("redis://127.0.0.1:6379").await?;
+//! let config = SessionConfig::builder(Key::generate()).build()?;
+//! let sessions = TesseraStore::new(SessionManager::new(store, config))
+//!     .user_id_at("axum-login.data", "/user_id"); // where axum-login keeps the user id
+//! // Before: SessionManagerLayer::new(RedisStore::new(pool))
+//! let layer = SessionManagerLayer::new(sessions.clone());
+//! // Store outages answer 503 with Retry-After instead of tower-sessions' bare 500.
+//! let outer = StoreUnavailableLayer;
+//! # let _ = (layer, outer); Ok(()) }
+//! ```
+//!
+//! The session's cookie stays tower-sessions' own (its name, its id format, its `Expiry`);
+//! the [`SessionConfig`](tessera_core::SessionConfig) gives the store's namespace, limits and
+//! device limit. Sessions written by `tower-sessions-redis-store` can be taken over on first
+//! use, so switching logs nobody out: see [`TesseraStore::migrate_redis_store`].
+//!
+//! [axum-login]: https://docs.rs/axum-login
+//! [axum-messages]: https://docs.rs/axum-messages
+#![deny(missing_docs)]
+
+mod status;
+
+pub use crate::status::{StoreUnavailable, StoreUnavailableLayer};
+pub use tessera_core;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+use tessera_core::{Records, SessionManager};
+use time::OffsetDateTime;
+use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::session_store::{self, SessionStore};
+
+/// A tower-sessions [`SessionStore`] that keeps sessions in tessera's layout; see the crate
+/// documentation. Cheap to clone (clones share the connection pool).
+#[derive(Debug, Clone)]
+pub struct TesseraStore {
+    manager: SessionManager,
+    records: Records,
+    user_id: Option<(String, String)>,
+    migrate: bool,
+}
+
+impl TesseraStore {
+    /// A store that keeps sessions with `manager`'s store and configuration.
+    pub fn new(manager: SessionManager) -> Self {
+        TesseraStore {
+            records: manager.records(),
+            manager,
+            user_id: None,
+            migrate: false,
+        }
+    }
+
+    /// Where the user id lives in a session record: under the value of `key`, at the JSON
+    /// pointer `pointer` (`""` for the value itself). A string or number found there is the
+    /// session's user: the session joins that user's `user:<id>:sessions` index, so
+    /// [`SessionManager::logout_all`], [`list_sessions`](SessionManager::list_sessions) and
+    /// [`revoke`](SessionManager::revoke) see it. For axum-login:
+    /// `.user_id_at("axum-login.data", "/user_id")`.
+    ///
+    /// ```
+    /// # use tessera_tower_sessions::{tessera_core::*, TesseraStore};
+    /// # fn demo(manager: SessionManager) {
+    /// let store = TesseraStore::new(manager).user_id_at("axum-login.data", "/user_id");
+    /// # }
+    /// ```
+    pub fn user_id_at(mut self, key: impl Into<String>, pointer: impl Into<String>) -> Self {
+        self.user_id = Some((key.into(), pointer.into()));
+        self
+    }
+
+    /// Takes over sessions written by `tower-sessions-redis-store` (a MessagePack record under
+    /// the bare id): a session id not found in tessera's layout is looked up there, and if a
+    /// live session is found it is written in tessera's layout and the old key deleted, in
+    /// the same request. Users stay logged in across the switch. Off by default: it costs
+    /// one `GET` per unknown id.
+    ///
+    /// ```
+    /// # use tessera_tower_sessions::{tessera_core::*, TesseraStore};
+    /// # fn demo(manager: SessionManager) {
+    /// let store = TesseraStore::new(manager).migrate_redis_store(true);
+    /// # }
+    /// ```
+    pub fn migrate_redis_store(mut self, on: bool) -> Self {
+        self.migrate = on;
+        self
+    }
+
+    /// The session manager: for [`logout_all`](SessionManager::logout_all),
+    /// [`list_sessions`](SessionManager::list_sessions) and
+    /// [`revoke`](SessionManager::revoke) of a user's sessions.
+    pub fn manager(&self) -> &SessionManager {
+        &self.manager
+    }
+
+    /// The [`DeviceSession::handle`](tessera_core::DeviceSession::handle) of the session with
+    /// this id (from `tower_sessions::Session::id`), to mark "this device" in a device list.
+    pub fn handle(&self, id: &Id) -> String {
+        self.records.handle(&id.to_string())
+    }
+
+    /// The user id in `data`, where [`Self::user_id_at`] says it is.
+    fn user_of(&self, data: &HashMap<String, Value>) -> Option<String> {
+        let (key, pointer) = self.user_id.as_ref()?;
+        match data.get(key)?.pointer(pointer)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Reads a session `tower-sessions-redis-store` wrote under `id`, writes it in tessera's
+    /// layout and deletes the old key.
+    async fn migrate(&self, id: &Id) -> tessera_core::Result<Option<Record>> {
+        let key = id.to_string();
+        let Some(raw) = self.records.legacy_get(&key).await? else {
+            return Ok(None);
+        };
+        let record: Record = match rmp_serde::from_slice(&raw) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "a tower-sessions-redis-store record could not be decoded; left as it is");
+                return Ok(None);
+            }
+        };
+        if record.id != *id || record.expiry_date <= OffsetDateTime::now_utc() {
+            return Ok(None);
+        }
+        let user = self.user_of(&record.data);
+        let expires = system_time(record.expiry_date);
+        // `false`: another instance migrated it first; its copy is the one to read.
+        self.records
+            .create(&key, &record.data, user.as_deref(), expires)
+            .await?;
+        self.records.legacy_delete(&key).await?;
+        Ok(self.records.load(&key).await?.map(|s| Record {
+            id: *id,
+            data: s.data,
+            expiry_date: s.expires_at.map(offset_time).unwrap_or(record.expiry_date),
+        }))
+    }
+}
+
+fn system_time(t: OffsetDateTime) -> SystemTime {
+    let ns = t.unix_timestamp_nanos();
+    if ns <= 0 {
+        return SystemTime::UNIX_EPOCH;
+    }
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.min(u64::MAX as i128) as u64)
+}
+
+fn offset_time(t: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(t)
+}
+
+/// A tessera error as tower-sessions' store error (and, for an unreachable store, noted for
+/// [`StoreUnavailableLayer`]).
+fn store_error(e: tessera_core::Error) -> session_store::Error {
+    if e.status_code() == 503 {
+        status::note_unavailable();
+    }
+    match e {
+        tessera_core::Error::Encode(_) | tessera_core::Error::TooLarge { .. } => {
+            session_store::Error::Encode(e.to_string())
+        }
+        tessera_core::Error::Decode { .. } => session_store::Error::Decode(e.to_string()),
+        e => session_store::Error::Backend(e.to_string()),
+    }
+}
+
+#[async_trait]
+impl SessionStore for TesseraStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let user = self.user_of(&record.data);
+        let expires = system_time(record.expiry_date);
+        // A 128-bit random id collides with a live one practically never; the loop is for
+        // the contract, and bounded.
+        for _ in 0..8 {
+            let created = self
+                .records
+                .create(
+                    &record.id.to_string(),
+                    &record.data,
+                    user.as_deref(),
+                    expires,
+                )
+                .await
+                .map_err(store_error)?;
+            if created {
+                return Ok(());
+            }
+            record.id = Id::default();
+        }
+        Err(session_store::Error::Backend(
+            "no free session id after 8 tries".into(),
+        ))
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let id = record.id.to_string();
+        if record.expiry_date <= OffsetDateTime::now_utc() {
+            self.records.delete(&id).await.map_err(store_error)?;
+            return Ok(());
+        }
+        let user = self.user_of(&record.data);
+        let written = self
+            .records
+            .save(
+                &id,
+                &record.data,
+                user.as_deref(),
+                system_time(record.expiry_date),
+            )
+            .await
+            .map_err(store_error)?;
+        if !written {
+            // Ended meanwhile (logout elsewhere, revoked, expired): it stays ended.
+            tracing::debug!(
+                session = %self.records.handle(&id),
+                "save of a session that ended meanwhile: nothing written"
+            );
+        }
+        Ok(())
+    }
+
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        let id = session_id.to_string();
+        match self.records.load(&id).await.map_err(store_error)? {
+            Some(s) => Ok(Some(Record {
+                id: *session_id,
+                data: s.data,
+                expiry_date: s.expires_at.map(offset_time).unwrap_or_else(|| {
+                    OffsetDateTime::now_utc() + self.manager.config().idle_timeout()
+                }),
+            })),
+            None if self.migrate => self.migrate(session_id).await.map_err(store_error),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        self.records
+            .delete(&session_id.to_string())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+/// The crate README's examples, compiled as doc tests (so the README cannot drift).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

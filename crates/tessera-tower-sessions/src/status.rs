@@ -1,0 +1,82 @@
+//! 503 instead of tower-sessions' bare 500 when the store is unreachable.
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower_layer::Layer;
+use tower_service::Service;
+
+tokio::task_local! {
+    static UNAVAILABLE: Cell<bool>;
+}
+
+/// Called by the store when tessera reported the store unreachable (or a write's outcome
+/// unknown): remembered for the request being served, if a [`StoreUnavailableLayer`] wraps it.
+pub(crate) fn note_unavailable() {
+    let _ = UNAVAILABLE.try_with(|c| c.set(true));
+}
+
+/// A layer that turns the `500 Internal Server Error` tower-sessions (and axum-login) answer
+/// when the session store fails into `503 Service Unavailable` with `Retry-After: 1`, when
+/// the failure was the store being unreachable or too slow: the request can be retried, and
+/// load balancers and clients treat it so. Other 500s pass unchanged.
+///
+/// Put it outside the session layers (added after them with axum's `Router::layer`):
+///
+/// ```
+/// # use tessera_tower_sessions::StoreUnavailableLayer;
+/// # fn demo(sessions: tower_sessions::SessionManagerLayer<tessera_tower_sessions::TesseraStore>) {
+/// let app: axum::Router = axum::Router::new()
+///     .layer(sessions)
+///     .layer(StoreUnavailableLayer);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreUnavailableLayer;
+
+impl<S> Layer<S> for StoreUnavailableLayer {
+    type Service = StoreUnavailable<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StoreUnavailable { inner }
+    }
+}
+
+/// The service of [`StoreUnavailableLayer`].
+#[derive(Debug, Clone)]
+pub struct StoreUnavailable<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for StoreUnavailable<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
+    S::Future: Send + 'static,
+    ResBody: Default + Send,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let fut = self.inner.call(req);
+        Box::pin(UNAVAILABLE.scope(Cell::new(false), async move {
+            let res = fut.await?;
+            let down = UNAVAILABLE.with(Cell::get);
+            if !(down && res.status() == StatusCode::INTERNAL_SERVER_ERROR) {
+                return Ok(res);
+            }
+            let mut res = Response::new(ResBody::default());
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(res)
+        }))
+    }
+}
