@@ -1,0 +1,507 @@
+//! tessera-tower-sessions (issue #15): an app on tower-sessions + axum-login + axum-messages,
+//! unchanged, over tessera's layout, through real HTTP against real servers: login, a
+//! protected route, flash messages, the device list, logout-all and revoke from another
+//! device, no session brought back by a late save, 503 while the store is down, and the
+//! take-over of sessions written by tower-sessions-redis-store.
+
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use tessera_core::{Key, RedisOptions, SessionConfig, SessionManager, Store};
+use tessera_tests::{spawn_app, Backend, Browser, ServerKind, TestApp, Topology};
+use tessera_tower_sessions::TesseraStore;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::SessionStore;
+
+/// tower-sessions' default cookie name.
+const COOKIE: &str = "id";
+
+struct Env {
+    server: Option<Topology>,
+    store: TesseraStore,
+    app: TestApp,
+}
+
+async fn store_on(server: Option<&Topology>) -> Store {
+    match server {
+        None => Store::memory(),
+        Some(t) => Store::redis_with(&t.url(), RedisOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect to the test {}: {e}", t.name())),
+    }
+}
+
+fn tessera(store: Store) -> TesseraStore {
+    let config = SessionConfig::builder(Key::generate()).build().unwrap();
+    TesseraStore::new(SessionManager::new(store, config)).user_id_at("axum-login.data", "/user_id")
+}
+
+async fn env(backend: Backend) -> Env {
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(move || backend.topology())
+        .await
+        .unwrap();
+    let store = tessera(store_on(server.as_ref()).await);
+    let app = spawn_app(axum_login_app::app(store.clone())).await;
+    Env { server, store, app }
+}
+
+async fn login(b: &Browser, user: &str, password: &str) -> u16 {
+    b.post(
+        "/login",
+        Some(json!({"username": user, "password": password})),
+    )
+    .await
+    .status
+}
+
+fn id_of(b: &Browser) -> Id {
+    b.cookie(COOKIE).expect("a session cookie").parse().unwrap()
+}
+
+macro_rules! on_backends {
+    ($($case:ident),* $(,)?) => {
+        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Memory).await } )* }
+        mod redis7 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis7)).await } )* }
+        mod valkey { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Redis(tessera_tests::ServerKind::Valkey)).await } )* }
+        mod cluster { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Cluster).await } )* }
+    };
+}
+
+on_backends!(
+    login_protected_route_flash_and_logout,
+    logout_all_from_another_device,
+    revoke_another_device,
+    a_late_save_does_not_bring_back_an_ended_session,
+);
+
+mod cases {
+    use super::*;
+
+    pub async fn login_protected_route_flash_and_logout(backend: Backend) {
+        let e = env(backend).await;
+        let b = e.app.browser();
+        assert_eq!(b.get("/me").await.status, 401, "protected before login");
+        assert_eq!(login(&b, "ada", "wrong").await, 401);
+        assert_eq!(login(&b, "ada", "lovelace").await, 204);
+        let me = b.get("/me").await;
+        assert_eq!(me.status, 200, "{me:?}");
+        assert_eq!(
+            me.json(),
+            json!({"user": "ada", "messages": ["Welcome, ada"]}),
+            "the flash message of the login"
+        );
+        assert_eq!(
+            b.get("/me").await.json(),
+            json!({"user": "ada", "messages": []}),
+            "a flash message is shown once"
+        );
+
+        if let Some(t) = &e.server {
+            // tessera's layout: one hash, one field per value, the user bound and indexed.
+            let keys = t.session_keys();
+            assert_eq!(keys.len(), 1, "{keys:?}");
+            let id = b.cookie(COOKIE).unwrap();
+            assert!(
+                !keys[0].contains(&id),
+                "the key names a hash of the id, not the id"
+            );
+            assert_eq!(t.text(&["HGET", &keys[0], "__u"]).as_deref(), Some("ada"));
+            let data = t.text(&["HGET", &keys[0], "axum-login.data"]).unwrap();
+            assert!(data.contains("\"user_id\":\"ada\""), "{data}");
+            let ttl = t.cmd(&["PTTL", &keys[0]]).int();
+            assert!(
+                ttl > 7 * 3_600_000 && ttl <= 8 * 3_600_000,
+                "expiry of tower-sessions' OnInactivity(8h): {ttl}"
+            );
+            assert_eq!(t.cmd(&["ZCARD", "user:ada:sessions"]).int(), 1);
+        }
+        let listed = e.store.manager().list_sessions("ada").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].handle, e.store.handle(&id_of(&b)));
+
+        assert_eq!(b.post("/logout", None).await.status, 204);
+        assert_eq!(b.get("/me").await.status, 401, "protected after logout");
+        if let Some(t) = &e.server {
+            assert_eq!(
+                t.session_keys(),
+                Vec::<String>::new(),
+                "logout deleted the hash"
+            );
+            assert_eq!(
+                t.cmd(&["ZCARD", "user:ada:sessions"]).int(),
+                0,
+                "and its index entry"
+            );
+        }
+        assert!(e
+            .store
+            .manager()
+            .list_sessions("ada")
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn logout_all_from_another_device(backend: Backend) {
+        let e = env(backend).await;
+        let laptop = e.app.browser();
+        let phone = e.app.browser();
+        let other_user = e.app.browser();
+        assert_eq!(login(&laptop, "ada", "lovelace").await, 204);
+        assert_eq!(login(&phone, "ada", "lovelace").await, 204);
+        assert_eq!(login(&other_user, "alan", "turing").await, 204);
+        let devices = phone.get("/devices").await.json();
+        let devices = devices.as_array().unwrap();
+        assert_eq!(devices.len(), 2, "{devices:?}");
+        assert_eq!(
+            devices
+                .iter()
+                .filter(|d| d["current"] == json!(true))
+                .count(),
+            1,
+            "this device marked: {devices:?}"
+        );
+
+        let r = phone.post("/logout-all", None).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json(), json!({"ended": 2}));
+        assert_eq!(
+            laptop.get("/me").await.status,
+            401,
+            "the other device is logged out"
+        );
+        assert_eq!(phone.get("/me").await.status, 401, "and this one");
+        assert_eq!(
+            other_user.get("/me").await.status,
+            200,
+            "another user is not touched"
+        );
+        if let Some(t) = &e.server {
+            assert_eq!(t.session_keys().len(), 1, "only alan's session is left");
+        }
+        // The laptop logs in again: a fresh session, counted once.
+        assert_eq!(login(&laptop, "ada", "lovelace").await, 204);
+        assert_eq!(
+            laptop
+                .get("/devices")
+                .await
+                .json()
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    pub async fn revoke_another_device(backend: Backend) {
+        let e = env(backend).await;
+        let laptop = e.app.browser();
+        let phone = e.app.browser();
+        assert_eq!(login(&laptop, "ada", "lovelace").await, 204);
+        assert_eq!(login(&phone, "ada", "lovelace").await, 204);
+        let devices = laptop.get("/devices").await.json();
+        let other = devices
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["current"] == json!(false))
+            .expect("the phone")["handle"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            laptop.delete(&format!("/devices/{other}")).await.status,
+            204
+        );
+        assert_eq!(
+            phone.get("/me").await.status,
+            401,
+            "the revoked device is logged out"
+        );
+        assert_eq!(
+            laptop.get("/me").await.status,
+            200,
+            "the revoking one is not"
+        );
+        assert_eq!(
+            laptop.delete(&format!("/devices/{other}")).await.status,
+            404,
+            "a handle that is no longer a session of the user"
+        );
+        let alan = e.app.browser();
+        assert_eq!(login(&alan, "alan", "turing").await, 204);
+        let own = laptop.get("/devices").await.json()[0]["handle"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            alan.delete(&format!("/devices/{own}")).await.status,
+            404,
+            "a user cannot end another user's session"
+        );
+        assert_eq!(laptop.get("/me").await.status, 200);
+    }
+
+    pub async fn a_late_save_does_not_bring_back_an_ended_session(backend: Backend) {
+        let e = env(backend).await;
+        let b = e.app.browser();
+        assert_eq!(login(&b, "ada", "lovelace").await, 204);
+        let id = id_of(&b);
+        // A request of this session loaded it...
+        let mut record = e.store.load(&id).await.unwrap().expect("the session");
+        // ...while another device logged the user out everywhere...
+        assert_eq!(e.store.manager().logout_all("ada").await.unwrap(), 1);
+        // ...and then it saves.
+        record.data.insert("cart".into(), json!(["a late item"]));
+        e.store.save(&record).await.unwrap();
+        assert!(e.store.load(&id).await.unwrap().is_none(), "still ended");
+        if let Some(t) = &e.server {
+            assert_eq!(t.session_keys(), Vec::<String>::new());
+        }
+        assert_eq!(b.get("/me").await.status, 401);
+        assert!(e
+            .store
+            .manager()
+            .list_sessions("ada")
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
+/// The store's own contract, as tower-sessions uses it: create picks another id on a
+/// collision, save replaces the values (a removed value goes), a user change moves the
+/// session between user indexes, an expiry in the past deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_contract_on_redis() {
+    let e = env(Backend::Redis(ServerKind::Redis7)).await;
+    let t = e.server.as_ref().unwrap();
+    let s = &e.store;
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+    let mut a = Record {
+        id: Id::default(),
+        data: HashMap::from([
+            ("n".to_string(), json!(1)),
+            ("tenant".to_string(), json!("acme")),
+        ]),
+        expiry_date: expiry,
+    };
+    s.create(&mut a).await.unwrap();
+    let mut b = Record {
+        id: a.id,
+        data: HashMap::from([("other".to_string(), json!(true))]),
+        expiry_date: expiry,
+    };
+    s.create(&mut b).await.unwrap();
+    assert_ne!(b.id, a.id, "a taken id is replaced");
+    let loaded = s.load(&a.id).await.unwrap().unwrap();
+    assert_eq!(loaded.data, a.data);
+    assert_eq!(
+        loaded.expiry_date.unix_timestamp(),
+        expiry.unix_timestamp(),
+        "the expiry it was given"
+    );
+    let key = t
+        .session_keys()
+        .into_iter()
+        .find(|k| t.text(&["HGET", k, "tenant"]).is_some())
+        .unwrap();
+    assert_eq!(
+        t.text(&["HGET", &key, "tenant"]).as_deref(),
+        Some("acme"),
+        "plain text, readable with redis-cli"
+    );
+
+    // A save writes what changed and removes what went.
+    a.data.remove("tenant");
+    a.data.insert("n".into(), json!(2));
+    a.data.insert(
+        "axum-login.data".into(),
+        json!({"user_id": "ada", "auth_hash": [1, 2]}),
+    );
+    t.reset_stats();
+    s.save(&a).await.unwrap();
+    assert_eq!(t.cmd(&["HEXISTS", &key, "tenant"]).int(), 0);
+    assert_eq!(t.text(&["HGET", &key, "n"]).as_deref(), Some("2"));
+    assert_eq!(t.cmd(&["ZCARD", "user:ada:sessions"]).int(), 1);
+    let stats = t.command_stats();
+    assert!(!stats.contains_key("set"), "no whole-record SET: {stats:?}");
+
+    // The user changes: the session moves between indexes.
+    a.data.insert(
+        "axum-login.data".into(),
+        json!({"user_id": 7, "auth_hash": [3]}),
+    );
+    s.save(&a).await.unwrap();
+    assert_eq!(t.cmd(&["ZCARD", "user:ada:sessions"]).int(), 0);
+    assert_eq!(
+        t.cmd(&["ZCARD", "user:7:sessions"]).int(),
+        1,
+        "a numeric user id"
+    );
+    assert_eq!(e.store.manager().list_sessions(7).await.unwrap().len(), 1);
+
+    // Values tessera refuses are an encode error, nothing written.
+    let mut bad = a.clone();
+    bad.data.insert("__u".into(), json!("mallory"));
+    assert!(matches!(
+        s.save(&bad).await,
+        Err(tower_sessions::session_store::Error::Backend(_)
+            | tower_sessions::session_store::Error::Encode(_))
+    ));
+    assert_eq!(t.text(&["HGET", &key, "__u"]).as_deref(), Some("7"));
+
+    // An expiry in the past ends it.
+    a.expiry_date = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    s.save(&a).await.unwrap();
+    assert!(s.load(&a.id).await.unwrap().is_none());
+    assert_eq!(t.cmd(&["EXISTS", &key]).int(), 0);
+    s.delete(&b.id).await.unwrap();
+    s.delete(&b.id).await.unwrap();
+    assert!(t.session_keys().is_empty());
+}
+
+/// A store that does not answer: the request is a fast 503 with Retry-After (not
+/// tower-sessions' bare 500, not a hang), and it is served again when the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_is_a_fast_503_and_recovers() {
+    let e = env(Backend::Redis(ServerKind::Redis7)).await;
+    let b = e.app.browser();
+    assert_eq!(login(&b, "ada", "lovelace").await, 204);
+    let t = e.server.as_ref().unwrap();
+    t.pause();
+    let r = b.get("/me").await;
+    let r2 = b
+        .post(
+            "/login",
+            Some(json!({"username": "alan", "password": "turing"})),
+        )
+        .await;
+    t.resume();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    assert!(r.elapsed < Duration::from_secs(5), "fast: {:?}", r.elapsed);
+    assert_eq!(r2.status, 503, "{r2:?}");
+    let back = b.get_until_ok("/me", Duration::from_secs(20)).await;
+    assert_eq!(back.json()["user"], json!("ada"), "the session survived");
+}
+
+/// Sessions written by tower-sessions-redis-store (the real crate, through the same app):
+/// after the switch with `migrate_redis_store(true)` the user is still logged in, the session
+/// now lives in tessera's layout and the old key is gone. Without it, they are unknown ids.
+async fn migration(kind: Backend) {
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(move || kind.topology())
+        .await
+        .unwrap()
+        .unwrap();
+    let t = &server;
+    // Before: the app on tower-sessions-redis-store, with its own fred pool.
+    let before = {
+        use tower_sessions_redis_store::fred::prelude::*;
+        let config = Config::from_url(&t.url()).unwrap();
+        let pool = Pool::new(config, None, None, None, 2).unwrap();
+        pool.init().await.unwrap();
+        let store = tower_sessions_redis_store::RedisStore::new(pool);
+        spawn_app(axum_login_app::app_on(store, axum::Router::new())).await
+    };
+    let ada = before.browser();
+    let alan = before.browser();
+    assert_eq!(login(&ada, "ada", "lovelace").await, 204);
+    assert_eq!(login(&alan, "alan", "turing").await, 204);
+    assert_eq!(ada.get("/me").await.json()["user"], json!("ada"));
+    let old_key = ada.cookie(COOKIE).unwrap();
+    assert_eq!(
+        t.text(&["TYPE", &old_key]).as_deref(),
+        Some("string"),
+        "the peer's own format"
+    );
+
+    // After, without migration: unknown id, logged out, and the old key is left alone.
+    let plain = tessera(store_on(Some(t)).await);
+    let no_migration = spawn_app(axum_login_app::app(plain)).await;
+    assert_eq!(alan.pointed_at(&no_migration).get("/me").await.status, 401);
+    assert_eq!(t.cmd(&["EXISTS", &old_key]).int(), 1);
+
+    // After, with migration: the same cookies, still logged in.
+    let store = tessera(store_on(Some(t)).await).migrate_redis_store(true);
+    let after = spawn_app(axum_login_app::app(store.clone())).await;
+    let ada2 = ada.pointed_at(&after);
+    let me = ada2.get("/me").await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(
+        me.json()["user"],
+        json!("ada"),
+        "still logged in after the switch"
+    );
+    assert_eq!(t.cmd(&["EXISTS", &old_key]).int(), 0, "the old key is gone");
+    let devices = ada2.get("/devices").await.json();
+    assert_eq!(
+        devices.as_array().unwrap().len(),
+        1,
+        "in ada's index now: {devices:?}"
+    );
+    assert_eq!(devices[0]["current"], json!(true));
+    let alan2 = alan.pointed_at(&after);
+    assert_eq!(alan2.get("/me").await.json()["user"], json!("alan"));
+    // And it behaves as any tessera session from then on.
+    assert_eq!(
+        ada2.post("/logout-all", None).await.json(),
+        json!({"ended": 1})
+    );
+    assert_eq!(ada2.get("/me").await.status, 401);
+    assert_eq!(
+        ada.get("/me").await.status,
+        401,
+        "the old app does not find it either"
+    );
+    assert_eq!(alan2.get("/me").await.status, 200);
+
+    // A record that is expired, or holds another id than its key says, is not taken over.
+    use tower_sessions_redis_store::fred::prelude::*;
+    let raw = Record {
+        id: Id::default(),
+        data: HashMap::from([("x".to_string(), json!(1))]),
+        expiry_date: time::OffsetDateTime::now_utc() - time::Duration::seconds(5),
+    };
+    let forged_key = Id::default().to_string();
+    let bytes = rmp_serde::to_vec(&raw).unwrap();
+    let cfg = Config::from_url(&t.url()).unwrap();
+    let client = Client::new(cfg, None, None, None);
+    client.init().await.unwrap();
+    let _: () = client
+        .set(raw.id.to_string(), bytes.as_slice(), None, None, false)
+        .await
+        .unwrap();
+    let _: () = client
+        .set(forged_key.as_str(), bytes.as_slice(), None, None, false)
+        .await
+        .unwrap();
+    assert!(store.load(&raw.id).await.unwrap().is_none(), "expired");
+    assert!(
+        store
+            .load(&forged_key.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "another id"
+    );
+    // Garbage under an id is not an error for the request: an unknown id.
+    let junk = Id::default();
+    let _: () = client
+        .set(junk.to_string(), "not msgpack", None, None, false)
+        .await
+        .unwrap();
+    assert!(store.load(&junk).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_from_tower_sessions_redis_store_on_redis() {
+    migration(Backend::Redis(ServerKind::Redis7)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_from_tower_sessions_redis_store_on_cluster() {
+    migration(Backend::Cluster).await
+}
