@@ -258,6 +258,11 @@ mod cases {
         assert!(e.store.load(&id).await.unwrap().is_none(), "still ended");
         if let Some(t) = &e.server {
             assert_eq!(t.session_keys(), Vec::<String>::new());
+            assert_eq!(
+                t.cmd(&["ZCARD", "user:ada:sessions"]).int(),
+                0,
+                "no index entry came back"
+            );
         }
         assert_eq!(b.get("/me").await.status, 401);
         assert!(e
@@ -347,8 +352,7 @@ async fn the_store_contract_on_redis() {
     bad.data.insert("__u".into(), json!("mallory"));
     assert!(matches!(
         s.save(&bad).await,
-        Err(tower_sessions::session_store::Error::Backend(_)
-            | tower_sessions::session_store::Error::Encode(_))
+        Err(tower_sessions::session_store::Error::Encode(_))
     ));
     assert_eq!(t.text(&["HGET", &key, "__u"]).as_deref(), Some("7"));
 
@@ -494,6 +498,55 @@ async fn migration(kind: Backend) {
         .await
         .unwrap();
     assert!(store.load(&junk).await.unwrap().is_none());
+    // So is a record holding a value tessera refuses (a reserved name).
+    let refused = Record {
+        id: Id::default(),
+        data: HashMap::from([("__u".to_string(), json!("mallory"))]),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+    };
+    let bytes = rmp_serde::to_vec(&refused).unwrap();
+    let _: () = client
+        .set(refused.id.to_string(), bytes.as_slice(), None, None, false)
+        .await
+        .unwrap();
+    assert!(store.load(&refused.id).await.unwrap().is_none());
+
+    // A session not taken over yet, deleted without a load (a flush from a handler that never
+    // read it): its old key goes too, so the next request cannot take it over and undo it.
+    let carol = before.browser();
+    assert_eq!(login(&carol, "alan", "turing").await, 204);
+    let carol_id = id_of(&carol);
+    assert_eq!(t.cmd(&["EXISTS", &carol_id.to_string()]).int(), 1);
+    store.delete(&carol_id).await.unwrap();
+    assert_eq!(t.cmd(&["EXISTS", &carol_id.to_string()]).int(), 0);
+    assert!(store.load(&carol_id).await.unwrap().is_none());
+
+    // Two instances taking over the same session at once: one takes it, once; its index entry
+    // stays; a logout-all then ends it for good (no late copy brings it back).
+    let dave = before.browser();
+    assert_eq!(login(&dave, "alan", "turing").await, 204);
+    let dave_id = id_of(&dave);
+    let other = tessera(store_on(Some(t)).await).migrate_redis_store(true);
+    let before_count = store.manager().list_sessions("alan").await.unwrap().len();
+    let (a, b) = tokio::join!(store.load(&dave_id), other.load(&dave_id));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_some() || b.is_some(), "taken over by one of them");
+    assert_eq!(t.cmd(&["EXISTS", &dave_id.to_string()]).int(), 0);
+    let listed = store.manager().list_sessions("alan").await.unwrap();
+    assert_eq!(listed.len(), before_count + 1, "in the index once");
+    assert_eq!(
+        t.cmd(&["ZCARD", "user:alan:sessions"]).int() as usize,
+        listed.len(),
+        "no stale entry"
+    );
+    assert_eq!(
+        dave.pointed_at(&after).get("/me").await.json()["user"],
+        json!("alan")
+    );
+    store.manager().logout_all("alan").await.unwrap();
+    assert!(store.load(&dave_id).await.unwrap().is_none());
+    assert!(other.load(&dave_id).await.unwrap().is_none());
+    assert_eq!(dave.pointed_at(&after).get("/me").await.status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,6 +258,9 @@ pub(crate) struct Limits {
 /// Field names are short identifiers; a longer name is refused like a large value.
 pub(crate) const MAX_FIELD_NAME_BYTES: usize = 256;
 
+/// The longest expiry a session may have: ten years.
+pub(crate) const MAX_EXPIRY: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -127,17 +127,20 @@ impl TesseraStore {
         }
     }
 
-    /// Reads a session `tower-sessions-redis-store` wrote under `id`, writes it in tessera's
-    /// layout and deletes the old key.
+    /// Takes the session `tower-sessions-redis-store` wrote under `id` (its key is read and
+    /// deleted by one command, so of several instances exactly one takes it) and writes it in
+    /// tessera's layout. A record that is undecodable, expired, names another id or holds
+    /// values tessera refuses is dropped with a warning: that user starts a new session.
     async fn migrate(&self, id: &Id) -> tessera_core::Result<Option<Record>> {
         let key = id.to_string();
-        let Some(raw) = self.records.legacy_get(&key).await? else {
+        let Some(raw) = self.records.take_legacy(&key).await? else {
             return Ok(None);
         };
+        let session = self.records.handle(&key);
         let record: Record = match rmp_serde::from_slice(&raw) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "a tower-sessions-redis-store record could not be decoded; left as it is");
+                tracing::warn!(%session, error = %e, "a tower-sessions-redis-store record could not be decoded: not taken over");
                 return Ok(None);
             }
         };
@@ -145,17 +148,28 @@ impl TesseraStore {
             return Ok(None);
         }
         let user = self.user_of(&record.data);
+        if let Err(e) = self.records.check(&record.data, user.as_deref()) {
+            tracing::warn!(%session, error = %e, "a tower-sessions-redis-store record holds values tessera refuses: not taken over");
+            return Ok(None);
+        }
         let expires = system_time(record.expiry_date);
-        // `false`: another instance migrated it first; its copy is the one to read.
+        // `false`: a session with this id exists in tessera's layout already (written since
+        // the first lookup); it is the one to serve.
         self.records
             .create(&key, &record.data, user.as_deref(), expires)
             .await?;
-        self.records.legacy_delete(&key).await?;
-        Ok(self.records.load(&key).await?.map(|s| Record {
-            id: *id,
+        tracing::debug!(%session, "took over a tower-sessions-redis-store session");
+        Ok(self.records.load(&key).await?.map(|s| self.record(*id, s)))
+    }
+
+    /// A loaded session as tower-sessions' record.
+    fn record(&self, id: Id, s: tessera_core::StoredRecord) -> Record {
+        let fallback = || OffsetDateTime::now_utc() + self.manager.config().idle_timeout();
+        Record {
+            id,
             data: s.data,
-            expiry_date: s.expires_at.map(offset_time).unwrap_or(record.expiry_date),
-        }))
+            expiry_date: s.expires_at.and_then(offset_time).unwrap_or_else(fallback),
+        }
     }
 }
 
@@ -167,8 +181,10 @@ fn system_time(t: OffsetDateTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.min(u64::MAX as i128) as u64)
 }
 
-fn offset_time(t: SystemTime) -> OffsetDateTime {
-    OffsetDateTime::from(t)
+/// `None` out of `OffsetDateTime`'s range (which `From` would panic on).
+fn offset_time(t: SystemTime) -> Option<OffsetDateTime> {
+    let ns = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos();
+    OffsetDateTime::from_unix_timestamp_nanos(i128::try_from(ns).ok()?).ok()
 }
 
 /// A tessera error as tower-sessions' store error (and, for an unreachable store, noted for
@@ -178,9 +194,10 @@ fn store_error(e: tessera_core::Error) -> session_store::Error {
         status::note_unavailable();
     }
     match e {
-        tessera_core::Error::Encode(_) | tessera_core::Error::TooLarge { .. } => {
-            session_store::Error::Encode(e.to_string())
-        }
+        tessera_core::Error::Encode(_)
+        | tessera_core::Error::TooLarge { .. }
+        | tessera_core::Error::ReservedField(_)
+        | tessera_core::Error::InvalidUserId => session_store::Error::Encode(e.to_string()),
         tessera_core::Error::Decode { .. } => session_store::Error::Decode(e.to_string()),
         e => session_store::Error::Backend(e.to_string()),
     }
@@ -244,23 +261,20 @@ impl SessionStore for TesseraStore {
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let id = session_id.to_string();
         match self.records.load(&id).await.map_err(store_error)? {
-            Some(s) => Ok(Some(Record {
-                id: *session_id,
-                data: s.data,
-                expiry_date: s.expires_at.map(offset_time).unwrap_or_else(|| {
-                    OffsetDateTime::now_utc() + self.manager.config().idle_timeout()
-                }),
-            })),
+            Some(s) => Ok(Some(self.record(*session_id, s))),
             None if self.migrate => self.migrate(session_id).await.map_err(store_error),
             None => Ok(None),
         }
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.records
-            .delete(&session_id.to_string())
-            .await
-            .map_err(store_error)?;
+        let id = session_id.to_string();
+        self.records.delete(&id).await.map_err(store_error)?;
+        if self.migrate {
+            // A session not taken over yet (deleted without being loaded): its old key goes
+            // too, or the next request would take it over and undo the logout.
+            self.records.delete_legacy(&id).await.map_err(store_error)?;
+        }
         Ok(())
     }
 }

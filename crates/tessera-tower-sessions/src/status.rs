@@ -23,6 +23,11 @@ pub(crate) fn note_unavailable() {
 /// the failure was the store being unreachable or too slow: the request can be retried, and
 /// load balancers and clients treat it so. Other 500s pass unchanged.
 ///
+/// It knows of the failure through a task-local flag the store sets, so it sees the session
+/// loads and saves that run inside the request's own task (tower-sessions', axum-login's and
+/// axum-messages' do), not store calls made from a task the handler spawned. The `503` keeps
+/// the headers of the response it replaces.
+///
 /// Put it outside the session layers (added after them with axum's `Router::layer`):
 ///
 /// ```
@@ -72,8 +77,11 @@ where
             if !(down && res.status() == StatusCode::INTERNAL_SERVER_ERROR) {
                 return Ok(res);
             }
-            let mut res = Response::new(ResBody::default());
-            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            let (mut parts, _) = res.into_parts();
+            parts.status = StatusCode::SERVICE_UNAVAILABLE;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::CONTENT_TYPE);
+            let mut res = Response::from_parts(parts, ResBody::default());
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             Ok(res)

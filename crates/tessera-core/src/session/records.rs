@@ -86,13 +86,14 @@ impl Records {
     }
 
     /// Timing for a write that makes the key expire at `expires_at` (a refresh is always due),
-    /// by this process's clock; at least one second from now.
+    /// by this process's clock; from one second to ten years from now.
     fn timing(&self, expires_at: SystemTime) -> Timing {
         let ttl = expires_at
             .duration_since(SystemTime::now())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .clamp(Duration::from_secs(1), crate::config::MAX_EXPIRY);
         Timing {
-            idle_ms: (ttl.as_millis().min(i64::MAX as u128) as u64).max(1_000),
+            idle_ms: ttl.as_millis() as u64,
             touch_ms: 0,
             absolute_ms: 0,
             ..self.mgr.inner.timing
@@ -103,6 +104,7 @@ impl Records {
     async fn read(&self, key: &str) -> Result<Option<HashMap<String, Vec<u8>>>> {
         let t = Timing {
             touch_ms: u64::MAX,
+            absolute_ms: 0,
             ..self.mgr.inner.timing
         };
         match self.mgr.inner.store.load(key, t, true, false).await? {
@@ -118,8 +120,7 @@ impl Records {
         };
         let expires_at = fields
             .get(fields::EXPIRES_AT)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            .and_then(|v| super::time_of_ms(std::str::from_utf8(v).ok()?));
         let mut out = HashMap::new();
         for (name, raw) in fields {
             if !is_user_field(&name) {
@@ -138,10 +139,11 @@ impl Records {
     }
 
     /// Creates the session under `id` with `data`, belonging to `user_id` (which adds it to
-    /// that user's index, and ends the user's least recently used sessions beyond
-    /// [`max_sessions_per_user`](crate::SessionConfigBuilder::max_sessions_per_user)), expiring
-    /// at `expires_at`. `false` when a session with that id exists already (nothing written: the
-    /// caller picks another id).
+    /// that user's index, and ends the sessions beyond
+    /// [`max_sessions_per_user`](crate::SessionConfigBuilder::max_sessions_per_user), those
+    /// whose index entry was refreshed least recently first), expiring at `expires_at` (at most
+    /// ten years away). `false` when a session with that id exists already (nothing written:
+    /// the caller picks another id).
     pub async fn create(
         &self,
         id: &str,
@@ -161,17 +163,26 @@ impl Records {
             .store
             .create(&key, &pairs, 0, &[], &[], 0, t)
             .await;
-        let created = matches!(r, Ok(WriteResult::Written { .. }));
-        if !created {
-            self.unindex(user_id, &member).await;
-        }
-        r?;
+        let created = match r? {
+            WriteResult::Written { .. } => true,
+            _ => {
+                // The id is taken: the index entry added above is that session's own if it
+                // belongs to the same user (then it stays), else it goes.
+                let owner = self.read(&key).await?.and_then(|f| user_of(&f));
+                if owner.as_deref() != user_id {
+                    self.unindex(user_id, &member).await;
+                }
+                return Ok(false);
+            }
+        };
         self.evict(user_id, victims).await;
         Ok(created)
     }
 
-    /// Replaces the session's values with `data` (writing only the fields whose value changed,
-    /// deleting those `data` no longer has), sets its user (moving it between user indexes if
+    /// Replaces the session's values with `data`: it reads the session, then writes only the
+    /// fields whose value differs and deletes those `data` no longer has (two round trips,
+    /// not atomic: as with tower-sessions' own stores, the last save wins field by field). It
+    /// sets its user (moving it between user indexes if
     /// that changed) and its expiry. `false` when there is no live session under `id` any more
     /// (it was deleted, revoked or expired meanwhile): nothing is written, so a late save
     /// never brings a session back.
@@ -201,17 +212,23 @@ impl Records {
             expire: Vec::new(),
             records: Vec::new(),
         };
-        let r = self.mgr.inner.store.write(&key, &op, t).await;
-        let written = matches!(r, Ok(WriteResult::Written { .. }));
-        if !written && old_user.as_deref() != user_id {
+        // On an error the write may have landed: no index entry is removed (a stale one is only
+        // a candidate, and its bound removes it).
+        let written = matches!(
+            self.mgr.inner.store.write(&key, &op, t).await?,
+            WriteResult::Written { .. }
+        );
+        if !written {
+            // Ended between the read and the write: the entry the index add just refreshed or
+            // made points at nothing, and must not count toward the device limit.
             self.unindex(user_id, &member).await;
+            return Ok(false);
         }
-        r?;
-        if written && old_user.as_deref() != user_id {
+        if old_user.as_deref() != user_id {
             self.unindex(old_user.as_deref(), &member).await;
         }
         self.evict(user_id, victims).await;
-        Ok(written)
+        Ok(true)
     }
 
     /// Deletes the session under `id` (and its entry in its user's index); whether there was
@@ -227,15 +244,29 @@ impl Records {
         Ok(existed)
     }
 
-    /// A value another store wrote under a plain string key (`GET`), for migrating its
-    /// sessions; `None` when there is none (always, on the memory store).
-    pub async fn legacy_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.mgr.inner.store.get_bytes(key).await
+    /// Takes a session another store wrote under a plain string key: its value, deleted by
+    /// the same command (`GETDEL`), so of several instances taking over the same session
+    /// exactly one gets it. `None` when there is none (always, on the memory store). Only for
+    /// keys that cannot be tessera's own (no `:`, no `{`, at most 256 bytes): others are
+    /// [`Error::Unsupported`].
+    pub async fn take_legacy(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        check_legacy(key)?;
+        self.mgr.inner.store.take_bytes(key).await
     }
 
-    /// Deletes a key another store wrote, once its session is migrated; whether it existed.
-    pub async fn legacy_delete(&self, key: &str) -> Result<bool> {
+    /// Deletes a session another store wrote under a plain string key (see
+    /// [`take_legacy`](Self::take_legacy)); whether there was one.
+    pub async fn delete_legacy(&self, key: &str) -> Result<bool> {
+        check_legacy(key)?;
         self.mgr.inner.store.delete(key).await
+    }
+
+    /// Checks `data` as [`create`](Self::create) and [`save`](Self::save) would (field names,
+    /// sizes, the user id), without writing: for a caller that must know before it commits to
+    /// a record it cannot put back.
+    pub fn check(&self, data: &HashMap<String, Value>, user_id: Option<&str>) -> Result<()> {
+        self.delta(&HashMap::new(), data, None, user_id, SystemTime::now())
+            .map(|_| ())
     }
 
     /// Checks `new` against the limits and turns it into the writes and deletes that make
@@ -284,6 +315,7 @@ impl Records {
             _ => {}
         }
         let ms = expires_at
+            .min(SystemTime::now() + crate::config::MAX_EXPIRY)
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis()
@@ -333,4 +365,14 @@ impl Records {
             tracing::warn!(error = %e, "could not end the sessions beyond the device limit; the next login retries");
         }
     }
+}
+
+/// A key another store wrote: never one of tessera's (they all hold `:` or `{`).
+fn check_legacy(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 256 || key.contains(':') || key.contains('{') {
+        return Err(Error::Unsupported(
+            "only another store's plain session keys (no `:` or `{`) can be taken over",
+        ));
+    }
+    Ok(())
 }

@@ -518,12 +518,13 @@ impl Store {
         }
     }
 
-    /// A plain string key's value, as bytes (`None` when there is none, or on the memory
-    /// store, which holds no such keys): for reading sessions another store wrote.
-    pub(crate) async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// A plain string key's value, as bytes, deleted by the same command (`None` when there
+    /// is none, or on the memory store, which holds no such keys): for taking over sessions
+    /// another store wrote.
+    pub(crate) async fn take_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match &*self.backend {
             Backend::Memory(_) => Ok(None),
-            Backend::Redis(r) => r.bounded(r.get_bytes(key)).await,
+            Backend::Redis(r) => r.write_to(key, r.take_bytes(key)).await,
         }
     }
 

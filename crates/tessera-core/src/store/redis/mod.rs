@@ -409,13 +409,14 @@ impl RedisBackend {
         })
     }
 
-    /// A plain string key's value (`GET`): for reading what another session store wrote.
-    pub(crate) async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// A plain string key's value, deleted in the same command (`GETDEL`): for taking over
+    /// what another session store wrote, by exactly one caller.
+    pub(crate) async fn take_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let v: Option<Vec<u8>> = Box::pin(
             self.pool
                 .next_connected()
-                .with_options(&self.read_opts)
-                .get(key),
+                .with_options(&self.write_opts)
+                .getdel(key),
         )
         .await
         .map_err(Error::from_fred)?;
