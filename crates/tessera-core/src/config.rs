@@ -26,6 +26,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub(crate) idle_timeout: Duration,
+    /// The longest expiry one session may be given (`Session::set_expiry`); at least the idle
+    /// timeout.
+    pub(crate) longest_expiry: Duration,
     pub(crate) touch_interval: Duration,
     pub(crate) absolute_lifetime: Option<Duration>,
     pub(crate) namespace: String,
@@ -87,6 +90,7 @@ impl SessionConfig {
             key,
             previous: Vec::new(),
             idle_timeout: Duration::from_secs(30 * 60),
+            longest_expiry: None,
             touch_interval: Duration::from_secs(60),
             absolute_lifetime: None,
             namespace: String::new(),
@@ -150,6 +154,12 @@ impl SessionConfig {
     /// Idle timeout: a session not used for this long expires (default 30 minutes).
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout
+    }
+
+    /// The longest expiry one session may be given (see
+    /// [`SessionConfigBuilder::longest_expiry`]).
+    pub fn longest_expiry(&self) -> Duration {
+        self.longest_expiry
     }
 
     /// Touch interval: a read-only request refreshes the TTL only when the last refresh is at
@@ -230,6 +240,7 @@ pub struct SessionConfigBuilder {
     key: Key,
     previous: Vec<Key>,
     idle_timeout: Duration,
+    longest_expiry: Option<Duration>,
     touch_interval: Duration,
     absolute_lifetime: Option<Duration>,
     namespace: String,
@@ -438,6 +449,24 @@ impl SessionConfigBuilder {
         self.idle_timeout = d;
         self
     }
+    /// The longest expiry [`Session::set_expiry`](crate::Session::set_expiry) may give one
+    /// session ("remember me for 30 days"); default: the idle timeout, so no session outlives
+    /// it unless this is raised. User-index entries are kept for twice this long, so a
+    /// long-lived session is never missed by logout-all or a device list.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tessera_core::{Key, SessionConfig};
+    /// let config = SessionConfig::builder(Key::generate())
+    ///     .longest_expiry(Duration::from_secs(30 * 86_400))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.longest_expiry(), Duration::from_secs(30 * 86_400));
+    /// ```
+    pub fn longest_expiry(mut self, d: Duration) -> Self {
+        self.longest_expiry = Some(d);
+        self
+    }
     /// Minimum time between TTL refreshes on read-only requests (default 60 s).
     pub fn touch_interval(mut self, d: Duration) -> Self {
         self.touch_interval = d;
@@ -609,8 +638,15 @@ impl SessionConfigBuilder {
             previous: self.previous_field_keys,
         });
         self.cookie.validate()?;
+        let longest_expiry = self.longest_expiry.unwrap_or(self.idle_timeout);
+        if longest_expiry < self.idle_timeout || longest_expiry > MAX_EXPIRY {
+            return Err(ConfigError::Timeouts(
+                "longest_expiry is at least the idle timeout and at most ten years",
+            ));
+        }
         Ok(SessionConfig {
             idle_timeout: self.idle_timeout,
+            longest_expiry,
             touch_interval: self.touch_interval,
             absolute_lifetime: self.absolute_lifetime,
             namespace: self.namespace,

@@ -172,9 +172,11 @@ impl CookieConfig {
         c
     }
 
-    pub(crate) fn set_header(&self, value: String, max_age: Duration) -> String {
+    /// The cookie carrying `value`: persistent with this `Max-Age`, or a browser-session
+    /// cookie (`None`).
+    pub(crate) fn set_header(&self, value: String, max_age: Option<Duration>) -> String {
         let mut c = self.base(value);
-        if self.persistent {
+        if let Some(max_age) = max_age {
             c.set_max_age(time::Duration::seconds(max_age.as_secs() as i64));
         }
         c.to_string()

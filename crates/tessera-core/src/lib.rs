@@ -99,8 +99,8 @@ pub use crate::id::SessionId;
 pub use crate::protect::FieldKey;
 pub use crate::session::{
     Activity, ClientInfo, DeviceSession, Event, EventKind, EventPage, EventStream,
-    EventSubscription, FoundSession, FoundSessions, Outcome, Records, Session, SessionManager,
-    StoredRecord,
+    EventSubscription, Expiry, FoundSession, FoundSessions, Outcome, Records, Session,
+    SessionManager, StoredRecord,
 };
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,

@@ -72,8 +72,12 @@ async fn record_activity(s: Session, b: Bytes) -> HttpResponse {
     reply(demo_core::record_activity(&s, body(&b)).await)
 }
 
-async fn login(s: Session, b: Bytes) -> HttpResponse {
-    reply(demo_core::login(&s, body(&b)).await)
+async fn login(s: Session, q: web::Query<Vec<(String, String)>>, b: Bytes) -> HttpResponse {
+    let remember = q
+        .iter()
+        .find(|(k, _)| k == "remember")
+        .map(|(_, v)| v.as_str());
+    reply(demo_core::login(&s, body(&b), remember).await)
 }
 
 async fn put_session(s: Session, q: web::Query<Vec<(String, String)>>, b: Bytes) -> HttpResponse {

@@ -74,8 +74,16 @@ async fn record_activity(s: Session, b: Result<Json<Value>, JsonRejection>) -> R
     reply(demo_core::record_activity(&s, body(b)).await)
 }
 
-async fn login(s: Session, b: Result<Json<Value>, JsonRejection>) -> Response {
-    reply(demo_core::login(&s, body(b)).await)
+async fn login(
+    s: Session,
+    Query(q): Query<Vec<(String, String)>>,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let remember = q
+        .iter()
+        .find(|(k, _)| k == "remember")
+        .map(|(_, v)| v.as_str());
+    reply(demo_core::login(&s, body(b), remember).await)
 }
 
 async fn put_session(

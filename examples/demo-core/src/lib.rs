@@ -9,7 +9,8 @@ use tessera_core::{
     Error, FieldKey, Key, Session, SessionConfig, SessionConfigBuilder, SessionManager, Store,
 };
 
-/// Reads `TESSERA_SECRET`, `COOKIE_SECURE`, `SESSION_IDLE_SECS`, `SESSION_TOUCH_SECS`.
+/// Reads `TESSERA_SECRET`, `COOKIE_SECURE`, `SESSION_IDLE_SECS`, `SESSION_TOUCH_SECS`,
+/// `SESSION_REMEMBER_MAX_SECS` (the longest "remember me", default 30 days).
 pub fn config_from_env() -> Result<SessionConfig, String> {
     let key = match std::env::var("TESSERA_SECRET") {
         Ok(hex) if !hex.is_empty() => {
@@ -34,12 +35,14 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
         "SESSION_TOUCH_SECS",
         60.min(idle.as_secs().saturating_sub(1)),
     )?;
+    let remember_max = secs("SESSION_REMEMBER_MAX_SECS", 30 * 86_400)?.max(idle);
     let secure = std::env::var("COOKIE_SECURE")
         .map(|v| v != "0")
         .unwrap_or(true);
     let mut builder = observed(indexed(
         SessionConfig::builder(key)
             .idle_timeout(idle)
+            .longest_expiry(remember_max)
             .touch_interval(touch)
             .secure(secure),
     ));
@@ -272,12 +275,24 @@ async fn all_fields(session: &Session) -> Result<Reply, Error> {
     Ok(Reply::json(Value::Object(session.entries().await?)))
 }
 
-/// `POST /login` `{"user_id": "42", ...}`: stores the fields, binds the user, rotates the id.
-/// `body` is the parsed JSON, or why it did not parse.
-pub async fn login(session: &Session, body: Result<Value, String>) -> Reply {
+/// `POST /login[?remember=SECS]` `{"user_id": "42", ...}`: stores the fields, binds the
+/// user, rotates the id. `remember`: this session's own expiry ("remember me"): a persistent
+/// cookie and store TTL of SECS seconds, or `0` for a browser-session cookie; without it, the
+/// configured expiry. `body` is the parsed JSON, or why it did not parse.
+pub async fn login(
+    session: &Session,
+    body: Result<Value, String>,
+    remember: Option<&str>,
+) -> Reply {
     let fields = match object(body) {
         Ok(f) => f,
         Err(r) => return r,
+    };
+    let expiry = match remember.map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(0)) => Some(tessera_core::Expiry::BrowserSession),
+        Some(Ok(secs)) => Some(tessera_core::Expiry::Persistent(Duration::from_secs(secs))),
+        Some(Err(_)) => return bad_request("remember must be a whole number of seconds"),
     };
     // A string only: `42` and `"42"` would otherwise name the same user without saying so.
     let user = match fields.get("user_id") {
@@ -289,6 +304,9 @@ pub async fn login(session: &Session, body: Result<Value, String>) -> Reply {
             session.insert(k, v).await?;
         }
         session.login(&user).await?;
+        if let Some(e) = expiry {
+            session.set_expiry(e).await?;
+        }
         all_fields(session).await
     })
     .await

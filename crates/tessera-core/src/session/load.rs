@@ -82,7 +82,7 @@ impl Session {
         match loaded.refresh {
             Refresh::Done => {
                 self.touches().note(&key, sent);
-                if self.mgr().inner.config.cookie.persistent {
+                if self.cookie_slides(st) {
                     st.cookie = CookieAction::Send;
                 }
                 let user = user_of(&st.data);
@@ -115,7 +115,9 @@ impl Session {
     ) {
         if refreshed {
             self.touches().note(key, sent);
-            if self.mgr().inner.config.cookie.persistent {
+            // A write that did not read (an increment) knows only the configured kind; the
+            // finish reads the session's own expiry before it sends the cookie.
+            if self.cookie_slides(st) {
                 st.cookie = CookieAction::Send;
             }
             self.refresh_index(st, id, user);

@@ -157,7 +157,9 @@ impl SessionManager {
     /// which then refreshes its member, so the bound always covers the session's expiry.
     pub(super) fn index_bound_ms(&self) -> u64 {
         let t = self.inner.timing;
-        let b = t.idle_ms.saturating_mul(2);
+        // A session with its own expiry may slide by up to the longest one.
+        let longest = self.inner.config.longest_expiry.as_millis() as u64;
+        let b = t.idle_ms.max(longest).saturating_mul(2);
         if t.absolute_ms > 0 {
             b.min(t.absolute_ms)
         } else {

@@ -15,6 +15,7 @@ mod account;
 mod activity;
 mod devices;
 mod events;
+mod expiry;
 mod index;
 mod load;
 mod manager;
@@ -30,6 +31,7 @@ pub use self::activity::Activity;
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession};
 pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
+pub use self::expiry::Expiry;
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
 pub use self::records::{Records, StoredRecord};
@@ -558,7 +560,7 @@ impl Session {
             };
             let span = tracing::debug_span!("tessera.increment", sid = %id.log_tag(), commands = 1);
             let sent = Instant::now();
-            let write = self.store().write(&key, &op, self.timing());
+            let write = self.store().write(&key, &op, self.timing_for(&st));
             match Box::pin(write.instrument(span)).await {
                 Err(e) => return Self::failed(&mut st, e),
                 Ok(WriteResult::Written {
@@ -642,7 +644,7 @@ impl Session {
         if st.status == Status::Ended {
             return Self::failed(st, Error::SessionEnded);
         }
-        let t = self.timing();
+        let t = self.timing_for(st);
         let creating = st.status != Status::Stored;
         let incr_field = incr.map(|(f, _)| f);
         for _attempt in 0..3 {
@@ -835,11 +837,19 @@ impl Session {
             // reports its error) before the response.
             Self::settle_index_refresh(&mut st).await;
         }
+        if st.cookie == CookieAction::Send && st.status == Status::Unloaded {
+            // The cookie goes again (a stale signing key, a sliding refresh by a write that did
+            // not read): its kind and Max-Age depend on the session's own expiry, so read it.
+            // On a failure the configured kind is sent.
+            if let Err(e) = self.ensure_loaded(&mut st).await {
+                tracing::debug!(sid = %tag(st.id.as_ref()), error = %e, "could not read the session's expiry for its cookie");
+            }
+        }
         let set_cookie = match (&st.id, st.status, st.cookie) {
             (Some(id), Status::Stored | Status::Unloaded, CookieAction::Send) => {
                 Some(config.cookie.set_header(
                     config.signer.sign(config.cookie_name(), id),
-                    config.idle_timeout,
+                    self.cookie_max_age(&st),
                 ))
             }
             (_, Status::New | Status::Destroyed | Status::Ended, CookieAction::Clear) => {

@@ -158,7 +158,7 @@ impl Session {
         let mgr = self.mgr().clone();
         let config = &mgr.inner.config;
         let store = self.store();
-        let timing = self.timing();
+        let timing = self.timing_for(st);
         let user = user_of(&st.data);
         let new_id = SessionId::generate();
         let new_member = new_id.storage_key();

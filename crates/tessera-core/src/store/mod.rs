@@ -36,6 +36,10 @@ pub(crate) mod fields {
     /// The expiry another framework gave a session it manages (see `Records`), ms since the
     /// Unix epoch.
     pub(crate) const EXPIRES_AT: &str = "__e";
+    /// This session's own expiry ("remember me"), when it has one: `p <ms>` (a persistent
+    /// cookie, the store's idle timeout `ms`) or `b <ms>` (a browser-session cookie). The
+    /// scripts slide the TTL by it instead of the configured idle timeout.
+    pub(crate) const OWN_EXPIRY: &str = "__i";
     /// Prefix of a field's lifetime stamp: `__x:<field>` = its expiry, server ms.
     pub(crate) const EXPIRES: &str = "__x:";
 
@@ -714,6 +718,17 @@ impl Load {
             Load::Gone
         }
     }
+}
+
+/// The idle timeout of a session with its own expiry (`fields::OWN_EXPIRY`: `p <ms>` or
+/// `b <ms>`). Mirrors `own_idle` in the scripts' prelude.
+pub(crate) fn own_idle_ms(v: Option<&Vec<u8>>) -> Option<u64> {
+    let v = std::str::from_utf8(v?).ok()?;
+    let ms = v.strip_prefix("p ").or_else(|| v.strip_prefix("b "))?;
+    if !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ms.parse::<u64>().ok().filter(|n| *n > 0)
 }
 
 /// Remaining lifetime of a session: the idle timeout, capped by its absolute deadline.

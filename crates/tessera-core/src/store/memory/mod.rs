@@ -9,8 +9,8 @@
 //! eviction, the freeze), kept in one place so it can be compared with the Lua scripts.
 
 use super::{
-    fields, now_ms, ttl_ms, EndIf, Freeze, Load, Loaded, Mode, Refresh, Release, Timing, WriteOp,
-    WriteResult,
+    fields, now_ms, own_idle_ms, ttl_ms, EndIf, Freeze, Load, Loaded, Mode, Refresh, Release,
+    Timing, WriteOp, WriteResult,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -262,6 +262,10 @@ impl MemoryBackend {
             return Load::Gone; // not a session hash
         }
         let created = fields::ms(h, fields::CREATED).unwrap_or(wall);
+        let t = Timing {
+            idle_ms: own_idle_ms(h.get(fields::OWN_EXPIRY)).unwrap_or(t.idle_ms),
+            ..t
+        };
         let Some(ttl) = ttl_ms(wall, created, t) else {
             map.remove(key);
             return Load::Gone;
@@ -298,6 +302,7 @@ impl MemoryBackend {
             return WriteResult::TooLate;
         }
         let creating = matches!(op.mode, Mode::Create { .. });
+        let mut t = t;
         let (created, due, user) = match op.mode {
             Mode::Create { created_ms } => {
                 if let Some(e) = map.get(key) {
@@ -334,7 +339,13 @@ impl MemoryBackend {
                 let user = h
                     .get(fields::USER)
                     .map(|u| String::from_utf8_lossy(u).into_owned());
-                (c, due, user)
+                // The session's own expiry, unless this write changes it (as write.lua).
+                let changes_own = op.set.iter().any(|(f, _)| *f == fields::OWN_EXPIRY)
+                    || op.del.contains(&fields::OWN_EXPIRY);
+                if !changes_own {
+                    t.idle_ms = own_idle_ms(h.get(fields::OWN_EXPIRY)).unwrap_or(t.idle_ms);
+                }
+                (c, due || changes_own, user)
             }
         };
         let Some(ttl) = ttl_ms(wall, created, t) else {

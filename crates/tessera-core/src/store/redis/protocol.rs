@@ -30,14 +30,15 @@ macro_rules! script {
 fn field_names() -> String {
     use super::super::fields as f;
     format!(
-        "local F_CREATED, F_TOUCHED, F_USER, F_USER_AGENT, F_CLIENT_ADDR, F_MOVING = \
-         '{}', '{}', '{}', '{}', '{}', '{}'\n",
+        "local F_CREATED, F_TOUCHED, F_USER, F_USER_AGENT, F_CLIENT_ADDR, F_MOVING, F_OWN_EXPIRY = \
+         '{}', '{}', '{}', '{}', '{}', '{}', '{}'\n",
         f::CREATED,
         f::TOUCHED,
         f::USER,
         f::USER_AGENT,
         f::CLIENT_ADDR,
-        f::MOVING
+        f::MOVING,
+        f::OWN_EXPIRY
     )
 }
 

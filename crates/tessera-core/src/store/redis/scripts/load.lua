@@ -1,5 +1,6 @@
 -- tessera load: HGETALL plus the throttled TTL refresh, in one round trip. Single key.
--- KEYS[1] session key; ARGV: idle_ms, touch_ms, absolute_ms (0 = none)
+-- KEYS[1] session key; ARGV: idle_ms (a session's own expiry, F_OWN_EXPIRY, takes its place),
+-- touch_ms, absolute_ms (0 = none)
 -- Returns {GONE} when there is no live session, {MOVED} for a key retired by a login's id
 -- rotation moments ago (see release.lua), else {TOUCHED, hash}, {FRESH, hash, age_ms}
 -- (age_ms: how long ago, by the server clock, the last refresh was), or {TOUCH_REFUSED, hash,
@@ -9,15 +10,16 @@ local GONE, TOUCHED, FRESH, TOUCH_REFUSED, MOVED = 0, 1, 2, 3, -3
 local key = KEYS[1]
 local h = redis.call('HGETALL', key)
 if #h == 0 then return {GONE} end
-local created_field, created, touched, moving
+local created_field, created, touched, moving, own
 for i = 1, #h, 2 do
   if h[i] == F_CREATED then created_field = h[i + 1]; created = tonumber(h[i + 1])
   elseif h[i] == F_TOUCHED then touched = tonumber(h[i + 1])
-  elseif h[i] == F_MOVING then moving = h[i + 1] end
+  elseif h[i] == F_MOVING then moving = h[i + 1]
+  elseif h[i] == F_OWN_EXPIRY then own = h[i + 1] end
 end
 if is_tombstone(created_field, moving) then return {MOVED} end
 if created_field == nil then return {GONE} end -- not a session hash
-local idle, touch, abs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local idle, touch, abs = own_idle(own, tonumber(ARGV[1])), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 h = drop_expired(key, h, now)
 local ttl = session_ttl(now, created or now, idle, abs)

@@ -1,7 +1,8 @@
 -- tessera script prelude (prepended to every script): shared names and helpers, no commands.
 
 -- The reserved fields' names (F_CREATED, F_TOUCHED, F_USER, F_USER_AGENT, F_CLIENT_ADDR,
--- F_MOVING) are defined on the line before this prelude, from store::fields in Rust.
+-- F_MOVING, F_OWN_EXPIRY) are defined on the line before this prelude, from store::fields in
+-- Rust.
 
 -- Server time in ms since the epoch (one clock for every app instance).
 local function now_ms()
@@ -17,6 +18,16 @@ local function session_ttl(now, created, idle, abs)
   if left <= 0 then return nil end
   if left < idle then return left end
   return idle
+end
+
+-- The idle timeout of a session with its own expiry (F_OWN_EXPIRY = 'p <ms>' or 'b <ms>'),
+-- else the configured one. Mirrors store::own_idle_ms.
+local function own_idle(v, default)
+  if v then
+    local n = tonumber(string.match(v, '^[pb] (%d+)$'))
+    if n and n > 0 then return n end
+  end
+  return default
 end
 
 -- A retired key (see release.lua): no session fields, only F_MOVING = 'retired <token>', for a

@@ -1,6 +1,7 @@
 -- tessera write: changed fields only, never bringing back a session that is gone. Single key.
 -- KEYS[1] session key
--- ARGV: deadline (see the prelude), mode ('c' create | 'u' update), idle_ms, absolute_ms,
+-- ARGV: deadline (see the prelude), mode ('c' create | 'u' update), idle_ms (on update, the
+--       session's own expiry F_OWN_EXPIRY takes its place unless this write changes it), absolute_ms,
 --       created_ms (create: 0 = now), nset, ndel, incr_field ('' = none), incr_by, touch_ms,
 --       freeze_ms, max_fields (0 = not checked here), native ('1': hash-field expiry), nexp,
 --       nrec, trail_max, then nset field/value pairs, then ndel fields, then nexp
@@ -25,16 +26,27 @@ local idle, abs = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nset, ndel = tonumber(ARGV[6]), tonumber(ARGV[7])
 local touch, freeze_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
 local created, touched_at, user, moving
+-- Whether this write sets or removes the session's own expiry: then the TTL is set now.
+local changes_own = false
 if mode == 'c' then
   if redis.call('EXISTS', key) == 1 then return {EXISTS} end
   created = tonumber(ARGV[5])
   if created == 0 then created = now end
 else
-  local meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING)
+  local meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING, F_OWN_EXPIRY)
   if is_tombstone(meta[1], meta[4]) then return {MOVED} end
   if not meta[1] then return {GONE} end
   created, touched_at, user, moving = tonumber(meta[1]) or now, tonumber(meta[2]), meta[3], meta[4]
   if frozen(moving, now, freeze_ms) then return {MOVED} end
+  -- The session's own expiry, unless this write sets or removes it (then idle_ms is the new
+  -- one: the caller knows it).
+  for i = 0, nset - 1 do
+    if ARGV[FIRST + 2 * i] == F_OWN_EXPIRY then changes_own = true end
+  end
+  for i = 0, ndel - 1 do
+    if ARGV[FIRST + 2 * nset + i] == F_OWN_EXPIRY then changes_own = true end
+  end
+  if not changes_own then idle = own_idle(meta[5], idle) end
 end
 local ttl = session_ttl(now, created, idle, abs)
 if not ttl then
@@ -69,7 +81,7 @@ if ARGV[8] ~= '' then
   -- A Lua number is a double: past 2^53 return the exact value as text.
   if r >= 9007199254740992 or r <= -9007199254740992 then incr = redis.call('HGET', key, ARGV[8]) end
 end
-local touched = mode == 'c' or refresh_due(now, touched_at, touch)
+local touched = mode == 'c' or changes_own or refresh_due(now, touched_at, touch)
 local args = {}
 if mode == 'c' then args = {F_CREATED, created} end
 if touched then
