@@ -250,6 +250,27 @@ impl Browser {
         }
     }
 
+    /// The same jar, sending these headers with every request (what a proxy adds).
+    pub fn with_headers(&self, headers: &[(&str, &str)]) -> Browser {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .default_headers(map)
+            .build()
+            .unwrap();
+        Browser {
+            base: self.base.clone(),
+            client,
+            jar: self.jar.clone(),
+        }
+    }
+
     /// The same jar, sending `User-Agent: <agent>` (a named device).
     pub fn with_agent(&self, agent: &str) -> Browser {
         let client = reqwest::Client::builder()

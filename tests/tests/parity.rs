@@ -10,6 +10,7 @@ tessera_tests::per_backend!(
     remove_returns_the_old_value,
     clear_empties_the_data_and_keeps_the_session,
     user_ids_of_any_display_type,
+    client_address_behind_trusted_proxies,
 );
 
 fn cookie(b: &Browser) -> String {
@@ -106,5 +107,69 @@ mod cases {
         assert!(fx.manager.revoke(42, &devices[0].handle).await.unwrap());
         assert_eq!(fx.manager.logout_all(42i32).await.unwrap(), 0);
         assert_eq!(b.get("/me").await.status, 401);
+    }
+
+    pub async fn client_address_behind_trusted_proxies(setup: Setup) {
+        let fx = Fixture::with(setup, |c| c.trusted_proxies(1)).await;
+        let addr_of = |list: serde_json::Value, agent: &str| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["user_agent"] == json!(agent))
+                .unwrap_or_else(|| panic!("{agent} in {list}"))["client_addr"]
+                .clone()
+        };
+        // The client wrote 6.6.6.6 itself; the one proxy (the test client's peer) added the
+        // address it saw.
+        let xff = fx.browser().with_headers(&[
+            ("x-forwarded-for", "6.6.6.6, 203.0.113.7"),
+            ("user-agent", "xff"),
+        ]);
+        assert_eq!(
+            xff.post("/login", Some(json!({"user_id": "pat"})))
+                .await
+                .status,
+            200
+        );
+        let fwd = fx.browser().with_headers(&[
+            (
+                "forwarded",
+                r#"for=6.6.6.6, for="[2001:db8::7]:443";proto=https"#,
+            ),
+            ("x-forwarded-for", "9.9.9.9"),
+            ("user-agent", "fwd"),
+        ]);
+        assert_eq!(
+            fwd.post("/login", Some(json!({"user_id": "pat"})))
+                .await
+                .status,
+            200
+        );
+        let list = xff.get("/sessions").await.json();
+        assert_eq!(addr_of(list.clone(), "xff"), json!("203.0.113.7"));
+        assert_eq!(
+            addr_of(list, "fwd"),
+            json!("2001:db8::7"),
+            "Forwarded wins over X-Forwarded-For"
+        );
+
+        // Without trusted proxies the headers are the client's words: the peer is shown.
+        let direct = fx.sibling(tessera_tests::fixture::config(|c| c)).await;
+        let spoof = direct.browser().with_headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("user-agent", "spoof"),
+        ]);
+        assert_eq!(
+            spoof
+                .post("/login", Some(json!({"user_id": "pat"})))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            addr_of(spoof.get("/sessions").await.json(), "spoof"),
+            json!("127.0.0.1")
+        );
     }
 }

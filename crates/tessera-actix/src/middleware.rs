@@ -81,9 +81,13 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let client = ClientInfo::new(
-            req.headers().get(USER_AGENT).map(|v| v.as_bytes()),
+        let h = req.headers();
+        let client = ClientInfo::behind_proxies(
+            h.get(USER_AGENT).map(|v| v.as_bytes()),
             req.peer_addr().map(|a| a.ip()),
+            h.get_all("forwarded").map(|v| v.as_bytes()),
+            h.get_all("x-forwarded-for").map(|v| v.as_bytes()),
+            self.manager.config().trusted_proxies(),
         );
         // Bytes, not `to_str()`: one non-ASCII cookie must not hide the session cookie.
         let session = self

@@ -29,6 +29,8 @@ pub struct SessionConfig {
     /// The longest expiry one session may be given (`Session::set_expiry`); at least the idle
     /// timeout.
     pub(crate) longest_expiry: Duration,
+    /// Reverse proxies in front of the app (see `SessionConfigBuilder::trusted_proxies`).
+    pub(crate) trusted_proxies: usize,
     pub(crate) touch_interval: Duration,
     pub(crate) absolute_lifetime: Option<Duration>,
     pub(crate) namespace: String,
@@ -91,6 +93,7 @@ impl SessionConfig {
             previous: Vec::new(),
             idle_timeout: Duration::from_secs(30 * 60),
             longest_expiry: None,
+            trusted_proxies: 0,
             touch_interval: Duration::from_secs(60),
             absolute_lifetime: None,
             namespace: String::new(),
@@ -160,6 +163,12 @@ impl SessionConfig {
     /// [`SessionConfigBuilder::longest_expiry`]).
     pub fn longest_expiry(&self) -> Duration {
         self.longest_expiry
+    }
+
+    /// How many reverse proxies stand in front of the app (see
+    /// [`SessionConfigBuilder::trusted_proxies`]).
+    pub fn trusted_proxies(&self) -> usize {
+        self.trusted_proxies
     }
 
     /// Touch interval: a read-only request refreshes the TTL only when the last refresh is at
@@ -241,6 +250,7 @@ pub struct SessionConfigBuilder {
     previous: Vec<Key>,
     idle_timeout: Duration,
     longest_expiry: Option<Duration>,
+    trusted_proxies: usize,
     touch_interval: Duration,
     absolute_lifetime: Option<Duration>,
     namespace: String,
@@ -467,6 +477,21 @@ impl SessionConfigBuilder {
         self.longest_expiry = Some(d);
         self
     }
+    /// How many reverse proxies (load balancers) stand in front of the app, each adding the
+    /// address it received the request from to `Forwarded` or `X-Forwarded-For` (default 0:
+    /// the connection's peer is the client). Device lists then show the client's address,
+    /// not the load balancer's; see [`ClientInfo::behind_proxies`](crate::ClientInfo::behind_proxies).
+    /// Count exactly: one too many lets a client choose the address shown.
+    ///
+    /// ```
+    /// # use tessera_core::{Key, SessionConfig};
+    /// let config = SessionConfig::builder(Key::generate()).trusted_proxies(1).build().unwrap();
+    /// assert_eq!(config.trusted_proxies(), 1);
+    /// ```
+    pub fn trusted_proxies(mut self, n: usize) -> Self {
+        self.trusted_proxies = n;
+        self
+    }
     /// Minimum time between TTL refreshes on read-only requests (default 60 s).
     pub fn touch_interval(mut self, d: Duration) -> Self {
         self.touch_interval = d;
@@ -647,6 +672,7 @@ impl SessionConfigBuilder {
         Ok(SessionConfig {
             idle_timeout: self.idle_timeout,
             longest_expiry,
+            trusted_proxies: self.trusted_proxies,
             touch_interval: self.touch_interval,
             absolute_lifetime: self.absolute_lifetime,
             namespace: self.namespace,

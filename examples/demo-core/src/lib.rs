@@ -10,7 +10,8 @@ use tessera_core::{
 };
 
 /// Reads `TESSERA_SECRET`, `COOKIE_SECURE`, `SESSION_IDLE_SECS`, `SESSION_TOUCH_SECS`,
-/// `SESSION_REMEMBER_MAX_SECS` (the longest "remember me", default 30 days).
+/// `SESSION_REMEMBER_MAX_SECS` (the longest "remember me", default 30 days), `TRUSTED_PROXIES`
+/// (how many reverse proxies add `Forwarded` / `X-Forwarded-For`, default 0).
 pub fn config_from_env() -> Result<SessionConfig, String> {
     let key = match std::env::var("TESSERA_SECRET") {
         Ok(hex) if !hex.is_empty() => {
@@ -36,6 +37,12 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
         60.min(idle.as_secs().saturating_sub(1)),
     )?;
     let remember_max = secs("SESSION_REMEMBER_MAX_SECS", 30 * 86_400)?.max(idle);
+    let proxies = match std::env::var("TRUSTED_PROXIES") {
+        Ok(v) => v
+            .parse::<usize>()
+            .map_err(|_| "TRUSTED_PROXIES must be a whole number".to_string())?,
+        Err(_) => 0,
+    };
     let secure = std::env::var("COOKIE_SECURE")
         .map(|v| v != "0")
         .unwrap_or(true);
@@ -43,6 +50,7 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
         SessionConfig::builder(key)
             .idle_timeout(idle)
             .longest_expiry(remember_max)
+            .trusted_proxies(proxies)
             .touch_interval(touch)
             .secure(secure),
     ));
