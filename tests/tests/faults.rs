@@ -134,12 +134,96 @@ async fn rediss_never_falls_back_to_plaintext() {
     let server = Server::start(ServerKind::Redis7);
     let url = format!("rediss://127.0.0.1:{}", server.port());
     let start = Instant::now();
-    let res = Store::redis(&url).await;
+    let strict = tessera_core::RedisOptions::default().strict_start(true);
+    let res = Store::redis_with(&url, strict).await;
     assert!(
         res.is_err(),
         "a TLS URL against a plaintext server must not connect"
     );
     assert!(start.elapsed() < Duration::from_secs(5));
+    // Not strict: it starts, and keeps refusing to talk plaintext.
+    let lazy = Store::redis(&url).await.expect("starts");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!lazy.is_connected(), "never connected in plaintext");
+}
+
+/// An app that starts before its Redis does: it starts (not strict), answers 503 with
+/// Retry-After, fast, and serves sessions once the server is up, with no connection left
+/// behind by the attempts before. With `strict_start` it does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_started_before_redis_answers_503_until_it_is_up() {
+    let mut server = Server::start(ServerKind::Redis7);
+    server.kill();
+    let url = server.url();
+    let start = Instant::now();
+    let strict = tessera_core::RedisOptions::default().strict_start(true);
+    let err = Store::redis_with(&url, strict).await.unwrap_err();
+    assert_eq!(err.status_code(), 503, "{err}");
+    for adapter in [tessera_tests::Adapter::Axum, tessera_tests::Adapter::Actix] {
+        let store = Store::redis(&url).await.expect("starts without its server");
+        assert!(!store.is_connected());
+        assert!(start.elapsed() < Duration::from_secs(15));
+        let fx = Fixture::on_with(
+            adapter,
+            None,
+            store.clone(),
+            tessera_tests::fixture::config(|c| c),
+        )
+        .await;
+        let b = fx.browser();
+        for _ in 0..3 {
+            let r = b.post("/counter", None).await;
+            assert_eq!(r.status, 503, "{adapter:?}: {r:?}");
+            assert_eq!(r.retry_after.as_deref(), Some("1"));
+            assert!(r.elapsed < Duration::from_secs(2), "fast: {:?}", r.elapsed);
+        }
+        let r = b.post("/login", Some(json!({"user_id": "early"}))).await;
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(
+            b.cookie("__Host-tessera").is_none(),
+            "no cookie for a session not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+    }
+    let store = Store::redis(&url).await.unwrap();
+    let fx = Fixture::on(None, store.clone(), tessera_tests::fixture::config(|c| c)).await;
+    server.restart();
+    let b = fx.browser();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = b.post("/counter", None).await;
+        if r.status == 200 {
+            assert_eq!(r.json()["counter"], json!(1));
+            break;
+        }
+        assert_eq!(r.status, 503, "only 503 until it is up: {r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not served within 10 s of the server starting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.is_connected());
+    assert_eq!(b.post("/counter", None).await.json()["counter"], json!(2));
+    assert_eq!(
+        b.post("/login", Some(json!({"user_id": "late"})))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(b.get("/me").await.json()["user_id"], json!("late"));
+    // The failed attempts left nothing connected: this store's pool, plus the two stores
+    // above (still retrying until dropped with their apps) at most.
+    let clients: usize = server
+        .text(&["INFO", "clients"])
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(clients <= 4, "connections: {clients}");
 }
 
 #[tokio::test]

@@ -437,6 +437,14 @@ impl SessionManager {
                 // Where the server reports expired keys, each report wakes the sweep at once.
                 let wake = Arc::new(tokio::sync::Notify::new());
                 let (tx, mut expired) = tokio::sync::mpsc::channel::<String>(10_000);
+                // A store that started before its server: nothing to sweep, and nothing to
+                // watch, until it is connected.
+                while !store.is_connected() {
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
                 let watch = store.watch_expiries(prefix, tx, wake.clone()).await;
                 drop(store);
                 if watch.is_none() {

@@ -106,7 +106,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.events_apply(retention, instance, batch)),
             Backend::Redis(r) => {
                 r.bounded_write(r.events_apply(keys, retention, instance, batch))
@@ -123,7 +123,7 @@ impl Store {
         after: Option<(u64, u64)>,
         limit: usize,
     ) -> Result<(Vec<StoredEvent>, bool)> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.events_read(after, limit)),
             Backend::Redis(r) => r.bounded(r.events_read(keys, after, limit)).await,
         }
@@ -139,7 +139,7 @@ impl Store {
         lease_ms: u64,
         limit: usize,
     ) -> Result<Option<Vec<String>>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(Some(m.expiry_due(limit))),
             Backend::Redis(r) => {
                 r.bounded_write(r.expiry_due(keys, instance, lease_ms, limit))
@@ -150,7 +150,7 @@ impl Store {
 
     /// What is at each session key now (one pipelined round trip on Redis).
     pub(crate) async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.probe(k)).collect()),
             Backend::Redis(r) => r.bounded(r.probe_many(keys)).await,
         }
@@ -171,7 +171,7 @@ impl Store {
         expired: tokio::sync::mpsc::Sender<String>,
         wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> Option<ExpiryWatch> {
-        match &*self.backend {
+        match self.ready().ok()? {
             Backend::Memory(_) => None,
             Backend::Redis(r) => r
                 .watch_expiries(prefix, expired, wake)

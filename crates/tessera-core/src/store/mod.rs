@@ -85,7 +85,14 @@ pub(crate) mod fields {
 /// ```
 #[derive(Clone)]
 pub struct Store {
-    backend: Arc<Backend>,
+    backend: Arc<Slot>,
+}
+
+enum Slot {
+    Ready(Backend),
+    /// Started before the server could be reached: connecting in the background (see
+    /// [`RedisOptions::strict_start`]).
+    Lazy(Arc<Lazy>),
 }
 
 enum Backend {
@@ -93,11 +100,21 @@ enum Backend {
     Redis(Box<redis::RedisBackend>),
 }
 
+/// A Redis store still connecting: the backend once it is there.
+struct Lazy {
+    ready: std::sync::OnceLock<Backend>,
+    url_redacted: String,
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.backend {
-            Backend::Memory(_) => f.write_str("Store(memory)"),
-            Backend::Redis(r) => write!(f, "Store(redis: {})", r.describe()),
+            Slot::Ready(Backend::Memory(_)) => f.write_str("Store(memory)"),
+            Slot::Ready(Backend::Redis(r)) => write!(f, "Store(redis: {})", r.describe()),
+            Slot::Lazy(l) => match l.ready.get() {
+                Some(Backend::Redis(r)) => write!(f, "Store(redis: {})", r.describe()),
+                _ => write!(f, "Store(redis: {}, connecting)", l.url_redacted),
+            },
         }
     }
 }
@@ -264,14 +281,16 @@ impl Store {
     /// ```
     pub fn memory_with_limit(max_bytes: usize) -> Store {
         Store {
-            backend: Arc::new(Backend::Memory(memory::MemoryBackend::new(max_bytes))),
+            backend: Arc::new(Slot::Ready(Backend::Memory(memory::MemoryBackend::new(
+                max_bytes,
+            )))),
         }
     }
 
     /// For a memory store: how many keys it holds and how many bytes they are counted for.
     /// `None` for Redis (ask the server: `INFO memory`).
     pub fn memory_usage(&self) -> Option<(usize, usize)> {
-        match &*self.backend {
+        match self.ready().ok()? {
             Backend::Memory(m) => Some(m.usage()),
             Backend::Redis(_) => None,
         }
@@ -279,7 +298,7 @@ impl Store {
 
     #[cfg(test)]
     pub(crate) fn memory_backend(&self) -> Option<&memory::MemoryBackend> {
-        match &*self.backend {
+        match self.ready().ok()? {
             Backend::Memory(m) => Some(m),
             Backend::Redis(_) => None,
         }
@@ -289,21 +308,70 @@ impl Store {
     ///
     /// `url` is any URL fred accepts: `redis://host:port/db`, `rediss://…` (TLS via rustls),
     /// `redis-sentinel://host:port/db?sentinelServiceName=mymaster`,
-    /// `redis-cluster://host:port?node=host2:port2`. Fails if the server cannot be reached now.
+    /// `redis-cluster://host:port?node=host2:port2`.
+    ///
+    /// A URL that cannot work (wrong scheme, unreadable) is an error. A server that cannot be
+    /// reached yet is not: the store connects in the background, and until it has, every
+    /// operation is [`Error::Unavailable`](crate::Error::Unavailable) (HTTP 503), so an app
+    /// may start before Redis does. [`RedisOptions::strict_start`] makes it an error instead.
     pub async fn redis(url: &str) -> Result<Store> {
         Self::redis_with(url, RedisOptions::default()).await
     }
 
     /// Connects to Redis or Valkey with the given options.
     pub async fn redis_with(url: &str, options: RedisOptions) -> Result<Store> {
-        let r = redis::RedisBackend::connect(url, options).await?;
-        let store = Store {
-            backend: Arc::new(Backend::Redis(Box::new(r))),
-        };
-        if let Err(e) = store.check_server().await {
+        let strict = options.is_strict_start();
+        match redis::RedisBackend::connect(url, options.clone()).await {
+            Ok(r) => {
+                let store = Store {
+                    backend: Arc::new(Slot::Ready(Backend::Redis(Box::new(r)))),
+                };
+                store.check_logged().await;
+                Ok(store)
+            }
+            Err(e) if strict || !e.is_store_failure() => Err(e),
+            Err(e) => {
+                let url_redacted = redis::redact(url);
+                tracing::warn!(url = %url_redacted, error = %e, cause = ?std::error::Error::source(&e), "session store not reachable at start: answering 503 until it is, connecting in the background");
+                let lazy = Arc::new(Lazy {
+                    ready: std::sync::OnceLock::new(),
+                    url_redacted,
+                });
+                tokio::spawn(connect_later(
+                    url.to_string(),
+                    options,
+                    Arc::downgrade(&lazy),
+                ));
+                Ok(Store {
+                    backend: Arc::new(Slot::Lazy(lazy)),
+                })
+            }
+        }
+    }
+
+    /// Whether the store is connected (always, for a memory store): `false` while a store
+    /// started before its server could be reached is still connecting.
+    pub fn is_connected(&self) -> bool {
+        self.ready().is_ok()
+    }
+
+    /// The backend, or [`Error::Unavailable`](crate::Error::Unavailable) while still
+    /// connecting.
+    fn ready(&self) -> Result<&Backend> {
+        match &*self.backend {
+            Slot::Ready(b) => Ok(b),
+            Slot::Lazy(l) => l.ready.get().ok_or_else(|| {
+                crate::Error::Unavailable(crate::error::StoreError::new(
+                    "the session store has not been reached since the app started; connecting in the background",
+                ))
+            }),
+        }
+    }
+
+    async fn check_logged(&self) {
+        if let Err(e) = self.check_server().await {
             tracing::warn!(target: "tessera::check", error = %e, "could not check the session store's settings");
         }
-        Ok(store)
     }
 
     /// Checks the server's settings for session safety: AOF off without a replica, an
@@ -311,7 +379,7 @@ impl Store {
     /// is checked). Each warning is also logged with `tracing::warn!`. [`Store::redis`] runs
     /// it once at connect; a memory store reports nothing.
     pub async fn check_server(&self) -> Result<ServerReport> {
-        let report = match &*self.backend {
+        let report = match self.ready()? {
             Backend::Memory(_) => ServerReport {
                 servers: vec!["memory".into()],
                 warnings: Vec::new(),
@@ -337,7 +405,7 @@ impl Store {
     /// What the near-cache did so far (see [`RedisOptions::near_cache`]); `None` when it is
     /// off or the store is in memory.
     pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
-        match &*self.backend {
+        match self.ready().ok()? {
             Backend::Redis(r) => r.near_cache_stats(),
             Backend::Memory(_) => None,
         }
@@ -347,14 +415,17 @@ impl Store {
     /// [`SessionManager::search`](crate::SessionManager::search). `false` for the memory store,
     /// for servers without it, and on Redis Cluster (where it would need a coordinator).
     pub fn has_query_engine(&self) -> bool {
-        match &*self.backend {
+        let Ok(b) = self.ready() else {
+            return false;
+        };
+        match b {
             Backend::Redis(r) => r.query_engine() == redis::QueryEngine::Available,
             Backend::Memory(_) => false,
         }
     }
 
     fn query_engine(&self) -> Result<&redis::RedisBackend> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Redis(r) => {
                 r.query_engine().require()?;
                 Ok(r)
@@ -401,7 +472,7 @@ impl Store {
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn redis_pool(&self) -> Option<&fred::clients::Pool> {
-        match &*self.backend {
+        match self.ready().ok()? {
             Backend::Redis(r) => Some(r.pool()),
             Backend::Memory(_) => None,
         }
@@ -418,7 +489,7 @@ impl Store {
         known_fresh: bool,
         use_cache: bool,
     ) -> Result<Load> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.load(key, t)),
             Backend::Redis(r) if known_fresh => {
                 let mut fill = use_cache;
@@ -450,7 +521,7 @@ impl Store {
         op: &WriteOp<'_>,
         t: Timing,
     ) -> Result<WriteResult> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.write(key, op, t)),
             Backend::Redis(r) => r.write_to(key, r.write(key, op, t)).await,
         }
@@ -470,7 +541,7 @@ impl Store {
         not_after_ms: u64,
         t: Timing,
     ) -> Result<WriteResult> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => {
                 let op = WriteOp {
                     mode: Mode::Create { created_ms },
@@ -499,7 +570,10 @@ impl Store {
     /// when the session is read. The behaviour is the same; see
     /// [`Session::insert_for`](crate::Session::insert_for).
     pub fn native_field_expiry(&self) -> bool {
-        match &*self.backend {
+        let Ok(b) = self.ready() else {
+            return false;
+        };
+        match b {
             Backend::Redis(r) => r.native_field_expiry(),
             Backend::Memory(_) => false,
         }
@@ -507,7 +581,7 @@ impl Store {
 
     /// Rotation step 1: freezes `key` against writes (for a while) and returns its contents.
     pub(crate) async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.freeze(key, new_member, t)),
             Backend::Redis(r) => r.write_to(key, r.freeze(key, new_member, t)).await,
         }
@@ -516,7 +590,7 @@ impl Store {
     /// Rotation's last step: deletes the frozen old key (`retire`), or thaws it after a failed
     /// rotation; only if the freeze `token` still holds.
     pub(crate) async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.release(key, token, retire)),
             Backend::Redis(r) => r.write_to(key, r.release(key, token, retire)).await,
         }
@@ -526,7 +600,7 @@ impl Store {
     /// is none, or on the memory store, which holds no such keys): for taking over sessions
     /// another store wrote.
     pub(crate) async fn take_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(_) => Ok(None),
             Backend::Redis(r) => r.write_to(key, r.take_bytes(key)).await,
         }
@@ -534,7 +608,7 @@ impl Store {
 
     /// Deletes a key; whether it existed.
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.delete(key)),
             Backend::Redis(r) => r.write_to(key, r.delete(key)).await,
         }
@@ -543,7 +617,7 @@ impl Store {
     /// Deletes several keys (one pipelined round trip on Redis, each command single-key);
     /// whether each existed.
     pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.delete(k)).collect()),
             Backend::Redis(r) => {
                 let res = r.bounded_write(r.delete_many(keys)).await;
@@ -565,7 +639,7 @@ impl Store {
         names: &[&str],
         mark_ms: u64,
     ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.take(k, names, mark_ms)).collect()),
             Backend::Redis(r) => {
                 let res = r.bounded_write(r.take_many(keys, names, mark_ms)).await;
@@ -584,7 +658,7 @@ impl Store {
         keys: &[String],
         names: &[&str],
     ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.peek(k, names)).collect()),
             Backend::Redis(r) => r.bounded(r.peek_many(keys, names)).await,
         }
@@ -602,7 +676,7 @@ impl Store {
         max: usize,
         leaving: Option<&str>,
     ) -> Result<Vec<String>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.index_add(key, member, bound_ms, max, leaving)),
             Backend::Redis(r) => {
                 r.bounded_write(r.index_add(key, member, bound_ms, max, leaving))
@@ -613,7 +687,7 @@ impl Store {
 
     /// The members of a user index whose bound has not passed, least recently refreshed first.
     pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.index_members(key)),
             Backend::Redis(r) => r.bounded(r.index_members(key)).await,
         }
@@ -627,7 +701,7 @@ impl Store {
         members: &[String],
         max_score: u64,
     ) -> Result<i64> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.index_prune(key, members, max_score)),
             Backend::Redis(r) => {
                 r.bounded_write(r.index_prune(key, members, max_score))
@@ -639,7 +713,7 @@ impl Store {
     /// Adds `member` to a field index (score now + `bound_ms`, only ever growing); the
     /// store's time of the add, ms.
     pub(crate) async fn field_add(&self, key: &str, member: &str, bound_ms: u64) -> Result<u64> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => {
                 m.index_add(key, member, bound_ms, 0, None);
                 Ok(now_ms())
@@ -651,7 +725,7 @@ impl Store {
     /// The store's clock now, ms (for Redis an estimate that errs early; `None` before the
     /// first observation).
     pub(crate) fn server_now(&self) -> Option<u64> {
-        match &*self.backend {
+        match self.ready().ok()? {
             Backend::Memory(_) => Some(now_ms()),
             Backend::Redis(r) => r.server_now(),
         }
@@ -667,7 +741,7 @@ impl Store {
         expected: Option<&[u8]>,
         tombstone_ms: u64,
     ) -> Result<EndIf> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(m.end_if(key, field, expected, tombstone_ms)),
             Backend::Redis(r) => {
                 r.write_to(key, r.end_if(key, field, expected, tombstone_ms))
@@ -679,7 +753,7 @@ impl Store {
     /// Whole hashes of several keys without touching them (one pipelined round trip on
     /// Redis); an empty map where nothing is.
     pub(crate) async fn read_many(&self, keys: &[String]) -> Result<Vec<HashMap<String, Vec<u8>>>> {
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => Ok(keys.iter().map(|k| m.read(k)).collect()),
             Backend::Redis(r) => r.bounded(r.read_many(keys)).await,
         }
@@ -690,7 +764,7 @@ impl Store {
         if members.is_empty() {
             return Ok(());
         }
-        match &*self.backend {
+        match self.ready()? {
             Backend::Memory(m) => {
                 m.index_remove(key, members);
                 Ok(())
@@ -794,6 +868,36 @@ mod future_sizes {
         ];
         for (name, size) in sizes {
             assert!(size <= 2048, "Store::{name}'s future is {size} bytes");
+        }
+    }
+}
+
+/// Connects a store that started before its server could be reached: tries again every
+/// 500 ms until it succeeds (or every clone of the store is gone), then serves from it.
+async fn connect_later(url: String, options: RedisOptions, lazy: std::sync::Weak<Lazy>) {
+    let mut attempts: u64 = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(slot) = lazy.upgrade() else { return };
+        attempts += 1;
+        match redis::RedisBackend::connect(&url, options.clone()).await {
+            Ok(r) => {
+                let _ = slot.ready.set(Backend::Redis(Box::new(r)));
+                tracing::info!(url = %slot.url_redacted, attempts, "session store reached: serving sessions");
+                let store = Store {
+                    backend: Arc::new(Slot::Lazy(slot)),
+                };
+                store.check_logged().await;
+                return;
+            }
+            Err(e) => {
+                // Every attempt at debug level, a reminder at warn level every 30 s.
+                if attempts % 60 == 0 {
+                    tracing::warn!(url = %slot.url_redacted, error = %e, "session store still not reachable: answering 503");
+                } else {
+                    tracing::debug!(url = %slot.url_redacted, error = %e, "session store not reachable yet");
+                }
+            }
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct RedisOptions {
     pool_size: usize,
     near_cache_bytes: usize,
     near_cache_coherence: NearCacheCoherence,
+    strict_start: bool,
 }
 
 /// How the near-cache makes sure a hit is not stale (see [`RedisOptions::near_cache`]).
@@ -86,6 +87,30 @@ impl RedisOptions {
         self.near_cache_bytes = max_bytes;
         self
     }
+    /// Whether [`Store::redis`](crate::Store::redis) fails when the server cannot be reached
+    /// at start (default `false`: the store connects in the background and answers
+    /// [`Error::Unavailable`](crate::Error::Unavailable), 503, until then). Turn it on for a
+    /// process that should not start without its store (a migration job; a deploy whose
+    /// health check is the start itself).
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// use tessera_core::{RedisOptions, Store};
+    /// let strict = RedisOptions::default().strict_start(true);
+    /// assert!(Store::redis_with("redis://127.0.0.1:1", strict).await.is_err());
+    /// let lazy = Store::redis("redis://127.0.0.1:1").await.unwrap();
+    /// assert!(!lazy.is_connected());
+    /// # }
+    /// ```
+    pub fn strict_start(mut self, on: bool) -> Self {
+        self.strict_start = on;
+        self
+    }
+
+    pub(crate) fn is_strict_start(&self) -> bool {
+        self.strict_start
+    }
+
     /// How a near-cache hit is confirmed (default [`NearCacheCoherence::Barrier`]).
     ///
     /// ```
@@ -109,6 +134,7 @@ impl Default for RedisOptions {
             pool_size: 1,
             near_cache_bytes: 0,
             near_cache_coherence: NearCacheCoherence::Barrier,
+            strict_start: false,
         }
     }
 }
