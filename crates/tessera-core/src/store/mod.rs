@@ -826,6 +826,36 @@ pub(crate) fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Connects a store that started before its server could be reached: tries again every
+/// 500 ms until it succeeds (or every clone of the store is gone), then serves from it.
+async fn connect_later(url: String, options: RedisOptions, lazy: std::sync::Weak<Lazy>) {
+    let mut attempts: u64 = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(slot) = lazy.upgrade() else { return };
+        attempts += 1;
+        match redis::RedisBackend::connect(&url, options.clone()).await {
+            Ok(r) => {
+                let _ = slot.ready.set(Backend::Redis(Box::new(r)));
+                tracing::info!(url = %slot.url_redacted, attempts, "session store reached: serving sessions");
+                let store = Store {
+                    backend: Arc::new(Slot::Lazy(slot)),
+                };
+                store.check_logged().await;
+                return;
+            }
+            Err(e) => {
+                // Every attempt at debug level, a reminder at warn level every 30 s.
+                if attempts.is_multiple_of(60) {
+                    tracing::warn!(url = %slot.url_redacted, error = %e, "session store still not reachable: answering 503");
+                } else {
+                    tracing::debug!(url = %slot.url_redacted, error = %e, "session store not reachable yet");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod future_sizes {
     /// A future is copied each time it is moved (into a timeout, a span, a join, a box): the
@@ -868,36 +898,6 @@ mod future_sizes {
         ];
         for (name, size) in sizes {
             assert!(size <= 2048, "Store::{name}'s future is {size} bytes");
-        }
-    }
-}
-
-/// Connects a store that started before its server could be reached: tries again every
-/// 500 ms until it succeeds (or every clone of the store is gone), then serves from it.
-async fn connect_later(url: String, options: RedisOptions, lazy: std::sync::Weak<Lazy>) {
-    let mut attempts: u64 = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Some(slot) = lazy.upgrade() else { return };
-        attempts += 1;
-        match redis::RedisBackend::connect(&url, options.clone()).await {
-            Ok(r) => {
-                let _ = slot.ready.set(Backend::Redis(Box::new(r)));
-                tracing::info!(url = %slot.url_redacted, attempts, "session store reached: serving sessions");
-                let store = Store {
-                    backend: Arc::new(Slot::Lazy(slot)),
-                };
-                store.check_logged().await;
-                return;
-            }
-            Err(e) => {
-                // Every attempt at debug level, a reminder at warn level every 30 s.
-                if attempts % 60 == 0 {
-                    tracing::warn!(url = %slot.url_redacted, error = %e, "session store still not reachable: answering 503");
-                } else {
-                    tracing::debug!(url = %slot.url_redacted, error = %e, "session store not reachable yet");
-                }
-            }
         }
     }
 }
