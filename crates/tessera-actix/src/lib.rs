@@ -33,9 +33,11 @@
 #![deny(missing_docs)]
 
 mod extract;
+mod import;
 mod middleware;
 
 pub use extract::{reply, Session, SessionError, SessionMissing};
+pub use import::{ActixSessionImport, ImportKeyError};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 pub use tessera_core;
 

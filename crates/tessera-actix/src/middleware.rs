@@ -1,5 +1,6 @@
 //! The actix `Transform` and its service.
 
+use crate::import::ActixSessionImport;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE, USER_AGENT};
@@ -21,19 +22,28 @@ use tessera_core::{ClientInfo, SessionConfig, SessionManager, Store};
 #[derive(Debug, Clone)]
 pub struct SessionMiddleware {
     manager: SessionManager,
+    import: Option<std::sync::Arc<ActixSessionImport>>,
 }
 
 impl SessionMiddleware {
     /// Middleware over `store` with `config`.
     pub fn new(store: Store, config: SessionConfig) -> Self {
-        SessionMiddleware {
-            manager: SessionManager::new(store, config),
-        }
+        Self::from_manager(SessionManager::new(store, config))
     }
 
     /// Middleware sharing an existing manager (for example with an axum service).
     pub fn from_manager(manager: SessionManager) -> Self {
-        SessionMiddleware { manager }
+        SessionMiddleware {
+            manager,
+            import: None,
+        }
+    }
+
+    /// Takes over sessions written by actix-session's Redis store, so switching logs nobody
+    /// out: see [`ActixSessionImport`].
+    pub fn import_actix_session(mut self, import: ActixSessionImport) -> Self {
+        self.import = Some(std::sync::Arc::new(import));
+        self
     }
 }
 
@@ -52,6 +62,7 @@ where
         ready(Ok(SessionMiddlewareService {
             service: Rc::new(service),
             manager: self.manager.clone(),
+            import: self.import.clone(),
         }))
     }
 }
@@ -60,6 +71,7 @@ where
 pub struct SessionMiddlewareService<S> {
     service: Rc<S>,
     manager: SessionManager,
+    import: Option<std::sync::Arc<ActixSessionImport>>,
 }
 
 impl<S> std::fmt::Debug for SessionMiddlewareService<S> {
@@ -95,7 +107,17 @@ where
             .start_with(req.headers().get_all(COOKIE).map(|v| v.as_bytes()), client);
         req.extensions_mut().insert(session.clone());
         let service = Rc::clone(&self.service);
+        // An actix-session cookie: taken over when there is no tessera cookie, and removed.
+        let legacy = self.import.as_ref().and_then(|imp| {
+            let key = imp.session_key(req.headers())?;
+            let has_own = has_cookie(req.headers(), self.manager.config().cookie_name());
+            Some((std::sync::Arc::clone(imp), key, has_own))
+        });
+        let manager = self.manager.clone();
         Box::pin(async move {
+            if let Some((imp, key, false)) = &legacy {
+                imp.take_over(&manager, &session, key).await;
+            }
             let res = service.call(req).await;
             // An error (the handler's `Err`, or an error status) commits nothing of the request.
             let status = match &res {
@@ -121,7 +143,27 @@ where
                     Err(_) => tracing::error!("session: cookie header is not a valid header value"),
                 }
             }
+            if let Some((imp, _, _)) = &legacy {
+                let removal = format!(
+                    "{}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+                    imp.cookie_name_str()
+                );
+                if let Ok(v) = HeaderValue::from_str(&removal) {
+                    res.headers_mut().append(SET_COOKIE, v);
+                }
+            }
             Ok(res)
         })
     }
+}
+
+/// Whether the request carries a cookie of this name (whatever its value).
+fn has_cookie(headers: &actix_web::http::header::HeaderMap, name: &str) -> bool {
+    headers.get_all(COOKIE).any(|h| {
+        h.as_bytes().split(|b| *b == b';').any(|part| {
+            let part = part.trim_ascii_start();
+            part.strip_prefix(name.as_bytes())
+                .is_some_and(|rest| rest.first() == Some(&b'='))
+        })
+    })
 }

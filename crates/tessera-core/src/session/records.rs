@@ -247,17 +247,17 @@ impl Records {
     /// Takes a session another store wrote under a plain string key: its value, deleted by
     /// the same command (`GETDEL`), so of several instances taking over the same session
     /// exactly one gets it. `None` when there is none (always, on the memory store). Only for
-    /// keys that cannot be tessera's own (no `:`, no `{`, at most 256 bytes): others are
-    /// [`Error::Unsupported`].
+    /// keys that are not tessera's own (sessions, indexes, events, in this namespace): others
+    /// are [`Error::Unsupported`].
     pub async fn take_legacy(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        check_legacy(key)?;
+        check_legacy(&self.mgr.inner.config, key)?;
         self.mgr.inner.store.take_bytes(key).await
     }
 
     /// Deletes a session another store wrote under a plain string key (see
     /// [`take_legacy`](Self::take_legacy)); whether there was one.
     pub async fn delete_legacy(&self, key: &str) -> Result<bool> {
-        check_legacy(key)?;
+        check_legacy(&self.mgr.inner.config, key)?;
         self.mgr.inner.store.delete(key).await
     }
 
@@ -367,11 +367,17 @@ impl Records {
     }
 }
 
-/// A key another store wrote: never one of tessera's (they all hold `:` or `{`).
-fn check_legacy(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > 256 || key.contains(':') || key.contains('{') {
+/// A key another store wrote: never one of tessera's own (sessions, user and field indexes,
+/// events), whatever the namespace.
+fn check_legacy(config: &crate::SessionConfig, key: &str) -> Result<()> {
+    let ns = config.namespace();
+    let own = key.starts_with('{')
+        || ["session:", "user:", "index:"]
+            .iter()
+            .any(|p| key.starts_with(&format!("{ns}{p}")));
+    if key.is_empty() || key.len() > 512 || own {
         return Err(Error::Unsupported(
-            "only another store's plain session keys (no `:` or `{`) can be taken over",
+            "only another store's session keys (not tessera's own) can be taken over",
         ));
     }
     Ok(())

@@ -1,0 +1,185 @@
+//! Taking over sessions written by actix-session's Redis store, so switching to tessera logs
+//! nobody out.
+
+use actix_web::http::header::{HeaderMap, COOKIE};
+use serde_json::Value;
+use tessera_core::{Session, SessionManager};
+
+/// Takes over sessions written by [actix-session](https://docs.rs/actix-session)'s Redis
+/// store (`RedisSessionStore`): a request without a tessera cookie that carries
+/// actix-session's cookie has that session read (and deleted, by one `GETDEL`: of several
+/// instances exactly one takes it) and written as a new tessera session with the same
+/// values, in the same request; the old cookie is removed in the response. Each value was
+/// JSON text in actix-session, and is the JSON value in tessera (`session.get::<T>` reads it
+/// as `actix_session::Session::get::<T>` did). Opt-in, with
+/// [`SessionMiddleware::import_actix_session`](crate::SessionMiddleware::import_actix_session).
+///
+/// actix-session's cookie is checked with its own key (encrypted by default, or signed), so a
+/// forged cookie names nothing and costs no store command.
+///
+/// ```
+/// use tessera_actix::{ActixSessionImport, SessionMiddleware};
+/// # use tessera_core::{Key, SessionConfig, Store};
+/// # let actix_key = [7u8; 64]; // actix_web::cookie::Key::master() of the old app
+/// let import = ActixSessionImport::new(&actix_key)
+///     .unwrap()
+///     .user_id_field("user_id"); // binds the user, so device lists and logout-all see it
+/// let mw = SessionMiddleware::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap())
+///     .import_actix_session(import);
+/// # let _ = mw;
+/// ```
+#[derive(Clone)]
+pub struct ActixSessionImport {
+    key: cookie::Key,
+    cookie_name: String,
+    signed: bool,
+    key_prefix: String,
+    user_id_field: Option<String>,
+}
+
+impl std::fmt::Debug for ActixSessionImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActixSessionImport")
+            .field("cookie_name", &self.cookie_name)
+            .field("signed", &self.signed)
+            .field("key_prefix", &self.key_prefix)
+            .field("user_id_field", &self.user_id_field)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key given to [`ActixSessionImport::new`] is shorter than 64 bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("actix-session's key is 64 bytes (actix_web::cookie::Key::master()), got {0}")]
+pub struct ImportKeyError(usize);
+
+impl ActixSessionImport {
+    /// With actix-session's cookie key: the 64 bytes of its `Key::master()`. Defaults as
+    /// actix-session's: cookie `id`, encrypted (private) content, Redis keys equal to the
+    /// session key (no prefix).
+    pub fn new(master_key: &[u8]) -> Result<Self, ImportKeyError> {
+        let key =
+            cookie::Key::try_from(master_key).map_err(|_| ImportKeyError(master_key.len()))?;
+        Ok(ActixSessionImport {
+            key,
+            cookie_name: "id".into(),
+            signed: false,
+            key_prefix: String::new(),
+            user_id_field: None,
+        })
+    }
+
+    /// actix-session's cookie name (`cookie_name` there; default `id`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// Whether actix-session's cookie was signed (`CookieContentSecurity::Signed`) rather
+    /// than encrypted (the default).
+    pub fn signed(mut self, signed: bool) -> Self {
+        self.signed = signed;
+        self
+    }
+
+    /// What actix-session's `cache_keygen` put before the session key in Redis key names
+    /// (default none).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The value that names the session's user: the taken-over session is logged in as that
+    /// user (a string, or a number as text), so it appears in the user's device list and
+    /// logout-all ends it. The value stays a session field as well.
+    pub fn user_id_field(mut self, field: impl Into<String>) -> Self {
+        self.user_id_field = Some(field.into());
+        self
+    }
+
+    pub(crate) fn cookie_name_str(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// The session key in the request's actix-session cookie, if it carries a valid one.
+    pub(crate) fn session_key(&self, headers: &HeaderMap) -> Option<String> {
+        for header in headers.get_all(COOKIE) {
+            let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
+                continue;
+            };
+            for part in text.split(';') {
+                // Percent-decoded, as actix-web reads its cookies.
+                let Ok(c) = cookie::Cookie::parse_encoded(part.trim().to_string()) else {
+                    continue;
+                };
+                if c.name() != self.cookie_name {
+                    continue;
+                }
+                let name = self.cookie_name.as_str();
+                let mut jar = cookie::CookieJar::new();
+                jar.add_original(c);
+                let found = if self.signed {
+                    jar.signed(&self.key).get(name)
+                } else {
+                    jar.private(&self.key).get(name)
+                };
+                if let Some(c) = found {
+                    return Some(c.value().to_string());
+                }
+            }
+        }
+        None
+    }
+
+    /// Takes the session stored under `session_key` into `session` (a new session of this
+    /// request), and writes it now.
+    pub(crate) async fn take_over(
+        &self,
+        manager: &SessionManager,
+        session: &Session,
+        session_key: &str,
+    ) {
+        let key = format!("{}{session_key}", self.key_prefix);
+        let raw = match manager.records().take_legacy(&key).await {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take over an actix-session session; the request goes on without it");
+                return;
+            }
+        };
+        let state: std::collections::HashMap<String, String> = match serde_json::from_slice(&raw) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "an actix-session session could not be decoded: not taken over");
+                return;
+            }
+        };
+        let mut user = None;
+        for (field, text) in &state {
+            // Each value is JSON text; anything else is kept as the text it is.
+            let value: Value =
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()));
+            if Some(field) == self.user_id_field.as_ref() {
+                user = match &value {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                };
+            }
+            if let Err(e) = session.insert(field, &value).await {
+                tracing::warn!(error = %e, "an actix-session value tessera refuses was left out");
+            }
+        }
+        let written = match user {
+            Some(u) => session.login(&u).await,
+            None => session.save().await,
+        };
+        match written {
+            Ok(()) => tracing::debug!("took over an actix-session session"),
+            Err(e) => {
+                tracing::warn!(error = %e, "an actix-session session was taken but could not be written: that user starts over")
+            }
+        }
+    }
+}

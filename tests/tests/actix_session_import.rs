@@ -1,0 +1,156 @@
+//! Taking over sessions written by actix-session's Redis store (issue #15): the real
+//! actix-session 0.11 writes them, tessera-actix takes them over on first use, the user stays
+//! logged in, and nothing of the old session can come back.
+
+use actix_session::config::CookieContentSecurity;
+use actix_session::storage::RedisSessionStore;
+use actix_web::cookie::Key as ActixKey;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use tessera_actix::{ActixSessionImport, SessionMiddleware};
+use tessera_core::{RedisOptions, SessionManager, Store};
+use tessera_tests::{spawn_actix, Browser, Server, ServerKind, TestApp};
+
+const ACTIX_KEY: [u8; 64] = [9; 64];
+
+/// The app before the switch: actix-session over Redis.
+async fn old_app(url: &str, security: CookieContentSecurity) -> TestApp {
+    let store = RedisSessionStore::new(url).await.unwrap();
+    spawn_actix(move || {
+        actix_web::App::new()
+            .wrap(
+                actix_session::SessionMiddleware::builder(
+                    store.clone(),
+                    ActixKey::from(&ACTIX_KEY),
+                )
+                .cookie_secure(false)
+                .cookie_content_security(security)
+                .build(),
+            )
+            .route(
+                "/old/login",
+                web::post().to(|s: actix_session::Session| async move {
+                    s.insert("user_id", "ada").unwrap();
+                    s.insert("cart", vec![1, 2]).unwrap();
+                    s.insert("n", 5).unwrap();
+                    s.insert("note", "plain text").unwrap();
+                    HttpResponse::NoContent().finish()
+                }),
+            )
+    })
+}
+
+/// The app after: tessera-actix (the demo's routes), taking over actix-session's sessions.
+fn new_app(manager: SessionManager, import: Option<ActixSessionImport>) -> TestApp {
+    spawn_actix(move || {
+        let mut mw = SessionMiddleware::from_manager(manager.clone());
+        if let Some(i) = &import {
+            mw = mw.import_actix_session(i.clone());
+        }
+        actix_web::App::new()
+            .wrap(mw)
+            .configure(actix_demo::routes_with_admin(None))
+    })
+}
+
+async fn manager(server: &Server) -> SessionManager {
+    let store = Store::redis_with(&server.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    SessionManager::new(store, tessera_tests::fixture::config(|c| c))
+}
+
+/// actix-session's keys: the 64-character session keys (everything that is not tessera's).
+fn old_keys(server: &Server) -> Vec<String> {
+    server
+        .keys("*")
+        .into_iter()
+        .filter(|k| k.len() == 64 && !k.contains(':'))
+        .collect()
+}
+
+async fn takes_over(security: CookieContentSecurity, signed: bool) {
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let old = old_app(&server.url(), security).await;
+    let b: Browser = old.browser();
+    assert_eq!(b.post("/old/login", None).await.status, 204);
+    let old_cookie = b.cookie("id").expect("actix-session's cookie");
+    assert_eq!(old_keys(&server).len(), 1);
+
+    let m = manager(&server).await;
+    // Without the import: an unknown cookie, and the old session is left alone.
+    let plain = new_app(m.clone(), None);
+    assert_eq!(b.pointed_at(&plain).get("/me").await.status, 401);
+    assert_eq!(old_keys(&server).len(), 1);
+
+    let import = ActixSessionImport::new(&ACTIX_KEY)
+        .unwrap()
+        .signed(signed)
+        .user_id_field("user_id");
+    let app = new_app(m.clone(), Some(import));
+    // A forged actix-session cookie names nothing and costs no store command.
+    let forged = app.browser();
+    forged.set_cookie("id", "forged-value");
+    server.reset_stats();
+    assert_eq!(forged.get("/me").await.status, 401);
+    let stats = server.command_stats();
+    assert!(!stats.contains_key("getdel"), "{stats:?}");
+
+    let b = b.pointed_at(&app);
+    let r = b.get("/me").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"user_id": "ada", "cart": [1, 2], "n": 5, "note": "plain text"}),
+        "every value, as the JSON value actix-session held"
+    );
+    assert!(
+        r.set_cookies
+            .iter()
+            .any(|c| c.starts_with("id=;") && c.contains("Max-Age=0")),
+        "the old cookie is removed: {:?}",
+        r.set_cookies
+    );
+    assert!(b.cookie("id").is_none());
+    assert!(b.cookie("__Host-tessera").is_some());
+    assert!(
+        old_keys(&server).is_empty(),
+        "the old session is gone from Redis"
+    );
+    let devices = b.get("/sessions").await.json();
+    assert_eq!(
+        devices.as_array().unwrap().len(),
+        1,
+        "ada's device list: {devices}"
+    );
+    assert_eq!(devices[0]["current"], json!(true));
+    assert_eq!(b.post("/counter", None).await.json()["counter"], json!(1));
+
+    // The old cookie, replayed (a second tab, an attacker with a copy), brings nothing back:
+    // the old session was taken once.
+    let replay = app.browser();
+    replay.set_cookie("id", &old_cookie);
+    assert_eq!(replay.get("/me").await.status, 401);
+    b.post("/logout-all", None).await;
+    assert_eq!(b.get("/me").await.status, 401);
+    assert_eq!(replay.get("/me").await.status, 401);
+    assert!(m.list_sessions("ada").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_over_encrypted_actix_session_cookies() {
+    takes_over(CookieContentSecurity::Private, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_over_signed_actix_session_cookies() {
+    takes_over(CookieContentSecurity::Signed, true).await
+}
+
+#[test]
+fn a_short_key_is_a_typed_error() {
+    assert!(ActixSessionImport::new(&[1; 32]).is_err());
+}
