@@ -149,8 +149,33 @@ mod cases {
         assert_eq!(addr_of(list.clone(), "xff"), json!("203.0.113.7"));
         assert_eq!(
             addr_of(list, "fwd"),
-            json!("2001:db8::7"),
-            "Forwarded wins over X-Forwarded-For"
+            json!("9.9.9.9"),
+            "behind proxies that write X-Forwarded-For, a Forwarded header is the client's own"
+        );
+        // Proxies that write Forwarded (RFC 7239).
+        let rfc = fx
+            .sibling(tessera_tests::fixture::config(|c| {
+                c.trusted_proxies(1)
+                    .forwarded_header(tessera_core::ForwardedHeader::Forwarded)
+            }))
+            .await;
+        let fwd2 = rfc.browser().with_headers(&[
+            (
+                "forwarded",
+                r#"for=6.6.6.6, for="[2001:db8::7]:443";proto=https"#,
+            ),
+            ("x-forwarded-for", "9.9.9.9"),
+            ("user-agent", "rfc"),
+        ]);
+        assert_eq!(
+            fwd2.post("/login", Some(json!({"user_id": "pat"})))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            addr_of(fwd2.get("/sessions").await.json(), "rfc"),
+            json!("2001:db8::7")
         );
 
         // Without trusted proxies the headers are the client's words: the peer is shown.

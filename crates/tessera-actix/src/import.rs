@@ -132,27 +132,30 @@ impl ActixSessionImport {
     }
 
     /// Takes the session stored under `session_key` into `session` (a new session of this
-    /// request), and writes it now.
+    /// request), and writes it now. Whether the old cookie may go: the session was taken
+    /// over, or there is nothing to take (`false` when the store failed: the old session is
+    /// still there, or put back, for the next request to take).
     pub(crate) async fn take_over(
         &self,
         manager: &SessionManager,
         session: &Session,
         session_key: &str,
-    ) {
+    ) -> bool {
         let key = format!("{}{session_key}", self.key_prefix);
-        let raw = match manager.records().take_legacy(&key).await {
+        let records = manager.records();
+        let raw = match records.take_legacy(&key).await {
             Ok(Some(raw)) => raw,
-            Ok(None) => return,
+            Ok(None) => return true,
             Err(e) => {
                 tracing::warn!(error = %e, "could not take over an actix-session session; the request goes on without it");
-                return;
+                return false;
             }
         };
         let state: std::collections::HashMap<String, String> = match serde_json::from_slice(&raw) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "an actix-session session could not be decoded: not taken over");
-                return;
+                return true;
             }
         };
         let mut user = None;
@@ -176,9 +179,26 @@ impl ActixSessionImport {
             None => session.save().await,
         };
         match written {
-            Ok(()) => tracing::debug!("took over an actix-session session"),
+            Ok(()) => {
+                tracing::debug!("took over an actix-session session");
+                true
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "an actix-session session was taken but could not be written: that user starts over")
+                // Put it back for the next request (a day at most: actix-session's own TTL
+                // was not read).
+                let ttl = manager
+                    .config()
+                    .idle_timeout()
+                    .min(std::time::Duration::from_secs(86_400));
+                match records.put_back_legacy(&key, &raw, ttl).await {
+                    Ok(()) => {
+                        tracing::warn!(error = %e, "an actix-session session could not be written in tessera's layout; put back for the next request")
+                    }
+                    Err(e2) => {
+                        tracing::warn!(error = %e, put_back = %e2, "an actix-session session could not be written nor put back: that user logs in again")
+                    }
+                }
+                false
             }
         }
     }

@@ -94,12 +94,14 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let h = req.headers();
+        let config = self.manager.config();
         let client = ClientInfo::behind_proxies(
             h.get(USER_AGENT).map(|v| v.as_bytes()),
             req.peer_addr().map(|a| a.ip()),
-            h.get_all("forwarded").map(|v| v.as_bytes()),
-            h.get_all("x-forwarded-for").map(|v| v.as_bytes()),
-            self.manager.config().trusted_proxies(),
+            config.forwarded_header(),
+            h.get_all(config.forwarded_header().name())
+                .map(|v| v.as_bytes()),
+            config.trusted_proxies(),
         );
         // Bytes, not `to_str()`: one non-ASCII cookie must not hide the session cookie.
         let session = self
@@ -115,8 +117,12 @@ where
         });
         let manager = self.manager.clone();
         Box::pin(async move {
-            if let Some((imp, key, false)) = &legacy {
-                imp.take_over(&manager, &session, key).await;
+            // Whether the old cookie goes: after a take-over, when there was nothing to take,
+            // or when the browser holds a live tessera session already.
+            let mut drop_legacy = false;
+            if let Some((imp, key, has_own)) = &legacy {
+                let live = *has_own && matches!(session.is_stored().await, Ok(true));
+                drop_legacy = live || imp.take_over(&manager, &session, key).await;
             }
             let res = service.call(req).await;
             // An error (the handler's `Err`, or an error status) commits nothing of the request.
@@ -143,7 +149,7 @@ where
                     Err(_) => tracing::error!("session: cookie header is not a valid header value"),
                 }
             }
-            if let Some((imp, _, _)) = &legacy {
+            if let (Some((imp, _, _)), true) = (&legacy, drop_legacy) {
                 let removal = format!(
                     "{}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
                     imp.cookie_name_str()

@@ -98,14 +98,17 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let h = req.headers();
+        let config = self.manager.config();
         let client = ClientInfo::behind_proxies(
             h.get(USER_AGENT).map(|v| v.as_bytes()),
             req.extensions()
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip()),
-            h.get_all("forwarded").iter().map(|v| v.as_bytes()),
-            h.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()),
-            self.manager.config().trusted_proxies(),
+            config.forwarded_header(),
+            h.get_all(config.forwarded_header().name())
+                .iter()
+                .map(|v| v.as_bytes()),
+            config.trusted_proxies(),
         );
         // Bytes, not `to_str()`: one non-ASCII cookie must not hide the session cookie.
         let session = self.manager.start_with(

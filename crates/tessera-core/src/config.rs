@@ -31,6 +31,7 @@ pub struct SessionConfig {
     pub(crate) longest_expiry: Duration,
     /// Reverse proxies in front of the app (see `SessionConfigBuilder::trusted_proxies`).
     pub(crate) trusted_proxies: usize,
+    pub(crate) forwarded_header: crate::ForwardedHeader,
     pub(crate) touch_interval: Duration,
     pub(crate) absolute_lifetime: Option<Duration>,
     pub(crate) namespace: String,
@@ -94,6 +95,7 @@ impl SessionConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             longest_expiry: None,
             trusted_proxies: 0,
+            forwarded_header: crate::ForwardedHeader::XForwardedFor,
             touch_interval: Duration::from_secs(60),
             absolute_lifetime: None,
             namespace: String::new(),
@@ -169,6 +171,11 @@ impl SessionConfig {
     /// [`SessionConfigBuilder::trusted_proxies`]).
     pub fn trusted_proxies(&self) -> usize {
         self.trusted_proxies
+    }
+
+    /// The header the trusted proxies write the client's address to.
+    pub fn forwarded_header(&self) -> crate::ForwardedHeader {
+        self.forwarded_header
     }
 
     /// Touch interval: a read-only request refreshes the TTL only when the last refresh is at
@@ -251,6 +258,7 @@ pub struct SessionConfigBuilder {
     idle_timeout: Duration,
     longest_expiry: Option<Duration>,
     trusted_proxies: usize,
+    forwarded_header: crate::ForwardedHeader,
     touch_interval: Duration,
     absolute_lifetime: Option<Duration>,
     namespace: String,
@@ -478,10 +486,11 @@ impl SessionConfigBuilder {
         self
     }
     /// How many reverse proxies (load balancers) stand in front of the app, each adding the
-    /// address it received the request from to `Forwarded` or `X-Forwarded-For` (default 0:
-    /// the connection's peer is the client). Device lists then show the client's address,
-    /// not the load balancer's; see [`ClientInfo::behind_proxies`](crate::ClientInfo::behind_proxies).
-    /// Count exactly: one too many lets a client choose the address shown.
+    /// address it received the request from to the header
+    /// [`forwarded_header`](Self::forwarded_header) names (default 0: the connection's peer
+    /// is the client). Device lists then show the client's address, not the load balancer's;
+    /// see [`ClientInfo::behind_proxies`](crate::ClientInfo::behind_proxies). Count exactly:
+    /// one too many lets a client choose the address shown.
     ///
     /// ```
     /// # use tessera_core::{Key, SessionConfig};
@@ -490,6 +499,13 @@ impl SessionConfigBuilder {
     /// ```
     pub fn trusted_proxies(mut self, n: usize) -> Self {
         self.trusted_proxies = n;
+        self
+    }
+    /// The header the trusted proxies write the client's address to (default
+    /// `X-Forwarded-For`; `Forwarded` for proxies that write RFC 7239). Only that header is
+    /// read: the other one, if a request carries it, is the client's own words.
+    pub fn forwarded_header(mut self, h: crate::ForwardedHeader) -> Self {
+        self.forwarded_header = h;
         self
     }
     /// Minimum time between TTL refreshes on read-only requests (default 60 s).
@@ -673,6 +689,7 @@ impl SessionConfigBuilder {
             idle_timeout: self.idle_timeout,
             longest_expiry,
             trusted_proxies: self.trusted_proxies,
+            forwarded_header: self.forwarded_header,
             touch_interval: self.touch_interval,
             absolute_lifetime: self.absolute_lifetime,
             namespace: self.namespace,

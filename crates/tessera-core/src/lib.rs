@@ -84,6 +84,7 @@ pub mod test_hooks {
             touch_ms: manager.config().touch_interval().as_millis() as u64,
             absolute_ms: 0,
             trail_max: 1,
+            longest_ms: manager.config().longest_expiry().as_millis() as u64,
         };
         Ok(matches!(
             store
@@ -99,8 +100,8 @@ pub use crate::id::SessionId;
 pub use crate::protect::FieldKey;
 pub use crate::session::{
     Activity, ClientInfo, DeviceSession, Event, EventKind, EventPage, EventStream,
-    EventSubscription, Expiry, FoundSession, FoundSessions, Outcome, Records, Session,
-    SessionManager, StoredRecord,
+    EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Outcome, Records,
+    Session, SessionManager, StoredRecord,
 };
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,

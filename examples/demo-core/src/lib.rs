@@ -11,7 +11,8 @@ use tessera_core::{
 
 /// Reads `TESSERA_SECRET`, `COOKIE_SECURE`, `SESSION_IDLE_SECS`, `SESSION_TOUCH_SECS`,
 /// `SESSION_REMEMBER_MAX_SECS` (the longest "remember me", default 30 days), `TRUSTED_PROXIES`
-/// (how many reverse proxies add `Forwarded` / `X-Forwarded-For`, default 0).
+/// (how many reverse proxies add the client's address, default 0), `FORWARDED_HEADER`
+/// (`x-forwarded-for`, the default, or `forwarded`).
 pub fn config_from_env() -> Result<SessionConfig, String> {
     let key = match std::env::var("TESSERA_SECRET") {
         Ok(hex) if !hex.is_empty() => {
@@ -43,6 +44,15 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
             .map_err(|_| "TRUSTED_PROXIES must be a whole number".to_string())?,
         Err(_) => 0,
     };
+    let forwarded_header = match std::env::var("FORWARDED_HEADER").as_deref() {
+        Err(_) | Ok("x-forwarded-for") => tessera_core::ForwardedHeader::XForwardedFor,
+        Ok("forwarded") => tessera_core::ForwardedHeader::Forwarded,
+        Ok(other) => {
+            return Err(format!(
+                "FORWARDED_HEADER must be x-forwarded-for or forwarded, not {other:?}"
+            ))
+        }
+    };
     let secure = std::env::var("COOKIE_SECURE")
         .map(|v| v != "0")
         .unwrap_or(true);
@@ -51,6 +61,7 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
             .idle_timeout(idle)
             .longest_expiry(remember_max)
             .trusted_proxies(proxies)
+            .forwarded_header(forwarded_header)
             .touch_interval(touch)
             .secure(secure),
     ));

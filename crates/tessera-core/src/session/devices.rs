@@ -53,83 +53,100 @@ impl ClientInfo {
     }
 
     /// As [`new`](Self::new), for an app behind `trusted_proxies` reverse proxies (load
-    /// balancers) that each add the address they received the request from: the client is
-    /// the address that many hops back from the app, read from `Forwarded` (RFC 7239, its
-    /// `for=` parameters) or, when there is no `Forwarded` header, from `X-Forwarded-For`.
-    /// Addresses further left were written by the client itself and are never trusted; with
-    /// fewer hops than proxies, the furthest one there is counts. `0` proxies: the peer. A hop
-    /// that is not an IP address (`unknown`, an obfuscated name) gives no address.
+    /// balancers) that each add the address they received the request from to `header`: the
+    /// client is the address that many hops back from the app. Entries further back were
+    /// written by the client itself and are never read; so is any header the proxies do not
+    /// write (a client's own `Forwarded` behind proxies that write `X-Forwarded-For`). Fewer
+    /// hops than proxies, a hop that is not an IP address (`unknown`, an obfuscated name) or a
+    /// header line that is not text: no address. `0` proxies: the peer.
     ///
     /// ```
-    /// use tessera_core::ClientInfo;
+    /// use tessera_core::{ClientInfo, ForwardedHeader};
     /// let peer = Some("10.0.0.2".parse().unwrap()); // the load balancer
     /// let xff = [b"6.6.6.6, 203.0.113.7".as_slice()]; // spoofed by the client, then added by the proxy
-    /// let c = ClientInfo::behind_proxies(None, peer, [], xff, 1);
+    /// let c = ClientInfo::behind_proxies(None, peer, ForwardedHeader::XForwardedFor, xff, 1);
     /// assert_eq!(c.client_addr.as_deref(), Some("203.0.113.7"));
     /// ```
     pub fn behind_proxies<'a>(
         user_agent: Option<&[u8]>,
         peer: Option<std::net::IpAddr>,
-        forwarded: impl IntoIterator<Item = &'a [u8]>,
-        x_forwarded_for: impl IntoIterator<Item = &'a [u8]>,
+        header: ForwardedHeader,
+        values: impl IntoIterator<Item = &'a [u8]>,
         trusted_proxies: usize,
     ) -> Self {
         let mut info = Self::new(user_agent, peer);
         if trusted_proxies == 0 {
             return info;
         }
-        let mut hops = forwarded_for(forwarded);
-        if hops.is_empty() {
-            hops = x_forwarded_for
-                .into_iter()
-                .filter_map(|v| std::str::from_utf8(v).ok())
-                .flat_map(|v| v.split(','))
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .collect();
-        }
-        if hops.len() > MAX_HOPS {
-            hops.drain(..hops.len() - MAX_HOPS);
-        }
-        if hops.is_empty() {
-            return info;
-        }
-        // [peer, the hop before it, ...]: the client is `trusted_proxies` steps back, or the
-        // furthest hop there is.
-        let back = trusted_proxies.min(hops.len());
-        let hop = &hops[hops.len() - back];
-        info.client_addr = parse_hop(hop).map(|a| a.to_string());
+        info.client_addr = hop_back(header, values, trusted_proxies)
+            .and_then(parse_hop)
+            .map(|a| a.to_string());
         info
     }
 }
 
-/// The most forwarding hops read from a request's headers (the rest, furthest from the app,
-/// could only matter behind more proxies than anyone runs).
-const MAX_HOPS: usize = 64;
+/// Which header the reverse proxies in front of the app write the client's address to (see
+/// [`SessionConfigBuilder::trusted_proxies`](crate::SessionConfigBuilder::trusted_proxies)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, Envoy, AWS, Google and Azure load balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239): its `for=` parameters.
+    Forwarded,
+}
 
-/// The `for=` values of `Forwarded` headers, in order (RFC 7239: elements separated by `,`,
-/// parameters by `;`, values possibly quoted).
-fn forwarded_for<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
-    let mut out = Vec::new();
-    for h in headers {
-        let Ok(h) = std::str::from_utf8(h) else {
-            continue;
-        };
-        for element in h.split(',') {
-            let value = element.split(';').find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| v.trim().trim_matches('"').to_string())
-            });
-            // An element without `for=` is still a hop.
-            out.push(value.unwrap_or_default());
+impl ForwardedHeader {
+    /// The header's name, lower case.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
         }
     }
-    if out.len() > MAX_HOPS {
-        out.drain(..out.len() - MAX_HOPS);
+}
+
+/// The entry `n` hops back (1 = the last one, written by the peer), reading the header lines
+/// and their comma-separated entries from the end and stopping there: a long header costs no
+/// more than `n` entries. A line that is not UTF-8 counts as one hop with no address.
+fn hop_back<'a>(
+    header: ForwardedHeader,
+    values: impl IntoIterator<Item = &'a [u8]>,
+    n: usize,
+) -> Option<&'a str> {
+    let lines: Vec<&'a [u8]> = values.into_iter().collect();
+    let mut back = 0;
+    for line in lines.into_iter().rev() {
+        let Ok(text) = std::str::from_utf8(line) else {
+            back += 1;
+            if back == n {
+                return None;
+            }
+            continue;
+        };
+        for element in text.rsplit(',') {
+            back += 1;
+            if back == n {
+                return match header {
+                    ForwardedHeader::XForwardedFor => Some(element.trim()),
+                    ForwardedHeader::Forwarded => forwarded_for(element),
+                };
+            }
+        }
     }
-    out
+    None
+}
+
+/// The `for=` value of one `Forwarded` element (RFC 7239: parameters separated by `;`,
+/// values possibly quoted).
+fn forwarded_for(element: &str) -> Option<&str> {
+    element.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| v.trim().trim_matches('"'))
+    })
 }
 
 /// An address as a proxy wrote it: `192.0.2.60`, `192.0.2.60:8080`, `[2001:db8::17]:4711`,
@@ -148,25 +165,21 @@ fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
 
 #[cfg(test)]
 mod forwarding_tests {
-    use super::ClientInfo;
+    use super::{ClientInfo, ForwardedHeader};
 
-    fn client(fwd: &[&str], xff: &[&str], n: usize) -> Option<String> {
+    fn client(header: ForwardedHeader, lines: &[&str], n: usize) -> Option<String> {
         let peer = Some("10.0.0.1".parse().unwrap());
-        ClientInfo::behind_proxies(
-            None,
-            peer,
-            fwd.iter().map(|s| s.as_bytes()),
-            xff.iter().map(|s| s.as_bytes()),
-            n,
-        )
-        .client_addr
+        ClientInfo::behind_proxies(None, peer, header, lines.iter().map(|s| s.as_bytes()), n)
+            .client_addr
     }
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+    const FWD: ForwardedHeader = ForwardedHeader::Forwarded;
 
     #[test]
     fn no_trusted_proxy_is_the_peer_whatever_the_headers_say() {
-        assert_eq!(client(&[], &["1.2.3.4"], 0).as_deref(), Some("10.0.0.1"));
+        assert_eq!(client(XFF, &["1.2.3.4"], 0).as_deref(), Some("10.0.0.1"));
         assert_eq!(
-            client(&["for=1.2.3.4"], &[], 0).as_deref(),
+            client(FWD, &["for=1.2.3.4"], 0).as_deref(),
             Some("10.0.0.1")
         );
     }
@@ -176,35 +189,46 @@ mod forwarding_tests {
         // The client sent "6.6.6.6" itself; proxy 2 added the client's real address, proxy 1
         // (the peer) added proxy 2's.
         let xff = ["6.6.6.6, 203.0.113.7", "10.0.0.9"];
-        assert_eq!(client(&[], &xff, 1).as_deref(), Some("10.0.0.9"));
-        assert_eq!(client(&[], &xff, 2).as_deref(), Some("203.0.113.7"));
-        assert_eq!(client(&[], &xff, 3).as_deref(), Some("6.6.6.6"));
+        assert_eq!(client(XFF, &xff, 1).as_deref(), Some("10.0.0.9"));
+        assert_eq!(client(XFF, &xff, 2).as_deref(), Some("203.0.113.7"));
         assert_eq!(
-            client(&[], &xff, 9).as_deref(),
-            Some("6.6.6.6"),
-            "the furthest there is"
+            client(XFF, &xff, 4),
+            None,
+            "fewer hops than proxies: no address"
         );
         assert_eq!(
-            client(&[], &[], 1).as_deref(),
-            Some("10.0.0.1"),
-            "no header: the peer"
+            client(XFF, &[], 1),
+            None,
+            "no header behind a proxy: no address"
         );
     }
 
     #[test]
-    fn forwarded_is_preferred_and_parsed() {
+    fn forwarded_is_parsed_and_only_the_configured_header_counts() {
         let fwd = [
             r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https"#,
             "for=192.0.2.60:8080;by=10.0.0.1",
         ];
-        assert_eq!(client(&fwd, &["9.9.9.9"], 1).as_deref(), Some("192.0.2.60"));
+        assert_eq!(client(FWD, &fwd, 1).as_deref(), Some("192.0.2.60"));
+        assert_eq!(client(FWD, &fwd, 2).as_deref(), Some("2001:db8:cafe::17"));
+        assert_eq!(client(FWD, &["FOR=unknown"], 1), None, "not an address");
+        assert_eq!(client(FWD, &["by=10.0.0.1"], 1), None, "a hop without for=");
+        assert_eq!(client(FWD, &["for=_hidden"], 1), None);
+        // A client's own Forwarded is not read behind proxies that write X-Forwarded-For.
+        assert_eq!(client(XFF, &["9.9.9.9"], 1).as_deref(), Some("9.9.9.9"));
+    }
+
+    #[test]
+    fn an_unreadable_line_is_a_hop_without_an_address() {
+        let peer = Some("10.0.0.1".parse().unwrap());
+        let lines: [&[u8]; 2] = [b"203.0.113.7", b"\xff\xfe"];
+        let c = |n| ClientInfo::behind_proxies(None, peer, XFF, lines, n).client_addr;
         assert_eq!(
-            client(&fwd, &["9.9.9.9"], 2).as_deref(),
-            Some("2001:db8:cafe::17")
+            c(1),
+            None,
+            "not text: no address, and no shift to a client-written one"
         );
-        assert_eq!(client(&["FOR=unknown"], &[], 1), None, "not an address");
-        assert_eq!(client(&["by=10.0.0.1"], &[], 1), None, "a hop without for=");
-        assert_eq!(client(&["for=_hidden"], &[], 1), None);
+        assert_eq!(c(2).as_deref(), Some("203.0.113.7"));
     }
 
     #[test]
@@ -219,14 +243,16 @@ mod forwarding_tests {
             "for=\"",
             "\u{0}",
         ] {
-            let _ = client(&[junk], &[junk], 1);
-            let _ = client(&[], &[junk], 2);
+            let _ = client(FWD, &[junk], 1);
+            let _ = client(XFF, &[junk], 2);
         }
-        assert_eq!(client(&[], &["not-an-ip"], 1), None);
+        assert_eq!(client(XFF, &["not-an-ip"], 1), None);
         assert_eq!(
-            client(&[], &[" 2001:db8::1 "], 1).as_deref(),
+            client(XFF, &[" 2001:db8::1 "], 1).as_deref(),
             Some("2001:db8::1")
         );
+        let long = format!("{}1.2.3.4", "9.9.9.9,".repeat(100_000));
+        assert_eq!(client(XFF, &[&long], 1).as_deref(), Some("1.2.3.4"));
     }
 }
 

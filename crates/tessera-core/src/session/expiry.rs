@@ -34,25 +34,32 @@ pub enum Expiry {
     /// session for the configured idle timeout.
     BrowserSession,
     /// A persistent cookie with `Max-Age` of this duration, and the store keeps the session
-    /// for this long since its last use (sliding, like the idle timeout). From 1 s to
+    /// for this long since its last use (sliding, like the idle timeout). From twice the
+    /// [touch interval](crate::SessionConfigBuilder::touch_interval) (at least 1 s: the TTL
+    /// slides at most once per touch interval, so a shorter one could end a session in use) to
     /// [`longest_expiry`](crate::SessionConfigBuilder::longest_expiry).
     Persistent(Duration),
 }
 
 impl Expiry {
-    /// As stored in `fields::OWN_EXPIRY` (`None` for the default: the field goes).
-    fn stored(self, idle: Duration) -> Option<String> {
+    /// As stored in `fields::OWN_EXPIRY` (`None` for the default: the field goes). A browser
+    /// session stores no duration: it always has the configured idle timeout.
+    fn stored(self) -> Option<String> {
         match self {
             Expiry::Default => None,
-            Expiry::BrowserSession => Some(format!("b {}", idle.as_millis())),
+            Expiry::BrowserSession => Some("b".into()),
             Expiry::Persistent(d) => Some(format!("p {}", d.as_millis())),
         }
     }
 
-    fn parse(raw: Option<&Vec<u8>>) -> Expiry {
-        match (own_idle_ms(raw), raw.and_then(|r| r.first())) {
-            (Some(ms), Some(b'p')) => Expiry::Persistent(Duration::from_millis(ms)),
-            (Some(_), Some(b'b')) => Expiry::BrowserSession,
+    /// What is stored, a persistent expiry cut to `longest_ms` (the configuration may have
+    /// been lowered since it was set).
+    fn parse(raw: Option<&Vec<u8>>, longest_ms: u64) -> Expiry {
+        if let Some(ms) = own_idle_ms(raw, longest_ms) {
+            return Expiry::Persistent(Duration::from_millis(ms));
+        }
+        match raw.map(Vec::as_slice) {
+            Some(r) if r.first() == Some(&b'b') => Expiry::BrowserSession,
             _ => Expiry::Default,
         }
     }
@@ -62,13 +69,15 @@ impl Session {
     /// Gives this session its own expiry ("remember me"), or back the configured one with
     /// [`Expiry::Default`]. It takes effect on this response (the cookie is sent again with
     /// the new `Max-Age`, or none) and in the store (the TTL slides by it from now on, on every
-    /// instance); a login's id rotation keeps it. A persistent expiry outside 1 s to
+    /// instance); a login's id rotation keeps it. A persistent expiry outside twice the touch
+    /// interval (at least 1 s) to
     /// [`longest_expiry`](crate::SessionConfigBuilder::longest_expiry) is
     /// [`Error::TooLarge`] and changes nothing.
     pub async fn set_expiry(&self, expiry: Expiry) -> Result<()> {
         let config = &self.mgr().inner.config;
         if let Expiry::Persistent(d) = expiry {
-            if d < Duration::from_secs(1) || d > config.longest_expiry {
+            let shortest = (config.touch_interval * 2).max(Duration::from_secs(1));
+            if d < shortest || d > config.longest_expiry {
                 return Err(Error::TooLarge {
                     what: "seconds of session expiry",
                     limit: config.longest_expiry.as_secs() as usize,
@@ -78,7 +87,7 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         let name = fields::OWN_EXPIRY;
-        match expiry.stored(config.idle_timeout) {
+        match expiry.stored() {
             Some(v) => {
                 st.data.insert(name.to_string(), v.clone().into_bytes());
                 st.dirty.insert(name.to_string(), Some(v));
@@ -103,13 +112,16 @@ impl Session {
     pub async fn expiry(&self) -> Result<Expiry> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        Ok(Expiry::parse(st.data.get(fields::OWN_EXPIRY)))
+        Ok(Expiry::parse(
+            st.data.get(fields::OWN_EXPIRY),
+            self.timing().longest_ms,
+        ))
     }
 
     /// The timing of this session's writes: its own idle timeout when it has one.
     pub(super) fn timing_for(&self, st: &State) -> Timing {
         let t = self.timing();
-        match own_idle_ms(st.data.get(fields::OWN_EXPIRY)) {
+        match own_idle_ms(st.data.get(fields::OWN_EXPIRY), t.longest_ms) {
             Some(idle_ms) => Timing { idle_ms, ..t },
             None => t,
         }
@@ -118,7 +130,7 @@ impl Session {
     /// The cookie's `Max-Age` for this session (`None`: a browser-session cookie).
     pub(super) fn cookie_max_age(&self, st: &State) -> Option<Duration> {
         let config = &self.mgr().inner.config;
-        match Expiry::parse(st.data.get(fields::OWN_EXPIRY)) {
+        match Expiry::parse(st.data.get(fields::OWN_EXPIRY), self.timing().longest_ms) {
             Expiry::Persistent(d) => Some(d),
             Expiry::BrowserSession => None,
             Expiry::Default => config.cookie.persistent.then_some(config.idle_timeout),
@@ -128,5 +140,32 @@ impl Session {
     /// Whether a TTL refresh sends the cookie again (to slide its `Max-Age`).
     pub(super) fn cookie_slides(&self, st: &State) -> bool {
         self.cookie_max_age(st).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_expiry_is_cut_to_the_longest_the_configuration_allows_now() {
+        let p = b"p 90000".to_vec();
+        assert_eq!(own_idle_ms(Some(&p), 60_000), Some(60_000));
+        assert_eq!(own_idle_ms(Some(&p), 120_000), Some(90_000));
+        assert_eq!(
+            Expiry::parse(Some(&p), 60_000),
+            Expiry::Persistent(Duration::from_secs(60))
+        );
+        let b = b"b".to_vec();
+        assert_eq!(
+            own_idle_ms(Some(&b), 60_000),
+            None,
+            "the configured idle timeout"
+        );
+        assert_eq!(Expiry::parse(Some(&b), 60_000), Expiry::BrowserSession);
+        for junk in [&b"p "[..], b"p -1", b"p 1e9", b"x 100", b"p 0", b""] {
+            assert_eq!(own_idle_ms(Some(&junk.to_vec()), 60_000), None, "{junk:?}");
+        }
+        assert_eq!(Expiry::parse(None, 60_000), Expiry::Default);
     }
 }

@@ -74,6 +74,7 @@ impl SessionManager {
             touch_ms: ms(config.touch_interval),
             absolute_ms: config.absolute_lifetime.map(ms).unwrap_or(0),
             trail_max: config.trail.max_entries,
+            longest_ms: ms(config.longest_expiry),
         };
         SessionManager {
             inner: Arc::new(ManagerInner {

@@ -29,7 +29,7 @@ mod touch_log;
 
 pub use self::activity::Activity;
 pub(crate) use self::devices::time_of_ms;
-pub use self::devices::{ClientInfo, DeviceSession};
+pub use self::devices::{ClientInfo, DeviceSession, ForwardedHeader};
 pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::expiry::Expiry;
 pub use self::manager::SessionManager;
@@ -840,9 +840,16 @@ impl Session {
         if st.cookie == CookieAction::Send && st.status == Status::Unloaded {
             // The cookie goes again (a stale signing key, a sliding refresh by a write that did
             // not read): its kind and Max-Age depend on the session's own expiry, so read it.
-            // On a failure the configured kind is sent.
+            // On a failure the configured kind is sent, and the response stands: this read is
+            // only for the cookie's attributes.
+            let failure = st.failure.take();
             if let Err(e) = self.ensure_loaded(&mut st).await {
                 tracing::debug!(sid = %tag(st.id.as_ref()), error = %e, "could not read the session's expiry for its cookie");
+            }
+            // The read may have started an index refresh: it completes before the response.
+            Self::settle_index_refresh(&mut st).await;
+            if let Some(e) = std::mem::replace(&mut st.failure, failure) {
+                tracing::debug!(sid = %tag(st.id.as_ref()), error = %e, "the read for the cookie's attributes failed; the configured kind is sent");
             }
         }
         let set_cookie = match (&st.id, st.status, st.cookie) {

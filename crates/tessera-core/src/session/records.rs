@@ -254,6 +254,19 @@ impl Records {
         self.mgr.inner.store.take_bytes(key).await
     }
 
+    /// Puts back what [`take_legacy`](Self::take_legacy) took, when it could not be written
+    /// in tessera's layout (the store failed in between): the key is written again, if nothing
+    /// wrote it meanwhile, to expire after `ttl`, so the user is not logged out by a failed
+    /// take-over.
+    pub async fn put_back_legacy(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        check_legacy(&self.mgr.inner.config, key)?;
+        self.mgr
+            .inner
+            .store
+            .put_back_bytes(key, value, ttl.as_millis().min(u64::MAX as u128) as u64)
+            .await
+    }
+
     /// Deletes a session another store wrote under a plain string key (see
     /// [`take_legacy`](Self::take_legacy)); whether there was one.
     pub async fn delete_legacy(&self, key: &str) -> Result<bool> {

@@ -132,6 +132,10 @@ pub(crate) struct Timing {
     pub(crate) absolute_ms: u64,
     /// The most activity trail entries a session keeps.
     pub(crate) trail_max: usize,
+    /// The longest idle timeout a session's own expiry may give (the configuration's
+    /// `longest_expiry` now: a stored expiry above it, from before the configuration was
+    /// lowered, is cut to it).
+    pub(crate) longest_ms: u64,
 }
 
 /// A loaded session hash (reserved fields included).
@@ -329,7 +333,9 @@ impl Store {
                 store.check_logged().await;
                 Ok(store)
             }
-            Err(e) if strict || !e.is_store_failure() => Err(e),
+            // Only a server that could not be reached: a refusal (a wrong password, missing
+            // permissions, a TLS mismatch) is the configuration, and retrying will not help.
+            Err(e) if strict || !matches!(e, crate::Error::Unavailable(_)) => Err(e),
             Err(e) => {
                 let url_redacted = redis::redact(url);
                 tracing::warn!(url = %url_redacted, error = %e, cause = ?std::error::Error::source(&e), "session store not reachable at start: answering 503 until it is, connecting in the background");
@@ -349,8 +355,10 @@ impl Store {
         }
     }
 
-    /// Whether the store is connected (always, for a memory store): `false` while a store
-    /// started before its server could be reached is still connecting.
+    /// Whether the store has connected (always, for a memory store): `false` while a store
+    /// that started before its server could be reached is still connecting. It says nothing of
+    /// the server now (a connected store whose server went down answers 503 and reconnects by
+    /// itself): not a health check.
     pub fn is_connected(&self) -> bool {
         self.ready().is_ok()
     }
@@ -606,6 +614,14 @@ impl Store {
         }
     }
 
+    /// Writes a plain string key back if it does not exist (nothing on the memory store).
+    pub(crate) async fn put_back_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
+        match self.ready()? {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => r.write_to(key, r.put_back_bytes(key, value, ttl_ms)).await,
+        }
+    }
+
     /// Deletes a key; whether it existed.
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
         match self.ready()? {
@@ -794,15 +810,19 @@ impl Load {
     }
 }
 
-/// The idle timeout of a session with its own expiry (`fields::OWN_EXPIRY`: `p <ms>` or
-/// `b <ms>`). Mirrors `own_idle` in the scripts' prelude.
-pub(crate) fn own_idle_ms(v: Option<&Vec<u8>>) -> Option<u64> {
+/// The idle timeout of a session with its own persistent expiry (`fields::OWN_EXPIRY` =
+/// `p <ms>`), at most `longest_ms`; `None` for the configured one (no field, or `b`: a browser
+/// session keeps the configured idle timeout). Mirrors `own_idle` in the scripts' prelude.
+pub(crate) fn own_idle_ms(v: Option<&Vec<u8>>, longest_ms: u64) -> Option<u64> {
     let v = std::str::from_utf8(v?).ok()?;
-    let ms = v.strip_prefix("p ").or_else(|| v.strip_prefix("b "))?;
+    let ms = v.strip_prefix("p ")?;
     if !ms.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    ms.parse::<u64>().ok().filter(|n| *n > 0)
+    ms.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| n.min(longest_ms.max(1)))
 }
 
 /// Remaining lifetime of a session: the idle timeout, capped by its absolute deadline.
@@ -869,6 +889,7 @@ mod future_sizes {
             touch_ms: 1,
             absolute_ms: 0,
             trail_max: 1,
+            longest_ms: 1,
         };
         let op = super::WriteOp {
             mode: super::Mode::Update,

@@ -263,7 +263,7 @@ impl MemoryBackend {
         }
         let created = fields::ms(h, fields::CREATED).unwrap_or(wall);
         let t = Timing {
-            idle_ms: own_idle_ms(h.get(fields::OWN_EXPIRY)).unwrap_or(t.idle_ms),
+            idle_ms: own_idle_ms(h.get(fields::OWN_EXPIRY), t.longest_ms).unwrap_or(t.idle_ms),
             ..t
         };
         let Some(ttl) = ttl_ms(wall, created, t) else {
@@ -343,7 +343,8 @@ impl MemoryBackend {
                 let changes_own = op.set.iter().any(|(f, _)| *f == fields::OWN_EXPIRY)
                     || op.del.contains(&fields::OWN_EXPIRY);
                 if !changes_own {
-                    t.idle_ms = own_idle_ms(h.get(fields::OWN_EXPIRY)).unwrap_or(t.idle_ms);
+                    t.idle_ms =
+                        own_idle_ms(h.get(fields::OWN_EXPIRY), t.longest_ms).unwrap_or(t.idle_ms);
                 }
                 (c, due || changes_own, user)
             }

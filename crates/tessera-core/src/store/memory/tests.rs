@@ -7,6 +7,7 @@ const T: Timing = Timing {
     touch_ms: 10,
     absolute_ms: 0,
     trail_max: 50,
+    longest_ms: 100,
 };
 
 fn create(m: &MemoryBackend, k: &str, set: Vec<(&str, &str)>, t: Timing) -> WriteResult {
@@ -78,6 +79,7 @@ fn memory_is_bounded_and_the_least_recently_used_sessions_go_first() {
         touch_ms: 1_000,
         absolute_ms: 0,
         trail_max: 50,
+        longest_ms: 60_000,
     };
     let value = "x".repeat(16 * 1024);
     create(&m, "hot", vec![("v", &value)], t);

@@ -162,34 +162,30 @@ impl RedisBackend {
         let pool = builder(config, &o)
             .build_pool(o.pool_size.max(1))
             .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
-        init(&pool, &o, "timed out connecting to the session store").await?;
-        let tracking = match tracking_config {
-            None => None,
-            Some(config) => {
-                let mut b = builder(config, &o);
-                b.with_performance_config(|p| {
-                    p.default_command_timeout = Duration::ZERO;
-                    // Invalidations wait here until applied; a lag empties the cache.
-                    p.broadcast_channel_capacity = 16 * 1024;
-                });
-                // One client: hits are confirmed on the connection that read the key.
-                let tpool = b
-                    .build_pool(1)
-                    .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
-                init(
-                    &tpool,
-                    &o,
-                    "timed out connecting the near-cache's tracking connections",
-                )
-                .await?;
-                tracing::info!(target: "tessera::near_cache", max_bytes = o.near_cache_bytes, "near-cache on (RESP3 client tracking)");
-                Some(super::near_cache::Tracking::start(
-                    tpool,
-                    o.near_cache_bytes,
-                    o.near_cache_coherence == NearCacheCoherence::Barrier,
-                ))
+        if let Err(e) = init(&pool, &o, "timed out connecting to the session store").await {
+            discard(&pool).await;
+            return Err(e);
+        }
+        // Every way out below that is an error closes the pool: a pool dropped while its
+        // clients are connected keeps reconnecting in the background.
+        let configs = (kept_config, tracking_config);
+        match Self::finish_connect(url, o, configs, pool.clone(), freeze_ms).await {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                discard(&pool).await;
+                Err(e)
             }
-        };
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn finish_connect(
+        url: &str,
+        o: RedisOptions,
+        (kept_config, tracking_config): (Config, Option<Config>),
+        pool: Pool,
+        freeze_ms: u64,
+    ) -> Result<Self> {
         // Load the scripts now (on every primary in a cluster), so the first request does not
         // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
         let preload = async {
@@ -255,6 +251,38 @@ impl RedisBackend {
                 "expiry stamps beside the fields, removed when a load finds them past (no HPEXPIRE on this server)"
             }
         );
+        // Last: a failure before this point has no tracking pool to close.
+        let tracking = match tracking_config {
+            None => None,
+            Some(config) => {
+                let mut b = builder(config, &o);
+                b.with_performance_config(|p| {
+                    p.default_command_timeout = Duration::ZERO;
+                    // Invalidations wait here until applied; a lag empties the cache.
+                    p.broadcast_channel_capacity = 16 * 1024;
+                });
+                // One client: hits are confirmed on the connection that read the key.
+                let tpool = b
+                    .build_pool(1)
+                    .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
+                if let Err(e) = init(
+                    &tpool,
+                    &o,
+                    "timed out connecting the near-cache's tracking connections",
+                )
+                .await
+                {
+                    discard(&tpool).await;
+                    return Err(e);
+                }
+                tracing::info!(target: "tessera::near_cache", max_bytes = o.near_cache_bytes, "near-cache on (RESP3 client tracking)");
+                Some(super::near_cache::Tracking::start(
+                    tpool,
+                    o.near_cache_bytes,
+                    o.near_cache_coherence == NearCacheCoherence::Barrier,
+                ))
+            }
+        };
         Ok(RedisBackend {
             config: kept_config,
             options: o.clone(),
@@ -302,6 +330,12 @@ pub(super) fn builder(config: Config, o: &RedisOptions) -> Builder {
     // about half a second of the server coming back.
     .set_policy(ReconnectPolicy::new_exponential(0, 50, 500, 2));
     b
+}
+
+/// Closes a pool that will not be used (a failed connect): without it, its clients would keep
+/// reconnecting in the background.
+async fn discard(pool: &Pool) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), pool.quit()).await;
 }
 
 async fn init(pool: &Pool, o: &RedisOptions, what: &'static str) -> Result<()> {

@@ -344,6 +344,7 @@ impl RedisBackend {
             (t.idle_ms as i64).into(),
             (t.touch_ms as i64).into(),
             (t.absolute_ms as i64).into(),
+            (t.longest_ms.min(i64::MAX as u64) as i64).into(),
         ];
         parse_load(self.eval_read(&LOAD, key, args).await?)
     }
@@ -407,6 +408,27 @@ impl RedisBackend {
             Some(&code::GONE) => Release::Gone,
             _ => Release::Taken,
         })
+    }
+
+    /// Writes a plain string key if it does not exist, expiring after `ttl_ms`: a taken-over
+    /// session put back after its new copy could not be written.
+    pub(crate) async fn put_back_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
+        use fred::types::{Expiration, SetOptions};
+        let _: Value = Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.write_opts)
+                .set(
+                    key,
+                    value,
+                    Some(Expiration::PX(ttl_ms.clamp(1, i64::MAX as u64) as i64)),
+                    Some(SetOptions::NX),
+                    false,
+                ),
+        )
+        .await
+        .map_err(Error::from_fred)?;
+        Ok(())
     }
 
     /// A plain string key's value, deleted in the same command (`GETDEL`): for taking over

@@ -264,6 +264,7 @@ impl WriteArgs<'_, '_> {
         args.push(int(op.expire.len() as u64));
         args.push(int(op.records.len() as u64));
         args.push(int(t.trail_max as u64));
+        args.push(int(t.longest_ms));
         for (f, v) in &op.set {
             args.push((*f).into());
             args.push((*v).into());

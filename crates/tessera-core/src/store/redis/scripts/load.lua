@@ -1,6 +1,6 @@
 -- tessera load: HGETALL plus the throttled TTL refresh, in one round trip. Single key.
 -- KEYS[1] session key; ARGV: idle_ms (a session's own expiry, F_OWN_EXPIRY, takes its place),
--- touch_ms, absolute_ms (0 = none)
+-- touch_ms, absolute_ms (0 = none), longest_ms (the longest own expiry the configuration allows)
 -- Returns {GONE} when there is no live session, {MOVED} for a key retired by a login's id
 -- rotation moments ago (see release.lua), else {TOUCHED, hash}, {FRESH, hash, age_ms}
 -- (age_ms: how long ago, by the server clock, the last refresh was), or {TOUCH_REFUSED, hash,
@@ -19,7 +19,7 @@ for i = 1, #h, 2 do
 end
 if is_tombstone(created_field, moving) then return {MOVED} end
 if created_field == nil then return {GONE} end -- not a session hash
-local idle, touch, abs = own_idle(own, tonumber(ARGV[1])), tonumber(ARGV[2]), tonumber(ARGV[3])
+local idle, touch, abs = own_idle(own, tonumber(ARGV[1]), tonumber(ARGV[4])), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 h = drop_expired(key, h, now)
 local ttl = session_ttl(now, created or now, idle, abs)

@@ -20,12 +20,16 @@ local function session_ttl(now, created, idle, abs)
   return idle
 end
 
--- The idle timeout of a session with its own expiry (F_OWN_EXPIRY = 'p <ms>' or 'b <ms>'),
--- else the configured one. Mirrors store::own_idle_ms.
-local function own_idle(v, default)
+-- The idle timeout of a session with its own persistent expiry (F_OWN_EXPIRY = 'p <ms>'),
+-- at most `longest` (the configuration's now); else the configured one (`default`), also for
+-- a browser session ('b'). Mirrors store::own_idle_ms.
+local function own_idle(v, default, longest)
   if v then
-    local n = tonumber(string.match(v, '^[pb] (%d+)$'))
-    if n and n > 0 then return n end
+    local n = tonumber(string.match(v, '^p (%d+)$'))
+    if n and n > 0 then
+      if longest and longest > 0 and n > longest then return longest end
+      return n
+    end
   end
   return default
 end

@@ -4,7 +4,7 @@
 --       session's own expiry F_OWN_EXPIRY takes its place unless this write changes it), absolute_ms,
 --       created_ms (create: 0 = now), nset, ndel, incr_field ('' = none), incr_by, touch_ms,
 --       freeze_ms, max_fields (0 = not checked here), native ('1': hash-field expiry), nexp,
---       nrec, trail_max, then nset field/value pairs, then ndel fields, then nexp
+--       nrec, trail_max, longest_ms (the longest own expiry now), then nset field/value pairs, then ndel fields, then nexp
 --       field/lifetime_ms pairs (see set_lifetimes in the prelude), then nrec activity trail
 --       entries (see append_trail)
 -- Returns {WRITTEN, incr_result (as text), touched (0/1), user id or '', now}, {GONE}, {EXISTS} (create),
@@ -17,7 +17,7 @@
 -- Over maxmemory (noeviction) the first write command fails with OOM before anything is
 -- written; the script then fails with that error, and the caller reports the store unavailable.
 local WRITTEN, GONE, EXISTS, NOT_AN_INTEGER, MOVED, TOO_MANY_FIELDS = 1, 0, -1, -2, -3, -5
-local FIRST = 17
+local FIRST = 18
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
@@ -46,7 +46,7 @@ else
   for i = 0, ndel - 1 do
     if ARGV[FIRST + 2 * nset + i] == F_OWN_EXPIRY then changes_own = true end
   end
-  if not changes_own then idle = own_idle(meta[5], idle) end
+  if not changes_own then idle = own_idle(meta[5], idle, tonumber(ARGV[17])) end
 end
 local ttl = session_ttl(now, created, idle, abs)
 if not ttl then
