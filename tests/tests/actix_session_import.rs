@@ -150,6 +150,45 @@ async fn takes_over_signed_actix_session_cookies() {
     takes_over(CookieContentSecurity::Signed, true).await
 }
 
+/// The store failing during a take-over: the old cookie stays, the old session is still there
+/// (the take-over waiting in the paused server's socket is refused past its deadline), and it
+/// is taken over once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_keeps_the_old_cookie() {
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let old = old_app(&server.url(), CookieContentSecurity::Private).await;
+    let b = old.browser();
+    assert_eq!(b.post("/old/login", None).await.status, 204);
+    let import = ActixSessionImport::new(&ACTIX_KEY)
+        .unwrap()
+        .user_id_field("user_id");
+    let app = new_app(manager(&server).await, Some(import));
+    let b = b.pointed_at(&app);
+    server.pause();
+    let r = b.get("/me").await;
+    // Resumed after the take-over's deadline: the script that waited in the socket refuses to
+    // run (a bare GETDEL would run now and lose the session).
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    server.resume();
+    assert!(
+        !r.set_cookies.iter().any(|c| c.starts_with("id=")),
+        "the old cookie stays: {r:?}"
+    );
+    assert!(b.cookie("id").is_some());
+    assert_eq!(
+        old_keys(&server).len(),
+        1,
+        "the old session is still there: {r:?}"
+    );
+    let r = b.get("/me").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["user_id"], json!("ada"));
+    assert!(b.cookie("id").is_none());
+}
+
 #[test]
 fn a_short_key_is_a_typed_error() {
     assert!(ActixSessionImport::new(&[1; 32]).is_err());

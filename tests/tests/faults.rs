@@ -147,6 +147,26 @@ async fn rediss_never_falls_back_to_plaintext() {
     assert!(!lazy.is_connected(), "never connected in plaintext");
 }
 
+/// A server that answers but refuses the client (a wrong password) is a configuration error
+/// at start, not a reason to start and retry forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_fails_at_start_even_when_not_strict() {
+    let server = Server::start(ServerKind::Redis7);
+    server.cmd(&["CONFIG", "SET", "requirepass", "right-password"]);
+    let url = format!("redis://:wrong-password@127.0.0.1:{}", server.port());
+    let start = Instant::now();
+    let err = Store::redis(&url)
+        .await
+        .expect_err("a refused password is an error");
+    assert!(
+        !matches!(err, tessera_core::Error::Unavailable(_)),
+        "not 'unavailable': {err:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let ok = format!("redis://:right-password@127.0.0.1:{}", server.port());
+    assert!(Store::redis(&ok).await.unwrap().is_connected());
+}
+
 /// An app that starts before its Redis does: it starts (not strict), answers 503 with
 /// Retry-After, fast, and serves sessions once the server is up, with no connection left
 /// behind by the attempts before. With `strict_start` it does not start.

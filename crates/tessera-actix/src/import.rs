@@ -7,7 +7,7 @@ use tessera_core::{Session, SessionManager};
 
 /// Takes over sessions written by [actix-session](https://docs.rs/actix-session)'s Redis
 /// store (`RedisSessionStore`): a request without a tessera cookie that carries
-/// actix-session's cookie has that session read (and deleted, by one `GETDEL`: of several
+/// actix-session's cookie has that session read (and deleted, in one step: of several
 /// instances exactly one takes it) and written as a new tessera session with the same
 /// values, in the same request; the old cookie is removed in the response. Each value was
 /// JSON text in actix-session, and is the JSON value in tessera (`session.get::<T>` reads it

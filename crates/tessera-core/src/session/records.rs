@@ -244,11 +244,12 @@ impl Records {
         Ok(existed)
     }
 
-    /// Takes a session another store wrote under a plain string key: its value, deleted by
-    /// the same command (`GETDEL`), so of several instances taking over the same session
-    /// exactly one gets it. `None` when there is none (always, on the memory store). Only for
-    /// keys that are not tessera's own (sessions, indexes, events, in this namespace): others
-    /// are [`Error::Unsupported`].
+    /// Takes a session another store wrote under a plain string key: its value, deleted in
+    /// the same step (like `GETDEL`, but refused once past its deadline, so a take-over that
+    /// waited in a paused server's socket never runs more than 250 ms after its caller gave
+    /// up), so of several instances taking over the same session exactly one gets it. `None`
+    /// when there is none (always, on the memory store). Only for keys that are not tessera's own (sessions,
+    /// indexes, events, in this namespace): others are [`Error::Unsupported`].
     pub async fn take_legacy(&self, key: &str) -> Result<Option<Vec<u8>>> {
         check_legacy(&self.mgr.inner.config, key)?;
         self.mgr.inner.store.take_bytes(key).await

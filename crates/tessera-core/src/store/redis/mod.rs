@@ -18,7 +18,7 @@ pub(crate) use self::search::QueryEngine;
 
 use self::protocol::{
     code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, END_IF,
-    FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, TAKE, WRITE,
+    FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, TAKE, TAKE_LEGACY, WRITE,
 };
 use super::{EndIf, Freeze, Load, Release, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
@@ -431,18 +431,21 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// A plain string key's value, deleted in the same command (`GETDEL`): for taking over
-    /// what another session store wrote, by exactly one caller.
+    /// A plain string key's value, deleted in the same step (take_legacy.lua: like `GETDEL`,
+    /// but refused past its deadline): for taking over what another session store wrote, by
+    /// exactly one caller.
     pub(crate) async fn take_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let v: Option<Vec<u8>> = Box::pin(
-            self.pool
-                .next_connected()
-                .with_options(&self.write_opts)
-                .getdel(key),
-        )
-        .await
-        .map_err(Error::from_fred)?;
-        Ok(v)
+        let reply: Value = self.eval_write(&TAKE_LEGACY, key, Vec::new()).await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(unexpected(
+                "take-over script replied with a non-array".into(),
+            ));
+        };
+        match (parts.first().and_then(Value::as_i64), parts.len()) {
+            (Some(0), _) => Ok(None),
+            (Some(1), 2) => Ok(parts.pop().and_then(value_bytes)),
+            _ => Err(unexpected(format!("take-over script replied {parts:?}"))),
+        }
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
