@@ -109,6 +109,24 @@ pub mod test_routes {
         )
     }
 
+    /// `GET /csrf-token`: `{"token"}`, a CSRF token of the session (made on first use).
+    pub async fn csrf_token(s: &Session) -> Reply {
+        done(
+            s.csrf_token()
+                .await
+                .map(|t| Reply::json(json!({ "token": t }))),
+        )
+    }
+
+    /// `POST /csrf-increment` behind the `X-CSRF-Token` check: `counter` + 1.
+    pub async fn csrf_increment(s: &Session) -> Reply {
+        done(
+            s.increment("counter", 1)
+                .await
+                .map(|n| Reply::json(json!(n))),
+        )
+    }
+
     /// `POST /logout-others`: how many sessions ended.
     pub async fn logout_others(s: &Session) -> Reply {
         done(s.logout_others().await.map(|n| Reply::json(json!(n))))
@@ -148,6 +166,16 @@ pub fn spawn_actix_app(manager: SessionManager) -> TestApp {
                 "/insert-then-increment",
                 web::post().to(|s: S, b: web::Json<serde_json::Value>| async move {
                     reply(test_routes::insert_then_increment(&s, b.into_inner()).await)
+                }),
+            )
+            .route(
+                "/csrf-token",
+                web::get().to(|s: S| async move { reply(test_routes::csrf_token(&s).await) }),
+            )
+            .route(
+                "/csrf-increment",
+                web::post().to(|_: tessera_actix::CsrfHeader, s: S| async move {
+                    reply(test_routes::csrf_increment(&s).await)
                 }),
             )
     })
@@ -221,6 +249,16 @@ pub fn router(manager: SessionManager) -> Router {
                     reply(test_routes::insert_then_increment(&s, b).await)
                 },
             ),
+        )
+        .route(
+            "/csrf-token",
+            get(|s: Session| async move { reply(test_routes::csrf_token(&s).await) }),
+        )
+        .route(
+            "/csrf-increment",
+            post(|_: tessera_axum::CsrfHeader, s: Session| async move {
+                reply(test_routes::csrf_increment(&s).await)
+            }),
         )
         .layer(SessionLayer::from_manager(manager))
 }

@@ -154,6 +154,8 @@ impl Browser {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .pool_max_idle_per_host(64)
+                // Redirects are answers to check (and carry cookies): never followed.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
             jar: Arc::new(Mutex::new(BTreeMap::new())),
@@ -285,11 +287,45 @@ impl Browser {
         }
     }
 
+    /// `POST path` with a form body (`application/x-www-form-urlencoded`), as a browser posts
+    /// an HTML form.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.send_body(
+            reqwest::Method::POST,
+            path,
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
+            &[],
+        )
+        .await
+    }
+
+    /// `POST path` with extra headers and no body.
+    pub async fn post_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send_body(reqwest::Method::POST, path, None, headers)
+            .await
+    }
+
     pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
+    ) -> Answer {
+        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
+        self.send_body(method, path, body, &[]).await
+    }
+
+    async fn send_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
     ) -> Answer {
         let mut req = self
             .client
@@ -304,8 +340,11 @@ impl Browser {
         if !cookie_header.is_empty() {
             req = req.header("cookie", cookie_header);
         }
-        if let Some(b) = body {
-            req = req.json(&b);
+        if let Some((content_type, b)) = body {
+            req = req.header("content-type", content_type).body(b);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let start = std::time::Instant::now();
         let res = req.send().await.expect("request failed");
@@ -325,4 +364,16 @@ impl Browser {
         }
         answer
     }
+}
+
+/// Percent-encodes a form value (everything but unreserved characters).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -32,10 +32,12 @@
 //! ```
 #![deny(missing_docs)]
 
+mod csrf;
 mod extract;
 mod import;
 mod middleware;
 
+pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection};
 pub use extract::{reply, Session, SessionError, SessionMissing};
 pub use import::{ActixSessionImport, ImportKeyError};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
@@ -43,8 +45,9 @@ pub use tessera_core;
 
 // What apps need besides the adapter's own types, so `tessera-actix` is their only dependency.
 pub use tessera_core::{
-    Activity, ClientInfo, DeviceSession, Error, Event, EventKind, EventPage, FieldKey, Key,
-    RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager, Store,
+    csrf_input, Activity, ClientInfo, DeviceSession, Error, Event, EventKind, EventPage, Expiry,
+    FieldKey, Key, RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager,
+    Store,
 };
 
 use actix_web::web;

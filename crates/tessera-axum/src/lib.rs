@@ -27,10 +27,12 @@
 //! ```
 #![deny(missing_docs)]
 
+mod csrf;
 pub mod endpoints;
 mod extract;
 mod layer;
 
+pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection};
 pub use endpoints::endpoints;
 pub use extract::{Session, SessionError, SessionMissing};
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
@@ -38,8 +40,9 @@ pub use tessera_core;
 
 // What apps need besides the adapter's own types, so `tessera-axum` is their only dependency.
 pub use tessera_core::{
-    Activity, ClientInfo, DeviceSession, Error, Event, EventKind, EventPage, FieldKey, Key,
-    RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager, Store,
+    csrf_input, Activity, ClientInfo, DeviceSession, Error, Event, EventKind, EventPage, Expiry,
+    FieldKey, Key, RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager,
+    Store,
 };
 
 /// The crate README's examples, compiled as doc tests (so the README cannot drift).

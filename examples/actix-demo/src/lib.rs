@@ -4,7 +4,7 @@ use actix_web::web::{self, Bytes, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
 use demo_core::AdminRoute;
 use serde_json::Value;
-use tessera_actix::{reply, Session};
+use tessera_actix::{reply, CsrfForm, CsrfRejection, Session};
 
 pub use demo_core::{config_from_env, port_from_env, store_from_env};
 
@@ -61,7 +61,90 @@ fn base_routes(cfg: &mut ServiceConfig) {
             "/counter",
             web::post().to(|s: Session| async move { reply(demo_core::counter(&s).await) }),
         )
-        .configure(tessera_actix::endpoints);
+        .configure(tessera_actix::endpoints)
+        .configure(ui_routes);
+}
+
+/// `GET /` (the page for people) and its form posts, each checked against the session's CSRF
+/// token before anything changes.
+fn ui_routes(cfg: &mut ServiceConfig) {
+    use demo_core::ui::{self, EmptyForm, LoginForm, RevokeForm};
+    type Form<T> = Result<CsrfForm<T>, CsrfRejection>;
+    cfg.route(
+        "/",
+        web::get().to(|s: Session| async move { html(ui::page(&s).await) }),
+    )
+    .route(
+        "/ui/login",
+        web::post().to(|s: Session, f: Form<LoginForm>| async move {
+            match checked(f) {
+                Ok(f) => html(ui::login(&s, f).await),
+                Err(r) => *r,
+            }
+        }),
+    )
+    .route(
+        "/ui/counter",
+        web::post().to(|s: Session, f: Form<EmptyForm>| async move {
+            match checked(f) {
+                Ok(_) => html(ui::counter(&s).await),
+                Err(r) => *r,
+            }
+        }),
+    )
+    .route(
+        "/ui/logout",
+        web::post().to(|s: Session, f: Form<EmptyForm>| async move {
+            match checked(f) {
+                Ok(_) => html(ui::logout(&s).await),
+                Err(r) => *r,
+            }
+        }),
+    )
+    .route(
+        "/ui/logout-all",
+        web::post().to(|s: Session, f: Form<EmptyForm>| async move {
+            match checked(f) {
+                Ok(_) => html(ui::logout_all(&s).await),
+                Err(r) => *r,
+            }
+        }),
+    )
+    .route(
+        "/ui/revoke",
+        web::post().to(|s: Session, f: Form<RevokeForm>| async move {
+            match checked(f) {
+                Ok(f) => html(ui::revoke(&s, f).await),
+                Err(r) => *r,
+            }
+        }),
+    );
+}
+
+/// A form that passed the CSRF check, or the answer for one that did not: the login form
+/// when its session is gone, `403` when the token is not the session's.
+fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, Box<HttpResponse>> {
+    use actix_web::ResponseError;
+    match f {
+        Ok(CsrfForm(t)) => Ok(t),
+        Err(CsrfRejection::NoSession) => Err(Box::new(html(demo_core::ui::refused(true)))),
+        Err(CsrfRejection::Invalid) => Err(Box::new(html(demo_core::ui::refused(false)))),
+        Err(other) => Err(Box::new(other.error_response())),
+    }
+}
+
+/// A UI page or redirect as a response, never cached, never framed.
+fn html(p: demo_core::ui::Page) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut b = HttpResponse::build(status);
+    for (name, value) in demo_core::ui::HEADERS {
+        b.insert_header((*name, *value));
+    }
+    match p.location {
+        Some(to) => b.insert_header(("location", to)).finish(),
+        None => b.content_type("text/html; charset=utf-8").body(p.html),
+    }
 }
 
 fn body(b: &Bytes) -> Result<Value, String> {

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use demo_core::AdminRoute;
 use serde_json::Value;
 use tessera_axum::endpoints::reply;
-use tessera_axum::{Session, SessionLayer};
+use tessera_axum::{CsrfForm, CsrfRejection, Session, SessionLayer};
 use tessera_core::SessionManager;
 
 pub use demo_core::{config_from_env, port_from_env, store_from_env};
@@ -64,6 +64,97 @@ pub fn routes_with_admin(admin_token: Option<String>) -> Router {
             post(|s: Session| async move { reply(demo_core::counter(&s).await) }),
         )
         .merge(tessera_axum::endpoints())
+        .merge(ui_routes())
+}
+
+/// `GET /` (the page for people) and its form posts, each checked against the session's CSRF
+/// token before anything changes.
+fn ui_routes() -> Router {
+    use demo_core::ui::{self, EmptyForm, LoginForm, RevokeForm};
+    type Form<T> = Result<CsrfForm<T>, CsrfRejection>;
+    Router::new()
+        .route(
+            "/",
+            get(|s: Session| async move { html(ui::page(&s).await) }),
+        )
+        .route(
+            "/ui/login",
+            post(|s: Session, f: Form<LoginForm>| async move {
+                match checked(f) {
+                    Ok(f) => html(ui::login(&s, f).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+        .route(
+            "/ui/counter",
+            post(|s: Session, f: Form<EmptyForm>| async move {
+                match checked(f) {
+                    Ok(_) => html(ui::counter(&s).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+        .route(
+            "/ui/logout",
+            post(|s: Session, f: Form<EmptyForm>| async move {
+                match checked(f) {
+                    Ok(_) => html(ui::logout(&s).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+        .route(
+            "/ui/logout-all",
+            post(|s: Session, f: Form<EmptyForm>| async move {
+                match checked(f) {
+                    Ok(_) => html(ui::logout_all(&s).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+        .route(
+            "/ui/revoke",
+            post(|s: Session, f: Form<RevokeForm>| async move {
+                match checked(f) {
+                    Ok(f) => html(ui::revoke(&s, f).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+}
+
+/// A form that passed the CSRF check, or the answer for one that did not: the login form
+/// when its session is gone, `403` when the token is not the session's.
+fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, Box<Response>> {
+    use axum::response::IntoResponse;
+    match f {
+        Ok(CsrfForm(t)) => Ok(t),
+        Err(CsrfRejection::NoSession) => Err(Box::new(html(demo_core::ui::refused(true)))),
+        Err(CsrfRejection::Invalid) => Err(Box::new(html(demo_core::ui::refused(false)))),
+        Err(other) => Err(Box::new(other.into_response())),
+    }
+}
+
+/// A UI page or redirect as a response, never cached, never framed.
+fn html(p: demo_core::ui::Page) -> Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = match p.location {
+        Some(to) => (status, [(header::LOCATION, to)]).into_response(),
+        None => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            p.html,
+        )
+            .into_response(),
+    };
+    for (name, value) in demo_core::ui::HEADERS {
+        res.headers_mut()
+            .insert(*name, HeaderValue::from_static(value));
+    }
+    res
 }
 
 fn body(b: Result<Json<Value>, JsonRejection>) -> Result<Value, String> {

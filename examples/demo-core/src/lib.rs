@@ -2,6 +2,8 @@
 //! call these, and turn the [`Reply`] into a response, so one client script works against
 //! either.
 
+pub mod ui;
+
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 use tessera_core::endpoints::Reply;

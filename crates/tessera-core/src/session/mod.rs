@@ -13,6 +13,7 @@
 
 mod account;
 mod activity;
+mod csrf;
 mod devices;
 mod events;
 mod expiry;
@@ -28,6 +29,7 @@ mod state;
 mod touch_log;
 
 pub use self::activity::Activity;
+pub use self::csrf::{csrf_input, CSRF_FIELD, CSRF_HEADER};
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession, ForwardedHeader};
 pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};

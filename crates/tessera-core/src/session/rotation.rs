@@ -45,6 +45,8 @@ impl Session {
             Box::pin(self.end_for_another_user(&mut st)).await?;
             previous_user = None;
         }
+        // Tokens of the page before the login are not good after it.
+        super::csrf::forget_secret(&mut st);
         let meta = [
             (fields::USER, Some(user_id.to_string())),
             (fields::USER_AGENT, st.client.user_agent.clone()),

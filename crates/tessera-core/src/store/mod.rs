@@ -40,6 +40,8 @@ pub(crate) mod fields {
     /// cookie, the store's idle timeout `ms`) or `b <ms>` (a browser-session cookie). The
     /// scripts slide the TTL by it instead of the configured idle timeout.
     pub(crate) const OWN_EXPIRY: &str = "__i";
+    /// The session's CSRF secret, base64url (see session/csrf.rs).
+    pub(crate) const CSRF: &str = "__k";
     /// Prefix of a field's lifetime stamp: `__x:<field>` = its expiry, server ms.
     pub(crate) const EXPIRES: &str = "__x:";
 

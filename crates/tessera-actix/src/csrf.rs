@@ -1,0 +1,149 @@
+//! CSRF checks: a form post's `csrf_token` field ([`CsrfForm`]) or a request's `X-CSRF-Token`
+//! header ([`CsrfHeader`]) against the session's token ([`tessera_core::Session::csrf_token`]).
+//! A request that fails the check is refused with `403 Forbidden` before the handler runs, so
+//! it changes nothing.
+
+use crate::extract::SessionMissing;
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+use tessera_core::{CSRF_FIELD, CSRF_HEADER};
+
+/// Why a CSRF check refused a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CsrfRejection {
+    /// No token, or not this session's (a forged or cross-site post): `403`.
+    #[error("CSRF token missing or not valid")]
+    Invalid,
+    /// The request has no live session: none, or it was logged out, revoked or expired since
+    /// the page was served. `403` too; an app may send the user to its login page instead.
+    #[error("no live session for this request")]
+    NoSession,
+    /// The body is not a form the handler's type reads: `422`.
+    #[error("form body not readable: {0}")]
+    Form(String),
+    /// The session store failed: `503` (or `500`), as any session error.
+    #[error(transparent)]
+    Session(#[from] tessera_core::Error),
+    /// The app has no [`SessionMiddleware`](crate::SessionMiddleware): `500`.
+    #[error(transparent)]
+    Missing(#[from] SessionMissing),
+}
+
+impl ResponseError for CsrfRejection {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            CsrfRejection::Invalid | CsrfRejection::NoSession => StatusCode::FORBIDDEN,
+            CsrfRejection::Form(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CsrfRejection::Session(e) => {
+                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            CsrfRejection::Missing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            CsrfRejection::Session(e) => crate::extract::error_response(e),
+            other => HttpResponse::build(other.status_code())
+                .content_type("text/plain; charset=utf-8")
+                .body(other.to_string()),
+        }
+    }
+}
+
+/// Checks `token` against the session; the rejection says whether there was a session at all.
+async fn check(session: &tessera_core::Session, token: &str) -> Result<(), CsrfRejection> {
+    if session.verify_csrf(token).await? {
+        return Ok(());
+    }
+    if session.is_stored().await? {
+        Err(CsrfRejection::Invalid)
+    } else {
+        Err(CsrfRejection::NoSession)
+    }
+}
+
+fn session_of(req: &HttpRequest) -> Result<tessera_core::Session, SessionMissing> {
+    req.extensions()
+        .get::<tessera_core::Session>()
+        .cloned()
+        .ok_or(SessionMissing)
+}
+
+/// A form post (`application/x-www-form-urlencoded`) whose `csrf_token` field matched the
+/// session's token; `T` is read from the same form (its other fields). Put the token in the
+/// form with [`tessera_core::csrf_input`].
+///
+/// ```
+/// use tessera_actix::{CsrfForm, Session, SessionError};
+/// #[derive(serde::Deserialize)]
+/// struct Rename { name: String }
+/// async fn rename(session: Session, CsrfForm(form): CsrfForm<Rename>) -> Result<&'static str, SessionError> {
+///     session.insert("name", &form.name).await?;
+///     Ok("renamed")
+/// }
+/// # let _ = actix_web::web::post().to(rename);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CsrfForm<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
+    type Error = CsrfRejection;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let session = session_of(req);
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let session = session?;
+            let body = body.await.map_err(|e| CsrfRejection::Form(e.to_string()))?;
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+                .map_err(|e| CsrfRejection::Form(e.to_string()))?;
+            let token = pairs
+                .iter()
+                .find(|(k, _)| k == CSRF_FIELD)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("");
+            check(&session, token).await?;
+            serde_urlencoded::from_bytes(&body)
+                .map(CsrfForm)
+                .map_err(|e| CsrfRejection::Form(e.to_string()))
+        })
+    }
+}
+
+/// A request whose `X-CSRF-Token` header matched the session's token (for `fetch` / XHR
+/// posts). Take it as an argument of the handler it guards.
+///
+/// ```
+/// use tessera_actix::{CsrfHeader, Session, SessionError};
+/// async fn like(_: CsrfHeader, session: Session) -> Result<String, SessionError> {
+///     Ok(session.increment("likes", 1).await?.to_string())
+/// }
+/// # let _ = actix_web::web::post().to(like);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct CsrfHeader;
+
+impl FromRequest for CsrfHeader {
+    type Error = CsrfRejection;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = session_of(req);
+        let token = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Box::pin(async move {
+            check(&session?, &token).await?;
+            Ok(CsrfHeader)
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! CSRF checks: a form post's `csrf_token` field ([`CsrfForm`]) or a request's `X-CSRF-Token`
+//! header ([`CsrfHeader`]) against the session's token ([`tessera_core::Session::csrf_token`]).
+//! A request that fails the check is refused with `403 Forbidden` before the handler runs, so
+//! it changes nothing.
+
+use crate::extract::{error_response, SessionMissing};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+use tessera_core::{CSRF_FIELD, CSRF_HEADER};
+
+/// Why a CSRF check refused a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CsrfRejection {
+    /// No token, or not this session's (a forged or cross-site post): `403`.
+    #[error("CSRF token missing or not valid")]
+    Invalid,
+    /// The request has no live session: none, or it was logged out, revoked or expired since
+    /// the page was served. `403` too; an app may send the user to its login page instead.
+    #[error("no live session for this request")]
+    NoSession,
+    /// The body is not a form the handler's type reads: `422`.
+    #[error("form body not readable: {0}")]
+    Form(String),
+    /// The session store failed: `503` (or `500`), as any session error.
+    #[error(transparent)]
+    Session(#[from] tessera_core::Error),
+    /// The route has no [`SessionLayer`](crate::SessionLayer): `500`.
+    #[error(transparent)]
+    Missing(#[from] SessionMissing),
+}
+
+impl IntoResponse for CsrfRejection {
+    fn into_response(self) -> Response {
+        match self {
+            CsrfRejection::Invalid | CsrfRejection::NoSession => {
+                (StatusCode::FORBIDDEN, self.to_string()).into_response()
+            }
+            CsrfRejection::Form(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, self.to_string()).into_response()
+            }
+            CsrfRejection::Session(e) => error_response(&e),
+            CsrfRejection::Missing(m) => m.into_response(),
+        }
+    }
+}
+
+/// Checks `token` against the session; the rejection says whether there was a session at all.
+async fn check(session: &tessera_core::Session, token: &str) -> Result<(), CsrfRejection> {
+    if session.verify_csrf(token).await? {
+        return Ok(());
+    }
+    if session.is_stored().await? {
+        Err(CsrfRejection::Invalid)
+    } else {
+        Err(CsrfRejection::NoSession)
+    }
+}
+
+fn session_of(ext: &http::Extensions) -> Result<tessera_core::Session, SessionMissing> {
+    ext.get::<tessera_core::Session>()
+        .cloned()
+        .ok_or(SessionMissing)
+}
+
+/// A form post (`application/x-www-form-urlencoded`) whose `csrf_token` field matched the
+/// session's token; `T` is read from the same form (its other fields). Put the token in the
+/// form with [`tessera_core::csrf_input`].
+///
+/// ```
+/// use tessera_axum::{CsrfForm, Session, SessionError};
+/// #[derive(serde::Deserialize)]
+/// struct Rename { name: String }
+/// async fn rename(session: Session, CsrfForm(form): CsrfForm<Rename>) -> Result<&'static str, SessionError> {
+///     session.insert("name", &form.name).await?;
+///     Ok("renamed")
+/// }
+/// # let _: axum::Router = axum::Router::new().route("/rename", axum::routing::post(rename));
+/// ```
+#[derive(Debug, Clone)]
+pub struct CsrfForm<T>(pub T);
+
+impl<S, T> FromRequest<S> for CsrfForm<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = CsrfRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let session = session_of(req.extensions())?;
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| CsrfRejection::Form(e.body_text()))?;
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(&body).map_err(|e| CsrfRejection::Form(e.to_string()))?;
+        let token = pairs
+            .iter()
+            .find(|(k, _)| k == CSRF_FIELD)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        check(&session, token).await?;
+        serde_urlencoded::from_bytes(&body)
+            .map(CsrfForm)
+            .map_err(|e| CsrfRejection::Form(e.to_string()))
+    }
+}
+
+/// A request whose `X-CSRF-Token` header matched the session's token (for `fetch` / XHR
+/// posts). Take it as an argument of the handler it guards.
+///
+/// ```
+/// use tessera_axum::{CsrfHeader, Session, SessionError};
+/// async fn like(_: CsrfHeader, session: Session) -> Result<String, SessionError> {
+///     Ok(session.increment("likes", 1).await?.to_string())
+/// }
+/// # let _: axum::Router = axum::Router::new().route("/like", axum::routing::post(like));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct CsrfHeader;
+
+impl<S: Send + Sync> FromRequestParts<S> for CsrfHeader {
+    type Rejection = CsrfRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let session = session_of(&parts.extensions)?;
+        let token = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        check(&session, token).await?;
+        Ok(CsrfHeader)
+    }
+}

@@ -1,0 +1,331 @@
+//! `GET /` and its forms: the demo for people, in a browser. Server-rendered HTML that works
+//! without JavaScript; every form carries the session's CSRF token (checked by the adapters'
+//! `CsrfForm` extractor before any of these runs).
+
+use serde::Deserialize;
+use std::time::Duration;
+use tessera_core::{csrf_input, DeviceSession, Error, Expiry, Session};
+
+/// What a UI route answers: a page, or a redirect to `/` (303 See Other, after a form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The HTTP status.
+    pub status: u16,
+    /// The HTML (empty for a redirect).
+    pub html: String,
+    /// Where a redirect goes.
+    pub location: Option<&'static str>,
+}
+
+impl Page {
+    fn see_home() -> Page {
+        Page {
+            status: 303,
+            html: String::new(),
+            location: Some("/"),
+        }
+    }
+
+    fn html(status: u16, html: String) -> Page {
+        Page {
+            status,
+            html,
+            location: None,
+        }
+    }
+}
+
+/// Headers every UI response carries: not cached (it shows a session), not framed
+/// (clickjacking), and a content policy that allows only this page's own style and forms.
+pub const HEADERS: &[(&str, &str)] = &[
+    ("cache-control", "no-store"),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "same-origin"),
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+];
+
+/// HTML-escapes text for element content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+:root { color-scheme: light; --ink: #1d2330; --muted: #5c6577; --line: #dde2ea; --accent: #2f5bd3; --bad: #b42318; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: #f5f7fb; }
+main { max-width: 760px; margin: 32px auto; padding: 0 16px; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 16px; margin: 0 0 12px; }
+p.sub { margin: 0 0 24px; color: var(--muted); }
+section { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 18px 20px; margin-bottom: 16px; }
+table { width: 100%; border-collapse: collapse; }
+th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { color: var(--muted); font-weight: 500; width: 30%; }
+td code { font-size: 13px; }
+form { display: inline; margin: 0; }
+.row { display: flex; gap: 8px; flex-wrap: wrap; align-items: center; }
+input[type=text] { padding: 8px 10px; border: 1px solid var(--line); border-radius: 6px; font: inherit; min-width: 220px; }
+button { font: inherit; padding: 7px 14px; border-radius: 6px; border: 1px solid var(--accent); background: var(--accent); color: #fff; cursor: pointer; }
+button.quiet { background: #fff; color: var(--accent); }
+button.danger { border-color: var(--bad); background: #fff; color: var(--bad); }
+.count { font-size: 28px; font-weight: 600; margin-right: 12px; }
+.tag { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 999px; background: #e7efff; color: var(--accent); margin-left: 6px; }
+.muted { color: var(--muted); }
+label.check { color: var(--muted); }
+"#;
+
+fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body><main>\
+         <h1>tessera demo</h1><p class=\"sub\">Server-side sessions in Redis or Valkey, one hash per session.</p>\
+         {body}</main></body></html>\n",
+        esc(title)
+    )
+}
+
+fn time_text(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn button_form(action: &str, token: &str, label: &str, class: &str, extra: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{action}\">{}{extra}<button type=\"submit\" class=\"{class}\">{}</button></form>",
+        csrf_input(token),
+        esc(label)
+    )
+}
+
+/// `GET /`: the login form, or the session, its counter and its user's devices.
+pub async fn page(session: &Session) -> Page {
+    match render(session).await {
+        Ok(html) => Page::html(200, html),
+        Err(e) => Page::html(
+            e.status_code(),
+            layout(
+                "error",
+                &format!(
+                    "<section><h2>Something went wrong</h2><p>{}</p></section>",
+                    esc(&e.public_message())
+                ),
+            ),
+        ),
+    }
+}
+
+async fn render(session: &Session) -> Result<String, Error> {
+    let token = session.csrf_token().await?;
+    let Some(user) = session.user_id().await? else {
+        let body = format!(
+            "<section><h2>Sign in</h2>\
+             <form method=\"post\" action=\"/ui/login\" class=\"row\">{}\
+             <input type=\"text\" name=\"user_id\" placeholder=\"user id, e.g. ada\" required maxlength=\"64\" autofocus>\
+             <label class=\"check\"><input type=\"checkbox\" name=\"remember\" value=\"1\"> remember me for 30 days</label>\
+             <button type=\"submit\">Sign in</button></form></section>",
+            csrf_input(&token)
+        );
+        return Ok(layout("sign in", &body));
+    };
+    let fields = session.entries().await?;
+    let counter = fields.get("counter").and_then(|v| v.as_i64()).unwrap_or(0);
+    let devices = session.list_sessions().await?;
+    let this = devices.iter().find(|d| d.current);
+    let mut rows = format!("<tr><th>user</th><td><b>{}</b></td></tr>", esc(&user));
+    if let Some(created) = session.created_at().await? {
+        rows.push_str(&format!(
+            "<tr><th>created</th><td>{}</td></tr>",
+            time_text(created)
+        ));
+    }
+    if let Some(d) = this {
+        rows.push_str(&format!(
+            "<tr><th>last seen</th><td>{}</td></tr>",
+            time_text(d.last_seen)
+        ));
+    }
+    let expiry = match session.expiry().await? {
+        Expiry::Persistent(d) => format!("remembered for {} days", d.as_secs() / 86_400),
+        Expiry::BrowserSession => "until the browser closes".into(),
+        _ => "the configured idle timeout".into(),
+    };
+    rows.push_str(&format!(
+        "<tr><th>expiry</th><td>{}</td></tr>",
+        esc(&expiry)
+    ));
+    for (k, v) in &fields {
+        let shown = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        rows.push_str(&format!(
+            "<tr><th>{}</th><td><code>{}</code></td></tr>",
+            esc(k),
+            esc(&shown)
+        ));
+    }
+    let device_rows: String = devices.iter().map(|d| device_row(d, &token)).collect();
+    let body = format!(
+        "<section><h2>This session</h2><table>{rows}</table></section>\
+         <section><h2>Counter</h2><div class=\"row\"><span class=\"count\" id=\"counter\">{counter}</span>{}</div></section>\
+         <section><h2>Devices of {}</h2><table id=\"devices\"><tr><th>device</th><th>address</th><th>last seen</th><th></th></tr>{device_rows}</table></section>\
+         <section class=\"row\">{} {}</section>",
+        button_form("/ui/counter", &token, "Count", "", ""),
+        esc(&user),
+        button_form("/ui/logout", &token, "Log out", "quiet", ""),
+        button_form("/ui/logout-all", &token, "Log out everywhere", "danger", ""),
+    );
+    Ok(layout(&user, &body))
+}
+
+fn device_row(d: &DeviceSession, token: &str) -> String {
+    let agent = d.user_agent.as_deref().unwrap_or("unknown device");
+    let short: String = agent.chars().take(60).collect();
+    let marker = if d.current {
+        "<span class=\"tag\">this device</span>"
+    } else {
+        ""
+    };
+    let revoke = button_form(
+        "/ui/revoke",
+        token,
+        "Revoke",
+        "danger",
+        &format!(
+            "<input type=\"hidden\" name=\"handle\" value=\"{}\">",
+            esc(&d.handle)
+        ),
+    );
+    format!(
+        "<tr class=\"device{}\" data-handle=\"{}\"><td>{}{marker}</td><td class=\"muted\">{}</td><td class=\"muted\">{}</td><td>{revoke}</td></tr>",
+        if d.current { " current" } else { "" },
+        esc(&d.handle),
+        esc(&short),
+        esc(d.client_addr.as_deref().unwrap_or("")),
+        time_text(d.last_seen),
+    )
+}
+
+/// `POST /ui/login` form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    /// The user to sign in as.
+    pub user_id: String,
+    /// The "remember me" checkbox.
+    #[serde(default)]
+    pub remember: Option<String>,
+}
+
+/// `POST /ui/revoke` form.
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    /// The device to end.
+    pub handle: String,
+}
+
+/// A form post with no fields but its token.
+#[derive(Debug, Deserialize)]
+pub struct EmptyForm {}
+
+async fn done(r: Result<(), Error>) -> Page {
+    match r {
+        Ok(()) => Page::see_home(),
+        Err(Error::SessionEnded | Error::NotLoggedIn) => Page::see_home(),
+        Err(e) => Page::html(
+            e.status_code(),
+            layout(
+                "error",
+                &format!(
+                    "<section><h2>That did not work</h2><p>{}</p><p><a href=\"/\">Back</a></p></section>",
+                    esc(&e.public_message())
+                ),
+            ),
+        ),
+    }
+}
+
+/// `POST /ui/login`: signs in (rotating the id), "remember me" for 30 days or a browser session.
+pub async fn login(session: &Session, form: LoginForm) -> Page {
+    let user = form.user_id.trim().to_string();
+    if user.is_empty() || user.len() > 64 {
+        return Page::see_home();
+    }
+    done(
+        async {
+            session.login(&user).await?;
+            let expiry = if form.remember.is_some() {
+                Expiry::Persistent(Duration::from_secs(30 * 86_400))
+            } else {
+                Expiry::BrowserSession
+            };
+            // A configuration whose longest expiry is shorter keeps its own.
+            match session.set_expiry(expiry).await {
+                Ok(()) | Err(Error::TooLarge { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        .await,
+    )
+    .await
+}
+
+/// `POST /ui/counter`.
+pub async fn counter(session: &Session) -> Page {
+    done(session.increment("counter", 1).await.map(|_| ())).await
+}
+
+/// `POST /ui/logout`.
+pub async fn logout(session: &Session) -> Page {
+    done(session.destroy().await).await
+}
+
+/// `POST /ui/logout-all`.
+pub async fn logout_all(session: &Session) -> Page {
+    done(session.logout_all().await.map(|_| ())).await
+}
+
+/// `POST /ui/revoke`: ends one of the user's devices (this one too, if asked).
+pub async fn revoke(session: &Session, form: RevokeForm) -> Page {
+    done(session.revoke(&form.handle).await.map(|_| ())).await
+}
+
+/// A form refused by the CSRF check: `403` with a page that says so, or, when the session the
+/// page belonged to is gone (logged out, revoked, expired), back to `/` (the login form).
+pub fn refused(no_session: bool) -> Page {
+    if no_session {
+        return Page::see_home();
+    }
+    Page::html(
+        403,
+        layout(
+            "forbidden",
+            "<section><h2>Forbidden</h2><p id=\"csrf-refused\">This form's security token is missing or not valid, so nothing was changed. \
+             Go <a href=\"/\">back to the page</a> and try again.</p></section>",
+        ),
+    )
+}
