@@ -107,6 +107,8 @@ pub struct Answer {
     pub elapsed: Duration,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// Every header, names lower case, in order.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
@@ -121,6 +123,11 @@ impl Answer {
                 .collect()
         };
         let set_cookies = header_texts("set-cookie");
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
         let retry_after = header_texts("retry-after").pop();
         let body = res.text().await.unwrap_or_default();
         Answer {
@@ -129,6 +136,7 @@ impl Answer {
             body,
             elapsed: start.elapsed(),
             retry_after,
+            headers,
         }
     }
 
@@ -299,6 +307,17 @@ impl Browser {
             reqwest::Method::POST,
             path,
             Some(("application/x-www-form-urlencoded", body.into_bytes())),
+            &[],
+        )
+        .await
+    }
+
+    /// `POST path` with this body and `Content-Type`.
+    pub async fn post_with_body(&self, path: &str, content_type: &str, body: &[u8]) -> Answer {
+        self.send_body(
+            reqwest::Method::POST,
+            path,
+            Some((content_type, body.to_vec())),
             &[],
         )
         .await

@@ -8,6 +8,7 @@
 //! one fails the test with that command, never a skip.
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +40,12 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The whole process group: chromedriver and the Chromium processes it started (a test
+        // that panics before closing its browsers leaves none behind).
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -52,6 +59,7 @@ fn driver() -> Driver {
         .unwrap()
         .port();
     let child = Command::new(&bin)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -283,8 +291,6 @@ async fn flows(app: TestApp, shots: bool) {
         laptop.source().await.unwrap()
     );
     laptop.goto(&format!("{base}/")).await.unwrap();
-    // Give a wrongly accepted post time to land before looking.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         text(&laptop, "#counter").await,
         "2",

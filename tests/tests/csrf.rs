@@ -10,6 +10,8 @@ tessera_tests::per_backend!(
     forms_need_the_sessions_token,
     the_header_check,
     a_token_is_replaced_at_login,
+    no_login_csrf_and_no_cross_site_bodies,
+    the_page_escapes_what_users_write,
 );
 
 /// The CSRF token in the first form of an HTML page.
@@ -77,26 +79,51 @@ mod cases {
                 .status,
             403
         );
-        // A JSON body is not a form.
+        // Only a form is read for a token: JSON is 415, whatever it holds.
         assert_eq!(
             b.post("/ui/counter", Some(json!({"csrf_token": again})))
                 .await
                 .status,
-            403
+            415
         );
         assert_eq!(
             counter(&b).await,
             json!(2),
             "nothing refused changed anything"
         );
-        // Logout-all and revoke need the token too.
-        assert_eq!(
-            b.post_form("/ui/logout-all", &[("csrf_token", "x")])
-                .await
-                .status,
-            403
-        );
+        // Every form needs the token.
+        let me_handle = fx.manager.list_sessions("ada").await.unwrap()[0]
+            .handle
+            .clone();
+        for (path, extra) in [
+            ("/ui/logout-all", None),
+            ("/ui/logout", None),
+            ("/ui/revoke", Some(("handle", me_handle.as_str()))),
+            ("/ui/login", Some(("user_id", "mallory"))),
+        ] {
+            let mut form = vec![("csrf_token", "forged")];
+            form.extend(extra);
+            assert_eq!(b.post_form(path, &form).await.status, 403, "{path}");
+            let mut form = vec![];
+            form.extend(extra);
+            assert_eq!(
+                b.post_form(path, &form).await.status,
+                403,
+                "{path} without a token"
+            );
+        }
         assert_eq!(b.get("/me").await.status, 200, "still logged in");
+        assert_eq!(
+            fx.manager.list_sessions("ada").await.unwrap().len(),
+            1,
+            "as ada"
+        );
+        assert!(fx
+            .manager
+            .list_sessions("mallory")
+            .await
+            .unwrap()
+            .is_empty());
         // A page whose session is gone: back to the login form, nothing changed.
         let t = token_in(&b.get("/").await.body);
         fx.manager.logout_all("ada").await.unwrap();
@@ -169,5 +196,86 @@ mod cases {
         );
         // The secret is in the session's hash under a reserved name, not a user field.
         assert!(b.get("/me").await.json().get("__k").is_none());
+    }
+
+    pub async fn no_login_csrf_and_no_cross_site_bodies(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        // A cross-site form posting a login for a victim without a session: nobody is logged
+        // in, no session is made.
+        let victim = fx.browser();
+        let r = victim
+            .post_form("/ui/login", &[("user_id", "mallory")])
+            .await;
+        assert!(r.status == 303 || r.status == 403, "{r:?}");
+        assert!(victim.cookie("__Host-tessera").is_none(), "no session made");
+        assert!(fx
+            .manager
+            .list_sessions("mallory")
+            .await
+            .unwrap()
+            .is_empty());
+        // A victim with an anonymous session (it saw the page): refused.
+        let page = victim.get("/").await.body;
+        let _ = token_in(&page);
+        let r = victim
+            .post_form("/ui/login", &[("user_id", "mallory"), ("csrf_token", "x")])
+            .await;
+        assert_eq!(r.status, 403);
+        assert!(fx
+            .manager
+            .list_sessions("mallory")
+            .await
+            .unwrap()
+            .is_empty());
+        // The JSON login refuses a body that is not declared JSON: a cross-site
+        // `<form enctype="text/plain">` can shape one, but cannot declare it.
+        let r = victim
+            .post_with_body("/login", "text/plain", br#"{"user_id":"mallory","x":"="}"#)
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(fx
+            .manager
+            .list_sessions("mallory")
+            .await
+            .unwrap()
+            .is_empty());
+        // A text/plain body shaped as a form is not read for a token either.
+        let t = token_in(&victim.get("/").await.body);
+        let body = format!("csrf_token={t}");
+        let r = victim
+            .post_with_body("/ui/counter", "text/plain", body.as_bytes())
+            .await;
+        assert_eq!(r.status, 415);
+    }
+
+    pub async fn the_page_escapes_what_users_write(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let b = fx.browser().with_agent("<img src=x onerror=alert(2)>");
+        let evil = "<script>alert(1)</script>";
+        let r = b
+            .post(
+                "/login",
+                Some(json!({"user_id": evil, "note\"><b>": "<i>x</i>"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let page = b.get("/").await;
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains("<script>alert"), "{}", page.body);
+        assert!(!page.body.contains("<img src=x"), "{}", page.body);
+        assert!(!page.body.contains("<i>x</i>") && !page.body.contains("note\"><b>"));
+        assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        // Headers of every page: not cached, not framed, no scripts at all.
+        let get = |name: &str| {
+            page.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(get("x-frame-options"), "DENY");
+        assert_eq!(get("cache-control"), "no-store");
+        assert!(get("content-security-policy").contains("default-src 'none'"));
+        assert!(get("content-security-policy").contains("frame-ancestors 'none'"));
     }
 }

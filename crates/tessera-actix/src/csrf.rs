@@ -25,6 +25,13 @@ pub enum CsrfRejection {
     /// The body is not a form the handler's type reads: `422`.
     #[error("form body not readable: {0}")]
     Form(String),
+    /// The request is not a form post (`application/x-www-form-urlencoded`): `415`. (A
+    /// `text/plain` or multipart body is never read for a token.)
+    #[error("not a form post (application/x-www-form-urlencoded)")]
+    NotAForm,
+    /// The body could not be read (over the body size limit: `413`).
+    #[error("request body not readable")]
+    Body(u16),
     /// The session store failed: `503` (or `500`), as any session error.
     #[error(transparent)]
     Session(#[from] tessera_core::Error),
@@ -38,6 +45,10 @@ impl ResponseError for CsrfRejection {
         match self {
             CsrfRejection::Invalid | CsrfRejection::NoSession => StatusCode::FORBIDDEN,
             CsrfRejection::Form(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CsrfRejection::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            CsrfRejection::Body(status) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             CsrfRejection::Session(e) => {
                 StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -97,10 +108,24 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let session = session_of(req);
+        let form = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             let session = session?;
-            let body = body.await.map_err(|e| CsrfRejection::Form(e.to_string()))?;
+            if !form {
+                return Err(CsrfRejection::NotAForm);
+            }
+            let body = body
+                .await
+                .map_err(|e| CsrfRejection::Body(e.as_response_error().status_code().as_u16()))?;
             let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
                 .map_err(|e| CsrfRejection::Form(e.to_string()))?;
             let token = pairs

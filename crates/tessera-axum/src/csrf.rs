@@ -26,6 +26,13 @@ pub enum CsrfRejection {
     /// The body is not a form the handler's type reads: `422`.
     #[error("form body not readable: {0}")]
     Form(String),
+    /// The request is not a form post (`application/x-www-form-urlencoded`): `415`. (A
+    /// `text/plain` or multipart body is never read for a token.)
+    #[error("not a form post (application/x-www-form-urlencoded)")]
+    NotAForm,
+    /// The body could not be read (over the body size limit: `413`).
+    #[error("request body not readable")]
+    Body(u16),
     /// The session store failed: `503` (or `500`), as any session error.
     #[error(transparent)]
     Session(#[from] tessera_core::Error),
@@ -43,6 +50,14 @@ impl IntoResponse for CsrfRejection {
             CsrfRejection::Form(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, self.to_string()).into_response()
             }
+            CsrfRejection::NotAForm => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, self.to_string()).into_response()
+            }
+            CsrfRejection::Body(status) => (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                self.to_string(),
+            )
+                .into_response(),
             CsrfRejection::Session(e) => error_response(&e),
             CsrfRejection::Missing(m) => m.into_response(),
         }
@@ -59,6 +74,17 @@ async fn check(session: &tessera_core::Session, token: &str) -> Result<(), CsrfR
     } else {
         Err(CsrfRejection::NoSession)
     }
+}
+
+/// Whether the request says it is a URL-encoded form.
+fn is_form(content_type: Option<&http::HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 fn session_of(ext: &http::Extensions) -> Result<tessera_core::Session, SessionMissing> {
@@ -93,9 +119,12 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let session = session_of(req.extensions())?;
+        if !is_form(req.headers().get(http::header::CONTENT_TYPE)) {
+            return Err(CsrfRejection::NotAForm);
+        }
         let body = Bytes::from_request(req, state)
             .await
-            .map_err(|e| CsrfRejection::Form(e.body_text()))?;
+            .map_err(|e| CsrfRejection::Body(e.status().as_u16()))?;
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_bytes(&body).map_err(|e| CsrfRejection::Form(e.to_string()))?;
         let token = pairs

@@ -147,23 +147,45 @@ fn html(p: demo_core::ui::Page) -> HttpResponse {
     }
 }
 
-fn body(b: &Bytes) -> Result<Value, String> {
+/// The JSON body of a request that says it is JSON. Another content type is refused before it
+/// is read: a cross-site `<form enctype="text/plain">` can post a body that parses as JSON, but
+/// it cannot say `application/json` (that needs a CORS preflight).
+fn body(req: &HttpRequest, b: &Bytes) -> Result<Value, String> {
+    let json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err("the body must be JSON with Content-Type: application/json".into());
+    }
     serde_json::from_slice(b).map_err(|e| format!("body is not JSON: {e}"))
 }
 
-async fn record_activity(s: Session, b: Bytes) -> HttpResponse {
-    reply(demo_core::record_activity(&s, body(&b)).await)
+async fn record_activity(s: Session, req: HttpRequest, b: Bytes) -> HttpResponse {
+    reply(demo_core::record_activity(&s, body(&req, &b)).await)
 }
 
-async fn login(s: Session, q: web::Query<Vec<(String, String)>>, b: Bytes) -> HttpResponse {
+async fn login(
+    s: Session,
+    req: HttpRequest,
+    q: web::Query<Vec<(String, String)>>,
+    b: Bytes,
+) -> HttpResponse {
     let remember = q
         .iter()
         .find(|(k, _)| k == "remember")
         .map(|(_, v)| v.as_str());
-    reply(demo_core::login(&s, body(&b), remember).await)
+    reply(demo_core::login(&s, body(&req, &b), remember).await)
 }
 
-async fn put_session(s: Session, q: web::Query<Vec<(String, String)>>, b: Bytes) -> HttpResponse {
+async fn put_session(
+    s: Session,
+    req: HttpRequest,
+    q: web::Query<Vec<(String, String)>>,
+    b: Bytes,
+) -> HttpResponse {
     let ttl = q.iter().find(|(k, _)| k == "ttl").map(|(_, v)| v.as_str());
-    reply(demo_core::put_session(&s, body(&b), ttl).await)
+    reply(demo_core::put_session(&s, body(&req, &b), ttl).await)
 }
