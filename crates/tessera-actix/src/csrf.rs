@@ -68,13 +68,10 @@ impl ResponseError for CsrfRejection {
 
 /// Checks `token` against the session; the rejection says whether there was a session at all.
 async fn check(session: &tessera_core::Session, token: &str) -> Result<(), CsrfRejection> {
-    if session.verify_csrf(token).await? {
-        return Ok(());
-    }
-    if session.is_stored().await? {
-        Err(CsrfRejection::Invalid)
-    } else {
-        Err(CsrfRejection::NoSession)
+    match session.check_csrf(token).await? {
+        tessera_core::CsrfCheck::Valid => Ok(()),
+        tessera_core::CsrfCheck::Invalid => Err(CsrfRejection::Invalid),
+        tessera_core::CsrfCheck::NoSession => Err(CsrfRejection::NoSession),
     }
 }
 
@@ -108,15 +105,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let session = session_of(req);
-        let form = req
-            .headers()
-            .get(actix_web::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|t| {
-                t.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
+        let content_type = req.headers().get(actix_web::http::header::CONTENT_TYPE);
+        let form = tessera_core::is_form_content_type(content_type.map(|v| v.as_bytes()));
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             let session = session?;

@@ -66,25 +66,11 @@ impl IntoResponse for CsrfRejection {
 
 /// Checks `token` against the session; the rejection says whether there was a session at all.
 async fn check(session: &tessera_core::Session, token: &str) -> Result<(), CsrfRejection> {
-    if session.verify_csrf(token).await? {
-        return Ok(());
+    match session.check_csrf(token).await? {
+        tessera_core::CsrfCheck::Valid => Ok(()),
+        tessera_core::CsrfCheck::Invalid => Err(CsrfRejection::Invalid),
+        tessera_core::CsrfCheck::NoSession => Err(CsrfRejection::NoSession),
     }
-    if session.is_stored().await? {
-        Err(CsrfRejection::Invalid)
-    } else {
-        Err(CsrfRejection::NoSession)
-    }
-}
-
-/// Whether the request says it is a URL-encoded form.
-fn is_form(content_type: Option<&http::HeaderValue>) -> bool {
-    content_type
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| {
-            t.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
 }
 
 fn session_of(ext: &http::Extensions) -> Result<tessera_core::Session, SessionMissing> {
@@ -119,7 +105,8 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let session = session_of(req.extensions())?;
-        if !is_form(req.headers().get(http::header::CONTENT_TYPE)) {
+        let content_type = req.headers().get(http::header::CONTENT_TYPE);
+        if !tessera_core::is_form_content_type(content_type.map(|v| v.as_bytes())) {
             return Err(CsrfRejection::NotAForm);
         }
         let body = Bytes::from_request(req, state)

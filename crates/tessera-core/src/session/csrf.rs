@@ -33,6 +33,38 @@ pub fn csrf_input(token: &str) -> String {
     format!(r#"<input type="hidden" name="{CSRF_FIELD}" value="{safe}">"#)
 }
 
+/// Whether a `Content-Type` header value is a URL-encoded form, the only body a form check
+/// reads for a token (a `text/plain` body shaped like one is not: any page can post those
+/// cross-site).
+///
+/// ```
+/// assert!(tessera_core::is_form_content_type(Some(b"application/x-www-form-urlencoded; charset=utf-8")));
+/// assert!(!tessera_core::is_form_content_type(Some(b"text/plain")));
+/// assert!(!tessera_core::is_form_content_type(None));
+/// ```
+pub fn is_form_content_type(value: Option<&[u8]>) -> bool {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// What [`Session::check_csrf`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsrfCheck {
+    /// The token is this session's.
+    Valid,
+    /// A live session, and the token is not its own: missing, forged, another session's, or
+    /// from before a login.
+    Invalid,
+    /// No live session: none, or it was logged out, revoked or expired since the page was
+    /// served (an app may answer with its login page).
+    NoSession,
+}
+
 /// Constant time: as long for every pair of equal-length inputs.
 fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -95,6 +127,18 @@ impl Session {
             .insert(fields::CSRF.to_string(), stored.clone().into_bytes());
         st.dirty.insert(fields::CSRF.to_string(), Some(stored));
         Ok(mask(&secret))
+    }
+
+    /// [`verify_csrf`](Session::verify_csrf), telling a wrong token from a session that is
+    /// gone: what the adapters' `CsrfForm` and `CsrfHeader` answer with.
+    pub async fn check_csrf(&self, token: &str) -> Result<CsrfCheck> {
+        if self.verify_csrf(token).await? {
+            Ok(CsrfCheck::Valid)
+        } else if self.is_stored().await? {
+            Ok(CsrfCheck::Invalid)
+        } else {
+            Ok(CsrfCheck::NoSession)
+        }
     }
 
     /// Whether `token` is a CSRF token of this session (compared in constant time). `false`

@@ -29,7 +29,7 @@ mod state;
 mod touch_log;
 
 pub use self::activity::Activity;
-pub use self::csrf::{csrf_input, CSRF_FIELD, CSRF_HEADER};
+pub use self::csrf::{csrf_input, is_form_content_type, CsrfCheck, CSRF_FIELD, CSRF_HEADER};
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession, ForwardedHeader};
 pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
