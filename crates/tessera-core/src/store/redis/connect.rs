@@ -143,6 +143,16 @@ impl RedisBackend {
     pub(crate) async fn connect(url: &str, o: RedisOptions) -> Result<Self> {
         check_scheme(url)?;
         check_tls(url)?;
+        #[cfg(feature = "tls")]
+        if url.starts_with("rediss") {
+            // fred builds its rustls config with the process's default crypto provider. In an
+            // app where another crate brings rustls' other provider (aws-lc-rs, e.g. through
+            // an HTTP client), rustls cannot choose one and panics: name ring, the one fred is
+            // built with here, unless the app chose a default itself.
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            }
+        }
         // A URL fred cannot read is a configuration error, not a store failure.
         let config = Config::from_url(url)
             .map_err(|e| Error::Config(crate::ConfigError::Store(e.details().to_string())))?;
