@@ -102,7 +102,7 @@ pub use crate::session::{csrf_input, is_form_content_type, CsrfCheck, CSRF_FIELD
 pub use crate::session::{
     Activity, ClientInfo, DeviceSession, Event, EventKind, EventPage, EventStream,
     EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Outcome, Records,
-    Session, SessionManager, StoredRecord,
+    Session, SessionManager, StoredRecord, TakeOver, Wrote, LEGACY_REFUSAL, Loaded,
 };
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,

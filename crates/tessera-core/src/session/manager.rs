@@ -259,6 +259,11 @@ impl SessionManager {
     /// Ends every session of `user_id` that exists when it starts (logout everywhere).
     /// Costs O(sessions of that user): one index read, one pipelined round trip of `DEL`s, one
     /// `ZREM`; no key scan. Returns how many sessions it ended.
+    ///
+    /// Sessions of a store the app switched from, not taken over yet, are ended too: first a
+    /// mark `user:<id>:ended_before` (one `SET`, lasting
+    /// [`LEGACY_REFUSAL`](crate::LEGACY_REFUSAL)) makes every later take-over of that user's
+    /// sessions a refusal (see [`Records::take_over`](crate::Records::take_over)).
     pub async fn logout_all(&self, user_id: impl std::fmt::Display) -> Result<usize> {
         self.logout_all_except(&user_id.to_string(), None).await
     }
@@ -270,6 +275,20 @@ impl SessionManager {
     ) -> Result<usize> {
         let span = tracing::debug_span!("tessera.logout_all");
         async {
+            check_user_id(user_id)?;
+            // Before the index is read: a take-over that wrote its copy before this mark was
+            // set is in the index by then; one that did not sees the mark (records.rs).
+            let stamp = super::records::ended_key(&self.inner.config, user_id);
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+                .to_string();
+            let ttl_ms = super::records::LEGACY_REFUSAL.as_millis() as u64;
+            self.inner
+                .store
+                .set_bytes(&stamp, now_ms.as_bytes(), ttl_ms)
+                .await?;
             let mut members = self.members_of(user_id).await?;
             members.retain(|m| Some(m.as_str()) != keep);
             self.end_members(user_id, &members, super::EventKind::LogoutAll)
