@@ -211,11 +211,18 @@ async fn logout_all_refuses_the_take_over_of_older_sessions() {
     let app = new_app(m.clone(), Some(import));
     let laptop = laptop.pointed_at(&app);
     assert_eq!(laptop.get("/me").await.json()["user_id"], json!("ada"));
-    assert_eq!(m.logout_all("ada").await.unwrap(), 1, "the taken-over session");
+    assert_eq!(
+        m.logout_all("ada").await.unwrap(),
+        1,
+        "the taken-over session"
+    );
     assert_eq!(laptop.get("/me").await.status, 401);
     let thief = thief.pointed_at(&app);
     let r = thief.get("/me").await;
-    assert_eq!(r.status, 401, "a pre-switch cookie is not taken over: {r:?}");
+    assert_eq!(
+        r.status, 401,
+        "a pre-switch cookie is not taken over: {r:?}"
+    );
     assert!(old_keys(&server).is_empty(), "its old key is gone");
     assert!(m.list_sessions("ada").await.unwrap().is_empty());
     assert!(thief.cookie("id").is_none(), "its old cookie is removed");

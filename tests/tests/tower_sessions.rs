@@ -302,10 +302,7 @@ async fn the_store_contract_on_redis() {
     assert_ne!(b.id, a.id, "a taken id is replaced");
     let mut loaded = s.load(&a.id).await.unwrap().unwrap();
     assert!(
-        loaded
-            .data
-            .remove(tessera_tower_sessions::LOADED)
-            .is_some(),
+        loaded.data.remove(tessera_tower_sessions::LOADED).is_some(),
         "what was loaded, for the save of the same request"
     );
     assert_eq!(loaded.data, a.data);
@@ -569,8 +566,8 @@ async fn migration_from_tower_sessions_redis_store_on_cluster() {
 /// Issue #23, items 5-9: the tower-sessions store keeps every promise of tessera's own path.
 mod issue23 {
     use super::*;
-    use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, KeysInterface, Pool};
     use tower_sessions_redis_store::fred::clients::Client;
+    use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, KeysInterface, Pool};
 
     async fn redis7() -> Topology {
         tessera_tests::init_tracing();
@@ -668,9 +665,21 @@ mod issue23 {
         assert_eq!(laptop.get("/me").await.status, 401);
         let thief = thief.pointed_at(&app);
         let r = thief.get("/me").await;
-        assert_eq!(r.status, 401, "a pre-switch cookie is not taken over: {r:?}");
-        assert_eq!(t.cmd(&["EXISTS", &thief_key]).int(), 0, "its old key is gone");
-        assert!(store.manager().list_sessions("ada").await.unwrap().is_empty());
+        assert_eq!(
+            r.status, 401,
+            "a pre-switch cookie is not taken over: {r:?}"
+        );
+        assert_eq!(
+            t.cmd(&["EXISTS", &thief_key]).int(),
+            0,
+            "its old key is gone"
+        );
+        assert!(store
+            .manager()
+            .list_sessions("ada")
+            .await
+            .unwrap()
+            .is_empty());
         let alan = alan.pointed_at(&app);
         assert_eq!(
             alan.get("/me").await.json()["user"],
@@ -697,7 +706,11 @@ mod issue23 {
         t.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
         t.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
         let r = ada.get("/me").await;
-        assert_eq!(t.cmd(&["EXISTS", &old_key]).int(), 1, "the old session is still there");
+        assert_eq!(
+            t.cmd(&["EXISTS", &old_key]).int(),
+            1,
+            "the old session is still there"
+        );
         t.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
         assert_eq!(r.status, 503, "{r:?}");
         assert_eq!(r.retry_after.as_deref(), Some("1"), "nothing was changed");
@@ -747,7 +760,11 @@ mod issue23 {
             .unwrap();
         assert!(store.load(&id).await.unwrap().is_none());
         store.delete(&id).await.unwrap();
-        assert_eq!(t.cmd(&["EXISTS", name]).int(), 1, "another id's record stays");
+        assert_eq!(
+            t.cmd(&["EXISTS", name]).int(),
+            1,
+            "another id's record stays"
+        );
     }
 
     /// Item 9: two concurrent requests of one session setting different fields, one slow:
@@ -762,13 +779,15 @@ mod issue23 {
         let router = axum::Router::new()
             .route(
                 "/set/{field}/{delay_ms}",
-                post(|s: Session, Path((f, ms)): Path<(String, u64)>| async move {
-                    // Loaded now, written after the other request.
-                    let _ = s.get_value("start").await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    s.insert(&f, true).await.unwrap();
-                    axum::http::StatusCode::NO_CONTENT
-                }),
+                post(
+                    |s: Session, Path((f, ms)): Path<(String, u64)>| async move {
+                        // Loaded now, written after the other request.
+                        let _ = s.get_value("start").await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        s.insert(&f, true).await.unwrap();
+                        axum::http::StatusCode::NO_CONTENT
+                    },
+                ),
             )
             .route(
                 "/all",

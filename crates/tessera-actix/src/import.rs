@@ -156,11 +156,14 @@ impl ActixSessionImport {
                     return None;
                 }
             };
-            let user = self.user_id_field.as_ref().and_then(|f| match value_of(state.get(f)?) {
-                Value::String(s) => Some(s),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
+            let user = self
+                .user_id_field
+                .as_ref()
+                .and_then(|f| match value_of(state.get(f)?) {
+                    Value::String(s) => Some(s),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                });
             Some((state, user))
         };
         let write = |state: HashMap<String, String>, user: Option<String>| async move {

@@ -105,6 +105,9 @@ impl TesseraStore {
     /// # }
     /// ```
     pub fn migrate_redis_store(mut self, on: bool) -> Self {
+        if on {
+            self.records.takes_over_sessions();
+        }
         self.migrate = on;
         self
     }
@@ -230,7 +233,9 @@ impl TesseraStore {
 pub const LOADED: &str = "__tessera.loaded";
 
 /// `data` without [`LOADED`], and what it held.
-fn split_loaded(data: &HashMap<String, Value>) -> (std::borrow::Cow<'_, HashMap<String, Value>>, Option<Loaded>) {
+fn split_loaded(
+    data: &HashMap<String, Value>,
+) -> (std::borrow::Cow<'_, HashMap<String, Value>>, Option<Loaded>) {
     match data.get(LOADED) {
         None => (std::borrow::Cow::Borrowed(data), None),
         Some(v) => {

@@ -85,7 +85,9 @@ impl Loaded {
 
     /// Whether `encoded` (a value's stored text) is what `field` held when loaded.
     fn unchanged(&self, field: &str, encoded: &str) -> bool {
-        self.0.get(field).is_some_and(|d| *d == Self::digest(encoded))
+        self.0
+            .get(field)
+            .is_some_and(|d| *d == Self::digest(encoded))
     }
 
     /// As a JSON object (field name to digest).
@@ -262,7 +264,15 @@ impl Records {
         expires_at: SystemTime,
     ) -> Result<bool> {
         let member = Self::member(id);
-        let (set, _) = self.delta(&member, &HashMap::new(), None, data, None, user_id, expires_at)?;
+        let (set, _) = self.delta(
+            &member,
+            &HashMap::new(),
+            None,
+            data,
+            None,
+            user_id,
+            expires_at,
+        )?;
         let key = self.key(id);
         let t = self.timing(expires_at);
         let victims = self.index(user_id, &member, t).await?;
@@ -366,6 +376,20 @@ impl Records {
         Ok(existed)
     }
 
+    /// Says that this app takes over sessions of another store (what
+    /// `TesseraStore::migrate_redis_store` and `SessionMiddleware::import_actix_session` call):
+    /// from now on [`SessionManager::logout_all`] (and `logout_others`) of this manager and its
+    /// clones first marks the user, so that the sessions of that store not taken over yet are
+    /// refused (see [`take_over`](Self::take_over)). Every process that ends a user's sessions
+    /// while take-overs may happen must call it (an admin tool with a manager of its own
+    /// included).
+    pub fn takes_over_sessions(&self) {
+        self.mgr
+            .inner
+            .takes_over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Takes over a session another store wrote under the plain string key `key`, so that of
     /// several instances exactly one writes it, a failure logs nobody out, and nothing is
     /// deleted that is not that store's session. The steps, in this order:
@@ -374,8 +398,9 @@ impl Records {
     ///    store (and that its id matches the one asked for), with its values and user. Not one:
     ///    [`TakeOver::Nothing`], the key left alone.
     /// 2. Its user logged out everywhere since the switch ([`SessionManager::logout_all`]
-    ///    leaves a mark that lasts [`LEGACY_REFUSAL`]): [`TakeOver::Refused`], the old key
-    ///    deleted. A record of those stores holds no time it was logged in at, so every session
+    ///    leaves a mark that lasts [`LEGACY_REFUSAL`], once
+    ///    [`takes_over_sessions`](Self::takes_over_sessions) was called): [`TakeOver::Refused`],
+    ///    the old key deleted. A record of those stores holds no time it was logged in at, so every session
     ///    of that user is refused while the mark lasts.
     /// 3. `write` writes it in tessera's layout. An error: returned, and the old key is as it
     ///    was, for the next request to take over.
@@ -432,7 +457,11 @@ impl Records {
     /// Deletes the session another store wrote under the plain string key `key` (see
     /// [`take_over`](Self::take_over)) if `is_record` says its value is one of that store's
     /// records: whether it did. Any other value is left alone.
-    pub async fn delete_legacy(&self, key: &str, is_record: impl FnOnce(&[u8]) -> bool) -> Result<bool> {
+    pub async fn delete_legacy(
+        &self,
+        key: &str,
+        is_record: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<bool> {
         check_legacy(&self.mgr.inner.config, key)?;
         let store = &self.mgr.inner.store;
         match store.get_bytes(key).await? {
@@ -453,8 +482,16 @@ impl Records {
     /// sizes, the user id), without writing: for a caller that must know before it commits to
     /// a record it cannot put back.
     pub fn check(&self, data: &HashMap<String, Value>, user_id: Option<&str>) -> Result<()> {
-        self.delta("", &HashMap::new(), None, data, None, user_id, SystemTime::now())
-            .map(|_| ())
+        self.delta(
+            "",
+            &HashMap::new(),
+            None,
+            data,
+            None,
+            user_id,
+            SystemTime::now(),
+        )
+        .map(|_| ())
     }
 
     /// Checks `new` against the limits and turns it into the writes and deletes that make
