@@ -228,7 +228,7 @@ impl TesseraStore {
 /// The record value that carries what the load returned ([`Loaded`]) to the save of the same
 /// request, so the save writes only what the request changed: tower-sessions gives the store
 /// nothing but the record back. A reserved name (`__`), never stored; an app that
-/// [`clear`](tower_sessions::Session::clear)s the session drops it, and that save replaces
+/// [`clear`](tower_sessions_core::Session::clear)s the session drops it, and that save replaces
 /// every value.
 pub const LOADED: &str = "__tessera.loaded";
 
