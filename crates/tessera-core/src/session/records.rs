@@ -318,11 +318,16 @@ impl Records {
         expires_at: SystemTime,
     ) -> Result<bool> {
         let key = self.key(id);
-        let Some(stored) = self.read_plain(id).await? else {
+        let Some(mut stored) = self.read(&key).await? else {
             return Ok(false);
         };
         let old_user = user_of(&stored);
         let member = Self::member(id);
+        if loaded.is_none() {
+            // Compared in plaintext; a value that does not decrypt counts as changed (it is
+            // written again if `data` holds it).
+            protected::unseal(&self.mgr.inner.config, &member, &mut stored);
+        }
         let (set, del) = self.delta(
             &member,
             &stored,
@@ -632,4 +637,98 @@ fn check_legacy(config: &crate::SessionConfig, key: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FieldKey, Key, SessionConfig, Store};
+    use serde_json::json;
+
+    fn records(
+        config: impl FnOnce(crate::SessionConfigBuilder) -> crate::SessionConfigBuilder,
+    ) -> Records {
+        let config = config(SessionConfig::builder(Key::generate()))
+            .build()
+            .unwrap();
+        SessionManager::new(Store::memory(), config).records()
+    }
+
+    fn later() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(600)
+    }
+
+    #[tokio::test]
+    async fn a_save_writes_the_difference_from_what_was_loaded() {
+        let r = records(|c| c);
+        let id = "an id of another framework";
+        let start = HashMap::from([
+            ("start".to_string(), json!(1)),
+            ("gone".to_string(), json!(2)),
+        ]);
+        assert!(r.create(id, &start, None, later()).await.unwrap());
+        let slow = r.load(id).await.unwrap().unwrap();
+        let fast = r.load(id).await.unwrap().unwrap();
+        // The fast request sets `b`; the slow one, with its older view, sets `a` and removes
+        // `gone`.
+        let mut data = fast.data.clone();
+        data.insert("b".into(), json!(true));
+        assert!(r
+            .save(id, &data, Some(&fast.loaded), None, later())
+            .await
+            .unwrap());
+        let mut data = slow.data.clone();
+        data.insert("a".into(), json!(true));
+        data.remove("gone");
+        assert!(r
+            .save(id, &data, Some(&slow.loaded), None, later())
+            .await
+            .unwrap());
+        assert_eq!(
+            r.load(id).await.unwrap().unwrap().data,
+            HashMap::from([
+                ("start".to_string(), json!(1)),
+                ("a".to_string(), json!(true)),
+                ("b".to_string(), json!(true)),
+            ])
+        );
+        // Without what was loaded, a save replaces every value.
+        let only = HashMap::from([("a".to_string(), json!(false))]);
+        assert!(r.save(id, &only, None, None, later()).await.unwrap());
+        assert_eq!(r.load(id).await.unwrap().unwrap().data, only);
+        // What was loaded travels as JSON.
+        let l = r.load(id).await.unwrap().unwrap().loaded;
+        assert_eq!(Loaded::from_value(&l.to_value()), Some(l));
+        assert_eq!(Loaded::from_value(&json!({"a": 1})), None);
+    }
+
+    #[tokio::test]
+    async fn protected_fields_are_sealed_and_opened() {
+        let r = records(|c| c.protected_field("token").field_key(FieldKey::generate()));
+        let id = "an id of another framework";
+        let data = HashMap::from([
+            ("token".to_string(), json!("s3cret")),
+            ("n".to_string(), json!(1)),
+        ]);
+        assert!(r.create(id, &data, None, later()).await.unwrap());
+        let raw = r.read(&r.key(id)).await.unwrap().unwrap();
+        let stored = String::from_utf8(raw["token"].clone()).unwrap();
+        assert!(
+            stored.starts_with("enc:v1:") && !stored.contains("s3cret"),
+            "{stored}"
+        );
+        assert_eq!(raw["n"], b"1");
+        let loaded = r.load(id).await.unwrap().unwrap();
+        assert_eq!(loaded.data, data);
+        // A save re-encrypts a changed value, for this session's key.
+        let mut next = data.clone();
+        next.insert("token".into(), json!("other"));
+        assert!(r
+            .save(id, &next, Some(&loaded.loaded), None, later())
+            .await
+            .unwrap());
+        let raw = r.read(&r.key(id)).await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&raw["token"]).contains("other"));
+        assert_eq!(r.load(id).await.unwrap().unwrap().data, next);
+    }
 }
