@@ -570,8 +570,12 @@ mod issue23 {
     use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, KeysInterface, Pool};
 
     async fn redis7() -> Topology {
+        on(Backend::Redis(ServerKind::Redis7)).await
+    }
+
+    async fn on(backend: Backend) -> Topology {
         tessera_tests::init_tracing();
-        tokio::task::spawn_blocking(|| Backend::Redis(ServerKind::Redis7).topology())
+        tokio::task::spawn_blocking(move || backend.topology())
             .await
             .unwrap()
             .unwrap()
@@ -644,7 +648,16 @@ mod issue23 {
     /// their old key deleted. Another user's are taken over as before.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn logout_all_refuses_the_take_over_of_older_sessions() {
-        let t = redis7().await;
+        logout_all_refuses(Backend::Redis(ServerKind::Redis7)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logout_all_refuses_the_take_over_of_older_sessions_on_cluster() {
+        logout_all_refuses(Backend::Cluster).await
+    }
+
+    async fn logout_all_refuses(backend: Backend) {
+        let t = on(backend).await;
         let old = before(&t).await;
         let laptop = old.browser();
         let thief = old.browser();
@@ -725,7 +738,16 @@ mod issue23 {
     /// that id.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_forged_cookie_deletes_no_foreign_key() {
-        let t = redis7().await;
+        forged_cookie(Backend::Redis(ServerKind::Redis7)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forged_cookie_deletes_no_foreign_key_on_cluster() {
+        forged_cookie(Backend::Cluster).await
+    }
+
+    async fn forged_cookie(backend: Backend) {
+        let t = on(backend).await;
         let (store, app) = after(&t).await;
         let name = "AAAAAAAAAAAAAAAAAAAABw";
         t.cmd(&["SET", name, "someone else's data"]);
