@@ -157,11 +157,12 @@ impl TesseraStore {
                             .records
                             .create(key, &record.data, user.as_deref(), expires)
                             .await?;
-                        let loaded = self.records.load(key).await?.map(|s| self.record(*id, s));
-                        Ok(match (created, loaded) {
-                            (true, r) => Wrote::New(r),
-                            // Another instance wrote it first: its copy is the one to serve.
-                            (false, r) => Wrote::Existing(r.map(Some)),
+                        // `false`: another instance wrote it first; its copy is the one to
+                        // serve, and the old key is that instance's to delete.
+                        Ok(if created {
+                            Wrote::New(())
+                        } else {
+                            Wrote::Existing(Some(()))
                         })
                     },
                 )
@@ -173,15 +174,17 @@ impl TesseraStore {
                     tracing::info!(%session, "a tower-sessions-redis-store session of a user who logged out everywhere since: not taken over");
                     return Ok(None);
                 }
-                TakeOver::Taken(r) => {
+                TakeOver::Taken(()) => {
                     tracing::debug!(%session, "took over a tower-sessions-redis-store session");
-                    return Ok(r);
+                    // Read after the old key is retired: a failure here leaves the copy, which
+                    // the next request finds.
+                    return Ok(self.records.load(key).await?.map(|s| self.record(*id, s)));
                 }
-                TakeOver::EndedMeanwhile(_) => {
+                TakeOver::EndedMeanwhile(()) => {
                     self.records.delete(key).await?;
                     return Ok(None);
                 }
-                TakeOver::Raced(_) => {
+                TakeOver::Raced(()) => {
                     self.records.delete(key).await?;
                 }
             }
