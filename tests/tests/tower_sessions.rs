@@ -676,6 +676,11 @@ mod issue23 {
             "the taken-over session"
         );
         assert_eq!(laptop.get("/me").await.status, 401);
+        let mark = t.cmd(&["PTTL", "user:ada:ended_before"]).int();
+        assert!(
+            mark > 399 * 86_400_000,
+            "the user's mark, kept 400 days: {mark}"
+        );
         let thief = thief.pointed_at(&app);
         let r = thief.get("/me").await;
         assert_eq!(
@@ -702,6 +707,10 @@ mod issue23 {
         // Logging in again works as usual.
         assert_eq!(login(&thief, "ada", "lovelace").await, 204);
         assert_eq!(thief.get("/me").await.json()["user"], json!("ada"));
+        // A store that takes nothing over leaves no mark.
+        let plain = tessera(store_on(Some(&t)).await);
+        plain.manager().logout_all("alan").await.unwrap();
+        assert_eq!(t.cmd(&["EXISTS", "user:alan:ended_before"]).int(), 0);
     }
 
     /// Item 7: a take-over whose write fails (Redis over maxmemory, noeviction) leaves the old
