@@ -36,7 +36,7 @@ pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscripti
 pub use self::expiry::Expiry;
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
-pub use self::records::{Records, StoredRecord};
+pub use self::records::{Loaded, Records, StoredRecord, TakeOver, Wrote, LEGACY_REFUSAL};
 
 #[cfg(feature = "test-hooks")]
 pub(crate) async fn track_for_tests(

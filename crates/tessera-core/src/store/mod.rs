@@ -606,21 +606,29 @@ impl Store {
         }
     }
 
-    /// A plain string key's value, as bytes, deleted by the same command (`None` when there
-    /// is none, or on the memory store, which holds no such keys): for taking over sessions
-    /// another store wrote.
-    pub(crate) async fn take_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// A plain string key's value, as bytes (`None` when there is none, or on the memory
+    /// store, which holds no such keys): for taking over sessions another store wrote.
+    pub(crate) async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match self.ready()? {
             Backend::Memory(_) => Ok(None),
-            Backend::Redis(r) => r.write_to(key, r.take_bytes(key)).await,
+            Backend::Redis(r) => r.bounded(r.get_bytes(key)).await,
         }
     }
 
-    /// Writes a plain string key back if it does not exist (nothing on the memory store).
-    pub(crate) async fn put_back_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
+    /// Sets a plain string key, expiring after `ttl_ms` (nothing on the memory store, which
+    /// takes over nothing: the only reader of such keys is a take-over).
+    pub(crate) async fn set_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
         match self.ready()? {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis(r) => r.write_to(key, r.put_back_bytes(key, value, ttl_ms)).await,
+            Backend::Redis(r) => r.write_to(key, r.set_bytes(key, value, ttl_ms)).await,
+        }
+    }
+
+    /// Deletes a plain string key only if it still holds `expected`; whether it did.
+    pub(crate) async fn retire_bytes(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        match self.ready()? {
+            Backend::Memory(_) => Ok(false),
+            Backend::Redis(r) => r.write_to(key, r.retire_bytes(key, expected)).await,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::protocol::{
     ServerClock, CREATE, END_IF, EVENTS, EVENTS_DUE, EVENTS_READ, FIELD_ADD, FREEZE, INDEX_ADD,
-    INDEX_PRUNE, LOAD, PROBE, RELEASE, TAKE, TAKE_LEGACY, WRITE,
+    INDEX_PRUNE, LOAD, PROBE, RELEASE, RETIRE_LEGACY, TAKE, WRITE,
 };
 use super::{freeze_ms, redact, QueryEngine, RedisBackend};
 use crate::error::{Error, Result};
@@ -214,7 +214,7 @@ impl RedisBackend {
                 &*EVENTS_DUE,
                 &*EVENTS_READ,
                 &*PROBE,
-                &*TAKE_LEGACY,
+                &*RETIRE_LEGACY,
             ] {
                 script.load(pool.next()).await.map_err(Error::from_fred)?;
             }
