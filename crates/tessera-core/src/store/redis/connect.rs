@@ -41,17 +41,20 @@ pub struct RedisOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum NearCacheCoherence {
-    /// The default: a hit is served only after one `PING` round trip on the tracking
-    /// connection (to the key's node), so every invalidation the server sent before the
-    /// request arrived has been read and applied. A write acknowledged to any client before
-    /// this request reached the instance is never hidden by the cache, however busy the
-    /// instance is. Costs one small command per hit (no data is read or parsed).
+    /// The default: a hit is served only after one round trip on the tracking connection
+    /// (to the key's node; one server: a read of the database's small marker key, shared by
+    /// concurrent hits; a cluster: `EXISTS key`), so every invalidation the server sent
+    /// before the request arrived has been read and applied, and a flushed or swapped
+    /// database is noticed. A write acknowledged to any client before this request reached
+    /// the instance is never hidden by the cache, however busy the instance is. Costs one
+    /// small command per hit (no session data is read or parsed).
     #[default]
     Barrier,
     /// A hit costs no command at all; invalidations are applied as soon as the instance's
     /// runtime reads them from the socket. A request that reaches this instance sooner than
     /// that after another instance's acknowledged write can see the old value: the README's
-    /// "Near-cache" has the measured window.
+    /// "Near-cache" has the measured window. A flushed or swapped database is noticed by
+    /// the tracking connection's once-a-second check.
     Push,
 }
 
