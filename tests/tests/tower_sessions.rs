@@ -391,6 +391,70 @@ async fn store_down_is_a_fast_503_and_recovers() {
     assert_eq!(back.json()["user"], json!("ada"), "the session survived");
 }
 
+/// Issue #23 (15): `StoreUnavailableLayer` added `Retry-After: 1` to every 503, including a
+/// save whose outcome is unknown. The adapters' rule: `Retry-After` only when nothing was
+/// changed. A handler writes a value and pauses Redis (SIGSTOP) before tower-sessions saves:
+/// the save is sent and never confirmed (it may have been applied: no `Retry-After`); a load
+/// while Redis is paused changed nothing (`Retry-After: 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_only_when_nothing_was_changed() {
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use tower_sessions::{Session, SessionManagerLayer};
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Backend::Redis(ServerKind::Redis7).topology())
+        .await
+        .unwrap()
+        .unwrap();
+    let pid = server.nodes()[0].pid().to_string();
+    let store = tessera(store_on(Some(&server)).await);
+    let app = axum::Router::new()
+        .route(
+            "/write-then-pause",
+            post(move |session: Session| async move {
+                session.insert("flash", "saved").await.unwrap();
+                let stop = std::process::Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status();
+                assert!(stop.unwrap().success());
+                "written; the save follows"
+            }),
+        )
+        .route(
+            "/write",
+            post(|session: Session| async move {
+                session.insert("flash", "saved").await.unwrap();
+                "written"
+            }),
+        )
+        .route(
+            "/read",
+            get(|session: Session| async move {
+                match session.get::<String>("flash").await {
+                    Ok(v) => format!("{v:?}").into_response(),
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }),
+        )
+        .layer(SessionManagerLayer::new(store).with_secure(false))
+        .layer(tessera_tower_sessions::StoreUnavailableLayer);
+    let app = spawn_app(app).await;
+    let known = app.browser();
+    assert_eq!(known.post("/write", None).await.status, 200);
+    let saved = app.browser();
+    let save = saved.post("/write-then-pause", None).await;
+    // Still paused: a load that fails changed nothing.
+    let load = known.get("/read").await;
+    server.resume();
+    assert_eq!(save.status, 503, "{save:?}");
+    assert_eq!(
+        save.retry_after, None,
+        "a save whose outcome is unknown may have been applied: {save:?}"
+    );
+    assert_eq!(load.status, 503, "{load:?}");
+    assert_eq!(load.retry_after.as_deref(), Some("1"), "{load:?}");
+}
+
 /// Sessions written by tower-sessions-redis-store (the real crate, through the same app):
 /// after the switch with `migrate_redis_store(true)` the user is still logged in, the session
 /// now lives in tessera's layout and the old key is gone. Without it, they are unknown ids.

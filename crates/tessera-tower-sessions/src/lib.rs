@@ -20,7 +20,7 @@
 //!     .user_id_at("axum-login.data", "/user_id"); // where axum-login keeps the user id
 //! // Before: SessionManagerLayer::new(RedisStore::new(pool))
 //! let layer = SessionManagerLayer::new(sessions.clone());
-//! // Store outages answer 503 with Retry-After instead of tower-sessions' bare 500.
+//! // Store outages: 503, not tower-sessions' bare 500 (Retry-After if nothing changed).
 //! let outer = StoreUnavailableLayer;
 //! # let _ = (layer, outer); Ok(()) }
 //! ```
@@ -191,7 +191,7 @@ fn offset_time(t: SystemTime) -> Option<OffsetDateTime> {
 /// [`StoreUnavailableLayer`]).
 fn store_error(e: tessera_core::Error) -> session_store::Error {
     if e.status_code() == 503 {
-        status::note_unavailable();
+        status::note_unavailable(&e);
     }
     match e {
         tessera_core::Error::Encode(_)
