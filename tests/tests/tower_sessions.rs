@@ -254,7 +254,10 @@ mod cases {
         assert_eq!(e.store.manager().logout_all("ada").await.unwrap(), 1);
         // ...and then it saves.
         record.data.insert("cart".into(), json!(["a late item"]));
-        e.store.save(&record).await.unwrap();
+        assert!(
+            e.store.save(&record).await.is_err(),
+            "refused, never dropped in silence"
+        );
         assert!(e.store.load(&id).await.unwrap().is_none(), "still ended");
         if let Some(t) = &e.server {
             assert_eq!(t.session_keys(), Vec::<String>::new());
@@ -393,6 +396,168 @@ async fn store_down_is_a_fast_503_and_recovers() {
     assert_eq!(r2.status, 503, "{r2:?}");
     let back = b.get_until_ok("/me", Duration::from_secs(20)).await;
     assert_eq!(back.json()["user"], json!("ada"), "the session survived");
+}
+
+/// Issue #23 (15): `StoreUnavailableLayer` added `Retry-After: 1` to every 503, including a
+/// save whose outcome is unknown. The adapters' rule: `Retry-After` only when nothing was
+/// changed. A handler writes a value and pauses Redis (SIGSTOP) before tower-sessions saves:
+/// the save is sent and never confirmed (it may have been applied: no `Retry-After`); a load
+/// while Redis is paused changed nothing (`Retry-After: 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_only_when_nothing_was_changed() {
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use tower_sessions::{Session, SessionManagerLayer};
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Backend::Redis(ServerKind::Redis7).topology())
+        .await
+        .unwrap()
+        .unwrap();
+    let pid = server.nodes()[0].pid().to_string();
+    let store = tessera(store_on(Some(&server)).await);
+    let app = axum::Router::new()
+        .route(
+            "/write-then-pause",
+            post(move |session: Session| async move {
+                session.insert("flash", "saved").await.unwrap();
+                let stop = std::process::Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status();
+                assert!(stop.unwrap().success());
+                "written; the save follows"
+            }),
+        )
+        .route(
+            "/write",
+            post(|session: Session| async move {
+                session.insert("flash", "saved").await.unwrap();
+                "written"
+            }),
+        )
+        .route(
+            "/read",
+            get(|session: Session| async move {
+                match session.get::<String>("flash").await {
+                    Ok(v) => format!("{v:?}").into_response(),
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }),
+        )
+        .layer(SessionManagerLayer::new(store).with_secure(false))
+        .layer(tessera_tower_sessions::StoreUnavailableLayer);
+    let app = spawn_app(app).await;
+    let known = app.browser();
+    assert_eq!(known.post("/write", None).await.status, 200);
+    let saved = app.browser();
+    let save = saved.post("/write-then-pause", None).await;
+    // Still paused: a load that fails changed nothing.
+    let load = known.get("/read").await;
+    server.resume();
+    assert_eq!(save.status, 503, "{save:?}");
+    assert_eq!(
+        save.retry_after, None,
+        "a save whose outcome is unknown may have been applied: {save:?}"
+    );
+    assert_eq!(load.status, 503, "{load:?}");
+    assert_eq!(load.retry_after.as_deref(), Some("1"), "{load:?}");
+}
+
+/// Issue #23 (16): a value written after a logout-all in the same request (a flash message)
+/// was dropped in silence, and the browser got a cookie for the dead id. With
+/// `TesseraStore::logout_all` it goes to a fresh anonymous session under a new id (tower-
+/// sessions' flush then insert); after `manager().logout_all` alone, the save is refused (an
+/// error, no cookie), never dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_logout_all_goes_to_a_fresh_session_or_fails() {
+    use axum::routing::{get, post};
+    use tower_sessions::{Session, SessionManagerLayer};
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Backend::Redis(ServerKind::Redis7).topology())
+        .await
+        .unwrap()
+        .unwrap();
+    let store = tessera(store_on(Some(&server)).await);
+    let (helper, bare) = (store.clone(), store.clone());
+    let app = axum::Router::new()
+        .route(
+            "/login/{user}",
+            post(|session: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                session.cycle_id().await.unwrap();
+                let data = json!({"user_id": user});
+                session.insert("axum-login.data", data).await.unwrap();
+                "in"
+            }),
+        )
+        .route(
+            "/logout-all",
+            post(move |session: Session| async move {
+                let n = helper.logout_all(&session, "ada").await.unwrap();
+                session.insert("flash", "logged out everywhere").await.unwrap();
+                n.to_string()
+            }),
+        )
+        .route(
+            "/logout-all-bare",
+            post(move |session: Session| async move {
+                // Loaded first, as axum-login does for every request.
+                let user: Option<serde_json::Value> = session.get("axum-login.data").await.unwrap();
+                assert!(user.is_some());
+                let n = bare.manager().logout_all("ada").await.unwrap();
+                session.insert("flash", "logged out everywhere").await.unwrap();
+                n.to_string()
+            }),
+        )
+        .route(
+            "/flash",
+            get(|session: Session| async move {
+                let flash: Option<String> = session.get("flash").await.unwrap();
+                let user: Option<serde_json::Value> = session.get("axum-login.data").await.unwrap();
+                json!({"flash": flash, "user": user}).to_string()
+            }),
+        )
+        .layer(SessionManagerLayer::new(store).with_secure(false));
+    let app = spawn_app(app).await;
+
+    // The helper: the flash lands in a new, anonymous session; the old id is gone.
+    let phone = app.browser();
+    let laptop = app.browser();
+    for b in [&phone, &laptop] {
+        assert_eq!(b.post("/login/ada", None).await.status, 200);
+    }
+    let old = phone.cookie(COOKIE).unwrap();
+    let r = phone.post("/logout-all", None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "2"), "{r:?}");
+    let new = phone
+        .cookie(COOKIE)
+        .expect("a cookie for the fresh session");
+    assert_ne!(new, old, "never a cookie for the ended id: {r:?}");
+    let seen: serde_json::Value = serde_json::from_str(&phone.get("/flash").await.body).unwrap();
+    assert_eq!(
+        seen,
+        json!({"flash": "logged out everywhere", "user": null})
+    );
+    let seen: serde_json::Value = serde_json::from_str(&laptop.get("/flash").await.body).unwrap();
+    assert_eq!(
+        seen,
+        json!({"flash": null, "user": null}),
+        "the laptop is logged out"
+    );
+    assert_eq!(
+        server.session_keys().len(),
+        1,
+        "only the fresh anonymous session"
+    );
+
+    // Without it: the session the request holds was ended under it; the write is refused.
+    let tablet = app.browser();
+    assert_eq!(tablet.post("/login/ada", None).await.status, 200);
+    let dead = tablet.cookie(COOKIE).unwrap();
+    let r = tablet.post("/logout-all-bare", None).await;
+    assert_eq!(r.status, 500, "refused, not dropped: {r:?}");
+    assert!(r.set_cookies.is_empty(), "no cookie for the dead id: {r:?}");
+    assert_eq!(tablet.cookie(COOKIE).unwrap(), dead);
+    let seen: serde_json::Value = serde_json::from_str(&tablet.get("/flash").await.body).unwrap();
+    assert_eq!(seen, json!({"flash": null, "user": null}), "still ended");
 }
 
 /// Sessions written by tower-sessions-redis-store (the real crate, through the same app):

@@ -138,8 +138,9 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
-    /// The store configuration (URL) was rejected.
-    #[error("invalid store configuration")]
+    /// A configuration that cannot work (a store URL, a key, a limit): displays what is
+    /// wrong, as the [`ConfigError`] it carries.
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// A query by a field that is not declared indexed
     /// ([`SessionConfigBuilder::index_field`](crate::SessionConfigBuilder::index_field)).

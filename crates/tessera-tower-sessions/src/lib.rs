@@ -20,7 +20,7 @@
 //!     .user_id_at("axum-login.data", "/user_id"); // where axum-login keeps the user id
 //! // Before: SessionManagerLayer::new(RedisStore::new(pool))
 //! let layer = SessionManagerLayer::new(sessions.clone());
-//! // Store outages answer 503 with Retry-After instead of tower-sessions' bare 500.
+//! // Store outages: 503, not tower-sessions' bare 500 (Retry-After if nothing changed).
 //! let outer = StoreUnavailableLayer;
 //! # let _ = (layer, outer); Ok(()) }
 //! ```
@@ -45,7 +45,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use tessera_core::{Loaded, Records, SessionManager, TakeOver, Wrote};
 use time::OffsetDateTime;
-use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::session::{self, Id, Record, Session};
 use tower_sessions_core::session_store::{self, SessionStore};
 
 /// A tower-sessions [`SessionStore`] that keeps sessions in tessera's layout; see the crate
@@ -117,6 +117,38 @@ impl TesseraStore {
     /// [`revoke`](SessionManager::revoke) of a user's sessions.
     pub fn manager(&self) -> &SessionManager {
         &self.manager
+    }
+
+    /// Logs `user_id` out everywhere ([`SessionManager::logout_all`]) and ends the request's
+    /// own `session` with it: its values are cleared and its id dropped (tower-sessions'
+    /// `Session::flush`), so a value written later in the same request (a flash message,
+    /// "you are logged out everywhere") goes to a fresh anonymous session under a new id, and
+    /// the browser gets a cookie for that id (or, if nothing is written, its cookie removed).
+    /// The number of sessions ended.
+    ///
+    /// Use it rather than `manager().logout_all(..)` in a request of that user: then the
+    /// request's session is ended under it, and writing to it afterwards fails its save (a
+    /// session that ended is never written again, see [`SessionStore::save`]).
+    ///
+    /// ```
+    /// # use tessera_tower_sessions::TesseraStore;
+    /// # async fn demo(store: TesseraStore, session: tower_sessions::Session) -> Result<(), tower_sessions::session::Error> {
+    /// store.logout_all(&session, "ada").await?;
+    /// session.insert("flash", "You are logged out on every device").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn logout_all(
+        &self,
+        session: &Session,
+        user_id: impl std::fmt::Display,
+    ) -> Result<usize, session::Error> {
+        let ended = self
+            .manager
+            .logout_all(user_id)
+            .await
+            .map_err(|e| session::Error::Store(store_error(e)))?;
+        session.flush().await?;
+        Ok(ended)
     }
 
     /// The [`DeviceSession::handle`](tessera_core::DeviceSession::handle) of the session with
@@ -275,7 +307,7 @@ fn offset_time(t: SystemTime) -> Option<OffsetDateTime> {
 /// [`StoreUnavailableLayer`]).
 fn store_error(e: tessera_core::Error) -> session_store::Error {
     if e.status_code() == 503 {
-        status::note_unavailable();
+        status::note_unavailable(&e);
     }
     match e {
         tessera_core::Error::Encode(_)
@@ -295,6 +327,10 @@ impl SessionStore for TesseraStore {
         let data = data.into_owned();
         let user = self.user_of(&data);
         let expires = system_time(record.expiry_date);
+        // Never the id the record had: after tower-sessions' `flush` (axum-login's `logout`,
+        // `TesseraStore::logout_all`) the record keeps its old id, and a write afterwards (a
+        // flash message) would bring the ended id back to life for whoever holds its cookie.
+        record.id = Id::default();
         // A 128-bit random id collides with a live one practically never; the loop is for
         // the contract, and bounded.
         for _ in 0..8 {
@@ -333,11 +369,15 @@ impl SessionStore for TesseraStore {
             .await
             .map_err(store_error)?;
         if !written {
-            // Ended meanwhile (logout elsewhere, revoked, expired): it stays ended.
+            // Ended meanwhile (logged out here or elsewhere, revoked, expired): it stays
+            // ended, and the request's changes are refused, never dropped in silence (its
+            // response would hand out a cookie for the dead id). After a logout-all in the
+            // same request, `TesseraStore::logout_all` moves later writes to a fresh session.
             tracing::debug!(
                 session = %self.records.handle(&id),
                 "save of a session that ended meanwhile: nothing written"
             );
+            return Err(store_error(tessera_core::Error::SessionEnded));
         }
         Ok(())
     }

@@ -240,9 +240,10 @@ impl RedisBackend {
             return Cached::Miss;
         }
         if let (true, Some(shared)) = (tracking.barrier, &tracking.shared) {
-            // One server, one tracking connection: a shared PING (see `SharedPing`). Replies
+            // One server, one tracking connection: a shared read of the database's marker
+            // (see `SharedPing`; it also fails, emptying the cache, after a flush). Replies
             // and pushes on one connection arrive in the order the server sent them, and fred
-            // hands a push over before it completes any later reply: once a PING sent after
+            // hands a push over before it completes any later reply: once a barrier sent after
             // this request arrived is answered, every invalidation the server sent before is
             // received, and `get` below applies it first.
             let confirmed = self.bounded(async { Ok(shared.confirm().await) }).await;
@@ -262,7 +263,16 @@ impl RedisBackend {
                 .await
             {
                 Ok(1) => {}
-                Ok(_) => return Cached::Miss, // gone on the server: let a read decide
+                Ok(_) => {
+                    // Gone on the server, and still held once every push received before
+                    // this reply was applied: its invalidation was never delivered, which is
+                    // a flush of the node (fred drops the `invalidate` push with no key
+                    // list). Whatever else the cache holds from that node is as stale.
+                    if tracking.cache.holds(key) {
+                        tracking.cache.flush();
+                    }
+                    return Cached::Miss;
+                }
                 Err(_) => return Cached::BarrierFailed,
             }
         } else {
