@@ -45,11 +45,25 @@ impl Reply {
         }
     }
 
-    /// The answer for an error: its status and `{"error": <public message>}`.
+    /// The answer for an error: its status and `{"error": <public message>}`, plus
+    /// `"field": <name>` when a protected field does not decrypt
+    /// ([`Error::Undecryptable`]: the client learns which field, the reason goes to the log).
+    ///
+    /// ```
+    /// use tessera_core::{endpoints::Reply, Error};
+    /// let e = Error::Undecryptable { field: "api_token".into(), reason: "unknown key".into() };
+    /// let r = Reply::error(&e);
+    /// assert_eq!(r.status, 500);
+    /// assert_eq!(r.body.unwrap()["field"], "api_token");
+    /// ```
     pub fn error(e: &Error) -> Self {
+        let mut body = serde_json::json!({ "error": e.public_message() });
+        if let Error::Undecryptable { field, .. } = e {
+            body["field"] = Value::String(field.clone());
+        }
         Reply {
             status: e.status_code(),
-            body: Some(serde_json::json!({ "error": e.public_message() })),
+            body: Some(body),
         }
     }
 }

@@ -477,15 +477,54 @@ impl Session {
     }
 
     /// All user fields, each decoded as JSON (a plain-text field becomes a JSON string).
+    ///
+    /// A protected field whose stored value does not decrypt (a key change without the
+    /// previous key, a copied or tampered value) is [`Error::Undecryptable`] naming it; to show
+    /// the others and say which are unavailable, use
+    /// [`readable_entries`](Session::readable_entries).
     pub async fn entries(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let (out, unreadable) = self.readable_entries_with_reasons().await?;
+        match unreadable.into_iter().next() {
+            Some((field, reason)) => Err(Error::Undecryptable { field, reason }),
+            None => Ok(out),
+        }
+    }
+
+    /// All user fields that can be read, each decoded as JSON, and the names (sorted) of the
+    /// protected fields whose stored value does not decrypt, left out of the map: what a page
+    /// shows when it must still render (the field as "unavailable", the logout forms working).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("theme", "dark").await?;
+    /// let (fields, unreadable) = session.readable_entries().await?;
+    /// assert_eq!(fields["theme"], "dark");
+    /// assert!(unreadable.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn readable_entries(
+        &self,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>)> {
+        let (out, unreadable) = self.readable_entries_with_reasons().await?;
+        Ok((out, unreadable.into_iter().map(|(f, _)| f).collect()))
+    }
+
+    async fn readable_entries_with_reasons(
+        &self,
+    ) -> Result<(
+        serde_json::Map<String, serde_json::Value>,
+        Vec<(String, String)>,
+    )> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        if let Some(field) = st.unreadable.keys().min() {
-            return Err(Error::Undecryptable {
-                field: field.clone(),
-                reason: st.unreadable[field].clone(),
-            });
-        }
+        let mut unreadable: Vec<(String, String)> = st
+            .unreadable
+            .iter()
+            .map(|(f, r)| (f.clone(), r.clone()))
+            .collect();
+        unreadable.sort();
         let mut out = serde_json::Map::new();
         let mut names: Vec<&String> = st.data.keys().filter(|k| is_user_field(k)).collect();
         names.sort();
@@ -496,7 +535,7 @@ impl Session {
             })?;
             out.insert(k.clone(), v);
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// Whether the session exists in the store (after loading it).
