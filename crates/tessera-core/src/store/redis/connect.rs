@@ -3,7 +3,7 @@
 
 use super::protocol::{
     ServerClock, CREATE, END_IF, EVENTS, EVENTS_DUE, EVENTS_READ, FIELD_ADD, FREEZE, INDEX_ADD,
-    INDEX_PRUNE, LOAD, PROBE, RELEASE, TAKE, TAKE_LEGACY, WRITE,
+    INDEX_PRUNE, LOAD, PROBE, RELEASE, SET_IF_ABSENT, TAKE, TAKE_LEGACY, WRITE,
 };
 use super::{freeze_ms, redact, QueryEngine, RedisBackend};
 use crate::error::{Error, Result};
@@ -215,6 +215,7 @@ impl RedisBackend {
                 &*EVENTS_READ,
                 &*PROBE,
                 &*TAKE_LEGACY,
+                &*SET_IF_ABSENT,
             ] {
                 script.load(pool.next()).await.map_err(Error::from_fred)?;
             }
