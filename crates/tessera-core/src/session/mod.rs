@@ -29,7 +29,10 @@ mod state;
 mod touch_log;
 
 pub use self::activity::Activity;
-pub use self::csrf::{csrf_input, is_form_content_type, CsrfCheck, CSRF_FIELD, CSRF_HEADER};
+pub use self::csrf::{
+    csrf_input, is_cross_origin, is_form_content_type, CsrfCheck, RequestOrigin, CSRF_FIELD,
+    CSRF_HEADER,
+};
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession, ForwardedHeader};
 pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
@@ -94,6 +97,10 @@ use tracing::Instrument as _;
 pub struct Outcome {
     /// A full `Set-Cookie` header value.
     pub set_cookie: Option<String>,
+    /// A second `Set-Cookie` header value, sent beside `set_cookie`: the pre-session cookie of
+    /// a page without a session (its CSRF token's nonce; see
+    /// [`Session::csrf_token`]), or its removal once the browser has a session.
+    pub csrf_cookie: Option<String>,
     /// A failure to report instead of the handler's response: store unavailable (503), store
     /// error (500), or the session ended meanwhile so the changes were not saved (409).
     pub error: Option<Error>,
@@ -113,6 +120,9 @@ pub struct Session {
 struct SessionInner {
     manager: SessionManager,
     state: Mutex<State>,
+    /// The request's pre-session cookie (see csrf.rs): apart from `state`, as it never touches
+    /// the store.
+    pre: std::sync::Mutex<csrf::PreSession>,
 }
 
 impl fmt::Debug for Session {
@@ -905,8 +915,10 @@ impl Session {
             }
             _ => None,
         };
+        let csrf_cookie = self.pre_session_cookie(st.status == Status::Stored);
         Outcome {
             set_cookie,
+            csrf_cookie,
             error: st.failure.take(),
         }
     }
