@@ -1,6 +1,7 @@
 //! `GET /` and its forms: the demo for people, in a browser. Server-rendered HTML that works
-//! without JavaScript; every form carries the session's CSRF token (checked by the adapters'
-//! `CsrfForm` extractor before any of these runs).
+//! without JavaScript; every form carries a CSRF token (checked by the adapters' `CsrfForm`
+//! extractor before any of these runs): the session's, or, on the login form of a browser
+//! without a session, a pre-session token (so a visitor costs no store write).
 
 use serde::Deserialize;
 use std::time::Duration;
