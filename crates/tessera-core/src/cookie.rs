@@ -203,10 +203,12 @@ impl CookieConfig {
         format!("{}-csrf", self.full_name())
     }
 
-    /// The pre-session cookie carrying `value`: the session cookie's attributes, a
-    /// browser-session cookie.
-    pub(crate) fn pre_session_header(&self, value: String) -> String {
-        self.named(self.pre_session_name(), value).to_string()
+    /// The pre-session cookie carrying `value`: the session cookie's attributes, for
+    /// `max_age` (short-lived: a login form left open longer goes back to a fresh one).
+    pub(crate) fn pre_session_header(&self, value: String, max_age: Duration) -> String {
+        let mut c = self.named(self.pre_session_name(), value);
+        c.set_max_age(time::Duration::seconds(max_age.as_secs() as i64));
+        c.to_string()
     }
 
     /// Drops the pre-session cookie (the browser has a session now).

@@ -238,7 +238,8 @@ impl Session {
     /// login (a token from before the login is refused after it). Without one (a visitor who
     /// has written nothing, the login form), nothing is written to the store: the token is
     /// derived from a nonce in a pre-session cookie (`<cookie name>-csrf`, sent with this
-    /// response), which the checks accept while the browser has no session.
+    /// response, living for the idle timeout from the last page that used it), which the
+    /// checks accept while the browser has no session.
     pub async fn csrf_token(&self) -> Result<String> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
@@ -258,13 +259,24 @@ impl Session {
                 let held = self.store().set_if_absent(&key, fields::CSRF, &fresh).await;
                 match held {
                     Ok(SetIfAbsent::Holds(v)) => {
-                        let Some(secret) = decode_secret(v.as_bytes()) else {
-                            return Err(Error::Store(crate::error::StoreError::new(
-                                "the session's CSRF secret is malformed",
-                            )));
+                        let secret = match decode_secret(v.as_bytes()) {
+                            Some(secret) => {
+                                st.dirty.remove(fields::CSRF);
+                                secret
+                            }
+                            // Not a secret (written by something else): replaced by ours with
+                            // the request's write, rather than leaving the page without forms.
+                            None => {
+                                tracing::warn!("a session's CSRF secret is malformed: replaced");
+                                st.dirty
+                                    .insert(fields::CSRF.to_string(), Some(fresh.clone()));
+                                decode_secret(fresh.as_bytes()).expect("a fresh secret")
+                            }
                         };
-                        st.dirty.remove(fields::CSRF);
-                        st.data.insert(fields::CSRF.to_string(), v.into_bytes());
+                        st.data.insert(
+                            fields::CSRF.to_string(),
+                            URL_SAFE_NO_PAD.encode(secret).into_bytes(),
+                        );
                         Ok(mask(&secret))
                     }
                     Ok(SetIfAbsent::Gone) => {
@@ -292,19 +304,12 @@ impl Session {
         }
     }
 
-    /// A token of the pre-session secret (the request's nonce, or a new one whose cookie the
-    /// response sets).
+    /// A token of the pre-session secret (the request's nonce, or a new one); the response
+    /// sets the cookie (again: its lifetime slides with every page that uses it).
     fn pre_session_token(&self) -> String {
         let mut pre = self.inner.pre.lock().unwrap_or_else(|e| e.into_inner());
-        let nonce = match pre.nonce {
-            Some(n) => n,
-            None => {
-                let n = crate::id::random_bytes();
-                pre.nonce = Some(n);
-                pre.send = true;
-                n
-            }
-        };
+        let nonce = *pre.nonce.get_or_insert_with(crate::id::random_bytes);
+        pre.send = true;
         mask(&self.pre_session_secrets(&nonce)[0])
     }
 
@@ -323,7 +328,10 @@ impl Session {
         let pre = self.inner.pre.lock().unwrap_or_else(|e| e.into_inner());
         let cookie = &self.mgr().inner.config.cookie;
         match (pre.send, pre.nonce) {
-            (true, Some(nonce)) => Some(cookie.pre_session_header(URL_SAFE_NO_PAD.encode(nonce))),
+            (true, Some(nonce)) => Some(cookie.pre_session_header(
+                URL_SAFE_NO_PAD.encode(nonce),
+                self.mgr().inner.config.idle_timeout,
+            )),
             _ if pre.had && stored => Some(cookie.pre_session_removal()),
             _ => None,
         }
@@ -426,6 +434,84 @@ mod tests {
         assert_eq!(unmask(&a), Some(secret));
         assert_eq!(unmask(&b), Some(secret));
         assert_eq!(a.len(), 86);
+    }
+
+    #[tokio::test]
+    async fn a_page_without_a_session_writes_nothing_and_its_token_is_bound_to_its_cookie() {
+        use crate::{Key, SessionConfig, SessionManager, Store};
+        let manager = SessionManager::new(
+            Store::memory(),
+            SessionConfig::builder(Key::generate()).build().unwrap(),
+        );
+        let page = manager.start(None::<&str>);
+        let token = page.csrf_token().await.unwrap();
+        let out = page.finish(200).await;
+        assert!(out.set_cookie.is_none(), "no session");
+        let cookie = out.csrf_cookie.expect("the pre-session cookie");
+        assert!(cookie.starts_with("__Host-tessera-csrf=") && cookie.contains("HttpOnly"));
+        let pair = cookie.split(';').next().unwrap().to_string();
+        let post = manager.start([pair.as_str()]);
+        assert_eq!(post.check_csrf(&token).await.unwrap(), CsrfCheck::Valid);
+        assert!(!post.is_stored().await.unwrap(), "nothing was written");
+        let other = manager.start(None::<&str>).csrf_token().await.unwrap();
+        assert_eq!(post.check_csrf(&other).await.unwrap(), CsrfCheck::Invalid);
+        assert_eq!(post.check_csrf("forged").await.unwrap(), CsrfCheck::Invalid);
+        let cookieless = manager.start(None::<&str>);
+        assert_eq!(
+            cookieless.check_csrf(&token).await.unwrap(),
+            CsrfCheck::NoSession
+        );
+        // Once there is a session, its own tokens only, and the pre-session cookie goes.
+        post.insert("x", &1).await.unwrap();
+        let out = post.finish(200).await;
+        let session = out.set_cookie.unwrap();
+        assert!(out.csrf_cookie.unwrap().contains("Max-Age=0"));
+        let next = manager.start([pair.as_str(), session.split(';').next().unwrap()]);
+        assert_eq!(next.check_csrf(&token).await.unwrap(), CsrfCheck::Invalid);
+        let own = next.csrf_token().await.unwrap();
+        assert_eq!(next.check_csrf(&own).await.unwrap(), CsrfCheck::Valid);
+    }
+
+    #[test]
+    fn cross_origin_rule() {
+        let req =
+            |method, site: Option<&'static str>, origin: Option<&'static str>| RequestOrigin {
+                method,
+                sec_fetch_site: site.map(str::as_bytes),
+                origin: origin.map(str::as_bytes),
+                host: Some(b"app.example:8080"),
+            };
+        let cross = |r: RequestOrigin<'_>| is_cross_origin(&r, &[]);
+        assert!(!cross(req(
+            "GET",
+            Some("cross-site"),
+            Some("https://evil.example")
+        )));
+        assert!(!cross(req("OPTIONS", Some("cross-site"), None)));
+        assert!(cross(req("DELETE", Some("cross-site"), None)));
+        assert!(cross(req(
+            "POST",
+            Some("same-site"),
+            Some("https://app.example:8080")
+        )));
+        assert!(!cross(req("POST", Some("none"), None)));
+        assert!(!cross(req("POST", None, Some("http://APP.example:8080"))));
+        assert!(
+            cross(req("POST", None, Some("http://app.example"))),
+            "another port"
+        );
+        assert!(cross(req("POST", None, Some("null"))));
+        assert!(cross(req("POST", None, Some("http://"))));
+        assert!(!cross(req("PUT", None, None)));
+        let trusted = ["https://partner.example".to_string()];
+        let r = req("POST", Some("cross-site"), Some("https://partner.example"));
+        assert!(!is_cross_origin(&r, &trusted));
+        let r = req(
+            "POST",
+            Some("cross-site"),
+            Some("https://partner.example.evil"),
+        );
+        assert!(is_cross_origin(&r, &trusted));
     }
 
     #[test]
