@@ -34,6 +34,10 @@ mod redis7_only {
     async fn actix_a_visitor_without_a_session_costs_no_write() {
         super::cases::a_visitor_without_a_session_costs_no_write(on(Adapter::Actix)).await
     }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_malformed_secret_is_replaced() {
+        super::cases::a_malformed_secret_is_replaced(on(Adapter::Axum)).await
+    }
 }
 
 /// The CSRF token in the first form of an HTML page.
@@ -535,5 +539,30 @@ mod cases {
         );
         let events = fx.manager.read_events(None, 1000).await.unwrap();
         assert_eq!(created(&events), 1, "{events:?}");
+    }
+
+    /// A stored CSRF secret that is not one (written by something else) is replaced: the page
+    /// keeps its forms instead of failing on every load.
+    pub async fn a_malformed_secret_is_replaced(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let b = fx.browser();
+        assert_eq!(
+            b.post("/login", Some(json!({"user_id": "ada"})))
+                .await
+                .status,
+            200
+        );
+        let key = fx.only_session_key();
+        fx.server().cmd(&["HSET", &key, "__k", "not a secret"]);
+        let page = b.get("/").await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let r = b
+            .post_form("/ui/counter", &[("csrf_token", &token_in(&page.body))])
+            .await;
+        assert_eq!(r.status, 303, "{r:?}");
+        assert_ne!(
+            fx.server().text(&["HGET", &key, "__k"]).unwrap(),
+            "not a secret"
+        );
     }
 }
