@@ -8,6 +8,11 @@
 //! | `GET /sessions` | [`list_sessions`] | `200` + JSON array (each a serialized [`DeviceSession`](crate::DeviceSession)); `401` when not logged in |
 //! | `DELETE /sessions/{handle}` | [`revoke`] | `204`; `404` when not one of the user's sessions; `401` when not logged in |
 //!
+//! The adapters mount the state-changing ones behind the cross-origin check
+//! ([`Session::check_origin`](crate::Session::check_origin), their `OriginChecked`
+//! extractor): a request a page of another origin made is `403` before any of these runs,
+//! unless it carries the session's CSRF token.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use tessera_core::{endpoints, Key, SessionConfig, SessionManager, Store};
