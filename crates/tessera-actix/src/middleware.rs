@@ -144,7 +144,7 @@ where
                 }
                 None => res.map_into_left_body(),
             };
-            if let Some(cookie) = outcome.set_cookie {
+            for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
                 match HeaderValue::from_str(&cookie) {
                     Ok(v) => {
                         res.headers_mut().append(SET_COOKIE, v);

@@ -235,7 +235,7 @@ impl Error {
             Error::TooLarge { .. } => "session data over the size limit",
             Error::NotIndexed(_) => "that session field is not indexed",
             Error::ProtectedField(_) => "that session field is protected",
-            Error::Undecryptable { .. } => "session error",
+            Error::Undecryptable { .. } => "a protected session field cannot be decrypted",
             Error::Unsupported(_) => "the session store does not support this query",
             Error::InvalidAction => "invalid activity action",
             Error::InvalidCursor(_) => "invalid events cursor",

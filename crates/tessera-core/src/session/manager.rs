@@ -145,8 +145,10 @@ impl SessionManager {
                 }
             }
         }
+        let pre = super::csrf::pre_session(&headers, &config.cookie.pre_session_name());
         Session {
             inner: Arc::new(SessionInner {
+                pre: std::sync::Mutex::new(pre),
                 manager: self.clone(),
                 state: Mutex::new(State::new(candidates, truncated, client)),
             }),

@@ -189,6 +189,17 @@ pub(crate) enum Release {
     Taken,
 }
 
+/// What [`Store::set_if_absent`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetIfAbsent {
+    /// The field holds this value now: the one given, or the one that was there first.
+    Holds(String),
+    /// No session at the key: nothing written.
+    Gone,
+    /// A login is moving the session to a new id: nothing written.
+    Moved,
+}
+
 /// What ending a session found by a field query did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndIf {
@@ -754,6 +765,20 @@ impl Store {
         match self.ready().ok()? {
             Backend::Memory(_) => Some(now_ms()),
             Backend::Redis(r) => r.server_now(),
+        }
+    }
+
+    /// Sets `field` of the live session at `key` unless it holds a value already, and answers
+    /// the value it holds now: a compare-and-set in one step (the CSRF secret).
+    pub(crate) async fn set_if_absent(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<SetIfAbsent> {
+        match self.ready()? {
+            Backend::Memory(m) => Ok(m.set_if_absent(key, field, value)),
+            Backend::Redis(r) => r.write_to(key, r.set_if_absent(key, field, value)).await,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::protocol::{
     ServerClock, CREATE, END_IF, EVENTS, EVENTS_DUE, EVENTS_READ, FIELD_ADD, FREEZE, INDEX_ADD,
-    INDEX_PRUNE, LOAD, PROBE, RELEASE, RETIRE_LEGACY, TAKE, WRITE,
+    INDEX_PRUNE, LOAD, PROBE, RELEASE, RETIRE_LEGACY, SET_IF_ABSENT, TAKE, WRITE,
 };
 use super::{freeze_ms, redact, QueryEngine, RedisBackend};
 use crate::error::{Error, Result};
@@ -217,6 +217,7 @@ impl RedisBackend {
                 &*EVENTS_READ,
                 &*PROBE,
                 &*RETIRE_LEGACY,
+                &*SET_IF_ABSENT,
             ] {
                 script.load(pool.next()).await.map_err(Error::from_fred)?;
             }

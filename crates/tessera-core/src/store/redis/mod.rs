@@ -18,9 +18,10 @@ pub(crate) use self::search::QueryEngine;
 
 use self::protocol::{
     code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, END_IF,
-    FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, RETIRE_LEGACY, TAKE, WRITE,
+    FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, RETIRE_LEGACY, SET_IF_ABSENT, TAKE,
+    WRITE,
 };
-use super::{EndIf, Freeze, Load, Release, Timing, WriteOp, WriteResult};
+use super::{EndIf, Freeze, Load, Release, SetIfAbsent, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -637,6 +638,27 @@ impl RedisBackend {
         args.push((max_score.min(i64::MAX as u64) as i64).into());
         args.extend(members.iter().map(|m| Value::from(m.as_str())));
         self.eval_write(&INDEX_PRUNE, key, args).await
+    }
+
+    /// Sets `field` of the live session at `key` unless it holds a value, and answers the
+    /// value it holds now (see set_if_absent.lua).
+    pub(crate) async fn set_if_absent(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<SetIfAbsent> {
+        let args: Vec<Value> = vec![field.into(), value.into(), (self.freeze_ms as i64).into()];
+        let reply: Vec<Value> = self.eval_write(&SET_IF_ABSENT, key, args).await?;
+        Ok(match reply.first().and_then(|v| v.as_i64()) {
+            Some(1) => match reply.get(1).cloned().and_then(Value::into_string) {
+                Some(now) => SetIfAbsent::Holds(now),
+                None => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
+            },
+            Some(0) => SetIfAbsent::Gone,
+            Some(-3) => SetIfAbsent::Moved,
+            _ => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
+        })
     }
 
     /// Ends the session at `key` if `field` still holds `expected` (see end_if.lua).
