@@ -232,7 +232,9 @@ impl TesseraStore {
 /// request, so the save writes only what the request changed: tower-sessions gives the store
 /// nothing but the record back. A reserved name (`__`), never stored; an app that
 /// [`clear`](tower_sessions_core::Session::clear)s the session drops it, and that save replaces
-/// every value.
+/// every value. It holds for one save: the same view saved again (a `CachingSessionStore`'s
+/// copy of the record, given to every later request) replaces every value too, and a record
+/// given a new id (`create`) loses it.
 pub const LOADED: &str = "__tessera.loaded";
 
 /// `data` without [`LOADED`], and what it held.
@@ -290,9 +292,12 @@ fn store_error(e: tessera_core::Error) -> session_store::Error {
 #[async_trait]
 impl SessionStore for TesseraStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        // A record loaded then given a new id (`cycle_id`): all of it is new.
-        let (data, _) = split_loaded(&record.data);
-        let data = data.into_owned();
+        // A record loaded then given a new id (`cycle_id`): all of it is new, and what the
+        // old id's load returned goes (a cache's copy of this record, saved again later, must
+        // not be taken for a view of what the new session holds: without it a save replaces
+        // every value).
+        record.data.remove(LOADED);
+        let data = record.data.clone();
         let user = self.user_of(&data);
         let expires = system_time(record.expiry_date);
         // A 128-bit random id collides with a live one practically never; the loop is for

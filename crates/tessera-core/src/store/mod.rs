@@ -42,6 +42,10 @@ pub(crate) mod fields {
     pub(crate) const OWN_EXPIRY: &str = "__i";
     /// The session's CSRF secret, base64url (see session/csrf.rs).
     pub(crate) const CSRF: &str = "__k";
+    /// The loads whose view a save of another framework's session (see `Records`) used, most
+    /// recent first, space-separated (at most `Records`' bound): a view given to a second
+    /// save is stale (a cache's copy of the record), and that save replaces every value.
+    pub(crate) const SAVED_LOADS: &str = "__l";
     /// Prefix of a field's lifetime stamp: `__x:<field>` = its expiry, server ms.
     pub(crate) const EXPIRES: &str = "__x:";
 
