@@ -929,4 +929,45 @@ mod issue23 {
             HashMap::from([("cart".to_string(), json!([1, 2]))])
         );
     }
+
+    /// Item 7's take-over order with two instances loading the same old session at once (a
+    /// page's parallel requests just after the switch): each finds the session, whichever of
+    /// them wrote tessera's copy. A request that found nothing would start an empty session,
+    /// and its first write would replace the browser's cookie: logged out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_taking_over_one_session_both_find_it() {
+        let t = redis7().await;
+        let a = tessera(store_on(Some(&t)).await).migrate_redis_store(true);
+        let b = tessera(store_on(Some(&t)).await).migrate_redis_store(true);
+        let cfg = Config::from_url(&t.url()).unwrap();
+        let client = Client::new(cfg, None, None, None);
+        client.init().await.unwrap();
+        let mut lost = 0;
+        let rounds = 300;
+        for _ in 0..rounds {
+            let record = Record {
+                id: Id::default(),
+                data: HashMap::from([("axum-login.data".to_string(), json!({"user_id": "ada"}))]),
+                expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+            };
+            let bytes = rmp_serde::to_vec(&record).unwrap();
+            let _: () = client
+                .set(record.id.to_string(), bytes.as_slice(), None, None, false)
+                .await
+                .unwrap();
+            let id = record.id;
+            let (x, y) = tokio::join!(
+                tokio::spawn({
+                    let a = a.clone();
+                    async move { a.load(&id).await.unwrap() }
+                }),
+                tokio::spawn({
+                    let b = b.clone();
+                    async move { b.load(&id).await.unwrap() }
+                })
+            );
+            lost += usize::from(x.unwrap().is_none()) + usize::from(y.unwrap().is_none());
+        }
+        assert_eq!(lost, 0, "requests that found no session, of {}", 2 * rounds);
+    }
 }

@@ -91,7 +91,8 @@ impl TesseraStore {
     /// the bare id): a session id not found in tessera's layout is looked up there, and if a
     /// live session is found it is written in tessera's layout, then the old key deleted, in
     /// the same request. Users stay logged in across the switch. Off by default: it costs
-    /// one `GET` per unknown id.
+    /// one `GET` per unknown id (and, when there is no old key either, one more read of
+    /// tessera's layout: another instance may have just taken it over).
     ///
     /// Only a well-formed record of that store naming the same id is ever deleted; one whose
     /// user logged out everywhere since the switch is refused (and deleted); a take-over
@@ -146,11 +147,15 @@ impl TesseraStore {
         // Twice at most: a write that raced with the old key changing (rewritten by the old
         // app still running, or ended) is undone and the key read again.
         for _ in 0..2 {
+            let found = std::sync::atomic::AtomicBool::new(false);
             let taken = self
                 .records
                 .take_over(
                     key,
-                    |raw| self.legacy_record(id, raw),
+                    |raw| {
+                        found.store(true, std::sync::atomic::Ordering::Relaxed);
+                        self.legacy_record(id, raw)
+                    },
                     |record: Record, user| async move {
                         let expires = system_time(record.expiry_date);
                         let created = self
@@ -169,6 +174,12 @@ impl TesseraStore {
                 .await?;
             let session = self.records.handle(key);
             match taken {
+                // No old key (any more): another instance may have taken it over since this
+                // request looked for tessera's copy (it writes the copy, then deletes the old
+                // key); its copy is this session.
+                TakeOver::Nothing if !found.load(std::sync::atomic::Ordering::Relaxed) => {
+                    return Ok(self.records.load(key).await?.map(|s| self.record(*id, s)));
+                }
                 TakeOver::Nothing => return Ok(None),
                 TakeOver::Refused => {
                     tracing::info!(%session, "a tower-sessions-redis-store session of a user who logged out everywhere since: not taken over");
