@@ -152,6 +152,8 @@ impl TesseraStore {
                 .records
                 .take_over(
                     key,
+                    // The copy is under the same id: every request finds it.
+                    Duration::ZERO,
                     |raw| {
                         found.store(true, std::sync::atomic::Ordering::Relaxed);
                         self.legacy_record(id, raw)

@@ -468,12 +468,20 @@ impl Records {
     ///    deleted only if it still holds the value read (one compare-and-delete step; not:
     ///    [`TakeOver::Raced`]).
     ///
+    /// With a non-zero `grace` the old key is not deleted in step 4 but left to expire within
+    /// that time: for a take-over that writes the session under a new id (which the browser's
+    /// other requests cannot find), the requests it sent with the old cookie before the first
+    /// one's answer are taken over too, each as a session of its own, instead of being
+    /// answered as logged out (a replay of the old cookie within the grace is taken over as
+    /// well). A refused or ended one is deleted at once, whatever the grace.
+    ///
     /// Always [`TakeOver::Nothing`] on the memory store (it holds no other store's keys).
     /// Only for keys that are not tessera's own (sessions, indexes, events, in this
     /// namespace): others are [`Error::Unsupported`].
     pub async fn take_over<D, T, Fut>(
         &self,
         key: &str,
+        grace: Duration,
         decode: impl FnOnce(&[u8]) -> Option<(D, Option<String>)>,
         write: impl FnOnce(D, Option<String>) -> Fut,
     ) -> Result<TakeOver<T>>
@@ -481,6 +489,7 @@ impl Records {
         Fut: Future<Output = Result<Wrote<T>>>,
     {
         check_legacy(&self.mgr.inner.config, key)?;
+        let grace_ms = grace.as_millis().min(u64::MAX as u128) as u64;
         let store = &self.mgr.inner.store;
         let Some(raw) = store.get_bytes(key).await? else {
             return Ok(TakeOver::Nothing);
@@ -489,7 +498,7 @@ impl Records {
             return Ok(TakeOver::Nothing);
         };
         if self.ended_since_switch(user.as_deref()).await? {
-            store.retire_bytes(key, &raw).await?;
+            store.retire_bytes(key, &raw, 0).await?;
             return Ok(TakeOver::Refused);
         }
         let written = match write(data, user.clone()).await? {
@@ -498,10 +507,10 @@ impl Records {
             Wrote::Existing(None) => return Ok(TakeOver::Nothing),
         };
         if self.ended_since_switch(user.as_deref()).await? {
-            store.retire_bytes(key, &raw).await?;
+            store.retire_bytes(key, &raw, 0).await?;
             return Ok(TakeOver::EndedMeanwhile(written));
         }
-        match store.retire_bytes(key, &raw).await {
+        match store.retire_bytes(key, &raw, grace_ms).await {
             Ok(true) => Ok(TakeOver::Taken(written)),
             Ok(false) => Ok(TakeOver::Raced(written)),
             Err(e) => {
@@ -524,7 +533,7 @@ impl Records {
         check_legacy(&self.mgr.inner.config, key)?;
         let store = &self.mgr.inner.store;
         match store.get_bytes(key).await? {
-            Some(raw) if is_record(&raw) => store.retire_bytes(key, &raw).await,
+            Some(raw) if is_record(&raw) => store.retire_bytes(key, &raw, 0).await,
             _ => Ok(false),
         }
     }

@@ -628,11 +628,20 @@ impl Store {
         }
     }
 
-    /// Deletes a plain string key only if it still holds `expected`; whether it did.
-    pub(crate) async fn retire_bytes(&self, key: &str, expected: &[u8]) -> Result<bool> {
+    /// Deletes a plain string key (or, with a `grace_ms`, makes it expire within that) only
+    /// if it still holds `expected`; whether it did.
+    pub(crate) async fn retire_bytes(
+        &self,
+        key: &str,
+        expected: &[u8],
+        grace_ms: u64,
+    ) -> Result<bool> {
         match self.ready()? {
             Backend::Memory(_) => Ok(false),
-            Backend::Redis(r) => r.write_to(key, r.retire_bytes(key, expected)).await,
+            Backend::Redis(r) => {
+                r.write_to(key, r.retire_bytes(key, expected, grace_ms))
+                    .await
+            }
         }
     }
 
