@@ -1014,4 +1014,125 @@ mod issue23 {
             "both requests' fields survive"
         );
     }
+
+    /// A process-local cache in front of the store, as tower-sessions' `CachingSessionStore`
+    /// with `MokaStore` keeps one: every later request of the session gets the record the
+    /// first load returned (with what that load returned under `LOADED`), saved back after.
+    #[derive(Debug, Clone, Default)]
+    struct MapCache(std::sync::Arc<std::sync::Mutex<HashMap<Id, Record>>>);
+
+    #[async_trait::async_trait]
+    impl SessionStore for MapCache {
+        async fn create(&self, r: &mut Record) -> tower_sessions::session_store::Result<()> {
+            self.0.lock().unwrap().insert(r.id, r.clone());
+            Ok(())
+        }
+        async fn save(&self, r: &Record) -> tower_sessions::session_store::Result<()> {
+            self.0.lock().unwrap().insert(r.id, r.clone());
+            Ok(())
+        }
+        async fn load(&self, id: &Id) -> tower_sessions::session_store::Result<Option<Record>> {
+            Ok(self.0.lock().unwrap().get(id).cloned())
+        }
+        async fn delete(&self, id: &Id) -> tower_sessions::session_store::Result<()> {
+            self.0.lock().unwrap().remove(id);
+            Ok(())
+        }
+    }
+
+    /// Item 9's difference writes behind a `CachingSessionStore`: the cached record carries
+    /// the digest of its first load to every later save, so a value added by one request
+    /// and removed by a later one (a flash message shown, a hand-rolled logout) was never
+    /// deleted in Redis, and came back (logged in again) on another instance, or on this one
+    /// once the cache let the record go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_value_removed_behind_a_caching_store_stays_removed() {
+        use tower_sessions::CachingSessionStore;
+        let t = redis7().await;
+        let store = tessera(store_on(Some(&t)).await);
+        let mut r = Record {
+            id: Id::default(),
+            data: HashMap::from([("cart".to_string(), json!([1]))]),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(10),
+        };
+        store.create(&mut r).await.unwrap();
+        let cached = CachingSessionStore::new(MapCache::default(), store.clone());
+        // Request 1 (its load fills the cache from Redis) logs in and leaves a flash message.
+        let mut r1 = cached.load(&r.id).await.unwrap().unwrap();
+        r1.data
+            .insert("axum-login.data".into(), json!({"user_id": "ada"}));
+        r1.data.insert("flash".into(), json!("welcome"));
+        cached.save(&r1).await.unwrap();
+        assert_eq!(store.manager().list_sessions("ada").await.unwrap().len(), 1);
+        // Request 2 (served from the cache) shows the message and logs out by removing both.
+        let mut r2 = cached.load(&r.id).await.unwrap().unwrap();
+        assert!(r2.data.remove("flash").is_some());
+        assert!(r2.data.remove("axum-login.data").is_some());
+        cached.save(&r2).await.unwrap();
+        // Another instance reads Redis.
+        let mut fresh = store.load(&r.id).await.unwrap().unwrap();
+        fresh.data.remove(tessera_tower_sessions::LOADED);
+        assert_eq!(
+            fresh.data,
+            HashMap::from([("cart".to_string(), json!([1]))]),
+            "what the last save left, nothing removed back"
+        );
+        assert!(store
+            .manager()
+            .list_sessions("ada")
+            .await
+            .unwrap()
+            .is_empty());
+        // A third request through the cache changes one value: still what it saved.
+        let mut r3 = cached.load(&r.id).await.unwrap().unwrap();
+        r3.data.insert("cart".into(), json!([1, 2]));
+        cached.save(&r3).await.unwrap();
+        let mut fresh = store.load(&r.id).await.unwrap().unwrap();
+        fresh.data.remove(tessera_tower_sessions::LOADED);
+        assert_eq!(
+            fresh.data,
+            HashMap::from([("cart".to_string(), json!([1, 2]))])
+        );
+    }
+
+    /// Item 7's take-over order with two instances loading the same old session at once (a
+    /// page's parallel requests just after the switch): each finds the session, whichever of
+    /// them wrote tessera's copy. A request that found nothing would start an empty session,
+    /// and its first write would replace the browser's cookie: logged out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_taking_over_one_session_both_find_it() {
+        let t = redis7().await;
+        let a = tessera(store_on(Some(&t)).await).migrate_redis_store(true);
+        let b = tessera(store_on(Some(&t)).await).migrate_redis_store(true);
+        let cfg = Config::from_url(&t.url()).unwrap();
+        let client = Client::new(cfg, None, None, None);
+        client.init().await.unwrap();
+        let mut lost = 0;
+        let rounds = 300;
+        for _ in 0..rounds {
+            let record = Record {
+                id: Id::default(),
+                data: HashMap::from([("axum-login.data".to_string(), json!({"user_id": "ada"}))]),
+                expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+            };
+            let bytes = rmp_serde::to_vec(&record).unwrap();
+            let _: () = client
+                .set(record.id.to_string(), bytes.as_slice(), None, None, false)
+                .await
+                .unwrap();
+            let id = record.id;
+            let (x, y) = tokio::join!(
+                tokio::spawn({
+                    let a = a.clone();
+                    async move { a.load(&id).await.unwrap() }
+                }),
+                tokio::spawn({
+                    let b = b.clone();
+                    async move { b.load(&id).await.unwrap() }
+                })
+            );
+            lost += usize::from(x.unwrap().is_none()) + usize::from(y.unwrap().is_none());
+        }
+        assert_eq!(lost, 0, "requests that found no session, of {}", 2 * rounds);
+    }
 }

@@ -38,6 +38,7 @@ pub struct ActixSessionImport {
     signed: bool,
     key_prefix: String,
     user_id_field: Option<String>,
+    grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for ActixSessionImport {
@@ -47,6 +48,7 @@ impl std::fmt::Debug for ActixSessionImport {
             .field("signed", &self.signed)
             .field("key_prefix", &self.key_prefix)
             .field("user_id_field", &self.user_id_field)
+            .field("grace", &self.grace)
             .finish_non_exhaustive()
     }
 }
@@ -57,6 +59,9 @@ impl std::fmt::Debug for ActixSessionImport {
 pub struct ImportKeyError(usize);
 
 impl ActixSessionImport {
+    /// How long a taken-over session's old key stays by default (see [`Self::grace`]).
+    pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
     /// With actix-session's cookie key: the 64 bytes of its `Key::master()`. Defaults as
     /// actix-session's: cookie `id`, encrypted (private) content, Redis keys equal to the
     /// session key (no prefix).
@@ -69,6 +74,7 @@ impl ActixSessionImport {
             signed: false,
             key_prefix: String::new(),
             user_id_field: None,
+            grace: Self::DEFAULT_GRACE,
         })
     }
 
@@ -97,6 +103,17 @@ impl ActixSessionImport {
     /// logout-all ends it. The value stays a session field as well.
     pub fn user_id_field(mut self, field: impl Into<String>) -> Self {
         self.user_id_field = Some(field.into());
+        self
+    }
+
+    /// How long the old session stays after it was taken over (default [`Self::DEFAULT_GRACE`]):
+    /// the requests the browser sent with the old cookie before the first one's answer
+    /// (a page's parallel requests, tabs restored together) are taken over too, each as a
+    /// session of its own, rather than answered as logged out, since tessera's copy is
+    /// under a new id they cannot find. A replay of the old cookie within it is taken over as
+    /// well; a logout-all refuses it at once. Zero: deleted at once.
+    pub fn grace(mut self, grace: std::time::Duration) -> Self {
+        self.grace = grace;
         self
     }
 
@@ -178,7 +195,11 @@ impl ActixSessionImport {
             }
             Ok(Wrote::New(()))
         };
-        match manager.records().take_over(&key, decode, write).await {
+        match manager
+            .records()
+            .take_over(&key, self.grace, decode, write)
+            .await
+        {
             Ok(TakeOver::Nothing) => true,
             Ok(TakeOver::Taken(())) => {
                 tracing::debug!("took over an actix-session session");

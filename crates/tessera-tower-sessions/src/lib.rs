@@ -91,7 +91,8 @@ impl TesseraStore {
     /// the bare id): a session id not found in tessera's layout is looked up there, and if a
     /// live session is found it is written in tessera's layout, then the old key deleted, in
     /// the same request. Users stay logged in across the switch. Off by default: it costs
-    /// one `GET` per unknown id.
+    /// one `GET` per unknown id (and, when there is no old key either, one more read of
+    /// tessera's layout: another instance may have just taken it over).
     ///
     /// Only a well-formed record of that store naming the same id is ever deleted; one whose
     /// user logged out everywhere since the switch is refused (and deleted); a take-over
@@ -178,11 +179,17 @@ impl TesseraStore {
         // Twice at most: a write that raced with the old key changing (rewritten by the old
         // app still running, or ended) is undone and the key read again.
         for _ in 0..2 {
+            let found = std::sync::atomic::AtomicBool::new(false);
             let taken = self
                 .records
                 .take_over(
                     key,
-                    |raw| self.legacy_record(id, raw),
+                    // The copy is under the same id: every request finds it.
+                    Duration::ZERO,
+                    |raw| {
+                        found.store(true, std::sync::atomic::Ordering::Relaxed);
+                        self.legacy_record(id, raw)
+                    },
                     |record: Record, user| async move {
                         let expires = system_time(record.expiry_date);
                         let created = self
@@ -201,6 +208,12 @@ impl TesseraStore {
                 .await?;
             let session = self.records.handle(key);
             match taken {
+                // No old key (any more): another instance may have taken it over since this
+                // request looked for tessera's copy (it writes the copy, then deletes the old
+                // key); its copy is this session.
+                TakeOver::Nothing if !found.load(std::sync::atomic::Ordering::Relaxed) => {
+                    return Ok(self.records.load(key).await?.map(|s| self.record(*id, s)));
+                }
                 TakeOver::Nothing => return Ok(None),
                 TakeOver::Refused => {
                     tracing::info!(%session, "a tower-sessions-redis-store session of a user who logged out everywhere since: not taken over");
@@ -264,7 +277,9 @@ impl TesseraStore {
 /// request, so the save writes only what the request changed: tower-sessions gives the store
 /// nothing but the record back. A reserved name (`__`), never stored; an app that
 /// [`clear`](tower_sessions_core::Session::clear)s the session drops it, and that save replaces
-/// every value.
+/// every value. It holds for one save: the same view saved again (a `CachingSessionStore`'s
+/// copy of the record, given to every later request) replaces every value too, and a record
+/// given a new id (`create`) loses it.
 pub const LOADED: &str = "__tessera.loaded";
 
 /// `data` without [`LOADED`], and what it held.
@@ -322,9 +337,12 @@ fn store_error(e: tessera_core::Error) -> session_store::Error {
 #[async_trait]
 impl SessionStore for TesseraStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        // A record loaded then given a new id (`cycle_id`): all of it is new.
-        let (data, _) = split_loaded(&record.data);
-        let data = data.into_owned();
+        // A record loaded then given a new id (`cycle_id`): all of it is new, and what the
+        // old id's load returned goes (a cache's copy of this record, saved again later, must
+        // not be taken for a view of what the new session holds: without it a save replaces
+        // every value).
+        record.data.remove(LOADED);
+        let data = record.data.clone();
         let user = self.user_of(&data);
         let expires = system_time(record.expiry_date);
         // Never the id the record had: after tower-sessions' `flush` (axum-login's `logout`,

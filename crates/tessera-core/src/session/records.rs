@@ -65,14 +65,23 @@ pub struct StoredRecord {
 }
 
 /// What a [`Records::load`] returned, in brief: a digest of each field's value (64 bits of
-/// SHA-256 of its stored text, never the value). [`Records::save`] given it writes the fields
-/// whose value differs from the digest and deletes those it lists that the new values no
-/// longer hold; fields it does not list (added by another request since) are left alone.
-/// Carried between the load and the save of one request as a JSON value
-/// ([`to_value`](Self::to_value), [`from_value`](Self::from_value)), for a framework that
-/// gives the store nothing but the record back.
+/// SHA-256 of its stored text, never the value), and a random name for this load.
+/// [`Records::save`] given it writes the fields whose value differs from the digest and
+/// deletes those it lists that the new values no longer hold; fields it does not list (added
+/// by another request since) are left alone. It holds for one save: the session remembers the
+/// last loads whose view a save used, and a second save with the same view (a copy of the
+/// record kept by a cache, such as tower-sessions' `CachingSessionStore`, given to every later
+/// request) replaces every value instead, since that view no longer says what this session's
+/// own earlier saves added. Carried between the load and the save of one request as a JSON
+/// value ([`to_value`](Self::to_value), [`from_value`](Self::from_value)), for a framework
+/// that gives the store nothing but the record back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Loaded(BTreeMap<String, String>);
+pub struct Loaded {
+    digests: BTreeMap<String, String>,
+    /// Names this load (base64url of 96 random bits); empty for a `Default` one, whose
+    /// reuse is not detected.
+    nonce: String,
+}
 
 impl Loaded {
     fn digest(encoded: &str) -> String {
@@ -83,33 +92,55 @@ impl Loaded {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&ctx.finish().as_ref()[..8])
     }
 
+    fn new(digests: BTreeMap<String, String>) -> Self {
+        use base64::Engine as _;
+        let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(crate::id::random_bytes::<12>());
+        Loaded { digests, nonce }
+    }
+
     /// Whether `encoded` (a value's stored text) is what `field` held when loaded.
     fn unchanged(&self, field: &str, encoded: &str) -> bool {
-        self.0
+        self.digests
             .get(field)
             .is_some_and(|d| *d == Self::digest(encoded))
     }
 
-    /// As a JSON object (field name to digest).
+    /// As a JSON object: `{"n": name of the load, "d": {field name: digest}}`.
     pub fn to_value(&self) -> Value {
-        Value::Object(
-            self.0
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        )
+        let digests = self
+            .digests
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        serde_json::json!({"n": self.nonce, "d": Value::Object(digests)})
     }
 
     /// From [`to_value`](Self::to_value)'s output; `None` for anything else.
     pub fn from_value(v: &Value) -> Option<Self> {
-        let map = v.as_object()?;
-        let mut out = BTreeMap::new();
-        for (k, v) in map {
-            out.insert(k.clone(), v.as_str()?.to_string());
+        let nonce = v.get("n")?.as_str()?;
+        // A name that could not have been written to the session's list of saved loads.
+        if nonce.len() > 64
+            || !nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
         }
-        Some(Loaded(out))
+        let mut digests = BTreeMap::new();
+        for (k, v) in v.get("d")?.as_object()? {
+            digests.insert(k.clone(), v.as_str()?.to_string());
+        }
+        Some(Loaded {
+            digests,
+            nonce: nonce.to_string(),
+        })
     }
 }
+
+/// How many loads' names a session remembers as used by a save ([`fields::SAVED_LOADS`]):
+/// as many copies of one record as caches hold it (one per instance) are told stale.
+const SAVED_LOADS_KEPT: usize = 16;
 
 /// How a [`Records::take_over`] ended.
 #[derive(Debug)]
@@ -231,7 +262,7 @@ impl Records {
         Ok(Some(StoredRecord {
             data: out,
             expires_at,
-            loaded: Loaded(loaded),
+            loaded: Loaded::new(loaded),
         }))
     }
 
@@ -323,6 +354,25 @@ impl Records {
         };
         let old_user = user_of(&stored);
         let member = Self::member(id);
+        // A view already given to a save (a cache's copy of the record) no longer lists what
+        // the saves since added: that save replaces every value, as the copy holds them.
+        let nonce = loaded.map(|l| l.nonce.as_str()).filter(|n| !n.is_empty());
+        let (stale, remember) = {
+            let saved: Vec<&str> = stored
+                .get(fields::SAVED_LOADS)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(|v| v.split(' ').filter(|n| !n.is_empty()).collect())
+                .unwrap_or_default();
+            let remember = nonce.map(|n| {
+                std::iter::once(n)
+                    .chain(saved.iter().copied().filter(|s| *s != n))
+                    .take(SAVED_LOADS_KEPT)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            (nonce.is_some_and(|n| saved.contains(&n)), remember)
+        };
+        let loaded = if stale { None } else { loaded };
         if loaded.is_none() {
             // Compared in plaintext; a value that does not decrypt counts as changed (it is
             // written again if `data` holds it).
@@ -337,6 +387,10 @@ impl Records {
             user_id,
             expires_at,
         )?;
+        let mut set = set;
+        if let Some(r) = remember {
+            set.push((fields::SAVED_LOADS.to_string(), r));
+        }
         let t = self.timing(expires_at);
         let victims = self.index(user_id, &member, t).await?;
         let op = WriteOp {
@@ -414,12 +468,20 @@ impl Records {
     ///    deleted only if it still holds the value read (one compare-and-delete step; not:
     ///    [`TakeOver::Raced`]).
     ///
+    /// With a non-zero `grace` the old key is not deleted in step 4 but left to expire within
+    /// that time: for a take-over that writes the session under a new id (which the browser's
+    /// other requests cannot find), the requests it sent with the old cookie before the first
+    /// one's answer are taken over too, each as a session of its own, instead of being
+    /// answered as logged out (a replay of the old cookie within the grace is taken over as
+    /// well). A refused or ended one is deleted at once, whatever the grace.
+    ///
     /// Always [`TakeOver::Nothing`] on the memory store (it holds no other store's keys).
     /// Only for keys that are not tessera's own (sessions, indexes, events, in this
     /// namespace): others are [`Error::Unsupported`].
     pub async fn take_over<D, T, Fut>(
         &self,
         key: &str,
+        grace: Duration,
         decode: impl FnOnce(&[u8]) -> Option<(D, Option<String>)>,
         write: impl FnOnce(D, Option<String>) -> Fut,
     ) -> Result<TakeOver<T>>
@@ -427,6 +489,7 @@ impl Records {
         Fut: Future<Output = Result<Wrote<T>>>,
     {
         check_legacy(&self.mgr.inner.config, key)?;
+        let grace_ms = grace.as_millis().min(u64::MAX as u128) as u64;
         let store = &self.mgr.inner.store;
         let Some(raw) = store.get_bytes(key).await? else {
             return Ok(TakeOver::Nothing);
@@ -435,7 +498,7 @@ impl Records {
             return Ok(TakeOver::Nothing);
         };
         if self.ended_since_switch(user.as_deref()).await? {
-            store.retire_bytes(key, &raw).await?;
+            store.retire_bytes(key, &raw, 0).await?;
             return Ok(TakeOver::Refused);
         }
         let written = match write(data, user.clone()).await? {
@@ -444,10 +507,10 @@ impl Records {
             Wrote::Existing(None) => return Ok(TakeOver::Nothing),
         };
         if self.ended_since_switch(user.as_deref()).await? {
-            store.retire_bytes(key, &raw).await?;
+            store.retire_bytes(key, &raw, 0).await?;
             return Ok(TakeOver::EndedMeanwhile(written));
         }
-        match store.retire_bytes(key, &raw).await {
+        match store.retire_bytes(key, &raw, grace_ms).await {
             Ok(true) => Ok(TakeOver::Taken(written)),
             Ok(false) => Ok(TakeOver::Raced(written)),
             Err(e) => {
@@ -470,7 +533,7 @@ impl Records {
         check_legacy(&self.mgr.inner.config, key)?;
         let store = &self.mgr.inner.store;
         match store.get_bytes(key).await? {
-            Some(raw) if is_record(&raw) => store.retire_bytes(key, &raw).await,
+            Some(raw) if is_record(&raw) => store.retire_bytes(key, &raw, 0).await,
             _ => Ok(false),
         }
     }
@@ -544,7 +607,7 @@ impl Records {
             }
         }
         let removed: Vec<&String> = match loaded {
-            Some(l) => l.0.keys().collect(),
+            Some(l) => l.digests.keys().collect(),
             None => old.keys().collect(),
         };
         let mut del: Vec<String> = removed
@@ -700,6 +763,37 @@ mod tests {
         let l = r.load(id).await.unwrap().unwrap().loaded;
         assert_eq!(Loaded::from_value(&l.to_value()), Some(l));
         assert_eq!(Loaded::from_value(&json!({"a": 1})), None);
+    }
+
+    #[tokio::test]
+    async fn a_view_saved_twice_replaces_every_value() {
+        let r = records(|c| c);
+        let id = "an id of another framework";
+        let start = HashMap::from([("start".to_string(), json!(1))]);
+        assert!(r.create(id, &start, None, later()).await.unwrap());
+        // A cache keeps the record of this load and hands it to every later request.
+        let view = r.load(id).await.unwrap().unwrap().loaded;
+        let mut data = start.clone();
+        data.insert("flash".into(), json!("hi"));
+        assert!(r.save(id, &data, Some(&view), None, later()).await.unwrap());
+        // The next request removes what the previous one added, with the same view.
+        data.remove("flash");
+        assert!(r.save(id, &data, Some(&view), None, later()).await.unwrap());
+        assert_eq!(r.load(id).await.unwrap().unwrap().data, start);
+        // A fresh view still leaves alone what it did not load.
+        let fresh = r.load(id).await.unwrap().unwrap().loaded;
+        let other = r.load(id).await.unwrap().unwrap();
+        let mut added = other.data.clone();
+        added.insert("b".into(), json!(2));
+        assert!(r
+            .save(id, &added, Some(&other.loaded), None, later())
+            .await
+            .unwrap());
+        assert!(r
+            .save(id, &start, Some(&fresh), None, later())
+            .await
+            .unwrap());
+        assert_eq!(r.load(id).await.unwrap().unwrap().data, added);
     }
 
     #[tokio::test]

@@ -42,6 +42,10 @@ pub(crate) mod fields {
     pub(crate) const OWN_EXPIRY: &str = "__i";
     /// The session's CSRF secret, base64url (see session/csrf.rs).
     pub(crate) const CSRF: &str = "__k";
+    /// The loads whose view a save of another framework's session (see `Records`) used, most
+    /// recent first, space-separated (at most `Records`' bound): a view given to a second
+    /// save is stale (a cache's copy of the record), and that save replaces every value.
+    pub(crate) const SAVED_LOADS: &str = "__l";
     /// Prefix of a field's lifetime stamp: `__x:<field>` = its expiry, server ms.
     pub(crate) const EXPIRES: &str = "__x:";
 
@@ -635,11 +639,20 @@ impl Store {
         }
     }
 
-    /// Deletes a plain string key only if it still holds `expected`; whether it did.
-    pub(crate) async fn retire_bytes(&self, key: &str, expected: &[u8]) -> Result<bool> {
+    /// Deletes a plain string key (or, with a `grace_ms`, makes it expire within that) only
+    /// if it still holds `expected`; whether it did.
+    pub(crate) async fn retire_bytes(
+        &self,
+        key: &str,
+        expected: &[u8],
+        grace_ms: u64,
+    ) -> Result<bool> {
         match self.ready()? {
             Backend::Memory(_) => Ok(false),
-            Backend::Redis(r) => r.write_to(key, r.retire_bytes(key, expected)).await,
+            Backend::Redis(r) => {
+                r.write_to(key, r.retire_bytes(key, expected, grace_ms))
+                    .await
+            }
         }
     }
 

@@ -460,10 +460,19 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Deletes a plain string key only if it still holds `expected` (retire_legacy.lua,
-    /// refused past its deadline); whether it did.
-    pub(crate) async fn retire_bytes(&self, key: &str, expected: &[u8]) -> Result<bool> {
-        let args = vec![Value::Bytes(expected.to_vec().into())];
+    /// Deletes a plain string key (or, with a `grace_ms`, makes it expire within that) only
+    /// if it still holds `expected` (retire_legacy.lua, refused past its deadline); whether it
+    /// did.
+    pub(crate) async fn retire_bytes(
+        &self,
+        key: &str,
+        expected: &[u8],
+        grace_ms: u64,
+    ) -> Result<bool> {
+        let args = vec![
+            Value::Bytes(expected.to_vec().into()),
+            Value::from(grace_ms.to_string()),
+        ];
         let reply: Value = self.eval_write(&RETIRE_LEGACY, key, args).await?;
         let Value::Array(parts) = reply else {
             return Err(unexpected(

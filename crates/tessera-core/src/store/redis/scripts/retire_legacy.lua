@@ -2,13 +2,22 @@
 -- it still holds the value the take-over read (and checked to be a record of that store), after
 -- tessera's copy was written. Compare-and-delete in one step, refused past its deadline. Single
 -- key.
--- KEYS[1] the other store's key; ARGV: deadline (see the prelude), the value read
--- Returns {1} (deleted), {0} (not there any more, or holding another value: nothing done), or
--- {EXPIRED, now} (past its deadline: nothing done).
+-- KEYS[1] the other store's key; ARGV: deadline (see the prelude), the value read, grace (ms:
+-- 0 deletes it now; more leaves it that long at most, for the requests of the same browser
+-- sent before the first one's answer)
+-- Returns {1} (deleted, or left for the grace), {0} (not there any more, or holding another
+-- value: nothing done), or {EXPIRED, now} (past its deadline: nothing done).
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
 -- pcall: a key of another type is not the value read (GET would raise WRONGTYPE).
 if redis.pcall('GET', key) ~= ARGV[2] then return {0} end
-redis.call('DEL', key)
+local grace = tonumber(ARGV[3]) or 0
+if grace > 0 then
+  -- Never longer than it had left.
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 or ttl > grace then redis.call('PEXPIRE', key, grace) end
+else
+  redis.call('DEL', key)
+end
 return {1}
