@@ -74,10 +74,12 @@ fn base_routes(cfg: &mut ServiceConfig) {
 fn ui_routes(cfg: &mut ServiceConfig) {
     use demo_core::ui::{self, EmptyForm, LoginForm, RevokeForm};
     type Form<T> = Result<CsrfForm<T>, CsrfRejection>;
-    cfg.route(
-        "/",
-        web::get().to(|s: Session| async move { html(ui::page(&s).await) }),
-    )
+    // HEAD as GET (actix's `web::get()` does not match HEAD; the body is dropped by actix-http).
+    async fn page(s: Session) -> HttpResponse {
+        html(ui::page(&s).await)
+    }
+    cfg.route("/", web::get().to(page))
+        .route("/", web::head().to(page))
     .route(
         "/ui/login",
         web::post().to(|s: Session, f: Form<LoginForm>| async move {
