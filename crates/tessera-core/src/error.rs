@@ -138,6 +138,11 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A value of a scalar indexed field holds U+001F, the query engine's tag separator (it
+    /// would be two tags there, found by a query for either: another tenant's, say). HTTP 400;
+    /// nothing of the change was kept.
+    #[error("a value of indexed field {0:?} contains U+001F, the query engine's tag separator")]
+    InvalidIndexValue(String),
     /// The store configuration (URL) was rejected.
     #[error("invalid store configuration")]
     Config(#[from] ConfigError),
@@ -196,6 +201,7 @@ impl Error {
             | Error::InvalidUserId
             | Error::TooLarge { .. }
             | Error::NotIndexed(_)
+            | Error::InvalidIndexValue(_)
             | Error::ProtectedField(_)
             | Error::InvalidAction
             | Error::InvalidCursor(_) => 400,
@@ -233,6 +239,9 @@ impl Error {
             Error::InvalidUserId => "invalid user id",
             Error::TooLarge { .. } => "session data over the size limit",
             Error::NotIndexed(_) => "that session field is not indexed",
+            Error::InvalidIndexValue(_) => {
+                "an indexed session value contains U+001F (the query engine's tag separator)"
+            }
             Error::ProtectedField(_) => "that session field is protected",
             Error::Undecryptable { .. } => "session error",
             Error::Unsupported(_) => "the session store does not support this query",

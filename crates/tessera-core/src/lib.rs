@@ -98,7 +98,9 @@ pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
 pub use crate::protect::FieldKey;
-pub use crate::session::{csrf_input, is_form_content_type, CsrfCheck, CSRF_FIELD, CSRF_HEADER};
+pub use crate::session::{
+    csrf_input, escape_tag, is_form_content_type, CsrfCheck, CSRF_FIELD, CSRF_HEADER,
+};
 pub use crate::session::{
     Activity, ClientInfo, DeviceSession, Event, EventKind, EventPage, EventStream,
     EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Outcome, Records,

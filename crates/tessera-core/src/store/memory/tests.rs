@@ -35,7 +35,7 @@ fn a_users_index_and_sessions_all_disappear_after_expiry() {
         assert!(m.index_add("user:ann:sessions", k, 200, 0, None).is_empty());
     }
     assert_eq!(m.key_count(), 3);
-    assert_eq!(m.index_members("user:ann:sessions").len(), 2);
+    assert_eq!(m.index_members("user:ann:sessions", None).len(), 2);
     std::thread::sleep(Duration::from_millis(120));
     assert_eq!(
         m.key_count(),
