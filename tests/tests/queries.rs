@@ -1074,10 +1074,18 @@ mod bounds {
         let s = fx.server();
         let b = fx.browser();
         let cart: Vec<String> = (0..60).map(|i| format!("p-{i}")).collect();
+        s.reset_stats();
         let r = b
             .put("/session", json!({"tenant": "acme", "cart": cart}))
             .await;
         assert_eq!(r.status, 200);
+        let stats = s.command_stats();
+        eprintln!("PUT /session with 61 indexed terms: {stats:?}");
+        assert_eq!(
+            stats.get("evalsha"),
+            Some(&2),
+            "one add script for the 63 index keys, the create: {stats:?}"
+        );
         let mut per_request = Vec::new();
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_secs(6) {

@@ -119,7 +119,7 @@ impl ZSet {
     }
 
     /// Members scored at least `min`, lowest score first.
-    fn from_score(&self, min: u64) -> impl Iterator<Item = &String> {
+    fn scored_at_least(&self, min: u64) -> impl Iterator<Item = &String> {
         self.order.range((min, String::new())..).map(|(_, m)| m)
     }
 }
@@ -651,7 +651,7 @@ impl MemoryBackend {
         let (mut map, _) = self.lock();
         let min = min.unwrap_or_else(now_ms);
         match map.get(key).map(|e| &e.value) {
-            Some(Value::ZSet(z)) => z.from_score(min).cloned().collect(),
+            Some(Value::ZSet(z)) => z.scored_at_least(min).cloned().collect(),
             _ => Vec::new(),
         }
     }
