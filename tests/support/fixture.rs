@@ -131,6 +131,19 @@ pub mod test_routes {
     pub async fn logout_others(s: &Session) -> Reply {
         done(s.logout_others().await.map(|n| Reply::json(json!(n))))
     }
+
+    /// `POST /logout-all-then-flash`: logs the user out everywhere, then writes `flash` in
+    /// the same request; how many sessions ended.
+    pub async fn logout_all_then_flash(s: &Session) -> Reply {
+        done(
+            async {
+                let n = s.logout_all().await?;
+                s.insert("flash", &"logged out everywhere").await?;
+                Ok(Reply::json(json!(n)))
+            }
+            .await,
+        )
+    }
 }
 
 /// The demo's routes plus the test routes, served by actix.
@@ -161,6 +174,11 @@ pub fn spawn_actix_app(manager: SessionManager) -> TestApp {
             .route(
                 "/logout-others",
                 web::post().to(|s: S| async move { reply(test_routes::logout_others(&s).await) }),
+            )
+            .route(
+                "/logout-all-then-flash",
+                web::post()
+                    .to(|s: S| async move { reply(test_routes::logout_all_then_flash(&s).await) }),
             )
             .route(
                 "/insert-then-increment",
@@ -241,6 +259,10 @@ pub fn router(manager: SessionManager) -> Router {
         .route(
             "/logout-others",
             post(|s: Session| async move { reply(test_routes::logout_others(&s).await) }),
+        )
+        .route(
+            "/logout-all-then-flash",
+            post(|s: Session| async move { reply(test_routes::logout_all_then_flash(&s).await) }),
         )
         .route(
             "/insert-then-increment",

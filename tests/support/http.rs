@@ -323,6 +323,24 @@ impl Browser {
         .await
     }
 
+    /// The origin this client talks to (`http://127.0.0.1:PORT`): what a page of this app
+    /// sends as `Origin`.
+    pub fn origin(&self) -> &str {
+        &self.base
+    }
+
+    /// Any request: `method path`, an optional body with its `Content-Type`, extra headers
+    /// (what a browser adds: `Origin`, `Sec-Fetch-Site`, ...).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        self.send_body(method, path, body, headers).await
+    }
+
     /// `POST path` with extra headers and no body.
     pub async fn post_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
         self.send_body(reqwest::Method::POST, path, None, headers)

@@ -97,7 +97,10 @@ async fn takes_over(security: CookieContentSecurity, signed: bool) {
     server.reset_stats();
     assert_eq!(forged.get("/me").await.status, 401);
     let stats = server.command_stats();
-    assert!(!stats.contains_key("getdel"), "{stats:?}");
+    assert!(
+        !stats.contains_key("getdel") && !stats.contains_key("get"),
+        "{stats:?}"
+    );
 
     let b = b.pointed_at(&app);
     let r = b.get("/me").await;
@@ -187,6 +190,76 @@ async fn a_store_failure_keeps_the_old_cookie() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["user_id"], json!("ada"));
     assert!(b.cookie("id").is_none());
+}
+
+/// Issue #23 item 6: after the switch, a logout-all also ends the actix-session sessions of
+/// that user not taken over yet (a stolen cookie, a device idle since the switch): their
+/// take-over is refused and their old key deleted. Another user's are taken over as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_refuses_the_take_over_of_older_sessions() {
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let old = old_app(&server.url(), CookieContentSecurity::Private).await;
+    let laptop = old.browser();
+    let thief = old.browser();
+    assert_eq!(laptop.post("/old/login", None).await.status, 204);
+    assert_eq!(thief.post("/old/login", None).await.status, 204);
+    assert_eq!(old_keys(&server).len(), 2);
+    let m = manager(&server).await;
+    let import = ActixSessionImport::new(&ACTIX_KEY)
+        .unwrap()
+        .user_id_field("user_id");
+    let app = new_app(m.clone(), Some(import));
+    let laptop = laptop.pointed_at(&app);
+    assert_eq!(laptop.get("/me").await.json()["user_id"], json!("ada"));
+    assert_eq!(
+        m.logout_all("ada").await.unwrap(),
+        1,
+        "the taken-over session"
+    );
+    assert_eq!(laptop.get("/me").await.status, 401);
+    let thief = thief.pointed_at(&app);
+    let r = thief.get("/me").await;
+    assert_eq!(
+        r.status, 401,
+        "a pre-switch cookie is not taken over: {r:?}"
+    );
+    assert!(old_keys(&server).is_empty(), "its old key is gone");
+    assert!(m.list_sessions("ada").await.unwrap().is_empty());
+    assert!(thief.cookie("id").is_none(), "its old cookie is removed");
+}
+
+/// Issue #23 item 7: a take-over whose write fails (Redis over maxmemory, noeviction) leaves
+/// the old session as it was: a 503, the old cookie kept, and once memory is back the user is
+/// still logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_take_over_leaves_the_old_session() {
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let old = old_app(&server.url(), CookieContentSecurity::Private).await;
+    let b = old.browser();
+    assert_eq!(b.post("/old/login", None).await.status, 204);
+    let import = ActixSessionImport::new(&ACTIX_KEY)
+        .unwrap()
+        .user_id_field("user_id");
+    let app = new_app(manager(&server).await, Some(import));
+    let b = b.pointed_at(&app);
+    server.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    server.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    let r = b.get("/me").await;
+    let left = old_keys(&server).len();
+    server.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(left, 1, "the old session is still there: {r:?}");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(b.cookie("id").is_some(), "the old cookie stays");
+    let r = b.get("/me").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["user_id"], json!("ada"), "still logged in");
+    assert!(old_keys(&server).is_empty(), "taken over now");
 }
 
 #[test]

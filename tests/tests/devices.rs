@@ -14,6 +14,7 @@ tessera_tests::per_backend!(
     logins_racing_logout_all_are_never_orphaned,
     nothing_of_a_user_is_left_after_their_sessions_expire,
     account_endpoints_need_a_login,
+    a_write_after_logout_all_goes_to_a_fresh_session,
 );
 
 async fn login(b: &Browser, user: &str) {
@@ -29,6 +30,37 @@ async fn devices(b: &Browser) -> Vec<Value> {
 
 mod cases {
     use super::*;
+
+    /// Issue #23 (16): a value written after `logout_all` in the same request (a flash
+    /// message) goes to a fresh anonymous session under a new id, with a cookie for it; the
+    /// ended sessions stay ended. (The adapters already did this; the tower-sessions store did
+    /// not, see `tower_sessions::a_write_after_logout_all_goes_to_a_fresh_session_or_fails`.)
+    pub async fn a_write_after_logout_all_goes_to_a_fresh_session(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let (phone, laptop) = (fx.browser(), fx.browser());
+        login(&phone, "ada").await;
+        login(&laptop, "ada").await;
+        let old = phone.cookie("__Host-tessera").unwrap();
+        let r = phone.post("/logout-all-then-flash", None).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json(), json!(2));
+        let new = phone
+            .cookie("__Host-tessera")
+            .expect("a cookie for the fresh session");
+        assert_ne!(new, old, "never a cookie for the ended id");
+        let me = phone.get("/me").await;
+        assert_eq!(me.status, 200, "{me:?}");
+        assert_eq!(me.json()["flash"], "logged out everywhere");
+        assert!(me.json().get("user_id").is_none(), "anonymous: {me:?}");
+        assert_eq!(
+            laptop.get("/me").await.status,
+            401,
+            "the other device ended"
+        );
+        if let Some(t) = &fx.server {
+            assert_eq!(t.session_keys().len(), 1, "only the fresh session");
+        }
+    }
 
     pub async fn device_list_follows_login_rotation_and_logout(setup: Setup) {
         let fx = Fixture::new(setup).await;

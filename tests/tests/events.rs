@@ -24,6 +24,7 @@ tessera_tests::per_backend!(
     ending_by_query_publishes_revoked,
     logins_racing_logout_all_each_end_once,
     a_login_undone_after_its_tracking_is_never_expired,
+    an_extreme_cursor_is_a_400,
 );
 
 fn events_on(c: tessera_core::SessionConfigBuilder) -> tessera_core::SessionConfigBuilder {
@@ -424,6 +425,42 @@ mod cases {
             Err(Error::EventsOff)
         ));
         assert!(matches!(off.sweep_expired().await, Err(Error::EventsOff)));
+    }
+
+    /// Issue #23 (14): the largest stream id as a cursor was a 500 (Redis refuses it as an
+    /// exclusive start); it is a malformed cursor like any other. Its neighbours still read.
+    pub async fn an_extreme_cursor_is_a_400(setup: Setup) {
+        let fx = Fixture::with(setup, events_on).await;
+        let b = fx.browser();
+        login(&b, "alice").await;
+        let admin = b.admin(ADMIN_TOKEN);
+        const MAX: u64 = u64::MAX;
+        for bad in [
+            format!("{MAX}-{MAX}"),
+            format!("{MAX}-18446744073709551616"),
+            "18446744073709551616-0".into(),
+            "-1".into(),
+            "1-".into(),
+            "1--1".into(),
+        ] {
+            let r = admin.get(&format!("/admin/events?after={bad}")).await;
+            assert_eq!(r.status, 400, "{bad}: {r:?}");
+        }
+        for fine in [
+            format!("{MAX}-{}", MAX - 1),
+            format!("{MAX}"),
+            format!("{}-{MAX}", MAX - 1),
+        ] {
+            let r = admin.get(&format!("/admin/events?after={fine}")).await;
+            assert_eq!(r.status, 200, "{fine}: {r:?}");
+            assert_eq!(r.json()["events"], json!([]), "{fine}");
+        }
+        assert!(matches!(
+            fx.manager
+                .read_events(Some(&format!("{MAX}-{MAX}")), 10)
+                .await,
+            Err(Error::InvalidCursor(_))
+        ));
     }
 
     pub async fn a_reader_behind_the_retention_is_told(setup: Setup) {

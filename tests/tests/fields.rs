@@ -24,6 +24,35 @@ tessera_tests::per_backend!(
     listings_leave_out_expired_fields,
 );
 
+/// On Redis 7, through both demos.
+mod redis7_only {
+    use tessera_tests::{Adapter, Backend, ServerKind, Setup};
+    fn on(adapter: Adapter) -> Setup {
+        Setup {
+            backend: Backend::Redis(ServerKind::Redis7),
+            adapter,
+        }
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn axum_a_field_that_does_not_decrypt_leaves_the_page_working() {
+        super::cases::a_field_that_does_not_decrypt_leaves_the_page_working(on(Adapter::Axum)).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn actix_a_field_that_does_not_decrypt_leaves_the_page_working() {
+        super::cases::a_field_that_does_not_decrypt_leaves_the_page_working(on(Adapter::Actix))
+            .await
+    }
+}
+
+/// The CSRF token in the first form of an HTML page.
+fn token_in(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf_token\" value=\"")
+        .unwrap_or_else(|| panic!("no token in {html}"));
+    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
 async fn me(b: &Browser) -> Value {
     let r = b.get("/me").await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -461,6 +490,57 @@ mod cases {
             "nothing was written, nothing failed"
         );
         assert_eq!(me(&b).await["api_token"], "t");
+    }
+
+    /// Issue #23 item 13: after a field-key change without the previous key, the page still
+    /// renders (the field shown as unavailable) with working logout forms, and `GET /me` says
+    /// which field does not decrypt.
+    pub async fn a_field_that_does_not_decrypt_leaves_the_page_working(setup: Setup) {
+        let fx = Fixture::with(setup, protected).await;
+        let b = fx.browser();
+        let d = fx.browser();
+        for browser in [&b, &d] {
+            let r = browser
+                .post(
+                    "/login",
+                    Some(json!({"user_id": "ada", "api_token": "tok-1", "note": "hi"})),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+        }
+        // A deploy with a new field key, the previous one forgotten.
+        let deployed = fx
+            .sibling(config(|c| {
+                c.protected_field("api_token")
+                    .protected_field("refresh_token")
+                    .field_key(field_key(2))
+            }))
+            .await;
+        let (b, d) = (b.pointed_at(&deployed), d.pointed_at(&deployed));
+        let page = b.get("/").await;
+        assert_eq!(page.status, 200, "{page:?}");
+        assert!(page.body.contains("unavailable"), "{}", page.body);
+        assert!(page.body.contains("api_token") && page.body.contains("hi"));
+        assert!(!page.body.contains("tok-1") && !page.body.contains("enc:v1"));
+        for form in ["/ui/logout\"", "/ui/logout-all\"", "/ui/counter\""] {
+            assert!(page.body.contains(form), "{form}");
+        }
+        let me = b.get("/me").await;
+        assert_eq!(me.status, 500, "{me:?}");
+        assert_eq!(me.json()["field"], json!("api_token"), "{me:?}");
+        assert!(me.json()["error"].is_string());
+        assert!(!me.body.contains("tok-1"));
+        // Logging out needs no decryption: this device, then everywhere.
+        let t = token_in(&d.get("/").await.body);
+        let r = d.post_form("/ui/logout", &[("csrf_token", &t)]).await;
+        assert_eq!(r.status, 303, "{r:?}");
+        assert_eq!(d.get("/me").await.status, 401);
+        assert_eq!(fx.manager.list_sessions("ada").await.unwrap().len(), 1);
+        let t = token_in(&page.body);
+        let r = b.post_form("/ui/logout-all", &[("csrf_token", &t)]).await;
+        assert_eq!(r.status, 303, "{r:?}");
+        assert_eq!(b.get("/me").await.status, 401);
+        assert!(fx.manager.list_sessions("ada").await.unwrap().is_empty());
     }
 }
 

@@ -254,7 +254,10 @@ mod cases {
         assert_eq!(e.store.manager().logout_all("ada").await.unwrap(), 1);
         // ...and then it saves.
         record.data.insert("cart".into(), json!(["a late item"]));
-        e.store.save(&record).await.unwrap();
+        assert!(
+            e.store.save(&record).await.is_err(),
+            "refused, never dropped in silence"
+        );
         assert!(e.store.load(&id).await.unwrap().is_none(), "still ended");
         if let Some(t) = &e.server {
             assert_eq!(t.session_keys(), Vec::<String>::new());
@@ -300,7 +303,11 @@ async fn the_store_contract_on_redis() {
     };
     s.create(&mut b).await.unwrap();
     assert_ne!(b.id, a.id, "a taken id is replaced");
-    let loaded = s.load(&a.id).await.unwrap().unwrap();
+    let mut loaded = s.load(&a.id).await.unwrap().unwrap();
+    assert!(
+        loaded.data.remove(tessera_tower_sessions::LOADED).is_some(),
+        "what was loaded, for the save of the same request"
+    );
     assert_eq!(loaded.data, a.data);
     assert_eq!(
         loaded.expiry_date.unix_timestamp(),
@@ -389,6 +396,168 @@ async fn store_down_is_a_fast_503_and_recovers() {
     assert_eq!(r2.status, 503, "{r2:?}");
     let back = b.get_until_ok("/me", Duration::from_secs(20)).await;
     assert_eq!(back.json()["user"], json!("ada"), "the session survived");
+}
+
+/// Issue #23 (15): `StoreUnavailableLayer` added `Retry-After: 1` to every 503, including a
+/// save whose outcome is unknown. The adapters' rule: `Retry-After` only when nothing was
+/// changed. A handler writes a value and pauses Redis (SIGSTOP) before tower-sessions saves:
+/// the save is sent and never confirmed (it may have been applied: no `Retry-After`); a load
+/// while Redis is paused changed nothing (`Retry-After: 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_only_when_nothing_was_changed() {
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use tower_sessions::{Session, SessionManagerLayer};
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Backend::Redis(ServerKind::Redis7).topology())
+        .await
+        .unwrap()
+        .unwrap();
+    let pid = server.nodes()[0].pid().to_string();
+    let store = tessera(store_on(Some(&server)).await);
+    let app = axum::Router::new()
+        .route(
+            "/write-then-pause",
+            post(move |session: Session| async move {
+                session.insert("flash", "saved").await.unwrap();
+                let stop = std::process::Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status();
+                assert!(stop.unwrap().success());
+                "written; the save follows"
+            }),
+        )
+        .route(
+            "/write",
+            post(|session: Session| async move {
+                session.insert("flash", "saved").await.unwrap();
+                "written"
+            }),
+        )
+        .route(
+            "/read",
+            get(|session: Session| async move {
+                match session.get::<String>("flash").await {
+                    Ok(v) => format!("{v:?}").into_response(),
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }),
+        )
+        .layer(SessionManagerLayer::new(store).with_secure(false))
+        .layer(tessera_tower_sessions::StoreUnavailableLayer);
+    let app = spawn_app(app).await;
+    let known = app.browser();
+    assert_eq!(known.post("/write", None).await.status, 200);
+    let saved = app.browser();
+    let save = saved.post("/write-then-pause", None).await;
+    // Still paused: a load that fails changed nothing.
+    let load = known.get("/read").await;
+    server.resume();
+    assert_eq!(save.status, 503, "{save:?}");
+    assert_eq!(
+        save.retry_after, None,
+        "a save whose outcome is unknown may have been applied: {save:?}"
+    );
+    assert_eq!(load.status, 503, "{load:?}");
+    assert_eq!(load.retry_after.as_deref(), Some("1"), "{load:?}");
+}
+
+/// Issue #23 (16): a value written after a logout-all in the same request (a flash message)
+/// was dropped in silence, and the browser got a cookie for the dead id. With
+/// `TesseraStore::logout_all` it goes to a fresh anonymous session under a new id (tower-
+/// sessions' flush then insert); after `manager().logout_all` alone, the save is refused (an
+/// error, no cookie), never dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_logout_all_goes_to_a_fresh_session_or_fails() {
+    use axum::routing::{get, post};
+    use tower_sessions::{Session, SessionManagerLayer};
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Backend::Redis(ServerKind::Redis7).topology())
+        .await
+        .unwrap()
+        .unwrap();
+    let store = tessera(store_on(Some(&server)).await);
+    let (helper, bare) = (store.clone(), store.clone());
+    let app = axum::Router::new()
+        .route(
+            "/login/{user}",
+            post(|session: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                session.cycle_id().await.unwrap();
+                let data = json!({"user_id": user});
+                session.insert("axum-login.data", data).await.unwrap();
+                "in"
+            }),
+        )
+        .route(
+            "/logout-all",
+            post(move |session: Session| async move {
+                let n = helper.logout_all(&session, "ada").await.unwrap();
+                session.insert("flash", "logged out everywhere").await.unwrap();
+                n.to_string()
+            }),
+        )
+        .route(
+            "/logout-all-bare",
+            post(move |session: Session| async move {
+                // Loaded first, as axum-login does for every request.
+                let user: Option<serde_json::Value> = session.get("axum-login.data").await.unwrap();
+                assert!(user.is_some());
+                let n = bare.manager().logout_all("ada").await.unwrap();
+                session.insert("flash", "logged out everywhere").await.unwrap();
+                n.to_string()
+            }),
+        )
+        .route(
+            "/flash",
+            get(|session: Session| async move {
+                let flash: Option<String> = session.get("flash").await.unwrap();
+                let user: Option<serde_json::Value> = session.get("axum-login.data").await.unwrap();
+                json!({"flash": flash, "user": user}).to_string()
+            }),
+        )
+        .layer(SessionManagerLayer::new(store).with_secure(false));
+    let app = spawn_app(app).await;
+
+    // The helper: the flash lands in a new, anonymous session; the old id is gone.
+    let phone = app.browser();
+    let laptop = app.browser();
+    for b in [&phone, &laptop] {
+        assert_eq!(b.post("/login/ada", None).await.status, 200);
+    }
+    let old = phone.cookie(COOKIE).unwrap();
+    let r = phone.post("/logout-all", None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "2"), "{r:?}");
+    let new = phone
+        .cookie(COOKIE)
+        .expect("a cookie for the fresh session");
+    assert_ne!(new, old, "never a cookie for the ended id: {r:?}");
+    let seen: serde_json::Value = serde_json::from_str(&phone.get("/flash").await.body).unwrap();
+    assert_eq!(
+        seen,
+        json!({"flash": "logged out everywhere", "user": null})
+    );
+    let seen: serde_json::Value = serde_json::from_str(&laptop.get("/flash").await.body).unwrap();
+    assert_eq!(
+        seen,
+        json!({"flash": null, "user": null}),
+        "the laptop is logged out"
+    );
+    assert_eq!(
+        server.session_keys().len(),
+        1,
+        "only the fresh anonymous session"
+    );
+
+    // Without it: the session the request holds was ended under it; the write is refused.
+    let tablet = app.browser();
+    assert_eq!(tablet.post("/login/ada", None).await.status, 200);
+    let dead = tablet.cookie(COOKIE).unwrap();
+    let r = tablet.post("/logout-all-bare", None).await;
+    assert_eq!(r.status, 500, "refused, not dropped: {r:?}");
+    assert!(r.set_cookies.is_empty(), "no cookie for the dead id: {r:?}");
+    assert_eq!(tablet.cookie(COOKIE).unwrap(), dead);
+    let seen: serde_json::Value = serde_json::from_str(&tablet.get("/flash").await.body).unwrap();
+    assert_eq!(seen, json!({"flash": null, "user": null}), "still ended");
 }
 
 /// Sessions written by tower-sessions-redis-store (the real crate, through the same app):
@@ -557,4 +726,292 @@ async fn migration_from_tower_sessions_redis_store_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_from_tower_sessions_redis_store_on_cluster() {
     migration(Backend::Cluster).await
+}
+
+/// Issue #23, items 5-9: the tower-sessions store keeps every promise of tessera's own path.
+mod issue23 {
+    use super::*;
+    use tower_sessions_redis_store::fred::clients::Client;
+    use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, KeysInterface, Pool};
+
+    async fn redis7() -> Topology {
+        on(Backend::Redis(ServerKind::Redis7)).await
+    }
+
+    async fn on(backend: Backend) -> Topology {
+        tessera_tests::init_tracing();
+        tokio::task::spawn_blocking(move || backend.topology())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The app before the switch, on tower-sessions-redis-store.
+    async fn before(t: &Topology) -> TestApp {
+        let config = Config::from_url(&t.url()).unwrap();
+        let pool = Pool::new(config, None, None, None, 2).unwrap();
+        pool.init().await.unwrap();
+        let store = tower_sessions_redis_store::RedisStore::new(pool);
+        spawn_app(axum_login_app::app_on(store, axum::Router::new())).await
+    }
+
+    /// The app after the switch, taking over the old sessions.
+    async fn after(t: &Topology) -> (TesseraStore, TestApp) {
+        let store = tessera(store_on(Some(t)).await).migrate_redis_store(true);
+        let app = spawn_app(axum_login_app::app(store.clone())).await;
+        (store, app)
+    }
+
+    /// Item 5: a protected field written through the tower-sessions store is stored
+    /// encrypted (redis-cli shows no plaintext), as the Session path stores it, and reads
+    /// back; a tampered value is a decode error, not a value.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn protected_fields_are_encrypted_through_the_tower_sessions_store() {
+        let t = redis7().await;
+        let config = SessionConfig::builder(Key::generate())
+            .protected_field("axum-login.data")
+            .field_key(tessera_core::FieldKey::generate())
+            .build()
+            .unwrap();
+        let store = TesseraStore::new(SessionManager::new(store_on(Some(&t)).await, config))
+            .user_id_at("axum-login.data", "/user_id");
+        let app = spawn_app(axum_login_app::app(store.clone())).await;
+        let b = app.browser();
+        assert_eq!(login(&b, "ada", "lovelace").await, 204);
+        let keys = t.session_keys();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let stored = t.text(&["HGET", &keys[0], "axum-login.data"]).unwrap();
+        assert!(stored.starts_with("enc:v1:"), "encrypted: {stored}");
+        assert!(!stored.contains("user_id"), "no plaintext: {stored}");
+        let all = t.cmd(&["HGETALL", &keys[0]]);
+        assert!(!format!("{all:?}").contains("\"user_id\""), "{all:?}");
+        // It reads back: the user is logged in, on this and on another instance.
+        let me = b.get("/me").await;
+        assert_eq!(me.status, 200, "{me:?}");
+        assert_eq!(me.json()["user"], json!("ada"));
+        let loaded = store.load(&id_of(&b)).await.unwrap().unwrap();
+        assert_eq!(loaded.data["axum-login.data"]["user_id"], json!("ada"));
+        // Still a session of ada's for logout-all and device lists.
+        assert_eq!(store.manager().list_sessions("ada").await.unwrap().len(), 1);
+        // A ciphertext copied into another session's field does not decrypt there.
+        let alan = app.browser();
+        assert_eq!(login(&alan, "alan", "turing").await, 204);
+        let other = t
+            .session_keys()
+            .into_iter()
+            .find(|k| *k != keys[0])
+            .unwrap();
+        t.cmd(&["HSET", &other, "axum-login.data", &stored]);
+        assert!(
+            store.load(&id_of(&alan)).await.is_err(),
+            "a value moved from another session is refused"
+        );
+    }
+
+    /// Item 6: after the switch, a logout-all also ends the sessions of that user not taken
+    /// over yet (a stolen cookie, a device idle since the switch): their take-over is refused,
+    /// their old key deleted. Another user's are taken over as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logout_all_refuses_the_take_over_of_older_sessions() {
+        logout_all_refuses(Backend::Redis(ServerKind::Redis7)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logout_all_refuses_the_take_over_of_older_sessions_on_cluster() {
+        logout_all_refuses(Backend::Cluster).await
+    }
+
+    async fn logout_all_refuses(backend: Backend) {
+        let t = on(backend).await;
+        let old = before(&t).await;
+        let laptop = old.browser();
+        let thief = old.browser();
+        let alan = old.browser();
+        assert_eq!(login(&laptop, "ada", "lovelace").await, 204);
+        assert_eq!(login(&thief, "ada", "lovelace").await, 204);
+        assert_eq!(login(&alan, "alan", "turing").await, 204);
+        let thief_key = thief.cookie(COOKIE).unwrap();
+
+        let (store, app) = after(&t).await;
+        let laptop = laptop.pointed_at(&app);
+        assert_eq!(laptop.get("/me").await.json()["user"], json!("ada"));
+        assert_eq!(
+            store.manager().logout_all("ada").await.unwrap(),
+            1,
+            "the taken-over session"
+        );
+        assert_eq!(laptop.get("/me").await.status, 401);
+        let mark = t.cmd(&["PTTL", "user:ada:ended_before"]).int();
+        assert!(
+            mark > 399 * 86_400_000,
+            "the user's mark, kept 400 days: {mark}"
+        );
+        let thief = thief.pointed_at(&app);
+        let r = thief.get("/me").await;
+        assert_eq!(
+            r.status, 401,
+            "a pre-switch cookie is not taken over: {r:?}"
+        );
+        assert_eq!(
+            t.cmd(&["EXISTS", &thief_key]).int(),
+            0,
+            "its old key is gone"
+        );
+        assert!(store
+            .manager()
+            .list_sessions("ada")
+            .await
+            .unwrap()
+            .is_empty());
+        let alan = alan.pointed_at(&app);
+        assert_eq!(
+            alan.get("/me").await.json()["user"],
+            json!("alan"),
+            "another user's session is taken over"
+        );
+        // Logging in again works as usual.
+        assert_eq!(login(&thief, "ada", "lovelace").await, 204);
+        assert_eq!(thief.get("/me").await.json()["user"], json!("ada"));
+        // A store that takes nothing over leaves no mark.
+        let plain = tessera(store_on(Some(&t)).await);
+        plain.manager().logout_all("alan").await.unwrap();
+        assert_eq!(t.cmd(&["EXISTS", "user:alan:ended_before"]).int(), 0);
+    }
+
+    /// Item 7: a take-over whose write fails (Redis over maxmemory, noeviction) leaves the old
+    /// session as it was: the answer is 503, and once memory is back the user is still
+    /// logged in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_take_over_leaves_the_old_session() {
+        let t = redis7().await;
+        let old = before(&t).await;
+        let ada = old.browser();
+        assert_eq!(login(&ada, "ada", "lovelace").await, 204);
+        let old_key = ada.cookie(COOKIE).unwrap();
+        let (_store, app) = after(&t).await;
+        let ada = ada.pointed_at(&app);
+        t.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+        t.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+        let r = ada.get("/me").await;
+        assert_eq!(
+            t.cmd(&["EXISTS", &old_key]).int(),
+            1,
+            "the old session is still there"
+        );
+        t.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.retry_after.as_deref(), Some("1"), "nothing was changed");
+        let r = ada.get("/me").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["user"], json!("ada"), "still logged in");
+        assert_eq!(t.cmd(&["EXISTS", &old_key]).int(), 0, "taken over now");
+    }
+
+    /// Item 8: a forged tower-sessions cookie naming a foreign key deletes nothing: neither
+    /// the take-over nor a delete touches a value that is not a record of that store under
+    /// that id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forged_cookie_deletes_no_foreign_key() {
+        forged_cookie(Backend::Redis(ServerKind::Redis7)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forged_cookie_deletes_no_foreign_key_on_cluster() {
+        forged_cookie(Backend::Cluster).await
+    }
+
+    async fn forged_cookie(backend: Backend) {
+        let t = on(backend).await;
+        let (store, app) = after(&t).await;
+        let name = "AAAAAAAAAAAAAAAAAAAABw";
+        t.cmd(&["SET", name, "someone else's data"]);
+        let b = app.browser();
+        b.set_cookie(COOKIE, name);
+        assert_eq!(b.get("/me").await.status, 401);
+        assert_eq!(
+            t.text(&["GET", name]).as_deref(),
+            Some("someone else's data"),
+            "not deleted by the take-over"
+        );
+        let id: Id = name.parse().unwrap();
+        store.delete(&id).await.unwrap();
+        assert_eq!(
+            t.text(&["GET", name]).as_deref(),
+            Some("someone else's data"),
+            "not deleted by a delete"
+        );
+        // A record of the legacy store, but for another id: not deleted either.
+        let record = Record {
+            id: Id::default(),
+            data: HashMap::from([("x".to_string(), json!(1))]),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        let bytes = rmp_serde::to_vec(&record).unwrap();
+        let cfg = Config::from_url(&t.url()).unwrap();
+        let client = Client::new(cfg, None, None, None);
+        client.init().await.unwrap();
+        let _: () = client
+            .set(name, bytes.as_slice(), None, None, false)
+            .await
+            .unwrap();
+        assert!(store.load(&id).await.unwrap().is_none());
+        store.delete(&id).await.unwrap();
+        assert_eq!(
+            t.cmd(&["EXISTS", name]).int(),
+            1,
+            "another id's record stays"
+        );
+    }
+
+    /// Item 9: two concurrent requests of one session setting different fields, one slow:
+    /// both fields survive (the slow save writes what it changed, not its whole stale view).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_saves_of_different_fields_both_survive() {
+        use axum::extract::Path;
+        use axum::routing::{get, post};
+        use tower_sessions::{Session, SessionManagerLayer};
+        let t = redis7().await;
+        let store = tessera(store_on(Some(&t)).await);
+        let router = axum::Router::new()
+            .route(
+                "/set/{field}/{delay_ms}",
+                post(
+                    |s: Session, Path((f, ms)): Path<(String, u64)>| async move {
+                        // Loaded now, written after the other request.
+                        let _ = s.get_value("start").await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        s.insert(&f, true).await.unwrap();
+                        axum::http::StatusCode::NO_CONTENT
+                    },
+                ),
+            )
+            .route(
+                "/all",
+                get(|s: Session| async move {
+                    let mut out = serde_json::Map::new();
+                    for f in ["start", "a", "b"] {
+                        if let Some(v) = s.get_value(f).await.unwrap() {
+                            out.insert(f.to_string(), v);
+                        }
+                    }
+                    axum::Json(serde_json::Value::Object(out))
+                }),
+            )
+            .layer(SessionManagerLayer::new(store).with_secure(false));
+        let app = spawn_app(router).await;
+        let b = app.browser();
+        assert_eq!(b.post("/set/start/0", None).await.status, 204);
+        let slow = b.post("/set/a/600", None);
+        let fast = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            b.post("/set/b/0", None).await
+        };
+        let (s, f) = tokio::join!(slow, fast);
+        assert_eq!((s.status, f.status), (204, 204));
+        assert_eq!(
+            b.get("/all").await.json(),
+            json!({"start": true, "a": true, "b": true}),
+            "both requests' fields survive"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! CSRF checks: a form post's `csrf_token` field ([`CsrfForm`]) or a request's `X-CSRF-Token`
 //! header ([`CsrfHeader`]) against the session's token ([`tessera_core::Session::csrf_token`]).
 //! A request that fails the check is refused with `403 Forbidden` before the handler runs, so
-//! it changes nothing.
+//! it changes nothing. [`OriginChecked`] guards the JSON routes: a cross-origin request
+//! passes only with the token.
 
 use crate::extract::SessionMissing;
 use actix_web::dev::Payload;
@@ -22,6 +23,12 @@ pub enum CsrfRejection {
     /// the page was served. `403` too; an app may send the user to its login page instead.
     #[error("no live session for this request")]
     NoSession,
+    /// A state-changing request that a page of another origin made (`Sec-Fetch-Site`, or
+    /// `Origin` against `Host`; see [`tessera_core::is_cross_origin`]) without this session's
+    /// token in `X-CSRF-Token`: `403`, with the JSON error body of the JSON routes. Nothing
+    /// ran. ([`OriginChecked`] refuses with it.)
+    #[error("cross-origin request without a valid CSRF token")]
+    CrossOrigin,
     /// The body is not a form the handler's type reads: `422`.
     #[error("form body not readable: {0}")]
     Form(String),
@@ -43,7 +50,9 @@ pub enum CsrfRejection {
 impl ResponseError for CsrfRejection {
     fn status_code(&self) -> StatusCode {
         match self {
-            CsrfRejection::Invalid | CsrfRejection::NoSession => StatusCode::FORBIDDEN,
+            CsrfRejection::Invalid | CsrfRejection::NoSession | CsrfRejection::CrossOrigin => {
+                StatusCode::FORBIDDEN
+            }
             CsrfRejection::Form(_) => StatusCode::UNPROCESSABLE_ENTITY,
             CsrfRejection::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CsrfRejection::Body(status) => {
@@ -59,6 +68,10 @@ impl ResponseError for CsrfRejection {
     fn error_response(&self) -> HttpResponse {
         match self {
             CsrfRejection::Session(e) => crate::extract::error_response(e),
+            CsrfRejection::CrossOrigin => crate::reply(tessera_core::endpoints::Reply {
+                status: 403,
+                body: Some(serde_json::json!({ "error": self.to_string() })),
+            }),
             other => HttpResponse::build(other.status_code())
                 .content_type("text/plain; charset=utf-8")
                 .body(other.to_string()),
@@ -159,6 +172,59 @@ impl FromRequest for CsrfHeader {
         Box::pin(async move {
             check(&session?, &token).await?;
             Ok(CsrfHeader)
+        })
+    }
+}
+
+/// A request that passed the cross-origin check ([`tessera_core::Session::check_origin`]):
+/// `GET`/`HEAD`/`OPTIONS`, a request of the same origin (`Sec-Fetch-Site: same-origin` or
+/// `none`; without it, an `Origin` whose host is the request's `Host`), one without either
+/// header (curl, scripts), or a cross-origin one carrying this session's CSRF token in
+/// `X-CSRF-Token`. Otherwise `403` ([`CsrfRejection::CrossOrigin`]) before the handler runs.
+/// The account endpoints ([`endpoints`](crate::endpoints)) take it; take it in every
+/// state-changing JSON handler.
+///
+/// ```
+/// use tessera_actix::{OriginChecked, Session, SessionError};
+/// async fn like(_: OriginChecked, session: Session) -> Result<String, SessionError> {
+///     Ok(session.increment("likes", 1).await?.to_string())
+/// }
+/// # let _ = actix_web::web::post().to(like);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct OriginChecked;
+
+impl FromRequest for OriginChecked {
+    type Error = CsrfRejection;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = session_of(req);
+        let h = req.headers();
+        let bytes = |name: &str| h.get(name).map(|v| v.as_bytes().to_vec());
+        let method = req.method().as_str().to_string();
+        let site = bytes("sec-fetch-site");
+        let origin = bytes("origin");
+        let host = bytes("host").or_else(|| {
+            req.uri()
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec())
+        });
+        let token = h
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Box::pin(async move {
+            let origin_of = tessera_core::RequestOrigin {
+                method: &method,
+                sec_fetch_site: site.as_deref(),
+                origin: origin.as_deref(),
+                host: host.as_deref(),
+            };
+            match session?.check_origin(&origin_of, token.as_deref()).await? {
+                tessera_core::CsrfCheck::Valid => Ok(OriginChecked),
+                _ => Err(CsrfRejection::CrossOrigin),
+            }
         })
     }
 }

@@ -3,13 +3,16 @@
 
 use actix_web::http::header::{HeaderMap, COOKIE};
 use serde_json::Value;
-use tessera_core::{Session, SessionManager};
+use std::collections::HashMap;
+use tessera_core::{Session, SessionManager, TakeOver, Wrote};
 
 /// Takes over sessions written by [actix-session](https://docs.rs/actix-session)'s Redis
 /// store (`RedisSessionStore`): a request without a tessera cookie that carries
-/// actix-session's cookie has that session read (and deleted, in one step: of several
-/// instances exactly one takes it) and written as a new tessera session with the same
-/// values, in the same request; the old cookie is removed in the response. Each value was
+/// actix-session's cookie has that session read and written as a new tessera session with the
+/// same values, in the same request, then its old key deleted if it still holds what was read;
+/// the old cookie is removed in the response. A failed write leaves the old session as it was;
+/// a session whose user logged out everywhere since the switch is refused (see
+/// [`Records::take_over`](tessera_core::Records::take_over)). Each value was
 /// JSON text in actix-session, and is the JSON value in tessera (`session.get::<T>` reads it
 /// as `actix_session::Session::get::<T>` did). Opt-in, with
 /// [`SessionMiddleware::import_actix_session`](crate::SessionMiddleware::import_actix_session).
@@ -132,9 +135,12 @@ impl ActixSessionImport {
     }
 
     /// Takes the session stored under `session_key` into `session` (a new session of this
-    /// request), and writes it now. Whether the old cookie may go: the session was taken
-    /// over, or there is nothing to take (`false` when the store failed: the old session is
-    /// still there, or put back, for the next request to take).
+    /// request), and writes it now, through
+    /// [`Records::take_over`](tessera_core::Records::take_over): written first, then the old
+    /// key deleted if it still holds what was read; refused for a user who logged out
+    /// everywhere since the switch. Whether the old cookie may go: the session was taken
+    /// over, refused, or there is nothing to take (`false` when the store failed: the old
+    /// session is untouched, for the next request to take).
     pub(crate) async fn take_over(
         &self,
         manager: &SessionManager,
@@ -142,64 +148,66 @@ impl ActixSessionImport {
         session_key: &str,
     ) -> bool {
         let key = format!("{}{session_key}", self.key_prefix);
-        let records = manager.records();
-        let raw = match records.take_legacy(&key).await {
-            Ok(Some(raw)) => raw,
-            Ok(None) => return true,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not take over an actix-session session; the request goes on without it");
-                return false;
-            }
-        };
-        let state: std::collections::HashMap<String, String> = match serde_json::from_slice(&raw) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "an actix-session session could not be decoded: not taken over");
-                return true;
-            }
-        };
-        let mut user = None;
-        for (field, text) in &state {
-            // Each value is JSON text; anything else is kept as the text it is.
-            let value: Value =
-                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()));
-            if Some(field) == self.user_id_field.as_ref() {
-                user = match &value {
-                    Value::String(s) => Some(s.clone()),
+        let decode = |raw: &[u8]| {
+            let state: HashMap<String, String> = match serde_json::from_slice(raw) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an actix-session session could not be decoded: not taken over");
+                    return None;
+                }
+            };
+            let user = self
+                .user_id_field
+                .as_ref()
+                .and_then(|f| match value_of(state.get(f)?) {
+                    Value::String(s) => Some(s),
                     Value::Number(n) => Some(n.to_string()),
                     _ => None,
-                };
-            }
-            if let Err(e) = session.insert(field, &value).await {
-                tracing::warn!(error = %e, "an actix-session value tessera refuses was left out");
-            }
-        }
-        let written = match user {
-            Some(u) => session.login(&u).await,
-            None => session.save().await,
+                });
+            Some((state, user))
         };
-        match written {
-            Ok(()) => {
+        let write = |state: HashMap<String, String>, user: Option<String>| async move {
+            for (field, text) in &state {
+                if let Err(e) = session.insert(field, &value_of(text)).await {
+                    tracing::warn!(error = %e, "an actix-session value tessera refuses was left out");
+                }
+            }
+            match user {
+                Some(u) => session.login(&u).await?,
+                None => session.save().await?,
+            }
+            Ok(Wrote::New(()))
+        };
+        match manager.records().take_over(&key, decode, write).await {
+            Ok(TakeOver::Nothing) => true,
+            Ok(TakeOver::Taken(())) => {
                 tracing::debug!("took over an actix-session session");
                 true
             }
-            Err(e) => {
-                // Put it back for the next request (a day at most: actix-session's own TTL
-                // was not read).
-                let ttl = manager
-                    .config()
-                    .idle_timeout()
-                    .min(std::time::Duration::from_secs(86_400));
-                match records.put_back_legacy(&key, &raw, ttl).await {
-                    Ok(()) => {
-                        tracing::warn!(error = %e, "an actix-session session could not be written in tessera's layout; put back for the next request")
-                    }
-                    Err(e2) => {
-                        tracing::warn!(error = %e, put_back = %e2, "an actix-session session could not be written nor put back: that user logs in again")
-                    }
+            Ok(TakeOver::Refused) => {
+                tracing::info!("an actix-session session of a user who logged out everywhere since: not taken over");
+                true
+            }
+            Ok(TakeOver::EndedMeanwhile(())) => {
+                if let Err(e) = session.destroy().await {
+                    tracing::warn!(error = %e, "could not end a session taken over during a logout-all");
                 }
+                true
+            }
+            // Another request of this browser took it over at the same moment: each keeps the
+            // session it wrote (both logged in, both in the user's index), the browser keeps
+            // the last cookie it receives.
+            Ok(TakeOver::Raced(())) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take over an actix-session session; it stays for the next request");
                 false
             }
         }
     }
+}
+
+/// An actix-session value (JSON text) as tessera's JSON value; anything else is kept as the
+/// text it is.
+fn value_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }

@@ -37,7 +37,7 @@ mod extract;
 mod import;
 mod middleware;
 
-pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection};
+pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection, OriginChecked};
 pub use extract::{reply, Session, SessionError, SessionMissing};
 pub use import::{ActixSessionImport, ImportKeyError};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
@@ -56,14 +56,20 @@ use tessera_core::endpoints as core;
 /// Mounts the account endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`,
 /// `DELETE /sessions/{handle}`; see [`tessera_core::endpoints`]) in one line:
 /// `App::new().configure(tessera_actix::endpoints)`, or inside a `web::scope`.
+///
+/// The state-changing ones (`POST`, `DELETE`) refuse a request that a page of another origin
+/// made (`Sec-Fetch-Site`, or `Origin` against `Host`) unless it carries the session's CSRF
+/// token in `X-CSRF-Token`: `403`, nothing changed ([`OriginChecked`]). Scripts and curl,
+/// which send neither header, are not affected.
 pub fn endpoints(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/logout",
-        web::post().to(|s: Session| async move { reply(core::logout(&s).await) }),
+        web::post().to(|_: OriginChecked, s: Session| async move { reply(core::logout(&s).await) }),
     )
     .route(
         "/logout-all",
-        web::post().to(|s: Session| async move { reply(core::logout_all(&s).await) }),
+        web::post()
+            .to(|_: OriginChecked, s: Session| async move { reply(core::logout_all(&s).await) }),
     )
     .route(
         "/sessions",
@@ -71,9 +77,11 @@ pub fn endpoints(cfg: &mut web::ServiceConfig) {
     )
     .route(
         "/sessions/{handle}",
-        web::delete().to(|s: Session, h: web::Path<String>| async move {
-            reply(core::revoke(&s, &h).await)
-        }),
+        web::delete().to(
+            |_: OriginChecked, s: Session, h: web::Path<String>| async move {
+                reply(core::revoke(&s, &h).await)
+            },
+        ),
     );
 }
 

@@ -40,8 +40,11 @@ impl SessionMiddleware {
     }
 
     /// Takes over sessions written by actix-session's Redis store, so switching logs nobody
-    /// out: see [`ActixSessionImport`].
+    /// out: see [`ActixSessionImport`]. From then on a logout-all through this middleware's
+    /// manager also refuses that user's actix-session sessions not taken over yet
+    /// ([`Records::takes_over_sessions`](tessera_core::Records::takes_over_sessions)).
     pub fn import_actix_session(mut self, import: ActixSessionImport) -> Self {
+        self.manager.records().takes_over_sessions();
         self.import = Some(std::sync::Arc::new(import));
         self
     }
@@ -141,7 +144,7 @@ where
                 }
                 None => res.map_into_left_body(),
             };
-            if let Some(cookie) = outcome.set_cookie {
+            for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
                 match HeaderValue::from_str(&cookie) {
                     Ok(v) => {
                         res.headers_mut().append(SET_COOKIE, v);

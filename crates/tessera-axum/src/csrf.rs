@@ -1,7 +1,8 @@
 //! CSRF checks: a form post's `csrf_token` field ([`CsrfForm`]) or a request's `X-CSRF-Token`
 //! header ([`CsrfHeader`]) against the session's token ([`tessera_core::Session::csrf_token`]).
 //! A request that fails the check is refused with `403 Forbidden` before the handler runs, so
-//! it changes nothing.
+//! it changes nothing. [`OriginChecked`] guards the JSON routes: a cross-origin request
+//! passes only with the token.
 
 use crate::extract::{error_response, SessionMissing};
 use axum::body::Bytes;
@@ -23,6 +24,12 @@ pub enum CsrfRejection {
     /// the page was served. `403` too; an app may send the user to its login page instead.
     #[error("no live session for this request")]
     NoSession,
+    /// A state-changing request that a page of another origin made (`Sec-Fetch-Site`, or
+    /// `Origin` against `Host`; see [`tessera_core::is_cross_origin`]) without this session's
+    /// token in `X-CSRF-Token`: `403`, with the JSON error body of the JSON routes. Nothing
+    /// ran. ([`OriginChecked`] refuses with it.)
+    #[error("cross-origin request without a valid CSRF token")]
+    CrossOrigin,
     /// The body is not a form the handler's type reads: `422`.
     #[error("form body not readable: {0}")]
     Form(String),
@@ -47,6 +54,10 @@ impl IntoResponse for CsrfRejection {
             CsrfRejection::Invalid | CsrfRejection::NoSession => {
                 (StatusCode::FORBIDDEN, self.to_string()).into_response()
             }
+            CsrfRejection::CrossOrigin => crate::endpoints::reply(tessera_core::endpoints::Reply {
+                status: 403,
+                body: Some(serde_json::json!({ "error": self.to_string() })),
+            }),
             CsrfRejection::Form(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, self.to_string()).into_response()
             }
@@ -151,5 +162,46 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfHeader {
             .unwrap_or("");
         check(&session, token).await?;
         Ok(CsrfHeader)
+    }
+}
+
+/// A request that passed the cross-origin check ([`tessera_core::Session::check_origin`]):
+/// `GET`/`HEAD`/`OPTIONS`, a request of the same origin (`Sec-Fetch-Site: same-origin` or
+/// `none`; without it, an `Origin` whose host is the request's `Host`), one without either
+/// header (curl, scripts), or a cross-origin one carrying this session's CSRF token in
+/// `X-CSRF-Token`. Otherwise `403` ([`CsrfRejection::CrossOrigin`]) before the handler runs.
+/// The account endpoints ([`endpoints`](crate::endpoints())) take it; take it in every
+/// state-changing JSON handler.
+///
+/// ```
+/// use tessera_axum::{OriginChecked, Session, SessionError};
+/// async fn like(_: OriginChecked, session: Session) -> Result<String, SessionError> {
+///     Ok(session.increment("likes", 1).await?.to_string())
+/// }
+/// # let _: axum::Router = axum::Router::new().route("/like", axum::routing::post(like));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct OriginChecked;
+
+impl<S: Send + Sync> FromRequestParts<S> for OriginChecked {
+    type Rejection = CsrfRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let session = session_of(&parts.extensions)?;
+        let h = &parts.headers;
+        let req = tessera_core::RequestOrigin {
+            method: parts.method.as_str(),
+            sec_fetch_site: h.get("sec-fetch-site").map(|v| v.as_bytes()),
+            origin: h.get(http::header::ORIGIN).map(|v| v.as_bytes()),
+            host: h
+                .get(http::header::HOST)
+                .map(|v| v.as_bytes())
+                .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes())),
+        };
+        let token = h.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        match session.check_origin(&req, token).await? {
+            tessera_core::CsrfCheck::Valid => Ok(OriginChecked),
+            _ => Err(CsrfRejection::CrossOrigin),
+        }
     }
 }

@@ -11,6 +11,11 @@
 //! | `GET /sessions` | `200`, JSON array of `{"handle", "created_at", "last_seen", "user_agent", "client_addr", "current"}`, most recent first; `401` when not logged in |
 //! | `DELETE /sessions/{handle}` | `204`; `404` when the handle is not one of the user's sessions; `401` when not logged in |
 //!
+//! The state-changing ones (`POST`, `DELETE`) refuse a request that a page of another origin
+//! made (`Sec-Fetch-Site`, or `Origin` against `Host`) unless it carries the session's CSRF
+//! token in `X-CSRF-Token`: `403`, nothing changed ([`OriginChecked`]). Scripts and curl,
+//! which send neither header, are not affected.
+//!
 //! ```
 //! use axum::Router;
 //! use tessera_axum::{endpoints, SessionLayer};
@@ -23,7 +28,7 @@
 //! # let _ = app;
 //! ```
 
-use crate::Session;
+use crate::{OriginChecked, Session};
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -33,12 +38,25 @@ use tessera_core::endpoints::{self as core, Reply};
 /// The account endpoints as a router to merge or nest under a [`SessionLayer`](crate::SessionLayer).
 pub fn endpoints<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/logout", post(|s: Session| async move { reply(core::logout(&s).await) }))
-        .route("/logout-all", post(|s: Session| async move { reply(core::logout_all(&s).await) }))
-        .route("/sessions", get(|s: Session| async move { reply(core::list_sessions(&s).await) }))
+        .route(
+            "/logout",
+            post(|_: OriginChecked, s: Session| async move { reply(core::logout(&s).await) }),
+        )
+        .route(
+            "/logout-all",
+            post(|_: OriginChecked, s: Session| async move { reply(core::logout_all(&s).await) }),
+        )
+        .route(
+            "/sessions",
+            get(|s: Session| async move { reply(core::list_sessions(&s).await) }),
+        )
         .route(
             "/sessions/{handle}",
-            delete(|s: Session, Path(h): Path<String>| async move { reply(core::revoke(&s, &h).await) }),
+            delete(
+                |_: OriginChecked, s: Session, Path(h): Path<String>| async move {
+                    reply(core::revoke(&s, &h).await)
+                },
+            ),
         )
 }
 

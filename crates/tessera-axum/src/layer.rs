@@ -127,7 +127,7 @@ where
                     tracing::warn!(status = err.status_code(), error = %err, "session: replacing the handler's response");
                     res = crate::extract::error_response(&err);
                 }
-                if let Some(cookie) = outcome.set_cookie {
+                for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
                     match HeaderValue::from_str(&cookie) {
                         Ok(v) => {
                             res.headers_mut().append(SET_COOKIE, v);

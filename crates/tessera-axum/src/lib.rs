@@ -32,7 +32,7 @@ pub mod endpoints;
 mod extract;
 mod layer;
 
-pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection};
+pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection, OriginChecked};
 pub use endpoints::endpoints;
 pub use extract::{Session, SessionError, SessionMissing};
 pub use layer::{ResponseFuture, SessionLayer, SessionService};

@@ -46,6 +46,9 @@ pub struct SessionConfig {
     pub(crate) undecryptable_as_absent: bool,
     pub(crate) trail: TrailLimits,
     pub(crate) events: Option<EventsConfig>,
+    /// Origins (`scheme://host[:port]`) whose cross-origin requests pass the origin check
+    /// without a CSRF token (see `Session::check_origin`).
+    pub(crate) trusted_origins: Vec<String>,
 }
 
 /// Bounds of the activity trail (see [`SessionConfigBuilder::activity_trail`]).
@@ -116,6 +119,7 @@ impl SessionConfig {
             events_retention: 100_000,
             sweep_interval: Duration::from_secs(5),
             instance: None,
+            trusted_origins: Vec::new(),
         }
     }
 
@@ -290,6 +294,7 @@ pub struct SessionConfigBuilder {
     events_retention: usize,
     sweep_interval: Duration,
     instance: Option<String>,
+    trusted_origins: Vec<String>,
 }
 
 /// Size limits of one session, the same on every store.
@@ -547,6 +552,16 @@ impl SessionConfigBuilder {
         self.namespace = ns.into();
         self
     }
+    /// An origin (`scheme://host[:port]`, as browsers send it in `Origin`, e.g.
+    /// `https://app.example.com`) trusted to make state-changing requests without a CSRF
+    /// token: the cross-origin check ([`Session::check_origin`](crate::Session::check_origin),
+    /// the adapters' `OriginChecked`) lets its requests through. Compared whole, ignoring ASCII
+    /// case. None by default.
+    pub fn trusted_origin(mut self, origin: impl Into<String>) -> Self {
+        self.trusted_origins
+            .push(origin.into().trim_end_matches('/').to_string());
+        self
+    }
     /// Cookie name (default `tessera`).
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie.name = name.into();
@@ -750,6 +765,7 @@ impl SessionConfigBuilder {
             undecryptable_as_absent: self.undecryptable_as_absent,
             trail: self.trail,
             events,
+            trusted_origins: self.trusted_origins,
         })
     }
 }

@@ -157,7 +157,11 @@ impl CookieConfig {
     }
 
     fn base(&self, value: String) -> cookie::Cookie<'static> {
-        let mut c = cookie::Cookie::new(self.full_name(), value);
+        self.named(self.full_name(), value)
+    }
+
+    fn named(&self, name: String, value: String) -> cookie::Cookie<'static> {
+        let mut c = cookie::Cookie::new(name, value);
         c.set_http_only(self.http_only);
         c.set_secure(self.secure);
         c.set_path(self.path.clone());
@@ -183,10 +187,33 @@ impl CookieConfig {
     }
 
     pub(crate) fn removal_header(&self) -> String {
-        let mut c = self.base(String::new());
+        Self::removal(self.base(String::new()))
+    }
+
+    fn removal(mut c: cookie::Cookie<'static>) -> String {
         c.set_max_age(time::Duration::ZERO);
         c.set_expires(time::OffsetDateTime::UNIX_EPOCH);
         c.to_string()
+    }
+
+    /// The name of the pre-session cookie: the session cookie's, with `-csrf` after it (so
+    /// `__Host-tessera-csrf` by default). It carries the random nonce that the CSRF token of a
+    /// page without a session is derived from (a double-submit cookie; see session/csrf.rs).
+    pub(crate) fn pre_session_name(&self) -> String {
+        format!("{}-csrf", self.full_name())
+    }
+
+    /// The pre-session cookie carrying `value`: the session cookie's attributes, for
+    /// `max_age` (short-lived: a login form left open longer goes back to a fresh one).
+    pub(crate) fn pre_session_header(&self, value: String, max_age: Duration) -> String {
+        let mut c = self.named(self.pre_session_name(), value);
+        c.set_max_age(time::Duration::seconds(max_age.as_secs() as i64));
+        c.to_string()
+    }
+
+    /// Drops the pre-session cookie (the browser has a session now).
+    pub(crate) fn pre_session_removal(&self) -> String {
+        Self::removal(self.named(self.pre_session_name(), String::new()))
     }
 }
 
@@ -259,6 +286,23 @@ impl Signer {
         let mut keys = vec![current];
         keys.extend(previous);
         Signer { keys }
+    }
+
+    /// HMAC-SHA256 of `label \0 data` under each key, the current one first: a value derived
+    /// from the signing key for one purpose (the label), which only the server can compute.
+    pub(crate) fn derive(&self, label: &str, data: &[u8]) -> Vec<[u8; 32]> {
+        let mut m = Vec::with_capacity(label.len() + 1 + data.len());
+        m.extend_from_slice(label.as_bytes());
+        m.push(0);
+        m.extend_from_slice(data);
+        self.keys
+            .iter()
+            .map(|k| {
+                let mut out = [0u8; 32];
+                out.copy_from_slice(hmac::sign(&k.0, &m).as_ref());
+                out
+            })
+            .collect()
     }
 
     fn message(cookie_name: &str, id: &SessionId) -> Vec<u8> {

@@ -8,6 +8,11 @@
 //! | `GET /sessions` | [`list_sessions`] | `200` + JSON array (each a serialized [`DeviceSession`](crate::DeviceSession)); `401` when not logged in |
 //! | `DELETE /sessions/{handle}` | [`revoke`] | `204`; `404` when not one of the user's sessions; `401` when not logged in |
 //!
+//! The adapters mount the state-changing ones behind the cross-origin check
+//! ([`Session::check_origin`](crate::Session::check_origin), their `OriginChecked`
+//! extractor): a request a page of another origin made is `403` before any of these runs,
+//! unless it carries the session's CSRF token.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use tessera_core::{endpoints, Key, SessionConfig, SessionManager, Store};
@@ -45,11 +50,25 @@ impl Reply {
         }
     }
 
-    /// The answer for an error: its status and `{"error": <public message>}`.
+    /// The answer for an error: its status and `{"error": <public message>}`, plus
+    /// `"field": <name>` when a protected field does not decrypt
+    /// ([`Error::Undecryptable`]: the client learns which field, the reason goes to the log).
+    ///
+    /// ```
+    /// use tessera_core::{endpoints::Reply, Error};
+    /// let e = Error::Undecryptable { field: "api_token".into(), reason: "unknown key".into() };
+    /// let r = Reply::error(&e);
+    /// assert_eq!(r.status, 500);
+    /// assert_eq!(r.body.unwrap()["field"], "api_token");
+    /// ```
     pub fn error(e: &Error) -> Self {
+        let mut body = serde_json::json!({ "error": e.public_message() });
+        if let Error::Undecryptable { field, .. } = e {
+            body["field"] = Value::String(field.clone());
+        }
         Reply {
             status: e.status_code(),
-            body: Some(serde_json::json!({ "error": e.public_message() })),
+            body: Some(body),
         }
     }
 }

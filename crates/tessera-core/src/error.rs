@@ -143,8 +143,9 @@ pub enum Error {
     /// nothing of the change was kept.
     #[error("a value of indexed field {0:?} contains U+001F, the query engine's tag separator")]
     InvalidIndexValue(String),
-    /// The store configuration (URL) was rejected.
-    #[error("invalid store configuration")]
+    /// A configuration that cannot work (a store URL, a key, a limit): displays what is
+    /// wrong, as the [`ConfigError`] it carries.
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// A query by a field that is not declared indexed
     /// ([`SessionConfigBuilder::index_field`](crate::SessionConfigBuilder::index_field)).
@@ -243,7 +244,7 @@ impl Error {
                 "an indexed session value contains U+001F (the query engine's tag separator)"
             }
             Error::ProtectedField(_) => "that session field is protected",
-            Error::Undecryptable { .. } => "session error",
+            Error::Undecryptable { .. } => "a protected session field cannot be decrypted",
             Error::Unsupported(_) => "the session store does not support this query",
             Error::InvalidAction => "invalid activity action",
             Error::InvalidCursor(_) => "invalid events cursor",

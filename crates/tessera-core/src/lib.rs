@@ -99,12 +99,13 @@ pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
 pub use crate::protect::FieldKey;
 pub use crate::session::{
-    csrf_input, escape_tag, is_form_content_type, CsrfCheck, CSRF_FIELD, CSRF_HEADER,
+    csrf_input, escape_tag, is_cross_origin, is_form_content_type, CsrfCheck, RequestOrigin,
+    CSRF_FIELD, CSRF_HEADER,
 };
 pub use crate::session::{
     Activity, ClientInfo, DeviceSession, Event, EventKind, EventPage, EventStream,
-    EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Outcome, Records,
-    Session, SessionManager, StoredRecord,
+    EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Loaded, Outcome,
+    Records, Session, SessionManager, StoredRecord, TakeOver, Wrote, LEGACY_REFUSAL,
 };
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,

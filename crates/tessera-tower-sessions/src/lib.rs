@@ -20,7 +20,7 @@
 //!     .user_id_at("axum-login.data", "/user_id"); // where axum-login keeps the user id
 //! // Before: SessionManagerLayer::new(RedisStore::new(pool))
 //! let layer = SessionManagerLayer::new(sessions.clone());
-//! // Store outages answer 503 with Retry-After instead of tower-sessions' bare 500.
+//! // Store outages: 503, not tower-sessions' bare 500 (Retry-After if nothing changed).
 //! let outer = StoreUnavailableLayer;
 //! # let _ = (layer, outer); Ok(()) }
 //! ```
@@ -43,9 +43,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tessera_core::{Records, SessionManager};
+use tessera_core::{Loaded, Records, SessionManager, TakeOver, Wrote};
 use time::OffsetDateTime;
-use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::session::{self, Id, Record, Session};
 use tower_sessions_core::session_store::{self, SessionStore};
 
 /// A tower-sessions [`SessionStore`] that keeps sessions in tessera's layout; see the crate
@@ -89,9 +89,14 @@ impl TesseraStore {
 
     /// Takes over sessions written by `tower-sessions-redis-store` (a MessagePack record under
     /// the bare id): a session id not found in tessera's layout is looked up there, and if a
-    /// live session is found it is written in tessera's layout and the old key deleted, in
+    /// live session is found it is written in tessera's layout, then the old key deleted, in
     /// the same request. Users stay logged in across the switch. Off by default: it costs
     /// one `GET` per unknown id.
+    ///
+    /// Only a well-formed record of that store naming the same id is ever deleted; one whose
+    /// user logged out everywhere since the switch is refused (and deleted); a take-over
+    /// whose write fails leaves the old key as it was. See
+    /// [`Records::take_over`](tessera_core::Records::take_over) for the steps.
     ///
     /// ```
     /// # use tessera_tower_sessions::{tessera_core::*, TesseraStore};
@@ -100,6 +105,9 @@ impl TesseraStore {
     /// # }
     /// ```
     pub fn migrate_redis_store(mut self, on: bool) -> Self {
+        if on {
+            self.records.takes_over_sessions();
+        }
         self.migrate = on;
         self
     }
@@ -109,6 +117,38 @@ impl TesseraStore {
     /// [`revoke`](SessionManager::revoke) of a user's sessions.
     pub fn manager(&self) -> &SessionManager {
         &self.manager
+    }
+
+    /// Logs `user_id` out everywhere ([`SessionManager::logout_all`]) and ends the request's
+    /// own `session` with it: its values are cleared and its id dropped (tower-sessions'
+    /// `Session::flush`), so a value written later in the same request (a flash message,
+    /// "you are logged out everywhere") goes to a fresh anonymous session under a new id, and
+    /// the browser gets a cookie for that id (or, if nothing is written, its cookie removed).
+    /// The number of sessions ended.
+    ///
+    /// Use it rather than `manager().logout_all(..)` in a request of that user: then the
+    /// request's session is ended under it, and writing to it afterwards fails its save (a
+    /// session that ended is never written again, see [`SessionStore::save`]).
+    ///
+    /// ```
+    /// # use tessera_tower_sessions::TesseraStore;
+    /// # async fn demo(store: TesseraStore, session: tower_sessions::Session) -> Result<(), tower_sessions::session::Error> {
+    /// store.logout_all(&session, "ada").await?;
+    /// session.insert("flash", "You are logged out on every device").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn logout_all(
+        &self,
+        session: &Session,
+        user_id: impl std::fmt::Display,
+    ) -> Result<usize, session::Error> {
+        let ended = self
+            .manager
+            .logout_all(user_id)
+            .await
+            .map_err(|e| session::Error::Store(store_error(e)))?;
+        session.flush().await?;
+        Ok(ended)
     }
 
     /// The [`DeviceSession::handle`](tessera_core::DeviceSession::handle) of the session with
@@ -127,49 +167,125 @@ impl TesseraStore {
         }
     }
 
-    /// Takes the session `tower-sessions-redis-store` wrote under `id` (its key is read and
-    /// deleted by one command, so of several instances exactly one takes it) and writes it in
-    /// tessera's layout. A record that is undecodable, expired, names another id or holds
-    /// values tessera refuses is dropped with a warning: that user starts a new session.
+    /// Takes over the session `tower-sessions-redis-store` wrote under `id`, through
+    /// [`Records::take_over`]: of several instances exactly one writes it (the others find its
+    /// copy), and a failed write leaves the old key for the next request. A record that is
+    /// undecodable, expired, names another id or holds values tessera refuses is not taken
+    /// over (and left alone): that user starts a new session.
     async fn migrate(&self, id: &Id) -> tessera_core::Result<Option<Record>> {
         let key = id.to_string();
-        let Some(raw) = self.records.take_legacy(&key).await? else {
-            return Ok(None);
-        };
-        let session = self.records.handle(&key);
-        let record: Record = match rmp_serde::from_slice(&raw) {
+        let key = key.as_str();
+        // Twice at most: a write that raced with the old key changing (rewritten by the old
+        // app still running, or ended) is undone and the key read again.
+        for _ in 0..2 {
+            let taken = self
+                .records
+                .take_over(
+                    key,
+                    |raw| self.legacy_record(id, raw),
+                    |record: Record, user| async move {
+                        let expires = system_time(record.expiry_date);
+                        let created = self
+                            .records
+                            .create(key, &record.data, user.as_deref(), expires)
+                            .await?;
+                        // `false`: another instance wrote it first; its copy is the one to
+                        // serve, and the old key is that instance's to delete.
+                        Ok(if created {
+                            Wrote::New(())
+                        } else {
+                            Wrote::Existing(Some(()))
+                        })
+                    },
+                )
+                .await?;
+            let session = self.records.handle(key);
+            match taken {
+                TakeOver::Nothing => return Ok(None),
+                TakeOver::Refused => {
+                    tracing::info!(%session, "a tower-sessions-redis-store session of a user who logged out everywhere since: not taken over");
+                    return Ok(None);
+                }
+                TakeOver::Taken(()) => {
+                    tracing::debug!(%session, "took over a tower-sessions-redis-store session");
+                    // Read after the old key is retired: a failure here leaves the copy, which
+                    // the next request finds.
+                    return Ok(self.records.load(key).await?.map(|s| self.record(*id, s)));
+                }
+                TakeOver::EndedMeanwhile(()) => {
+                    self.records.delete(key).await?;
+                    return Ok(None);
+                }
+                TakeOver::Raced(()) => {
+                    self.records.delete(key).await?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// `raw` as a live record of `tower-sessions-redis-store` for `id` whose values tessera
+    /// accepts, with its user.
+    fn legacy_record(&self, id: &Id, raw: &[u8]) -> Option<(Record, Option<String>)> {
+        let session = self.records.handle(&id.to_string());
+        let record: Record = match rmp_serde::from_slice(raw) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%session, error = %e, "a tower-sessions-redis-store record could not be decoded: not taken over");
-                return Ok(None);
+                return None;
             }
         };
         if record.id != *id || record.expiry_date <= OffsetDateTime::now_utc() {
-            return Ok(None);
+            return None;
         }
         let user = self.user_of(&record.data);
         if let Err(e) = self.records.check(&record.data, user.as_deref()) {
             tracing::warn!(%session, error = %e, "a tower-sessions-redis-store record holds values tessera refuses: not taken over");
-            return Ok(None);
+            return None;
         }
-        let expires = system_time(record.expiry_date);
-        // `false`: a session with this id exists in tessera's layout already (written since
-        // the first lookup); it is the one to serve.
-        self.records
-            .create(&key, &record.data, user.as_deref(), expires)
-            .await?;
-        tracing::debug!(%session, "took over a tower-sessions-redis-store session");
-        Ok(self.records.load(&key).await?.map(|s| self.record(*id, s)))
+        Some((record, user))
     }
 
-    /// A loaded session as tower-sessions' record.
+    /// A loaded session as tower-sessions' record, carrying what was loaded (under
+    /// [`LOADED`]) for the save.
     fn record(&self, id: Id, s: tessera_core::StoredRecord) -> Record {
         let fallback = || OffsetDateTime::now_utc() + self.manager.config().idle_timeout();
+        let mut data = s.data;
+        data.insert(LOADED.to_string(), s.loaded.to_value());
         Record {
             id,
-            data: s.data,
+            data,
             expiry_date: s.expires_at.and_then(offset_time).unwrap_or_else(fallback),
         }
+    }
+}
+
+/// The record value that carries what the load returned ([`Loaded`]) to the save of the same
+/// request, so the save writes only what the request changed: tower-sessions gives the store
+/// nothing but the record back. A reserved name (`__`), never stored; an app that
+/// [`clear`](tower_sessions_core::Session::clear)s the session drops it, and that save replaces
+/// every value.
+pub const LOADED: &str = "__tessera.loaded";
+
+/// `data` without [`LOADED`], and what it held.
+fn split_loaded(
+    data: &HashMap<String, Value>,
+) -> (std::borrow::Cow<'_, HashMap<String, Value>>, Option<Loaded>) {
+    match data.get(LOADED) {
+        None => (std::borrow::Cow::Borrowed(data), None),
+        Some(v) => {
+            let loaded = Loaded::from_value(v);
+            let mut rest = data.clone();
+            rest.remove(LOADED);
+            (std::borrow::Cow::Owned(rest), loaded)
+        }
+    }
+}
+
+impl TesseraStore {
+    /// Whether `raw` is a record of `tower-sessions-redis-store` for `id` (what may be deleted).
+    fn is_legacy_record(id: &Id, raw: &[u8]) -> bool {
+        rmp_serde::from_slice::<Record>(raw).is_ok_and(|r| r.id == *id)
     }
 }
 
@@ -191,7 +307,7 @@ fn offset_time(t: SystemTime) -> Option<OffsetDateTime> {
 /// [`StoreUnavailableLayer`]).
 fn store_error(e: tessera_core::Error) -> session_store::Error {
     if e.status_code() == 503 {
-        status::note_unavailable();
+        status::note_unavailable(&e);
     }
     match e {
         tessera_core::Error::Encode(_)
@@ -206,19 +322,21 @@ fn store_error(e: tessera_core::Error) -> session_store::Error {
 #[async_trait]
 impl SessionStore for TesseraStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let user = self.user_of(&record.data);
+        // A record loaded then given a new id (`cycle_id`): all of it is new.
+        let (data, _) = split_loaded(&record.data);
+        let data = data.into_owned();
+        let user = self.user_of(&data);
         let expires = system_time(record.expiry_date);
+        // Never the id the record had: after tower-sessions' `flush` (axum-login's `logout`,
+        // `TesseraStore::logout_all`) the record keeps its old id, and a write afterwards (a
+        // flash message) would bring the ended id back to life for whoever holds its cookie.
+        record.id = Id::default();
         // A 128-bit random id collides with a live one practically never; the loop is for
         // the contract, and bounded.
         for _ in 0..8 {
             let created = self
                 .records
-                .create(
-                    &record.id.to_string(),
-                    &record.data,
-                    user.as_deref(),
-                    expires,
-                )
+                .create(&record.id.to_string(), &data, user.as_deref(), expires)
                 .await
                 .map_err(store_error)?;
             if created {
@@ -237,23 +355,29 @@ impl SessionStore for TesseraStore {
             self.records.delete(&id).await.map_err(store_error)?;
             return Ok(());
         }
-        let user = self.user_of(&record.data);
+        let (data, loaded) = split_loaded(&record.data);
+        let user = self.user_of(&data);
         let written = self
             .records
             .save(
                 &id,
-                &record.data,
+                &data,
+                loaded.as_ref(),
                 user.as_deref(),
                 system_time(record.expiry_date),
             )
             .await
             .map_err(store_error)?;
         if !written {
-            // Ended meanwhile (logout elsewhere, revoked, expired): it stays ended.
+            // Ended meanwhile (logged out here or elsewhere, revoked, expired): it stays
+            // ended, and the request's changes are refused, never dropped in silence (its
+            // response would hand out a cookie for the dead id). After a logout-all in the
+            // same request, `TesseraStore::logout_all` moves later writes to a fresh session.
             tracing::debug!(
                 session = %self.records.handle(&id),
                 "save of a session that ended meanwhile: nothing written"
             );
+            return Err(store_error(tessera_core::Error::SessionEnded));
         }
         Ok(())
     }
@@ -273,7 +397,11 @@ impl SessionStore for TesseraStore {
         if self.migrate {
             // A session not taken over yet (deleted without being loaded): its old key goes
             // too, or the next request would take it over and undo the logout.
-            self.records.delete_legacy(&id).await.map_err(store_error)?;
+            // Only a record of that store under this id: a forged cookie deletes nothing.
+            self.records
+                .delete_legacy(&id, |raw| Self::is_legacy_record(session_id, raw))
+                .await
+                .map_err(store_error)?;
         }
         Ok(())
     }

@@ -8,20 +8,42 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-tokio::task_local! {
-    static UNAVAILABLE: Cell<bool>;
+/// What the store reported during the request being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Nothing.
+    None,
+    /// Only failures that changed nothing: `Retry-After` these many seconds.
+    RetryAfter(u32),
+    /// At least one failure that may have changed something (a write whose outcome is
+    /// unknown): no `Retry-After`, whatever else failed.
+    MayHaveChanged,
 }
 
-/// Called by the store when tessera reported the store unreachable (or a write's outcome
-/// unknown): remembered for the request being served, if a [`StoreUnavailableLayer`] wraps it.
-pub(crate) fn note_unavailable() {
-    let _ = UNAVAILABLE.try_with(|c| c.set(true));
+tokio::task_local! {
+    static FAILURE: Cell<Failure>;
+}
+
+/// Called by the store when tessera answered a store failure (a 503): remembered for the
+/// request being served, if a [`StoreUnavailableLayer`] wraps it, with the error's own
+/// [`retry_after`](tessera_core::Error::retry_after) (the adapters' rule: one only when
+/// nothing was changed).
+pub(crate) fn note_unavailable(e: &tessera_core::Error) {
+    let _ = FAILURE.try_with(|c| {
+        c.set(match (c.get(), e.retry_after()) {
+            (Failure::MayHaveChanged, _) | (_, None) => Failure::MayHaveChanged,
+            (Failure::RetryAfter(a), Some(b)) => Failure::RetryAfter(a.max(b)),
+            (Failure::None, Some(b)) => Failure::RetryAfter(b),
+        })
+    });
 }
 
 /// A layer that turns the `500 Internal Server Error` tower-sessions (and axum-login) answer
-/// when the session store fails into `503 Service Unavailable` with `Retry-After: 1`, when
-/// the failure was the store being unreachable or too slow: the request can be retried, and
-/// load balancers and clients treat it so. Other 500s pass unchanged.
+/// when the session store fails into `503 Service Unavailable`, when the failure was the
+/// store being unreachable or too slow. The same rule as tessera's adapters: `Retry-After: 1`
+/// only when nothing was changed (the request can be retried, and load balancers and clients
+/// treat it so); none when a write's outcome is unknown (it may have been applied, and a
+/// retry could apply it twice). Other 500s pass unchanged.
 ///
 /// It knows of the failure through a task-local flag the store sets, so it sees the session
 /// loads and saves that run inside the request's own task (tower-sessions', axum-login's and
@@ -71,20 +93,23 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let fut = self.inner.call(req);
-        Box::pin(UNAVAILABLE.scope(Cell::new(false), async move {
+        Box::pin(FAILURE.scope(Cell::new(Failure::None), async move {
             let res = fut.await?;
-            let down = UNAVAILABLE.with(Cell::get);
-            if !(down && res.status() == StatusCode::INTERNAL_SERVER_ERROR) {
+            let failure = FAILURE.with(Cell::get);
+            if failure == Failure::None || res.status() != StatusCode::INTERNAL_SERVER_ERROR {
                 return Ok(res);
             }
             let (mut parts, _) = res.into_parts();
             parts.status = StatusCode::SERVICE_UNAVAILABLE;
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::CONTENT_TYPE);
-            let mut res = Response::from_parts(parts, ResBody::default());
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            Ok(res)
+            parts.headers.remove(header::RETRY_AFTER);
+            if let Failure::RetryAfter(secs) = failure {
+                parts
+                    .headers
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Ok(Response::from_parts(parts, ResBody::default()))
         }))
     }
 }

@@ -4,13 +4,15 @@ use actix_web::web::{self, Bytes, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
 use demo_core::AdminRoute;
 use serde_json::Value;
-use tessera_actix::{reply, CsrfForm, CsrfRejection, Session};
+use tessera_actix::{reply, CsrfForm, CsrfRejection, OriginChecked, Session};
 
 pub use demo_core::{config_from_env, port_from_env, store_from_env};
 
 /// The demo's routes: `POST /login`, `GET /me`, `PUT /session`, `POST /counter`, plus
 /// tessera's account endpoints, plus the admin routes when `ADMIN_TOKEN` is set. Mount inside
-/// an `App` wrapped in `SessionMiddleware`.
+/// an `App` wrapped in `SessionMiddleware`. The state-changing JSON routes take
+/// [`OriginChecked`], as the account endpoints do: a request a cross-site page could make is
+/// refused (403) unless it carries the session's CSRF token in `X-CSRF-Token`.
 pub fn routes(cfg: &mut ServiceConfig) {
     routes_with_admin(demo_core::admin_token_from_env())(cfg)
 }
@@ -59,7 +61,9 @@ fn base_routes(cfg: &mut ServiceConfig) {
         )
         .route(
             "/counter",
-            web::post().to(|s: Session| async move { reply(demo_core::counter(&s).await) }),
+            web::post().to(|_: OriginChecked, s: Session| async move {
+                reply(demo_core::counter(&s).await)
+            }),
         )
         .configure(tessera_actix::endpoints)
         .configure(ui_routes);
@@ -163,11 +167,12 @@ fn body(req: &HttpRequest, b: &Bytes) -> Result<Value, String> {
     serde_json::from_slice(b).map_err(|e| format!("body is not JSON: {e}"))
 }
 
-async fn record_activity(s: Session, req: HttpRequest, b: Bytes) -> HttpResponse {
+async fn record_activity(_: OriginChecked, s: Session, req: HttpRequest, b: Bytes) -> HttpResponse {
     reply(demo_core::record_activity(&s, body(&req, &b)).await)
 }
 
 async fn login(
+    _: OriginChecked,
     s: Session,
     req: HttpRequest,
     q: web::Query<Vec<(String, String)>>,
@@ -181,6 +186,7 @@ async fn login(
 }
 
 async fn put_session(
+    _: OriginChecked,
     s: Session,
     req: HttpRequest,
     q: web::Query<Vec<(String, String)>>,

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use demo_core::AdminRoute;
 use serde_json::Value;
 use tessera_axum::endpoints::reply;
-use tessera_axum::{CsrfForm, CsrfRejection, Session, SessionLayer};
+use tessera_axum::{CsrfForm, CsrfRejection, OriginChecked, Session, SessionLayer};
 use tessera_core::SessionManager;
 
 pub use demo_core::{config_from_env, port_from_env, store_from_env};
@@ -20,6 +20,10 @@ pub fn app(manager: SessionManager) -> Router {
     routes().layer(SessionLayer::from_manager(manager))
 }
 
+/// The state-changing JSON routes take [`OriginChecked`], as tessera's account endpoints do: a
+/// request a cross-site page could make is refused (403) unless it carries the session's CSRF
+/// token in `X-CSRF-Token`; scripts without an `Origin` header are not affected.
+///
 /// The demo's routes without the layer (tests add their own routes before layering):
 /// `POST /login`, `GET /me`, `PUT /session`, `POST /counter`, plus tessera's account
 /// endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`, `DELETE /sessions/{handle}`),
@@ -61,7 +65,7 @@ pub fn routes_with_admin(admin_token: Option<String>) -> Router {
         .route("/session", put(put_session))
         .route(
             "/counter",
-            post(|s: Session| async move { reply(demo_core::counter(&s).await) }),
+            post(|_: OriginChecked, s: Session| async move { reply(demo_core::counter(&s).await) }),
         )
         .merge(tessera_axum::endpoints())
         .merge(ui_routes())
@@ -161,11 +165,16 @@ fn body(b: Result<Json<Value>, JsonRejection>) -> Result<Value, String> {
     b.map(|Json(v)| v).map_err(|e| e.body_text())
 }
 
-async fn record_activity(s: Session, b: Result<Json<Value>, JsonRejection>) -> Response {
+async fn record_activity(
+    _: OriginChecked,
+    s: Session,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Response {
     reply(demo_core::record_activity(&s, body(b)).await)
 }
 
 async fn login(
+    _: OriginChecked,
     s: Session,
     Query(q): Query<Vec<(String, String)>>,
     b: Result<Json<Value>, JsonRejection>,
@@ -178,6 +187,7 @@ async fn login(
 }
 
 async fn put_session(
+    _: OriginChecked,
     s: Session,
     Query(q): Query<Vec<(String, String)>>,
     b: Result<Json<Value>, JsonRejection>,

@@ -221,7 +221,8 @@ async fn logout_all(auth: Auth, State(store): State<TesseraStore>) -> Response {
     let Some(user) = auth.user else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    match store.manager().logout_all(&user.id).await {
+    // Ends this request's session too: anything written after it goes to a fresh one.
+    match store.logout_all(&auth.session, &user.id).await {
         Ok(n) => Json(json!({"ended": n})).into_response(),
         Err(e) => failure(e),
     }

@@ -1,6 +1,7 @@
 //! `GET /` and its forms: the demo for people, in a browser. Server-rendered HTML that works
-//! without JavaScript; every form carries the session's CSRF token (checked by the adapters'
-//! `CsrfForm` extractor before any of these runs).
+//! without JavaScript; every form carries a CSRF token (checked by the adapters' `CsrfForm`
+//! extractor before any of these runs): the session's, or, on the login form of a browser
+//! without a session, a pre-session token (so a visitor costs no store write).
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -152,7 +153,9 @@ async fn render(session: &Session) -> Result<String, Error> {
         );
         return Ok(layout("sign in", &body));
     };
-    let fields = session.entries().await?;
+    // A protected field that does not decrypt (a key change without the previous key) is
+    // shown as unavailable: the page, and its logout forms, still work.
+    let (fields, unreadable) = session.readable_entries().await?;
     let counter = fields.get("counter").and_then(|v| v.as_i64()).unwrap_or(0);
     let devices = session.list_sessions().await?;
     let this = devices.iter().find(|d| d.current);
@@ -187,6 +190,12 @@ async fn render(session: &Session) -> Result<String, Error> {
             "<tr><th>{}</th><td><code>{}</code></td></tr>",
             esc(k),
             esc(&shown)
+        ));
+    }
+    for k in &unreadable {
+        rows.push_str(&format!(
+            "<tr class=\"unavailable\"><th>{}</th><td class=\"muted\">unavailable (cannot be decrypted)</td></tr>",
+            esc(k)
         ));
     }
     let device_rows: String = devices.iter().map(|d| device_row(d, &token)).collect();

@@ -2,15 +2,67 @@
 //! tokens masked afresh for every page, so a compressed response never repeats the same bytes
 //! (no BREACH oracle).
 
+//!
+//! A page without a session (a visitor who has written nothing: the login form) costs no store
+//! write: its token is derived from a random nonce in a pre-session cookie (HMAC with the
+//! cookie key: a double-submit cookie that only the server can pair with a token), so a crawler
+//! makes no session and no `created` event. Once the browser has a session, its pages carry
+//! the session's tokens and the pre-session cookie is dropped.
+//!
+//! The session's secret is created with a compare-and-set in the store
+//! ([`Store::set_if_absent`](crate::store::Store)): two pages loaded at once both end up with
+//! the one stored secret.
+//!
+//! The cross-origin rule for state-changing requests ([`is_cross_origin`],
+//! [`Session::check_origin`]) is that of Go's `net/http.CrossOriginProtection`.
+
 use super::state::{State, Status};
 use super::Session;
 use crate::error::{Error, Result};
-use crate::store::fields;
+use crate::store::{fields, SetIfAbsent};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-/// Bytes of a session's CSRF secret (and of each token's mask).
+/// Bytes of a session's CSRF secret (and of each token's mask), and of a pre-session nonce.
 const SECRET_BYTES: usize = 32;
+
+/// What the pre-session secret is derived for (the HMAC's label), so no other value derived
+/// from the cookie key can stand for it.
+const PRE_SESSION_LABEL: &str = "tessera.csrf.pre-session";
+
+/// The pre-session cookie of one request (see the module's text).
+#[derive(Debug, Default)]
+pub(super) struct PreSession {
+    /// The nonce: the request's cookie's, or one made for this response.
+    nonce: Option<[u8; SECRET_BYTES]>,
+    /// The request carried a well-formed pre-session cookie.
+    had: bool,
+    /// A new nonce: the response sets the cookie.
+    send: bool,
+}
+
+/// The first well-formed pre-session cookie (`name`) in `Cookie` headers.
+pub(super) fn pre_session<H: AsRef<[u8]>>(headers: &[H], name: &str) -> PreSession {
+    for header in headers {
+        for pair in header.as_ref().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if pair[..eq].trim_ascii() != name.as_bytes() {
+                continue;
+            }
+            if let Some(nonce) = decode_secret(pair[eq + 1..].trim_ascii()) {
+                return PreSession {
+                    nonce: Some(nonce),
+                    had: true,
+                    send: false,
+                };
+            }
+        }
+    }
+    PreSession::default()
+}
 
 /// The name of the form field [`csrf_input`] renders and the adapters' form checks read.
 pub const CSRF_FIELD: &str = "csrf_token";
@@ -50,6 +102,73 @@ pub fn is_form_content_type(value: Option<&[u8]>) -> bool {
             t.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         })
+}
+
+/// Where a request comes from, as its headers say: the input of [`is_cross_origin`] and
+/// [`Session::check_origin`]. Header values are raw bytes (`None`: the header is absent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestOrigin<'a> {
+    /// The method (`GET`, `POST`, ...).
+    pub method: &'a str,
+    /// `Sec-Fetch-Site`, which every current browser sends.
+    pub sec_fetch_site: Option<&'a [u8]>,
+    /// `Origin`.
+    pub origin: Option<&'a [u8]>,
+    /// `Host` (or the URI's authority, for HTTP/2).
+    pub host: Option<&'a [u8]>,
+}
+
+/// Whether a request is one a page of another origin made (Go's
+/// `net/http.CrossOriginProtection` rule): `GET`, `HEAD` and `OPTIONS` never are; otherwise,
+/// when `Sec-Fetch-Site` is present, anything but `same-origin` or `none` is; without it, an
+/// `Origin` whose host (and port) is not the request's `Host` is; with neither header (curl, a
+/// script, a server), it is not. An `Origin` listed in `trusted` (compared whole, ignoring ASCII
+/// case) is never cross-origin.
+///
+/// ```
+/// use tessera_core::{is_cross_origin, RequestOrigin};
+/// let post = |site: Option<&'static str>, origin: Option<&'static str>| RequestOrigin {
+///     method: "POST",
+///     sec_fetch_site: site.map(str::as_bytes),
+///     origin: origin.map(str::as_bytes),
+///     host: Some(b"app.example"),
+/// };
+/// assert!(is_cross_origin(&post(Some("cross-site"), None), &[]));
+/// assert!(is_cross_origin(&post(Some("same-site"), Some("https://evil.app.example")), &[]));
+/// assert!(!is_cross_origin(&post(Some("same-origin"), Some("https://app.example")), &[]));
+/// assert!(is_cross_origin(&post(None, Some("https://evil.example")), &[]));
+/// assert!(!is_cross_origin(&post(None, Some("https://app.example")), &[]));
+/// assert!(!is_cross_origin(&post(None, None), &[]), "curl");
+/// assert!(!is_cross_origin(&post(Some("cross-site"), Some("https://partner.example")),
+///                          &["https://partner.example".to_string()]));
+/// ```
+pub fn is_cross_origin(req: &RequestOrigin<'_>, trusted: &[String]) -> bool {
+    if ["GET", "HEAD", "OPTIONS"].contains(&req.method) {
+        return false;
+    }
+    let trusted_origin = || {
+        req.origin.is_some_and(|o| {
+            trusted
+                .iter()
+                .any(|t| t.as_bytes().eq_ignore_ascii_case(o.trim_ascii()))
+        })
+    };
+    match req.sec_fetch_site.map(<[u8]>::trim_ascii) {
+        Some(b"same-origin" | b"none") => false,
+        Some(_) => !trusted_origin(),
+        None => match req.origin {
+            None => false,
+            Some(origin) => {
+                let host = origin
+                    .trim_ascii()
+                    .windows(3)
+                    .position(|w| w == b"://")
+                    .map(|at| &origin.trim_ascii()[at + 3..]);
+                let same = matches!((host, req.host), (Some(o), Some(h)) if !o.is_empty() && o.eq_ignore_ascii_case(h.trim_ascii()));
+                !same && !trusted_origin()
+            }
+        },
+    }
 }
 
 /// What [`Session::check_csrf`] found.
@@ -101,17 +220,26 @@ fn unmask(token: &str) -> Option<[u8; SECRET_BYTES]> {
 }
 
 fn decode_secret(raw: &[u8]) -> Option<[u8; SECRET_BYTES]> {
+    if raw.len() > 2 * SECRET_BYTES {
+        return None;
+    }
     URL_SAFE_NO_PAD.decode(raw).ok()?.try_into().ok()
 }
 
 impl Session {
     /// A CSRF token for a form or a `fetch` of this page: put it in the form with
     /// [`csrf_input`] (field `csrf_token`) or send it as the `X-CSRF-Token` header, and check
-    /// it with [`verify_csrf`](Session::verify_csrf) (the adapters' `CsrfForm` and `CsrfHeader`
-    /// extractors do). The session's secret is made on first use (so a page with a form
-    /// starts a session), kept in the session, and replaced at login (a token from before the
-    /// login is refused after it); every call masks it afresh, so no two responses carry the
-    /// same token.
+    /// it with [`check_csrf`](Session::check_csrf) (the adapters' `CsrfForm` and `CsrfHeader`
+    /// extractors do). Every call masks the secret afresh, so no two responses carry the same
+    /// token.
+    ///
+    /// With a session, the secret is the session's: made on first use (a compare-and-set in
+    /// the store, so two pages loaded at once share it), kept in the session, and replaced at
+    /// login (a token from before the login is refused after it). Without one (a visitor who
+    /// has written nothing, the login form), nothing is written to the store: the token is
+    /// derived from a nonce in a pre-session cookie (`<cookie name>-csrf`, sent with this
+    /// response, living for the idle timeout from the last page that used it), which the
+    /// checks accept while the browser has no session.
     pub async fn csrf_token(&self) -> Result<String> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
@@ -121,24 +249,147 @@ impl Session {
         if let Some(secret) = st.data.get(fields::CSRF).and_then(|v| decode_secret(v)) {
             return Ok(mask(&secret));
         }
-        let secret: [u8; SECRET_BYTES] = crate::id::random_bytes();
-        let stored = URL_SAFE_NO_PAD.encode(secret);
-        st.data
-            .insert(fields::CSRF.to_string(), stored.clone().into_bytes());
-        st.dirty.insert(fields::CSRF.to_string(), Some(stored));
-        Ok(mask(&secret))
+        match st.status {
+            Status::Stored => {
+                let Some(id) = st.id.clone() else {
+                    return Err(Error::SessionEnded);
+                };
+                let fresh = URL_SAFE_NO_PAD.encode(crate::id::random_bytes::<SECRET_BYTES>());
+                let key = self.mgr().key_of(&id);
+                let held = self.store().set_if_absent(&key, fields::CSRF, &fresh).await;
+                match held {
+                    Ok(SetIfAbsent::Holds(v)) => {
+                        let secret = match decode_secret(v.as_bytes()) {
+                            Some(secret) => {
+                                st.dirty.remove(fields::CSRF);
+                                secret
+                            }
+                            // Not a secret (written by something else): replaced by ours with
+                            // the request's write, rather than leaving the page without forms.
+                            None => {
+                                tracing::warn!("a session's CSRF secret is malformed: replaced");
+                                st.dirty
+                                    .insert(fields::CSRF.to_string(), Some(fresh.clone()));
+                                decode_secret(fresh.as_bytes()).expect("a fresh secret")
+                            }
+                        };
+                        st.data.insert(
+                            fields::CSRF.to_string(),
+                            URL_SAFE_NO_PAD.encode(secret).into_bytes(),
+                        );
+                        Ok(mask(&secret))
+                    }
+                    Ok(SetIfAbsent::Gone) => {
+                        st.mark_ended();
+                        Err(Error::SessionEnded)
+                    }
+                    Ok(SetIfAbsent::Moved) => {
+                        st.mark_moved();
+                        Err(Error::SessionEnded)
+                    }
+                    Err(e) => Self::failed(&mut st, e),
+                }
+            }
+            // No session, and this request writes none: the pre-session token.
+            _ if !st.has_changes() => Ok(self.pre_session_token()),
+            // A session this request creates: its secret is written with it.
+            _ => {
+                let secret: [u8; SECRET_BYTES] = crate::id::random_bytes();
+                let stored = URL_SAFE_NO_PAD.encode(secret);
+                st.data
+                    .insert(fields::CSRF.to_string(), stored.clone().into_bytes());
+                st.dirty.insert(fields::CSRF.to_string(), Some(stored));
+                Ok(mask(&secret))
+            }
+        }
+    }
+
+    /// A token of the pre-session secret (the request's nonce, or a new one); the response
+    /// sets the cookie (again: its lifetime slides with every page that uses it).
+    fn pre_session_token(&self) -> String {
+        let mut pre = self.inner.pre.lock().unwrap_or_else(|e| e.into_inner());
+        let nonce = *pre.nonce.get_or_insert_with(crate::id::random_bytes);
+        pre.send = true;
+        mask(&self.pre_session_secrets(&nonce)[0])
+    }
+
+    /// The pre-session secret of `nonce` under each cookie key (the current one first).
+    fn pre_session_secrets(&self, nonce: &[u8; SECRET_BYTES]) -> Vec<[u8; SECRET_BYTES]> {
+        self.mgr()
+            .inner
+            .config
+            .signer
+            .derive(PRE_SESSION_LABEL, nonce)
+    }
+
+    /// The pre-session cookie to send with the response, if any: a new nonce's, or its
+    /// removal once the browser has a session (`stored`).
+    pub(super) fn pre_session_cookie(&self, stored: bool) -> Option<String> {
+        let pre = self.inner.pre.lock().unwrap_or_else(|e| e.into_inner());
+        let cookie = &self.mgr().inner.config.cookie;
+        match (pre.send, pre.nonce) {
+            (true, Some(nonce)) => Some(cookie.pre_session_header(
+                URL_SAFE_NO_PAD.encode(nonce),
+                self.mgr().inner.config.idle_timeout,
+            )),
+            _ if pre.had && stored => Some(cookie.pre_session_removal()),
+            _ => None,
+        }
+    }
+
+    /// The cross-origin rule for a state-changing request (see [`is_cross_origin`], with the
+    /// configuration's [trusted origins](crate::SessionConfigBuilder::trusted_origin)): a
+    /// request that is not cross-origin is [`CsrfCheck::Valid`]; a cross-origin one only with
+    /// this session's CSRF token (`token`, the `X-CSRF-Token` header), as
+    /// [`check_csrf`](Session::check_csrf) says. The adapters' `OriginChecked` extractor, which
+    /// guards their account endpoints, calls this.
+    pub async fn check_origin(
+        &self,
+        req: &RequestOrigin<'_>,
+        token: Option<&str>,
+    ) -> Result<CsrfCheck> {
+        if !is_cross_origin(req, &self.mgr().inner.config.trusted_origins) {
+            return Ok(CsrfCheck::Valid);
+        }
+        self.check_csrf(token.unwrap_or("")).await
     }
 
     /// [`verify_csrf`](Session::verify_csrf), telling a wrong token from a session that is
     /// gone: what the adapters' `CsrfForm` and `CsrfHeader` answer with.
+    ///
+    /// Without a session, a token of the request's pre-session cookie is valid (the login
+    /// form); another token is `Invalid` when the request carries a pre-session cookie, and
+    /// `NoSession` otherwise (or when the request's session cookie names a session that is
+    /// gone: the page's session ended).
     pub async fn check_csrf(&self, token: &str) -> Result<CsrfCheck> {
         if self.verify_csrf(token).await? {
-            Ok(CsrfCheck::Valid)
-        } else if self.is_stored().await? {
-            Ok(CsrfCheck::Invalid)
-        } else {
-            Ok(CsrfCheck::NoSession)
+            return Ok(CsrfCheck::Valid);
         }
+        if self.is_stored().await? {
+            return Ok(CsrfCheck::Invalid);
+        }
+        let had_cookie = self.inner.state.lock().await.had_cookie;
+        let nonce = self
+            .inner
+            .pre
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nonce;
+        let valid = nonce.is_some_and(|nonce| {
+            unmask(token).is_some_and(|given| {
+                // Every key compared (constant time each), so the time says nothing of which.
+                self.pre_session_secrets(&nonce)
+                    .iter()
+                    .fold(false, |ok, s| same(s, &given) | ok)
+            })
+        });
+        Ok(if valid {
+            CsrfCheck::Valid
+        } else if had_cookie || nonce.is_none() {
+            CsrfCheck::NoSession
+        } else {
+            CsrfCheck::Invalid
+        })
     }
 
     /// Whether `token` is a CSRF token of this session (compared in constant time). `false`
@@ -183,6 +434,84 @@ mod tests {
         assert_eq!(unmask(&a), Some(secret));
         assert_eq!(unmask(&b), Some(secret));
         assert_eq!(a.len(), 86);
+    }
+
+    #[tokio::test]
+    async fn a_page_without_a_session_writes_nothing_and_its_token_is_bound_to_its_cookie() {
+        use crate::{Key, SessionConfig, SessionManager, Store};
+        let manager = SessionManager::new(
+            Store::memory(),
+            SessionConfig::builder(Key::generate()).build().unwrap(),
+        );
+        let page = manager.start(None::<&str>);
+        let token = page.csrf_token().await.unwrap();
+        let out = page.finish(200).await;
+        assert!(out.set_cookie.is_none(), "no session");
+        let cookie = out.csrf_cookie.expect("the pre-session cookie");
+        assert!(cookie.starts_with("__Host-tessera-csrf=") && cookie.contains("HttpOnly"));
+        let pair = cookie.split(';').next().unwrap().to_string();
+        let post = manager.start([pair.as_str()]);
+        assert_eq!(post.check_csrf(&token).await.unwrap(), CsrfCheck::Valid);
+        assert!(!post.is_stored().await.unwrap(), "nothing was written");
+        let other = manager.start(None::<&str>).csrf_token().await.unwrap();
+        assert_eq!(post.check_csrf(&other).await.unwrap(), CsrfCheck::Invalid);
+        assert_eq!(post.check_csrf("forged").await.unwrap(), CsrfCheck::Invalid);
+        let cookieless = manager.start(None::<&str>);
+        assert_eq!(
+            cookieless.check_csrf(&token).await.unwrap(),
+            CsrfCheck::NoSession
+        );
+        // Once there is a session, its own tokens only, and the pre-session cookie goes.
+        post.insert("x", &1).await.unwrap();
+        let out = post.finish(200).await;
+        let session = out.set_cookie.unwrap();
+        assert!(out.csrf_cookie.unwrap().contains("Max-Age=0"));
+        let next = manager.start([pair.as_str(), session.split(';').next().unwrap()]);
+        assert_eq!(next.check_csrf(&token).await.unwrap(), CsrfCheck::Invalid);
+        let own = next.csrf_token().await.unwrap();
+        assert_eq!(next.check_csrf(&own).await.unwrap(), CsrfCheck::Valid);
+    }
+
+    #[test]
+    fn cross_origin_rule() {
+        let req =
+            |method, site: Option<&'static str>, origin: Option<&'static str>| RequestOrigin {
+                method,
+                sec_fetch_site: site.map(str::as_bytes),
+                origin: origin.map(str::as_bytes),
+                host: Some(b"app.example:8080"),
+            };
+        let cross = |r: RequestOrigin<'_>| is_cross_origin(&r, &[]);
+        assert!(!cross(req(
+            "GET",
+            Some("cross-site"),
+            Some("https://evil.example")
+        )));
+        assert!(!cross(req("OPTIONS", Some("cross-site"), None)));
+        assert!(cross(req("DELETE", Some("cross-site"), None)));
+        assert!(cross(req(
+            "POST",
+            Some("same-site"),
+            Some("https://app.example:8080")
+        )));
+        assert!(!cross(req("POST", Some("none"), None)));
+        assert!(!cross(req("POST", None, Some("http://APP.example:8080"))));
+        assert!(
+            cross(req("POST", None, Some("http://app.example"))),
+            "another port"
+        );
+        assert!(cross(req("POST", None, Some("null"))));
+        assert!(cross(req("POST", None, Some("http://"))));
+        assert!(!cross(req("PUT", None, None)));
+        let trusted = ["https://partner.example".to_string()];
+        let r = req("POST", Some("cross-site"), Some("https://partner.example"));
+        assert!(!is_cross_origin(&r, &trusted));
+        let r = req(
+            "POST",
+            Some("cross-site"),
+            Some("https://partner.example.evil"),
+        );
+        assert!(is_cross_origin(&r, &trusted));
     }
 
     #[test]

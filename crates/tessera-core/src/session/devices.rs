@@ -58,7 +58,7 @@ impl ClientInfo {
     /// written by the client itself and are never read; so is any header the proxies do not
     /// write (a client's own `Forwarded` behind proxies that write `X-Forwarded-For`). Fewer
     /// hops than proxies, a hop that is not an IP address (`unknown`, an obfuscated name) or a
-    /// header line that is not text: no address. `0` proxies: the peer.
+    /// header entry that is not text (hops are counted on the raw bytes): no address. `0` proxies: the peer.
     ///
     /// ```
     /// use tessera_core::{ClientInfo, ForwardedHeader};
@@ -109,33 +109,25 @@ impl ForwardedHeader {
 
 /// The entry `n` hops back (1 = the last one, written by the peer), reading the header lines
 /// and their comma-separated entries from the end and stopping there: a long header costs no
-/// more than `n` entries. A line that is not UTF-8 counts as one hop with no address.
+/// more than `n` entries. Hops are counted on the raw bytes (`,` is ASCII, so a byte that is
+/// not UTF-8 never hides a separator): an entry that is not UTF-8 is one hop with no address,
+/// and never shifts the count to an entry the client wrote.
 fn hop_back<'a>(
     header: ForwardedHeader,
     values: impl IntoIterator<Item = &'a [u8]>,
     n: usize,
 ) -> Option<&'a str> {
     let lines: Vec<&'a [u8]> = values.into_iter().collect();
-    let mut back = 0;
-    for line in lines.into_iter().rev() {
-        let Ok(text) = std::str::from_utf8(line) else {
-            back += 1;
-            if back == n {
-                return None;
-            }
-            continue;
-        };
-        for element in text.rsplit(',') {
-            back += 1;
-            if back == n {
-                return match header {
-                    ForwardedHeader::XForwardedFor => Some(element.trim()),
-                    ForwardedHeader::Forwarded => forwarded_for(element),
-                };
-            }
-        }
+    let element = lines
+        .into_iter()
+        .rev()
+        .flat_map(|line| line.rsplit(|b| *b == b','))
+        .nth(n.checked_sub(1)?)?;
+    let element = std::str::from_utf8(element).ok()?;
+    match header {
+        ForwardedHeader::XForwardedFor => Some(element.trim()),
+        ForwardedHeader::Forwarded => forwarded_for(element),
     }
-    None
 }
 
 /// The `for=` value of one `Forwarded` element (RFC 7239: parameters separated by `;`,
@@ -229,6 +221,26 @@ mod forwarding_tests {
             "not text: no address, and no shift to a client-written one"
         );
         assert_eq!(c(2).as_deref(), Some("203.0.113.7"));
+    }
+
+    /// Issue #23 (16): a line with a byte that is not UTF-8 counted as one hop, whatever its
+    /// commas: with two proxies, the count landed on an entry the client wrote.
+    #[test]
+    fn hops_are_counted_by_bytes_in_a_line_that_is_not_utf8() {
+        let peer = Some("10.0.0.1".parse().unwrap());
+        // The client wrote "6.6.6.6"; proxy 2 added the client's address (with a stray byte
+        // after it, in its own entry), proxy 1 its own.
+        let lines: [&[u8]; 2] = [b"6.6.6.6", b"203.0.113.7, \xff, 10.0.0.9"];
+        let c = |n| ClientInfo::behind_proxies(None, peer, XFF, lines, n).client_addr;
+        assert_eq!(c(1).as_deref(), Some("10.0.0.9"));
+        assert_eq!(c(2), None, "the entry that is not text: no address");
+        assert_eq!(c(3).as_deref(), Some("203.0.113.7"));
+        assert_eq!(c(4).as_deref(), Some("6.6.6.6"));
+        let fwd: [&[u8]; 1] = [b"for=6.6.6.6, for=\xff, for=192.0.2.60"];
+        let f = |n| ClientInfo::behind_proxies(None, peer, FWD, fwd, n).client_addr;
+        assert_eq!(f(1).as_deref(), Some("192.0.2.60"));
+        assert_eq!(f(2), None);
+        assert_eq!(f(3).as_deref(), Some("6.6.6.6"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::manager::ManagerInner;
 use super::SessionManager;
 use crate::config::EventsConfig;
 use crate::error::{Error, Result};
-use crate::store::events::{parse_id, EventBatch, EventKeys, NewEvent, Probe, StoredEvent};
+use crate::store::events::{parse_cursor, EventBatch, EventKeys, NewEvent, Probe, StoredEvent};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -310,7 +310,7 @@ impl SessionManager {
     pub async fn read_events(&self, after: Option<&str>, limit: usize) -> Result<EventPage> {
         self.require_events()?;
         let from = match after.filter(|a| !a.is_empty() && *a != "0") {
-            Some(a) => Some(parse_id(a).ok_or_else(|| Error::InvalidCursor(a.to_string()))?),
+            Some(a) => Some(parse_cursor(a).ok_or_else(|| Error::InvalidCursor(a.to_string()))?),
             None => None,
         };
         let limit = limit.clamp(1, 10_000);

@@ -46,6 +46,9 @@ pub(super) struct ManagerInner {
     pub(super) event_keys: crate::store::events::EventKeys,
     /// The background expiry sweeper, once started (events on).
     pub(super) sweeper: std::sync::OnceLock<tokio::task::AbortHandle>,
+    /// This app takes over sessions of another store (`Records::takes_over_sessions`): a
+    /// logout-all marks its user so that they are refused.
+    pub(super) takes_over: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for ManagerInner {
@@ -84,6 +87,7 @@ impl SessionManager {
                 search_index: tokio::sync::OnceCell::new(),
                 event_keys: crate::store::events::EventKeys::new(config.events_key()),
                 sweeper: std::sync::OnceLock::new(),
+                takes_over: std::sync::atomic::AtomicBool::new(false),
                 config,
             }),
         }
@@ -141,8 +145,10 @@ impl SessionManager {
                 }
             }
         }
+        let pre = super::csrf::pre_session(&headers, &config.cookie.pre_session_name());
         Session {
             inner: Arc::new(SessionInner {
+                pre: std::sync::Mutex::new(pre),
                 manager: self.clone(),
                 state: Mutex::new(State::new(candidates, truncated, client)),
             }),
@@ -275,6 +281,12 @@ impl SessionManager {
     /// Ends every session of `user_id` that exists when it starts (logout everywhere).
     /// Costs O(sessions of that user): one index read, one pipelined round trip of `DEL`s, one
     /// `ZREM`; no key scan. Returns how many sessions it ended.
+    ///
+    /// When this app takes over sessions of a store it switched from
+    /// ([`Records::takes_over_sessions`](crate::Records::takes_over_sessions)), those not taken
+    /// over yet are ended too: first a mark `user:<id>:ended_before` (one more `SET`, lasting
+    /// [`LEGACY_REFUSAL`](crate::LEGACY_REFUSAL)) makes every later take-over of that user's
+    /// sessions a refusal (see [`Records::take_over`](crate::Records::take_over)).
     pub async fn logout_all(&self, user_id: impl std::fmt::Display) -> Result<usize> {
         self.logout_all_except(&user_id.to_string(), None).await
     }
@@ -286,6 +298,14 @@ impl SessionManager {
     ) -> Result<usize> {
         let span = tracing::debug_span!("tessera.logout_all");
         async {
+            check_user_id(user_id)?;
+            if self
+                .inner
+                .takes_over
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                self.mark_ended_before(user_id).await?;
+            }
             let mut members = self.members_of(user_id).await?;
             members.retain(|m| Some(m.as_str()) != keep);
             self.end_members(user_id, &members, super::EventKind::LogoutAll)
@@ -293,6 +313,23 @@ impl SessionManager {
         }
         .instrument(span)
         .await
+    }
+
+    /// Sets `user_id`'s logout-all mark, before its index is read: a take-over that wrote its
+    /// copy before the mark was set is in the index by then; one that did not sees the mark
+    /// (records.rs).
+    async fn mark_ended_before(&self, user_id: &str) -> Result<()> {
+        let stamp = super::records::ended_key(&self.inner.config, user_id);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            .to_string();
+        let ttl_ms = super::records::LEGACY_REFUSAL.as_millis() as u64;
+        self.inner
+            .store
+            .set_bytes(&stamp, now_ms.as_bytes(), ttl_ms)
+            .await
     }
 
     /// The live sessions of `user_id`, most recently used first. Costs one index read and one

@@ -29,14 +29,17 @@ mod state;
 mod touch_log;
 
 pub use self::activity::Activity;
-pub use self::csrf::{csrf_input, is_form_content_type, CsrfCheck, CSRF_FIELD, CSRF_HEADER};
+pub use self::csrf::{
+    csrf_input, is_cross_origin, is_form_content_type, CsrfCheck, RequestOrigin, CSRF_FIELD,
+    CSRF_HEADER,
+};
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession, ForwardedHeader};
 pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::expiry::Expiry;
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
-pub use self::records::{Records, StoredRecord};
+pub use self::records::{Loaded, Records, StoredRecord, TakeOver, Wrote, LEGACY_REFUSAL};
 pub use self::search::escape_tag;
 
 #[cfg(feature = "test-hooks")]
@@ -89,6 +92,10 @@ use tracing::Instrument as _;
 pub struct Outcome {
     /// A full `Set-Cookie` header value.
     pub set_cookie: Option<String>,
+    /// A second `Set-Cookie` header value, sent beside `set_cookie`: the pre-session cookie of
+    /// a page without a session (its CSRF token's nonce; see
+    /// [`Session::csrf_token`]), or its removal once the browser has a session.
+    pub csrf_cookie: Option<String>,
     /// A failure to report instead of the handler's response: store unavailable (503), store
     /// error (500), or the session ended meanwhile so the changes were not saved (409).
     pub error: Option<Error>,
@@ -108,6 +115,9 @@ pub struct Session {
 struct SessionInner {
     manager: SessionManager,
     state: Mutex<State>,
+    /// The request's pre-session cookie (see csrf.rs): apart from `state`, as it never touches
+    /// the store.
+    pre: std::sync::Mutex<csrf::PreSession>,
 }
 
 impl fmt::Debug for Session {
@@ -473,15 +483,54 @@ impl Session {
     }
 
     /// All user fields, each decoded as JSON (a plain-text field becomes a JSON string).
+    ///
+    /// A protected field whose stored value does not decrypt (a key change without the
+    /// previous key, a copied or tampered value) is [`Error::Undecryptable`] naming it; to show
+    /// the others and say which are unavailable, use
+    /// [`readable_entries`](Session::readable_entries).
     pub async fn entries(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let (out, unreadable) = self.readable_entries_with_reasons().await?;
+        match unreadable.into_iter().next() {
+            Some((field, reason)) => Err(Error::Undecryptable { field, reason }),
+            None => Ok(out),
+        }
+    }
+
+    /// All user fields that can be read, each decoded as JSON, and the names (sorted) of the
+    /// protected fields whose stored value does not decrypt, left out of the map: what a page
+    /// shows when it must still render (the field as "unavailable", the logout forms working).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("theme", "dark").await?;
+    /// let (fields, unreadable) = session.readable_entries().await?;
+    /// assert_eq!(fields["theme"], "dark");
+    /// assert!(unreadable.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn readable_entries(
+        &self,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>)> {
+        let (out, unreadable) = self.readable_entries_with_reasons().await?;
+        Ok((out, unreadable.into_iter().map(|(f, _)| f).collect()))
+    }
+
+    async fn readable_entries_with_reasons(
+        &self,
+    ) -> Result<(
+        serde_json::Map<String, serde_json::Value>,
+        Vec<(String, String)>,
+    )> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        if let Some(field) = st.unreadable.keys().min() {
-            return Err(Error::Undecryptable {
-                field: field.clone(),
-                reason: st.unreadable[field].clone(),
-            });
-        }
+        let mut unreadable: Vec<(String, String)> = st
+            .unreadable
+            .iter()
+            .map(|(f, r)| (f.clone(), r.clone()))
+            .collect();
+        unreadable.sort();
         let mut out = serde_json::Map::new();
         let mut names: Vec<&String> = st.data.keys().filter(|k| is_user_field(k)).collect();
         names.sort();
@@ -492,7 +541,7 @@ impl Session {
             })?;
             out.insert(k.clone(), v);
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// Whether the session exists in the store (after loading it).
@@ -867,8 +916,10 @@ impl Session {
             }
             _ => None,
         };
+        let csrf_cookie = self.pre_session_cookie(st.status == Status::Stored);
         Outcome {
             set_cookie,
+            csrf_cookie,
             error: st.failure.take(),
         }
     }

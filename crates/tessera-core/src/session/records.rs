@@ -1,13 +1,15 @@
 //! Sessions whose id and cookie another session framework manages, kept in tessera's layout.
 
 use super::devices::handle_of;
+use super::protected;
 use super::state::{is_user_field, user_of};
 use super::{check_field, check_field_name_len, SessionManager};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::store::{fields, Load, Mode, Timing, WriteOp, WriteResult};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Sessions whose id and cookie another session framework manages (tower-sessions, through
@@ -19,7 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
 /// The other framework decides when a session is saved and when it expires: each write sets
 /// the key's expiry to the time it is given, and a read never moves it. A save never brings back
-/// a session that was deleted meanwhile (a logout-all from another device wins).
+/// a session that was deleted meanwhile (a logout-all from another device wins). A save given
+/// what its load returned ([`StoredRecord::loaded`]) writes only the fields this request
+/// changed or removed, so two requests of one session that change different fields both keep
+/// their change. Protected fields
+/// ([`protected_field`](crate::SessionConfigBuilder::protected_field)) are encrypted as
+/// [`Session`](crate::Session) encrypts them: the same values, readable by either path.
 ///
 /// Not covered: lifecycle events, field indexes and the activity trail are for sessions
 /// tessera's own middleware runs; device lists show no user agent or address for these.
@@ -52,7 +59,91 @@ pub struct StoredRecord {
     pub data: HashMap<String, Value>,
     /// When it expires, as last written (`None` for a session tessera's own middleware wrote).
     pub expires_at: Option<SystemTime>,
+    /// What this load returned, in brief: give it back to [`Records::save`] so that the save
+    /// writes only what changed since.
+    pub loaded: Loaded,
 }
+
+/// What a [`Records::load`] returned, in brief: a digest of each field's value (64 bits of
+/// SHA-256 of its stored text, never the value). [`Records::save`] given it writes the fields
+/// whose value differs from the digest and deletes those it lists that the new values no
+/// longer hold; fields it does not list (added by another request since) are left alone.
+/// Carried between the load and the save of one request as a JSON value
+/// ([`to_value`](Self::to_value), [`from_value`](Self::from_value)), for a framework that
+/// gives the store nothing but the record back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded(BTreeMap<String, String>);
+
+impl Loaded {
+    fn digest(encoded: &str) -> String {
+        use base64::Engine as _;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"tessera.loaded\0");
+        ctx.update(encoded.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&ctx.finish().as_ref()[..8])
+    }
+
+    /// Whether `encoded` (a value's stored text) is what `field` held when loaded.
+    fn unchanged(&self, field: &str, encoded: &str) -> bool {
+        self.0
+            .get(field)
+            .is_some_and(|d| *d == Self::digest(encoded))
+    }
+
+    /// As a JSON object (field name to digest).
+    pub fn to_value(&self) -> Value {
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    }
+
+    /// From [`to_value`](Self::to_value)'s output; `None` for anything else.
+    pub fn from_value(v: &Value) -> Option<Self> {
+        let map = v.as_object()?;
+        let mut out = BTreeMap::new();
+        for (k, v) in map {
+            out.insert(k.clone(), v.as_str()?.to_string());
+        }
+        Some(Loaded(out))
+    }
+}
+
+/// How a [`Records::take_over`] ended.
+#[derive(Debug)]
+pub enum TakeOver<T> {
+    /// No session of the other store under that key: none, or a value that is not one of its
+    /// records (left alone: nothing is deleted).
+    Nothing,
+    /// Its user logged out everywhere after the switch ([`SessionManager::logout_all`]): not
+    /// taken over, and the old key deleted.
+    Refused,
+    /// Written in tessera's layout (or found written there by another instance), and the old
+    /// key deleted.
+    Taken(T),
+    /// Written, but its user logged out everywhere meanwhile: the caller ends what it wrote.
+    EndedMeanwhile(T),
+    /// Written, but the old key no longer held the value read (ended, or taken over by another
+    /// instance, meanwhile): left as it is; the caller decides whether what it wrote stays.
+    Raced(T),
+}
+
+/// What the write step of a [`Records::take_over`] did.
+#[derive(Debug)]
+pub enum Wrote<T> {
+    /// Wrote the session anew.
+    New(T),
+    /// Found it written by another instance taking over the same session (`None`: and ended
+    /// since): the old key is that instance's to delete.
+    Existing(Option<T>),
+}
+
+/// How long a logout-all refuses the take-over of its user's sessions of another store: longer
+/// than those stores' sessions live (tower-sessions: two weeks by default; actix-session: a day
+/// by default) and than any usual "remember me".
+pub const LEGACY_REFUSAL: Duration = Duration::from_secs(400 * 86_400);
 
 /// Field writes and deletes that turn `old` (user fields as stored) into `new`.
 type Delta = (Vec<(String, String)>, Vec<String>);
@@ -114,14 +205,18 @@ impl Records {
     }
 
     /// The session under `id`, or `None` when there is no live session there.
+    /// Protected fields are decrypted; one that does not is [`Error::Undecryptable`] (or
+    /// absent, with
+    /// [`undecryptable_as_absent`](crate::SessionConfigBuilder::undecryptable_as_absent)).
     pub async fn load(&self, id: &str) -> Result<Option<StoredRecord>> {
-        let Some(fields) = self.read(&self.key(id)).await? else {
+        let Some(fields) = self.read_plain(id).await? else {
             return Ok(None);
         };
         let expires_at = fields
             .get(fields::EXPIRES_AT)
             .and_then(|v| super::time_of_ms(std::str::from_utf8(v).ok()?));
         let mut out = HashMap::new();
+        let mut loaded = BTreeMap::new();
         for (name, raw) in fields {
             if !is_user_field(&name) {
                 continue;
@@ -130,12 +225,29 @@ impl Records {
                 field: name.clone(),
                 source: std::sync::Arc::new(e),
             })?;
+            loaded.insert(name.clone(), Loaded::digest(&codec::encode_value(&v)));
             out.insert(name, v);
         }
         Ok(Some(StoredRecord {
             data: out,
             expires_at,
+            loaded: Loaded(loaded),
         }))
+    }
+
+    /// The stored hash under `id`, protected fields decrypted.
+    async fn read_plain(&self, id: &str) -> Result<Option<HashMap<String, Vec<u8>>>> {
+        let Some(mut fields) = self.read(&self.key(id)).await? else {
+            return Ok(None);
+        };
+        let config = &self.mgr.inner.config;
+        if let Some((field, reason)) = protected::unseal(config, &Self::member(id), &mut fields)
+            .into_iter()
+            .next()
+        {
+            return Err(Error::Undecryptable { field, reason });
+        }
+        Ok(Some(fields))
     }
 
     /// Creates the session under `id` with `data`, belonging to `user_id` (which adds it to
@@ -151,8 +263,16 @@ impl Records {
         user_id: Option<&str>,
         expires_at: SystemTime,
     ) -> Result<bool> {
-        let (set, _) = self.delta(&HashMap::new(), data, None, user_id, expires_at)?;
         let member = Self::member(id);
+        let (set, _) = self.delta(
+            &member,
+            &HashMap::new(),
+            None,
+            data,
+            None,
+            user_id,
+            expires_at,
+        )?;
         let key = self.key(id);
         let t = self.timing(expires_at);
         let victims = self.index(user_id, &member, t).await?;
@@ -179,27 +299,44 @@ impl Records {
         Ok(created)
     }
 
-    /// Replaces the session's values with `data`: it reads the session, then writes only the
-    /// fields whose value differs and deletes those `data` no longer has (two round trips,
-    /// not atomic: as with tower-sessions' own stores, the last save wins field by field). It
-    /// sets its user (moving it between user indexes if
-    /// that changed) and its expiry. `false` when there is no live session under `id` any more
-    /// (it was deleted, revoked or expired meanwhile): nothing is written, so a late save
-    /// never brings a session back.
+    /// Saves `data` as the session's values. With `loaded` (what the load of this request
+    /// returned, [`StoredRecord::loaded`]) it writes the difference from what was loaded: the
+    /// fields whose value this request changed, and deletes of the fields it removed; a field
+    /// another request added or changed since, and this one did not touch, stays as that
+    /// request wrote it (a field both changed: the last save wins). Without `loaded` it
+    /// replaces every value (the fields `data` does not hold are deleted, whoever wrote them).
+    /// Either way one read and one write, not atomic together. It sets its user (moving it
+    /// between user indexes if that changed) and its expiry. `false` when there is no live
+    /// session under `id` any more (it was deleted, revoked or expired meanwhile): nothing is
+    /// written, so a late save never brings a session back.
     pub async fn save(
         &self,
         id: &str,
         data: &HashMap<String, Value>,
+        loaded: Option<&Loaded>,
         user_id: Option<&str>,
         expires_at: SystemTime,
     ) -> Result<bool> {
         let key = self.key(id);
-        let Some(stored) = self.read(&key).await? else {
+        let Some(mut stored) = self.read(&key).await? else {
             return Ok(false);
         };
         let old_user = user_of(&stored);
-        let (set, del) = self.delta(&stored, data, old_user.as_deref(), user_id, expires_at)?;
         let member = Self::member(id);
+        if loaded.is_none() {
+            // Compared in plaintext; a value that does not decrypt counts as changed (it is
+            // written again if `data` holds it).
+            protected::unseal(&self.mgr.inner.config, &member, &mut stored);
+        }
+        let (set, del) = self.delta(
+            &member,
+            &stored,
+            loaded,
+            data,
+            old_user.as_deref(),
+            user_id,
+            expires_at,
+        )?;
         let t = self.timing(expires_at);
         let victims = self.index(user_id, &member, t).await?;
         let op = WriteOp {
@@ -244,50 +381,134 @@ impl Records {
         Ok(existed)
     }
 
-    /// Takes a session another store wrote under a plain string key: its value, deleted in
-    /// the same step (like `GETDEL`, but refused once past its deadline, so a take-over that
-    /// waited in a paused server's socket never runs more than 250 ms after its caller gave
-    /// up), so of several instances taking over the same session exactly one gets it. `None`
-    /// when there is none (always, on the memory store). Only for keys that are not tessera's own (sessions,
-    /// indexes, events, in this namespace): others are [`Error::Unsupported`].
-    pub async fn take_legacy(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        check_legacy(&self.mgr.inner.config, key)?;
-        self.mgr.inner.store.take_bytes(key).await
-    }
-
-    /// Puts back what [`take_legacy`](Self::take_legacy) took, when it could not be written
-    /// in tessera's layout (the store failed in between): the key is written again, if nothing
-    /// wrote it meanwhile, to expire after `ttl`, so the user is not logged out by a failed
-    /// take-over.
-    pub async fn put_back_legacy(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        check_legacy(&self.mgr.inner.config, key)?;
+    /// Says that this app takes over sessions of another store (what
+    /// `TesseraStore::migrate_redis_store` and `SessionMiddleware::import_actix_session` call):
+    /// from now on [`SessionManager::logout_all`] (and `logout_others`) of this manager and its
+    /// clones first marks the user, so that the sessions of that store not taken over yet are
+    /// refused (see [`take_over`](Self::take_over)). Every process that ends a user's sessions
+    /// while take-overs may happen must call it (an admin tool with a manager of its own
+    /// included).
+    pub fn takes_over_sessions(&self) {
         self.mgr
             .inner
-            .store
-            .put_back_bytes(key, value, ttl.as_millis().min(u64::MAX as u128) as u64)
-            .await
+            .takes_over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Deletes a session another store wrote under a plain string key (see
-    /// [`take_legacy`](Self::take_legacy)); whether there was one.
-    pub async fn delete_legacy(&self, key: &str) -> Result<bool> {
+    /// Takes over a session another store wrote under the plain string key `key`, so that of
+    /// several instances exactly one writes it, a failure logs nobody out, and nothing is
+    /// deleted that is not that store's session. The steps, in this order:
+    ///
+    /// 1. `GET key` (deletes nothing); `decode` says whether the value is a record of that
+    ///    store (and that its id matches the one asked for), with its values and user. Not one:
+    ///    [`TakeOver::Nothing`], the key left alone.
+    /// 2. Its user logged out everywhere since the switch ([`SessionManager::logout_all`]
+    ///    leaves a mark that lasts [`LEGACY_REFUSAL`], once
+    ///    [`takes_over_sessions`](Self::takes_over_sessions) was called): [`TakeOver::Refused`],
+    ///    the old key deleted. A record of those stores holds no time it was logged in at, so every session
+    ///    of that user is refused while the mark lasts.
+    /// 3. `write` writes it in tessera's layout. An error: returned, and the old key is as it
+    ///    was, for the next request to take over.
+    /// 4. Written anew: the logout-all mark is read again (a logout-all that started before
+    ///    the write may not have seen it: [`TakeOver::EndedMeanwhile`]), then the old key is
+    ///    deleted only if it still holds the value read (one compare-and-delete step; not:
+    ///    [`TakeOver::Raced`]).
+    ///
+    /// Always [`TakeOver::Nothing`] on the memory store (it holds no other store's keys).
+    /// Only for keys that are not tessera's own (sessions, indexes, events, in this
+    /// namespace): others are [`Error::Unsupported`].
+    pub async fn take_over<D, T, Fut>(
+        &self,
+        key: &str,
+        decode: impl FnOnce(&[u8]) -> Option<(D, Option<String>)>,
+        write: impl FnOnce(D, Option<String>) -> Fut,
+    ) -> Result<TakeOver<T>>
+    where
+        Fut: Future<Output = Result<Wrote<T>>>,
+    {
         check_legacy(&self.mgr.inner.config, key)?;
-        self.mgr.inner.store.delete(key).await
+        let store = &self.mgr.inner.store;
+        let Some(raw) = store.get_bytes(key).await? else {
+            return Ok(TakeOver::Nothing);
+        };
+        let Some((data, user)) = decode(&raw) else {
+            return Ok(TakeOver::Nothing);
+        };
+        if self.ended_since_switch(user.as_deref()).await? {
+            store.retire_bytes(key, &raw).await?;
+            return Ok(TakeOver::Refused);
+        }
+        let written = match write(data, user.clone()).await? {
+            Wrote::New(t) => t,
+            Wrote::Existing(Some(t)) => return Ok(TakeOver::Taken(t)),
+            Wrote::Existing(None) => return Ok(TakeOver::Nothing),
+        };
+        if self.ended_since_switch(user.as_deref()).await? {
+            store.retire_bytes(key, &raw).await?;
+            return Ok(TakeOver::EndedMeanwhile(written));
+        }
+        match store.retire_bytes(key, &raw).await {
+            Ok(true) => Ok(TakeOver::Taken(written)),
+            Ok(false) => Ok(TakeOver::Raced(written)),
+            Err(e) => {
+                // Taken over; the old key may linger until its own expiry (a logout-all still
+                // refuses it, and the copy in tessera's layout is found first).
+                tracing::warn!(error = %e, "a taken-over session's old key could not be deleted");
+                Ok(TakeOver::Taken(written))
+            }
+        }
+    }
+
+    /// Deletes the session another store wrote under the plain string key `key` (see
+    /// [`take_over`](Self::take_over)) if `is_record` says its value is one of that store's
+    /// records: whether it did. Any other value is left alone.
+    pub async fn delete_legacy(
+        &self,
+        key: &str,
+        is_record: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<bool> {
+        check_legacy(&self.mgr.inner.config, key)?;
+        let store = &self.mgr.inner.store;
+        match store.get_bytes(key).await? {
+            Some(raw) if is_record(&raw) => store.retire_bytes(key, &raw).await,
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether `user` logged out everywhere within the last [`LEGACY_REFUSAL`] (one `GET` of
+    /// a key of its own: on a Cluster, apart from any other key).
+    async fn ended_since_switch(&self, user: Option<&str>) -> Result<bool> {
+        let Some(u) = user else { return Ok(false) };
+        let key = ended_key(&self.mgr.inner.config, u);
+        Ok(self.mgr.inner.store.get_bytes(&key).await?.is_some())
     }
 
     /// Checks `data` as [`create`](Self::create) and [`save`](Self::save) would (field names,
     /// sizes, the user id), without writing: for a caller that must know before it commits to
     /// a record it cannot put back.
     pub fn check(&self, data: &HashMap<String, Value>, user_id: Option<&str>) -> Result<()> {
-        self.delta(&HashMap::new(), data, None, user_id, SystemTime::now())
-            .map(|_| ())
+        self.delta(
+            "",
+            &HashMap::new(),
+            None,
+            data,
+            None,
+            user_id,
+            SystemTime::now(),
+        )
+        .map(|_| ())
     }
 
     /// Checks `new` against the limits and turns it into the writes and deletes that make
-    /// `old` (a stored hash) hold it, the user field included.
+    /// the session stored under `member` hold it, the user field included: relative to
+    /// `loaded` when given, else to `old` (the stored hash, protected fields decrypted).
+    /// Protected fields are encrypted for `member`, as the Session path encrypts them.
+    #[allow(clippy::too_many_arguments)]
     fn delta(
         &self,
+        member: &str,
         old: &HashMap<String, Vec<u8>>,
+        loaded: Option<&Loaded>,
         new: &HashMap<String, Value>,
         old_user: Option<&str>,
         user_id: Option<&str>,
@@ -311,12 +532,23 @@ impl Records {
                     limit: limits.max_value_bytes,
                 });
             }
-            if old.get(name).map(Vec::as_slice) != Some(enc.as_bytes()) {
-                set.push((name.clone(), enc));
+            let unchanged = match loaded {
+                Some(l) => l.unchanged(name, &enc),
+                None => old.get(name).map(Vec::as_slice) == Some(enc.as_bytes()),
+            };
+            if !unchanged {
+                let config = &self.mgr.inner.config;
+                let stored =
+                    protected::seal(config.field_keys.as_ref(), config, member, name, &enc);
+                set.push((name.clone(), stored.into_owned()));
             }
         }
-        let mut del: Vec<String> = old
-            .keys()
+        let removed: Vec<&String> = match loaded {
+            Some(l) => l.0.keys().collect(),
+            None => old.keys().collect(),
+        };
+        let mut del: Vec<String> = removed
+            .into_iter()
             .filter(|k| is_user_field(k) && !new.contains_key(*k))
             .cloned()
             .collect();
@@ -381,6 +613,16 @@ impl Records {
     }
 }
 
+/// `[namespace]user:<id>:ended_before`: the time of `user`'s last logout-all, while sessions
+/// of another store are refused a take-over (see [`Records::take_over`]).
+pub(super) fn ended_key(config: &crate::SessionConfig, user: &str) -> String {
+    format!(
+        "{}user:{}:ended_before",
+        config.namespace(),
+        crate::config::user_key_part(user)
+    )
+}
+
 /// A key another store wrote: never one of tessera's own (sessions, user and field indexes,
 /// events), whatever the namespace.
 fn check_legacy(config: &crate::SessionConfig, key: &str) -> Result<()> {
@@ -395,4 +637,98 @@ fn check_legacy(config: &crate::SessionConfig, key: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FieldKey, Key, SessionConfig, Store};
+    use serde_json::json;
+
+    fn records(
+        config: impl FnOnce(crate::SessionConfigBuilder) -> crate::SessionConfigBuilder,
+    ) -> Records {
+        let config = config(SessionConfig::builder(Key::generate()))
+            .build()
+            .unwrap();
+        SessionManager::new(Store::memory(), config).records()
+    }
+
+    fn later() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(600)
+    }
+
+    #[tokio::test]
+    async fn a_save_writes_the_difference_from_what_was_loaded() {
+        let r = records(|c| c);
+        let id = "an id of another framework";
+        let start = HashMap::from([
+            ("start".to_string(), json!(1)),
+            ("gone".to_string(), json!(2)),
+        ]);
+        assert!(r.create(id, &start, None, later()).await.unwrap());
+        let slow = r.load(id).await.unwrap().unwrap();
+        let fast = r.load(id).await.unwrap().unwrap();
+        // The fast request sets `b`; the slow one, with its older view, sets `a` and removes
+        // `gone`.
+        let mut data = fast.data.clone();
+        data.insert("b".into(), json!(true));
+        assert!(r
+            .save(id, &data, Some(&fast.loaded), None, later())
+            .await
+            .unwrap());
+        let mut data = slow.data.clone();
+        data.insert("a".into(), json!(true));
+        data.remove("gone");
+        assert!(r
+            .save(id, &data, Some(&slow.loaded), None, later())
+            .await
+            .unwrap());
+        assert_eq!(
+            r.load(id).await.unwrap().unwrap().data,
+            HashMap::from([
+                ("start".to_string(), json!(1)),
+                ("a".to_string(), json!(true)),
+                ("b".to_string(), json!(true)),
+            ])
+        );
+        // Without what was loaded, a save replaces every value.
+        let only = HashMap::from([("a".to_string(), json!(false))]);
+        assert!(r.save(id, &only, None, None, later()).await.unwrap());
+        assert_eq!(r.load(id).await.unwrap().unwrap().data, only);
+        // What was loaded travels as JSON.
+        let l = r.load(id).await.unwrap().unwrap().loaded;
+        assert_eq!(Loaded::from_value(&l.to_value()), Some(l));
+        assert_eq!(Loaded::from_value(&json!({"a": 1})), None);
+    }
+
+    #[tokio::test]
+    async fn protected_fields_are_sealed_and_opened() {
+        let r = records(|c| c.protected_field("token").field_key(FieldKey::generate()));
+        let id = "an id of another framework";
+        let data = HashMap::from([
+            ("token".to_string(), json!("s3cret")),
+            ("n".to_string(), json!(1)),
+        ]);
+        assert!(r.create(id, &data, None, later()).await.unwrap());
+        let raw = r.read(&r.key(id)).await.unwrap().unwrap();
+        let stored = String::from_utf8(raw["token"].clone()).unwrap();
+        assert!(
+            stored.starts_with("enc:v1:") && !stored.contains("s3cret"),
+            "{stored}"
+        );
+        assert_eq!(raw["n"], b"1");
+        let loaded = r.load(id).await.unwrap().unwrap();
+        assert_eq!(loaded.data, data);
+        // A save re-encrypts a changed value, for this session's key.
+        let mut next = data.clone();
+        next.insert("token".into(), json!("other"));
+        assert!(r
+            .save(id, &next, Some(&loaded.loaded), None, later())
+            .await
+            .unwrap());
+        let raw = r.read(&r.key(id)).await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&raw["token"]).contains("other"));
+        assert_eq!(r.load(id).await.unwrap().unwrap().data, next);
+    }
 }

@@ -94,6 +94,13 @@ pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// A reader's cursor: a stream id after which another id can exist. The largest id
+/// (`u64::MAX-u64::MAX`) has none, and Redis refuses it as an exclusive start (`XRANGE
+/// (id`); it is as malformed as any other cursor no stream can have written.
+pub(crate) fn parse_cursor(cursor: &str) -> Option<(u64, u64)> {
+    parse_id(cursor).filter(|id| *id != (u64::MAX, u64::MAX))
+}
+
 impl Store {
     /// Runs one batch atomically; the stream id of each event, `None` when not published.
     pub(crate) async fn events_apply(

@@ -189,6 +189,17 @@ pub(crate) enum Release {
     Taken,
 }
 
+/// What [`Store::set_if_absent`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetIfAbsent {
+    /// The field holds this value now: the one given, or the one that was there first.
+    Holds(String),
+    /// No session at the key: nothing written.
+    Gone,
+    /// A login is moving the session to a new id: nothing written.
+    Moved,
+}
+
 /// What ending a session found by a field query did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndIf {
@@ -606,21 +617,29 @@ impl Store {
         }
     }
 
-    /// A plain string key's value, as bytes, deleted by the same command (`None` when there
-    /// is none, or on the memory store, which holds no such keys): for taking over sessions
-    /// another store wrote.
-    pub(crate) async fn take_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// A plain string key's value, as bytes (`None` when there is none, or on the memory
+    /// store, which holds no such keys): for taking over sessions another store wrote.
+    pub(crate) async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match self.ready()? {
             Backend::Memory(_) => Ok(None),
-            Backend::Redis(r) => r.write_to(key, r.take_bytes(key)).await,
+            Backend::Redis(r) => r.bounded(r.get_bytes(key)).await,
         }
     }
 
-    /// Writes a plain string key back if it does not exist (nothing on the memory store).
-    pub(crate) async fn put_back_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
+    /// Sets a plain string key, expiring after `ttl_ms` (nothing on the memory store, which
+    /// takes over nothing: the only reader of such keys is a take-over).
+    pub(crate) async fn set_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
         match self.ready()? {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis(r) => r.write_to(key, r.put_back_bytes(key, value, ttl_ms)).await,
+            Backend::Redis(r) => r.write_to(key, r.set_bytes(key, value, ttl_ms)).await,
+        }
+    }
+
+    /// Deletes a plain string key only if it still holds `expected`; whether it did.
+    pub(crate) async fn retire_bytes(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        match self.ready()? {
+            Backend::Memory(_) => Ok(false),
+            Backend::Redis(r) => r.write_to(key, r.retire_bytes(key, expected)).await,
         }
     }
 
@@ -786,6 +805,20 @@ impl Store {
         match self.ready().ok()? {
             Backend::Memory(_) => Some(now_ms()),
             Backend::Redis(r) => r.server_now(),
+        }
+    }
+
+    /// Sets `field` of the live session at `key` unless it holds a value already, and answers
+    /// the value it holds now: a compare-and-set in one step (the CSRF secret).
+    pub(crate) async fn set_if_absent(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<SetIfAbsent> {
+        match self.ready()? {
+            Backend::Memory(m) => Ok(m.set_if_absent(key, field, value)),
+            Backend::Redis(r) => r.write_to(key, r.set_if_absent(key, field, value)).await,
         }
     }
 

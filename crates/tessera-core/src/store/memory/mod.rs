@@ -10,7 +10,7 @@
 
 use super::{
     fields, now_ms, own_idle_ms, ttl_ms, EndIf, Freeze, Load, Loaded, Mode, Refresh, Release,
-    Timing, WriteOp, WriteResult,
+    SetIfAbsent, Timing, WriteOp, WriteResult,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -497,6 +497,36 @@ impl MemoryBackend {
             refreshed: due && !creating,
             user,
         }
+    }
+
+    /// Sets `field` of the live session at `key` unless it holds a value (as set_if_absent.lua).
+    pub(crate) fn set_if_absent(&self, key: &str, field: &str, value: &str) -> SetIfAbsent {
+        let (mut map, now) = self.lock();
+        let Some(e) = map.get(key) else {
+            return SetIfAbsent::Gone;
+        };
+        if e.frozen
+            .as_ref()
+            .is_some_and(|(since, _)| now.duration_since(*since) < FREEZE)
+        {
+            return SetIfAbsent::Moved;
+        }
+        let Value::Hash(h) = &mut e.value else {
+            return SetIfAbsent::Gone;
+        };
+        if is_tombstone(h) {
+            return SetIfAbsent::Moved;
+        }
+        if !h.contains_key(fields::CREATED) {
+            return SetIfAbsent::Gone;
+        }
+        let held = h
+            .entry(field.to_string())
+            .or_insert_with(|| value.as_bytes().to_vec());
+        let held = String::from_utf8_lossy(held).into_owned();
+        map.used(key);
+        map.resized(key, self.max_bytes);
+        SetIfAbsent::Holds(held)
     }
 
     pub(crate) fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Freeze {

@@ -3,7 +3,7 @@
 
 use super::protocol::{
     ServerClock, CREATE, END_IF, EVENTS, EVENTS_DUE, EVENTS_READ, FIELD_ADD, FREEZE, INDEX_ADD,
-    INDEX_PRUNE, LOAD, PROBE, RELEASE, TAKE, TAKE_LEGACY, WRITE,
+    INDEX_PRUNE, LOAD, PROBE, RELEASE, RETIRE_LEGACY, SET_IF_ABSENT, TAKE, WRITE,
 };
 use super::{freeze_ms, redact, QueryEngine, RedisBackend};
 use crate::error::{Error, Result};
@@ -41,17 +41,20 @@ pub struct RedisOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum NearCacheCoherence {
-    /// The default: a hit is served only after one `PING` round trip on the tracking
-    /// connection (to the key's node), so every invalidation the server sent before the
-    /// request arrived has been read and applied. A write acknowledged to any client before
-    /// this request reached the instance is never hidden by the cache, however busy the
-    /// instance is. Costs one small command per hit (no data is read or parsed).
+    /// The default: a hit is served only after one round trip on the tracking connection
+    /// (to the key's node; one server: a read of the database's small marker key, shared by
+    /// concurrent hits; a cluster: `EXISTS key`), so every invalidation the server sent
+    /// before the request arrived has been read and applied, and a flushed or swapped
+    /// database is noticed. A write acknowledged to any client before this request reached
+    /// the instance is never hidden by the cache, however busy the instance is. Costs one
+    /// small command per hit (no session data is read or parsed).
     #[default]
     Barrier,
     /// A hit costs no command at all; invalidations are applied as soon as the instance's
     /// runtime reads them from the socket. A request that reaches this instance sooner than
     /// that after another instance's acknowledged write can see the old value: the README's
-    /// "Near-cache" has the measured window.
+    /// "Near-cache" has the measured window. A flushed or swapped database is noticed by
+    /// the tracking connection's once-a-second check.
     Push,
 }
 
@@ -150,12 +153,11 @@ impl RedisBackend {
             // an HTTP client), rustls cannot choose one and panics: name ring, the one fred is
             // built with here, unless the app chose a default itself.
             if rustls::crypto::CryptoProvider::get_default().is_none() {
-                let _ = rustls::crypto::ring::default_provider().install_default();
+                let _ = ring_provider().install_default();
             }
         }
         // A URL fred cannot read is a configuration error, not a store failure.
-        let config = Config::from_url(url)
-            .map_err(|e| Error::Config(crate::ConfigError::Store(e.details().to_string())))?;
+        let config = check_url(url)?;
         #[cfg(feature = "tls")]
         if url.starts_with("rediss") && config.tls.is_none() {
             return Err(Error::Config(crate::ConfigError::Store(
@@ -214,7 +216,8 @@ impl RedisBackend {
                 &*EVENTS_DUE,
                 &*EVENTS_READ,
                 &*PROBE,
-                &*TAKE_LEGACY,
+                &*RETIRE_LEGACY,
+                &*SET_IF_ABSENT,
             ] {
                 script.load(pool.next()).await.map_err(Error::from_fred)?;
             }
@@ -378,6 +381,55 @@ pub(super) fn check_scheme(url: &str) -> Result<()> {
     }
 }
 
+/// rustls' *ring* provider, the one fred is built with here. rustls 0.23.48 deprecates
+/// `crypto::ring::default_provider` (no post-quantum key exchange) and 0.23 offers no other
+/// way to build it: its random source and key loader are private, and 0.24 moves *ring* to
+/// the `rustls-ring` crate. The one deliberate use, allowed here so that a `cargo update`
+/// does not break `clippy -D warnings`; replace it with `rustls_ring` on rustls 0.24.
+#[cfg(feature = "tls")]
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// A store URL that cannot work, in words. Ports are checked first: fred's own message for
+/// one is a bare "InvalidPort" (and port 0 it accepts, to fail at connect time).
+fn check_url(url: &str) -> Result<Config> {
+    let why = match bad_port(url) {
+        Some(port) => format!("port {port:?} is not a number in 1..65535"),
+        None => match Config::from_url(url) {
+            Ok(config) => return Ok(config),
+            Err(e) => e.details().to_string(),
+        },
+    };
+    Err(Error::Config(crate::ConfigError::Store(format!(
+        "cannot read the store URL {}: {why}",
+        redact(url)
+    ))))
+}
+
+/// The first port written in `url` (the host's, or a cluster `node=` parameter's) that is not
+/// a number in 1..65535.
+fn bad_port(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let (authority, query) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], rest[i..].split_once('?').map(|q| q.1)),
+        None => (rest, None),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |a| a.1);
+    let nodes = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.strip_prefix("node="));
+    std::iter::once(host)
+        .chain(nodes)
+        .filter_map(|h| match h.strip_prefix('[') {
+            Some(v6) => v6.split_once(']')?.1.strip_prefix(':'),
+            None => h.rsplit_once(':').map(|p| p.1),
+        })
+        .find(|p| !p.is_empty() && !matches!(p.parse::<u16>(), Ok(1..)))
+}
+
 /// A `rediss://` URL (also `rediss-sentinel://`, `rediss-cluster://`) needs TLS compiled in:
 /// without it fred would connect in plaintext, so refuse at startup.
 pub(super) fn check_tls(url: &str) -> Result<()> {
@@ -407,6 +459,40 @@ mod tests {
             );
         }
         assert!(check_scheme("redis-sentinel://h:26379/0?sentinelServiceName=m").is_ok());
+    }
+
+    /// Issue #23 (16): `Error::Config` displayed only "invalid store configuration", and a bad
+    /// port only fred's bare "InvalidPort".
+    #[tokio::test]
+    async fn a_config_error_says_what_is_wrong() {
+        for (url, port) in [
+            ("redis://:secret@127.0.0.1:99999/0", "99999"),
+            ("redis://127.0.0.1:6x79", "6x79"),
+            (
+                "redis-cluster://127.0.0.1:7000?node=127.0.0.1:70000",
+                "70000",
+            ),
+            ("redis://[::1]:0", "0"),
+        ] {
+            let Err(e) = RedisBackend::connect(url, RedisOptions::default()).await else {
+                panic!("{url} was accepted");
+            };
+            let text = e.to_string();
+            assert!(
+                text.starts_with("invalid store configuration: ")
+                    && text.contains(&format!("port \"{port}\" is not a number in 1..65535")),
+                "{url}: {text}"
+            );
+            assert!(
+                !text.contains("secret"),
+                "credentials are not shown: {text}"
+            );
+        }
+        let e = Error::from(crate::ConfigError::KeyTooShort(3));
+        assert_eq!(
+            e.to_string(),
+            "signing keys must be at least 32 bytes, got 3"
+        );
     }
 
     #[test]

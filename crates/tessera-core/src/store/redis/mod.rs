@@ -18,9 +18,10 @@ pub(crate) use self::search::QueryEngine;
 
 use self::protocol::{
     code, expired, flat_fields, parse_load, unexpected, value_bytes, ServerClock, CREATE, END_IF,
-    FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, TAKE, TAKE_LEGACY, WRITE,
+    FIELD_ADD, FREEZE, INDEX_ADD, INDEX_PRUNE, LOAD, RELEASE, RETIRE_LEGACY, SET_IF_ABSENT, TAKE,
+    WRITE,
 };
-use super::{EndIf, Freeze, Load, Release, Timing, WriteOp, WriteResult};
+use super::{EndIf, Freeze, Load, Release, SetIfAbsent, Timing, WriteOp, WriteResult};
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -240,9 +241,10 @@ impl RedisBackend {
             return Cached::Miss;
         }
         if let (true, Some(shared)) = (tracking.barrier, &tracking.shared) {
-            // One server, one tracking connection: a shared PING (see `SharedPing`). Replies
+            // One server, one tracking connection: a shared read of the database's marker
+            // (see `SharedPing`; it also fails, emptying the cache, after a flush). Replies
             // and pushes on one connection arrive in the order the server sent them, and fred
-            // hands a push over before it completes any later reply: once a PING sent after
+            // hands a push over before it completes any later reply: once a barrier sent after
             // this request arrived is answered, every invalidation the server sent before is
             // received, and `get` below applies it first.
             let confirmed = self.bounded(async { Ok(shared.confirm().await) }).await;
@@ -262,7 +264,16 @@ impl RedisBackend {
                 .await
             {
                 Ok(1) => {}
-                Ok(_) => return Cached::Miss, // gone on the server: let a read decide
+                Ok(_) => {
+                    // Gone on the server, and still held once every push received before
+                    // this reply was applied: its invalidation was never delivered, which is
+                    // a flush of the node (fred drops the `invalidate` push with no key
+                    // list). Whatever else the cache holds from that node is as stale.
+                    if tracking.cache.holds(key) {
+                        tracking.cache.flush();
+                    }
+                    return Cached::Miss;
+                }
                 Err(_) => return Cached::BarrierFailed,
             }
         } else {
@@ -410,10 +421,28 @@ impl RedisBackend {
         })
     }
 
-    /// Writes a plain string key if it does not exist, expiring after `ttl_ms`: a taken-over
-    /// session put back after its new copy could not be written.
-    pub(crate) async fn put_back_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
-        use fred::types::{Expiration, SetOptions};
+    /// A plain string key's value (`None`: no key, or a key of another type): what another
+    /// session store wrote, read for a take-over. Deletes nothing.
+    pub(crate) async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let get = CustomCommand::new_static("GET", ClusterHash::from(key), false);
+        let reply: std::result::Result<Value, _> = Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.read_opts)
+                .custom(get, vec![Value::from(key)]),
+        )
+        .await;
+        match reply {
+            Ok(v) => Ok(value_bytes(v)),
+            // A hash, list...: not another store's session record.
+            Err(e) if e.details().starts_with("WRONGTYPE") => Ok(None),
+            Err(e) => Err(Error::from_fred(e)),
+        }
+    }
+
+    /// Sets a plain string key to `value`, expiring after `ttl_ms`.
+    pub(crate) async fn set_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
+        use fred::types::Expiration;
         let _: Value = Box::pin(
             self.pool
                 .next_connected()
@@ -422,7 +451,7 @@ impl RedisBackend {
                     key,
                     value,
                     Some(Expiration::PX(ttl_ms.clamp(1, i64::MAX as u64) as i64)),
-                    Some(SetOptions::NX),
+                    None,
                     false,
                 ),
         )
@@ -431,19 +460,19 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// A plain string key's value, deleted in the same step (take_legacy.lua: like `GETDEL`,
-    /// but refused past its deadline): for taking over what another session store wrote, by
-    /// exactly one caller.
-    pub(crate) async fn take_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let reply: Value = self.eval_write(&TAKE_LEGACY, key, Vec::new()).await?;
-        let Value::Array(mut parts) = reply else {
+    /// Deletes a plain string key only if it still holds `expected` (retire_legacy.lua,
+    /// refused past its deadline); whether it did.
+    pub(crate) async fn retire_bytes(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let args = vec![Value::Bytes(expected.to_vec().into())];
+        let reply: Value = self.eval_write(&RETIRE_LEGACY, key, args).await?;
+        let Value::Array(parts) = reply else {
             return Err(unexpected(
                 "take-over script replied with a non-array".into(),
             ));
         };
         match (parts.first().and_then(Value::as_i64), parts.len()) {
-            (Some(0), _) => Ok(None),
-            (Some(1), 2) => Ok(parts.pop().and_then(value_bytes)),
+            (Some(0), 1) => Ok(false),
+            (Some(1), 1) => Ok(true),
             _ => Err(unexpected(format!("take-over script replied {parts:?}"))),
         }
     }
@@ -662,6 +691,27 @@ impl RedisBackend {
             n += r?;
         }
         Ok(n)
+    }
+
+    /// Sets `field` of the live session at `key` unless it holds a value, and answers the
+    /// value it holds now (see set_if_absent.lua).
+    pub(crate) async fn set_if_absent(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<SetIfAbsent> {
+        let args: Vec<Value> = vec![field.into(), value.into(), (self.freeze_ms as i64).into()];
+        let reply: Vec<Value> = self.eval_write(&SET_IF_ABSENT, key, args).await?;
+        Ok(match reply.first().and_then(|v| v.as_i64()) {
+            Some(1) => match reply.get(1).cloned().and_then(Value::into_string) {
+                Some(now) => SetIfAbsent::Holds(now),
+                None => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
+            },
+            Some(0) => SetIfAbsent::Gone,
+            Some(-3) => SetIfAbsent::Moved,
+            _ => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
+        })
     }
 
     /// Ends the session at `key` if `field` still holds `expected` (see end_if.lua).

@@ -14,10 +14,26 @@
 //!   again on every connection (an epoch counter refuses replies to reads sent before).
 //! - This instance's own writes remove the key at once, before their response is sent.
 //! - A lagging invalidation channel (more pushes than it holds) empties the cache.
+//! - An emptied or swapped database (`FLUSHALL`, `FLUSHDB`, `SWAPDB`): the server's
+//!   `invalidate` push for a flush has no key list, and fred 10.1 drops it (it forwards only
+//!   arrays), while `SWAPDB` sends nothing. So the database carries a marker, [`MARKER`], a
+//!   random value that every instance reads when its tracking comes on. The barrier reads it
+//!   instead of a bare `PING` (one server: a changed or missing marker fails the barrier and
+//!   empties the cache before the hit is served; a cluster's `EXISTS key` finding no key the
+//!   cache holds empties it), and so does the once-a-second liveness check (the bound in
+//!   `Push` coherence).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The key of the database's marker: a random value, created (`SET NX`) by the first instance
+/// that finds none and read by every other. A flush deletes it, a swap brings the other
+/// database's (another value, or none); an instance that reads anything but the value it saw
+/// when its tracking came on empties its cache. One small string key per database, shared by
+/// every app and namespace, never expiring (a `volatile-*` eviction policy never takes it; an
+/// `allkeys-*` one that does costs one emptied cache).
+pub(crate) const MARKER: &str = "tessera:near-cache:db";
 
 /// A session hash, shared between the cache and the requests that hit it.
 pub(crate) type Fields = Arc<HashMap<String, Vec<u8>>>;
@@ -105,6 +121,8 @@ pub(crate) struct NearCache {
     disturbed: Vec<AtomicU64>,
     /// Per connection: wakes its tracking task after a disturbance.
     wake: Vec<tokio::sync::Notify>,
+    /// The database's marker as read when tracking came on (`None` until then).
+    marker: Mutex<Option<String>>,
     /// Bound of each generation (half the configured bound).
     gen_bytes: usize,
     hits: AtomicU64,
@@ -135,6 +153,7 @@ impl NearCache {
             wake: (0..connections)
                 .map(|_| tokio::sync::Notify::new())
                 .collect(),
+            marker: Mutex::new(None),
             state: Mutex::new(State {
                 epoch: 0,
                 down: if connections == 64 {
@@ -325,6 +344,21 @@ impl NearCache {
         true
     }
 
+    /// Whether `read` (the marker just read on the tracking connection) is the one this cache
+    /// was filled under; if not, the database was emptied or swapped since: the cache is
+    /// emptied, and serves nothing until tracking (and the marker) is set up again.
+    fn same_database(&self, i: usize, read: Option<&str>) -> bool {
+        let same = {
+            let m = self.marker.lock().unwrap_or_else(|p| p.into_inner());
+            m.is_some() && m.as_deref() == read
+        };
+        if !same {
+            tracing::warn!(target: "tessera::near_cache", connection = i, "near-cache: the database was emptied or swapped (FLUSHALL, FLUSHDB, SWAPDB); cache emptied");
+            self.disturb(i);
+        }
+        same
+    }
+
     fn disturb(&self, i: usize) {
         self.disturbed[i].fetch_add(1, Ordering::SeqCst);
         self.down(i);
@@ -380,27 +414,28 @@ pub(crate) struct Tracking {
     pub(crate) cache: Arc<NearCache>,
     /// Confirm each hit before serving it (`NearCacheCoherence::Barrier`).
     pub(crate) barrier: bool,
-    /// Not clustered: one connection, so one `PING` in flight serves every hit that arrived
+    /// Not clustered: one connection, so one barrier in flight serves every hit that arrived
     /// before it was sent (see [`SharedPing`]).
     pub(crate) shared: Option<Arc<SharedPing>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// A coalesced barrier for a single tracking connection. A hit needs a `PING` *sent after it
-/// arrived* to be answered (then every push the server sent before has been received); hits
-/// that arrive while one `PING` is in flight all wait for the next one, so under load one round
-/// trip confirms many hits, and at most two `PING`s are ever outstanding per instance.
+/// A coalesced barrier for a single tracking connection. A hit needs a barrier (a `GET` of
+/// the marker) *sent after it arrived* to be answered (then every push the server sent before
+/// has been received); hits that arrive while one is in flight all wait for the next one, so
+/// under load one round trip confirms many hits, and at most two are ever outstanding per
+/// instance.
 pub(crate) struct SharedPing {
     state: Mutex<PingState>,
-    /// (sequence number of the last `PING` answered, whether it succeeded)
+    /// (sequence number of the last barrier answered, whether it succeeded)
     done: tokio::sync::watch::Sender<(u64, bool)>,
     wake: tokio::sync::Notify,
 }
 
 struct PingState {
-    /// Sequence number of the last `PING` sent.
+    /// Sequence number of the last barrier sent.
     sent: u64,
-    /// A hit is waiting for a `PING` that has not been sent yet.
+    /// A hit is waiting for a barrier that has not been sent yet.
     wanted: bool,
 }
 
@@ -416,7 +451,7 @@ impl SharedPing {
         }
     }
 
-    /// Waits until a `PING` sent after this call was answered; whether it succeeded.
+    /// Waits until a barrier sent after this call was answered; whether it succeeded.
     pub(crate) async fn confirm(&self) -> bool {
         let need = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -433,9 +468,10 @@ impl SharedPing {
         ok
     }
 
-    /// The sender: one `PING` at a time, for as long as hits want one.
-    async fn run(self: Arc<Self>, client: fred::clients::Client) {
-        use fred::interfaces::ClientLike;
+    /// The sender: one barrier at a time, for as long as hits want one. The barrier reads the
+    /// database's marker (a `GET`, as cheap as a `PING`): it fails, and the cache is emptied,
+    /// when the database was emptied or swapped since the cache was filled.
+    async fn run(self: Arc<Self>, client: fred::clients::Client, cache: Arc<NearCache>) {
         loop {
             self.wake.notified().await;
             loop {
@@ -448,14 +484,10 @@ impl SharedPing {
                     st.sent += 1;
                     st.sent
                 };
-                let ok = matches!(
-                    tokio::time::timeout(
-                        std::time::Duration::from_secs(2),
-                        client.ping::<()>(None)
-                    )
-                    .await,
-                    Ok(Ok(()))
-                );
+                let ok = match read_marker(&client).await {
+                    Ok(read) => cache.same_database(0, read.as_deref()),
+                    Err(_) => false,
+                };
                 self.done.send_replace((seq, ok));
             }
         }
@@ -507,7 +539,7 @@ impl Tracking {
         let shared = match pool.clients() {
             [client] if barrier && !client.is_clustered() => {
                 let s = Arc::new(SharedPing::new());
-                tasks.push(tokio::spawn(s.clone().run(client.clone())));
+                tasks.push(tokio::spawn(s.clone().run(client.clone(), cache.clone())));
                 Some(s)
             }
             _ => None,
@@ -582,13 +614,20 @@ async fn keep_tracking(client: fred::clients::Client, i: usize, cache: Arc<NearC
                 std::time::Duration::from_secs(2),
                 client.start_tracking(Vec::<String>::new(), false, false, false, false),
             );
-            match on.await.unwrap_or_else(|_| {
-                Err(fred::error::Error::new(
-                    fred::error::ErrorKind::Timeout,
-                    "CLIENT TRACKING did not answer",
-                ))
-            }) {
-                Ok(()) => break,
+            let on = async {
+                on.await.unwrap_or_else(|_| {
+                    Err(fred::error::Error::new(
+                        fred::error::ErrorKind::Timeout,
+                        "CLIENT TRACKING did not answer",
+                    ))
+                })?;
+                establish_marker(&client).await
+            };
+            match on.await {
+                Ok(marker) => {
+                    *cache.marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(marker);
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!(target: "tessera::near_cache", error = %e, "near-cache: could not turn tracking on yet");
                     tokio::time::sleep(delay).await;
@@ -598,27 +637,80 @@ async fn keep_tracking(client: fred::clients::Client, i: usize, cache: Arc<NearC
         }
         if cache.up_if(i, generation) {
             tracing::debug!(target: "tessera::near_cache", connection = i, "near-cache: tracking on");
-            // Wait for a disturbance; meanwhile a PING every second proves the connection
-            // alive: a half-open one (a NAT dropping an idle connection) reports nothing, and
-            // would stop invalidations without a word.
+            // Wait for a disturbance; meanwhile a read of the marker every second proves the
+            // connection alive (a half-open one, a NAT dropping an idle connection, reports
+            // nothing, and would stop invalidations without a word) and the database the one
+            // the cache was filled from.
             loop {
                 tokio::select! {
                     _ = cache.wake[i].notified() => break,
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                        let ping = tokio::time::timeout(
-                            std::time::Duration::from_secs(2),
-                            fred::interfaces::ClientLike::ping::<()>(&client, None),
-                        );
-                        if !matches!(ping.await, Ok(Ok(()))) {
-                            tracing::warn!(target: "tessera::near_cache", connection = i, "near-cache: tracking connection did not answer a PING; cache emptied until it does");
-                            cache.disturb(i);
-                            break;
+                        match read_marker(&client).await {
+                            Ok(read) => {
+                                if !cache.same_database(i, read.as_deref()) {
+                                    break;
+                                }
+                            }
+                            Err(_) => {
+                                tracing::warn!(target: "tessera::near_cache", connection = i, "near-cache: tracking connection did not answer; cache emptied until it does");
+                                cache.disturb(i);
+                                break;
+                            }
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// The database's marker, on the tracking connection, within 2 s (the tracking pool has no
+/// default command timeout).
+async fn read_marker(client: &fred::clients::Client) -> Result<Option<String>, fred::error::Error> {
+    use fred::interfaces::KeysInterface;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        client.get::<Option<String>, _>(MARKER),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(fred::error::Error::new(
+            fred::error::ErrorKind::Timeout,
+            "the marker read did not answer",
+        ))
+    })
+}
+
+/// The database's marker: the one there, or a new random one if there is none (`SET NX`, so
+/// instances starting together agree on one).
+async fn establish_marker(client: &fred::clients::Client) -> Result<String, fred::error::Error> {
+    use fred::interfaces::KeysInterface;
+    // Read first: an existing marker needs no write (a server over `maxmemory` refuses one).
+    if let Some(m) = read_marker(client).await? {
+        return Ok(m);
+    }
+    let fresh: String = crate::id::random_bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let set = client.set::<Option<String>, _, _>(
+        MARKER,
+        fresh,
+        None,
+        Some(fred::types::SetOptions::NX),
+        false,
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(2), set)
+        .await
+        .unwrap_or_else(|_| {
+            Err(fred::error::Error::new(
+                fred::error::ErrorKind::Timeout,
+                "the marker write did not answer",
+            ))
+        })?;
+    read_marker(client).await?.ok_or_else(|| {
+        fred::error::Error::new(fred::error::ErrorKind::Unknown, "the marker vanished")
+    })
 }
 
 #[cfg(test)]

@@ -56,7 +56,8 @@ pub(super) static EVENTS: LazyLock<Script> = script!("events.lua");
 pub(super) static EVENTS_DUE: LazyLock<Script> = script!("events_due.lua");
 pub(super) static EVENTS_READ: LazyLock<Script> = script!("events_read.lua");
 pub(super) static PROBE: LazyLock<Script> = script!("probe.lua");
-pub(super) static TAKE_LEGACY: LazyLock<Script> = script!("take_legacy.lua");
+pub(super) static RETIRE_LEGACY: LazyLock<Script> = script!("retire_legacy.lua");
+pub(super) static SET_IF_ABSENT: LazyLock<Script> = script!("set_if_absent.lua");
 
 /// The scripts' reply codes (the constants at the top of each `.lua` file).
 pub(super) mod code {
