@@ -17,6 +17,9 @@ tessera_tests::per_backend!(
     concurrent_moves_leave_every_index_exact,
     logins_racing_an_end_are_ended_or_not_indexed,
     an_increment_of_an_indexed_field_moves_it,
+    index_terms_are_bounded_before_anything_is_written,
+    an_indexed_value_with_the_tag_separator_is_refused,
+    counts_stay_exact_while_logins_rotate_the_id,
 );
 
 // Redis 8.2 with the query engine loaded: the same suite (the field indexes do not depend
@@ -30,7 +33,10 @@ mod axum_search {
         ending_the_sessions_of_a_tenant,
         concurrent_moves_leave_every_index_exact,
         logins_racing_an_end_are_ended_or_not_indexed,
-        an_increment_of_an_indexed_field_moves_it
+        an_increment_of_an_indexed_field_moves_it,
+        index_terms_are_bounded_before_anything_is_written,
+        an_indexed_value_with_the_tag_separator_is_refused,
+        counts_stay_exact_while_logins_rotate_the_id
     );
 }
 mod actix_search {
@@ -42,7 +48,10 @@ mod actix_search {
         ending_the_sessions_of_a_tenant,
         concurrent_moves_leave_every_index_exact,
         logins_racing_an_end_are_ended_or_not_indexed,
-        an_increment_of_an_indexed_field_moves_it
+        an_increment_of_an_indexed_field_moves_it,
+        index_terms_are_bounded_before_anything_is_written,
+        an_indexed_value_with_the_tag_separator_is_refused,
+        counts_stay_exact_while_logins_rotate_the_id
     );
 }
 
@@ -97,8 +106,129 @@ async fn handle(b: &Browser) -> String {
         .to_string()
 }
 
+/// How many keys the store holds (all nodes of a cluster; the memory store's own count).
+fn key_count(fx: &Fixture) -> usize {
+    match &fx.server {
+        Some(s) => s.keys("*").len(),
+        None => fx.store.memory_usage().unwrap().0,
+    }
+}
+
 mod cases {
     use super::*;
+
+    /// Issue 23 (1): a cookieless `PUT /session` whose indexed list holds 5,000 elements made
+    /// ~5,000 index keys. Terms per field, per session and bytes per term are bounded, checked
+    /// before anything is written: a 400 naming the limit, no key written, the session as it
+    /// was.
+    pub async fn index_terms_are_bounded_before_anything_is_written(setup: Setup) {
+        let fx = Fixture::with(setup, |c| indexed(c).max_index_terms_per_session(40)).await;
+        let b = fx.browser();
+        let cart: Vec<String> = (0..5000).map(|i| format!("p-{i}")).collect();
+        let r = b.put("/session", json!({ "cart": cart })).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(
+            r.json()["error"],
+            "index terms in one field over the limit of 64",
+            "{r:?}"
+        );
+        assert_eq!(key_count(&fx), 0, "nothing written");
+        assert_eq!(b.get("/me").await.status, 401, "no session");
+
+        let long = "x".repeat(257);
+        let r = b.put("/session", json!({ "tenant": long })).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(
+            r.json()["error"],
+            "bytes in one index term over the limit of 256"
+        );
+        assert_eq!(key_count(&fx), 0, "nothing written");
+
+        // At the limits: written.
+        let cart: Vec<String> = (0..40).map(|i| format!("p-{i}")).collect();
+        let r = b
+            .put(
+                "/session",
+                json!({ "cart": cart, "n": 1, "tenant": "x".repeat(256) }),
+            )
+            .await;
+        assert_eq!(r.status, 400, "41 terms in the session: {r:?}");
+        assert_eq!(
+            r.json()["error"],
+            "index terms in one session over the limit of 40"
+        );
+        assert_eq!(key_count(&fx), 0, "nothing written");
+        let r = b.put("/session", json!({ "cart": cart, "n": 1 })).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let keys = key_count(&fx);
+        let r = b.put("/session", json!({ "tenant": "acme" })).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(key_count(&fx), keys, "nothing more written");
+        let me = b.get("/me").await.json();
+        assert_eq!(me["cart"].as_array().unwrap().len(), 40);
+        assert!(me.get("tenant").is_none(), "{me}");
+        assert_eq!(counts(&fx, "cart").await.len(), 40);
+        // Fewer terms in one field make room in another.
+        let r = b
+            .put("/session", json!({ "cart": ["p-1"], "tenant": "acme" }))
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(find(&fx, "tenant=acme").await.0, 1);
+    }
+
+    /// Issue 23 (4): a tenant `"evil\u{1f}acme"` was two tags to the query engine and matched
+    /// `@tenant:{acme}`. A scalar indexed value holding the separator is refused on write.
+    pub async fn an_indexed_value_with_the_tag_separator_is_refused(setup: Setup) {
+        let fx = Fixture::with(setup, indexed).await;
+        let b = fx.browser();
+        let r = b
+            .put("/session", json!({ "tenant": "evil\u{1f}acme" }))
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(
+            r.json()["error"].as_str().unwrap().contains("U+001F"),
+            "{r:?}"
+        );
+        assert_eq!(key_count(&fx), 0, "nothing written");
+        // Not a TAG in the engine's schema (a list is JSON text there): an element may hold it.
+        let r = b.put("/session", json!({ "cart": ["a\u{1f}b"] })).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(find(&fx, "cart=a%1Fb").await.0, 1);
+    }
+
+    /// Issue 23 (10): with one live session of a tenant that logs in again and again (each
+    /// login moves it to a new id), `/admin/counts` answered 2 and `/admin/sessions` 0 in some
+    /// polls. Both are exact at every poll.
+    pub async fn counts_stay_exact_while_logins_rotate_the_id(setup: Setup) {
+        let fx = Fixture::with(setup, indexed).await;
+        let b = fx.browser();
+        login(&b, "ann", json!({"tenant": "T"})).await;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let logins = async {
+            for _ in 0..60 {
+                login(&b, "ann", json!({"tenant": "T"})).await;
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        let polls = async {
+            let (mut wrong, mut polls) = (Vec::new(), 0);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let (c, f) = tokio::join!(counts(&fx, "tenant"), find(&fx, "tenant=T"));
+                polls += 1;
+                if c.get("T") != Some(&1) || f.0 != 1 {
+                    wrong.push((c, f.0));
+                }
+            }
+            (wrong, polls)
+        };
+        let ((), (wrong, polls)) = tokio::join!(logins, polls);
+        assert!(
+            wrong.is_empty(),
+            "{} of {polls} polls wrong: {wrong:?}",
+            wrong.len()
+        );
+        assert_eq!(counts(&fx, "tenant").await, map(&[("T", 1)]));
+    }
 
     pub async fn find_count_and_count_per_value(setup: Setup) {
         let fx = Fixture::with(setup, indexed).await;
@@ -179,7 +309,11 @@ mod cases {
                 2,
                 "one sorted set per value, readable with redis-cli"
             );
-            assert_eq!(s.cmd(&["ZCARD", "index:tenant"]).int(), 3, "the value list");
+            assert_eq!(
+                s.cmd(&["ZCARD", "index:tenant"]).int(),
+                4,
+                "the holders: every session with a tenant"
+            );
         }
     }
 
@@ -622,13 +756,19 @@ mod cost {
         let stats = s.command_stats();
         assert_eq!(
             calls(&stats),
-            1 + 1 + 3,
-            "values, one index, three HMGETs: {stats:?}"
+            1 + 3,
+            "one read of the field's holders, three HMGETs (not one read per value): {stats:?}"
         );
         eprintln!("count_by_value(cart): {stats:?}");
 
-        // A write that changes an indexed field: the new value's two adds before the write,
-        // the write, then the old value's guarded removal.
+        // A write that changes an indexed field: the new value's adds before the write (the
+        // value's set and the holders: one script on one server, one per hash slot on a
+        // cluster), the write, then the old value's guarded removal.
+        let adds = if matches!(backend, tessera_tests::Backend::Cluster) {
+            2
+        } else {
+            1
+        };
         s.reset_stats();
         assert_eq!(
             acme[0]
@@ -640,12 +780,13 @@ mod cost {
         // The old value's removal runs after the answer: wait for it.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut stats = s.command_stats();
-        while stats.get("evalsha").copied().unwrap_or(0) < 4 && std::time::Instant::now() < deadline
+        while stats.get("evalsha").copied().unwrap_or(0) < adds + 2
+            && std::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
             stats = s.command_stats();
         }
-        assert_eq!(stats.get("evalsha"), Some(&4), "{stats:?}");
+        assert_eq!(stats.get("evalsha"), Some(&(adds + 2)), "{stats:?}");
         eprintln!("PUT /session tenant acme -> globex: {stats:?}");
 
         // acme[0]'s old entry is kept by the guard if its last add was under 4 s ago.
@@ -854,5 +995,187 @@ mod review {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ending_follows_a_login_that_moved_the_session_cluster() {
         ending_follows_a_login_that_moved_the_session(tessera_tests::Backend::Cluster).await
+    }
+}
+
+/// Issue 23 (1, 10) on real servers: how long the index entries live, what a TTL refresh
+/// costs, and the counts while a login moves a session.
+mod bounds {
+    use super::*;
+    use tessera_tests::{Backend, ServerKind};
+
+    const REDIS7: Backend = Backend::Redis(ServerKind::Redis7);
+
+    fn now_ms() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    }
+
+    /// The demo's configuration: a 30-minute idle timeout, remember-me up to 30 days. The
+    /// entries of an anonymous session lived 60 days; they live as long as the session (twice
+    /// its idle timeout past their last add, the margin of one lost refresh).
+    async fn entries_live_as_long_as_their_session(backend: Backend) {
+        let fx = Fixture::with(backend, |c| {
+            indexed(c).longest_expiry(Duration::from_secs(30 * 86_400))
+        })
+        .await;
+        let s = fx.server();
+        let b = fx.browser();
+        let r = b
+            .put(
+                "/session",
+                json!({"tenant": "acme", "cart": ["p-1", "p-2"]}),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let mut keys = s.keys("index:*");
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "index:cart",
+                "index:cart:p-1",
+                "index:cart:p-2",
+                "index:tenant",
+                "index:tenant:acme"
+            ]
+        );
+        let idle = 30 * 60 * 1000;
+        for k in &keys {
+            let ttl = s.cmd(&["PTTL", k]).int();
+            assert!(ttl > idle && ttl <= 2 * idle, "{k}: PTTL {ttl}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_live_as_long_as_their_session_redis7() {
+        entries_live_as_long_as_their_session(REDIS7).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_live_as_long_as_their_session_cluster() {
+        entries_live_as_long_as_their_session(Backend::Cluster).await
+    }
+
+    /// Every TTL refresh re-sent every entry (4,001 scripts for one `GET /me` of a
+    /// 2,000-element cart). Now a refresh adds the entries again only at the first refresh of
+    /// each half idle timeout, in one script on one server: a request costs at most the load
+    /// and one script, whatever the number of terms; and the entries still outlive the idle
+    /// timeout many times over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_costs_the_same_whatever_the_terms_redis7() {
+        let fx = Fixture::with(REDIS7, |c| {
+            indexed(c)
+                .idle_timeout(Duration::from_secs(2))
+                .touch_interval(Duration::from_millis(200))
+        })
+        .await;
+        let s = fx.server();
+        let b = fx.browser();
+        let cart: Vec<String> = (0..60).map(|i| format!("p-{i}")).collect();
+        s.reset_stats();
+        let r = b
+            .put("/session", json!({"tenant": "acme", "cart": cart}))
+            .await;
+        assert_eq!(r.status, 200);
+        let stats = s.command_stats();
+        eprintln!("PUT /session with 61 indexed terms: {stats:?}");
+        assert_eq!(
+            stats.get("evalsha"),
+            Some(&2),
+            "one add script for the 63 index keys, the create: {stats:?}"
+        );
+        let mut per_request = Vec::new();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(6) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.reset_stats();
+            assert_eq!(b.get("/me").await.status, 200);
+            let stats = s.command_stats();
+            per_request.push(stats.get("evalsha").copied().unwrap_or(0));
+        }
+        eprintln!("EVALSHA per GET /me past the touch interval, 61 terms: {per_request:?}");
+        assert!(
+            per_request.iter().all(|n| (1..=2).contains(n)),
+            "the load, at most one index refresh: {per_request:?}"
+        );
+        let refreshes = per_request.iter().filter(|n| **n == 2).count();
+        assert!(
+            (3..=8).contains(&refreshes),
+            "one refresh per half idle timeout (1 s) over 6 s: {per_request:?}"
+        );
+        assert_eq!(find(&fx, "tenant=acme").await.0, 1, "3 idle timeouts later");
+        assert_eq!(fx.manager.count_sessions("cart", "p-59").await.unwrap(), 1);
+        let ttl = s.cmd(&["PTTL", "index:cart:p-59"]).int();
+        assert!(ttl > 0 && ttl <= 4000, "PTTL {ttl}");
+    }
+
+    /// A count and a listing that read the index before a login moved the session (they see
+    /// only the old id, retired by the time they read it) follow it to the new id; one that
+    /// sees both the old id (still frozen) and the new one counts the session once.
+    async fn a_count_follows_a_login_that_moved_the_session(backend: Backend) {
+        let fx = Fixture::with(backend, indexed).await;
+        let s = fx.server();
+        let b = fx.browser();
+        b.put("/session", json!({"tenant": "acme"})).await;
+        let old = s.cmd(&["ZRANGE", "index:tenant:acme", "0", "-1"]).array()[0]
+            .text()
+            .unwrap();
+        login(&b, "ann", json!({})).await;
+        let new = s
+            .cmd(&["ZRANGE", "index:tenant:acme", "0", "-1"])
+            .array()
+            .iter()
+            .map(|m| m.text().unwrap())
+            .find(|m| *m != old)
+            .unwrap();
+        let score = (now_ms() + 60_000).to_string();
+        // What a query would have read a moment before the login's index add: only the old id.
+        for k in ["index:tenant:acme", "index:tenant"] {
+            s.cmd(&["DEL", k]);
+            s.cmd(&["ZADD", k, &score, &old]);
+        }
+        assert_eq!(
+            find(&fx, "tenant=acme").await.0,
+            1,
+            "followed to the new id"
+        );
+        assert_eq!(counts(&fx, "tenant").await, map(&[("acme", 1)]));
+        // Mid-login: the old key still frozen (`__m` = "<ms> <new member>") beside the new one.
+        let old_key = format!("session:{old}");
+        let now = now_ms().to_string();
+        s.cmd(&["DEL", &old_key]);
+        s.cmd(&[
+            "HSET",
+            &old_key,
+            "__c",
+            &now,
+            "__t",
+            &now,
+            "tenant",
+            "acme",
+            "__m",
+            &format!("{now} {new}"),
+        ]);
+        s.cmd(&["PEXPIRE", &old_key, "60000"]);
+        for k in ["index:tenant:acme", "index:tenant"] {
+            s.cmd(&["ZADD", k, &score, &new]);
+        }
+        assert_eq!(
+            find(&fx, "tenant=acme").await.0,
+            1,
+            "once, under the new id"
+        );
+        assert_eq!(counts(&fx, "tenant").await, map(&[("acme", 1)]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_count_follows_a_login_that_moved_the_session_redis7() {
+        a_count_follows_a_login_that_moved_the_session(REDIS7).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_count_follows_a_login_that_moved_the_session_cluster() {
+        a_count_follows_a_login_that_moved_the_session(Backend::Cluster).await
     }
 }

@@ -226,6 +226,21 @@ impl SessionConfig {
     pub fn max_value_bytes(&self) -> usize {
         self.limits.max_value_bytes
     }
+
+    /// The most index terms one indexed field of a session may hold.
+    pub fn max_index_terms_per_field(&self) -> usize {
+        self.limits.max_index_terms_per_field
+    }
+
+    /// The most index terms all indexed fields of one session may hold together.
+    pub fn max_index_terms_per_session(&self) -> usize {
+        self.limits.max_index_terms
+    }
+
+    /// The longest index term, in bytes.
+    pub fn max_index_term_bytes(&self) -> usize {
+        self.limits.max_index_term_bytes
+    }
 }
 
 /// A user id as it appears in a key: readable as it is, except that `%`, `{`, `}`, spaces,
@@ -287,6 +302,12 @@ pub struct SessionConfigBuilder {
 pub(crate) struct Limits {
     pub(crate) max_fields: usize,
     pub(crate) max_value_bytes: usize,
+    /// Index terms (distinct indexed values) one indexed field may hold.
+    pub(crate) max_index_terms_per_field: usize,
+    /// Index terms all indexed fields of one session may hold together.
+    pub(crate) max_index_terms: usize,
+    /// Bytes of one index term.
+    pub(crate) max_index_term_bytes: usize,
 }
 
 /// Field names are short identifiers; a longer name is refused like a large value.
@@ -300,6 +321,9 @@ impl Default for Limits {
         Limits {
             max_fields: 1_000,
             max_value_bytes: 64 * 1024,
+            max_index_terms_per_field: 64,
+            max_index_terms: 256,
+            max_index_term_bytes: 256,
         }
     }
 }
@@ -593,6 +617,28 @@ impl SessionConfigBuilder {
     /// value is refused with [`Error::TooLarge`](crate::Error::TooLarge) (HTTP 400).
     pub fn max_value_bytes(mut self, n: usize) -> Self {
         self.limits.max_value_bytes = n;
+        self
+    }
+    /// The most index terms (distinct indexed values: a scalar field has one, a list field
+    /// one per distinct element) one indexed field of a session may hold (default 64). Each
+    /// term is a sorted-set entry in the store: a larger list is refused up front with
+    /// [`Error::TooLarge`](crate::Error::TooLarge) (HTTP 400), on every store, before anything
+    /// is written.
+    pub fn max_index_terms_per_field(mut self, n: usize) -> Self {
+        self.limits.max_index_terms_per_field = n;
+        self
+    }
+    /// The most index terms all indexed fields of one session may hold together (default
+    /// 256); past it, [`Error::TooLarge`](crate::Error::TooLarge) (HTTP 400), nothing written.
+    pub fn max_index_terms_per_session(mut self, n: usize) -> Self {
+        self.limits.max_index_terms = n;
+        self
+    }
+    /// The longest index term, in bytes (default 256; it is part of a key name in the store);
+    /// a longer indexed value or list element is [`Error::TooLarge`](crate::Error::TooLarge)
+    /// (HTTP 400), nothing written.
+    pub fn max_index_term_bytes(mut self, n: usize) -> Self {
+        self.limits.max_index_term_bytes = n;
         self
     }
 

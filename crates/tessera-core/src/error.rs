@@ -138,6 +138,11 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A value of a scalar indexed field holds U+001F, the query engine's tag separator (it
+    /// would be two tags there, found by a query for either: another tenant's, say). HTTP 400;
+    /// nothing of the change was kept.
+    #[error("a value of indexed field {0:?} contains U+001F, the query engine's tag separator")]
+    InvalidIndexValue(String),
     /// A configuration that cannot work (a store URL, a key, a limit): displays what is
     /// wrong, as the [`ConfigError`] it carries.
     #[error(transparent)]
@@ -197,6 +202,7 @@ impl Error {
             | Error::InvalidUserId
             | Error::TooLarge { .. }
             | Error::NotIndexed(_)
+            | Error::InvalidIndexValue(_)
             | Error::ProtectedField(_)
             | Error::InvalidAction
             | Error::InvalidCursor(_) => 400,
@@ -234,6 +240,9 @@ impl Error {
             Error::InvalidUserId => "invalid user id",
             Error::TooLarge { .. } => "session data over the size limit",
             Error::NotIndexed(_) => "that session field is not indexed",
+            Error::InvalidIndexValue(_) => {
+                "an indexed session value contains U+001F (the query engine's tag separator)"
+            }
             Error::ProtectedField(_) => "that session field is protected",
             Error::Undecryptable { .. } => "a protected session field cannot be decrypted",
             Error::Unsupported(_) => "the session store does not support this query",

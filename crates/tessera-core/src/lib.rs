@@ -99,8 +99,8 @@ pub use crate::error::{ConfigError, Error, Result};
 pub use crate::id::SessionId;
 pub use crate::protect::FieldKey;
 pub use crate::session::{
-    csrf_input, is_cross_origin, is_form_content_type, CsrfCheck, RequestOrigin, CSRF_FIELD,
-    CSRF_HEADER,
+    csrf_input, escape_tag, is_cross_origin, is_form_content_type, CsrfCheck, RequestOrigin,
+    CSRF_FIELD, CSRF_HEADER,
 };
 pub use crate::session::{
     Activity, ClientInfo, DeviceSession, Event, EventKind, EventPage, EventStream,

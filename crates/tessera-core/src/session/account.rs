@@ -90,16 +90,7 @@ impl Session {
                     }
                     self.touches().forget(&key);
                     // Deleted for good: the member leaves its field indexes whatever its age.
-                    let entries = super::index::all_entries(&self.mgr().inner.config, &st.data);
-                    let mgr = self.mgr();
-                    super::index::prune_all(
-                        &mgr.inner.store,
-                        &mgr.inner.config,
-                        &id.storage_key(),
-                        &entries,
-                        u64::MAX,
-                    )
-                    .await;
+                    super::index::prune_ended(self.mgr(), &id.storage_key(), &st.data).await;
                     if let Some(u) = user_of(&st.data) {
                         let index = self.mgr().inner.config.index_key(&u);
                         if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await

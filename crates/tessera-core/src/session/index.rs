@@ -1,27 +1,34 @@
 //! Field indexes, the writer's side: which index entries a write adds before it lands, and
 //! which it removes after.
 //!
-//! An indexed field's value `v` is found through the sorted set `[ns]index:<field>:<v>`
-//! (member = the session's storage key, score = an upper bound of its expiry, as in the user
-//! index) and the field's value list `[ns]index:<field>` (member = `v`). The rules that keep a
-//! query exact on every topology, each step a single-key command:
-//! - a write that gives a field a new value adds the member (and the value) **before** it
-//!   writes, so a session that holds a value is always in that value's set;
+//! An indexed field's value `v` is found through the sorted set `[ns]index:<field>:<v>`, and
+//! the sessions that hold some value of the field through `[ns]index:<field>` (the holders,
+//! read by the counts per value). Member = the session's storage key, score = the time of its
+//! last add (server ms). The rules that keep a query exact on every topology:
+//! - a write that gives a field a new value adds the member (to the value's set and the
+//!   holders) **before** it writes, so a session that holds a value is always in that value's
+//!   set; the adds of one hash slot are one script (one for all keys on a single server);
 //! - a member is only a candidate: a query reads each candidate session and keeps only those
 //!   that hold the value now (a session that ended, expired or moved on is never returned);
 //! - members that no longer belong are removed by the writer that changed the value and by
 //!   queries that find them, but only when their last add is older than [`GUARD`] at the
 //!   moment the session was checked: a member added moments ago may belong to a write still on
 //!   its way, and the server refuses such a write once half the guard has passed (see
-//!   field_add.lua, index_prune.lua); members whose bound passed leave on their own, and a
-//!   session that ends for good leaves the index of every value it held.
+//!   field_add.lua, index_prune.lua); a session that ends for good leaves the index of every
+//!   value it held;
+//! - an entry lives as long as its session: each key's TTL is kept at least twice the idle
+//!   timeout of the sessions added to it, past their last add; a session's entries are added
+//!   again (one script) at the first TTL refresh of each half idle timeout
+//!   ([`refresh_due`]), not at every refresh, so the cost of a request does not grow with the
+//!   session's terms; members not added for the longest bound any session can have
+//!   ([`SessionManager::index_bound_ms`]) are certainly stale and dropped by the scripts.
 
+use super::manager::SessionManager;
 use super::state::{is_user_field, State};
 use super::Session;
 use crate::codec;
 use crate::config::IndexedField;
 use crate::error::Result;
-use crate::store::Store;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -37,10 +44,24 @@ pub(crate) fn write_cap(added_ms: u64) -> u64 {
     added_ms + GUARD.as_millis() as u64 / 2
 }
 
-/// The highest score a prune may remove for a session checked at `checked_ms` (a time no later
-/// than the check, by the store's clock): members last added more than [`GUARD`] before it.
-pub(crate) fn prunable_below(checked_ms: u64, bound_ms: u64) -> u64 {
-    (checked_ms + bound_ms).saturating_sub(GUARD.as_millis() as u64)
+/// The highest score (last add) a prune may remove for a session checked at `checked_ms` (a
+/// time no later than the check, by the store's clock): members last added more than [`GUARD`]
+/// before it.
+pub(crate) fn prunable_below(checked_ms: u64) -> u64 {
+    checked_ms.saturating_sub(GUARD.as_millis() as u64)
+}
+
+/// Whether a TTL refresh at `now_ms` of a session last refreshed at `prev_ms` (as stored
+/// before this refresh; `None`: unknown) must add its index entries again: at the first refresh
+/// of each period of half its idle timeout. Every refresh of a period follows one that did
+/// (or the write that added the entries), so the last add is at most one period old (two if a
+/// refresh was lost) and the entries, kept twice the idle timeout past it, outlive the session.
+pub(crate) fn refresh_due(prev_ms: Option<u64>, now_ms: Option<u64>, idle_ms: u64) -> bool {
+    let period = (idle_ms / 2).max(1);
+    match (prev_ms, now_ms) {
+        (Some(prev), Some(now)) => prev / period != now / period,
+        _ => true,
+    }
 }
 
 /// `(field, term)` pairs: index entries of one session.
@@ -76,54 +97,76 @@ pub(crate) fn terms_in(data: &HashMap<String, Vec<u8>>, f: &IndexedField) -> Vec
         .unwrap_or_default()
 }
 
-/// Adds `member` under each `(field, term)`: the term's set and the field's value list, all
-/// sent at once (one round trip on Redis, each command single-key). Returns the earliest
-/// server time of the adds (0 when there was nothing to add): the write that follows must land
-/// by [`write_cap`] of it.
+/// The keys of `(field, term)` entries: each term's set, and the holders of each field.
+fn entry_keys(config: &crate::SessionConfig, entries: &[(String, String)]) -> Vec<String> {
+    let mut keys: Vec<String> = entries
+        .iter()
+        .map(|(field, term)| config.value_index_key(field, term))
+        .collect();
+    let fields: BTreeSet<&str> = entries.iter().map(|(f, _)| f.as_str()).collect();
+    keys.extend(fields.into_iter().map(|f| config.values_key(f)));
+    keys
+}
+
+/// Adds `member` under each `(field, term)`: the term's set and the field's holders, one
+/// script per hash slot, all sent at once (one round trip on Redis). `bound_ms`: how long the
+/// keys live at least (see [`SessionManager::field_bound_ms`]). Returns the earliest server
+/// time of the adds (0 when there was nothing to add): the write that follows must land by
+/// [`write_cap`] of it.
 pub(crate) async fn add_all(
-    store: &Store,
-    config: &crate::SessionConfig,
+    mgr: &SessionManager,
     member: &str,
     entries: &[(String, String)],
     bound_ms: u64,
 ) -> Result<u64> {
-    let adds = entries.iter().flat_map(|(field, term)| {
-        let value_key = config.value_index_key(field, term);
-        let values_key = config.values_key(field);
-        [(value_key, member.to_string()), (values_key, term.clone())]
-    });
-    let futs = adds.map(|(key, m)| async move { store.field_add(&key, &m, bound_ms).await });
-    let mut earliest = 0;
-    for r in futures_util::future::join_all(futs).await {
-        let at = r?;
-        earliest = if earliest == 0 { at } else { earliest.min(at) };
-    }
-    Ok(earliest)
+    let keys = entry_keys(mgr.config(), entries);
+    mgr.store()
+        .field_add(&keys, member, bound_ms, mgr.index_bound_ms())
+        .await
 }
 
-/// Removes `member` from each `(field, term)` set if its score is at most `max_score` (see
-/// [`prunable_below`]; `u64::MAX` for a member whose session is gone for good). Best effort: a
-/// member left behind is only a candidate that queries skip, and its bound removes it.
+/// Removes `member` from each `(field, term)` set, and from the holders of each of `holders`
+/// (fields it no longer holds), if its score is at most `max_score` (see [`prunable_below`];
+/// `u64::MAX` for a member whose session is gone for good). Best effort: a member left behind
+/// is only a candidate that queries skip, and it is dropped once not added for the longest
+/// bound.
 pub(crate) async fn prune_all(
-    store: &Store,
-    config: &crate::SessionConfig,
+    mgr: &SessionManager,
     member: &str,
     entries: &[(String, String)],
+    holders: &[&str],
     max_score: u64,
 ) {
-    let futs = entries.iter().map(|(field, term)| {
-        let key = config.value_index_key(field, term);
-        async move {
-            store
-                .index_prune(&key, std::slice::from_ref(&member.to_string()), max_score)
-                .await
-        }
-    });
-    for r in futures_util::future::join_all(futs).await {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "could not remove a member from a field index; queries skip it and its bound removes it");
-        }
+    let config = mgr.config();
+    let mut keys: Vec<String> = entries
+        .iter()
+        .map(|(field, term)| config.value_index_key(field, term))
+        .collect();
+    keys.extend(holders.iter().map(|f| config.values_key(f)));
+    let pruned = mgr
+        .store()
+        .index_prune(
+            &keys,
+            std::slice::from_ref(&member.to_string()),
+            max_score,
+            mgr.index_bound_ms(),
+        )
+        .await;
+    if let Err(e) = pruned {
+        tracing::debug!(error = %e, "could not remove a member from a field index; queries skip it and it is dropped later");
     }
+}
+
+/// [`prune_all`] of a session that ended for good: every entry of `data`, whatever its age.
+pub(crate) async fn prune_ended(
+    mgr: &SessionManager,
+    member: &str,
+    data: &HashMap<String, Vec<u8>>,
+) {
+    let entries = all_entries(mgr.config(), data);
+    let holders: BTreeSet<&str> = entries.iter().map(|(f, _)| f.as_str()).collect();
+    let holders: Vec<&str> = holders.into_iter().collect();
+    prune_all(mgr, member, &entries, &holders, u64::MAX).await;
 }
 
 /// Every `(field, term)` of the indexed fields in `data`.
@@ -141,6 +184,47 @@ pub(crate) fn all_entries(
 impl Session {
     pub(super) fn indexed(&self, field: &str) -> Option<&IndexedField> {
         self.mgr().inner.config.indexed(field)
+    }
+
+    /// Refuses a value of an indexed field that would take the session past the index limits
+    /// (terms per field, terms per session, bytes per term), before anything is written: each
+    /// term is a sorted-set entry in the store, added before the write and kept as long as the
+    /// session.
+    pub(super) fn check_index_terms(&self, st: &State, field: &str, raw: &[u8]) -> Result<()> {
+        let Some(f) = self.indexed(field) else {
+            return Ok(());
+        };
+        let config = &self.mgr().inner.config;
+        let limits = config.limits;
+        let new = terms(raw, f.list);
+        if new.len() > limits.max_index_terms_per_field {
+            return Err(crate::Error::TooLarge {
+                what: "index terms in one field",
+                limit: limits.max_index_terms_per_field,
+            });
+        }
+        if !f.list && new.iter().any(|t| t.contains(super::search::TAG_SEPARATOR)) {
+            return Err(crate::Error::InvalidIndexValue(field.to_string()));
+        }
+        if new.iter().any(|t| t.len() > limits.max_index_term_bytes) {
+            return Err(crate::Error::TooLarge {
+                what: "bytes in one index term",
+                limit: limits.max_index_term_bytes,
+            });
+        }
+        let others: usize = config
+            .indexed
+            .iter()
+            .filter(|g| g.name != field)
+            .map(|g| terms_in(&st.data, g).len())
+            .sum();
+        if others + new.len() > limits.max_index_terms {
+            return Err(crate::Error::TooLarge {
+                what: "index terms in one session",
+                limit: limits.max_index_terms,
+            });
+        }
+        Ok(())
     }
 
     /// Before the first change of an indexed field in this request: remember what the store
@@ -249,14 +333,7 @@ impl Session {
         // than the guard by then.
         let checked = mgr.store().server_now();
         if !add.is_empty() {
-            let added = add_all(
-                mgr.store(),
-                mgr.config(),
-                &id.storage_key(),
-                &add,
-                mgr.index_bound_ms(),
-            )
-            .await;
+            let added = add_all(&mgr, &id.storage_key(), &add, mgr.field_bound_ms(&st.data)).await;
             if let Err(e) = added {
                 let e = match e {
                     crate::Error::Unavailable(cause) => crate::Error::OutcomeUnknown(cause),
@@ -266,33 +343,44 @@ impl Session {
             }
         }
         if let Some(at) = checked {
-            let max = prunable_below(at, mgr.index_bound_ms());
-            self.prune_in_background(st, id.storage_key(), remove, max);
+            self.prune_in_background(st, id.storage_key(), remove, prunable_below(at));
         }
         Ok(())
     }
 
-    /// After a TTL refresh: moves the session's bound in each index it is in.
-    pub(super) fn refresh_field_indexes(&self, st: &mut State, member: String) {
+    /// After a TTL refresh: adds the session's entries again (one script per hash slot) when
+    /// [`refresh_due`] says so, at most once per half idle timeout; `prev_touch`: the session's
+    /// last refresh before this one.
+    pub(super) fn refresh_field_indexes(
+        &self,
+        st: &mut State,
+        member: String,
+        prev_touch: Option<u64>,
+    ) {
         let config = &self.mgr().inner.config;
         if config.indexed.is_empty() {
+            return;
+        }
+        let mgr = self.mgr().clone();
+        let idle = mgr.own_idle_ms(&st.data);
+        if !refresh_due(prev_touch, mgr.store().server_now(), idle) {
             return;
         }
         let entries = all_entries(config, &st.data);
         if entries.is_empty() {
             return;
         }
-        let mgr = self.mgr().clone();
-        let bound = mgr.index_bound_ms();
+        let bound = mgr.field_bound_ms(&st.data);
         st.index_refresh.push(tokio::spawn(async move {
-            add_all(mgr.store(), mgr.config(), &member, &entries, bound)
+            add_all(&mgr, &member, &entries, bound)
                 .await
                 .map(|_| Vec::new())
         }));
     }
 
-    /// After a write removed values: the member leaves their sets (in the background, awaited
-    /// before the response like the index refresh).
+    /// After a write removed values: the member leaves their sets, and the holders of the
+    /// fields it no longer holds (in the background, awaited before the response like the
+    /// index refresh).
     pub(super) fn prune_in_background(
         &self,
         st: &mut State,
@@ -304,8 +392,15 @@ impl Session {
             return;
         }
         let mgr = self.mgr().clone();
+        let emptied: BTreeSet<String> = entries
+            .iter()
+            .filter_map(|(f, _)| mgr.config().indexed(f))
+            .filter(|f| terms_in(&st.data, f).is_empty())
+            .map(|f| f.name.clone())
+            .collect();
         st.index_refresh.push(tokio::spawn(async move {
-            prune_all(mgr.store(), mgr.config(), &member, &entries, max_score).await;
+            let holders: Vec<&str> = emptied.iter().map(String::as_str).collect();
+            prune_all(&mgr, &member, &entries, &holders, max_score).await;
             Ok(Vec::new())
         }));
     }

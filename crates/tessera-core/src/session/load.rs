@@ -127,7 +127,9 @@ impl Session {
     /// After a TTL refresh of a logged-in session, moves its bound in the user's index too.
     /// It runs while the handler works and is awaited (errors included) before the response.
     pub(super) fn refresh_index(&self, st: &mut State, id: &SessionId, user: Option<String>) {
-        self.refresh_field_indexes(st, id.storage_key());
+        // `st.data` holds the session as read before this refresh: its last refresh.
+        let prev = crate::store::fields::ms(&st.data, crate::store::fields::TOUCHED);
+        self.refresh_field_indexes(st, id.storage_key(), prev);
         let Some(user) = user else { return };
         let store = self.store().clone();
         let index = self.mgr().inner.config.index_key(&user);

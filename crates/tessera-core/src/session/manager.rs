@@ -174,6 +174,24 @@ impl SessionManager {
         }
     }
 
+    /// The idle timeout of the session whose hash is `data`: its own expiry's, or the
+    /// configured one.
+    pub(super) fn own_idle_ms(&self, data: &std::collections::HashMap<String, Vec<u8>>) -> u64 {
+        let t = self.inner.timing;
+        crate::store::own_idle_ms(data.get(crate::store::fields::OWN_EXPIRY), t.longest_ms)
+            .unwrap_or(t.idle_ms)
+    }
+
+    /// How long past their last add the field-index entries of the session whose hash is
+    /// `data` live at least: twice its own idle timeout (the margin covers one lost refresh,
+    /// see `index::refresh_due`), at most [`index_bound_ms`](Self::index_bound_ms).
+    pub(super) fn field_bound_ms(&self, data: &std::collections::HashMap<String, Vec<u8>>) -> u64 {
+        self.own_idle_ms(data)
+            .saturating_mul(2)
+            .min(self.index_bound_ms())
+            .max(1)
+    }
+
     /// Ends the given sessions of a user: deletes each session key, then removes from the
     /// index the members whose key existed. A member whose key did not exist is left to
     /// expire by its bound: it may be a login still in flight, which must not be orphaned.
@@ -216,11 +234,9 @@ impl SessionManager {
                         .zip(values)
                         .filter_map(|(n, v)| Some((n.to_string(), v.clone()?)))
                         .collect();
-                    let entries = super::index::all_entries(config, &data);
                     Some(async move {
                         // Ended for good: the entries go whatever their age.
-                        super::index::prune_all(&self.inner.store, config, m, &entries, u64::MAX)
-                            .await
+                        super::index::prune_ended(self, m, &data).await
                     })
                 });
                 futures_util::future::join_all(prunes).await;

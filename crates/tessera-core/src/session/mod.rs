@@ -40,6 +40,7 @@ pub use self::expiry::Expiry;
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
 pub use self::records::{Loaded, Records, StoredRecord, TakeOver, Wrote, LEGACY_REFUSAL};
+pub use self::search::escape_tag;
 
 #[cfg(feature = "test-hooks")]
 pub(crate) async fn track_for_tests(
@@ -65,15 +66,9 @@ pub(crate) async fn index_add_for_tests(
     value: &str,
 ) -> Result<()> {
     let entries = [(field.to_string(), value.to_string())];
-    index::add_all(
-        manager.store(),
-        manager.config(),
-        member,
-        &entries,
-        manager.index_bound_ms(),
-    )
-    .await
-    .map(|_| ())
+    index::add_all(manager, member, &entries, manager.index_bound_ms())
+        .await
+        .map(|_| ())
 }
 
 use self::state::{is_user_field, user_of, CookieAction, State, Status};
@@ -344,6 +339,7 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         self.check_size(&st, field, encoded.len())?;
+        self.check_index_terms(&st, field, encoded.as_bytes())?;
         self.note_index_change(&mut st, field);
         st.unreadable.remove(field);
         Self::clear_lifetime(&mut st, field);
@@ -660,6 +656,7 @@ impl Session {
         }
         if !st.data.contains_key(field) {
             self.check_size(&st, field, 20)?;
+            self.check_index_terms(&st, field, i64::MIN.to_string().as_bytes())?;
         }
         let predicted = self.predicted_increment(&st, field, by);
         st.incr_entry = predicted.clone();
@@ -706,17 +703,21 @@ impl Session {
             let key = self.mgr().key_of(&id);
             let (mut index_add, index_remove) = self.index_delta(st, creating);
             index_add.extend(st.incr_entry.clone());
+            if st.dirty.contains_key(fields::OWN_EXPIRY) {
+                // A new own expiry: every entry is added again, for as long as it now lives.
+                index_add = index::all_entries(&self.mgr().inner.config, &st.data);
+                index_add.extend(st.incr_entry.clone());
+            }
             let mut not_after_ms = 0;
             if !index_add.is_empty() {
                 // Before the write: a session that holds a value is always in its index. The
                 // write must then land within half the prune guard of the add.
                 let mgr = self.mgr();
                 let added = index::add_all(
-                    &mgr.inner.store,
-                    &mgr.inner.config,
+                    mgr,
                     &id.storage_key(),
                     &index_add,
-                    mgr.index_bound_ms(),
+                    mgr.field_bound_ms(&st.data),
                 )
                 .await;
                 match added {
@@ -829,7 +830,7 @@ impl Session {
                     st.index_before
                         .retain(|k, _| incr_field == Some(k.as_str()));
                     if let Some(at) = before_write {
-                        let max = index::prunable_below(at, self.mgr().index_bound_ms());
+                        let max = index::prunable_below(at);
                         self.prune_in_background(st, id.storage_key(), index_remove, max);
                     }
                     if creating {

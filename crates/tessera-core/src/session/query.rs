@@ -10,6 +10,7 @@ use crate::codec;
 use crate::config::IndexedField;
 use crate::error::{Error, Result};
 use crate::store::{fields, EndIf};
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use tracing::Instrument as _;
 
@@ -36,10 +37,27 @@ pub struct FoundSessions {
     pub sessions: Vec<FoundSession>,
 }
 
-/// A live session that holds the value, as checked: its member and user.
+/// A live session that holds the value, as checked: its member.
 struct Match {
     member: String,
-    user: Option<String>,
+}
+
+/// A live session among a field's candidates, as checked: its member and the terms its field
+/// holds now.
+struct Live {
+    member: String,
+    held: Vec<String>,
+}
+
+/// A login moves a session to a new id in steps (freeze the old key, add the new member to the
+/// indexes, create the new key, retire the old one); `__m` of the old key names the new member
+/// (`"<ms> <member>"` while frozen, `"retired <ms> <member>"` once retired).
+fn successor(moving: Option<&[u8]>) -> Option<String> {
+    let v = std::str::from_utf8(moving?).ok()?;
+    let v = v.strip_prefix("retired ").unwrap_or(v);
+    let (ms, member) = v.split_once(' ')?;
+    (!ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) && !member.is_empty())
+        .then(|| member.to_string())
 }
 
 impl SessionManager {
@@ -50,81 +68,127 @@ impl SessionManager {
             .ok_or_else(|| Error::NotIndexed(field.to_string()))
     }
 
+    /// The candidates of a field-index key: the members added within the longest bound any
+    /// session's entries can have, most recently added first; and the time, no later than
+    /// every read that follows, that stale members are pruned against.
+    async fn candidates(&self, key: &str) -> Result<(Vec<String>, Option<u64>)> {
+        let store = &self.inner.store;
+        let checked = store.server_now();
+        let since = checked.map_or(0, |at| at.saturating_sub(self.index_bound_ms()));
+        let mut members = store.field_members(key, since).await?;
+        members.reverse();
+        Ok((members, checked))
+    }
+
+    /// Checks each candidate session of `f` (one pipelined round trip of `HMGET`s) and returns
+    /// the live ones, in the order given, each session counted once while a login moves it to
+    /// a new id: under the new id when both are seen, and through the old id's successor when
+    /// only the retired old id is (one more round trip, only then). The one check behind every
+    /// query, so a listing and a count agree at every moment.
+    async fn check(
+        &self,
+        f: &IndexedField,
+        members: &[String],
+        checked: Option<u64>,
+    ) -> Result<Vec<Live>> {
+        let config = &self.inner.config;
+        let stamp = stamp_of(&f.name);
+        let names = [
+            fields::CREATED,
+            f.name.as_str(),
+            fields::MOVING,
+            stamp.as_str(),
+        ];
+        let mut live = Vec::new();
+        let mut seen: HashSet<String> = members.iter().cloned().collect();
+        // A frozen old key -> its new member.
+        let mut moving_to: HashMap<String, String> = HashMap::new();
+        let mut batch: Vec<String> = members.to_vec();
+        for _hop in 0..4 {
+            if batch.is_empty() {
+                break;
+            }
+            let keys: Vec<String> = batch.iter().map(|m| config.session_key(m)).collect();
+            let rows = self.inner.store.peek_raw(&keys, &names).await?;
+            let mut next = Vec::new();
+            for (m, row) in batch.into_iter().zip(rows) {
+                let Some(mut r) = row else { continue };
+                let succ = successor(r[2].as_deref());
+                if r[0].is_none() {
+                    // No session here: a retired id leads to where the session went.
+                    let retired = r[2].as_deref().is_some_and(|v| v.starts_with(b"retired "));
+                    if let (true, Some(s)) = (retired, succ) {
+                        if seen.insert(s.clone()) {
+                            next.push(s);
+                        }
+                    }
+                    continue;
+                }
+                if expired(&r[3], checked) {
+                    continue; // the field is past its lifetime: as good as gone
+                }
+                if let Some(s) = succ {
+                    moving_to.insert(m.clone(), s);
+                }
+                live.push(Live {
+                    member: m,
+                    held: r[1]
+                        .take()
+                        .map(|raw| terms(&raw, f.list))
+                        .unwrap_or_default(),
+                });
+            }
+            batch = next;
+        }
+        if !moving_to.is_empty() {
+            // Counted once: under the new id when both are here.
+            let present: HashSet<String> = live.iter().map(|l| l.member.clone()).collect();
+            live.retain(|l| {
+                moving_to
+                    .get(&l.member)
+                    .is_none_or(|succ| !present.contains(succ))
+            });
+        }
+        Ok(live)
+    }
+
+    /// Removes from `key` the `members` found not to belong (in the background, guarded: see
+    /// `index::prunable_below`).
+    fn prune_later(&self, key: String, stale: Vec<String>, checked: Option<u64>) {
+        let (false, Some(at)) = (stale.is_empty(), checked) else {
+            return;
+        };
+        let store = self.inner.store.clone();
+        let max_bound = self.index_bound_ms();
+        tokio::spawn(async move {
+            let keys = [key];
+            if let Err(e) = store
+                .index_prune(&keys, &stale, prunable_below(at), max_bound)
+                .await
+            {
+                tracing::debug!(error = %e, "could not prune a field index");
+            }
+        });
+    }
+
     /// The live sessions whose `field` holds `value` (checked against each session, so a
     /// session that ended, expired or changed the value is never counted), most recently
     /// refreshed first; the members that no longer belong are pruned on the way.
     async fn matches(&self, f: &IndexedField, value: &str) -> Result<Vec<Match>> {
-        let config = &self.inner.config;
-        let store = &self.inner.store;
-        let key = config.value_index_key(&f.name, value);
-        // No later than every read below: what stale members are pruned against.
-        let checked = store.server_now();
-        let mut members = store.index_members(&key).await?;
-        members.reverse();
-        let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
-        let rows = store
-            .peek_many(
-                &keys,
-                &[
-                    f.name.as_str(),
-                    fields::USER,
-                    fields::MOVING,
-                    &stamp_of(&f.name),
-                ],
-            )
-            .await?;
-        let mut found = Vec::new();
-        let mut stale = Vec::new();
-        // A session being moved to a new id by a login: its old key (frozen, `__m` = "<ms>
-        // <new member>") and, once created, the new one both hold the value for a moment.
-        let mut moving_to: HashMap<String, String> = HashMap::new();
-        for (m, row) in members.into_iter().zip(rows) {
-            let hit = row.and_then(|mut r| {
-                let raw = r[0].take()?;
-                if expired(&r[3], checked) {
-                    return None; // past its lifetime: as good as gone
-                }
-                if let Some(succ) = r[2]
-                    .take()
-                    .and_then(|v| String::from_utf8(v).ok())
-                    .and_then(|v| v.rsplit(' ').next().map(String::from))
-                {
-                    moving_to.insert(m.clone(), succ);
-                }
-                terms(&raw, f.list)
-                    .iter()
-                    .any(|t| t == value)
-                    .then(|| Match {
-                        member: m.clone(),
-                        user: r[1]
-                            .take()
-                            .map(|u| String::from_utf8_lossy(&u).into_owned()),
-                    })
-            });
-            match hit {
-                Some(h) => found.push(h),
-                None => stale.push(m),
-            }
-        }
-        if !moving_to.is_empty() {
-            // Counted once: under the new id when both are here.
-            let present: std::collections::HashSet<String> =
-                found.iter().map(|h| h.member.clone()).collect();
-            found.retain(|h| {
-                moving_to
-                    .get(&h.member)
-                    .is_none_or(|succ| !present.contains(succ))
-            });
-        }
-        if let (false, Some(at)) = (stale.is_empty(), checked) {
-            let store = store.clone();
-            let max = prunable_below(at, self.index_bound_ms());
-            tokio::spawn(async move {
-                if let Err(e) = store.index_prune(&key, &stale, max).await {
-                    tracing::debug!(error = %e, "could not prune a field index");
-                }
-            });
-        }
+        let key = self.inner.config.value_index_key(&f.name, value);
+        let (members, checked) = self.candidates(&key).await?;
+        let live = self.check(f, &members, checked).await?;
+        let found: Vec<Match> = live
+            .into_iter()
+            .filter(|l| l.held.iter().any(|t| t == value))
+            .map(|l| Match { member: l.member })
+            .collect();
+        let holding: HashSet<&str> = found.iter().map(|m| m.member.as_str()).collect();
+        let stale: Vec<String> = members
+            .into_iter()
+            .filter(|m| !holding.contains(m.as_str()))
+            .collect();
+        self.prune_later(key, stale, checked);
         Ok(found)
     }
 
@@ -161,37 +225,58 @@ impl SessionManager {
         async {
             let found = self.matches(&f, value).await?;
             let page: Vec<&Match> = found.iter().skip(offset).take(limit).collect();
-            let keys: Vec<String> = page
+            let mut listed: Vec<Option<FoundSession>> = vec![None; page.len()];
+            // (position in the page, member to read): a login may move a session to a new id
+            // between the check and this read; its retired id leads to the new one.
+            let mut todo: Vec<(usize, String)> = page
                 .iter()
-                .map(|m| self.inner.config.session_key(&m.member))
+                .enumerate()
+                .map(|(i, m)| (i, m.member.clone()))
                 .collect();
-            let hashes = if keys.is_empty() {
-                Vec::new()
-            } else {
-                self.inner.store.read_many(&keys).await?
-            };
-            let mut sessions = Vec::with_capacity(page.len());
-            let mut count = found.len();
-            let now = self.inner.store.server_now();
-            for (m, mut h) in page.into_iter().zip(hashes) {
-                if let Some(now) = now {
-                    crate::store::fields::drop_expired(&mut h, now);
+            for _hop in 0..4 {
+                if todo.is_empty() {
+                    break;
                 }
-                let holds = h
-                    .get(&f.name)
-                    .is_some_and(|raw| terms(raw, f.list).iter().any(|t| t == value));
-                if !h.contains_key(fields::CREATED) || !holds {
-                    // Ended or changed between the check and this read: neither listed nor
-                    // counted.
-                    count -= 1;
-                    continue;
+                let keys: Vec<String> = todo
+                    .iter()
+                    .map(|(_, m)| self.inner.config.session_key(m))
+                    .collect();
+                let hashes = self.inner.store.read_many(&keys).await?;
+                let now = self.inner.store.server_now();
+                let mut next = Vec::new();
+                for ((i, m), mut h) in todo.into_iter().zip(hashes) {
+                    if !h.contains_key(fields::CREATED) {
+                        let retired = h
+                            .get(fields::MOVING)
+                            .is_some_and(|v| v.starts_with(b"retired "));
+                        if let (true, Some(succ)) =
+                            (retired, successor(h.get(fields::MOVING).map(Vec::as_slice)))
+                        {
+                            next.push((i, succ));
+                        }
+                        continue;
+                    }
+                    if let Some(now) = now {
+                        crate::store::fields::drop_expired(&mut h, now);
+                    }
+                    let holds = h
+                        .get(&f.name)
+                        .is_some_and(|raw| terms(raw, f.list).iter().any(|t| t == value));
+                    if holds {
+                        listed[i] = Some(FoundSession {
+                            handle: handle_of(&m),
+                            user_id: h
+                                .get(fields::USER)
+                                .map(|u| String::from_utf8_lossy(u).into_owned()),
+                            fields: user_fields(&self.inner.config, &h),
+                        });
+                    }
                 }
-                sessions.push(FoundSession {
-                    handle: handle_of(&m.member),
-                    user_id: m.user.clone(),
-                    fields: user_fields(&self.inner.config, &h),
-                });
+                todo = next;
             }
+            // Ended or changed between the check and this read: neither listed nor counted.
+            let count = found.len() - listed.iter().filter(|s| s.is_none()).count();
+            let sessions: Vec<FoundSession> = listed.into_iter().flatten().collect();
             Ok(FoundSessions { count, sessions })
         }
         .instrument(span)
@@ -205,9 +290,11 @@ impl SessionManager {
     }
 
     /// For each value the indexed `field` holds in some live session, how many live sessions
-    /// hold it (values held by none are left out). Cost: the field's value list, then one
-    /// round trip of index reads (one per value) and one of `HMGET`s (one per candidate
-    /// session): it grows with the sessions that hold the field, not with the keyspace.
+    /// hold it (values held by none are left out). Cost: one read of the field's holders
+    /// (`[namespace]index:<field>`), then one round trip of `HMGET`s (one per holder): it grows
+    /// with the sessions that hold the field, not with the number of values nor the keyspace.
+    /// Exact while logins move sessions to new ids (each session counted once, as
+    /// [`find_sessions`](Self::find_sessions) lists it).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
@@ -226,75 +313,27 @@ impl SessionManager {
     /// ```
     pub async fn count_by_value(&self, field: &str) -> Result<BTreeMap<String, usize>> {
         let f = self.indexed_field(field)?.clone();
-        let config = &self.inner.config;
-        let store = &self.inner.store;
         let span = tracing::debug_span!("tessera.count_by_value", field);
         async {
-            // No later than every read below: what stale members and values are pruned against.
-            let checked = store.server_now();
-            let values = store.index_members(&config.values_key(&f.name)).await?;
-            let reads = values.iter().map(|v| {
-                let key = config.value_index_key(&f.name, v);
-                async move { store.index_members(&key).await }
-            });
-            let lists = futures_util::future::join_all(reads).await;
-            // Each candidate session once, with the values whose index named it.
-            let mut candidates: HashMap<String, Vec<usize>> = HashMap::new();
-            for (i, list) in lists.into_iter().enumerate() {
-                for m in list? {
-                    candidates.entry(m).or_default().push(i);
-                }
-            }
-            let members: Vec<String> = candidates.keys().cloned().collect();
-            let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
-            let rows = store
-                .peek_many(&keys, &[f.name.as_str(), &stamp_of(&f.name)])
-                .await?;
+            let key = self.inner.config.values_key(&f.name);
+            let (members, checked) = self.candidates(&key).await?;
+            let live = self.check(&f, &members, checked).await?;
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-            let mut stale: HashMap<usize, Vec<String>> = HashMap::new();
-            for (m, row) in members.iter().zip(rows) {
-                let held = row
-                    .and_then(|mut r| {
-                        if expired(&r[1], checked) {
-                            None
-                        } else {
-                            r[0].take()
-                        }
-                    })
-                    .map(|raw| terms(&raw, f.list))
-                    .unwrap_or_default();
-                for &i in &candidates[m] {
-                    if held.iter().any(|t| *t == values[i]) {
-                        *counts.entry(values[i].clone()).or_default() += 1;
-                    } else {
-                        stale.entry(i).or_default().push(m.clone());
-                    }
+            let mut holding: HashSet<&str> = HashSet::new();
+            for l in &live {
+                if !l.held.is_empty() {
+                    holding.insert(l.member.as_str());
+                }
+                for t in &l.held {
+                    *counts.entry(t.clone()).or_default() += 1;
                 }
             }
-            let max = checked.map(|at| prunable_below(at, self.index_bound_ms()));
-            let prunes: Vec<(String, Vec<String>)> = stale
-                .into_iter()
-                .map(|(i, ms)| (config.value_index_key(&f.name, &values[i]), ms))
-                .chain(std::iter::once((
-                    config.values_key(&f.name),
-                    values
-                        .iter()
-                        .filter(|v| !counts.contains_key(*v))
-                        .cloned()
-                        .collect(),
-                )))
-                .filter(|(_, ms)| !ms.is_empty())
+            let stale: Vec<String> = members
+                .iter()
+                .filter(|m| !holding.contains(m.as_str()))
+                .cloned()
                 .collect();
-            if let (false, Some(max)) = (prunes.is_empty(), max) {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    for (key, ms) in prunes {
-                        if let Err(e) = store.index_prune(&key, &ms, max).await {
-                            tracing::debug!(error = %e, "could not prune a field index");
-                        }
-                    }
-                });
-            }
+            self.prune_later(key, stale, checked);
             Ok(counts)
         }
         .instrument(span)
@@ -317,7 +356,7 @@ impl SessionManager {
         let span = tracing::debug_span!("tessera.end_sessions", field);
         async {
             let key = config.value_index_key(&f.name, value);
-            let members = store.index_members(&key).await?;
+            let (members, _) = self.candidates(&key).await?;
             let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
             let rows = store
                 .peek_many(&keys, &[f.name.as_str(), fields::USER, &stamp_of(&f.name)])

@@ -394,11 +394,10 @@ impl Session {
             let mut not_after = 0;
             if !new_entries.is_empty() {
                 let added = super::index::add_all(
-                    store,
-                    config,
+                    &mgr,
                     &new_member,
                     &new_entries,
-                    mgr.index_bound_ms(),
+                    mgr.field_bound_ms(&data),
                 )
                 .await;
                 match added {

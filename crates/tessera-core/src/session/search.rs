@@ -14,6 +14,34 @@ use crate::error::{Error, Result};
 use crate::store::fields;
 use std::collections::BTreeMap;
 
+/// The query engine's TAG separator of the scalar indexed fields: a control character no real
+/// value holds. A value that does is refused on write ([`Error::InvalidIndexValue`]), so one
+/// stored value is always one tag.
+pub(crate) const TAG_SEPARATOR: char = '\u{1f}';
+
+/// Escapes `value` for a TAG query built by the application (`@tenant:{<here>}`): every ASCII
+/// character but letters, digits and `_` gets a backslash, so a value is matched as a whole,
+/// whatever punctuation or spaces it holds, and cannot add query syntax of its own.
+///
+/// ```
+/// use tessera_core::escape_tag;
+/// assert_eq!(escape_tag("acme"), "acme");
+/// assert_eq!(escape_tag("Acme, Inc"), r"Acme\,\ Inc");
+/// assert_eq!(escape_tag("a} | @user_id:{x"), r"a\}\ \|\ \@user_id\:\{x");
+/// let query = format!("@tenant:{{{}}}", escape_tag("evil-corp.io"));
+/// assert_eq!(query, r"@tenant:{evil\-corp\.io}");
+/// ```
+pub fn escape_tag(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if c.is_ascii() && !c.is_ascii_alphanumeric() && c != '_' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Every query is narrowed to documents with a creation time: live sessions, never the
 /// tombstones a login's id rotation leaves for a moment.
 const LIVE: &str = "@created_at:[-inf +inf]";
@@ -61,7 +89,7 @@ impl SessionManager {
                             "TAG",
                             "CASESENSITIVE",
                             "SEPARATOR",
-                            "\u{1f}",
+                            &TAG_SEPARATOR.to_string(),
                         ]
                         .into_iter()
                         .map(String::from),

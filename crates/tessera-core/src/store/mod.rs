@@ -714,6 +714,19 @@ impl Store {
         }
     }
 
+    /// Reads `names` of each key, whatever the key holds (a session, a retired id's tombstone);
+    /// `None` where it holds none of them. One pipelined round trip.
+    pub(crate) async fn peek_raw(
+        &self,
+        keys: &[String],
+        names: &[&str],
+    ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+        match self.ready()? {
+            Backend::Memory(m) => Ok(keys.iter().map(|k| m.peek_raw(k, names)).collect()),
+            Backend::Redis(r) => r.bounded(r.hmget_many(keys, names)).await,
+        }
+    }
+
     /// Adds or refreshes `member` in a user index with score now + `bound_ms`, prunes members
     /// whose bound passed, keeps the index TTL at its highest bound, and returns the members
     /// beyond `max` (0 = no limit), least recently refreshed first. `leaving` (the member a
@@ -738,37 +751,64 @@ impl Store {
     /// The members of a user index whose bound has not passed, least recently refreshed first.
     pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
         match self.ready()? {
-            Backend::Memory(m) => Ok(m.index_members(key)),
-            Backend::Redis(r) => r.bounded(r.index_members(key)).await,
+            Backend::Memory(m) => Ok(m.index_members(key, None)),
+            Backend::Redis(r) => r.bounded(r.index_members(key, None)).await,
         }
     }
 
-    /// Removes from an index the `members` whose score is at most `max_score`, and those
-    /// whose bound passed; how many went.
+    /// The members of a field index last added at or after `since_ms` (store time), least
+    /// recently added first.
+    pub(crate) async fn field_members(&self, key: &str, since_ms: u64) -> Result<Vec<String>> {
+        match self.ready()? {
+            Backend::Memory(m) => Ok(m.index_members(key, Some(since_ms))),
+            Backend::Redis(r) => r.bounded(r.index_members(key, Some(since_ms))).await,
+        }
+    }
+
+    /// Removes `members` from each field-index key in `keys` where their score (last add) is
+    /// at most `max_score`, and the members last added more than `max_bound_ms` ago; how many
+    /// went. One script per hash slot.
     pub(crate) async fn index_prune(
         &self,
-        key: &str,
+        keys: &[String],
         members: &[String],
         max_score: u64,
+        max_bound_ms: u64,
     ) -> Result<i64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
         match self.ready()? {
-            Backend::Memory(m) => Ok(m.index_prune(key, members, max_score)),
+            Backend::Memory(m) => Ok(m.index_prune(keys, members, max_score, max_bound_ms)),
             Backend::Redis(r) => {
-                r.bounded_write(r.index_prune(key, members, max_score))
+                r.bounded_write(r.index_prune(keys, members, max_score, max_bound_ms))
                     .await
             }
         }
     }
 
-    /// Adds `member` to a field index (score now + `bound_ms`, only ever growing); the
-    /// store's time of the add, ms.
-    pub(crate) async fn field_add(&self, key: &str, member: &str, bound_ms: u64) -> Result<u64> {
+    /// Adds or refreshes `member` in each field-index key (score = the store's time now; each
+    /// key living at least `bound_ms` more; members older than `max_bound_ms` dropped), one
+    /// script per hash slot; the store's earliest time of the adds, ms (0: no keys).
+    pub(crate) async fn field_add(
+        &self,
+        keys: &[String],
+        member: &str,
+        bound_ms: u64,
+        max_bound_ms: u64,
+    ) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
         match self.ready()? {
             Backend::Memory(m) => {
-                m.index_add(key, member, bound_ms, 0, None);
+                m.field_add(keys, member, bound_ms, max_bound_ms);
                 Ok(now_ms())
             }
-            Backend::Redis(r) => r.bounded_write(r.field_add(key, member, bound_ms)).await,
+            Backend::Redis(r) => {
+                r.bounded_write(r.field_add(keys, member, bound_ms, max_bound_ms))
+                    .await
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use super::{
     fields, now_ms, own_idle_ms, ttl_ms, EndIf, Freeze, Load, Loaded, Mode, Refresh, Release,
     SetIfAbsent, Timing, WriteOp, WriteResult,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,72 @@ struct Map {
 enum Value {
     Hash(HashMap<String, Vec<u8>>),
     /// member -> score (ms since the epoch)
-    ZSet(HashMap<String, u64>),
+    ZSet(ZSet),
+}
+
+/// A sorted set: every operation O(log n) (a member's score by name, members in score order),
+/// its size kept as it changes, as Redis's skiplist + dict.
+#[derive(Debug, Default)]
+struct ZSet {
+    scores: HashMap<String, u64>,
+    order: BTreeSet<(u64, String)>,
+    /// Bytes counted for its members.
+    bytes: usize,
+}
+
+impl ZSet {
+    fn get(&self, m: &str) -> Option<u64> {
+        self.scores.get(m).copied()
+    }
+
+    /// Sets `m`'s score (adds it if new).
+    fn set(&mut self, m: &str, score: u64) {
+        match self.scores.insert(m.to_string(), score) {
+            Some(old) => {
+                self.order.remove(&(old, m.to_string()));
+            }
+            None => self.bytes += m.len() + 24,
+        }
+        self.order.insert((score, m.to_string()));
+    }
+
+    fn remove(&mut self, m: &str) -> bool {
+        match self.scores.remove(m) {
+            Some(old) => {
+                self.order.remove(&(old, m.to_string()));
+                self.bytes -= m.len() + 24;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the members scored below `min`: O(removed · log n).
+    fn remove_below(&mut self, min: u64) {
+        while let Some((s, m)) = self.order.first().cloned() {
+            if s >= min {
+                break;
+            }
+            self.remove(&m);
+        }
+    }
+
+    fn top(&self) -> Option<u64> {
+        self.order.last().map(|(s, _)| *s)
+    }
+
+    fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// Members scored at least `min`, lowest score first.
+    fn scored_at_least(&self, min: u64) -> impl Iterator<Item = &String> {
+        self.order.range((min, String::new())..).map(|(_, m)| m)
+    }
 }
 
 #[derive(Debug)]
@@ -79,7 +144,7 @@ impl Entry {
             + key.len()
             + match value {
                 Value::Hash(h) => h.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>(),
-                Value::ZSet(z) => z.keys().map(|m| m.len() + 24).sum::<usize>(),
+                Value::ZSet(z) => z.bytes,
             }
     }
 }
@@ -124,6 +189,14 @@ impl Map {
             Value::Hash(h) => Some(h),
             Value::ZSet(_) => None,
         }
+    }
+
+    /// The sorted set at `key`, created empty (no TTL yet) if there is none.
+    fn zset_entry(&mut self, key: &str, now: Instant) -> &mut Entry {
+        if !matches!(self.get(key).map(|e| &e.value), Some(Value::ZSet(_))) {
+            self.insert(key, Value::ZSet(ZSet::default()), now);
+        }
+        self.get(key).expect("inserted above")
     }
 
     fn insert(&mut self, key: &str, value: Value, now: Instant) {
@@ -529,6 +602,14 @@ impl MemoryBackend {
             .then(|| names.iter().map(|n| h.get(*n).cloned()).collect())
     }
 
+    /// `names` of the hash at `key`, whatever it holds; `None` where it holds none of them.
+    pub(crate) fn peek_raw(&self, key: &str, names: &[&str]) -> Option<Vec<Option<Vec<u8>>>> {
+        let (mut map, _) = self.lock();
+        let h = map.hash(key)?;
+        let vals: Vec<Option<Vec<u8>>> = names.iter().map(|n| h.get(*n).cloned()).collect();
+        vals.iter().any(Option::is_some).then_some(vals)
+    }
+
     pub(crate) fn index_add(
         &self,
         key: &str,
@@ -540,32 +621,27 @@ impl MemoryBackend {
         let (mut map, now) = self.lock();
         let wall = now_ms();
         let score = wall + bound_ms;
-        if !matches!(map.get(key).map(|e| &e.value), Some(Value::ZSet(_))) {
-            map.insert(key, Value::ZSet(HashMap::new()), now);
-        }
-        let e = map.get(key).expect("inserted above");
+        let e = map.zset_entry(key, now);
         let Value::ZSet(z) = &mut e.value else {
             return Vec::new();
         };
-        let s = z.entry(member.to_string()).or_insert(score);
-        *s = (*s).max(score);
-        z.retain(|_, s| *s >= wall);
-        let top = z.values().copied().max().unwrap_or(wall);
+        let s = z.get(member).map_or(score, |s| s.max(score));
+        z.set(member, s);
+        z.remove_below(wall);
+        let top = z.top().unwrap_or(wall);
         let want = now + ms(top.saturating_sub(wall));
         let at = e.expires.map_or(want, |(cur, _)| cur.max(want));
-        let counted = z.len() - usize::from(leaving.is_some_and(|l| z.contains_key(l)));
+        let counted = z.len() - usize::from(leaving.is_some_and(|l| z.get(l).is_some()));
         let victims = if max == 0 || counted <= max {
             Vec::new()
         } else {
-            let mut by_age: Vec<(&String, &u64)> = z
+            // Least recently refreshed first, as index_add.lua (a user's few sessions).
+            z.order
                 .iter()
-                .filter(|(m, _)| m.as_str() != member && Some(m.as_str()) != leaving)
-                .collect();
-            by_age.sort_by_key(|(m, s)| (**s, (*m).clone()));
-            by_age
-                .into_iter()
+                .map(|(_, m)| m)
+                .filter(|m| m.as_str() != member && Some(m.as_str()) != leaving)
                 .take(counted - max)
-                .map(|(m, _)| m.clone())
+                .cloned()
                 .collect()
         };
         map.set_expiry(key, at);
@@ -573,40 +649,74 @@ impl MemoryBackend {
         victims
     }
 
-    pub(crate) fn index_members(&self, key: &str) -> Vec<String> {
-        let (mut map, _) = self.lock();
+    /// Adds or refreshes `member` in each field-index key (see field_add.lua): score = now,
+    /// the key living at least `bound_ms` more, members last added before now - `max_bound_ms`
+    /// dropped. O(log n) per key.
+    pub(crate) fn field_add(
+        &self,
+        keys: &[String],
+        member: &str,
+        bound_ms: u64,
+        max_bound_ms: u64,
+    ) {
+        let (mut map, now) = self.lock();
         let wall = now_ms();
+        for key in keys {
+            let e = map.zset_entry(key, now);
+            let Value::ZSet(z) = &mut e.value else {
+                continue;
+            };
+            z.set(member, wall);
+            z.remove_below(wall.saturating_sub(max_bound_ms));
+            let want = now + ms(bound_ms);
+            let at = e.expires.map_or(want, |(cur, _)| cur.max(want));
+            map.set_expiry(key, at);
+            map.resized(key, usize::MAX);
+        }
+    }
+
+    /// The members of a user index whose bound has not passed (scored at least `min`; field
+    /// indexes: last added at or after it), lowest score first.
+    pub(crate) fn index_members(&self, key: &str, min: Option<u64>) -> Vec<String> {
+        let (mut map, _) = self.lock();
+        let min = min.unwrap_or_else(now_ms);
         match map.get(key).map(|e| &e.value) {
-            Some(Value::ZSet(z)) => {
-                let mut v: Vec<(&String, &u64)> = z.iter().filter(|(_, s)| **s >= wall).collect();
-                v.sort_by_key(|(m, s)| (**s, (*m).clone()));
-                v.into_iter().map(|(m, _)| m.clone()).collect()
-            }
+            Some(Value::ZSet(z)) => z.scored_at_least(min).cloned().collect(),
             _ => Vec::new(),
         }
     }
 
-    /// Removes `members` whose score is at most `max_score` (see index_prune.lua).
-    pub(crate) fn index_prune(&self, key: &str, members: &[String], max_score: u64) -> i64 {
+    /// Removes `members` from each of `keys` where scored at most `max_score`, and the members
+    /// last added before now - `max_bound_ms` (see index_prune.lua).
+    pub(crate) fn index_prune(
+        &self,
+        keys: &[String],
+        members: &[String],
+        max_score: u64,
+        max_bound_ms: u64,
+    ) -> i64 {
         let (mut map, _) = self.lock();
         let wall = now_ms();
-        let limit = max_score;
-        let (n, empty) = match map.get(key).map(|e| &mut e.value) {
-            Some(Value::ZSet(z)) => {
-                let mut n = 0;
-                for m in members {
-                    if z.get(m).is_some_and(|s| *s <= limit) {
-                        z.remove(m);
-                        n += 1;
+        let mut n = 0;
+        for key in keys {
+            let empty = match map.get(key).map(|e| &mut e.value) {
+                Some(Value::ZSet(z)) => {
+                    for m in members {
+                        if z.get(m).is_some_and(|s| s <= max_score) {
+                            z.remove(m);
+                            n += 1;
+                        }
                     }
+                    z.remove_below(wall.saturating_sub(max_bound_ms));
+                    z.is_empty()
                 }
-                z.retain(|_, s| *s >= wall);
-                (n, z.is_empty())
+                _ => false,
+            };
+            if empty {
+                map.remove(key);
+            } else {
+                map.resized(key, usize::MAX);
             }
-            _ => (0, false),
-        };
-        if empty {
-            map.remove(key);
         }
         n
     }

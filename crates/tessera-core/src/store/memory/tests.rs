@@ -35,7 +35,7 @@ fn a_users_index_and_sessions_all_disappear_after_expiry() {
         assert!(m.index_add("user:ann:sessions", k, 200, 0, None).is_empty());
     }
     assert_eq!(m.key_count(), 3);
-    assert_eq!(m.index_members("user:ann:sessions").len(), 2);
+    assert_eq!(m.index_members("user:ann:sessions", None).len(), 2);
     std::thread::sleep(Duration::from_millis(120));
     assert_eq!(
         m.key_count(),
@@ -167,4 +167,36 @@ fn a_frozen_session_refuses_writes_until_released() {
     );
     std::thread::sleep(FREEZE + Duration::from_millis(50));
     assert!(matches!(m.load("old", T), Load::Gone));
+}
+
+/// Field-index keys: a member's score is its last add, the key lives `bound` past the last
+/// add, a guarded prune removes only members added before its limit, and a set's counted
+/// bytes follow its members (kept as they change: no scan of the set per operation).
+#[test]
+fn field_index_sets_keep_order_bytes_and_ttl() {
+    let m = MemoryBackend::new(usize::MAX);
+    let keys = vec!["index:cart:p-1".to_string(), "index:cart".to_string()];
+    for i in 0..1000 {
+        m.field_add(&keys, &format!("s{i:04}"), 150, 10_000);
+    }
+    let members = m.index_members("index:cart:p-1", Some(0));
+    assert_eq!(members.len(), 1000);
+    let (_, bytes_full) = m.usage();
+    // Guarded: nothing was added before now - 10 s.
+    let all: Vec<String> = members.clone();
+    assert_eq!(
+        m.index_prune(&keys, &all, now_ms().saturating_sub(10_000), 10_000),
+        0
+    );
+    // Ended for good: any age.
+    assert_eq!(m.index_prune(&keys, &all[..500], u64::MAX, 10_000), 1000);
+    assert_eq!(m.index_members("index:cart", Some(0)), all[500..].to_vec());
+    let (_, bytes_half) = m.usage();
+    assert!(bytes_half < bytes_full);
+    m.index_prune(&keys, &all[500..], u64::MAX, 10_000);
+    assert_eq!(m.key_count(), 0, "empty sets are deleted");
+    m.field_add(&keys, "s1", 100, 10_000);
+    assert_eq!(m.key_count(), 2);
+    std::thread::sleep(Duration::from_millis(130));
+    assert_eq!(m.key_count(), 0, "gone `bound` after the last add");
 }

@@ -519,11 +519,28 @@ impl RedisBackend {
         keys: &[String],
         names: &[&str],
     ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+        let mut all: Vec<&str> = vec![super::fields::CREATED];
+        all.extend_from_slice(names);
+        let rows = self.hmget_many(keys, &all).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| match r {
+                Some(vals) if vals[0].is_some() => Some(vals.into_iter().skip(1).collect()),
+                _ => None, // no __c: no session
+            })
+            .collect())
+    }
+
+    /// `HMGET names` of each key, pipelined; `None` where the key holds none of them.
+    pub(crate) async fn hmget_many(
+        &self,
+        keys: &[String],
+        all: &[&str],
+    ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut all: Vec<&str> = vec![super::fields::CREATED];
-        all.extend_from_slice(names);
+        let all = all.to_vec();
         let pipe = self.pool.next().pipeline();
         for k in keys {
             let _: () = Box::pin(pipe.hmget(k.as_str(), all.clone()))
@@ -538,10 +555,7 @@ impl RedisBackend {
                 .into_iter()
                 .map(value_bytes)
                 .collect();
-            out.push(match vals.first() {
-                Some(Some(_)) => Some(vals.into_iter().skip(1).collect()),
-                _ => None, // no __c: no session
-            });
+            out.push(vals.iter().any(Option::is_some).then_some(vals));
         }
         Ok(out)
     }
@@ -602,8 +616,16 @@ impl RedisBackend {
         protocol::parse_write(reply)
     }
 
-    pub(crate) async fn index_members(&self, key: &str) -> Result<Vec<String>> {
-        let now = self.clock.now_ms();
+    /// The members of an index scored above `min` (`None`: now, by the server-clock estimate:
+    /// a user index's live bounds), lowest score first.
+    pub(crate) async fn index_members(&self, key: &str, min: Option<u64>) -> Result<Vec<String>> {
+        let (kind, min) = match min {
+            None => (
+                fred::types::sorted_sets::ZRangeKind::Exclusive,
+                self.clock.now_ms() as f64,
+            ),
+            Some(m) => (fred::types::sorted_sets::ZRangeKind::Inclusive, m as f64),
+        };
         Box::pin(
             self.pool
                 .next_connected()
@@ -611,8 +633,8 @@ impl RedisBackend {
                 .zrangebyscore(
                     key,
                     fred::types::sorted_sets::ZRange {
-                        kind: fred::types::sorted_sets::ZRangeKind::Exclusive,
-                        range: fred::types::sorted_sets::ZRangeBound::Score(now as f64),
+                        kind,
+                        range: fred::types::sorted_sets::ZRangeBound::Score(min),
                     },
                     "+inf",
                     false,
@@ -621,6 +643,26 @@ impl RedisBackend {
         )
         .await
         .map_err(Error::from_fred)
+    }
+
+    /// `keys` grouped so that each group is one hash slot (a cluster) or all of them (one
+    /// server): one script per group.
+    fn slot_groups<'k>(&self, keys: &'k [String]) -> Vec<Vec<&'k str>> {
+        if !self.pool.is_clustered() {
+            return if keys.is_empty() {
+                Vec::new()
+            } else {
+                vec![keys.iter().map(String::as_str).collect()]
+            };
+        }
+        let mut by_slot: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+        for k in keys {
+            by_slot
+                .entry(fred::util::redis_keyslot(k.as_bytes()))
+                .or_default()
+                .push(k);
+        }
+        by_slot.into_values().collect()
     }
 
     pub(crate) async fn index_remove(&self, key: &str, members: &[String]) -> Result<()> {
@@ -635,18 +677,29 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Removes `members` from an index whose score is at most `max_score` (see
-    /// index_prune.lua); how many went.
+    /// Removes `members` from each of `keys` where scored at most `max_score` (see
+    /// index_prune.lua), one script per hash slot, sent together; how many went.
     pub(crate) async fn index_prune(
         &self,
-        key: &str,
+        keys: &[String],
         members: &[String],
         max_score: u64,
+        max_bound_ms: u64,
     ) -> Result<i64> {
-        let mut args: Vec<Value> = Vec::with_capacity(1 + members.len());
+        let mut args: Vec<Value> = Vec::with_capacity(2 + members.len());
         args.push((max_score.min(i64::MAX as u64) as i64).into());
+        args.push((max_bound_ms as i64).into());
         args.extend(members.iter().map(|m| Value::from(m.as_str())));
-        self.eval_write(&INDEX_PRUNE, key, args).await
+        let groups = self.slot_groups(keys);
+        let prunes = groups.iter().map(|g| {
+            let args = args.clone();
+            async move { self.eval_write_keys::<i64>(&INDEX_PRUNE, g, args, 0).await }
+        });
+        let mut n = 0;
+        for r in futures_util::future::join_all(prunes).await {
+            n += r?;
+        }
+        Ok(n)
     }
 
     /// Sets `field` of the live session at `key` unless it holds a value, and answers the
@@ -742,13 +795,36 @@ impl RedisBackend {
             .collect()
     }
 
-    /// Adds a member to a field index (see field_add.lua); the server's time of the add.
-    pub(crate) async fn field_add(&self, key: &str, member: &str, bound_ms: u64) -> Result<u64> {
-        let args: Vec<Value> = vec![member.into(), (bound_ms as i64).into()];
-        let reply: Vec<i64> = self.eval_write(&FIELD_ADD, key, args).await?;
-        let now = reply.get(1).copied().unwrap_or(0);
-        self.clock.observe(now, std::time::Instant::now());
-        Ok(now.max(0) as u64)
+    /// Adds or refreshes `member` in field-index keys (see field_add.lua): one script per hash
+    /// slot (one in all on a single server), sent together; the earliest server time of them.
+    pub(crate) async fn field_add(
+        &self,
+        keys: &[String],
+        member: &str,
+        bound_ms: u64,
+        max_bound_ms: u64,
+    ) -> Result<u64> {
+        let args: Vec<Value> = vec![
+            member.into(),
+            (bound_ms as i64).into(),
+            (max_bound_ms as i64).into(),
+        ];
+        let groups = self.slot_groups(keys);
+        let adds = groups.iter().map(|g| {
+            let args = args.clone();
+            async move {
+                let reply: Vec<i64> = self.eval_write_keys(&FIELD_ADD, g, args, 0).await?;
+                let now = reply.get(1).copied().unwrap_or(0);
+                self.clock.observe(now, std::time::Instant::now());
+                Ok::<u64, Error>(now.max(0) as u64)
+            }
+        });
+        let mut earliest = 0;
+        for r in futures_util::future::join_all(adds).await {
+            let at = r?;
+            earliest = if earliest == 0 { at } else { earliest.min(at) };
+        }
+        Ok(earliest)
     }
 
     /// The server's clock now, as estimated (errs early); `None` before the first observation.
