@@ -80,51 +80,51 @@ fn ui_routes(cfg: &mut ServiceConfig) {
     }
     cfg.route("/", web::get().to(page))
         .route("/", web::head().to(page))
-    .route(
-        "/ui/login",
-        web::post().to(|s: Session, f: Form<LoginForm>| async move {
-            match checked(f) {
-                Ok(f) => html(ui::login(&s, f).await),
-                Err(r) => *r,
-            }
-        }),
-    )
-    .route(
-        "/ui/counter",
-        web::post().to(|s: Session, f: Form<EmptyForm>| async move {
-            match checked(f) {
-                Ok(_) => html(ui::counter(&s).await),
-                Err(r) => *r,
-            }
-        }),
-    )
-    .route(
-        "/ui/logout",
-        web::post().to(|s: Session, f: Form<EmptyForm>| async move {
-            match checked(f) {
-                Ok(_) => html(ui::logout(&s).await),
-                Err(r) => *r,
-            }
-        }),
-    )
-    .route(
-        "/ui/logout-all",
-        web::post().to(|s: Session, f: Form<EmptyForm>| async move {
-            match checked(f) {
-                Ok(_) => html(ui::logout_all(&s).await),
-                Err(r) => *r,
-            }
-        }),
-    )
-    .route(
-        "/ui/revoke",
-        web::post().to(|s: Session, f: Form<RevokeForm>| async move {
-            match checked(f) {
-                Ok(f) => html(ui::revoke(&s, f).await),
-                Err(r) => *r,
-            }
-        }),
-    );
+        .route(
+            "/ui/login",
+            web::post().to(|s: Session, f: Form<LoginForm>| async move {
+                match checked(f) {
+                    Ok(f) => html(ui::login(&s, f).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+        .route(
+            "/ui/counter",
+            web::post().to(|s: Session, f: Form<EmptyForm>| async move {
+                match checked(f) {
+                    Ok(_) => html(ui::counter(&s).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+        .route(
+            "/ui/logout",
+            web::post().to(|s: Session, f: Form<EmptyForm>| async move {
+                match checked(f) {
+                    Ok(_) => html(ui::logout(&s).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+        .route(
+            "/ui/logout-all",
+            web::post().to(|s: Session, f: Form<EmptyForm>| async move {
+                match checked(f) {
+                    Ok(_) => html(ui::logout_all(&s).await),
+                    Err(r) => *r,
+                }
+            }),
+        )
+        .route(
+            "/ui/revoke",
+            web::post().to(|s: Session, f: Form<RevokeForm>| async move {
+                match checked(f) {
+                    Ok(f) => html(ui::revoke(&s, f).await),
+                    Err(r) => *r,
+                }
+            }),
+        );
 }
 
 /// A form that passed the CSRF check, or the answer for one that did not: the login form
