@@ -238,33 +238,45 @@ pub(crate) fn candidates<H: AsRef<[u8]>>(
 ) -> (Vec<Verified>, bool) {
     let mut found: Vec<Verified> = Vec::new();
     let mut truncated = false;
-    for header in headers {
-        for pair in header.as_ref().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if pair[..eq].trim_ascii() != name.as_bytes() {
-                continue;
-            }
-            let mut value = pair[eq + 1..].trim_ascii();
-            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
-                value = &value[1..value.len() - 1];
-            }
-            let Some(v) = signer.verify(name, value) else {
-                continue;
-            };
-            if found.iter().any(|f| f.id == v.id) {
-                continue;
-            }
-            if found.len() == MAX_CANDIDATES {
-                truncated = true;
-                continue;
-            }
-            found.push(v);
+    for value in values_named(headers, name) {
+        let Some(v) = signer.verify(name, value) else {
+            continue;
+        };
+        if found.iter().any(|f| f.id == v.id) {
+            continue;
         }
+        if found.len() == MAX_CANDIDATES {
+            truncated = true;
+            continue;
+        }
+        found.push(v);
     }
     (found, truncated)
+}
+
+/// The values of every cookie called `name` in `Cookie` headers, in the order sent, surrounding
+/// quotes removed. Parsed at byte level: a non-ASCII byte in another cookie (browsers send UTF-8
+/// raw) does not hide ours. The one parser of our cookies (the session's and the pre-session
+/// CSRF cookie).
+pub(crate) fn values_named<'a, H: AsRef<[u8]>>(
+    headers: &'a [H],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .flat_map(|h| h.as_ref().split(|&b| b == b';'))
+        .filter_map(move |pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            if pair[..eq].trim_ascii() != name.as_bytes() {
+                return None;
+            }
+            let value = pair[eq + 1..].trim_ascii();
+            Some(match value {
+                [b'"', inner @ .., b'"'] => inner,
+                v => v,
+            })
+        })
 }
 
 /// Signs and verifies cookie values with a list of keys: the first signs, all verify.

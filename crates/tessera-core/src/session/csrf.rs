@@ -43,23 +43,12 @@ pub(super) struct PreSession {
 
 /// The first well-formed pre-session cookie (`name`) in `Cookie` headers.
 pub(super) fn pre_session<H: AsRef<[u8]>>(headers: &[H], name: &str) -> PreSession {
-    for header in headers {
-        for pair in header.as_ref().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if pair[..eq].trim_ascii() != name.as_bytes() {
-                continue;
-            }
-            if let Some(nonce) = decode_secret(pair[eq + 1..].trim_ascii()) {
-                return PreSession {
-                    nonce: Some(nonce),
-                    had: true,
-                    send: false,
-                };
-            }
-        }
+    if let Some(nonce) = crate::cookie::values_named(headers, name).find_map(decode_secret) {
+        return PreSession {
+            nonce: Some(nonce),
+            had: true,
+            send: false,
+        };
     }
     PreSession::default()
 }
