@@ -68,6 +68,21 @@ mod cases {
             400,
             "longer than longest_expiry"
         );
+        // Refused before the login is written (the attack pass after #23: the answer was 400
+        // "over the limit" while the login had happened, cookie and all), naming the range.
+        let fresh = fx.browser();
+        let r = fresh
+            .post("/login?remember=61", Some(json!({"user_id": "eve"})))
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("expiry out of the allowed range"),
+            "{r:?}"
+        );
+        assert_eq!(fresh.get("/me").await.status, 401, "not logged in");
         if let Some(t) = &fx.server {
             let own = t
                 .session_keys()
@@ -160,12 +175,15 @@ mod cases {
         assert!(matches!(
             s.set_expiry(Expiry::Persistent(Duration::from_secs(61)))
                 .await,
-            Err(Error::TooLarge { .. })
+            Err(Error::InvalidExpiry {
+                shortest_secs: 1,
+                longest_secs: 60
+            })
         ));
         assert!(matches!(
             s.set_expiry(Expiry::Persistent(Duration::from_millis(10)))
                 .await,
-            Err(Error::TooLarge { .. })
+            Err(Error::InvalidExpiry { .. })
         ));
         s.finish(200).await;
         tokio::time::sleep(Duration::from_millis(1_500)).await;

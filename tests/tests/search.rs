@@ -215,9 +215,34 @@ async fn the_engine_and_the_field_index_agree_on_tags(adapter: Adapter) {
         .await;
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(evil.get("/me").await.status, 401, "nothing stored");
+    // The engine trims white space around a tag: `" acme"` and `"acme "` would be found by
+    // `@tenant:{acme}` (attack pass after #23: 3 instead of 2) and never by a query for
+    // themselves. Refused like the separator.
+    for padded in [" acme", "acme ", "acme\t", "\nacme", "acme\u{b}"] {
+        let r = evil.put("/session", json!({ "tenant": padded })).await;
+        assert_eq!(r.status, 400, "{padded:?}: {r:?}");
+    }
+    assert_eq!(evil.get("/me").await.status, 401, "nothing stored");
     let found = m.search("@tenant:{acme}", 0, 10).await.unwrap();
     assert_eq!(found.count, 2, "{found:?}");
     assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 2);
+
+    // A user id is one tag too (it was a TAG with the default `,` separator: a login as
+    // "mallory,ada" was found by `@user_id:{ada}`); white space around it or U+001F is refused.
+    login(&a, "ada", json!({})).await;
+    login(&b, "mallory,ada", json!({})).await;
+    for bad in [" ada", "ada ", "mallory\u{1f}ada"] {
+        let r = fx
+            .browser()
+            .post("/login", Some(json!({ "user_id": bad })))
+            .await;
+        assert_eq!(r.status, 400, "{bad:?}: {r:?}");
+    }
+    let found = m.search("@user_id:{ada}", 0, 10).await.unwrap();
+    assert_eq!(found.count, 1, "only ada's own session: {found:?}");
+    assert_eq!(found.sessions[0].user_id.as_deref(), Some("ada"));
+    let q = format!("@user_id:{{{}}}", tessera_core::escape_tag("mallory,ada"));
+    assert_eq!(m.search(&q, 0, 10).await.unwrap().count, 1, "{q}");
 
     for tricky in [
         "evil-corp.io",

@@ -115,8 +115,11 @@ pub enum Error {
     /// The operation needs a logged-in session (see `Session::login`).
     #[error("this needs a logged-in session")]
     NotLoggedIn,
-    /// A user id that cannot be used (empty).
-    #[error("user ids must not be empty")]
+    /// A user id that cannot be used: empty, over 512 bytes, holding U+001F or white space at
+    /// either end (the query engine would split or trim it and match another user's tag).
+    #[error(
+        "user ids must be 1 to 512 bytes, without U+001F and without white space at either end"
+    )]
     InvalidUserId,
     /// A value could not be serialized.
     #[error("session value does not serialize")]
@@ -138,10 +141,24 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A session expiry ([`Session::set_expiry`](crate::Session::set_expiry)) outside what the
+    /// configuration allows: shorter than twice the touch interval (the TTL refresh could not
+    /// keep up) or longer than `longest_expiry`. HTTP 400; nothing was changed.
+    #[error("a session expiry must be {shortest_secs} to {longest_secs} seconds")]
+    InvalidExpiry {
+        /// The shortest allowed, whole seconds (rounded up).
+        shortest_secs: u64,
+        /// The longest allowed (`longest_expiry`), whole seconds.
+        longest_secs: u64,
+    },
     /// A value of a scalar indexed field holds U+001F, the query engine's tag separator (it
-    /// would be two tags there, found by a query for either: another tenant's, say). HTTP 400;
-    /// nothing of the change was kept.
-    #[error("a value of indexed field {0:?} contains U+001F, the query engine's tag separator")]
+    /// would be two tags there, found by a query for either: another tenant's, say), or begins
+    /// or ends with white space (which the engine trims: `" acme"` would be found as `acme`).
+    /// HTTP 400; nothing of the change was kept.
+    #[error(
+        "a value of indexed field {0:?} contains U+001F (the query engine's tag separator) or \
+         begins or ends with white space (which the engine trims)"
+    )]
     InvalidIndexValue(String),
     /// A configuration that cannot work (a store URL, a key, a limit): displays what is
     /// wrong, as the [`ConfigError`] it carries.
@@ -201,6 +218,7 @@ impl Error {
             | Error::NotAnInteger(_)
             | Error::InvalidUserId
             | Error::TooLarge { .. }
+            | Error::InvalidExpiry { .. }
             | Error::NotIndexed(_)
             | Error::InvalidIndexValue(_)
             | Error::ProtectedField(_)
@@ -239,9 +257,10 @@ impl Error {
             Error::NotLoggedIn => "not logged in",
             Error::InvalidUserId => "invalid user id",
             Error::TooLarge { .. } => "session data over the size limit",
+            Error::InvalidExpiry { .. } => "session expiry out of the allowed range",
             Error::NotIndexed(_) => "that session field is not indexed",
             Error::InvalidIndexValue(_) => {
-                "an indexed session value contains U+001F (the query engine's tag separator)"
+                "an indexed session value contains U+001F or white space at either end"
             }
             Error::ProtectedField(_) => "that session field is protected",
             Error::Undecryptable { .. } => "a protected session field cannot be decrypted",

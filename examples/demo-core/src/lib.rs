@@ -324,10 +324,12 @@ pub async fn login(
         for (k, v) in &fields {
             session.insert(k, v).await?;
         }
-        session.login(&user).await?;
+        // Before the login, which is written at once: an expiry refused (400) leaves the
+        // request with nothing done, not logged in with an error answer.
         if let Some(e) = expiry {
             session.set_expiry(e).await?;
         }
+        session.login(&user).await?;
         all_fields(session).await
     })
     .await

@@ -15,8 +15,14 @@ pub(crate) fn time_of_ms(text: &str) -> Option<std::time::SystemTime> {
 /// The longest user id accepted: ids are names of keys and index entries, not documents.
 pub(super) const MAX_USER_ID_BYTES: usize = 512;
 
+/// A user id: 1 to [`MAX_USER_ID_BYTES`] bytes, one whole tag for the query engine (no U+001F,
+/// no white space at either end), so `@user_id:{<id>}` finds that user's sessions and no one
+/// else's.
 pub(super) fn check_user_id(user_id: &str) -> Result<()> {
-    if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
+    if user_id.is_empty()
+        || user_id.len() > MAX_USER_ID_BYTES
+        || !super::search::is_whole_tag(user_id)
+    {
         return Err(Error::InvalidUserId);
     }
     Ok(())

@@ -72,15 +72,15 @@ impl Session {
     /// instance); a login's id rotation keeps it. A persistent expiry outside twice the touch
     /// interval (at least 1 s) to
     /// [`longest_expiry`](crate::SessionConfigBuilder::longest_expiry) is
-    /// [`Error::TooLarge`] and changes nothing.
+    /// [`Error::InvalidExpiry`] and changes nothing.
     pub async fn set_expiry(&self, expiry: Expiry) -> Result<()> {
         let config = &self.mgr().inner.config;
         if let Expiry::Persistent(d) = expiry {
             let shortest = (config.touch_interval * 2).max(Duration::from_secs(1));
             if d < shortest || d > config.longest_expiry {
-                return Err(Error::TooLarge {
-                    what: "seconds of session expiry",
-                    limit: config.longest_expiry.as_secs() as usize,
+                return Err(Error::InvalidExpiry {
+                    shortest_secs: shortest.as_secs_f64().ceil() as u64,
+                    longest_secs: config.longest_expiry.as_secs(),
                 });
             }
         }

@@ -2,7 +2,8 @@
 //! server has it: an index `[namespace]sessions-idx` `ON HASH PREFIX [namespace]session:`,
 //! created once. Without the engine every call here is [`Error::Unsupported`], never a scan.
 //!
-//! Schema: `__u AS user_id` (TAG), `__c AS created_at` and `__t AS last_seen` (NUMERIC, ms),
+//! Schema: `__u AS user_id` (TAG, separator U+001F like the indexed fields: a user id is one
+//! tag), `__c AS created_at` and `__t AS last_seen` (NUMERIC, ms),
 //! and every scalar indexed field as a case-sensitive TAG. List fields are not in it: a list is
 //! stored as JSON text, which the engine cannot split into elements; query those with
 //! [`SessionManager::find_sessions`].
@@ -18,6 +19,19 @@ use std::collections::BTreeMap;
 /// value holds. A value that does is refused on write ([`Error::InvalidIndexValue`]), so one
 /// stored value is always one tag.
 pub(crate) const TAG_SEPARATOR: char = '\u{1f}';
+const TAG_SEPARATOR_STR: &str = "\u{1f}";
+
+/// Whether the query engine keeps `value` as one whole tag, exactly as the field index does:
+/// no [`TAG_SEPARATOR`] inside (it would be split into two tags, each found by a query for it),
+/// and no white space at either end (the engine trims what C's `isspace` calls white space, so
+/// `" acme"` would be found by `@tenant:{acme}` and never by a query for itself). The one rule
+/// for the values of scalar indexed fields and for user ids (the `user_id` tag).
+pub(crate) fn is_whole_tag(value: &str) -> bool {
+    let engine_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\u{b}' | '\u{c}' | '\r');
+    !value.contains(TAG_SEPARATOR)
+        && !value.starts_with(engine_space)
+        && !value.ends_with(engine_space)
+}
 
 /// Escapes `value` for a TAG query built by the application (`@tenant:{<here>}`): every ASCII
 /// character but letters, digits and `_` gets a backslash, so a value is matched as a whole,
@@ -67,6 +81,8 @@ impl SessionManager {
                     "user_id",
                     "TAG",
                     "CASESENSITIVE",
+                    "SEPARATOR",
+                    TAG_SEPARATOR_STR,
                     fields::CREATED,
                     "AS",
                     "created_at",
@@ -89,7 +105,7 @@ impl SessionManager {
                             "TAG",
                             "CASESENSITIVE",
                             "SEPARATOR",
-                            &TAG_SEPARATOR.to_string(),
+                            TAG_SEPARATOR_STR,
                         ]
                         .into_iter()
                         .map(String::from),
