@@ -42,6 +42,18 @@ mod redis7_only {
         super::cases::a_field_that_does_not_decrypt_leaves_the_page_working(on(Adapter::Actix))
             .await
     }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn axum_a_login_that_cannot_carry_a_protected_value_changes_nothing() {
+        super::cases::a_login_that_cannot_carry_a_protected_value_changes_nothing(on(Adapter::Axum))
+            .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn actix_a_login_that_cannot_carry_a_protected_value_changes_nothing() {
+        super::cases::a_login_that_cannot_carry_a_protected_value_changes_nothing(on(
+            Adapter::Actix,
+        ))
+        .await
+    }
 }
 
 /// The CSRF token in the first form of an HTML page.
@@ -541,6 +553,51 @@ mod cases {
         assert_eq!(r.status, 303, "{r:?}");
         assert_eq!(b.get("/me").await.status, 401);
         assert!(fx.manager.list_sessions("ada").await.unwrap().is_empty());
+    }
+
+    /// Attack pass after #23: a login through an instance without the key of a protected value
+    /// copied the ciphertext to the new id, where it stayed bound to the old storage key: no
+    /// instance could ever open it again, the right key or not. Now that login is refused there
+    /// (500 naming the field) with nothing changed, and an instance with the key logs in with
+    /// the value intact. A login as another user carries nothing, so it is not refused.
+    pub async fn a_login_that_cannot_carry_a_protected_value_changes_nothing(setup: Setup) {
+        let fx = Fixture::with(setup, protected).await;
+        let b = fx.browser();
+        let r = b
+            .post(
+                "/login",
+                Some(json!({"user_id": "ada", "api_token": "tok-1"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let deployed = fx
+            .sibling(config(|c| {
+                c.protected_field("api_token")
+                    .protected_field("refresh_token")
+                    .field_key(field_key(2))
+            }))
+            .await;
+        let r = b
+            .pointed_at(&deployed)
+            .post("/login", Some(json!({"user_id": "ada"})))
+            .await;
+        assert_eq!(r.status, 500, "{r:?}");
+        assert_eq!(r.json()["field"], json!("api_token"), "{r:?}");
+        assert!(!r.body.contains("tok-1"));
+        let me = b.get("/me").await;
+        assert_eq!(me.status, 200, "the same session, untouched: {me:?}");
+        assert_eq!(me.json()["api_token"], json!("tok-1"), "{me:?}");
+        let r = b.post("/login", Some(json!({"user_id": "ada"}))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let me = b.get("/me").await;
+        assert_eq!(me.json()["api_token"], json!("tok-1"), "carried: {me:?}");
+        // Another user: a fresh session, nothing carried, nothing refused.
+        let r = b
+            .pointed_at(&deployed)
+            .post("/login", Some(json!({"user_id": "bob"})))
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.json().get("api_token").is_none(), "{r:?}");
     }
 }
 

@@ -528,7 +528,7 @@ impl Session {
         let mut unreadable: Vec<(String, String)> = st
             .unreadable
             .iter()
-            .map(|(f, r)| (f.clone(), r.clone()))
+            .map(|(f, r)| (f.clone(), r.to_string()))
             .collect();
         unreadable.sort();
         let mut out = serde_json::Map::new();

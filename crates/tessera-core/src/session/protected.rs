@@ -6,7 +6,7 @@
 use super::state::State;
 use super::Session;
 use crate::error::{Error, Result};
-use crate::protect::FieldKeys;
+use crate::protect::{FieldKeys, Unreadable};
 use crate::SessionConfig;
 use std::collections::HashMap;
 
@@ -17,7 +17,7 @@ pub(crate) fn unseal(
     config: &SessionConfig,
     member: &str,
     data: &mut HashMap<String, Vec<u8>>,
-) -> Vec<(String, String)> {
+) -> Vec<(String, Unreadable)> {
     let Some(keys) = &config.field_keys else {
         return Vec::new();
     };
@@ -34,7 +34,7 @@ pub(crate) fn unseal(
                 data.remove(field);
                 tracing::warn!(%field, reason = %why, absent = config.undecryptable_as_absent, "a protected session field does not decrypt");
                 if !config.undecryptable_as_absent {
-                    unreadable.push((field.clone(), why.to_string()));
+                    unreadable.push((field.clone(), why));
                 }
             }
         }
@@ -67,12 +67,38 @@ impl Session {
         }
     }
 
+    /// Before a login or an id rotation carries the session to a new id: a protected value
+    /// written under a key this instance does not have cannot be carried (each value is bound
+    /// to its storage key, so a copy could never be decrypted again, not even by an instance
+    /// with the key). The rotation is refused, nothing changed: an instance with the key, or
+    /// this one given it as a previous key, can do it. (A value that does not authenticate
+    /// under a known key is unreadable everywhere already, and is carried as it is.)
+    pub(super) fn check_carried(st: &State) -> Result<()> {
+        let mut unknown: Vec<&String> = st
+            .unreadable
+            .iter()
+            .filter(|(_, why)| **why == Unreadable::UnknownKey)
+            .map(|(f, _)| f)
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            Some(field) => Err(Error::Undecryptable {
+                field: field.to_string(),
+                reason: format!(
+                    "{}; the session cannot move to a new id here",
+                    Unreadable::UnknownKey
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// A protected field that did not decrypt is an error when read.
     pub(super) fn check_readable(st: &State, field: &str) -> Result<()> {
         match st.unreadable.get(field) {
             Some(reason) => Err(Error::Undecryptable {
                 field: field.to_string(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             }),
             None => Ok(()),
         }

@@ -276,7 +276,10 @@ impl Records {
             .into_iter()
             .next()
         {
-            return Err(Error::Undecryptable { field, reason });
+            return Err(Error::Undecryptable {
+                field,
+                reason: reason.to_string(),
+            });
         }
         Ok(Some(fields))
     }

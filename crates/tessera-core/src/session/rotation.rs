@@ -45,6 +45,9 @@ impl Session {
             Box::pin(self.end_for_another_user(&mut st)).await?;
             previous_user = None;
         }
+        // Before anything of the login is set: a session whose protected values this instance
+        // cannot carry to the new id is not logged in here (nothing changed).
+        Self::check_carried(&st)?;
         // Tokens of the page before the login are not good after it.
         super::csrf::forget_secret(&mut st);
         let meta = [
@@ -117,6 +120,8 @@ impl Session {
         st.dirty = pending;
         st.status = Status::New;
         st.id = None;
+        // Nothing of the previous user's session is left, unreadable fields included.
+        st.unreadable.clear();
         st.cookie = CookieAction::clear_if(st.had_cookie);
         Ok(())
     }
@@ -157,6 +162,7 @@ impl Session {
         if st.status == Status::Ended {
             return Err(Error::SessionEnded);
         }
+        Self::check_carried(st)?;
         let mgr = self.mgr().clone();
         let config = &mgr.inner.config;
         let store = self.store();
@@ -347,7 +353,7 @@ impl Session {
                                 data.insert(field.clone(), plain);
                             }
                             Err(why) => {
-                                keep_raw.insert(field.clone(), why.to_string());
+                                keep_raw.insert(field.clone(), why);
                             }
                         }
                     }
