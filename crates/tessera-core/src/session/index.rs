@@ -378,6 +378,18 @@ impl Session {
         }));
     }
 
+    /// After a login retired `member` for good: it leaves every set of `entries` and the
+    /// holders of each of their fields (in the background, awaited before the response).
+    pub(super) fn retire_in_background(&self, st: &mut State, member: String, entries: Entries) {
+        let mgr = self.mgr().clone();
+        st.index_refresh.push(tokio::spawn(async move {
+            let holders: BTreeSet<&str> = entries.iter().map(|(f, _)| f.as_str()).collect();
+            let holders: Vec<&str> = holders.into_iter().collect();
+            prune_all(&mgr, &member, &entries, &holders, u64::MAX).await;
+            Ok(Vec::new())
+        }));
+    }
+
     /// After a write removed values: the member leaves their sets, and the holders of the
     /// fields it no longer holds (in the background, awaited before the response like the
     /// index refresh).
