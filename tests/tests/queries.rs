@@ -1058,6 +1058,70 @@ mod bounds {
         entries_live_as_long_as_their_session(Backend::Cluster).await
     }
 
+    /// Issue 23 (1), found again: with a 6 s idle timeout and remember-me up to 100 s, 130
+    /// cookieless sessions of the same values left after 26 s 20 live sessions but 130 members
+    /// in each shared key (`index:cart:p0`, `index:tenant:flood`, the holders), each key's TTL
+    /// pushed on by every add: members were dropped only after twice the longest expiry. Each
+    /// member now lives as long as its own session (its deadline is its score, dropped by the
+    /// next add once passed), and a shared key lives until its latest live member's deadline.
+    async fn shared_keys_hold_only_live_sessions_members(backend: Backend) {
+        let fx = Fixture::with(backend, |c| {
+            indexed(c)
+                .idle_timeout(Duration::from_secs(1))
+                .touch_interval(Duration::from_millis(200))
+                .longest_expiry(Duration::from_secs(100))
+        })
+        .await;
+        let s = fx.server();
+        let cart: Vec<String> = (0..16).map(|i| format!("p{i}")).collect();
+        let body = json!({"tenant": "flood", "cart": cart});
+        for _ in 0..30 {
+            let r = fx.browser().put("/session", body.clone()).await;
+            assert_eq!(r.status, 200, "{r:?}");
+        }
+        let shared = [
+            "index:cart:p0",
+            "index:tenant:flood",
+            "index:cart",
+            "index:tenant",
+        ];
+        for k in shared {
+            assert_eq!(s.cmd(&["ZCARD", k]).int(), 30, "{k}");
+        }
+        // Every one of them idles out (1 s), and its entries' bound (2 s) passes, while one
+        // live session writes the same values every 300 ms (each write adds its entries).
+        let live = fx.browser();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(2_500) {
+            let r = live.put("/session", body.clone()).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let r = live.put("/session", body.clone()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        for k in shared {
+            let members = s.cmd(&["ZCARD", k]).int();
+            let ttl = s.cmd(&["PTTL", k]).int();
+            eprintln!("{k}: {members} members, PTTL {ttl} ms");
+            assert_eq!(members, 1, "{k}: only the live session's member");
+            assert!(
+                ttl > 0 && ttl <= 2_000,
+                "{k}: PTTL {ttl}, beyond its only member's deadline"
+            );
+        }
+        assert_eq!(find(&fx, "tenant=flood").await.0, 1);
+        assert_eq!(counts(&fx, "cart").await["p15"], 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_keys_hold_only_live_sessions_members_redis7() {
+        shared_keys_hold_only_live_sessions_members(REDIS7).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_keys_hold_only_live_sessions_members_cluster() {
+        shared_keys_hold_only_live_sessions_members(Backend::Cluster).await
+    }
+
     /// Every TTL refresh re-sent every entry (4,001 scripts for one `GET /me` of a
     /// 2,000-element cart). Now a refresh adds the entries again only at the first refresh of
     /// each half idle timeout, in one script on one server: a request costs at most the load

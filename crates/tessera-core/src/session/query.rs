@@ -68,14 +68,13 @@ impl SessionManager {
             .ok_or_else(|| Error::NotIndexed(field.to_string()))
     }
 
-    /// The candidates of a field-index key: the members added within the longest bound any
-    /// session's entries can have, most recently added first; and the time, no later than
-    /// every read that follows, that stale members are pruned against.
+    /// The candidates of a field-index key: the members whose deadline has not passed, latest
+    /// deadline first; and the time, no later than every read that follows, that stale members
+    /// are pruned against.
     async fn candidates(&self, key: &str) -> Result<(Vec<String>, Option<u64>)> {
         let store = &self.inner.store;
         let checked = store.server_now();
-        let since = checked.map_or(0, |at| at.saturating_sub(self.index_bound_ms()));
-        let mut members = store.field_members(key, since).await?;
+        let mut members = store.field_members(key, checked.unwrap_or(0)).await?;
         members.reverse();
         Ok((members, checked))
     }
@@ -177,13 +176,10 @@ impl SessionManager {
             return;
         };
         let store = self.inner.store.clone();
-        let max_bound = self.index_bound_ms();
+        let max_score = prunable_below(at, self.field_floor_ms());
         tokio::spawn(async move {
             let keys = [key];
-            if let Err(e) = store
-                .index_prune(&keys, &stale, prunable_below(at), max_bound)
-                .await
-            {
+            if let Err(e) = store.index_prune(&keys, &stale, max_score).await {
                 tracing::debug!(error = %e, "could not prune a field index");
             }
         });
