@@ -3,8 +3,10 @@
 //!
 //! An indexed field's value `v` is found through the sorted set `[ns]index:<field>:<v>`, and
 //! the sessions that hold some value of the field through `[ns]index:<field>` (the holders,
-//! read by the counts per value). Member = the session's storage key, score = the time of its
-//! last add (server ms). The rules that keep a query exact on every topology:
+//! read by the counts per value). Member = the session's storage key, score = its deadline:
+//! the time of its last add (server ms) plus its own session's bound
+//! ([`SessionManager::field_bound_ms`]: twice its own idle timeout, never less than twice the
+//! configured one). The rules that keep a query exact on every topology:
 //! - a write that gives a field a new value adds the member (to the value's set and the
 //!   holders) **before** it writes, so a session that holds a value is always in that value's
 //!   set; the adds of one hash slot are one script (one for all keys on a single server);
@@ -14,14 +16,13 @@
 //!   queries that find them, but only when their last add is older than [`GUARD`] at the
 //!   moment the session was checked: a member added moments ago may belong to a write still on
 //!   its way, and the server refuses such a write once half the guard has passed (see
-//!   field_add.lua, index_prune.lua); a session that ends for good leaves the index of every
-//!   value it held;
-//! - an entry lives as long as its session: each key's TTL is kept at least twice the idle
-//!   timeout of the sessions added to it, past their last add; a session's entries are added
-//!   again (one script) at the first TTL refresh of each half idle timeout
-//!   ([`refresh_due`]), not at every refresh, so the cost of a request does not grow with the
-//!   session's terms; members not added for the longest bound any session can have
-//!   ([`SessionManager::index_bound_ms`]) are certainly stale and dropped by the scripts.
+//!   field_add.lua, index_prune.lua; [`prunable_below`] turns that into a score); a session
+//!   that ends for good leaves the index of every value it held;
+//! - an entry lives as long as its own session: past its deadline, queries no longer read it
+//!   and the next add or prune of its key drops it, and each key lives until its latest
+//!   member's deadline; a session's entries are added again (one script) at the first TTL
+//!   refresh of each half idle timeout ([`refresh_due`]), not at every refresh, so the cost of
+//!   a request does not grow with the session's terms.
 
 use super::manager::SessionManager;
 use super::state::{is_user_field, State};
@@ -44,11 +45,15 @@ pub(crate) fn write_cap(added_ms: u64) -> u64 {
     added_ms + GUARD.as_millis() as u64 / 2
 }
 
-/// The highest score (last add) a prune may remove for a session checked at `checked_ms` (a
+/// The highest score (deadline) a prune may remove for a session checked at `checked_ms` (a
 /// time no later than the check, by the store's clock): members last added more than [`GUARD`]
-/// before it.
-pub(crate) fn prunable_below(checked_ms: u64) -> u64 {
-    checked_ms.saturating_sub(GUARD.as_millis() as u64)
+/// before it. A score is the last add plus the member's bound, at least `floor_ms`
+/// ([`SessionManager::field_floor_ms`]), so a score at most this limit is a last add at most
+/// `checked_ms - GUARD` (a member with a longer bound is kept longer, never dropped early).
+pub(crate) fn prunable_below(checked_ms: u64, floor_ms: u64) -> u64 {
+    checked_ms
+        .saturating_sub(GUARD.as_millis() as u64)
+        .saturating_add(floor_ms)
 }
 
 /// Whether a TTL refresh at `now_ms` of a session last refreshed at `prev_ms` (as stored
@@ -110,7 +115,7 @@ fn entry_keys(config: &crate::SessionConfig, entries: &[(String, String)]) -> Ve
 
 /// Adds `member` under each `(field, term)`: the term's set and the field's holders, one
 /// script per hash slot, all sent at once (one round trip on Redis). `bound_ms`: how long the
-/// keys live at least (see [`SessionManager::field_bound_ms`]). Returns the earliest server
+/// member lives past now (see [`SessionManager::field_bound_ms`]). Returns the earliest server
 /// time of the adds (0 when there was nothing to add): the write that follows must land by
 /// [`write_cap`] of it.
 pub(crate) async fn add_all(
@@ -120,16 +125,13 @@ pub(crate) async fn add_all(
     bound_ms: u64,
 ) -> Result<u64> {
     let keys = entry_keys(mgr.config(), entries);
-    mgr.store()
-        .field_add(&keys, member, bound_ms, mgr.index_bound_ms())
-        .await
+    mgr.store().field_add(&keys, member, bound_ms).await
 }
 
 /// Removes `member` from each `(field, term)` set, and from the holders of each of `holders`
 /// (fields it no longer holds), if its score is at most `max_score` (see [`prunable_below`];
 /// `u64::MAX` for a member whose session is gone for good). Best effort: a member left behind
-/// is only a candidate that queries skip, and it is dropped once not added for the longest
-/// bound.
+/// is only a candidate that queries skip, and it is dropped once its deadline passes.
 pub(crate) async fn prune_all(
     mgr: &SessionManager,
     member: &str,
@@ -145,12 +147,7 @@ pub(crate) async fn prune_all(
     keys.extend(holders.iter().map(|f| config.values_key(f)));
     let pruned = mgr
         .store()
-        .index_prune(
-            &keys,
-            std::slice::from_ref(&member.to_string()),
-            max_score,
-            mgr.index_bound_ms(),
-        )
+        .index_prune(&keys, std::slice::from_ref(&member.to_string()), max_score)
         .await;
     if let Err(e) = pruned {
         tracing::debug!(error = %e, "could not remove a member from a field index; queries skip it and it is dropped later");
@@ -343,7 +340,8 @@ impl Session {
             }
         }
         if let Some(at) = checked {
-            self.prune_in_background(st, id.storage_key(), remove, prunable_below(at));
+            let max = prunable_below(at, mgr.field_floor_ms());
+            self.prune_in_background(st, id.storage_key(), remove, max);
         }
         Ok(())
     }
@@ -375,6 +373,18 @@ impl Session {
             add_all(&mgr, &member, &entries, bound)
                 .await
                 .map(|_| Vec::new())
+        }));
+    }
+
+    /// After a login retired `member` for good: it leaves every set of `entries` and the
+    /// holders of each of their fields (in the background, awaited before the response).
+    pub(super) fn retire_in_background(&self, st: &mut State, member: String, entries: Entries) {
+        let mgr = self.mgr().clone();
+        st.index_refresh.push(tokio::spawn(async move {
+            let holders: BTreeSet<&str> = entries.iter().map(|(f, _)| f.as_str()).collect();
+            let holders: Vec<&str> = holders.into_iter().collect();
+            prune_all(&mgr, &member, &entries, &holders, u64::MAX).await;
+            Ok(Vec::new())
         }));
     }
 

@@ -183,10 +183,23 @@ impl SessionManager {
     }
 
     /// How long past their last add the field-index entries of the session whose hash is
-    /// `data` live at least: twice its own idle timeout (the margin covers one lost refresh,
-    /// see `index::refresh_due`), at most [`index_bound_ms`](Self::index_bound_ms).
+    /// `data` live (their score is this deadline): twice its own idle timeout (the margin
+    /// covers one lost refresh, see `index::refresh_due`), never less than
+    /// [`field_floor_ms`](Self::field_floor_ms), at most [`index_bound_ms`](Self::index_bound_ms).
     pub(super) fn field_bound_ms(&self, data: &std::collections::HashMap<String, Vec<u8>>) -> u64 {
         self.own_idle_ms(data)
+            .saturating_mul(2)
+            .min(self.index_bound_ms())
+            .max(self.field_floor_ms())
+    }
+
+    /// The shortest bound of any field-index entry: twice the configured idle timeout (at most
+    /// [`index_bound_ms`](Self::index_bound_ms)). A member's last add is then at most its
+    /// deadline minus this, which is what a guarded prune compares (`index::prunable_below`).
+    pub(super) fn field_floor_ms(&self) -> u64 {
+        self.inner
+            .timing
+            .idle_ms
             .saturating_mul(2)
             .min(self.index_bound_ms())
             .max(1)

@@ -66,7 +66,7 @@ pub(crate) async fn index_add_for_tests(
     value: &str,
 ) -> Result<()> {
     let entries = [(field.to_string(), value.to_string())];
-    index::add_all(manager, member, &entries, manager.index_bound_ms())
+    index::add_all(manager, member, &entries, manager.field_floor_ms())
         .await
         .map(|_| ())
 }
@@ -830,7 +830,7 @@ impl Session {
                     st.index_before
                         .retain(|k, _| incr_field == Some(k.as_str()));
                     if let Some(at) = before_write {
-                        let max = index::prunable_below(at);
+                        let max = index::prunable_below(at, self.mgr().field_floor_ms());
                         self.prune_in_background(st, id.storage_key(), index_remove, max);
                     }
                     if creating {

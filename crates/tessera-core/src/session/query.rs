@@ -68,14 +68,13 @@ impl SessionManager {
             .ok_or_else(|| Error::NotIndexed(field.to_string()))
     }
 
-    /// The candidates of a field-index key: the members added within the longest bound any
-    /// session's entries can have, most recently added first; and the time, no later than
-    /// every read that follows, that stale members are pruned against.
+    /// The candidates of a field-index key: the members whose deadline has not passed, latest
+    /// deadline first; and the time, no later than every read that follows, that stale members
+    /// are pruned against.
     async fn candidates(&self, key: &str) -> Result<(Vec<String>, Option<u64>)> {
         let store = &self.inner.store;
         let checked = store.server_now();
-        let since = checked.map_or(0, |at| at.saturating_sub(self.index_bound_ms()));
-        let mut members = store.field_members(key, since).await?;
+        let mut members = store.field_members(key, checked.unwrap_or(0)).await?;
         members.reverse();
         Ok((members, checked))
     }
@@ -100,7 +99,13 @@ impl SessionManager {
             stamp.as_str(),
         ];
         let mut live = Vec::new();
-        let mut seen: HashSet<String> = members.iter().cloned().collect();
+        // The members found live: a retired id's successor is read (again) unless it is one of
+        // them. Being a candidate is not enough: the candidates' reads are concurrent, so the
+        // new id may have been read as absent (its key not created yet) just before the old id
+        // was read as retired.
+        let mut found_live: HashSet<String> = HashSet::new();
+        // The members read as retired: their successor is queued already.
+        let mut retired_ids: HashSet<String> = HashSet::new();
         // A frozen old key -> its new member.
         let mut moving_to: HashMap<String, String> = HashMap::new();
         let mut batch: Vec<String> = members.to_vec();
@@ -110,7 +115,7 @@ impl SessionManager {
             }
             let keys: Vec<String> = batch.iter().map(|m| config.session_key(m)).collect();
             let rows = self.inner.store.peek_raw(&keys, &names).await?;
-            let mut next = Vec::new();
+            let mut successors = Vec::new();
             for (m, row) in batch.into_iter().zip(rows) {
                 let Some(mut r) = row else { continue };
                 let succ = successor(r[2].as_deref());
@@ -118,11 +123,14 @@ impl SessionManager {
                     // No session here: a retired id leads to where the session went.
                     let retired = r[2].as_deref().is_some_and(|v| v.starts_with(b"retired "));
                     if let (true, Some(s)) = (retired, succ) {
-                        if seen.insert(s.clone()) {
-                            next.push(s);
+                        if retired_ids.insert(m) {
+                            successors.push(s);
                         }
                     }
                     continue;
+                }
+                if !found_live.insert(m.clone()) {
+                    continue; // read again through a retired id, and live both times
                 }
                 if expired(&r[3], checked) {
                     continue; // the field is past its lifetime: as good as gone
@@ -138,6 +146,15 @@ impl SessionManager {
                         .unwrap_or_default(),
                 });
             }
+            // Each successor once, unless found live or retired already (this hop's reads are
+            // concurrent: one read as absent may have been created since).
+            let mut queued: HashSet<&str> = HashSet::new();
+            let next: Vec<String> = successors
+                .iter()
+                .filter(|s| !found_live.contains(*s) && !retired_ids.contains(*s))
+                .filter(|s| queued.insert(s.as_str()))
+                .cloned()
+                .collect();
             batch = next;
         }
         if !moving_to.is_empty() {
@@ -159,13 +176,10 @@ impl SessionManager {
             return;
         };
         let store = self.inner.store.clone();
-        let max_bound = self.index_bound_ms();
+        let max_score = prunable_below(at, self.field_floor_ms());
         tokio::spawn(async move {
             let keys = [key];
-            if let Err(e) = store
-                .index_prune(&keys, &stale, prunable_below(at), max_bound)
-                .await
-            {
+            if let Err(e) = store.index_prune(&keys, &stale, max_score).await {
                 tracing::debug!(error = %e, "could not prune a field index");
             }
         });

@@ -497,8 +497,9 @@ impl Session {
                     tracing::debug!(error = %e, "could not remove the old member from the user index");
                 }
             }
-            // The old id is retired for good: its entries go whatever their age.
-            self.prune_in_background(st, old_id.storage_key(), old_entries, u64::MAX);
+            // The old id is retired for good: its entries go whatever their age, and it leaves
+            // the holders of its fields too (else each login left one more candidate there).
+            self.retire_in_background(st, old_id.storage_key(), old_entries);
             for (field, reason) in keep_raw {
                 data.remove(&field);
                 tracing::warn!(%field, %reason, "a protected session field does not decrypt; copied as it is by the id rotation");

@@ -756,8 +756,8 @@ impl Store {
         }
     }
 
-    /// The members of a field index last added at or after `since_ms` (store time), least
-    /// recently added first.
+    /// The members of a field index whose deadline is at or after `since_ms` (store time),
+    /// earliest deadline first.
     pub(crate) async fn field_members(&self, key: &str, since_ms: u64) -> Result<Vec<String>> {
         match self.ready()? {
             Backend::Memory(m) => Ok(m.index_members(key, Some(since_ms))),
@@ -765,50 +765,46 @@ impl Store {
         }
     }
 
-    /// Removes `members` from each field-index key in `keys` where their score (last add) is
-    /// at most `max_score`, and the members last added more than `max_bound_ms` ago; how many
-    /// went. One script per hash slot.
+    /// Removes `members` from each field-index key in `keys` where their score (deadline) is
+    /// at most `max_score`, and the members whose deadline has passed; how many went. One
+    /// script per hash slot.
     pub(crate) async fn index_prune(
         &self,
         keys: &[String],
         members: &[String],
         max_score: u64,
-        max_bound_ms: u64,
     ) -> Result<i64> {
         if keys.is_empty() {
             return Ok(0);
         }
         match self.ready()? {
-            Backend::Memory(m) => Ok(m.index_prune(keys, members, max_score, max_bound_ms)),
+            Backend::Memory(m) => Ok(m.index_prune(keys, members, max_score)),
             Backend::Redis(r) => {
-                r.bounded_write(r.index_prune(keys, members, max_score, max_bound_ms))
+                r.bounded_write(r.index_prune(keys, members, max_score))
                     .await
             }
         }
     }
 
-    /// Adds or refreshes `member` in each field-index key (score = the store's time now; each
-    /// key living at least `bound_ms` more; members older than `max_bound_ms` dropped), one
-    /// script per hash slot; the store's earliest time of the adds, ms (0: no keys).
+    /// Adds or refreshes `member` in each field-index key (score = its deadline, the store's
+    /// time now + `bound_ms`; members whose deadline has passed dropped; each key living until
+    /// its latest deadline), one script per hash slot; the store's earliest time of the adds,
+    /// ms (0: no keys).
     pub(crate) async fn field_add(
         &self,
         keys: &[String],
         member: &str,
         bound_ms: u64,
-        max_bound_ms: u64,
     ) -> Result<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
         match self.ready()? {
             Backend::Memory(m) => {
-                m.field_add(keys, member, bound_ms, max_bound_ms);
+                m.field_add(keys, member, bound_ms);
                 Ok(now_ms())
             }
-            Backend::Redis(r) => {
-                r.bounded_write(r.field_add(keys, member, bound_ms, max_bound_ms))
-                    .await
-            }
+            Backend::Redis(r) => r.bounded_write(r.field_add(keys, member, bound_ms)).await,
         }
     }
 

@@ -307,6 +307,28 @@ fn mark_ended(map: &mut Map, key: &str, now: Instant, mark_ms: u64) {
     map.set_expiry(key, now + ms(mark_ms));
 }
 
+/// A field-index key after a change (as index_trim in the scripts' prelude): members whose
+/// deadline (score) is before `wall` go, and the key lives until its latest deadline (a key
+/// left empty is gone).
+fn index_trim(map: &mut Map, key: &str, now: Instant, wall: u64) {
+    let top = match map.get(key).map(|e| &mut e.value) {
+        Some(Value::ZSet(z)) => {
+            z.remove_below(wall);
+            z.top()
+        }
+        _ => return,
+    };
+    match top {
+        None => {
+            map.remove(key);
+        }
+        Some(top) => {
+            map.set_expiry(key, now + ms(top.saturating_sub(wall).max(1)));
+            map.resized(key, usize::MAX);
+        }
+    }
+}
+
 fn ms(d: u64) -> Duration {
     Duration::from_millis(d)
 }
@@ -649,16 +671,10 @@ impl MemoryBackend {
         victims
     }
 
-    /// Adds or refreshes `member` in each field-index key (see field_add.lua): score = now,
-    /// the key living at least `bound_ms` more, members last added before now - `max_bound_ms`
-    /// dropped. O(log n) per key.
-    pub(crate) fn field_add(
-        &self,
-        keys: &[String],
-        member: &str,
-        bound_ms: u64,
-        max_bound_ms: u64,
-    ) {
+    /// Adds or refreshes `member` in each field-index key (see field_add.lua): score = its
+    /// deadline (now + `bound_ms`), members whose deadline has passed dropped, the key living
+    /// until its latest deadline. O(log n) per key and member dropped.
+    pub(crate) fn field_add(&self, keys: &[String], member: &str, bound_ms: u64) {
         let (mut map, now) = self.lock();
         let wall = now_ms();
         for key in keys {
@@ -666,12 +682,8 @@ impl MemoryBackend {
             let Value::ZSet(z) = &mut e.value else {
                 continue;
             };
-            z.set(member, wall);
-            z.remove_below(wall.saturating_sub(max_bound_ms));
-            let want = now + ms(bound_ms);
-            let at = e.expires.map_or(want, |(cur, _)| cur.max(want));
-            map.set_expiry(key, at);
-            map.resized(key, usize::MAX);
+            z.set(member, wall.saturating_add(bound_ms));
+            index_trim(&mut map, key, now, wall);
         }
     }
 
@@ -686,37 +698,23 @@ impl MemoryBackend {
         }
     }
 
-    /// Removes `members` from each of `keys` where scored at most `max_score`, and the members
-    /// last added before now - `max_bound_ms` (see index_prune.lua).
-    pub(crate) fn index_prune(
-        &self,
-        keys: &[String],
-        members: &[String],
-        max_score: u64,
-        max_bound_ms: u64,
-    ) -> i64 {
-        let (mut map, _) = self.lock();
+    /// Removes `members` from each of `keys` where scored (deadline) at most `max_score`, and
+    /// the members whose deadline has passed (see index_prune.lua).
+    pub(crate) fn index_prune(&self, keys: &[String], members: &[String], max_score: u64) -> i64 {
+        let (mut map, now) = self.lock();
         let wall = now_ms();
         let mut n = 0;
         for key in keys {
-            let empty = match map.get(key).map(|e| &mut e.value) {
-                Some(Value::ZSet(z)) => {
-                    for m in members {
-                        if z.get(m).is_some_and(|s| s <= max_score) {
-                            z.remove(m);
-                            n += 1;
-                        }
-                    }
-                    z.remove_below(wall.saturating_sub(max_bound_ms));
-                    z.is_empty()
-                }
-                _ => false,
+            let Some(Value::ZSet(z)) = map.get(key).map(|e| &mut e.value) else {
+                continue;
             };
-            if empty {
-                map.remove(key);
-            } else {
-                map.resized(key, usize::MAX);
+            for m in members {
+                if z.get(m).is_some_and(|s| s <= max_score) {
+                    z.remove(m);
+                    n += 1;
+                }
             }
+            index_trim(&mut map, key, now, wall);
         }
         n
     }

@@ -169,34 +169,41 @@ fn a_frozen_session_refuses_writes_until_released() {
     assert!(matches!(m.load("old", T), Load::Gone));
 }
 
-/// Field-index keys: a member's score is its last add, the key lives `bound` past the last
-/// add, a guarded prune removes only members added before its limit, and a set's counted
-/// bytes follow its members (kept as they change: no scan of the set per operation).
+/// Field-index keys: a member's score is its deadline (its add + its own bound), the key lives
+/// until the latest deadline, a guarded prune removes only members scored at most its limit,
+/// every add drops the members whose deadline passed, and a set's counted bytes follow its
+/// members (kept as they change: no scan of the set per operation).
 #[test]
 fn field_index_sets_keep_order_bytes_and_ttl() {
     let m = MemoryBackend::new(usize::MAX);
     let keys = vec!["index:cart:p-1".to_string(), "index:cart".to_string()];
     for i in 0..1000 {
-        m.field_add(&keys, &format!("s{i:04}"), 150, 10_000);
+        m.field_add(&keys, &format!("s{i:04}"), 10_000);
     }
     let members = m.index_members("index:cart:p-1", Some(0));
     assert_eq!(members.len(), 1000);
     let (_, bytes_full) = m.usage();
-    // Guarded: nothing was added before now - 10 s.
+    // Guarded: every deadline is later than now + 9 s.
     let all: Vec<String> = members.clone();
-    assert_eq!(
-        m.index_prune(&keys, &all, now_ms().saturating_sub(10_000), 10_000),
-        0
-    );
-    // Ended for good: any age.
-    assert_eq!(m.index_prune(&keys, &all[..500], u64::MAX, 10_000), 1000);
+    assert_eq!(m.index_prune(&keys, &all, now_ms() + 9_000), 0);
+    // Ended for good: any deadline.
+    assert_eq!(m.index_prune(&keys, &all[..500], u64::MAX), 1000);
     assert_eq!(m.index_members("index:cart", Some(0)), all[500..].to_vec());
     let (_, bytes_half) = m.usage();
     assert!(bytes_half < bytes_full);
-    m.index_prune(&keys, &all[500..], u64::MAX, 10_000);
+    m.index_prune(&keys, &all[500..], u64::MAX);
     assert_eq!(m.key_count(), 0, "empty sets are deleted");
-    m.field_add(&keys, "s1", 100, 10_000);
-    assert_eq!(m.key_count(), 2);
+    // Each member lives as long as its own bound: a short one is dropped by the next add,
+    // and the key lives until the latest deadline, not the longest bound ever added.
+    m.field_add(&keys, "short", 100);
+    m.field_add(&keys, "long", 300);
     std::thread::sleep(Duration::from_millis(130));
-    assert_eq!(m.key_count(), 0, "gone `bound` after the last add");
+    m.field_add(&keys, "later", 50);
+    assert_eq!(
+        m.index_members("index:cart", Some(0)),
+        ["later", "long"],
+        "the expired member is dropped by the add"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(m.key_count(), 0, "gone at the latest deadline");
 }

@@ -684,11 +684,9 @@ impl RedisBackend {
         keys: &[String],
         members: &[String],
         max_score: u64,
-        max_bound_ms: u64,
     ) -> Result<i64> {
-        let mut args: Vec<Value> = Vec::with_capacity(2 + members.len());
+        let mut args: Vec<Value> = Vec::with_capacity(1 + members.len());
         args.push((max_score.min(i64::MAX as u64) as i64).into());
-        args.push((max_bound_ms as i64).into());
         args.extend(members.iter().map(|m| Value::from(m.as_str())));
         let groups = self.slot_groups(keys);
         let prunes = groups.iter().map(|g| {
@@ -802,13 +800,8 @@ impl RedisBackend {
         keys: &[String],
         member: &str,
         bound_ms: u64,
-        max_bound_ms: u64,
     ) -> Result<u64> {
-        let args: Vec<Value> = vec![
-            member.into(),
-            (bound_ms as i64).into(),
-            (max_bound_ms as i64).into(),
-        ];
+        let args: Vec<Value> = vec![member.into(), (bound_ms as i64).into()];
         let groups = self.slot_groups(keys);
         let adds = groups.iter().map(|g| {
             let args = args.clone();

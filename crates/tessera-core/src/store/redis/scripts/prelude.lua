@@ -124,3 +124,12 @@ local function append_trail(key, now, max, from, n)
   if first < 1 then first = 1 end
   redis.call('HSET', key, F_TRAIL, table.concat(lines, '\n', first, #lines))
 end
+
+-- A field-index key after a change (field_add.lua, index_prune.lua): members scored before
+-- `now` (their deadline passed) go, and the key lives exactly until its latest deadline (a
+-- key left empty is gone). Mirrors the memory store's index_trim.
+local function index_trim(key, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('PEXPIRE', key, math.max(1, math.ceil(tonumber(top[2]) - now))) end
+end
