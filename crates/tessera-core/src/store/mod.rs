@@ -722,7 +722,7 @@ impl Store {
         names: &[&str],
     ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
         match self.ready()? {
-            Backend::Memory(m) => Ok(keys.iter().map(|k| m.peek_raw(k, names)).collect()),
+            Backend::Memory(m) => Ok(m.peek_raw(keys, names)),
             Backend::Redis(r) => r.bounded(r.hmget_many(keys, names)).await,
         }
     }

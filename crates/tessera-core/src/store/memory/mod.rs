@@ -625,11 +625,34 @@ impl MemoryBackend {
     }
 
     /// `names` of the hash at `key`, whatever it holds; `None` where it holds none of them.
-    pub(crate) fn peek_raw(&self, key: &str, names: &[&str]) -> Option<Vec<Option<Vec<u8>>>> {
+    /// `names` of each hash in `keys`, all read under one lock: one moment's view, so a login
+    /// moving a session cannot run between two of the reads (a query would see the old id
+    /// before its move and the new one after it, and count the session twice).
+    pub(crate) fn peek_raw(
+        &self,
+        keys: &[String],
+        names: &[&str],
+    ) -> Vec<Option<Vec<Option<Vec<u8>>>>> {
         let (mut map, _) = self.lock();
-        let h = map.hash(key)?;
-        let vals: Vec<Option<Vec<u8>>> = names.iter().map(|n| h.get(*n).cloned()).collect();
-        vals.iter().any(Option::is_some).then_some(vals)
+        keys.iter()
+            .map(|key| {
+                let e = map.entries.get_mut(key)?;
+                let Value::Hash(h) = &e.value else {
+                    return None;
+                };
+                // A freeze is the `__m` field in Redis (freeze.lua), a flag of the entry here:
+                // read as the field, so a query sees a session being moved the same way.
+                let frozen = e.frozen.as_ref().map(|(_, token)| token.as_bytes());
+                let vals: Vec<Option<Vec<u8>>> = names
+                    .iter()
+                    .map(|n| match (h.get(*n), frozen) {
+                        (None, Some(token)) if *n == fields::MOVING => Some(token.to_vec()),
+                        (v, _) => v.cloned(),
+                    })
+                    .collect();
+                vals.iter().any(Option::is_some).then_some(vals)
+            })
+            .collect()
     }
 
     pub(crate) fn index_add(
