@@ -218,7 +218,16 @@ async fn the_engine_and_the_field_index_agree_on_tags(adapter: Adapter) {
     // The engine trims white space around a tag: `" acme"` and `"acme "` would be found by
     // `@tenant:{acme}` (attack pass after #23: 3 instead of 2) and never by a query for
     // themselves. Refused like the separator.
-    for padded in [" acme", "acme ", "acme\t", "\nacme", "acme\u{b}"] {
+    // ... and cuts a tag at NUL (`"a\0b"` was found by `@tenant:{a}`; second attack pass).
+    for padded in [
+        " acme",
+        "acme ",
+        "acme\t",
+        "\nacme",
+        "acme\u{b}",
+        "acme\0x",
+        "a\u{1}b",
+    ] {
         let r = evil.put("/session", json!({ "tenant": padded })).await;
         assert_eq!(r.status, 400, "{padded:?}: {r:?}");
     }
@@ -231,7 +240,7 @@ async fn the_engine_and_the_field_index_agree_on_tags(adapter: Adapter) {
     // "mallory,ada" was found by `@user_id:{ada}`); white space around it or U+001F is refused.
     login(&a, "ada", json!({})).await;
     login(&b, "mallory,ada", json!({})).await;
-    for bad in [" ada", "ada ", "mallory\u{1f}ada"] {
+    for bad in [" ada", "ada ", "mallory\u{1f}ada", "ada\0x", "ada\u{7f}"] {
         let r = fx
             .browser()
             .post("/login", Some(json!({ "user_id": bad })))

@@ -118,7 +118,7 @@ pub enum Error {
     /// A user id that cannot be used: empty, over 512 bytes, holding U+001F or white space at
     /// either end (the query engine would split or trim it and match another user's tag).
     #[error(
-        "user ids must be 1 to 512 bytes, without U+001F and without white space at either end"
+        "user ids must be 1 to 512 bytes, without control characters but inner white space, and without white space at either end"
     )]
     InvalidUserId,
     /// A value could not be serialized.
@@ -157,7 +157,7 @@ pub enum Error {
     /// HTTP 400; nothing of the change was kept.
     #[error(
         "a value of indexed field {0:?} contains U+001F (the query engine's tag separator) or \
-         begins or ends with white space (which the engine trims)"
+         begins or ends with white space (which the engine trims), or holds another control character"
     )]
     InvalidIndexValue(String),
     /// A configuration that cannot work (a store URL, a key, a limit): displays what is
@@ -260,7 +260,7 @@ impl Error {
             Error::InvalidExpiry { .. } => "session expiry out of the allowed range",
             Error::NotIndexed(_) => "that session field is not indexed",
             Error::InvalidIndexValue(_) => {
-                "an indexed session value contains U+001F or white space at either end"
+                "an indexed session value holds U+001F, another control character or white space at either end"
             }
             Error::ProtectedField(_) => "that session field is protected",
             Error::Undecryptable { .. } => "a protected session field cannot be decrypted",

@@ -23,12 +23,16 @@ const TAG_SEPARATOR_STR: &str = "\u{1f}";
 
 /// Whether the query engine keeps `value` as one whole tag, exactly as the field index does:
 /// no [`TAG_SEPARATOR`] inside (it would be split into two tags, each found by a query for it),
-/// and no white space at either end (the engine trims what C's `isspace` calls white space, so
-/// `" acme"` would be found by `@tenant:{acme}` and never by a query for itself). The one rule
-/// for the values of scalar indexed fields and for user ids (the `user_id` tag).
+/// no other ASCII control character but white space (the engine cuts a tag at NUL, so
+/// `"a\0b"` would be found by `@tenant:{a}`, and a query cannot name the others), and no white
+/// space at either end (the engine trims what C's `isspace` calls white space, so `" acme"`
+/// would be found by `@tenant:{acme}` and never by a query for itself). The one rule for the
+/// values of scalar indexed fields and for user ids (the `user_id` tag).
 pub(crate) fn is_whole_tag(value: &str) -> bool {
     let engine_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\u{b}' | '\u{c}' | '\r');
-    !value.contains(TAG_SEPARATOR)
+    !value
+        .chars()
+        .any(|c| (c.is_ascii_control() && !engine_space(c)) || c == TAG_SEPARATOR)
         && !value.starts_with(engine_space)
         && !value.ends_with(engine_space)
 }
