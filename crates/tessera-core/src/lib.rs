@@ -88,7 +88,11 @@ pub mod test_hooks {
         };
         Ok(matches!(
             store
-                .create(&key, &[(field, value)], 0, &[], &[], 0, t)
+                .create(
+                    &key,
+                    &crate::store::NewSession::fields(&[(field, value)]),
+                    t
+                )
                 .await?,
             crate::store::WriteResult::Written { .. }
         ))

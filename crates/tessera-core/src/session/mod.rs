@@ -76,7 +76,7 @@ use self::touch_log::TouchLog;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::store::{fields, Mode, Store, Timing, WriteOp, WriteResult};
+use crate::store::{fields, Mode, NewSession, Store, Timing, WriteOp, WriteResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
@@ -758,7 +758,17 @@ impl Session {
                 let span = tracing::debug_span!("tessera.save", sid = %id.log_tag(), commands = 1, fields = set.len(), create = true);
                 Box::pin(
                     self.store()
-                        .create(&key, &set, 0, &expire, &records, not_after_ms, t)
+                        .create(
+                            &key,
+                            &NewSession {
+                                set: &set,
+                                created_ms: 0,
+                                expire: &expire,
+                                records: &records,
+                                not_after_ms,
+                            },
+                            t,
+                        )
                         .instrument(span),
                 )
                 .await

@@ -315,7 +315,7 @@ impl Records {
             .mgr
             .inner
             .store
-            .create(&key, &pairs, 0, &[], &[], 0, t)
+            .create(&key, &crate::store::NewSession::fields(&pairs), t)
             .await;
         let created = match r? {
             WriteResult::Written { .. } => true,

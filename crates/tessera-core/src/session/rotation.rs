@@ -421,7 +421,15 @@ impl Session {
             let records: Vec<&str> = st.records.iter().map(String::as_str).collect();
             let written = store
                 .create(
-                    &new_key, &set, created, &expire, &records, not_after, timing,
+                    &new_key,
+                    &crate::store::NewSession {
+                        set: &set,
+                        created_ms: created,
+                        expire: &expire,
+                        records: &records,
+                        not_after_ms: not_after,
+                    },
+                    timing,
                 )
                 .await;
             if let Ok(WriteResult::Gone) = written {

@@ -1,9 +1,11 @@
 //! The durability check: what an operator should know about the server holding sessions.
 
+use super::contract::SettingsCheck;
 use super::redis::RedisBackend;
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use std::fmt;
+use std::time::Duration;
 
 /// Minimum server version: scripts use `ZADD GT` (Redis 6.2, any Valkey).
 pub(crate) const MIN_VERSION: (u32, u32) = (6, 2);
@@ -126,8 +128,21 @@ pub(crate) fn check_node(addr: &str, info: &str) -> (String, Vec<ServerWarning>)
     (server, warnings)
 }
 
+impl SettingsCheck for RedisBackend {
+    /// Several `INFO`s (on every primary of a cluster): a startup check with its own bound.
+    async fn check_settings(&self) -> Result<ServerReport> {
+        tokio::time::timeout(Duration::from_secs(10), check_redis(self))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(crate::error::StoreError::timeout(
+                    "the server check did not finish within 10 s",
+                ))
+            })?
+    }
+}
+
 /// Collects `INFO` from the server (every primary of a cluster) and checks each node.
-pub(crate) async fn check_redis(backend: &RedisBackend) -> Result<ServerReport> {
+async fn check_redis(backend: &RedisBackend) -> Result<ServerReport> {
     let client = backend.pool().next();
     let mut servers = Vec::new();
     let mut warnings = Vec::new();
@@ -148,7 +163,7 @@ pub(crate) async fn check_redis(backend: &RedisBackend) -> Result<ServerReport> 
             warnings.extend(w);
         }
     } else {
-        let (s, w) = check_node(backend.describe(), &info_all(client).await?);
+        let (s, w) = check_node(backend.url_redacted(), &info_all(client).await?);
         servers.push(s);
         warnings.extend(w);
     }

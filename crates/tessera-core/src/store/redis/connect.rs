@@ -190,7 +190,6 @@ impl RedisBackend {
         }
     }
 
-    #[allow(clippy::too_many_lines)]
     async fn finish_connect(
         url: &str,
         o: RedisOptions,
@@ -198,60 +197,16 @@ impl RedisBackend {
         pool: Pool,
         freeze_ms: u64,
     ) -> Result<Self> {
-        // Load the scripts now (on every primary in a cluster), so the first request does not
-        // pay for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
-        let preload = async {
-            for script in [
-                &*LOAD,
-                &*WRITE,
-                &*CREATE,
-                &*INDEX_ADD,
-                &*FREEZE,
-                &*RELEASE,
-                &*FIELD_ADD,
-                &*INDEX_PRUNE,
-                &*END_IF,
-                &*TAKE,
-                &*EVENTS,
-                &*EVENTS_DUE,
-                &*EVENTS_READ,
-                &*PROBE,
-                &*RETIRE_LEGACY,
-                &*SET_IF_ABSENT,
-            ] {
-                script.load(pool.next()).await.map_err(Error::from_fred)?;
-            }
-            Ok::<_, Error>(())
-        };
-        tokio::time::timeout(o.connect_timeout + o.command_timeout, preload)
-            .await
-            .map_err(|_| {
-                Error::Unavailable(crate::error::StoreError::timeout(
-                    "timed out loading scripts into the session store",
-                ))
-            })??;
-        // A first reading of the server's clock, for write deadlines.
-        let clock = ServerClock::new();
-        if let Ok(Ok(t)) = tokio::time::timeout(
-            o.command_timeout,
-            pool.next().custom::<Vec<i64>, Value>(
-                CustomCommand::new_static("TIME", ClusterHash::Random, false),
-                vec![],
-            ),
-        )
-        .await
-        {
-            if let [secs, micros] = t[..] {
-                clock.observe(secs * 1000 + micros / 1000, std::time::Instant::now());
-            }
-        }
-        let query_engine = tokio::time::timeout(o.command_timeout, super::search::detect(&pool))
-            .await
-            .unwrap_or(QueryEngine::Missing);
+        preload(&pool, &o).await?;
+        let clock = first_clock(&pool, &o).await;
+        let query_engine =
+            tokio::time::timeout(o.command_timeout, super::query_engine::detect(&pool))
+                .await
+                .unwrap_or(QueryEngine::Missing);
         tracing::info!(target: "tessera::search", ?query_engine, "query engine (FT.*) on the session store");
         let native_field_expiry = tokio::time::timeout(
             o.command_timeout,
-            super::search::has_command(&pool, "HPEXPIRE"),
+            super::query_engine::has_command(&pool, "HPEXPIRE"),
         )
         .await
         .unwrap_or(false);
@@ -268,34 +223,7 @@ impl RedisBackend {
         // Last: a failure before this point has no tracking pool to close.
         let tracking = match tracking_config {
             None => None,
-            Some(config) => {
-                let mut b = builder(config, &o);
-                b.with_performance_config(|p| {
-                    p.default_command_timeout = Duration::ZERO;
-                    // Invalidations wait here until applied; a lag empties the cache.
-                    p.broadcast_channel_capacity = 16 * 1024;
-                });
-                // One client: hits are confirmed on the connection that read the key.
-                let tpool = b
-                    .build_pool(1)
-                    .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
-                if let Err(e) = init(
-                    &tpool,
-                    &o,
-                    "timed out connecting the near-cache's tracking connections",
-                )
-                .await
-                {
-                    discard(&tpool).await;
-                    return Err(e);
-                }
-                tracing::info!(target: "tessera::near_cache", max_bytes = o.near_cache_bytes, "near-cache on (RESP3 client tracking)");
-                Some(super::near_cache::Tracking::start(
-                    tpool,
-                    o.near_cache_bytes,
-                    o.near_cache_coherence == NearCacheCoherence::Barrier,
-                ))
-            }
+            Some(config) => Some(start_tracking(config, &o).await?),
         };
         Ok(RedisBackend {
             config: kept_config,
@@ -321,6 +249,90 @@ impl RedisBackend {
             tracking,
         })
     }
+}
+
+/// Loads the scripts now (on every primary in a cluster), so the first request does not pay
+/// for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
+async fn preload(pool: &Pool, o: &RedisOptions) -> Result<()> {
+    let preload = async {
+        for script in [
+            &*LOAD,
+            &*WRITE,
+            &*CREATE,
+            &*INDEX_ADD,
+            &*FREEZE,
+            &*RELEASE,
+            &*FIELD_ADD,
+            &*INDEX_PRUNE,
+            &*END_IF,
+            &*TAKE,
+            &*EVENTS,
+            &*EVENTS_DUE,
+            &*EVENTS_READ,
+            &*PROBE,
+            &*RETIRE_LEGACY,
+            &*SET_IF_ABSENT,
+        ] {
+            script.load(pool.next()).await.map_err(Error::from_fred)?;
+        }
+        Ok::<_, Error>(())
+    };
+    tokio::time::timeout(o.connect_timeout + o.command_timeout, preload)
+        .await
+        .map_err(|_| {
+            Error::Unavailable(crate::error::StoreError::timeout(
+                "timed out loading scripts into the session store",
+            ))
+        })?
+}
+
+/// A first reading of the server's clock, for write deadlines.
+async fn first_clock(pool: &Pool, o: &RedisOptions) -> ServerClock {
+    let clock = ServerClock::new();
+    if let Ok(Ok(t)) = tokio::time::timeout(
+        o.command_timeout,
+        pool.next().custom::<Vec<i64>, Value>(
+            CustomCommand::new_static("TIME", ClusterHash::Random, false),
+            vec![],
+        ),
+    )
+    .await
+    {
+        if let [secs, micros] = t[..] {
+            clock.observe(secs * 1000 + micros / 1000, std::time::Instant::now());
+        }
+    }
+    clock
+}
+
+/// The near-cache's tracking pool, connected, and its tasks started.
+async fn start_tracking(config: Config, o: &RedisOptions) -> Result<super::tracking::Tracking> {
+    let mut b = builder(config, o);
+    b.with_performance_config(|p| {
+        p.default_command_timeout = Duration::ZERO;
+        // Invalidations wait here until applied; a lag empties the cache.
+        p.broadcast_channel_capacity = 16 * 1024;
+    });
+    // One client: hits are confirmed on the connection that read the key.
+    let tpool = b
+        .build_pool(1)
+        .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
+    if let Err(e) = init(
+        &tpool,
+        o,
+        "timed out connecting the near-cache's tracking connections",
+    )
+    .await
+    {
+        discard(&tpool).await;
+        return Err(e);
+    }
+    tracing::info!(target: "tessera::near_cache", max_bytes = o.near_cache_bytes, "near-cache on (RESP3 client tracking)");
+    Ok(super::tracking::Tracking::start(
+        tpool,
+        o.near_cache_bytes,
+        o.near_cache_coherence == NearCacheCoherence::Barrier,
+    ))
 }
 
 /// The pool builder both pools share: timeouts, no replay of in-flight commands, reconnect

@@ -1,5 +1,7 @@
 //! The near-cache: session hashes this instance read recently, kept coherent by the server
-//! (RESP3 client tracking), so a read inside the touch interval costs no Redis command.
+//! (RESP3 client tracking), so a read inside the touch interval costs no Redis command. This
+//! file is the cache itself; `tracking.rs` keeps it coherent (the tracking connections, their
+//! tasks, the barrier a hit waits for, the database's marker).
 //!
 //! How it stays coherent (the guarantee is stated in the README, "Near-cache"):
 //! - Only a plain `HGETALL` sent on a tracking connection fills the cache. The server then
@@ -116,13 +118,13 @@ pub(crate) struct NearCache {
     /// What the tracking connections reported and nobody applied yet. Drained before every
     /// lookup (so an invalidation fred has received is applied before the cache answers,
     /// whatever task got to run first) and by a task woken by each arrival.
-    feeds: Mutex<Vec<Feed>>,
+    pub(super) feeds: Mutex<Vec<Feed>>,
     /// Per connection: how many times it was disturbed (lost, reconnected, cluster change).
     disturbed: Vec<AtomicU64>,
     /// Per connection: wakes its tracking task after a disturbance.
-    wake: Vec<tokio::sync::Notify>,
+    pub(super) wake: Vec<tokio::sync::Notify>,
     /// The database's marker as read when tracking came on (`None` until then).
-    marker: Mutex<Option<String>>,
+    pub(super) marker: Mutex<Option<String>>,
     /// Bound of each generation (half the configured bound).
     gen_bytes: usize,
     hits: AtomicU64,
@@ -327,13 +329,13 @@ impl NearCache {
     }
 
     /// How many disturbances connection `i` has had (see [`NearCache::up_if`]).
-    fn generation(&self, i: usize) -> u64 {
+    pub(super) fn generation(&self, i: usize) -> u64 {
         self.disturbed[i].load(Ordering::SeqCst)
     }
 
     /// Tracking was turned on for connection `i` after its `generation`-th disturbance: it is
     /// up, unless it was disturbed again meanwhile (then `false`: turn it on again).
-    fn up_if(&self, i: usize, generation: u64) -> bool {
+    pub(super) fn up_if(&self, i: usize, generation: u64) -> bool {
         self.pump();
         let mut st = self.lock();
         if self.disturbed[i].load(Ordering::SeqCst) != generation {
@@ -347,7 +349,7 @@ impl NearCache {
     /// Whether `read` (the marker just read on the tracking connection) is the one this cache
     /// was filled under; if not, the database was emptied or swapped since: the cache is
     /// emptied, and serves nothing until tracking (and the marker) is set up again.
-    fn same_database(&self, i: usize, read: Option<&str>) -> bool {
+    pub(super) fn same_database(&self, i: usize, read: Option<&str>) -> bool {
         let same = {
             let m = self.marker.lock().unwrap_or_else(|p| p.into_inner());
             m.is_some() && m.as_deref() == read
@@ -359,14 +361,14 @@ impl NearCache {
         same
     }
 
-    fn disturb(&self, i: usize) {
+    pub(super) fn disturb(&self, i: usize) {
         self.disturbed[i].fetch_add(1, Ordering::SeqCst);
         self.down(i);
         self.wake[i].notify_one();
     }
 
     /// Applies whatever the tracking connections reported and nobody applied yet.
-    fn pump(&self) {
+    pub(super) fn pump(&self) {
         use tokio::sync::broadcast::error::TryRecvError;
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         for (i, f) in feeds.iter_mut().enumerate() {
@@ -408,117 +410,17 @@ impl NearCache {
     }
 }
 
-/// The tracking connections and the tasks that keep the cache coherent with them.
-pub(crate) struct Tracking {
-    pub(crate) pool: fred::clients::Pool,
-    pub(crate) cache: Arc<NearCache>,
-    /// Confirm each hit before serving it (`NearCacheCoherence::Barrier`).
-    pub(crate) barrier: bool,
-    /// Not clustered: one connection, so one barrier in flight serves every hit that arrived
-    /// before it was sent (see [`SharedPing`]).
-    pub(crate) shared: Option<Arc<SharedPing>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// A coalesced barrier for a single tracking connection. A hit needs a barrier (a `GET` of
-/// the marker) *sent after it arrived* to be answered (then every push the server sent before
-/// has been received); hits that arrive while one is in flight all wait for the next one, so
-/// under load one round trip confirms many hits, and at most two are ever outstanding per
-/// instance.
-pub(crate) struct SharedPing {
-    state: Mutex<PingState>,
-    /// (sequence number of the last barrier answered, whether it succeeded)
-    done: tokio::sync::watch::Sender<(u64, bool)>,
-    wake: tokio::sync::Notify,
-}
-
-struct PingState {
-    /// Sequence number of the last barrier sent.
-    sent: u64,
-    /// A hit is waiting for a barrier that has not been sent yet.
-    wanted: bool,
-}
-
-impl SharedPing {
-    fn new() -> Self {
-        SharedPing {
-            state: Mutex::new(PingState {
-                sent: 0,
-                wanted: false,
-            }),
-            done: tokio::sync::watch::channel((0, true)).0,
-            wake: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// Waits until a barrier sent after this call was answered; whether it succeeded.
-    pub(crate) async fn confirm(&self) -> bool {
-        let need = {
-            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.wanted = true;
-            st.sent + 1
-        };
-        self.wake.notify_one();
-        let mut rx = self.done.subscribe();
-        let ok = rx
-            .wait_for(|(seq, _)| *seq >= need)
-            .await
-            .map(|v| v.1)
-            .unwrap_or(false);
-        ok
-    }
-
-    /// The sender: one barrier at a time, for as long as hits want one. The barrier reads the
-    /// database's marker (a `GET`, as cheap as a `PING`): it fails, and the cache is emptied,
-    /// when the database was emptied or swapped since the cache was filled.
-    async fn run(self: Arc<Self>, client: fred::clients::Client, cache: Arc<NearCache>) {
-        loop {
-            self.wake.notified().await;
-            loop {
-                let seq = {
-                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    if !st.wanted {
-                        break;
-                    }
-                    st.wanted = false;
-                    st.sent += 1;
-                    st.sent
-                };
-                let ok = match read_marker(&client).await {
-                    Ok(read) => cache.same_database(0, read.as_deref()),
-                    Err(_) => false,
-                };
-                self.done.send_replace((seq, ok));
-            }
-        }
-    }
-}
-
-impl Drop for Tracking {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        let pool = self.pool.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = fred::interfaces::ClientLike::quit(&pool).await;
-            });
-        }
-    }
-}
-
 /// One tracking connection's reports (each receiver subscribed before tracking starts).
-struct Feed {
-    invalidations: tokio::sync::broadcast::Receiver<fred::types::client::Invalidation>,
-    errors:
+pub(super) struct Feed {
+    pub(super) invalidations: tokio::sync::broadcast::Receiver<fred::types::client::Invalidation>,
+    pub(super) errors:
         tokio::sync::broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
-    reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
-    changes: tokio::sync::broadcast::Receiver<Vec<fred::types::ClusterStateChange>>,
+    pub(super) reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    pub(super) changes: tokio::sync::broadcast::Receiver<Vec<fred::types::ClusterStateChange>>,
 }
 
 impl Feed {
-    fn of(client: &fred::clients::Client) -> Feed {
+    pub(super) fn of(client: &fred::clients::Client) -> Feed {
         use fred::interfaces::{EventInterface, TrackingInterface};
         Feed {
             invalidations: client.invalidation_rx(),
@@ -529,67 +431,8 @@ impl Feed {
     }
 }
 
-impl Tracking {
-    /// Starts tracking on every connection of `pool` (a RESP3 pool, already connected) and
-    /// the tasks that apply what the connections report.
-    pub(crate) fn start(pool: fred::clients::Pool, max_bytes: usize, barrier: bool) -> Tracking {
-        use fred::interfaces::ClientLike;
-        let cache = Arc::new(NearCache::new(max_bytes, pool.clients().len()));
-        let mut tasks = Vec::new();
-        let shared = match pool.clients() {
-            [client] if barrier && !client.is_clustered() => {
-                let s = Arc::new(SharedPing::new());
-                tasks.push(tokio::spawn(s.clone().run(client.clone(), cache.clone())));
-                Some(s)
-            }
-            _ => None,
-        };
-        for (i, client) in pool.clients().iter().enumerate() {
-            cache
-                .feeds
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Feed::of(client));
-            tasks.push(tokio::spawn(pump_on_arrival(
-                Feed::of(client),
-                cache.clone(),
-            )));
-            tasks.push(tokio::spawn(keep_tracking(
-                client.clone(),
-                i,
-                cache.clone(),
-            )));
-        }
-        Tracking {
-            pool,
-            cache,
-            barrier,
-            shared,
-            tasks,
-        }
-    }
-}
-
-/// Applies reports as they arrive when no request does it first (its own receivers only
-/// signal an arrival; the cache's feeds are what is applied, once, in order).
-async fn pump_on_arrival(mut f: Feed, cache: Arc<NearCache>) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let closed = tokio::select! {
-            r = f.invalidations.recv() => matches!(r, Err(RecvError::Closed)),
-            r = f.errors.recv() => matches!(r, Err(RecvError::Closed)),
-            r = f.reconnects.recv() => matches!(r, Err(RecvError::Closed)),
-            r = f.changes.recv() => matches!(r, Err(RecvError::Closed)),
-        };
-        cache.pump();
-        if closed {
-            return;
-        }
-    }
-}
-
 /// Whether anything arrived on `rx` (drained); a lag counts as something.
-fn drain<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) -> bool {
+pub(super) fn drain<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) -> bool {
     use tokio::sync::broadcast::error::TryRecvError;
     let mut any = false;
     loop {
@@ -598,119 +441,6 @@ fn drain<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) -> bool {
             Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => return any,
         }
     }
-}
-
-/// Keeps tracking on for one pooled client (all its connections, one per node in a cluster):
-/// on at start and again after every disturbance; the cache is empty and unfilled in between.
-async fn keep_tracking(client: fred::clients::Client, i: usize, cache: Arc<NearCache>) {
-    use fred::interfaces::TrackingInterface;
-    loop {
-        let generation = cache.generation(i);
-        let mut delay = std::time::Duration::from_millis(20);
-        loop {
-            // Bounded: the tracking pool has no default command timeout, and a command caught
-            // by a dying connection must not stall this loop.
-            let on = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                client.start_tracking(Vec::<String>::new(), false, false, false, false),
-            );
-            let on = async {
-                on.await.unwrap_or_else(|_| {
-                    Err(fred::error::Error::new(
-                        fred::error::ErrorKind::Timeout,
-                        "CLIENT TRACKING did not answer",
-                    ))
-                })?;
-                establish_marker(&client).await
-            };
-            match on.await {
-                Ok(marker) => {
-                    *cache.marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(marker);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(target: "tessera::near_cache", error = %e, "near-cache: could not turn tracking on yet");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_millis(500));
-                }
-            }
-        }
-        if cache.up_if(i, generation) {
-            tracing::debug!(target: "tessera::near_cache", connection = i, "near-cache: tracking on");
-            // Wait for a disturbance; meanwhile a read of the marker every second proves the
-            // connection alive (a half-open one, a NAT dropping an idle connection, reports
-            // nothing, and would stop invalidations without a word) and the database the one
-            // the cache was filled from.
-            loop {
-                tokio::select! {
-                    _ = cache.wake[i].notified() => break,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                        match read_marker(&client).await {
-                            Ok(read) => {
-                                if !cache.same_database(i, read.as_deref()) {
-                                    break;
-                                }
-                            }
-                            Err(_) => {
-                                tracing::warn!(target: "tessera::near_cache", connection = i, "near-cache: tracking connection did not answer; cache emptied until it does");
-                                cache.disturb(i);
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The database's marker, on the tracking connection, within 2 s (the tracking pool has no
-/// default command timeout).
-async fn read_marker(client: &fred::clients::Client) -> Result<Option<String>, fred::error::Error> {
-    use fred::interfaces::KeysInterface;
-    tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        client.get::<Option<String>, _>(MARKER),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(fred::error::Error::new(
-            fred::error::ErrorKind::Timeout,
-            "the marker read did not answer",
-        ))
-    })
-}
-
-/// The database's marker: the one there, or a new random one if there is none (`SET NX`, so
-/// instances starting together agree on one).
-async fn establish_marker(client: &fred::clients::Client) -> Result<String, fred::error::Error> {
-    use fred::interfaces::KeysInterface;
-    // Read first: an existing marker needs no write (a server over `maxmemory` refuses one).
-    if let Some(m) = read_marker(client).await? {
-        return Ok(m);
-    }
-    let fresh: String = crate::id::random_bytes::<16>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let set = client.set::<Option<String>, _, _>(
-        MARKER,
-        fresh,
-        None,
-        Some(fred::types::SetOptions::NX),
-        false,
-    );
-    tokio::time::timeout(std::time::Duration::from_secs(2), set)
-        .await
-        .unwrap_or_else(|_| {
-            Err(fred::error::Error::new(
-                fred::error::ErrorKind::Timeout,
-                "the marker write did not answer",
-            ))
-        })?;
-    read_marker(client).await?.ok_or_else(|| {
-        fred::error::Error::new(fred::error::ErrorKind::Unknown, "the marker vanished")
-    })
 }
 
 #[cfg(test)]

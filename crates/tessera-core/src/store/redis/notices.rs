@@ -42,7 +42,7 @@ impl RedisBackend {
     /// key starting with `prefix` sends the rest of its name (the session's storage key) to
     /// `expired` (when that is full, `wake` asks for a whole sweep). `None` when no primary
     /// sends them.
-    pub(crate) async fn watch_expiries(
+    pub(super) async fn subscribe_expiries(
         &self,
         prefix: String,
         expired: tokio::sync::mpsc::Sender<String>,

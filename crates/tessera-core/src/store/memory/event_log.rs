@@ -1,9 +1,12 @@
 //! Lifecycle events on the memory store: the stream, the expiry set and the users of tracked
 //! sessions, with the rules of `events.lua`, in this process only (each process has its own).
 
-use super::super::events::{EventBatch, Probe, StoredEvent};
+use super::super::contract::EventOps;
+use super::super::event_keys::{EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
 use super::super::{fields, now_ms};
-use super::{is_ended, is_tombstone, MemoryBackend, Value};
+use super::keyspace::{is_ended, is_tombstone, Value};
+use super::MemoryBackend;
+use crate::error::Result;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 #[derive(Debug, Default)]
@@ -42,13 +45,20 @@ impl MemoryBackend {
     fn events(&self) -> std::sync::MutexGuard<'_, MemEvents> {
         self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    pub(crate) fn events_apply(
+impl EventOps for MemoryBackend {
+    /// Mirrors events.lua: untrack, rescore, track, publish, in this order.
+    async fn events_apply(
         &self,
+        _keys: &EventKeys,
         retention: usize,
         instance: &str,
         batch: &EventBatch,
-    ) -> Vec<Option<String>> {
+    ) -> Result<Vec<Option<String>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut ev = self.events();
         let now = now_ms();
         for m in &batch.confirm {
@@ -115,14 +125,16 @@ impl MemoryBackend {
             }
             out.push(Some(format!("{}-{}", id.0, id.1)));
         }
-        out
+        Ok(out)
     }
 
-    pub(crate) fn events_read(
+    /// Mirrors events_read.lua.
+    async fn events_read(
         &self,
+        _keys: &EventKeys,
         after: Option<(u64, u64)>,
         limit: usize,
-    ) -> (Vec<StoredEvent>, bool) {
+    ) -> Result<(Vec<StoredEvent>, bool)> {
         let ev = self.events();
         let missed = match (after, ev.max_deleted) {
             (Some(a), Some(d)) => d > a,
@@ -136,21 +148,48 @@ impl MemoryBackend {
             .take(limit)
             .map(|(id, f)| (format!("{}-{}", id.0, id.1), f.clone()))
             .collect();
-        (page, missed)
+        Ok((page, missed))
     }
 
-    pub(crate) fn expiry_due(&self, limit: usize) -> Vec<String> {
+    /// Mirrors events_due.lua without the lease (one process sweeps its own store).
+    async fn expiry_due(
+        &self,
+        _keys: &EventKeys,
+        _instance: &str,
+        _lease_ms: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>> {
         let now = now_ms();
-        self.events()
+        let due = self
+            .events()
             .due
             .iter()
             .take_while(|(score, _)| *score <= now)
             .take(limit)
             .map(|(_, m)| m.clone())
-            .collect()
+            .collect();
+        Ok(Some(due))
     }
 
-    pub(crate) fn probe(&self, key: &str) -> Probe {
+    /// Mirrors probe.lua, key by key.
+    async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>> {
+        Ok(keys.iter().map(|k| self.probe_one(k)).collect())
+    }
+
+    /// None: the memory store's sweeper runs on its interval.
+    async fn watch_expiries(
+        &self,
+        _prefix: String,
+        _expired: tokio::sync::mpsc::Sender<String>,
+        _wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<ExpiryWatch> {
+        None
+    }
+}
+
+impl MemoryBackend {
+    /// probe.lua on one key.
+    fn probe_one(&self, key: &str) -> Probe {
         let (mut map, now) = self.lock();
         let Some(e) = map.get(key) else {
             return Probe::Gone;

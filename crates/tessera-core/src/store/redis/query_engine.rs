@@ -5,6 +5,7 @@
 use super::protocol::{flat_fields, unexpected};
 use super::RedisBackend;
 use crate::error::{Error, Result};
+use crate::store::contract::QueryOps;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use std::collections::HashMap;
@@ -64,20 +65,12 @@ fn ft(name: &'static str) -> CustomCommand {
     CustomCommand::new_static(name, ClusterHash::Random, false)
 }
 
-impl RedisBackend {
-    pub(crate) fn query_engine(&self) -> QueryEngine {
-        self.query_engine
-    }
-
+impl QueryOps for RedisBackend {
     /// `FT.CREATE <index> ON HASH PREFIX 1 <prefix> SCHEMA ...`; an index that exists already
     /// is left as it is.
-    pub(crate) async fn ft_create(
-        &self,
-        index: &str,
-        prefix: &str,
-        schema: &[String],
-    ) -> Result<()> {
+    async fn ft_create(&self, index: &str, prefix: &str, schema: &[String]) -> Result<()> {
         self.query_engine.require()?;
+        self.bounded_write(async {
         let mut args: Vec<Value> = vec![
             index.into(),
             "ON".into(),
@@ -103,11 +96,12 @@ impl RedisBackend {
             Err(e) if e.details().to_ascii_lowercase().contains("already exists") => Ok(()),
             Err(e) => Err(Error::from_fred(e)),
         }
+        }).await
     }
 
     /// `FT.SEARCH <index> <query> LIMIT offset limit`: the total, and each document's key and
     /// fields.
-    pub(crate) async fn ft_search(
+    async fn ft_search(
         &self,
         index: &str,
         query: &str,
@@ -115,86 +109,92 @@ impl RedisBackend {
         limit: usize,
     ) -> Result<(usize, Vec<(String, HashMap<String, Vec<u8>>)>)> {
         self.query_engine.require()?;
-        let args: Vec<Value> = vec![
-            index.into(),
-            query.into(),
-            "LIMIT".into(),
-            (offset as i64).into(),
-            (limit as i64).into(),
-        ];
-        let reply: Value = Box::pin(
-            self.pool
-                .next_connected()
-                .with_options(&self.read_opts)
-                .custom(ft("FT.SEARCH"), args),
-        )
-        .await
-        .map_err(Error::from_fred)?;
-        let Value::Array(parts) = reply else {
-            return Err(unexpected(format!("FT.SEARCH replied {reply:?}")));
-        };
-        let mut it = parts.into_iter();
-        let total = it.next().and_then(|v| v.as_i64()).unwrap_or(0).max(0) as usize;
-        let mut docs = Vec::new();
-        while let Some(key) = it.next() {
-            let key = key.into_string().unwrap_or_default();
-            let fields = match it.next() {
-                Some(v) => flat_fields(v)?,
-                None => HashMap::new(),
+        self.bounded(async {
+            let args: Vec<Value> = vec![
+                index.into(),
+                query.into(),
+                "LIMIT".into(),
+                (offset as i64).into(),
+                (limit as i64).into(),
+            ];
+            let reply: Value = Box::pin(
+                self.pool
+                    .next_connected()
+                    .with_options(&self.read_opts)
+                    .custom(ft("FT.SEARCH"), args),
+            )
+            .await
+            .map_err(Error::from_fred)?;
+            let Value::Array(parts) = reply else {
+                return Err(unexpected(format!("FT.SEARCH replied {reply:?}")));
             };
-            docs.push((key, fields));
-        }
-        Ok((total, docs))
+            let mut it = parts.into_iter();
+            let total = it.next().and_then(|v| v.as_i64()).unwrap_or(0).max(0) as usize;
+            let mut docs = Vec::new();
+            while let Some(key) = it.next() {
+                let key = key.into_string().unwrap_or_default();
+                let fields = match it.next() {
+                    Some(v) => flat_fields(v)?,
+                    None => HashMap::new(),
+                };
+                docs.push((key, fields));
+            }
+            Ok((total, docs))
+        })
+        .await
     }
 
     /// `FT.AGGREGATE <index> <query> GROUPBY 1 @<field> REDUCE COUNT 0 AS count`: each value of
     /// `field` (`None` for documents without it) and how many documents hold it.
-    pub(crate) async fn ft_count_by(
+    async fn ft_count_by(
         &self,
         index: &str,
         query: &str,
         field: &str,
     ) -> Result<Vec<(Option<String>, usize)>> {
         self.query_engine.require()?;
-        let args: Vec<Value> = vec![
-            index.into(),
-            query.into(),
-            "GROUPBY".into(),
-            1i64.into(),
-            format!("@{field}").into(),
-            "REDUCE".into(),
-            "COUNT".into(),
-            0i64.into(),
-            "AS".into(),
-            "count".into(),
-            // Every group (the default cap is 10 rows).
-            "LIMIT".into(),
-            0i64.into(),
-            1_000_000i64.into(),
-        ];
-        let reply: Value = Box::pin(
-            self.pool
-                .next_connected()
-                .with_options(&self.read_opts)
-                .custom(ft("FT.AGGREGATE"), args),
-        )
+        self.bounded(async {
+            let args: Vec<Value> = vec![
+                index.into(),
+                query.into(),
+                "GROUPBY".into(),
+                1i64.into(),
+                format!("@{field}").into(),
+                "REDUCE".into(),
+                "COUNT".into(),
+                0i64.into(),
+                "AS".into(),
+                "count".into(),
+                // Every group (the default cap is 10 rows).
+                "LIMIT".into(),
+                0i64.into(),
+                1_000_000i64.into(),
+            ];
+            let reply: Value = Box::pin(
+                self.pool
+                    .next_connected()
+                    .with_options(&self.read_opts)
+                    .custom(ft("FT.AGGREGATE"), args),
+            )
+            .await
+            .map_err(Error::from_fred)?;
+            let Value::Array(parts) = reply else {
+                return Err(unexpected(format!("FT.AGGREGATE replied {reply:?}")));
+            };
+            let mut out = Vec::new();
+            for row in parts.into_iter().skip(1) {
+                let fields = flat_fields(row)?;
+                let count = fields
+                    .get("count")
+                    .and_then(|c| std::str::from_utf8(c).ok()?.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let value = fields
+                    .get(field)
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                out.push((value, count));
+            }
+            Ok(out)
+        })
         .await
-        .map_err(Error::from_fred)?;
-        let Value::Array(parts) = reply else {
-            return Err(unexpected(format!("FT.AGGREGATE replied {reply:?}")));
-        };
-        let mut out = Vec::new();
-        for row in parts.into_iter().skip(1) {
-            let fields = flat_fields(row)?;
-            let count = fields
-                .get("count")
-                .and_then(|c| std::str::from_utf8(c).ok()?.parse::<usize>().ok())
-                .unwrap_or(0);
-            let value = fields
-                .get(field)
-                .map(|v| String::from_utf8_lossy(v).into_owned());
-            out.push((value, count));
-        }
-        Ok(out)
     }
 }

@@ -1,10 +1,9 @@
 //! What the stores keep for lifecycle events: a capped stream of events, the expiry set (every
 //! tracked session and a server time no later than its expiry) and the users of tracked
 //! sessions, all under one hash tag; plus the probe the expiry sweeper runs on session keys.
-//! The rules are in `redis/scripts/events.lua`; the memory store follows them in one process.
+//! The rules are in `redis/scripts/events.lua` (run by `redis/event_scripts.rs`); the memory
+//! store follows them in one process (`memory/event_log.rs`).
 
-use super::{Backend, Store};
-use crate::error::Result;
 use std::collections::HashMap;
 
 /// The keys of one namespace's events: `{[ns]events}` and its helpers.
@@ -101,89 +100,6 @@ pub(crate) fn parse_cursor(cursor: &str) -> Option<(u64, u64)> {
     parse_id(cursor).filter(|id| *id != (u64::MAX, u64::MAX))
 }
 
-impl Store {
-    /// Runs one batch atomically; the stream id of each event, `None` when not published.
-    pub(crate) async fn events_apply(
-        &self,
-        keys: &EventKeys,
-        retention: usize,
-        instance: &str,
-        batch: &EventBatch,
-    ) -> Result<Vec<Option<String>>> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self.ready()? {
-            Backend::Memory(m) => Ok(m.events_apply(retention, instance, batch)),
-            Backend::Redis(r) => {
-                r.bounded_write(r.events_apply(keys, retention, instance, batch))
-                    .await
-            }
-        }
-    }
-
-    /// Events after `after` (from the first retained one when `None`), at most `limit`; and
-    /// whether some event after `after` was already dropped by the retention.
-    pub(crate) async fn events_read(
-        &self,
-        keys: &EventKeys,
-        after: Option<(u64, u64)>,
-        limit: usize,
-    ) -> Result<(Vec<StoredEvent>, bool)> {
-        match self.ready()? {
-            Backend::Memory(m) => Ok(m.events_read(after, limit)),
-            Backend::Redis(r) => r.bounded(r.events_read(keys, after, limit)).await,
-        }
-    }
-
-    /// The tracked sessions whose expiry may have passed (at most `limit`), if this instance
-    /// holds (or takes) the sweep lease for `lease_ms` (0: without the lease). `None`: another
-    /// instance sweeps now.
-    pub(crate) async fn expiry_due(
-        &self,
-        keys: &EventKeys,
-        instance: &str,
-        lease_ms: u64,
-        limit: usize,
-    ) -> Result<Option<Vec<String>>> {
-        match self.ready()? {
-            Backend::Memory(m) => Ok(Some(m.expiry_due(limit))),
-            Backend::Redis(r) => {
-                r.bounded_write(r.expiry_due(keys, instance, lease_ms, limit))
-                    .await
-            }
-        }
-    }
-
-    /// What is at each session key now (one pipelined round trip on Redis).
-    pub(crate) async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>> {
-        match self.ready()? {
-            Backend::Memory(m) => Ok(keys.iter().map(|k| m.probe(k)).collect()),
-            Backend::Redis(r) => r.bounded(r.probe_many(keys)).await,
-        }
-    }
-}
-
-/// Subscriptions that wake the sweeper when the server reports an expired key (Redis only).
-pub(crate) enum ExpiryWatch {
-    Redis(#[allow(dead_code)] super::redis::ExpiryWatch),
-}
-
-impl Store {
-    /// Sends each expired key under `prefix` (without it) to `expired` where the server sends
-    /// keyspace notifications of expired keys; `None` where it does not (or for memory).
-    pub(crate) async fn watch_expiries(
-        &self,
-        prefix: String,
-        expired: tokio::sync::mpsc::Sender<String>,
-        wake: std::sync::Arc<tokio::sync::Notify>,
-    ) -> Option<ExpiryWatch> {
-        match self.ready().ok()? {
-            Backend::Memory(_) => None,
-            Backend::Redis(r) => r
-                .watch_expiries(prefix, expired, wake)
-                .await
-                .map(ExpiryWatch::Redis),
-        }
-    }
-}
+/// Subscriptions that wake the sweeper when the server reports an expired key (Redis only);
+/// dropping it stops them.
+pub(crate) use super::redis::ExpiryWatch;

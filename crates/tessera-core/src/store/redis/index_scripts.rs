@@ -1,0 +1,147 @@
+//! The user and field indexes on Redis (sorted sets): index_add.lua, field_add.lua and
+//! index_prune.lua (one script per hash slot), `ZRANGEBYSCORE`, `ZREM`.
+
+use super::protocol::{FIELD_ADD, INDEX_ADD, INDEX_PRUNE};
+use super::RedisBackend;
+use crate::error::{Error, Result};
+use crate::store::contract::IndexOps;
+use fred::prelude::*;
+
+impl IndexOps for RedisBackend {
+    /// index_add.lua.
+    async fn index_add(
+        &self,
+        key: &str,
+        member: &str,
+        bound_ms: u64,
+        max: usize,
+        leaving: Option<&str>,
+    ) -> Result<Vec<String>> {
+        self.bounded_write(async {
+            let args: Vec<Value> = vec![
+                member.into(),
+                (bound_ms as i64).into(),
+                (max as i64).into(),
+                leaving.unwrap_or("").into(),
+            ];
+            self.eval_write(&INDEX_ADD, key, args).await
+        })
+        .await
+    }
+
+    /// `ZRANGEBYSCORE key (now +inf`, now by the server-clock estimate.
+    async fn index_members(&self, key: &str) -> Result<Vec<String>> {
+        self.bounded(self.members_from(key, None)).await
+    }
+
+    /// `ZRANGEBYSCORE key since +inf`.
+    async fn field_members(&self, key: &str, since_ms: u64) -> Result<Vec<String>> {
+        self.bounded(self.members_from(key, Some(since_ms))).await
+    }
+
+    /// index_prune.lua, one script per hash slot, sent together.
+    async fn index_prune(
+        &self,
+        keys: &[String],
+        members: &[String],
+        max_score: u64,
+    ) -> Result<i64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.bounded_write(async {
+            let mut args: Vec<Value> = Vec::with_capacity(1 + members.len());
+            args.push((max_score.min(i64::MAX as u64) as i64).into());
+            args.extend(members.iter().map(|m| Value::from(m.as_str())));
+            let groups = self.slot_groups(keys);
+            let prunes = groups.iter().map(|g| {
+                let args = args.clone();
+                async move { self.eval_write_keys::<i64>(&INDEX_PRUNE, g, args, 0).await }
+            });
+            let mut n = 0;
+            for r in futures_util::future::join_all(prunes).await {
+                n += r?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// field_add.lua, one script per hash slot (one in all on a single server), sent
+    /// together; the earliest server time of them.
+    async fn field_add(&self, keys: &[String], member: &str, bound_ms: u64) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.bounded_write(async {
+            let args: Vec<Value> = vec![member.into(), (bound_ms as i64).into()];
+            let groups = self.slot_groups(keys);
+            let adds = groups.iter().map(|g| {
+                let args = args.clone();
+                async move {
+                    let reply: Vec<i64> = self.eval_write_keys(&FIELD_ADD, g, args, 0).await?;
+                    let now = reply.get(1).copied().unwrap_or(0);
+                    self.clock.observe(now, std::time::Instant::now());
+                    Ok::<u64, Error>(now.max(0) as u64)
+                }
+            });
+            let mut earliest = 0;
+            for r in futures_util::future::join_all(adds).await {
+                let at = r?;
+                earliest = if earliest == 0 { at } else { earliest.min(at) };
+            }
+            Ok(earliest)
+        })
+        .await
+    }
+
+    /// `ZREM`.
+    async fn index_remove(&self, key: &str, members: &[String]) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        self.bounded_write(async {
+            let _: i64 = Box::pin(
+                self.pool
+                    .next_connected()
+                    .with_options(&self.write_opts)
+                    .zrem(key, members.to_vec()),
+            )
+            .await
+            .map_err(Error::from_fred)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl RedisBackend {
+    /// The members of an index scored above `min` (`None`: now, by the server-clock estimate:
+    /// a user index's live bounds), lowest score first.
+    async fn members_from(&self, key: &str, min: Option<u64>) -> Result<Vec<String>> {
+        let (kind, min) = match min {
+            None => (
+                fred::types::sorted_sets::ZRangeKind::Exclusive,
+                self.clock.now_ms() as f64,
+            ),
+            Some(m) => (fred::types::sorted_sets::ZRangeKind::Inclusive, m as f64),
+        };
+        Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.read_opts)
+                .zrangebyscore(
+                    key,
+                    fred::types::sorted_sets::ZRange {
+                        kind,
+                        range: fred::types::sorted_sets::ZRangeBound::Score(min),
+                    },
+                    "+inf",
+                    false,
+                    None,
+                ),
+        )
+        .await
+        .map_err(Error::from_fred)
+    }
+}

@@ -1,0 +1,396 @@
+//! The session hashes on Redis: each operation of the contract's `SessionOps` as the script
+//! or command it sends (load.lua or a plain `HGETALL` through the near-cache, write.lua,
+//! create.lua, freeze.lua, release.lua, set_if_absent.lua, end_if.lua, take.lua, `DEL`,
+//! `HMGET`, `HGETALL`), each within its timeout (`send.rs`).
+
+use super::near_cache::Pending;
+use super::protocol::{
+    self, code, flat_fields, parse_load, unexpected, value_bytes, CREATE, END_IF, FREEZE, LOAD,
+    RELEASE, SET_IF_ABSENT, TAKE, WRITE,
+};
+use super::tracking::Cached;
+use super::RedisBackend;
+use crate::error::{Error, Result};
+use crate::store::contract::SessionOps;
+use crate::store::{
+    fields, EndIf, Freeze, Load, NewSession, Picked, Release, SetIfAbsent, Timing, WriteOp,
+    WriteResult,
+};
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use std::collections::HashMap;
+
+impl SessionOps for RedisBackend {
+    /// load.lua (the throttled refresh in the same round trip), or, when `known_fresh`, a
+    /// plain `HGETALL` (none at all on a near-cache hit).
+    async fn load(&self, key: &str, t: Timing, known_fresh: bool, use_cache: bool) -> Result<Load> {
+        if !known_fresh {
+            return self
+                .bounded(async {
+                    let args: Vec<Value> = vec![
+                        (t.idle_ms as i64).into(),
+                        (t.touch_ms as i64).into(),
+                        (t.absolute_ms as i64).into(),
+                        (t.longest_ms.min(i64::MAX as u64) as i64).into(),
+                    ];
+                    parse_load(self.eval_read(&LOAD, key, args).await?)
+                })
+                .await;
+        }
+        let mut fill = use_cache;
+        if use_cache && self.near_cache_on() {
+            match self.cached(key, t).await {
+                Cached::Hit(fields) => {
+                    let mut load = Load::of_plain(fields);
+                    if let Load::Found(l) = &mut load {
+                        l.cached = true;
+                    }
+                    return Ok(load);
+                }
+                Cached::Miss => {}
+                Cached::BarrierFailed => fill = false,
+            }
+        }
+        // No clock comparison here: the absolute deadline also caps the key's TTL, so
+        // the server removes the key by then.
+        let fields = self.bounded(self.load_plain(key, fill)).await?;
+        Ok(Load::of_plain(fields))
+    }
+
+    /// write.lua.
+    async fn write(&self, key: &str, op: &WriteOp<'_>, t: Timing) -> Result<WriteResult> {
+        self.write_to(key, async {
+            let args = protocol::WriteArgs {
+                op,
+                timing: t,
+                freeze_ms: self.freeze_ms,
+                native_expiry: self.native_field_expiry,
+            }
+            .to_values();
+            let reply: Vec<Value> = self
+                .eval_write_until(&WRITE, key, args, op.not_after_ms as i64)
+                .await?;
+            protocol::parse_write(reply)
+        })
+        .await
+    }
+
+    /// create.lua: a fresh 128-bit id cannot exist already, so no existence check.
+    async fn create(&self, key: &str, op: &NewSession<'_>, t: Timing) -> Result<WriteResult> {
+        self.write_to(key, async {
+            let NewSession {
+                set,
+                created_ms,
+                expire,
+                records,
+                not_after_ms,
+            } = *op;
+            let mut args: Vec<Value> =
+                Vec::with_capacity(7 + records.len() + 2 * (set.len() + expire.len()));
+            args.push((t.idle_ms as i64).into());
+            args.push((t.absolute_ms as i64).into());
+            args.push((created_ms as i64).into());
+            args.push(if self.native_field_expiry { "1" } else { "0" }.into());
+            args.push((expire.len() as i64).into());
+            args.push((records.len() as i64).into());
+            args.push((t.trail_max as i64).into());
+            args.extend(records.iter().map(|a| Value::from(*a)));
+            for (f, ms) in expire {
+                args.push((*f).into());
+                args.push((*ms as i64).into());
+            }
+            for (k, v) in set {
+                if *k != fields::CREATED && *k != fields::TOUCHED {
+                    args.push((*k).into());
+                    args.push((*v).into());
+                }
+            }
+            let reply: Vec<Value> = self
+                .eval_write_until(&CREATE, key, args, not_after_ms as i64)
+                .await?;
+            protocol::parse_write(reply)
+        })
+        .await
+    }
+
+    /// freeze.lua.
+    async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {
+        self.write_to(key, async {
+            let args: Vec<Value> = vec![
+                new_member.into(),
+                (self.freeze_ms as i64).into(),
+                (t.idle_ms as i64).into(),
+                (t.absolute_ms as i64).into(),
+            ];
+            let reply: Value = self.eval_write(&FREEZE, key, args).await?;
+            let Value::Array(mut parts) = reply else {
+                return Err(unexpected("freeze script replied with a non-array".into()));
+            };
+            match parts.first().and_then(Value::as_i64) {
+                Some(code::GONE) => Ok(Freeze::Gone),
+                Some(code::MOVED) => Ok(Freeze::Moved),
+                Some(code::FROZEN) if parts.len() == 3 => {
+                    let fields = flat_fields(parts.pop().expect("len checked"))?;
+                    let token = parts.pop().and_then(Value::into_string).ok_or_else(|| {
+                        unexpected("freeze script replied without a token".into())
+                    })?;
+                    Ok(Freeze::Frozen { token, fields })
+                }
+                _ => Err(unexpected(format!("freeze script replied {parts:?}"))),
+            }
+        })
+        .await
+    }
+
+    /// release.lua.
+    async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
+        self.write_to(key, async {
+            let action = if retire { "retire" } else { "thaw" };
+            let args: Vec<Value> = vec![
+                token.into(),
+                action.into(),
+                (crate::store::TOMBSTONE.as_millis() as i64).into(),
+            ];
+            let reply: Vec<i64> = self.eval_write(&RELEASE, key, args).await?;
+            Ok(match reply.first() {
+                Some(&code::DONE) => Release::Done,
+                Some(&code::RETIRED) => Release::Retired,
+                Some(&code::GONE) => Release::Gone,
+                _ => Release::Taken,
+            })
+        })
+        .await
+    }
+
+    /// set_if_absent.lua.
+    async fn set_if_absent(&self, key: &str, field: &str, value: &str) -> Result<SetIfAbsent> {
+        self.write_to(key, async {
+            let args: Vec<Value> = vec![field.into(), value.into(), (self.freeze_ms as i64).into()];
+            let reply: Vec<Value> = self.eval_write(&SET_IF_ABSENT, key, args).await?;
+            Ok(match reply.first().and_then(|v| v.as_i64()) {
+                Some(1) => match reply.get(1).cloned().and_then(Value::into_string) {
+                    Some(now) => SetIfAbsent::Holds(now),
+                    None => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
+                },
+                Some(0) => SetIfAbsent::Gone,
+                Some(-3) => SetIfAbsent::Moved,
+                _ => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
+            })
+        })
+        .await
+    }
+
+    /// end_if.lua.
+    async fn end_if(
+        &self,
+        key: &str,
+        field: &str,
+        expected: Option<&[u8]>,
+        tombstone_ms: u64,
+    ) -> Result<EndIf> {
+        self.write_to(key, async {
+            let args: Vec<Value> = vec![
+                field.into(),
+                Value::Bytes(expected.unwrap_or_default().to_vec().into()),
+                (tombstone_ms as i64).into(),
+                if expected.is_some() { "0" } else { "1" }.into(),
+            ];
+            let reply: Vec<Value> = self.eval_write(&END_IF, key, args).await?;
+            Ok(match reply.first().and_then(|v| v.as_i64()) {
+                Some(1) => EndIf::Ended,
+                Some(2) => EndIf::Changed,
+                Some(0) => EndIf::Absent,
+                Some(3) => match reply.get(1).cloned().and_then(Value::into_string) {
+                    Some(successor) => EndIf::Moved(successor),
+                    None => return Err(unexpected(format!("end_if replied {reply:?}"))),
+                },
+                _ => return Err(unexpected(format!("end_if replied {reply:?}"))),
+            })
+        })
+        .await
+    }
+
+    /// `DEL`.
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.write_to(key, async {
+            let n: i64 = Box::pin(
+                self.pool
+                    .next_connected()
+                    .with_options(&self.write_opts)
+                    .del(key),
+            )
+            .await
+            .map_err(Error::from_fred)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    /// One `DEL` per key, sent together on one connection (fred writes concurrent commands
+    /// back to back: one round trip), each with `write_opts`: unlike a fred pipeline, a `DEL`
+    /// whose deadline passed is never sent later.
+    async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
+        let res = self
+            .bounded_write(async {
+                let client = self.pool.next_connected().with_options(&self.write_opts);
+                let dels = keys.iter().map(|k| {
+                    let client = &client;
+                    async move { client.del::<i64, _>(k.as_str()).await }
+                });
+                futures_util::future::join_all(dels)
+                    .await
+                    .into_iter()
+                    .map(|r| r.map(|n| n > 0).map_err(Error::from_fred))
+                    .collect()
+            })
+            .await;
+        for k in keys {
+            self.changed(k);
+        }
+        res
+    }
+
+    /// take.lua on each key (one script per key, sent together).
+    async fn take_many(
+        &self,
+        keys: &[String],
+        names: &[&str],
+        mark_ms: u64,
+    ) -> Result<Vec<Picked>> {
+        let res = self
+            .bounded_write(async {
+                let takes = keys.iter().map(|k| {
+                    let mut args: Vec<Value> = vec![(mark_ms as i64).into()];
+                    args.extend(names.iter().map(|n| Value::from(*n)));
+                    async move {
+                        let reply: Vec<Value> = self.eval_write(&TAKE, k, args).await?;
+                        let mut it = reply.into_iter();
+                        Ok(match it.next().and_then(|v| v.as_i64()) {
+                            Some(1) => Some(it.map(value_bytes).collect()),
+                            _ => None,
+                        })
+                    }
+                });
+                futures_util::future::join_all(takes)
+                    .await
+                    .into_iter()
+                    .collect()
+            })
+            .await;
+        for k in keys {
+            self.changed(k);
+        }
+        res
+    }
+
+    /// `HMGET __c names...` of each key, pipelined (no `__c`: no session).
+    async fn peek_many(&self, keys: &[String], names: &[&str]) -> Result<Vec<Picked>> {
+        self.bounded(async {
+            let mut all: Vec<&str> = vec![fields::CREATED];
+            all.extend_from_slice(names);
+            let rows = self.hmget_many(keys, &all).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| match r {
+                    Some(vals) if vals[0].is_some() => Some(vals.into_iter().skip(1).collect()),
+                    _ => None, // no __c: no session
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// `HMGET names...` of each key, pipelined.
+    async fn peek_raw(&self, keys: &[String], names: &[&str]) -> Result<Vec<Picked>> {
+        self.bounded(self.hmget_many(keys, names)).await
+    }
+
+    /// One `HGETALL` per key, pipelined (one round trip).
+    async fn read_many(&self, keys: &[String]) -> Result<Vec<HashMap<String, Vec<u8>>>> {
+        self.bounded(async {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let pipe = self.pool.next().pipeline();
+            for k in keys {
+                let _: () = Box::pin(pipe.hgetall(k.as_str()))
+                    .await
+                    .map_err(Error::from_fred)?;
+            }
+            let replies = Box::pin(pipe.try_all::<Value>()).await;
+            replies
+                .into_iter()
+                .map(|r| r.map_err(Error::from_fred).and_then(flat_fields))
+                .collect()
+        })
+        .await
+    }
+}
+
+impl RedisBackend {
+    /// A load known to need no TTL refresh: plain `HGETALL`, the cheapest read there is. With
+    /// the near-cache on (and `fill`), it goes on a tracking connection and fills the cache.
+    pub(crate) async fn load_plain(
+        &self,
+        key: &str,
+        fill: bool,
+    ) -> Result<HashMap<String, Vec<u8>>> {
+        if let (Some(tracking), true) = (&self.tracking, fill) {
+            if let Some(r) = tracking.cache.reserve(key) {
+                // Released on every way out (an error, a reply that is no session, a dropped
+                // future), so reservations never pile up.
+                let guard = Pending::new(&tracking.cache, key, r);
+                let client = tracking.pool.next_connected().with_options(&self.read_opts);
+                let flat: Value = Box::pin(client.hgetall(key))
+                    .await
+                    .map_err(Error::from_fred)?;
+                let fields = flat_fields(flat)?;
+                if fields.contains_key(fields::CREATED) {
+                    guard.fill(&fields);
+                }
+                return Ok(fields);
+            }
+        }
+        // As a custom command: the reply stays a flat array (fred's `hgetall` builds a map of
+        // it first, which `flat_fields` then copies again: 6% of a read's CPU).
+        let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::from(key), false);
+        let flat: Value = Box::pin(
+            self.pool
+                .next_connected()
+                .with_options(&self.read_opts)
+                .custom(hgetall, vec![Value::from(key)]),
+        )
+        .await
+        .map_err(Error::from_fred)?;
+        flat_fields(flat)
+    }
+
+    /// `HMGET names` of each key, pipelined; `None` where the key holds none of them.
+    pub(crate) async fn hmget_many(
+        &self,
+        keys: &[String],
+        all: &[&str],
+    ) -> Result<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = all.to_vec();
+        let pipe = self.pool.next().pipeline();
+        for k in keys {
+            let _: () = Box::pin(pipe.hmget(k.as_str(), all.clone()))
+                .await
+                .map_err(Error::from_fred)?;
+        }
+        let replies = Box::pin(pipe.try_all::<Vec<Value>>()).await;
+        let mut out = Vec::with_capacity(keys.len());
+        for r in replies {
+            let vals: Vec<Option<Vec<u8>>> = r
+                .map_err(Error::from_fred)?
+                .into_iter()
+                .map(value_bytes)
+                .collect();
+            out.push(vals.iter().any(Option::is_some).then_some(vals));
+        }
+        Ok(out)
+    }
+}
