@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod check;
+#[cfg(test)]
+mod conformance;
 pub(crate) mod contract;
 pub(crate) mod event_keys;
 pub(crate) mod memory;
