@@ -40,9 +40,9 @@ pub(super) struct ManagerInner {
     pub(super) config: SessionConfig,
     pub(super) timing: Timing,
     pub(super) touches: TouchLog,
-    /// The query engine's index over the session hashes, created once (see `search.rs`).
+    /// The query engine's index over the session hashes, created once (see `query_engine.rs`).
     pub(super) search_index: tokio::sync::OnceCell<()>,
-    /// The lifecycle events' keys (see `events.rs`).
+    /// The lifecycle events' keys (see `EventKeys`).
     pub(super) event_keys: crate::store::events::EventKeys,
     /// The background expiry sweeper, once started (events on).
     pub(super) sweeper: std::sync::OnceLock<tokio::task::AbortHandle>,

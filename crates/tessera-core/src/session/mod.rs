@@ -15,16 +15,16 @@ mod account;
 mod activity;
 mod csrf;
 mod devices;
-mod events;
 mod expiry;
 mod index;
+mod lifecycle;
 mod load;
 mod manager;
-mod protected;
 mod query;
+mod query_engine;
 mod records;
 mod rotation;
-mod search;
+mod sealed_fields;
 mod state;
 mod touch_log;
 
@@ -35,12 +35,12 @@ pub use self::csrf::{
 };
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession, ForwardedHeader};
-pub use self::events::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::expiry::Expiry;
+pub use self::lifecycle::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
+pub use self::query_engine::escape_tag;
 pub use self::records::{Loaded, Records, StoredRecord, TakeOver, Wrote, LEGACY_REFUSAL};
-pub use self::search::escape_tag;
 
 #[cfg(feature = "test-hooks")]
 pub(crate) async fn track_for_tests(
@@ -740,7 +740,7 @@ impl Session {
                 .filter_map(|(k, v)| {
                     let v = v.as_deref()?;
                     let keys = config.field_keys.as_ref();
-                    Some((k.as_str(), protected::seal(keys, config, &member, k, v)))
+                    Some((k.as_str(), sealed_fields::seal(keys, config, &member, k, v)))
                 })
                 .collect();
             let expire = st.pending_lifetimes();

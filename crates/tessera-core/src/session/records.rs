@@ -1,7 +1,7 @@
 //! Sessions whose id and cookie another session framework manages, kept in tessera's layout.
 
 use super::devices::handle_of;
-use super::protected;
+use super::sealed_fields;
 use super::state::{is_user_field, user_of};
 use super::{check_field, check_field_name_len, SessionManager};
 use crate::codec;
@@ -272,7 +272,7 @@ impl Records {
             return Ok(None);
         };
         let config = &self.mgr.inner.config;
-        if let Some((field, reason)) = protected::unseal(config, &Self::member(id), &mut fields)
+        if let Some((field, reason)) = sealed_fields::unseal(config, &Self::member(id), &mut fields)
             .into_iter()
             .next()
         {
@@ -379,7 +379,7 @@ impl Records {
         if loaded.is_none() {
             // Compared in plaintext; a value that does not decrypt counts as changed (it is
             // written again if `data` holds it).
-            protected::unseal(&self.mgr.inner.config, &member, &mut stored);
+            sealed_fields::unseal(&self.mgr.inner.config, &member, &mut stored);
         }
         let (set, del) = self.delta(
             &member,
@@ -605,7 +605,7 @@ impl Records {
             if !unchanged {
                 let config = &self.mgr.inner.config;
                 let stored =
-                    protected::seal(config.field_keys.as_ref(), config, member, name, &enc);
+                    sealed_fields::seal(config.field_keys.as_ref(), config, member, name, &enc);
                 set.push((name.clone(), stored.into_owned()));
             }
         }

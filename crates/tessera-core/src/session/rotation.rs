@@ -385,7 +385,7 @@ impl Session {
                         text
                     } else {
                         let keys = config.field_keys.as_ref();
-                        super::protected::seal(keys, config, &new_member, k, &text)
+                        super::sealed_fields::seal(keys, config, &new_member, k, &text)
                             .into_owned()
                             .into()
                     };
@@ -531,13 +531,13 @@ impl Session {
                 let batch = crate::store::events::EventBatch {
                     confirm: vec![new_member.clone()],
                     events: vec![
-                        super::events::event(
+                        super::lifecycle::event(
                             super::EventKind::Created,
                             &new_member,
                             user_ref,
                             false,
                         ),
-                        super::events::event(kind, &new_member, user_ref, false),
+                        super::lifecycle::event(kind, &new_member, user_ref, false),
                     ],
                     ..Default::default()
                 };
@@ -547,7 +547,7 @@ impl Session {
             // Not stored yet: created at the end of the request, if anything is set.
         }
         if let (Some((old_member, ttl)), true) = (moved_event, mgr.events_on()) {
-            let mut e = super::events::event(kind, &new_member, user.as_deref(), false);
+            let mut e = super::lifecycle::event(kind, &new_member, user.as_deref(), false);
             let mut batch = crate::store::events::EventBatch::default();
             if let Some(old_member) = old_member {
                 e.previous = super::devices::handle_of(&old_member);
