@@ -19,8 +19,11 @@
 //! | `index.rs` | field indexes, the writer's side: entries added before a write, pruned after |
 //! | `query.rs` | queries by indexed field: find, count, count per value, end |
 //! | `query_engine.rs` | free queries with the Redis query engine (`FT.*`) |
-//! | `lifecycle.rs` | lifecycle events: [`Event`], publishing, reading (page, stream, callback), the expiry sweeper |
-//! | `records.rs` | [`Records`]: sessions another framework's cookie names (tower-sessions); [`Loaded`]; taking over another store's sessions |
+//! | `lifecycle.rs` | lifecycle events: [`Event`], publishing, reading (page, stream, callback) |
+//! | `expiry_sweeper.rs` | the expiry sweeper: `expired` events for expiries nobody caused |
+//! | `records.rs` | [`Records`]: sessions another framework's cookie names (tower-sessions) |
+//! | `record_view.rs` | [`Loaded`]: what a record's load returned, so its save writes the difference |
+//! | `takeover.rs` | taking over another store's sessions ([`Records::take_over`]) |
 //! | `touch_log.rs` | what this process saw of TTL refreshes |
 //! | `stored_data_fuzz.rs` | property test: corrupt stored hashes never panic |
 
@@ -29,6 +32,7 @@ mod activity;
 mod csrf;
 mod devices;
 mod expiry;
+mod expiry_sweeper;
 mod increment;
 mod index;
 mod lifecycle;
@@ -36,11 +40,13 @@ mod load;
 mod manager;
 mod query;
 mod query_engine;
+mod record_view;
 mod records;
 mod rotation;
 mod save;
 mod sealed_fields;
 mod state;
+mod takeover;
 mod touch_log;
 mod values;
 
@@ -56,7 +62,9 @@ pub use self::lifecycle::{Event, EventKind, EventPage, EventStream, EventSubscri
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
 pub use self::query_engine::escape_tag;
-pub use self::records::{Loaded, Records, StoredRecord, TakeOver, Wrote, LEGACY_REFUSAL};
+pub use self::record_view::Loaded;
+pub use self::records::{Records, StoredRecord};
+pub use self::takeover::{TakeOver, Wrote, LEGACY_REFUSAL};
 
 #[cfg(feature = "test-hooks")]
 pub(crate) async fn track_for_tests(
