@@ -8,7 +8,8 @@
 //! | `save.rs` | `save` and `write_now`: pending changes to the store's write or create, in steps |
 //! | `state.rs` | the per-request state machine and the cookie decision |
 //! | `load.rs` | loading (cookie candidates, TTL refresh, index refresh) |
-//! | `rotation.rs` | login and id rotation (the freeze protocol) |
+//! | `login.rs` | `login` (binding a user, starting anew for another user) and `cycle_id` |
+//! | `rotation.rs` | the move to a fresh id (the freeze protocol); its steps in `rotation/`: `step1_freeze.rs`, `step2_copy.rs`, `step3_retire.rs`, `step4_settle.rs` |
 //! | `account.rs` | logout, logout everywhere, device list, revoke |
 //! | `manager.rs` | [`SessionManager`]: starts sessions; per-user operations |
 //! | `devices.rs` | [`DeviceSession`], [`ClientInfo`], handles, user id checks |
@@ -37,6 +38,7 @@ mod increment;
 mod index;
 mod lifecycle;
 mod load;
+mod login;
 mod manager;
 mod query;
 mod query_engine;
