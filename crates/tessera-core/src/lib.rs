@@ -37,8 +37,11 @@ mod config;
 mod cookie;
 pub mod endpoints;
 mod error;
+mod field_crypto;
 mod id;
-mod protect;
+// `protect` is `field_crypto`'s old name, still used by config.rs and the re-exports below;
+// it goes once both say `field_crypto`.
+use self::field_crypto as protect;
 mod session;
 mod store;
 

@@ -21,7 +21,7 @@ pub(super) const MAX_USER_ID_BYTES: usize = 512;
 pub(super) fn check_user_id(user_id: &str) -> Result<()> {
     if user_id.is_empty()
         || user_id.len() > MAX_USER_ID_BYTES
-        || !super::search::is_whole_tag(user_id)
+        || !super::query_engine::is_whole_tag(user_id)
     {
         return Err(Error::InvalidUserId);
     }

@@ -200,7 +200,7 @@ impl Session {
                 limit: limits.max_index_terms_per_field,
             });
         }
-        if !f.list && !new.iter().all(|t| super::search::is_whole_tag(t)) {
+        if !f.list && !new.iter().all(|t| super::query_engine::is_whole_tag(t)) {
             return Err(crate::Error::InvalidIndexValue(field.to_string()));
         }
         if new.iter().any(|t| t.len() > limits.max_index_term_bytes) {

@@ -40,9 +40,9 @@ pub(super) struct ManagerInner {
     pub(super) config: SessionConfig,
     pub(super) timing: Timing,
     pub(super) touches: TouchLog,
-    /// The query engine's index over the session hashes, created once (see `search.rs`).
+    /// The query engine's index over the session hashes, created once (see `query_engine.rs`).
     pub(super) search_index: tokio::sync::OnceCell<()>,
-    /// The lifecycle events' keys (see `events.rs`).
+    /// The lifecycle events' keys (see `EventKeys`).
     pub(super) event_keys: crate::store::events::EventKeys,
     /// The background expiry sweeper, once started (events on).
     pub(super) sweeper: std::sync::OnceLock<tokio::task::AbortHandle>,
@@ -330,15 +330,15 @@ impl SessionManager {
 
     /// Sets `user_id`'s logout-all mark, before its index is read: a take-over that wrote its
     /// copy before the mark was set is in the index by then; one that did not sees the mark
-    /// (records.rs).
+    /// (takeover.rs).
     async fn mark_ended_before(&self, user_id: &str) -> Result<()> {
-        let stamp = super::records::ended_key(&self.inner.config, user_id);
+        let stamp = super::takeover::ended_key(&self.inner.config, user_id);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis()
             .to_string();
-        let ttl_ms = super::records::LEGACY_REFUSAL.as_millis() as u64;
+        let ttl_ms = super::takeover::LEGACY_REFUSAL.as_millis() as u64;
         self.inner
             .store
             .set_bytes(&stamp, now_ms.as_bytes(), ttl_ms)

@@ -77,7 +77,7 @@ pub(super) struct State {
     /// reach, added before the write with the others.
     pub(super) incr_entry: Option<(String, String)>,
     /// Protected fields whose stored value did not decrypt, and why.
-    pub(super) unreadable: HashMap<String, crate::protect::Unreadable>,
+    pub(super) unreadable: HashMap<String, crate::field_crypto::Unreadable>,
     /// Lifetimes (ms) of fields set in this request with `insert_for`.
     pub(super) expire: BTreeMap<String, u64>,
     /// Lifetime stamps of fields this request found past their lifetime (dropped from `data`)

@@ -6,7 +6,7 @@
 use super::state::State;
 use super::Session;
 use crate::error::{Error, Result};
-use crate::protect::{FieldKeys, Unreadable};
+use crate::field_crypto::{FieldKeys, Unreadable};
 use crate::SessionConfig;
 use std::collections::HashMap;
 

@@ -1,0 +1,213 @@
+//! Step 1 of a rotation, freeze: the new member joins the user's index while the old key is
+//! frozen and read, or a session not stored yet is created under the new id.
+
+use super::super::state::{CookieAction, State, Status};
+use super::super::{tag, Session};
+use super::{OldSession, Rotation};
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::store::events::EventBatch;
+use crate::store::{fields, Freeze};
+use std::collections::{BTreeMap, HashMap};
+use tracing::Instrument as _;
+
+/// What step 1 leaves for the next ones.
+pub(super) struct Frozen {
+    /// The user's sessions beyond the device limit, ended in step 4.
+    pub(super) victims: Vec<String>,
+    /// The frozen old key and what it held (`None`: no stored session to move).
+    pub(super) old: Option<(OldSession, HashMap<String, Vec<u8>>)>,
+    /// Step 1 created the session under the new id (a login of a session not stored yet).
+    pub(super) created_here: bool,
+}
+
+/// What a create rolled back in step 1 gives back: the request's pending changes (a successful
+/// write clears them) and its cookie decision.
+struct BeforeCreate {
+    dirty: BTreeMap<String, Option<String>>,
+    cookie: CookieAction,
+    expire: BTreeMap<String, u64>,
+    records: Vec<String>,
+    trail: Option<Vec<u8>>,
+}
+
+impl BeforeCreate {
+    fn of(st: &State) -> Self {
+        BeforeCreate {
+            dirty: st.dirty.clone(),
+            cookie: st.cookie,
+            expire: st.expire.clone(),
+            records: st.records.clone(),
+            trail: st.data.get(fields::TRAIL).cloned(),
+        }
+    }
+
+    /// The request as it was before the create: not stored, its changes pending again (a
+    /// retried login or a `save` keeps them).
+    fn restore(self, st: &mut State) {
+        st.status = Status::New;
+        st.id = None;
+        st.dirty = self.dirty;
+        st.cookie = self.cookie;
+        st.expire = self.expire;
+        st.records = self.records;
+        match self.trail {
+            Some(t) => st.data.insert(fields::TRAIL.to_string(), t),
+            None => st.data.remove(fields::TRAIL),
+        };
+    }
+}
+
+impl Rotation {
+    /// Step 1, freeze: at once, the new member joins the user's index (and, with events on,
+    /// the expiry set) and the old key is frozen while read; a session not stored yet is
+    /// created under the new id instead. A failure undoes what the others did.
+    pub(super) async fn freeze(&self, session: &Session, st: &mut State) -> Result<Frozen> {
+        let span = tracing::debug_span!("tessera.cycle", sid = %tag(st.id.as_ref()), new_sid = %self.new_id.log_tag());
+        let add = self.add_member();
+        let freeze = async {
+            match &self.old {
+                Some((_, key)) => self
+                    .store()
+                    .freeze(key, &self.new_member, self.timing)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        if self.old.is_none() {
+            st.id = Some(self.new_id.clone());
+        }
+        let before_create = self.create_now.then(|| BeforeCreate::of(st));
+        st.created_by_login = self.create_now;
+        let create = self.create_new(session, st);
+        let (added, frozen, created) =
+            Box::pin(async { tokio::join!(add, freeze, create) }.instrument(span)).await;
+        let created_here =
+            std::mem::take(&mut st.created_by_login) && matches!(created, Some(Ok(_)));
+        let victims = match added {
+            Ok(v) => v.unwrap_or_default(),
+            Err(e) => {
+                self.undo_member().await;
+                if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) =
+                    (&self.old, frozen)
+                {
+                    self.thaw(key, &token).await;
+                }
+                if let (Some(Ok(_)), Some(before)) = (&created, before_create) {
+                    // Not in the index, so not handed out: the new key goes again, and the
+                    // request's changes are pending again.
+                    if let Err(e) = self.store().delete(&self.new_key).await {
+                        tracing::debug!(error = %e, "could not delete a login's new key after its index add failed; it expires by its TTL");
+                    }
+                    before.restore(st);
+                }
+                return Session::failed(st, e);
+            }
+        };
+        if let Some(Err(e)) = created {
+            self.undo_member().await;
+            return Err(e);
+        }
+        let old = match &self.old {
+            Some((id, key)) => Some(self.frozen_old(st, id, key, frozen).await?),
+            None => None,
+        };
+        Ok(Frozen {
+            victims,
+            old,
+            created_here,
+        })
+    }
+
+    /// Step 1's index add (`None`: no user), with the new id's tracking alongside.
+    async fn add_member(&self) -> Result<Option<Vec<String>>> {
+        let index_add = async {
+            match &self.index {
+                Some(ix) => self
+                    .store()
+                    .index_add(
+                        ix,
+                        &self.new_member,
+                        self.mgr.index_bound_ms(),
+                        self.mgr.inner.config.max_sessions_per_user,
+                        self.leaving.as_deref(),
+                    )
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let track = async {
+            // A created session is tracked by the create step itself, before its key.
+            if !self.track_new || self.create_now {
+                return Ok(());
+            }
+            self.mgr.publish(&self.track_batch()).await.map(|_| ())
+        };
+        let (added, tracked) = tokio::join!(index_add, track);
+        tracked.and(added)
+    }
+
+    /// The tracking of the new id before its key exists.
+    fn track_batch(&self) -> EventBatch {
+        EventBatch {
+            track_pending: vec![(
+                self.new_member.clone(),
+                self.mgr.inner.new_session_ttl(),
+                self.user.clone().unwrap_or_default(),
+            )],
+            ..Default::default()
+        }
+    }
+
+    /// Step 1 for a session not stored yet (`None` otherwise): created under the new id (a
+    /// login is saved at once), tracked before its key exists so that an end racing this
+    /// login is claimed.
+    async fn create_new(&self, session: &Session, st: &mut State) -> Option<Result<i64>> {
+        if !self.create_now {
+            return None;
+        }
+        if self.track_new {
+            if let Err(e) = self.mgr.publish(&self.track_batch()).await {
+                return Some(Err(e));
+            }
+        }
+        Some(session.write_now(st, None).await)
+    }
+
+    /// What step 1's freeze of the old key found: frozen (its token and contents), or the
+    /// session ended or moving elsewhere meanwhile (the new member goes again).
+    async fn frozen_old(
+        &self,
+        st: &mut State,
+        id: &SessionId,
+        key: &str,
+        frozen: Result<Option<Freeze>>,
+    ) -> Result<(OldSession, HashMap<String, Vec<u8>>)> {
+        match frozen {
+            Ok(Some(Freeze::Frozen { token, fields })) => {
+                let old = OldSession {
+                    id: id.clone(),
+                    key: key.to_string(),
+                    token,
+                };
+                Ok((old, fields))
+            }
+            Ok(Some(Freeze::Gone)) | Ok(None) => {
+                self.undo_member().await;
+                st.mark_ended();
+                Session::failed(st, Error::SessionEnded)
+            }
+            Ok(Some(Freeze::Moved)) => {
+                self.undo_member().await;
+                st.mark_moved();
+                Session::failed(st, Error::SessionEnded)
+            }
+            Err(e) => {
+                self.undo_member().await;
+                Session::failed(st, e)
+            }
+        }
+    }
+}
