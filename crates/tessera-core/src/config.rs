@@ -132,7 +132,7 @@ impl SessionConfig {
     /// `{[namespace]events}`: the lifecycle events stream. Its helper keys (`:expiry`,
     /// `:users`, `:sweep`) share its hash tag, so one script reaches them all on Cluster.
     pub(crate) fn events_key(&self) -> String {
-        format!("{{{}events}}", self.namespace)
+        crate::layout::keys::events(&self.namespace)
     }
 
     /// Whether `field` is stored encrypted.
@@ -152,12 +152,12 @@ impl SessionConfig {
     /// `[namespace]index:<field>:<value>`: the sessions whose `field` holds `value` (the value
     /// escaped like a user id, so it can never pick a Cluster slot).
     pub(crate) fn value_index_key(&self, field: &str, value: &str) -> String {
-        format!("{}index:{}:{}", self.namespace, field, user_key_part(value))
+        crate::layout::keys::value_index(&self.namespace, field, value)
     }
 
     /// `[namespace]index:<field>`: the values `field` holds in some session.
     pub(crate) fn values_key(&self, field: &str) -> String {
-        format!("{}index:{}", self.namespace, field)
+        crate::layout::keys::field_values(&self.namespace, field)
     }
 
     /// Idle timeout: a session not used for this long expires (default 30 minutes).
@@ -208,13 +208,14 @@ impl SessionConfig {
         (self.max_sessions_per_user > 0).then_some(self.max_sessions_per_user)
     }
 
+    /// `[namespace]session:<storage key>` (see [`crate::layout::keys`]).
     pub(crate) fn session_key(&self, storage_key: &str) -> String {
-        format!("{}session:{}", self.namespace, storage_key)
+        crate::layout::keys::session(&self.namespace, storage_key)
     }
 
     /// `[namespace]user:<id>:sessions`, the id escaped by [`user_key_part`].
     pub(crate) fn index_key(&self, user_id: &str) -> String {
-        format!("{}user:{}:sessions", self.namespace, user_key_part(user_id))
+        crate::layout::keys::user_sessions(&self.namespace, user_id)
     }
 
     /// The most user fields one session may hold.
@@ -243,25 +244,7 @@ impl SessionConfig {
     }
 }
 
-/// A user id as it appears in a key: readable as it is, except that `%`, `{`, `}`, spaces,
-/// control characters and DEL are percent-escaped (`%7B`). So an id can never pick its own
-/// Redis Cluster slot with a `{hash tag}`, and two different ids never share a key (the
-/// escaping is one-to-one because `%` itself is escaped).
-pub(crate) fn user_key_part(user_id: &str) -> std::borrow::Cow<'_, str> {
-    let special = |b: u8| b == b'%' || b == b'{' || b == b'}' || b <= b' ' || b == 0x7f;
-    if !user_id.bytes().any(special) {
-        return std::borrow::Cow::Borrowed(user_id);
-    }
-    let mut out = String::with_capacity(user_id.len() + 8);
-    for c in user_id.chars() {
-        if c.is_ascii() && special(c as u8) {
-            out.push_str(&format!("%{:02X}", c as u8));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub(crate) use crate::layout::keys::user_key_part;
 
 /// The default device limit: without one, a client holding a user's credentials could create
 /// sessions without end, and logout-all and the device list (O(sessions of the user)) would
@@ -678,7 +661,7 @@ impl SessionConfigBuilder {
         }
         for (i, f) in self.indexed.iter().enumerate() {
             let bad = f.name.is_empty()
-                || f.name.starts_with("__")
+                || crate::layout::fields::is_reserved(&f.name)
                 || f.name.len() > 64
                 || f.name.bytes().any(|b| {
                     b == b':' || b == b'{' || b == b'}' || b == b'%' || b <= b' ' || b == 0x7f
@@ -698,7 +681,10 @@ impl SessionConfigBuilder {
             }
         }
         for p in &self.protected {
-            if p.is_empty() || p.starts_with("__") || p.len() > MAX_FIELD_NAME_BYTES {
+            if p.is_empty()
+                || crate::layout::fields::is_reserved(p)
+                || p.len() > MAX_FIELD_NAME_BYTES
+            {
                 return Err(ConfigError::Protected(
                     "a protected field's name is a user field name (1 to 256 bytes, not starting with `__`)",
                 ));
@@ -803,24 +789,5 @@ mod tests {
                 .max_sessions_per_user(),
             None
         );
-    }
-
-    #[test]
-    fn user_ids_cannot_pick_a_slot_or_collide() {
-        let c = SessionConfig::builder(Key::generate()).build().unwrap();
-        assert_eq!(
-            c.index_key("42"),
-            "user:42:sessions",
-            "plain ids stay readable"
-        );
-        assert_eq!(
-            c.index_key("ann@example.com"),
-            "user:ann@example.com:sessions"
-        );
-        assert_eq!(c.index_key("{evil}"), "user:%7Bevil%7D:sessions");
-        let ids = ["a b", "a%20b", "a%2520b", "{x}", "%7Bx%7D", "a\nb", "é{"];
-        let keys: std::collections::HashSet<String> = ids.iter().map(|i| c.index_key(i)).collect();
-        assert_eq!(keys.len(), ids.len(), "one key per id: {keys:?}");
-        assert!(keys.iter().all(|k| !k.contains('{') && !k.contains('}')));
     }
 }

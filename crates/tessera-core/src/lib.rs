@@ -38,6 +38,7 @@ mod cookie;
 pub mod endpoints;
 mod error;
 mod id;
+mod layout;
 mod protect;
 mod session;
 mod store;

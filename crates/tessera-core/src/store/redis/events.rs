@@ -1,7 +1,7 @@
 //! Lifecycle events on Redis: the scripts `events.lua`, `events_due.lua`, `events_read.lua`
 //! (one hash tag, one slot) and `probe.lua` (on session keys).
 
-use super::protocol::{unexpected, EVENTS, EVENTS_DUE, EVENTS_READ, PROBE};
+use super::protocol::{code, unexpected, EVENTS, EVENTS_DUE, EVENTS_READ, PROBE};
 use super::RedisBackend;
 use crate::error::{Error, Result};
 use crate::store::events::{EventBatch, EventKeys, Probe, StoredEvent};
@@ -128,7 +128,7 @@ impl RedisBackend {
     /// `probe.lua` on each key, sent together (one round trip; each its own slot).
     pub(crate) async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>> {
         let probes = keys.iter().map(|k| async move {
-            // A key that is not a hash answers {3} (probe.lua checks its type): one odd key
+            // A key that is not a hash answers {NOT_A_SESSION} (probe.lua checks its type): one odd key
             // cannot stop every later sweep.
             let reply = self.eval_read(&PROBE, k, Vec::new()).await?;
             let parts = match reply {
@@ -136,12 +136,12 @@ impl RedisBackend {
                 other => return Err(unexpected(format!("probe replied {other:?}"))),
             };
             Ok(match parts.first().and_then(Value::as_i64) {
-                Some(0) => Probe::Gone,
-                Some(1) => {
+                Some(code::GONE) => Probe::Gone,
+                Some(code::DONE) => {
                     Probe::Live(parts.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64)
                 }
-                Some(2) => Probe::Ended,
-                Some(3) => Probe::Moved,
+                Some(code::ENDED_MARK) => Probe::Ended,
+                Some(code::NOT_A_SESSION) => Probe::Moved,
                 _ => return Err(unexpected(format!("probe replied {parts:?}"))),
             })
         });

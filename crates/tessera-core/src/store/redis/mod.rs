@@ -737,10 +737,10 @@ impl RedisBackend {
         ];
         let reply: Vec<Value> = self.eval_write(&END_IF, key, args).await?;
         Ok(match reply.first().and_then(|v| v.as_i64()) {
-            Some(1) => EndIf::Ended,
-            Some(2) => EndIf::Changed,
-            Some(0) => EndIf::Absent,
-            Some(3) => match reply.get(1).cloned().and_then(Value::into_string) {
+            Some(code::DONE) => EndIf::Ended,
+            Some(code::CHANGED) => EndIf::Changed,
+            Some(code::GONE) => EndIf::Absent,
+            Some(code::MOVED) => match reply.get(1).cloned().and_then(Value::into_string) {
                 Some(successor) => EndIf::Moved(successor),
                 None => return Err(unexpected(format!("end_if replied {reply:?}"))),
             },
