@@ -444,6 +444,10 @@ mod tests {
             vec!["me".into(), i(10), i(100)]
         );
         assert_eq!(events_read_args("-".into(), 5), vec!["-".into(), i(5)]);
+    }
+
+    #[test]
+    fn events_arguments_are_what_the_call_site_sends() {
         let batch = EventBatch {
             track: vec![("m".into(), 9, "u".into())],
             track_pending: vec![("p".into(), 8, "".into())],
