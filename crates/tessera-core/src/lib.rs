@@ -39,9 +39,7 @@ pub mod endpoints;
 mod error;
 mod field_crypto;
 mod id;
-// `protect` is `field_crypto`'s old name, still used by config.rs and the re-exports below;
-// it goes once both say `field_crypto`.
-use self::field_crypto as protect;
+mod layout;
 mod session;
 mod store;
 
@@ -103,8 +101,8 @@ pub mod test_hooks {
 }
 pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, Result};
+pub use crate::field_crypto::FieldKey;
 pub use crate::id::SessionId;
-pub use crate::protect::FieldKey;
 pub use crate::session::{
     csrf_input, escape_tag, is_cross_origin, is_form_content_type, CsrfCheck, RequestOrigin,
     CSRF_FIELD, CSRF_HEADER,

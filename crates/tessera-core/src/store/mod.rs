@@ -32,67 +32,9 @@ pub(crate) use self::ops::{
 pub(crate) use self::ttl::{now_ms, own_idle_ms, ttl_ms};
 use contract::Facts;
 
-/// Reserved hash fields (user fields may not start with `__`).
-pub(crate) mod fields {
-    /// Creation time, ms since the Unix epoch (server clock).
-    pub(crate) const CREATED: &str = "__c";
-    /// Last TTL refresh ("last seen"), ms since the Unix epoch.
-    pub(crate) const TOUCHED: &str = "__t";
-    /// The bound user id, when logged in.
-    pub(crate) const USER: &str = "__u";
-    /// The User-Agent recorded at login, for device lists.
-    pub(crate) const USER_AGENT: &str = "__ua";
-    /// The client address recorded at login, for device lists.
-    pub(crate) const CLIENT_ADDR: &str = "__ip";
-    /// Set while a login moves the session to a new id: `"<ms> <new member>"` (see freeze.lua).
-    pub(crate) const MOVING: &str = "__m";
-    /// The activity trail: `<ms> <action>` lines, oldest first (see session/activity.rs).
-    pub(crate) const TRAIL: &str = "__a";
-    /// The expiry another framework gave a session it manages (see `Records`), ms since the
-    /// Unix epoch.
-    pub(crate) const EXPIRES_AT: &str = "__e";
-    /// This session's own expiry ("remember me"), when it has one: `p <ms>` (a persistent
-    /// cookie, the store's idle timeout `ms`) or `b <ms>` (a browser-session cookie). The
-    /// scripts slide the TTL by it instead of the configured idle timeout.
-    pub(crate) const OWN_EXPIRY: &str = "__i";
-    /// The session's CSRF secret, base64url (see session/csrf.rs).
-    pub(crate) const CSRF: &str = "__k";
-    /// The loads whose view a save of another framework's session (see `Records`) used, most
-    /// recent first, space-separated (at most `Records`' bound): a view given to a second
-    /// save is stale (a cache's copy of the record), and that save replaces every value.
-    pub(crate) const SAVED_LOADS: &str = "__l";
-    /// Prefix of a field's lifetime stamp: `__x:<field>` = its expiry, server ms.
-    pub(crate) const EXPIRES: &str = "__x:";
-
-    /// Removes from `data` the fields whose lifetime stamp is at most `now` (and their stamps);
-    /// the stamps that went.
-    pub(crate) fn drop_expired(
-        data: &mut std::collections::HashMap<String, Vec<u8>>,
-        now: u64,
-    ) -> Vec<String> {
-        let gone: Vec<String> = data
-            .iter()
-            .filter(|(k, v)| {
-                k.starts_with(EXPIRES)
-                    && std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                        .is_some_and(|at| at <= now)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for stamp in &gone {
-            data.remove(stamp);
-            data.remove(&stamp[EXPIRES.len()..]);
-        }
-        gone
-    }
-
-    /// A stored time field (ms since the epoch, as text); `None` if absent or not a number.
-    pub(crate) fn ms(h: &std::collections::HashMap<String, Vec<u8>>, name: &str) -> Option<u64> {
-        std::str::from_utf8(h.get(name)?).ok()?.trim().parse().ok()
-    }
-}
+/// Reserved hash fields (user fields may not start with `__`): named in
+/// [`crate::layout::fields`], re-exported here for the store's and the session's imports.
+pub(crate) use crate::layout::fields;
 
 /// The session store: a handle that is cheap to clone and shared by all requests.
 ///

@@ -2,7 +2,7 @@
 //! (one hash tag, one slot) and `probe.lua` (on session keys); keyspace notifications of
 //! expired keys are in `notices.rs`.
 
-use super::protocol::{unexpected, EVENTS, EVENTS_DUE, EVENTS_READ, PROBE};
+use super::protocol::{code, unexpected, EVENTS, EVENTS_DUE, EVENTS_READ, PROBE};
 use super::RedisBackend;
 use crate::error::Result;
 use crate::store::contract::EventOps;
@@ -176,12 +176,12 @@ impl EventOps for RedisBackend {
                     other => return Err(unexpected(format!("probe replied {other:?}"))),
                 };
                 Ok(match parts.first().and_then(Value::as_i64) {
-                    Some(0) => Probe::Gone,
-                    Some(1) => {
+                    Some(code::GONE) => Probe::Gone,
+                    Some(code::DONE) => {
                         Probe::Live(parts.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64)
                     }
-                    Some(2) => Probe::Ended,
-                    Some(3) => Probe::Moved,
+                    Some(code::ENDED_MARK) => Probe::Ended,
+                    Some(code::NOT_A_SESSION) => Probe::Moved,
                     _ => return Err(unexpected(format!("probe replied {parts:?}"))),
                 })
             });

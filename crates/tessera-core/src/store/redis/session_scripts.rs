@@ -129,7 +129,7 @@ impl SessionOps for RedisBackend {
             match parts.first().and_then(Value::as_i64) {
                 Some(code::GONE) => Ok(Freeze::Gone),
                 Some(code::MOVED) => Ok(Freeze::Moved),
-                Some(code::FROZEN) if parts.len() == 3 => {
+                Some(code::DONE) if parts.len() == 3 => {
                     let fields = flat_fields(parts.pop().expect("len checked"))?;
                     let token = parts.pop().and_then(Value::into_string).ok_or_else(|| {
                         unexpected("freeze script replied without a token".into())
@@ -168,12 +168,12 @@ impl SessionOps for RedisBackend {
             let args: Vec<Value> = vec![field.into(), value.into(), (self.freeze_ms as i64).into()];
             let reply: Vec<Value> = self.eval_write(&SET_IF_ABSENT, key, args).await?;
             Ok(match reply.first().and_then(|v| v.as_i64()) {
-                Some(1) => match reply.get(1).cloned().and_then(Value::into_string) {
+                Some(code::DONE) => match reply.get(1).cloned().and_then(Value::into_string) {
                     Some(now) => SetIfAbsent::Holds(now),
                     None => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
                 },
-                Some(0) => SetIfAbsent::Gone,
-                Some(-3) => SetIfAbsent::Moved,
+                Some(code::GONE) => SetIfAbsent::Gone,
+                Some(code::MOVED) => SetIfAbsent::Moved,
                 _ => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
             })
         })
@@ -197,10 +197,10 @@ impl SessionOps for RedisBackend {
             ];
             let reply: Vec<Value> = self.eval_write(&END_IF, key, args).await?;
             Ok(match reply.first().and_then(|v| v.as_i64()) {
-                Some(1) => EndIf::Ended,
-                Some(2) => EndIf::Changed,
-                Some(0) => EndIf::Absent,
-                Some(3) => match reply.get(1).cloned().and_then(Value::into_string) {
+                Some(code::DONE) => EndIf::Ended,
+                Some(code::CHANGED) => EndIf::Changed,
+                Some(code::GONE) => EndIf::Absent,
+                Some(code::MOVED) => match reply.get(1).cloned().and_then(Value::into_string) {
                     Some(successor) => EndIf::Moved(successor),
                     None => return Err(unexpected(format!("end_if replied {reply:?}"))),
                 },
@@ -266,7 +266,7 @@ impl SessionOps for RedisBackend {
                         let reply: Vec<Value> = self.eval_write(&TAKE, k, args).await?;
                         let mut it = reply.into_iter();
                         Ok(match it.next().and_then(|v| v.as_i64()) {
-                            Some(1) => Some(it.map(value_bytes).collect()),
+                            Some(code::DONE) => Some(it.map(value_bytes).collect()),
                             _ => None,
                         })
                     }

@@ -1,7 +1,7 @@
 //! Plain string keys another session store wrote (a take-over of its sessions): `GET`, `SET`
 //! with an expiry, and retire_legacy.lua (delete or shorten only if unchanged).
 
-use super::protocol::{unexpected, value_bytes, RETIRE_LEGACY};
+use super::protocol::{code, unexpected, value_bytes, RETIRE_LEGACY};
 use super::RedisBackend;
 use crate::error::{Error, Result};
 use crate::store::contract::TakeoverOps;
@@ -68,8 +68,8 @@ impl TakeoverOps for RedisBackend {
                 ));
             };
             match (parts.first().and_then(Value::as_i64), parts.len()) {
-                (Some(0), 1) => Ok(false),
-                (Some(1), 1) => Ok(true),
+                (Some(code::GONE), 1) => Ok(false),
+                (Some(code::DONE), 1) => Ok(true),
                 _ => Err(unexpected(format!("take-over script replied {parts:?}"))),
             }
         })

@@ -20,8 +20,8 @@
 local stream, expiry, users, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local maxlen, instance = ARGV[2], ARGV[3]
-local i = 4
+local maxlen, instance = ARGV[A_MAXLEN], ARGV[A_INSTANCE]
+local i = A_REST
 local n = tonumber(ARGV[i]); i = i + 1
 local track_from, ntrack = i, n
 i = i + 4 * n

@@ -6,14 +6,14 @@
 local expiry, lease = KEYS[1], KEYS[2]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local lease_ms = tonumber(ARGV[3])
+local lease_ms, instance = tonumber(ARGV[A_LEASE_MS]), ARGV[A_INSTANCE]
 if lease_ms > 0 then
   local holder = redis.call('GET', lease)
-  if holder and holder ~= ARGV[2] then return {now} end
-  redis.call('SET', lease, ARGV[2], 'PX', lease_ms)
+  if holder and holder ~= instance then return {now} end
+  redis.call('SET', lease, instance, 'PX', lease_ms)
 end
 local out = {now}
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))) do
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, tonumber(ARGV[A_LIMIT]))) do
   out[#out + 1] = m
 end
 return out

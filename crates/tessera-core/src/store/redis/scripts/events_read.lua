@@ -11,4 +11,4 @@ local f = first[1][2]
 for i = 1, #f, 2 do
   if f[i] == 'prev_id' then prev = f[i + 1] end
 end
-return {first_id, prev, redis.call('XRANGE', stream, ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))}
+return {first_id, prev, redis.call('XRANGE', stream, ARGV[A_START], '+', 'COUNT', tonumber(ARGV[A_COUNT]))}

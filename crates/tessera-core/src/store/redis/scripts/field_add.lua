@@ -8,14 +8,14 @@
 --       own idle timeout, at least twice the configured one)
 -- Members whose deadline has passed are dropped, and each key lives until its latest deadline
 -- (index_trim in the prelude).
--- Returns {1, now}: the caller's write must reach its server by now + half the prune guard
+-- Returns {DONE, now}: the caller's write must reach its server by now + half the prune guard
 -- (its deadline says so), which is what lets a prune trust any add older than the guard; or
 -- {EXPIRED, now}.
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local member, bound = ARGV[2], tonumber(ARGV[3])
+local member, bound = ARGV[A_MEMBER], tonumber(ARGV[A_BOUND_MS])
 for _, key in ipairs(KEYS) do
   redis.call('ZADD', key, now + bound, member)
   index_trim(key, now)
 end
-return {1, now}
+return {DONE, now}

@@ -2,14 +2,13 @@
 -- KEYS[1] the old session key; ARGV: deadline (see the prelude), new member, freeze_ms,
 -- idle_ms, absolute_ms
 -- Returns {GONE}, {MOVED} (another rotation of this session is under way), or
--- {FROZEN, token, hash}: from now until the rotation releases it (or freeze_ms pass), writes to
+-- {DONE, token, hash} (frozen): from now until the rotation releases it (or freeze_ms pass), writes to
 -- this key answer MOVED instead of landing where the copy would no longer see them, so no
 -- write acknowledged here is lost by the rotation.
-local GONE, FROZEN, MOVED = 0, 1, -3
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local freeze_ms, idle, abs = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local freeze_ms, idle, abs = tonumber(ARGV[A_FREEZE_MS]), tonumber(ARGV[A_IDLE_MS]), tonumber(ARGV[A_ABSOLUTE_MS])
 local h = redis.call('HGETALL', key)
 if #h == 0 then return {GONE} end
 local created_field, created, moving
@@ -25,6 +24,6 @@ if not session_ttl(now, created or now, idle, abs) then
   return {GONE}
 end
 if frozen(moving, now, freeze_ms) then return {MOVED} end
-local token = now .. ' ' .. ARGV[2]
+local token = moving_mark(now, ARGV[A_NEW_MEMBER])
 redis.call('HSET', key, F_MOVING, token)
-return {FROZEN, token, h}
+return {DONE, token, h}

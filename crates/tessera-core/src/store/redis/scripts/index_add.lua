@@ -8,8 +8,8 @@
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local member = ARGV[2]
-local score = now + tonumber(ARGV[3])
+local member, bound = ARGV[A_MEMBER], tonumber(ARGV[A_BOUND_MS])
+local score = now + bound
 -- GT: an existing member's bound only ever grows; a new member is added.
 redis.call('ZADD', key, 'GT', score, member)
 -- A member whose bound has passed is certainly expired: safe to drop, atomically, here.
@@ -17,12 +17,12 @@ redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
 local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 local ttl = tonumber(top[2]) - now
 -- A corrupt score (inf, nan, centuries away) must not break every login of the user.
-if ttl ~= ttl or ttl > 315360000000 then ttl = tonumber(ARGV[3]) end
+if ttl ~= ttl or ttl > 315360000000 then ttl = bound end
 ttl = math.floor(ttl)
 local cur = redis.call('PTTL', key)
 if cur < ttl then redis.call('PEXPIRE', key, ttl) end
-local max = tonumber(ARGV[4])
-local leaving = ARGV[5]
+local max = tonumber(ARGV[A_MAX_SESSIONS])
+local leaving = ARGV[A_LEAVING]
 local victims = {}
 if max > 0 then
   local n = redis.call('ZCARD', key)

@@ -9,10 +9,10 @@
 -- Returns how many were removed, or {EXPIRED, now}.
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local limit = tonumber(ARGV[2])
+local limit = tonumber(ARGV[A_MAX_SCORE])
 local n = 0
 for _, key in ipairs(KEYS) do
-  for i = 3, #ARGV do
+  for i = A_REST, #ARGV do
     local s = redis.call('ZSCORE', key, ARGV[i])
     if s and tonumber(s) <= limit then n = n + redis.call('ZREM', key, ARGV[i]) end
   end

@@ -2,11 +2,10 @@
 -- KEYS[1] session key; ARGV: idle_ms (a session's own expiry, F_OWN_EXPIRY, takes its place),
 -- touch_ms, absolute_ms (0 = none), longest_ms (the longest own expiry the configuration allows)
 -- Returns {GONE} when there is no live session, {MOVED} for a key retired by a login's id
--- rotation moments ago (see release.lua), else {TOUCHED, hash}, {FRESH, hash, age_ms}
+-- rotation moments ago (see release.lua), else {DONE, hash} (refreshed), {FRESH, hash, age_ms}
 -- (age_ms: how long ago, by the server clock, the last refresh was), or {TOUCH_REFUSED, hash,
 -- reason} when the refresh was due but the server refused the write (over maxmemory with
 -- noeviction): the read is still served.
-local GONE, TOUCHED, FRESH, TOUCH_REFUSED, MOVED = 0, 1, 2, 3, -3
 local key = KEYS[1]
 local h = redis.call('HGETALL', key)
 if #h == 0 then return {GONE} end
@@ -19,7 +18,8 @@ for i = 1, #h, 2 do
 end
 if is_tombstone(created_field, moving) then return {MOVED} end
 if created_field == nil then return {GONE} end -- not a session hash
-local idle, touch, abs = own_idle(own, tonumber(ARGV[1]), tonumber(ARGV[4])), tonumber(ARGV[2]), tonumber(ARGV[3])
+local idle = own_idle(own, tonumber(ARGV[A_IDLE_MS]), tonumber(ARGV[A_LONGEST_MS]))
+local touch, abs = tonumber(ARGV[A_TOUCH_MS]), tonumber(ARGV[A_ABSOLUTE_MS])
 local now = now_ms()
 h = drop_expired(key, h, now)
 local ttl = session_ttl(now, created or now, idle, abs)
@@ -31,6 +31,6 @@ if refresh_due(now, touched, touch) then
   local r = redis.pcall('HSET', key, F_TOUCHED, now)
   if type(r) == 'table' and r.err then return {TOUCH_REFUSED, h, r.err} end
   redis.call('PEXPIRE', key, ttl)
-  return {TOUCHED, h}
+  return {DONE, h}
 end
 return {FRESH, h, now - touched}

@@ -1,8 +1,35 @@
 -- tessera script prelude (prepended to every script): shared names and helpers, no commands.
 
--- The reserved fields' names (F_CREATED, F_TOUCHED, F_USER, F_USER_AGENT, F_CLIENT_ADDR,
--- F_MOVING, F_OWN_EXPIRY) are defined on the line before this prelude, from store::fields in
--- Rust.
+-- The generated header before this prelude (src/layout/lua_header.rs) defines every name the
+-- scripts share: the reserved fields (F_CREATED, F_MOVING, ... and RESERVED_PREFIX), the
+-- marker values (MARK_RETIRED, MARK_ENDED), the reply codes (GONE, DONE, MOVED, EXPIRED, ...)
+-- and the script's argument positions (A_DEADLINE, A_<NAME>, A_REST). No script types them.
+
+-- Whether a field name is reserved (tessera's own, never a user field). Mirrors
+-- layout::fields::is_reserved.
+local function is_reserved(name)
+  return string.sub(name, 1, #RESERVED_PREFIX) == RESERVED_PREFIX
+end
+
+-- The F_MOVING marker (layout/marker.rs): '<ms> <member>' while a login moves the session
+-- (the rotation's token), MARK_RETIRED .. token on the old key once retired, MARK_ENDED where
+-- an action ended the session.
+local function moving_mark(now, member)
+  return now .. ' ' .. member
+end
+local function retired_mark(token)
+  return MARK_RETIRED .. token
+end
+local function is_retired(moving)
+  return moving ~= nil and moving ~= false and string.sub(moving, 1, #MARK_RETIRED) == MARK_RETIRED
+end
+local function is_ended(moving)
+  return moving == MARK_ENDED
+end
+-- The member a moving or retired marker names (its last word).
+local function mark_successor(moving)
+  return string.match(moving, '(%S+)$')
+end
 
 -- Server time in ms since the epoch (one clock for every app instance).
 local function now_ms()
@@ -38,16 +65,16 @@ end
 -- few seconds. Requests still carrying the old cookie see "moved", not "gone", so they neither
 -- clear the browser's cookie (its new one has the same name) nor start a session over it.
 local function is_tombstone(created_field, moving)
-  return created_field == nil and moving ~= nil and string.sub(moving, 1, 8) == 'retired '
+  return created_field == nil and is_retired(moving)
 end
 
--- Scripts that write take ARGV[1] = a deadline in server ms (0 = none): the app's bound on
+-- Scripts that write take ARGV[A_DEADLINE] = a deadline in server ms (0 = none): the app's bound on
 -- when the write may still happen. A script that runs later (the server was paused with the
 -- command in its socket, or slow) changes nothing and replies {EXPIRED, now}, so a write
 -- answered "not confirmed" by the app is never applied afterwards.
-local EXPIRED = -4
 local function past_deadline(now)
-  local deadline = tonumber(ARGV[1]) or 0
+  if not A_DEADLINE then return false end
+  local deadline = tonumber(ARGV[A_DEADLINE]) or 0
   return deadline > 0 and now > deadline
 end
 
@@ -59,7 +86,7 @@ end
 
 -- A rotation in progress ("<ms> <new member>" in __m) younger than freeze_ms freezes the key.
 local function frozen(moving, now, freeze_ms)
-  if not moving or string.sub(moving, 1, 8) == 'retired ' then return false end
+  if not moving or is_retired(moving) then return false end
   local at = tonumber(string.match(moving, '^(%d+) '))
   return at ~= nil and now - at < freeze_ms and now >= at
 end
@@ -81,7 +108,6 @@ end
 -- remaining lifetime, an id rotation's copy). Where the server has hash-field expiry
 -- (`native`), the field and its stamp also get HPEXPIRE, so the server removes both on time;
 -- elsewhere a load removes expired fields and their stamps (`drop_expired`).
-local F_EXPIRES = '__x:'
 local function set_lifetimes(key, now, native, pairs_from, n)
   for i = 0, n - 1 do
     local f, ttl = ARGV[pairs_from + 2 * i], tonumber(ARGV[pairs_from + 1 + 2 * i])
@@ -94,9 +120,9 @@ end
 local function drop_expired(key, h, now)
   local gone = {}
   for i = 1, #h, 2 do
-    if string.sub(h[i], 1, 4) == F_EXPIRES and tonumber(h[i + 1]) and tonumber(h[i + 1]) <= now then
+    if string.sub(h[i], 1, #F_EXPIRES) == F_EXPIRES and tonumber(h[i + 1]) and tonumber(h[i + 1]) <= now then
       gone[h[i]] = true
-      gone[string.sub(h[i], 5)] = true
+      gone[string.sub(h[i], #F_EXPIRES + 1)] = true
     end
   end
   if next(gone) == nil then return h end
@@ -111,7 +137,6 @@ end
 
 -- The activity trail (session/activity.rs): F_TRAIL holds '<ms> <action>' lines, oldest first,
 -- at most `max` of them. Appends ARGV[from .. from + n - 1], stamped `now`.
-local F_TRAIL = '__a'
 local function append_trail(key, now, max, from, n)
   if n <= 0 then return end
   local lines = {}

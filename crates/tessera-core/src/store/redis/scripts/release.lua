@@ -5,10 +5,9 @@
 -- tombstone_ms): requests still carrying the old cookie then see "moved" rather than "gone".
 -- Returns {DONE}; {RETIRED} when the key was already retired with this token (a retire whose
 -- answer was lost: the rotation did complete); {GONE} when the key no longer exists (a logout-all or revoke won the race: the
--- caller deletes its copy); TAKEN when the freeze was broken (it went stale and a write landed,
+-- caller deletes its copy); {TAKEN} when the freeze was broken (it went stale and a write landed,
 -- or another rotation took over): retiring now would lose that write, so the caller undoes;
 -- {EXPIRED, now}.
-local DONE, RETIRED, GONE, TAKEN = 1, 2, 0, -3
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
@@ -17,12 +16,13 @@ if not moving then
   if redis.call('EXISTS', key) == 0 then return {GONE} end
   return {TAKEN}
 end
-if moving == 'retired ' .. ARGV[2] then return {RETIRED} end
-if moving ~= ARGV[2] then return {TAKEN} end
-if ARGV[3] == 'retire' then
+local token = ARGV[A_TOKEN]
+if moving == retired_mark(token) then return {RETIRED} end
+if moving ~= token then return {TAKEN} end
+if ARGV[A_ACTION] == 'retire' then
   redis.call('DEL', key)
-  redis.call('HSET', key, F_MOVING, 'retired ' .. ARGV[2])
-  redis.call('PEXPIRE', key, tonumber(ARGV[4]))
+  redis.call('HSET', key, F_MOVING, retired_mark(token))
+  redis.call('PEXPIRE', key, tonumber(ARGV[A_TOMBSTONE_MS]))
 else
   redis.call('HDEL', key, F_MOVING)
 end

@@ -7,7 +7,7 @@
 --       nrec, trail_max, longest_ms (the longest own expiry now), then nset field/value pairs, then ndel fields, then nexp
 --       field/lifetime_ms pairs (see set_lifetimes in the prelude), then nrec activity trail
 --       entries (see append_trail)
--- Returns {WRITTEN, incr_result (as text), touched (0/1), user id or '', now}, {GONE}, {EXISTS} (create),
+-- Returns {DONE, incr_result (as text), touched (0/1), user id or '', now}, {GONE}, {EXISTS} (create),
 -- {NOT_AN_INTEGER}, {MOVED} (a login is moving the session to a new id: nothing written), or
 -- {EXPIRED, now} (past its deadline: nothing written), or {TOO_MANY_FIELDS} (the increment would
 -- add a field beyond max_fields: nothing written).
@@ -16,21 +16,24 @@
 -- reports it so the caller moves the session's bound in its user's index.
 -- Over maxmemory (noeviction) the first write command fails with OOM before anything is
 -- written; the script then fails with that error, and the caller reports the store unavailable.
-local WRITTEN, GONE, EXISTS, NOT_AN_INTEGER, MOVED, TOO_MANY_FIELDS = 1, 0, -1, -2, -3, -5
-local FIRST = 18
 local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
-local mode = ARGV[2]
-local idle, abs = tonumber(ARGV[3]), tonumber(ARGV[4])
-local nset, ndel = tonumber(ARGV[6]), tonumber(ARGV[7])
-local touch, freeze_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
+local mode = ARGV[A_MODE]
+local idle, abs = tonumber(ARGV[A_IDLE_MS]), tonumber(ARGV[A_ABSOLUTE_MS])
+local nset, ndel = tonumber(ARGV[A_NSET]), tonumber(ARGV[A_NDEL])
+local touch, freeze_ms = tonumber(ARGV[A_TOUCH_MS]), tonumber(ARGV[A_FREEZE_MS])
+local incr_field, incr_by = ARGV[A_INCR_FIELD], ARGV[A_INCR_BY]
+-- The variable part: nset field/value pairs, ndel fields, nexp lifetime pairs, trail entries.
+local set_from = A_REST
+local del_from = set_from + 2 * nset
+local lifetimes_from = del_from + ndel
 local created, touched_at, user, moving
 -- Whether this write sets or removes the session's own expiry: then the TTL is set now.
 local changes_own = false
 if mode == 'c' then
   if redis.call('EXISTS', key) == 1 then return {EXISTS} end
-  created = tonumber(ARGV[5])
+  created = tonumber(ARGV[A_CREATED_MS])
   if created == 0 then created = now end
 else
   local meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING, F_OWN_EXPIRY)
@@ -41,12 +44,12 @@ else
   -- The session's own expiry, unless this write sets or removes it (then idle_ms is the new
   -- one: the caller knows it).
   for i = 0, nset - 1 do
-    if ARGV[FIRST + 2 * i] == F_OWN_EXPIRY then changes_own = true end
+    if ARGV[set_from + 2 * i] == F_OWN_EXPIRY then changes_own = true end
   end
   for i = 0, ndel - 1 do
-    if ARGV[FIRST + 2 * nset + i] == F_OWN_EXPIRY then changes_own = true end
+    if ARGV[del_from + i] == F_OWN_EXPIRY then changes_own = true end
   end
-  if not changes_own then idle = own_idle(meta[5], idle, tonumber(ARGV[17])) end
+  if not changes_own then idle = own_idle(meta[5], idle, tonumber(ARGV[A_LONGEST_MS])) end
 end
 local ttl = session_ttl(now, created, idle, abs)
 if not ttl then
@@ -54,32 +57,32 @@ if not ttl then
   return {GONE}
 end
 local incr = 0
-local max_fields = tonumber(ARGV[12])
+local max_fields = tonumber(ARGV[A_MAX_FIELDS])
 -- The field-count check, for an increment the app could not check (it did not load): one HLEN
 -- in the common case; the exact count only when the hash is near the limit.
-if ARGV[8] ~= '' and max_fields > 0 and redis.call('HLEN', key) >= max_fields
-    and redis.call('HEXISTS', key, ARGV[8]) == 0 then
+if incr_field ~= '' and max_fields > 0 and redis.call('HLEN', key) >= max_fields
+    and redis.call('HEXISTS', key, incr_field) == 0 then
   local n = 0
   for _, k in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(k, 1, 2) ~= '__' then n = n + 1 end
+    if not is_reserved(k) then n = n + 1 end
   end
   if n >= max_fields then return {TOO_MANY_FIELDS} end
 end
-if ARGV[8] ~= '' then
+if incr_field ~= '' then
   -- A field past its lifetime (where the server has no hash-field expiry, it may still be in
   -- the hash) is counted from zero: it is gone.
-  local stamp = redis.call('HGET', key, F_EXPIRES .. ARGV[8])
+  local stamp = redis.call('HGET', key, F_EXPIRES .. incr_field)
   if stamp and tonumber(stamp) and tonumber(stamp) <= now then
-    redis.call('HDEL', key, ARGV[8], F_EXPIRES .. ARGV[8])
+    redis.call('HDEL', key, incr_field, F_EXPIRES .. incr_field)
   end
-  local r = redis.pcall('HINCRBY', key, ARGV[8], ARGV[9])
+  local r = redis.pcall('HINCRBY', key, incr_field, incr_by)
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'OOM', 1, true) then return r end
     return {NOT_AN_INTEGER}
   end
   incr = r
   -- A Lua number is a double: past 2^53 return the exact value as text.
-  if r >= 9007199254740992 or r <= -9007199254740992 then incr = redis.call('HGET', key, ARGV[8]) end
+  if r >= 9007199254740992 or r <= -9007199254740992 then incr = redis.call('HGET', key, incr_field) end
 end
 local touched = mode == 'c' or changes_own or refresh_due(now, touched_at, touch)
 local args = {}
@@ -89,15 +92,15 @@ if touched then
   args[#args + 1] = now
 end
 for i = 0, nset - 1 do
-  args[#args + 1] = ARGV[FIRST + 2 * i]
-  args[#args + 1] = ARGV[FIRST + 1 + 2 * i]
+  args[#args + 1] = ARGV[set_from + 2 * i]
+  args[#args + 1] = ARGV[set_from + 1 + 2 * i]
 end
 if #args > 0 then hset_all(key, args) end
-if ndel > 0 then hdel_range(key, FIRST + 2 * nset, FIRST - 1 + 2 * nset + ndel) end
-local nexp = tonumber(ARGV[14])
-if nexp > 0 then set_lifetimes(key, now, ARGV[13] == '1', FIRST + 2 * nset + ndel, nexp) end
-append_trail(key, now, tonumber(ARGV[16]), FIRST + 2 * nset + ndel + 2 * nexp, tonumber(ARGV[15]))
+if ndel > 0 then hdel_range(key, del_from, del_from + ndel - 1) end
+local nexp = tonumber(ARGV[A_NEXP])
+if nexp > 0 then set_lifetimes(key, now, ARGV[A_NATIVE] == '1', lifetimes_from, nexp) end
+append_trail(key, now, tonumber(ARGV[A_TRAIL_MAX]), lifetimes_from + 2 * nexp, tonumber(ARGV[A_NREC]))
 -- A stale freeze (its rotation died): this write wins, and that rotation will not delete the key.
 if moving then redis.call('HDEL', key, F_MOVING) end
 if touched then redis.call('PEXPIRE', key, ttl) end
-return {WRITTEN, incr, (touched and mode ~= 'c') and 1 or 0, user or '', now}
+return {DONE, incr, (touched and mode ~= 'c') and 1 or 0, user or '', now}

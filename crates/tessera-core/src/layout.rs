@@ -1,0 +1,31 @@
+//! The session protocol's layout: everything the Rust engine, the Lua scripts and the memory
+//! store must agree on, named once.
+//!
+//! | file | job |
+//! |---|---|
+//! | `layout/keys.rs` | every key format (sessions, user index, ended-before mark, field indexes, events, search index name, near-cache marker), the user-id escaping |
+//! | `layout/fields.rs` | the reserved hash fields, the `__` prefix rule ([`fields::is_reserved`]), lifetime stamps |
+//! | `layout/marker.rs` | the `__m` marker grammar ([`marker::Marker`]: moving, retired, ended) |
+//! | `layout/replies.rs` | the scripts' reply codes, one table |
+//! | `layout/script_args.rs` | each script's `ARGV` positions, and [`script_args::Argv`] that builds arguments by them |
+//! | `layout/lua_header.rs` | the header generated from the above and prepended to every script |
+//! | `layout/script_scan.rs` | (test) every script takes names, markers, codes and positions from the header |
+//!
+//! The scripts themselves live in `store/redis/scripts/`; `store/redis/protocol.rs` loads
+//! them (header + prelude + script) and decodes their replies.
+
+// Some names of `fields`, `keys` and `marker` wait for their sites in files outside this
+// module's change to use them (issue #24: those sites still type the name or format the key
+// themselves, and change to these after the store and session splits merge); the allows go
+// then.
+#[allow(dead_code)]
+pub(crate) mod fields;
+#[allow(dead_code)]
+pub(crate) mod keys;
+pub(crate) mod lua_header;
+#[allow(dead_code)]
+pub(crate) mod marker;
+pub(crate) mod replies;
+pub(crate) mod script_args;
+#[cfg(test)]
+mod script_scan;
