@@ -64,8 +64,9 @@ end
 -- A retired key (see release.lua): no session fields, only F_MOVING = 'retired <token>', for a
 -- few seconds. Requests still carrying the old cookie see "moved", not "gone", so they neither
 -- clear the browser's cookie (its new one has the same name) nor start a session over it.
+-- `not created_field`: HGETALL's caller passes nil for a missing field, HMGET's gives false.
 local function is_tombstone(created_field, moving)
-  return created_field == nil and is_retired(moving)
+  return not created_field and is_retired(moving)
 end
 
 -- Scripts that write take ARGV[A_DEADLINE] = a deadline in server ms (0 = none): the app's bound on
