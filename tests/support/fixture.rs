@@ -66,7 +66,7 @@ pub struct Fixture {
 pub mod test_routes {
     use serde_json::json;
     use std::time::Duration;
-    use tessera_core::endpoints::Reply;
+    use tessera_core::adapter::endpoints::Reply;
     use tessera_core::Session;
 
     fn done(r: Result<Reply, tessera_core::Error>) -> Reply {

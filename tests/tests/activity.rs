@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, SessionManager};
 use tessera_tests::{Browser, Fixture, Setup};
 

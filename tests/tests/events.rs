@@ -7,6 +7,7 @@
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, EventKind, SessionManager};
 use tessera_tests::fixture::{config, ADMIN_TOKEN};
 use tessera_tests::{Browser, Fixture, Setup};

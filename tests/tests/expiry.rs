@@ -5,6 +5,7 @@
 
 use serde_json::json;
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, Expiry, SessionConfigBuilder, SessionManager};
 use tessera_tests::{Browser, Fixture, Setup};
 

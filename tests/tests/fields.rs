@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, SessionManager};
 use tessera_tests::fixture::{config, field_key, indexed, protected};
 use tessera_tests::{Backend, Browser, Fixture, ServerKind, Setup};

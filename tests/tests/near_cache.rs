@@ -6,6 +6,7 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{NearCacheCoherence, RedisOptions, SessionManager, Store};
 use tessera_tests::fixture::{config, serve};
 use tessera_tests::resp::{command, RedisReply};

@@ -3,6 +3,7 @@
 //! Written once, run on every backend through both adapters.
 
 use serde_json::json;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::SessionManager;
 use tessera_tests::{Browser, Fixture, Setup};
 

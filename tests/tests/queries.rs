@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_tests::fixture::{indexed, ADMIN_TOKEN};
 use tessera_tests::{Browser, Fixture, Setup};
 

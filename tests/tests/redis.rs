@@ -7,6 +7,7 @@
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{RedisOptions, SessionManager, Store};
 use tessera_tests::fixture::config;
 use tessera_tests::{Backend, Fixture, Server, ServerKind};

@@ -85,7 +85,7 @@ use std::time::Instant;
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
-/// What [`Session::finish`] decided: the `Set-Cookie` value to send, if any, and the error
+/// What [`finish`](crate::adapter::SessionExt::finish) decided: the `Set-Cookie` value to send, if any, and the error
 /// that must replace the handler's response, if any (see [`Error::status_code`]).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -106,7 +106,7 @@ pub struct Outcome {
 /// Fields are typed: any serde value goes in with [`insert`](Session::insert) and comes back
 /// with [`get`](Session::get). Only the fields that changed are written, at the end of the
 /// request, in one round trip, and only when the response is not an error (see
-/// [`finish`](Session::finish)).
+/// [`finish`](crate::adapter::SessionExt::finish)).
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<SessionInner>,
@@ -673,7 +673,7 @@ impl Session {
 
     /// Writes the pending changes now instead of at the end of the request, so that they are
     /// kept even if the response turns out to be an error (by default an error response
-    /// commits nothing of its request: see [`finish`](Session::finish)). A no-op when nothing
+    /// commits nothing of its request: see [`finish`](crate::adapter::SessionExt::finish)). A no-op when nothing
     /// changed.
     pub async fn save(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
@@ -873,7 +873,7 @@ impl Session {
     /// request did. What was saved explicitly stays: [`save`](Session::save),
     /// [`increment`](Session::increment) (with the changes pending before it), `login`,
     /// `cycle_id`, `destroy` and the logout calls write at once.
-    pub async fn finish(&self, response_status: u16) -> Outcome {
+    pub(crate) async fn finish(&self, response_status: u16) -> Outcome {
         let mut st = self.inner.state.lock().await;
         let config = &self.mgr().inner.config;
         Self::settle_index_refresh(&mut st).await;
