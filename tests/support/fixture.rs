@@ -45,6 +45,23 @@ pub struct Setup {
     pub adapter: Adapter,
 }
 
+/// For a per-backend case that takes the backend alone (see `per_backend!`).
+impl From<Setup> for Backend {
+    fn from(setup: Setup) -> Backend {
+        setup.backend
+    }
+}
+
+/// For a per-backend case that takes a standalone server's kind (see `per_backend!`).
+impl From<Setup> for ServerKind {
+    fn from(setup: Setup) -> ServerKind {
+        match setup.backend {
+            Backend::Redis(kind) => kind,
+            other => panic!("{other:?} is not a standalone server"),
+        }
+    }
+}
+
 impl From<Backend> for Setup {
     fn from(backend: Backend) -> Setup {
         Setup {
@@ -66,7 +83,7 @@ pub struct Fixture {
 pub mod test_routes {
     use serde_json::json;
     use std::time::Duration;
-    use tessera_core::endpoints::Reply;
+    use tessera_core::adapter::endpoints::Reply;
     use tessera_core::Session;
 
     fn done(r: Result<Reply, tessera_core::Error>) -> Reply {

@@ -29,31 +29,109 @@ pub fn init_tracing() {
 pub mod fixture;
 pub use fixture::{Adapter, Backend, Fixture, Setup};
 
-/// Generates one `#[tokio::test]` per case, adapter (axum, actix) and backend: memory, Redis 7, Redis 8.2, Valkey
-/// 8.1, Sentinel (Redis 7 primary + replica + 3 Sentinels) and Cluster (3 primaries + 3
-/// replicas). Each case is `async fn case(backend: Backend)` in a module `cases`.
+/// The one per-backend test generator: one `#[tokio::test]` per case, backend (and adapter,
+/// when adapters are listed), each named `[adapter::]backend::case`.
+///
+/// ```ignore
+/// // Both adapters on every backend: axum::memory::case_a, ..., actix::cluster::case_b.
+/// per_backend!([axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] => case_a, case_b);
+/// // Backends alone, through axum: redis7::case_a, valkey::case_a.
+/// per_backend!([redis7, valkey] => case_a);
+/// // Backends alone, through actix: redis8_search::case_a.
+/// per_backend!(actix: [redis8_search] => case_a);
+/// // A module named apart, for another adapter: redis7::case_a and redis7_actix::case_a.
+/// per_backend!([redis7, redis7_actix = redis7 @ actix] => case_a);
+/// // Cases that are functions of the calling module rather than of its `cases` module.
+/// per_backend!([memory, redis7, cluster] => self::{case_a, case_b});
+/// // Named case first, case_a::memory, case_a::redis7: where cases of one module run on
+/// // different backend lists.
+/// per_backend!(by_case [memory, redis7] => self::{case_a});
+/// per_backend!(by_case [redis7, cluster] => self::{case_b});
+/// ```
+///
+/// Backends: `memory`, `redis7`, `redis8`, `redis8_search` (Redis 8.2 with the query engine),
+/// `valkey`, `sentinel` (Redis 7 primary + replica + 3 Sentinels), `cluster` (3 primaries + 3
+/// replicas). Each case is `async fn case(setup: Setup)`, or takes what a [`Setup`] converts
+/// into ([`Backend`], [`ServerKind`] for standalone servers), in the module `cases` beside the
+/// call (or, with `self::{..}`, in the calling module itself).
 #[macro_export]
 macro_rules! per_backend {
-    ($($case:ident),* $(,)?) => {
-        mod axum { $crate::per_backend!(@adapter $crate::Adapter::Axum; $($case),*); }
-        mod actix { $crate::per_backend!(@adapter $crate::Adapter::Actix; $($case),*); }
+    // Adapters x backends: adapter::backend::case.
+    ([$($adapter:ident),+ $(,)?] x $backends:tt => $($cases:tt)+) => {
+        $crate::per_backend!(@adapters [$($adapter),+] $backends [super::super::] {$($cases)+});
     };
-    (@adapter $adapter:expr; $($case:ident),*) => {
-        $crate::per_backend!(@mod memory, $adapter, $crate::Backend::Memory; $($case),*);
-        $crate::per_backend!(@mod redis7, $adapter, $crate::Backend::Redis($crate::ServerKind::Redis7); $($case),*);
-        $crate::per_backend!(@mod redis8, $adapter, $crate::Backend::Redis($crate::ServerKind::Redis8); $($case),*);
-        $crate::per_backend!(@mod valkey, $adapter, $crate::Backend::Redis($crate::ServerKind::Valkey); $($case),*);
-        $crate::per_backend!(@mod sentinel, $adapter, $crate::Backend::Sentinel; $($case),*);
-        $crate::per_backend!(@mod cluster, $adapter, $crate::Backend::Cluster; $($case),*);
+    // Backends through one adapter: backend::case.
+    ($adapter:ident : $backends:tt => $($cases:tt)+) => {
+        $crate::per_backend!(@backends $adapter $backends [super::] {$($cases)+});
     };
-    (@mod $m:ident, $adapter:expr, $backend:expr; $($case:ident),*) => {
-        mod $m {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::super::cases::$case($crate::Setup { backend: $backend, adapter: $adapter }).await
-                }
-            )*
+    // Backends through axum: backend::case.
+    ([$($backends:tt)+] => $($cases:tt)+) => {
+        $crate::per_backend!(@backends axum [$($backends)+] [super::] {$($cases)+});
+    };
+    // Backends through axum, named case first: case::backend.
+    (by_case $backends:tt => self::{$($case:ident),+ $(,)?}) => {
+        $( $crate::per_backend!(@by_case $case $backends [super::]); )+
+    };
+    (by_case $backends:tt => $($case:ident),+ $(,)?) => {
+        $( $crate::per_backend!(@by_case $case $backends [super::cases::]); )+
+    };
+
+    (@by_case $case:ident [$($m:ident $(= $b:ident @ $a:ident)?),+ $(,)?] $path:tt) => {
+        mod $case {
+            $( $crate::per_backend!(@test $m [$($b $a)?] axum $path $case); )+
         }
     };
+
+    (@adapters [$($adapter:ident),+] $backends:tt $up:tt $cases:tt) => {
+        $(
+            mod $adapter {
+                $crate::per_backend!(@backends $adapter $backends $up $cases);
+            }
+        )+
+    };
+    // Where the cases are: the `cases` module beside the call, or the calling module.
+    (@backends $adapter:ident $backends:tt [$($up:tt)+] {self::{$($case:ident),+ $(,)?}}) => {
+        $crate::per_backend!(@each $adapter $backends [$($up)+] [$($case),+]);
+    };
+    (@backends $adapter:ident $backends:tt [$($up:tt)+] {$($case:ident),+ $(,)?}) => {
+        $crate::per_backend!(@each $adapter $backends [$($up)+ cases::] [$($case),+]);
+    };
+    (@each $adapter:ident [$($m:ident $(= $b:ident @ $a:ident)?),+ $(,)?] $path:tt $cases:tt) => {
+        $( $crate::per_backend!(@mod $m [$($b $a)?] $adapter $path $cases); )+
+    };
+    (@mod $m:ident [] $adapter:ident $path:tt $cases:tt) => {
+        $crate::per_backend!(@emit $m $m $adapter $path $cases);
+    };
+    (@mod $m:ident [$b:ident $a:ident] $adapter:ident $path:tt $cases:tt) => {
+        $crate::per_backend!(@emit $m $b $a $path $cases);
+    };
+    (@emit $m:ident $backend:ident $adapter:ident $path:tt [$($case:ident),+]) => {
+        mod $m {
+            $( $crate::per_backend!(@test $case [$backend $adapter] $adapter $path $case); )+
+        }
+    };
+    // One test `$name`: the case `$case` (at `$path`) on the backend and adapter named.
+    (@test $name:ident [] $adapter:ident $path:tt $case:ident) => {
+        $crate::per_backend!(@test $name [$name $adapter] $adapter $path $case);
+    };
+    (@test $name:ident [$backend:ident $with:ident] $adapter:ident [$($path:tt)+] $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $($path)+ $case(::core::convert::Into::into($crate::Setup {
+                backend: $crate::per_backend!(@backend $backend),
+                adapter: $crate::per_backend!(@adapter $with),
+            }))
+            .await
+        }
+    };
+
+    (@backend memory) => { $crate::Backend::Memory };
+    (@backend redis7) => { $crate::Backend::Redis($crate::ServerKind::Redis7) };
+    (@backend redis8) => { $crate::Backend::Redis($crate::ServerKind::Redis8) };
+    (@backend redis8_search) => { $crate::Backend::Redis($crate::ServerKind::Redis8Search) };
+    (@backend valkey) => { $crate::Backend::Redis($crate::ServerKind::Valkey) };
+    (@backend sentinel) => { $crate::Backend::Sentinel };
+    (@backend cluster) => { $crate::Backend::Cluster };
+    (@adapter axum) => { $crate::Adapter::Axum };
+    (@adapter actix) => { $crate::Adapter::Actix };
 }

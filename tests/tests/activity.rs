@@ -5,10 +5,12 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, SessionManager};
 use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     a_trail_is_newest_first_with_store_times,
     the_trail_is_bounded_and_checks_actions,
     the_trail_follows_the_session_through_login,

@@ -14,6 +14,7 @@ use tessera_tests::{Browser, Fixture, Setup};
 const COOKIE: &str = "__Host-tessera";
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     login_me_put_counter_logout,
     cookie_attributes_default_and_configured,
     key_rotation_accepts_old_key_and_reissues,

@@ -8,6 +8,7 @@ use serde_json::json;
 use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     forms_need_the_sessions_token,
     the_header_check,
     a_token_is_replaced_at_login,
@@ -19,25 +20,9 @@ tessera_tests::per_backend!(
 
 /// On Redis 7 only (the assertions count the server's keys), through both adapters.
 mod redis7_only {
-    use tessera_tests::{Adapter, Backend, ServerKind, Setup};
-    fn on(adapter: Adapter) -> Setup {
-        Setup {
-            backend: Backend::Redis(ServerKind::Redis7),
-            adapter,
-        }
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn axum_a_visitor_without_a_session_costs_no_write() {
-        super::cases::a_visitor_without_a_session_costs_no_write(on(Adapter::Axum)).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn actix_a_visitor_without_a_session_costs_no_write() {
-        super::cases::a_visitor_without_a_session_costs_no_write(on(Adapter::Actix)).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_malformed_secret_is_replaced() {
-        super::cases::a_malformed_secret_is_replaced(on(Adapter::Axum)).await
-    }
+    use super::cases;
+    tessera_tests::per_backend!([axum, actix] x [redis7] => a_visitor_without_a_session_costs_no_write);
+    tessera_tests::per_backend!(axum: [redis7] => a_malformed_secret_is_replaced);
 }
 
 /// The CSRF token in the first form of an HTML page.

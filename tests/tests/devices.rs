@@ -6,6 +6,7 @@ use std::time::Duration;
 use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     device_list_follows_login_rotation_and_logout,
     logout_all_ends_every_session_of_the_user_only,
     logout_others_keeps_the_current_session,

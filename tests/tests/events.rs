@@ -7,11 +7,13 @@
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, EventKind, SessionManager};
 use tessera_tests::fixture::{config, ADMIN_TOKEN};
 use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     a_sessions_life_in_order,
     logout_all_revoke_and_eviction_each_end_once,
     two_instances_see_each_others_events_and_one_expired_each,
@@ -695,15 +697,7 @@ mod notifications {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis7_reports_expiries_at_once() {
-        expired_soon_after(Backend::Redis(ServerKind::Redis7)).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn valkey_reports_expiries_at_once() {
-        expired_soon_after(Backend::Redis(ServerKind::Valkey)).await
-    }
+    tessera_tests::per_backend!(by_case [redis7, valkey] => self::{expired_soon_after});
 
     /// Notifications never hold back the periodic sweep, which alone finds what they do not
     /// report (here a key deleted behind tessera's back, as an eviction does).

@@ -5,10 +5,12 @@
 
 use serde_json::json;
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, Expiry, SessionConfigBuilder, SessionManager};
 use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     remember_me_outlives_the_idle_timeout,
     a_write_that_did_not_read_slides_by_the_own_expiry,
     expiry_survives_login_and_can_be_reset,

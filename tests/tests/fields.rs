@@ -4,11 +4,13 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, SessionManager};
 use tessera_tests::fixture::{config, field_key, indexed, protected};
 use tessera_tests::{Backend, Browser, Fixture, ServerKind, Setup};
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     a_field_with_a_lifetime_disappears_while_the_session_lives,
     writing_again_without_ttl_makes_it_permanent,
     login_and_rotation_keep_remaining_lifetimes,
@@ -26,34 +28,11 @@ tessera_tests::per_backend!(
 
 /// On Redis 7, through both demos.
 mod redis7_only {
-    use tessera_tests::{Adapter, Backend, ServerKind, Setup};
-    fn on(adapter: Adapter) -> Setup {
-        Setup {
-            backend: Backend::Redis(ServerKind::Redis7),
-            adapter,
-        }
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn axum_a_field_that_does_not_decrypt_leaves_the_page_working() {
-        super::cases::a_field_that_does_not_decrypt_leaves_the_page_working(on(Adapter::Axum)).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn actix_a_field_that_does_not_decrypt_leaves_the_page_working() {
-        super::cases::a_field_that_does_not_decrypt_leaves_the_page_working(on(Adapter::Actix))
-            .await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn axum_a_login_that_cannot_carry_a_protected_value_changes_nothing() {
-        super::cases::a_login_that_cannot_carry_a_protected_value_changes_nothing(on(Adapter::Axum))
-            .await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn actix_a_login_that_cannot_carry_a_protected_value_changes_nothing() {
-        super::cases::a_login_that_cannot_carry_a_protected_value_changes_nothing(on(
-            Adapter::Actix,
-        ))
-        .await
-    }
+    use super::cases;
+    tessera_tests::per_backend!([axum, actix] x [redis7] =>
+        a_field_that_does_not_decrypt_leaves_the_page_working,
+        a_login_that_cannot_carry_a_protected_value_changes_nothing,
+    );
 }
 
 /// The CSRF token in the first form of an HTML page.
@@ -693,16 +672,5 @@ mod costs {
         assert!(fields.iter().any(|f| f == "__x:note"), "{fields:?}");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis7() {
-        measure(ServerKind::Redis7).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis8() {
-        measure(ServerKind::Redis8).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn valkey() {
-        measure(ServerKind::Valkey).await
-    }
+    tessera_tests::per_backend!(by_case [redis7, redis8, valkey] => self::{measure});
 }

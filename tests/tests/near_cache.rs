@@ -6,24 +6,14 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{NearCacheCoherence, RedisOptions, SessionManager, Store};
 use tessera_tests::fixture::{config, serve};
 use tessera_tests::resp::{command, RedisReply};
-use tessera_tests::{Adapter, Backend, TestApp, Topology};
+use tessera_tests::{Adapter, Backend, Setup, TestApp, Topology};
 
-macro_rules! near_cache_suite {
-    ($($case:ident),* $(,)?) => {
-        mod redis7 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis7), tessera_tests::Adapter::Axum).await } )* }
-        mod redis7_actix { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis7), tessera_tests::Adapter::Actix).await } )* }
-        mod redis8 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis8), tessera_tests::Adapter::Axum).await } )* }
-        mod valkey { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Redis(tessera_tests::ServerKind::Valkey), tessera_tests::Adapter::Axum).await } )* }
-        mod sentinel { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Sentinel, tessera_tests::Adapter::Axum).await } )* }
-        mod cluster { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Cluster, tessera_tests::Adapter::Axum).await } )* }
-        mod cluster_actix { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Cluster, tessera_tests::Adapter::Actix).await } )* }
-    };
-}
-
-near_cache_suite!(
+tessera_tests::per_backend!(
+    [redis7, redis7_actix = redis7 @ actix, redis8, valkey, sentinel, cluster, cluster_actix = cluster @ actix] =>
     write_on_one_instance_then_read_on_the_other_is_never_stale,
     logout_logout_all_and_revoke_on_one_instance_are_seen_by_the_other,
     a_killed_tracking_connection_empties_the_cache_before_it_serves_again,
@@ -101,8 +91,7 @@ mod cases {
     /// list; `SWAPDB` sends nothing at all). With the barrier, the first read after the flush
     /// (or swap) is a `401`; in push mode, within the once-a-second check.
     pub async fn a_flushed_or_swapped_database_empties_the_cache(
-        backend: Backend,
-        adapter: Adapter,
+        Setup { backend, adapter }: Setup,
     ) {
         for coherence in [NearCacheCoherence::Barrier, NearCacheCoherence::Push] {
             let p = pair_with(backend, adapter, coherence).await;
@@ -163,8 +152,7 @@ mod cases {
     /// (its stamp is checked on every read, cache hits included; with hash-field expiry the
     /// server's own removal also invalidates).
     pub async fn an_expired_field_is_never_served_from_the_cache(
-        backend: Backend,
-        adapter: Adapter,
+        Setup { backend, adapter }: Setup,
     ) {
         let p = pair(backend, adapter).await;
         let on_b = p.b.browser();
@@ -200,8 +188,7 @@ mod cases {
     /// 1,000 rounds: a write answered by one instance, then two reads on the other (the first
     /// after the invalidation, the second normally a cache hit); every read shows the write.
     pub async fn write_on_one_instance_then_read_on_the_other_is_never_stale(
-        backend: Backend,
-        adapter: Adapter,
+        Setup { backend, adapter }: Setup,
     ) {
         let p = pair(backend, adapter).await;
         let on_a = p.a.browser();
@@ -241,8 +228,7 @@ mod cases {
     }
 
     pub async fn logout_logout_all_and_revoke_on_one_instance_are_seen_by_the_other(
-        backend: Backend,
-        adapter: Adapter,
+        Setup { backend, adapter }: Setup,
     ) {
         let p = pair(backend, adapter).await;
         // Three devices of one user, each known (cached) by instance b.
@@ -305,8 +291,7 @@ mod cases {
     /// changed by another client: the instance must not serve its cached copy, whose
     /// invalidation can no longer arrive.
     pub async fn a_killed_tracking_connection_empties_the_cache_before_it_serves_again(
-        backend: Backend,
-        adapter: Adapter,
+        Setup { backend, adapter }: Setup,
     ) {
         let p = pair(backend, adapter).await;
         let on_b = p.b.browser();
@@ -358,7 +343,7 @@ mod cases {
     }
 
     /// `Session::load_fresh` reads the store even when the cache holds the session.
-    pub async fn a_handler_can_ask_for_a_fresh_load(backend: Backend, _adapter: Adapter) {
+    pub async fn a_handler_can_ask_for_a_fresh_load(Setup { backend, .. }: Setup) {
         let p = pair(backend, Adapter::Axum).await;
         let br = p.b.browser();
         assert_eq!(br.put("/session", json!({"n": 1})).await.status, 200);

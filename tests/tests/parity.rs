@@ -3,10 +3,12 @@
 //! Written once, run on every backend through both adapters.
 
 use serde_json::json;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::SessionManager;
 use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     remove_returns_the_old_value,
     clear_empties_the_data_and_keeps_the_session,
     user_ids_of_any_display_type,

@@ -12,6 +12,7 @@ use tessera_tests::{Browser, Fixture, Setup};
 const COOKIE: &str = "__Host-tessera";
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     login_as_another_user_starts_empty,
     a_non_ascii_cookie_does_not_hide_the_session,
     a_write_racing_a_relogin_is_kept_or_refused,

@@ -5,10 +5,12 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_tests::fixture::{indexed, ADMIN_TOKEN};
 use tessera_tests::{Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
+    [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
     find_count_and_count_per_value,
     admin_routes_need_the_token,
     the_index_follows_every_write_path,
@@ -25,7 +27,8 @@ tessera_tests::per_backend!(
 // Redis 8.2 with the query engine loaded: the same suite (the field indexes do not depend
 // on it).
 mod axum_search {
-    tessera_tests::per_backend!(@mod redis8_search, tessera_tests::Adapter::Axum, tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis8Search);
+    use super::cases;
+    tessera_tests::per_backend!(axum: [redis8_search] =>
         find_count_and_count_per_value,
         admin_routes_need_the_token,
         the_index_follows_every_write_path,
@@ -40,7 +43,8 @@ mod axum_search {
     );
 }
 mod actix_search {
-    tessera_tests::per_backend!(@mod redis8_search, tessera_tests::Adapter::Actix, tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis8Search);
+    use super::cases;
+    tessera_tests::per_backend!(actix: [redis8_search] =>
         find_count_and_count_per_value,
         admin_routes_need_the_token,
         the_index_follows_every_write_path,
@@ -635,20 +639,8 @@ mod cases {
 /// sessions that hold the value, not with the 10,000 unrelated sessions beside them.
 mod cost {
     use super::*;
-    use tessera_tests::ServerKind;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queries_cost_what_they_find_not_the_keyspace_redis7() {
-        queries_cost_what_they_find_not_the_keyspace(tessera_tests::Backend::Redis(
-            ServerKind::Redis7,
-        ))
-        .await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queries_cost_what_they_find_not_the_keyspace_cluster() {
-        queries_cost_what_they_find_not_the_keyspace(tessera_tests::Backend::Cluster).await
-    }
+    tessera_tests::per_backend!(by_case [redis7, cluster] => self::{queries_cost_what_they_find_not_the_keyspace});
 
     fn calls(stats: &BTreeMap<String, u64>) -> u64 {
         stats.values().sum()
@@ -810,7 +802,6 @@ mod cost {
 /// leaves an `ended` mark at that key, and the create that follows is refused.
 mod in_flight {
     use super::*;
-    use tessera_tests::ServerKind;
 
     async fn a_create_after_an_end_of_its_index_entry_is_refused(backend: tessera_tests::Backend) {
         let fx = Fixture::with(backend, indexed).await;
@@ -847,34 +838,12 @@ mod in_flight {
         assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 1);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory() {
-        a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Memory).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis7() {
-        a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Redis(
-            ServerKind::Redis7,
-        ))
-        .await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn valkey() {
-        a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Redis(
-            ServerKind::Valkey,
-        ))
-        .await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn cluster() {
-        a_create_after_an_end_of_its_index_entry_is_refused(tessera_tests::Backend::Cluster).await
-    }
+    tessera_tests::per_backend!(by_case [memory, redis7, valkey, cluster] => self::{a_create_after_an_end_of_its_index_entry_is_refused});
 }
 
 /// Cases found by a review, each failing without its fix.
 mod review {
     use super::*;
-    use tessera_tests::ServerKind;
 
     /// A request that read `acme` writes `acme` again after another request moved the session
     /// to `globex` and removed its old entry: the write adds the entry again (every term of
@@ -960,42 +929,11 @@ mod review {
         assert_eq!(b.get("/me").await.status, 401, "ended under its new id");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stale_view_still_adds_its_entries_memory() {
-        a_stale_view_still_adds_its_entries(tessera_tests::Backend::Memory).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stale_view_still_adds_its_entries_redis7() {
-        a_stale_view_still_adds_its_entries(tessera_tests::Backend::Redis(ServerKind::Redis7)).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stale_view_still_adds_its_entries_cluster() {
-        a_stale_view_still_adds_its_entries(tessera_tests::Backend::Cluster).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn increments_alone_keep_the_entries_alive_memory() {
-        increments_alone_keep_the_entries_alive(tessera_tests::Backend::Memory).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn increments_alone_keep_the_entries_alive_redis7() {
-        increments_alone_keep_the_entries_alive(tessera_tests::Backend::Redis(ServerKind::Redis7))
-            .await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn increments_alone_keep_the_entries_alive_cluster() {
-        increments_alone_keep_the_entries_alive(tessera_tests::Backend::Cluster).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ending_follows_a_login_that_moved_the_session_redis7() {
-        ending_follows_a_login_that_moved_the_session(tessera_tests::Backend::Redis(
-            ServerKind::Redis7,
-        ))
-        .await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ending_follows_a_login_that_moved_the_session_cluster() {
-        ending_follows_a_login_that_moved_the_session(tessera_tests::Backend::Cluster).await
-    }
+    tessera_tests::per_backend!(by_case [memory, redis7, cluster] => self::{
+        a_stale_view_still_adds_its_entries,
+        increments_alone_keep_the_entries_alive,
+    });
+    tessera_tests::per_backend!(by_case [redis7, cluster] => self::{ending_follows_a_login_that_moved_the_session});
 }
 
 /// Issue 23 (1, 10) on real servers: how long the index entries live, what a TTL refresh
@@ -1049,14 +987,7 @@ mod bounds {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn entries_live_as_long_as_their_session_redis7() {
-        entries_live_as_long_as_their_session(REDIS7).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn entries_live_as_long_as_their_session_cluster() {
-        entries_live_as_long_as_their_session(Backend::Cluster).await
-    }
+    tessera_tests::per_backend!(by_case [redis7, cluster] => self::{entries_live_as_long_as_their_session});
 
     /// Issue 23 (1), found again: with a 6 s idle timeout and remember-me up to 100 s, 130
     /// cookieless sessions of the same values left after 26 s 20 live sessions but 130 members
@@ -1113,14 +1044,7 @@ mod bounds {
         assert_eq!(counts(&fx, "cart").await["p15"], 1);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn shared_keys_hold_only_live_sessions_members_redis7() {
-        shared_keys_hold_only_live_sessions_members(REDIS7).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn shared_keys_hold_only_live_sessions_members_cluster() {
-        shared_keys_hold_only_live_sessions_members(Backend::Cluster).await
-    }
+    tessera_tests::per_backend!(by_case [redis7, cluster] => self::{shared_keys_hold_only_live_sessions_members});
 
     /// Every TTL refresh re-sent every entry (4,001 scripts for one `GET /me` of a
     /// 2,000-element cart). Now a refresh adds the entries again only at the first refresh of
@@ -1234,14 +1158,7 @@ mod bounds {
         assert_eq!(counts(&fx, "tenant").await, map(&[("acme", 1)]));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_count_follows_a_login_that_moved_the_session_redis7() {
-        a_count_follows_a_login_that_moved_the_session(REDIS7).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_count_follows_a_login_that_moved_the_session_cluster() {
-        a_count_follows_a_login_that_moved_the_session(Backend::Cluster).await
-    }
+    tessera_tests::per_backend!(by_case [redis7, cluster] => self::{a_count_follows_a_login_that_moved_the_session});
 }
 
 mod two_instances {

@@ -7,19 +7,13 @@
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tessera_core::adapter::SessionExt as _;
 use tessera_core::{RedisOptions, SessionManager, Store};
 use tessera_tests::fixture::config;
 use tessera_tests::{Backend, Fixture, Server, ServerKind};
 
-macro_rules! redis_suite {
-    ($($case:ident),* $(,)?) => {
-        mod redis7 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::ServerKind::Redis7).await } )* }
-        mod redis8 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::ServerKind::Redis8).await } )* }
-        mod valkey { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::ServerKind::Valkey).await } )* }
-    };
-}
-
-redis_suite!(
+tessera_tests::per_backend!(
+    [redis7, redis8, valkey] =>
     storage_layout_is_readable_with_redis_cli,
     typed_values_round_trip_exactly_through_the_server,
     cost_route_that_never_uses_the_session,

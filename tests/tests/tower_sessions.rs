@@ -59,16 +59,8 @@ fn id_of(b: &Browser) -> Id {
     b.cookie(COOKIE).expect("a session cookie").parse().unwrap()
 }
 
-macro_rules! on_backends {
-    ($($case:ident),* $(,)?) => {
-        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Memory).await } )* }
-        mod redis7 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Redis(tessera_tests::ServerKind::Redis7)).await } )* }
-        mod valkey { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Redis(tessera_tests::ServerKind::Valkey)).await } )* }
-        mod cluster { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::cases::$case(tessera_tests::Backend::Cluster).await } )* }
-    };
-}
-
-on_backends!(
+tessera_tests::per_backend!(
+    [memory, redis7, valkey, cluster] =>
     login_protected_route_flash_and_logout,
     logout_all_from_another_device,
     revoke_another_device,

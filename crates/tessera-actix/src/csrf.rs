@@ -10,81 +10,62 @@ use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
+use std::ops::Deref;
+use tessera_core::adapter::{require_csrf, require_same_origin, CsrfRejection as Reason};
 use tessera_core::{CSRF_FIELD, CSRF_HEADER};
 
-/// Why a CSRF check refused a request.
+/// Why a CSRF check refused a request: [`tessera_core::adapter::CsrfRejection`] (which it
+/// derefs to, and which says the status and body), as an actix error. An app that answers
+/// some refusals itself matches on the reason:
+///
+/// ```
+/// use actix_web::{HttpResponse, ResponseError};
+/// use tessera_actix::tessera_core::adapter::CsrfRejection as Reason;
+/// use tessera_actix::{CsrfForm, CsrfRejection};
+/// fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, HttpResponse> {
+///     match f {
+///         Ok(CsrfForm(t)) => Ok(t),
+///         Err(CsrfRejection(Reason::NoSession)) => Err(HttpResponse::Forbidden().body("please sign in again")),
+///         Err(other) => Err(other.error_response()),
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CsrfRejection {
-    /// No token, or not this session's (a forged or cross-site post): `403`.
-    #[error("CSRF token missing or not valid")]
-    Invalid,
-    /// The request has no live session: none, or it was logged out, revoked or expired since
-    /// the page was served. `403` too; an app may send the user to its login page instead.
-    #[error("no live session for this request")]
-    NoSession,
-    /// A state-changing request that a page of another origin made (`Sec-Fetch-Site`, or
-    /// `Origin` against `Host`; see [`tessera_core::is_cross_origin`]) without this session's
-    /// token in `X-CSRF-Token`: `403`, with the JSON error body of the JSON routes. Nothing
-    /// ran. ([`OriginChecked`] refuses with it.)
-    #[error("cross-origin request without a valid CSRF token")]
-    CrossOrigin,
-    /// The body is not a form the handler's type reads: `422`.
-    #[error("form body not readable: {0}")]
-    Form(String),
-    /// The request is not a form post (`application/x-www-form-urlencoded`): `415`. (A
-    /// `text/plain` or multipart body is never read for a token.)
-    #[error("not a form post (application/x-www-form-urlencoded)")]
-    NotAForm,
-    /// The body could not be read (over the body size limit: `413`).
-    #[error("request body not readable")]
-    Body(u16),
-    /// The session store failed: `503` (or `500`), as any session error.
-    #[error(transparent)]
-    Session(#[from] tessera_core::Error),
-    /// The app has no [`SessionMiddleware`](crate::SessionMiddleware): `500`.
-    #[error(transparent)]
-    Missing(#[from] SessionMissing),
+#[error(transparent)]
+pub struct CsrfRejection(pub Reason);
+
+impl Deref for CsrfRejection {
+    type Target = Reason;
+    fn deref(&self) -> &Reason {
+        &self.0
+    }
+}
+
+impl From<Reason> for CsrfRejection {
+    fn from(r: Reason) -> Self {
+        CsrfRejection(r)
+    }
+}
+
+impl From<tessera_core::Error> for CsrfRejection {
+    fn from(e: tessera_core::Error) -> Self {
+        CsrfRejection(Reason::Session(e))
+    }
+}
+
+impl From<SessionMissing> for CsrfRejection {
+    fn from(m: SessionMissing) -> Self {
+        CsrfRejection(Reason::Missing(m.into()))
+    }
 }
 
 impl ResponseError for CsrfRejection {
     fn status_code(&self) -> StatusCode {
-        match self {
-            CsrfRejection::Invalid | CsrfRejection::NoSession | CsrfRejection::CrossOrigin => {
-                StatusCode::FORBIDDEN
-            }
-            CsrfRejection::Form(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            CsrfRejection::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            CsrfRejection::Body(status) => {
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
-            }
-            CsrfRejection::Session(e) => {
-                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            }
-            CsrfRejection::Missing(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        crate::extract::status(self.0.status_code())
     }
 
     fn error_response(&self) -> HttpResponse {
-        match self {
-            CsrfRejection::Session(e) => crate::extract::error_response(e),
-            CsrfRejection::CrossOrigin => crate::reply(tessera_core::endpoints::Reply {
-                status: 403,
-                body: Some(serde_json::json!({ "error": self.to_string() })),
-            }),
-            other => HttpResponse::build(other.status_code())
-                .content_type("text/plain; charset=utf-8")
-                .body(other.to_string()),
-        }
-    }
-}
-
-/// Checks `token` against the session; the rejection says whether there was a session at all.
-async fn check(session: &tessera_core::Session, token: &str) -> Result<(), CsrfRejection> {
-    match session.check_csrf(token).await? {
-        tessera_core::CsrfCheck::Valid => Ok(()),
-        tessera_core::CsrfCheck::Invalid => Err(CsrfRejection::Invalid),
-        tessera_core::CsrfCheck::NoSession => Err(CsrfRejection::NoSession),
+        crate::extract::refusal(self.0.refusal())
     }
 }
 
@@ -119,27 +100,27 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let session = session_of(req);
         let content_type = req.headers().get(actix_web::http::header::CONTENT_TYPE);
-        let form = tessera_core::is_form_content_type(content_type.map(|v| v.as_bytes()));
+        let form = tessera_core::adapter::is_form_content_type(content_type.map(|v| v.as_bytes()));
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             let session = session?;
             if !form {
-                return Err(CsrfRejection::NotAForm);
+                return Err(Reason::NotAForm.into());
             }
             let body = body
                 .await
-                .map_err(|e| CsrfRejection::Body(e.as_response_error().status_code().as_u16()))?;
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-                .map_err(|e| CsrfRejection::Form(e.to_string()))?;
+                .map_err(|e| Reason::Body(e.as_response_error().status_code().as_u16()))?;
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(&body).map_err(|e| Reason::Form(e.to_string()))?;
             let token = pairs
                 .iter()
                 .find(|(k, _)| k == CSRF_FIELD)
                 .map(|(_, v)| v.as_str())
                 .unwrap_or("");
-            check(&session, token).await?;
+            require_csrf(&session, token).await?;
             serde_urlencoded::from_bytes(&body)
                 .map(CsrfForm)
-                .map_err(|e| CsrfRejection::Form(e.to_string()))
+                .map_err(|e| Reason::Form(e.to_string()).into())
         })
     }
 }
@@ -170,17 +151,18 @@ impl FromRequest for CsrfHeader {
             .unwrap_or("")
             .to_string();
         Box::pin(async move {
-            check(&session?, &token).await?;
+            require_csrf(&session?, &token).await?;
             Ok(CsrfHeader)
         })
     }
 }
 
-/// A request that passed the cross-origin check ([`tessera_core::Session::check_origin`]):
+/// A request that passed the cross-origin check
+/// ([`check_origin`](tessera_core::adapter::SessionExt::check_origin)):
 /// `GET`/`HEAD`/`OPTIONS`, a request of the same origin (`Sec-Fetch-Site: same-origin` or
 /// `none`; without it, an `Origin` whose host is the request's `Host`), one without either
 /// header (curl, scripts), or a cross-origin one carrying this session's CSRF token in
-/// `X-CSRF-Token`. Otherwise `403` ([`CsrfRejection::CrossOrigin`]) before the handler runs.
+/// `X-CSRF-Token`. Otherwise `403` ([`Reason::CrossOrigin`]) before the handler runs.
 /// The account endpoints ([`endpoints`](crate::endpoints)) take it; take it in every
 /// state-changing JSON handler.
 ///
@@ -215,16 +197,14 @@ impl FromRequest for OriginChecked {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         Box::pin(async move {
-            let origin_of = tessera_core::RequestOrigin {
+            let origin_of = tessera_core::adapter::RequestOrigin {
                 method: &method,
                 sec_fetch_site: site.as_deref(),
                 origin: origin.as_deref(),
                 host: host.as_deref(),
             };
-            match session?.check_origin(&origin_of, token.as_deref()).await? {
-                tessera_core::CsrfCheck::Valid => Ok(OriginChecked),
-                _ => Err(CsrfRejection::CrossOrigin),
-            }
+            require_same_origin(&session?, &origin_of, token.as_deref()).await?;
+            Ok(OriginChecked)
         })
     }
 }

@@ -6,7 +6,8 @@ use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::future::{ready, Ready};
 use std::ops::Deref;
-use tessera_core::endpoints::Reply;
+use tessera_core::adapter::endpoints::Reply;
+use tessera_core::adapter::{Body, Refusal};
 
 /// The request's session, taken as a handler argument. Derefs to [`tessera_core::Session`].
 ///
@@ -27,14 +28,31 @@ impl Deref for Session {
     }
 }
 
-/// The error when a handler asks for [`Session`] on an app without [`SessionMiddleware`](crate::SessionMiddleware).
+/// The error when a handler asks for [`Session`] on an app without [`SessionMiddleware`](crate::SessionMiddleware):
+/// `500`, with the fix as text ([`tessera_core::adapter::SessionMissing`]).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("no session on this request: add `.wrap(tessera_actix::SessionMiddleware::new(store, config))` to the App that serves this route")]
+#[error("{}", tessera_core::adapter::SessionMissing::from(*self))]
 pub struct SessionMissing;
+
+impl From<SessionMissing> for tessera_core::adapter::SessionMissing {
+    fn from(_: SessionMissing) -> Self {
+        tessera_core::adapter::SessionMissing::new(
+            "add `.wrap(tessera_actix::SessionMiddleware::new(store, config))` to the App that serves this route",
+        )
+    }
+}
 
 impl ResponseError for SessionMissing {
     fn status_code(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
+        status(
+            tessera_core::adapter::SessionMissing::from(*self)
+                .refusal()
+                .status,
+        )
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        refusal(tessera_core::adapter::SessionMissing::from(*self).refusal())
     }
 }
 
@@ -73,15 +91,27 @@ pub(crate) fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// The one way this adapter answers an error: `Reply::error`'s JSON (`{"error": "<public
-/// message>"}`), plus `Retry-After` when nothing was changed.
-pub(crate) fn error_response(err: &tessera_core::Error) -> HttpResponse {
-    let mut res = reply(Reply::error(err));
-    if let Some(secs) = err.retry_after() {
+/// A core [`Refusal`] as an actix response: the one way this adapter refuses.
+pub(crate) fn refusal(r: Refusal) -> HttpResponse {
+    let status = status(r.status);
+    let mut res = match r.body {
+        Body::Json(body) => HttpResponse::build(status).json(body),
+        Body::Text(text) => HttpResponse::build(status)
+            .content_type("text/plain; charset=utf-8")
+            .body(text),
+        _ => HttpResponse::new(status),
+    };
+    if let Some(secs) = r.retry_after {
         res.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     res
+}
+
+/// The one way this adapter answers an error: [`Refusal::error`] (`{"error": "<public
+/// message>"}`, plus `Retry-After` when nothing was changed).
+pub(crate) fn error_response(err: &tessera_core::Error) -> HttpResponse {
+    refusal(Refusal::error(err))
 }
 
 /// A core [`Reply`] as an actix response.

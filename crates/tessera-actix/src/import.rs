@@ -4,7 +4,8 @@
 use actix_web::http::header::{HeaderMap, COOKIE};
 use serde_json::Value;
 use std::collections::HashMap;
-use tessera_core::{Session, SessionManager, TakeOver, Wrote};
+use tessera_core::adapter::{ManagerExt as _, TakeOver, Wrote};
+use tessera_core::{Session, SessionManager};
 
 /// Takes over sessions written by [actix-session](https://docs.rs/actix-session)'s Redis
 /// store (`RedisSessionStore`): a request without a tessera cookie that carries
@@ -12,7 +13,7 @@ use tessera_core::{Session, SessionManager, TakeOver, Wrote};
 /// same values, in the same request, then its old key deleted if it still holds what was read;
 /// the old cookie is removed in the response. A failed write leaves the old session as it was;
 /// a session whose user logged out everywhere since the switch is refused (see
-/// [`Records::take_over`](tessera_core::Records::take_over)). Each value was
+/// [`Records::take_over`](tessera_core::adapter::Records::take_over)). Each value was
 /// JSON text in actix-session, and is the JSON value in tessera (`session.get::<T>` reads it
 /// as `actix_session::Session::get::<T>` did). Opt-in, with
 /// [`SessionMiddleware::import_actix_session`](crate::SessionMiddleware::import_actix_session).
@@ -153,7 +154,7 @@ impl ActixSessionImport {
 
     /// Takes the session stored under `session_key` into `session` (a new session of this
     /// request), and writes it now, through
-    /// [`Records::take_over`](tessera_core::Records::take_over): written first, then the old
+    /// [`Records::take_over`](tessera_core::adapter::Records::take_over): written first, then the old
     /// key deleted if it still holds what was read; refused for a user who logged out
     /// everywhere since the switch. Whether the old cookie may go: the session was taken
     /// over, refused, or there is nothing to take (`false` when the store failed: the old

@@ -45,16 +45,16 @@ pub use tessera_core;
 
 // What apps need besides the adapter's own types, so `tessera-actix` is their only dependency.
 pub use tessera_core::{
-    csrf_input, Activity, ClientInfo, DeviceSession, Error, Event, EventKind, EventPage, Expiry,
+    csrf_input, Activity, DeviceSession, Error, ErrorKind, Event, EventKind, EventPage, Expiry,
     FieldKey, Key, RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager,
     Store,
 };
 
 use actix_web::web;
-use tessera_core::endpoints as core;
+use tessera_core::adapter::endpoints as core;
 
 /// Mounts the account endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`,
-/// `DELETE /sessions/{handle}`; see [`tessera_core::endpoints`]) in one line:
+/// `DELETE /sessions/{handle}`; see [`tessera_core::adapter::endpoints`]) in one line:
 /// `App::new().configure(tessera_actix::endpoints)`, or inside a `web::scope`.
 ///
 /// The state-changing ones (`POST`, `DELETE`) refuse a request that a page of another origin

@@ -7,7 +7,8 @@ use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE, USER_AGENT};
 use actix_web::HttpMessage;
 use futures_util::future::{ready, LocalBoxFuture, Ready};
 use std::rc::Rc;
-use tessera_core::{ClientInfo, SessionConfig, SessionManager, Store};
+use tessera_core::adapter::{ClientInfo, ManagerExt as _, SessionExt as _};
+use tessera_core::{SessionConfig, SessionManager, Store};
 
 /// Adds sessions to every route of the app or scope it wraps. Cheap to clone: build it once
 /// outside `HttpServer::new` and clone it into each worker's `App`.
@@ -42,7 +43,7 @@ impl SessionMiddleware {
     /// Takes over sessions written by actix-session's Redis store, so switching logs nobody
     /// out: see [`ActixSessionImport`]. From then on a logout-all through this middleware's
     /// manager also refuses that user's actix-session sessions not taken over yet
-    /// ([`Records::takes_over_sessions`](tessera_core::Records::takes_over_sessions)).
+    /// ([`Records::takes_over_sessions`](tessera_core::adapter::Records::takes_over_sessions)).
     pub fn import_actix_session(mut self, import: ActixSessionImport) -> Self {
         self.manager.records().takes_over_sessions();
         self.import = Some(std::sync::Arc::new(import));

@@ -4,83 +4,67 @@
 //! it changes nothing. [`OriginChecked`] guards the JSON routes: a cross-origin request
 //! passes only with the token.
 
-use crate::extract::{error_response, SessionMissing};
+use crate::extract::SessionMissing;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::StatusCode;
 use serde::de::DeserializeOwned;
+use std::ops::Deref;
+use tessera_core::adapter::{require_csrf, require_same_origin, CsrfRejection as Reason};
 use tessera_core::{CSRF_FIELD, CSRF_HEADER};
 
-/// Why a CSRF check refused a request.
+/// Why a CSRF check refused a request: [`tessera_core::adapter::CsrfRejection`] (which it
+/// derefs to, and which says the status and body), as an axum response. An app that answers
+/// some refusals itself matches on the reason:
+///
+/// ```
+/// use axum::response::{IntoResponse, Response};
+/// use tessera_axum::tessera_core::adapter::CsrfRejection as Reason;
+/// use tessera_axum::{CsrfForm, CsrfRejection};
+/// fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, Response> {
+///     match f {
+///         Ok(CsrfForm(t)) => Ok(t),
+///         Err(CsrfRejection(Reason::NoSession)) => Err("please sign in again".into_response()),
+///         Err(other) => Err(other.into_response()),
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CsrfRejection {
-    /// No token, or not this session's (a forged or cross-site post): `403`.
-    #[error("CSRF token missing or not valid")]
-    Invalid,
-    /// The request has no live session: none, or it was logged out, revoked or expired since
-    /// the page was served. `403` too; an app may send the user to its login page instead.
-    #[error("no live session for this request")]
-    NoSession,
-    /// A state-changing request that a page of another origin made (`Sec-Fetch-Site`, or
-    /// `Origin` against `Host`; see [`tessera_core::is_cross_origin`]) without this session's
-    /// token in `X-CSRF-Token`: `403`, with the JSON error body of the JSON routes. Nothing
-    /// ran. ([`OriginChecked`] refuses with it.)
-    #[error("cross-origin request without a valid CSRF token")]
-    CrossOrigin,
-    /// The body is not a form the handler's type reads: `422`.
-    #[error("form body not readable: {0}")]
-    Form(String),
-    /// The request is not a form post (`application/x-www-form-urlencoded`): `415`. (A
-    /// `text/plain` or multipart body is never read for a token.)
-    #[error("not a form post (application/x-www-form-urlencoded)")]
-    NotAForm,
-    /// The body could not be read (over the body size limit: `413`).
-    #[error("request body not readable")]
-    Body(u16),
-    /// The session store failed: `503` (or `500`), as any session error.
-    #[error(transparent)]
-    Session(#[from] tessera_core::Error),
-    /// The route has no [`SessionLayer`](crate::SessionLayer): `500`.
-    #[error(transparent)]
-    Missing(#[from] SessionMissing),
+#[error(transparent)]
+pub struct CsrfRejection(pub Reason);
+
+impl Deref for CsrfRejection {
+    type Target = Reason;
+    fn deref(&self) -> &Reason {
+        &self.0
+    }
+}
+
+impl From<Reason> for CsrfRejection {
+    fn from(r: Reason) -> Self {
+        CsrfRejection(r)
+    }
+}
+
+impl From<tessera_core::Error> for CsrfRejection {
+    fn from(e: tessera_core::Error) -> Self {
+        CsrfRejection(Reason::Session(e))
+    }
+}
+
+impl From<SessionMissing> for CsrfRejection {
+    fn from(m: SessionMissing) -> Self {
+        CsrfRejection(Reason::Missing(m.into()))
+    }
 }
 
 impl IntoResponse for CsrfRejection {
     fn into_response(self) -> Response {
-        match self {
-            CsrfRejection::Invalid | CsrfRejection::NoSession => {
-                (StatusCode::FORBIDDEN, self.to_string()).into_response()
-            }
-            CsrfRejection::CrossOrigin => crate::endpoints::reply(tessera_core::endpoints::Reply {
-                status: 403,
-                body: Some(serde_json::json!({ "error": self.to_string() })),
-            }),
-            CsrfRejection::Form(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, self.to_string()).into_response()
-            }
-            CsrfRejection::NotAForm => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, self.to_string()).into_response()
-            }
-            CsrfRejection::Body(status) => (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                self.to_string(),
-            )
-                .into_response(),
-            CsrfRejection::Session(e) => error_response(&e),
-            CsrfRejection::Missing(m) => m.into_response(),
+        if let Reason::Missing(m) = &self.0 {
+            tracing::error!("{m}");
         }
-    }
-}
-
-/// Checks `token` against the session; the rejection says whether there was a session at all.
-async fn check(session: &tessera_core::Session, token: &str) -> Result<(), CsrfRejection> {
-    match session.check_csrf(token).await? {
-        tessera_core::CsrfCheck::Valid => Ok(()),
-        tessera_core::CsrfCheck::Invalid => Err(CsrfRejection::Invalid),
-        tessera_core::CsrfCheck::NoSession => Err(CsrfRejection::NoSession),
+        crate::extract::refusal(self.0.refusal())
     }
 }
 
@@ -117,23 +101,23 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let session = session_of(req.extensions())?;
         let content_type = req.headers().get(http::header::CONTENT_TYPE);
-        if !tessera_core::is_form_content_type(content_type.map(|v| v.as_bytes())) {
-            return Err(CsrfRejection::NotAForm);
+        if !tessera_core::adapter::is_form_content_type(content_type.map(|v| v.as_bytes())) {
+            return Err(Reason::NotAForm.into());
         }
         let body = Bytes::from_request(req, state)
             .await
-            .map_err(|e| CsrfRejection::Body(e.status().as_u16()))?;
+            .map_err(|e| Reason::Body(e.status().as_u16()))?;
         let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(&body).map_err(|e| CsrfRejection::Form(e.to_string()))?;
+            serde_urlencoded::from_bytes(&body).map_err(|e| Reason::Form(e.to_string()))?;
         let token = pairs
             .iter()
             .find(|(k, _)| k == CSRF_FIELD)
             .map(|(_, v)| v.as_str())
             .unwrap_or("");
-        check(&session, token).await?;
+        require_csrf(&session, token).await?;
         serde_urlencoded::from_bytes(&body)
             .map(CsrfForm)
-            .map_err(|e| CsrfRejection::Form(e.to_string()))
+            .map_err(|e| Reason::Form(e.to_string()).into())
     }
 }
 
@@ -160,16 +144,17 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfHeader {
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        check(&session, token).await?;
+        require_csrf(&session, token).await?;
         Ok(CsrfHeader)
     }
 }
 
-/// A request that passed the cross-origin check ([`tessera_core::Session::check_origin`]):
+/// A request that passed the cross-origin check
+/// ([`check_origin`](tessera_core::adapter::SessionExt::check_origin)):
 /// `GET`/`HEAD`/`OPTIONS`, a request of the same origin (`Sec-Fetch-Site: same-origin` or
 /// `none`; without it, an `Origin` whose host is the request's `Host`), one without either
 /// header (curl, scripts), or a cross-origin one carrying this session's CSRF token in
-/// `X-CSRF-Token`. Otherwise `403` ([`CsrfRejection::CrossOrigin`]) before the handler runs.
+/// `X-CSRF-Token`. Otherwise `403` ([`Reason::CrossOrigin`]) before the handler runs.
 /// The account endpoints ([`endpoints`](crate::endpoints())) take it; take it in every
 /// state-changing JSON handler.
 ///
@@ -189,7 +174,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OriginChecked {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let session = session_of(&parts.extensions)?;
         let h = &parts.headers;
-        let req = tessera_core::RequestOrigin {
+        let req = tessera_core::adapter::RequestOrigin {
             method: parts.method.as_str(),
             sec_fetch_site: h.get("sec-fetch-site").map(|v| v.as_bytes()),
             origin: h.get(http::header::ORIGIN).map(|v| v.as_bytes()),
@@ -199,9 +184,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OriginChecked {
                 .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes())),
         };
         let token = h.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        match session.check_origin(&req, token).await? {
-            tessera_core::CsrfCheck::Valid => Ok(OriginChecked),
-            _ => Err(CsrfRejection::CrossOrigin),
-        }
+        require_same_origin(&session, &req, token).await?;
+        Ok(OriginChecked)
     }
 }

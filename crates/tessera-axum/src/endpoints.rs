@@ -33,7 +33,7 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use tessera_core::endpoints::{self as core, Reply};
+use tessera_core::adapter::endpoints::{self as core, Reply};
 
 /// The account endpoints as a router to merge or nest under a [`SessionLayer`](crate::SessionLayer).
 pub fn endpoints<S: Clone + Send + Sync + 'static>() -> Router<S> {

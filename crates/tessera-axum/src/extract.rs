@@ -2,9 +2,11 @@
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use http::request::Parts;
 use http::StatusCode;
 use std::ops::Deref;
+use tessera_core::adapter::{Body, Refusal};
 
 /// The request's session, taken as a handler argument. Derefs to [`tessera_core::Session`].
 ///
@@ -25,15 +27,24 @@ impl Deref for Session {
     }
 }
 
-/// Rejection when a handler asks for [`Session`] on a route without [`SessionLayer`](crate::SessionLayer).
+/// Rejection when a handler asks for [`Session`] on a route without [`SessionLayer`](crate::SessionLayer):
+/// `500`, with the fix as text ([`tessera_core::adapter::SessionMissing`]).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("no session on this request: add `.layer(tessera_axum::SessionLayer::new(store, config))` to the router that serves this route")]
+#[error("{}", tessera_core::adapter::SessionMissing::from(*self))]
 pub struct SessionMissing;
+
+impl From<SessionMissing> for tessera_core::adapter::SessionMissing {
+    fn from(_: SessionMissing) -> Self {
+        tessera_core::adapter::SessionMissing::new(
+            "add `.layer(tessera_axum::SessionLayer::new(store, config))` to the router that serves this route",
+        )
+    }
+}
 
 impl IntoResponse for SessionMissing {
     fn into_response(self) -> Response {
         tracing::error!("{self}");
-        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+        refusal(tessera_core::adapter::SessionMissing::from(self).refusal())
     }
 }
 
@@ -69,13 +80,23 @@ pub(crate) fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// The one way this adapter answers an error: `Reply::error`'s JSON, plus `Retry-After` when
-/// nothing was changed.
-pub(crate) fn error_response(err: &tessera_core::Error) -> Response {
-    let mut res = crate::endpoints::reply(tessera_core::endpoints::Reply::error(err));
-    if let Some(secs) = err.retry_after() {
+/// A core [`Refusal`] as an axum response: the one way this adapter refuses.
+pub(crate) fn refusal(r: Refusal) -> Response {
+    let status = status(r.status);
+    let mut res = match r.body {
+        Body::Json(body) => (status, Json(body)).into_response(),
+        Body::Text(text) => (status, text).into_response(),
+        _ => status.into_response(),
+    };
+    if let Some(secs) = r.retry_after {
         res.headers_mut()
             .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
     }
     res
+}
+
+/// The one way this adapter answers an error: [`Refusal::error`] (the JSON of every tessera
+/// error, plus `Retry-After` when nothing was changed).
+pub(crate) fn error_response(err: &tessera_core::Error) -> Response {
+    refusal(Refusal::error(err))
 }

@@ -8,7 +8,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tessera_core::{ClientInfo, SessionConfig, SessionManager, Store};
+use tessera_core::adapter::{ClientInfo, ManagerExt as _, SessionExt as _};
+use tessera_core::{SessionConfig, SessionManager, Store};
 use tower_layer::Layer;
 use tower_service::Service;
 

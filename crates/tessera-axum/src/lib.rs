@@ -40,7 +40,7 @@ pub use tessera_core;
 
 // What apps need besides the adapter's own types, so `tessera-axum` is their only dependency.
 pub use tessera_core::{
-    csrf_input, Activity, ClientInfo, DeviceSession, Error, Event, EventKind, EventPage, Expiry,
+    csrf_input, Activity, DeviceSession, Error, ErrorKind, Event, EventKind, EventPage, Expiry,
     FieldKey, Key, RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager,
     Store,
 };

@@ -1,4 +1,33 @@
-//! The errors tessera-core returns.
+//! The errors tessera-core returns: [`Error`], grouped by [`ErrorKind`]; [`StoreError`], the
+//! store's own words inside a store failure; [`ConfigError`], a configuration that cannot work.
+//!
+//! # Kinds and details
+//!
+//! [`Error`] has a variant per detail (which field, which limit, which cursor) and
+//! [`Error::kind`] says which of a few concerns it belongs to, as redis-rs's `ErrorKind` does:
+//! an app or adapter decides what to do from the kind (the HTTP status, `Retry-After`, a retry)
+//! and logs the details. [`Error::status_code`] and [`Error::retry_after`] are functions of the
+//! kind alone.
+//!
+//! | [`ErrorKind`] | variants | HTTP |
+//! |---|---|---|
+//! | [`Unavailable`](ErrorKind::Unavailable) | [`Error::Unavailable`] | 503 + `Retry-After: 1` |
+//! | [`OutcomeUnknown`](ErrorKind::OutcomeUnknown) | [`Error::OutcomeUnknown`] | 503 |
+//! | [`Store`](ErrorKind::Store) | [`Error::Store`] | 500 |
+//! | [`InvalidInput`](ErrorKind::InvalidInput) | [`ReservedField`](Error::ReservedField), [`NotAnInteger`](Error::NotAnInteger), [`InvalidUserId`](Error::InvalidUserId), [`TooLarge`](Error::TooLarge), [`InvalidExpiry`](Error::InvalidExpiry), [`NotIndexed`](Error::NotIndexed), [`InvalidIndexValue`](Error::InvalidIndexValue), [`ProtectedField`](Error::ProtectedField), [`InvalidAction`](Error::InvalidAction), [`InvalidCursor`](Error::InvalidCursor) | 400 |
+//! | [`SessionEnded`](ErrorKind::SessionEnded) | [`Error::SessionEnded`] | 409 |
+//! | [`NotLoggedIn`](ErrorKind::NotLoggedIn) | [`Error::NotLoggedIn`] | 401 |
+//! | [`Data`](ErrorKind::Data) | [`Decode`](Error::Decode), [`Encode`](Error::Encode), [`Undecryptable`](Error::Undecryptable) | 500 |
+//! | [`Config`](ErrorKind::Config) | [`Error::Config`] | 500 |
+//! | [`Unsupported`](ErrorKind::Unsupported) | [`Unsupported`](Error::Unsupported), [`EventsOff`](Error::EventsOff) | 501 |
+//! | [`EventsMissed`](ErrorKind::EventsMissed) | [`Error::EventsMissed`] | 410 |
+//!
+//! Why the variants stay flat (the details) rather than nest per kind (`Error::Input(InputError::TooLarge
+//! {..})`): every place that builds an error (about 250, across the session engine and both
+//! stores) and every `match` an app wrote on a variant keeps working unchanged, and a variant
+//! says its detail in one name. The grouping is [`Error::kind`], one exhaustive match in this
+//! file: a new variant must be given a kind here before anything compiles. Both enums are
+//! `#[non_exhaustive]`, so new details and kinds can come without a breaking release.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -7,12 +36,18 @@ use std::sync::Arc;
 /// What went wrong with the session store: a message, and the Redis client's own error as
 /// [`source()`](std::error::Error::source) when it reported one. Opaque on purpose: the client
 /// library is an implementation detail, so a new major version of it is not a breaking change
-/// for users.
+/// for users. Carried by [`Error::Unavailable`], [`Error::OutcomeUnknown`], [`Error::Store`]
+/// and [`ConfigError::Store`]. Two are equal when they say the same (the source is not
+/// compared).
 ///
 /// ```
 /// # async fn demo() {
+/// use tessera_core::error::StoreError;
+/// fn log(e: &StoreError) {
+///     eprintln!("{e} (cause: {:?})", std::error::Error::source(e));
+/// }
 /// if let Err(tessera_core::Error::Unavailable(e)) = tessera_core::Store::redis("redis://127.0.0.1:1").await {
-///     eprintln!("{e} (cause: {:?})", std::error::Error::source(&e));
+///     log(&e);
 /// }
 /// # }
 /// ```
@@ -54,11 +89,32 @@ impl StoreError {
         }
     }
 
+    /// A configuration the Redis client refused, in tessera's words (`message`), with the
+    /// client's own error as the source.
+    pub(crate) fn client_with(
+        message: impl Into<Cow<'static, str>>,
+        e: fred::error::Error,
+    ) -> Self {
+        StoreError {
+            message: message.into(),
+            timeout: false,
+            source: Some(Arc::new(e)),
+        }
+    }
+
     /// The server's or the client's own words.
     pub(crate) fn details(&self) -> &str {
         &self.message
     }
 }
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message && self.timeout == other.timeout
+    }
+}
+
+impl Eq for StoreError {}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,7 +130,72 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// Everything that can go wrong with a session.
+/// What an [`Error`] is about: a few concerns, each with one HTTP status (see the
+/// [module docs](crate::error) for which variant has which kind). Decide on this; log the
+/// [`Error`] itself for the details.
+///
+/// ```
+/// use tessera_core::{Error, ErrorKind};
+/// let e = Error::TooLarge { what: "bytes in one value", limit: 10 };
+/// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+/// assert_eq!(e.kind().status_code(), 400);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The store could not be reached, did not answer a read in time, or refused a write:
+    /// nothing was changed, retrying later is safe. 503 with `Retry-After`.
+    Unavailable,
+    /// A write was sent but not confirmed in time: it may or may not have been applied.
+    /// 503 without `Retry-After`.
+    OutcomeUnknown,
+    /// The store answered with an error. 500.
+    Store,
+    /// The caller asked for something that cannot be done as asked: a reserved or protected
+    /// field, a value over a limit, an invalid user id, expiry, indexed value, action or cursor,
+    /// a query by a field that is not indexed. Nothing was changed. 400.
+    InvalidInput,
+    /// The session ended or moved while the request ran; its changes were not saved. 409.
+    SessionEnded,
+    /// The operation needs a logged-in session. 401.
+    NotLoggedIn,
+    /// A value that does not encode, or a stored value that does not decode or decrypt. 500.
+    Data,
+    /// A configuration that cannot work. 500.
+    Config,
+    /// The store or the configuration lacks what the operation needs (the query engine,
+    /// lifecycle events turned on). 501.
+    Unsupported,
+    /// An events reader fell behind the retention. 410.
+    EventsMissed,
+}
+
+impl ErrorKind {
+    /// The HTTP status an adapter answers with for an error of this kind.
+    pub fn status_code(self) -> u16 {
+        match self {
+            ErrorKind::Unavailable | ErrorKind::OutcomeUnknown => 503,
+            ErrorKind::Store | ErrorKind::Data | ErrorKind::Config => 500,
+            ErrorKind::InvalidInput => 400,
+            ErrorKind::SessionEnded => 409,
+            ErrorKind::NotLoggedIn => 401,
+            ErrorKind::Unsupported => 501,
+            ErrorKind::EventsMissed => 410,
+        }
+    }
+
+    /// Whether this is a store failure (as opposed to a problem with a field, a value or the
+    /// session).
+    pub fn is_store_failure(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unavailable | ErrorKind::OutcomeUnknown | ErrorKind::Store
+        )
+    }
+}
+
+/// Everything that can go wrong with a session: one variant per detail, grouped by
+/// [`kind`](Error::kind) (see the [module docs](crate::error)).
 ///
 /// Store failures are split in two: [`Error::Unavailable`] (the server did not answer in
 /// time, the connection is down: retrying later may work, HTTP 503) and [`Error::Store`] (the
@@ -205,15 +326,19 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status an adapter answers with when this error ends a request.
+    /// What this error is about: what to decide on (the status, a retry); the variant itself
+    /// holds the details.
     ///
     /// ```
-    /// assert_eq!(tessera_core::Error::SessionEnded.status_code(), 409);
+    /// use tessera_core::{Error, ErrorKind};
+    /// assert_eq!(Error::SessionEnded.kind(), ErrorKind::SessionEnded);
+    /// assert_eq!(Error::InvalidUserId.kind(), ErrorKind::InvalidInput);
     /// ```
-    pub fn status_code(&self) -> u16 {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Unavailable(_) | Error::OutcomeUnknown(_) => 503,
-            Error::SessionEnded => 409,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::OutcomeUnknown(_) => ErrorKind::OutcomeUnknown,
+            Error::Store(_) => ErrorKind::Store,
             Error::ReservedField(_)
             | Error::NotAnInteger(_)
             | Error::InvalidUserId
@@ -223,16 +348,26 @@ impl Error {
             | Error::InvalidIndexValue(_)
             | Error::ProtectedField(_)
             | Error::InvalidAction
-            | Error::InvalidCursor(_) => 400,
-            Error::NotLoggedIn => 401,
-            Error::Unsupported(_) | Error::EventsOff => 501,
-            Error::EventsMissed => 410,
-            Error::Store(_)
-            | Error::Decode { .. }
-            | Error::Encode(_)
-            | Error::Config(_)
-            | Error::Undecryptable { .. } => 500,
+            | Error::InvalidCursor(_) => ErrorKind::InvalidInput,
+            Error::SessionEnded => ErrorKind::SessionEnded,
+            Error::NotLoggedIn => ErrorKind::NotLoggedIn,
+            Error::Decode { .. } | Error::Encode(_) | Error::Undecryptable { .. } => {
+                ErrorKind::Data
+            }
+            Error::Config(_) => ErrorKind::Config,
+            Error::Unsupported(_) | Error::EventsOff => ErrorKind::Unsupported,
+            Error::EventsMissed => ErrorKind::EventsMissed,
         }
+    }
+
+    /// The HTTP status an adapter answers with when this error ends a request: that of its
+    /// [`kind`](Error::kind).
+    ///
+    /// ```
+    /// assert_eq!(tessera_core::Error::SessionEnded.status_code(), 409);
+    /// ```
+    pub fn status_code(&self) -> u16 {
+        self.kind().status_code()
     }
 
     /// A short message safe to show to clients (the cause goes to the log, never the body).
@@ -280,15 +415,13 @@ impl Error {
     /// and nothing was changed; none when a write's outcome is unknown (a retry could apply a
     /// change twice).
     pub fn retry_after(&self) -> Option<u32> {
-        matches!(self, Error::Unavailable(_)).then_some(1)
+        (self.kind() == ErrorKind::Unavailable).then_some(1)
     }
 
-    /// Whether this is a store failure (as opposed to a problem with a field or value).
+    /// Whether this is a store failure (as opposed to a problem with a field or value): see
+    /// [`ErrorKind::is_store_failure`].
     pub fn is_store_failure(&self) -> bool {
-        matches!(
-            self,
-            Error::Unavailable(_) | Error::OutcomeUnknown(_) | Error::Store(_)
-        )
+        self.kind().is_store_failure()
     }
 
     /// The server refused a write because it is over `maxmemory` (policy `noeviction`).
@@ -371,9 +504,11 @@ pub enum ConfigError {
     /// A namespace with characters that would make keys hard to read or unsafe in Redis Cluster.
     #[error("invalid namespace: {0}")]
     Namespace(&'static str),
-    /// The store URL or store settings were rejected.
+    /// The store URL or store settings were rejected: what is wrong, with the Redis client's
+    /// own error as its [`source()`](std::error::Error::source) when the client reported one
+    /// (a URL it cannot read).
     #[error("invalid store configuration: {0}")]
-    Store(String),
+    Store(#[source] StoreError),
     /// An indexed field that cannot be indexed (a reserved or unsafe name, declared twice).
     #[error("invalid indexed field: {0}")]
     Index(&'static str),

@@ -14,11 +14,11 @@ pub(crate) const ID_LEN: usize = 16;
 /// it by a one-way hash ([`SessionId::storage_key`]), so a leaked dump, replica or `KEYS`
 /// listing hands out no live cookie. `Debug` prints only a short hash.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SessionId([u8; ID_LEN]);
+pub(crate) struct SessionId([u8; ID_LEN]);
 
 impl SessionId {
     /// A fresh random id.
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let mut b = [0u8; ID_LEN];
         SystemRandom::new()
             .fill(&mut b)
@@ -35,14 +35,14 @@ impl SessionId {
     }
 
     /// The storage key suffix: base64url of the first 16 bytes of SHA-256(id).
-    pub fn storage_key(&self) -> String {
+    pub(crate) fn storage_key(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
         URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
     }
 
     /// A short, non-reversible tag for logs: the first 8 characters of the storage key, so an
     /// operator can match a log line to a key with `redis-cli --scan --pattern 'session:<tag>*'`.
-    pub fn log_tag(&self) -> String {
+    pub(crate) fn log_tag(&self) -> String {
         self.storage_key()[..8].to_string()
     }
 }

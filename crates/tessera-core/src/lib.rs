@@ -9,9 +9,22 @@
 //!
 //! Adapters: `tessera-axum` (a tower layer) and `tessera-actix`.
 //!
+//! # Two rooms
+//!
+//! The crate root holds what apps call: [`Session`] in handlers; [`SessionManager`],
+//! [`SessionConfig`] and [`Store`] at start-up and in tools that act across sessions (logout
+//! everywhere, device lists, queries, lifecycle events); the errors ([`Error`], its
+//! [`ErrorKind`], [`ConfigError`]; [`error::StoreError`] in [`error`]). What adapters and
+//! integrations call (starting and finishing a request, the CSRF checks and the refusals they
+//! answer with, the account endpoints' logic, sessions another framework manages) is in
+//! [`adapter`]: an app author never needs it.
+//!
 //! # Example
+//! What an adapter does around every request, by hand: start the session from the `Cookie`
+//! headers, let the handler use it, finish it after the handler.
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+//! use tessera_core::adapter::{ManagerExt as _, SessionExt as _};
 //! use tessera_core::{Key, SessionConfig, SessionManager, Store};
 //!
 //! let manager = SessionManager::new(
@@ -32,11 +45,11 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod adapter;
 mod codec;
 mod config;
 mod cookie;
-pub mod endpoints;
-mod error;
+pub mod error;
 mod field_crypto;
 mod id;
 mod layout;
@@ -99,18 +112,15 @@ pub mod test_hooks {
         ))
     }
 }
+// The app's room: what a handler, an app's start-up or an app's own tool calls. The adapters'
+// room is `adapter`.
 pub use crate::cookie::{Key, SameSite};
-pub use crate::error::{ConfigError, Error, Result};
+pub use crate::error::{ConfigError, Error, ErrorKind, Result};
 pub use crate::field_crypto::FieldKey;
-pub use crate::id::SessionId;
 pub use crate::session::{
-    csrf_input, escape_tag, is_cross_origin, is_form_content_type, CsrfCheck, RequestOrigin,
-    CSRF_FIELD, CSRF_HEADER,
-};
-pub use crate::session::{
-    Activity, ClientInfo, DeviceSession, Event, EventKind, EventPage, EventStream,
-    EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Loaded, Outcome,
-    Records, Session, SessionManager, StoredRecord, TakeOver, Wrote, LEGACY_REFUSAL,
+    csrf_input, escape_tag, Activity, DeviceSession, Event, EventKind, EventPage, EventStream,
+    EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Session,
+    SessionManager, CSRF_FIELD, CSRF_HEADER,
 };
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,

@@ -43,7 +43,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tessera_core::{Loaded, Records, SessionManager, TakeOver, Wrote};
+use tessera_core::adapter::{Loaded, ManagerExt as _, Records, StoredRecord, TakeOver, Wrote};
+use tessera_core::SessionManager;
 use time::OffsetDateTime;
 use tower_sessions_core::session::{self, Id, Record, Session};
 use tower_sessions_core::session_store::{self, SessionStore};
@@ -97,7 +98,7 @@ impl TesseraStore {
     /// Only a well-formed record of that store naming the same id is ever deleted; one whose
     /// user logged out everywhere since the switch is refused (and deleted); a take-over
     /// whose write fails leaves the old key as it was. See
-    /// [`Records::take_over`](tessera_core::Records::take_over) for the steps.
+    /// [`Records::take_over`](tessera_core::adapter::Records::take_over) for the steps.
     ///
     /// ```
     /// # use tessera_tower_sessions::{tessera_core::*, TesseraStore};
@@ -261,7 +262,7 @@ impl TesseraStore {
 
     /// A loaded session as tower-sessions' record, carrying what was loaded (under
     /// [`LOADED`]) for the save.
-    fn record(&self, id: Id, s: tessera_core::StoredRecord) -> Record {
+    fn record(&self, id: Id, s: StoredRecord) -> Record {
         let fallback = || OffsetDateTime::now_utc() + self.manager.config().idle_timeout();
         let mut data = s.data;
         data.insert(LOADED.to_string(), s.loaded.to_value());

@@ -131,10 +131,11 @@ fn ui_routes(cfg: &mut ServiceConfig) {
 /// when its session is gone, `403` when the token is not the session's.
 fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, Box<HttpResponse>> {
     use actix_web::ResponseError;
+    use tessera_actix::tessera_core::adapter::CsrfRejection as Reason;
     match f {
         Ok(CsrfForm(t)) => Ok(t),
-        Err(CsrfRejection::NoSession) => Err(Box::new(html(demo_core::ui::refused(true)))),
-        Err(CsrfRejection::Invalid) => Err(Box::new(html(demo_core::ui::refused(false)))),
+        Err(CsrfRejection(Reason::NoSession)) => Err(Box::new(html(demo_core::ui::refused(true)))),
+        Err(CsrfRejection(Reason::Invalid)) => Err(Box::new(html(demo_core::ui::refused(false)))),
         Err(other) => Err(Box::new(other.error_response())),
     }
 }

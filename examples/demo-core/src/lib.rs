@@ -6,7 +6,7 @@ pub mod ui;
 
 use serde_json::{json, Map, Value};
 use std::time::Duration;
-use tessera_core::endpoints::Reply;
+use tessera_core::adapter::endpoints::Reply;
 use tessera_core::{
     Error, FieldKey, Key, Session, SessionConfig, SessionConfigBuilder, SessionManager, Store,
 };

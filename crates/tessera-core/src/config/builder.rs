@@ -259,7 +259,7 @@ impl SessionConfigBuilder {
     /// address it received the request from to the header
     /// [`forwarded_header`](Self::forwarded_header) names (default 0: the connection's peer
     /// is the client). Device lists then show the client's address, not the load balancer's;
-    /// see [`ClientInfo::behind_proxies`](crate::ClientInfo::behind_proxies). Count exactly:
+    /// see [`ClientInfo::behind_proxies`](crate::adapter::ClientInfo::behind_proxies). Count exactly:
     /// one too many lets a client choose the address shown.
     ///
     /// ```
@@ -295,7 +295,7 @@ impl SessionConfigBuilder {
     }
     /// An origin (`scheme://host[:port]`, as browsers send it in `Origin`, e.g.
     /// `https://app.example.com`) trusted to make state-changing requests without a CSRF
-    /// token: the cross-origin check ([`Session::check_origin`](crate::Session::check_origin),
+    /// token: the cross-origin check ([`Session::check_origin`](crate::adapter::SessionExt::check_origin),
     /// the adapters' `OriginChecked`) lets its requests through. Compared whole, ignoring ASCII
     /// case. None by default.
     pub fn trusted_origin(mut self, origin: impl Into<String>) -> Self {

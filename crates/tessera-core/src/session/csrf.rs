@@ -79,9 +79,9 @@ pub fn csrf_input(token: &str) -> String {
 /// cross-site).
 ///
 /// ```
-/// assert!(tessera_core::is_form_content_type(Some(b"application/x-www-form-urlencoded; charset=utf-8")));
-/// assert!(!tessera_core::is_form_content_type(Some(b"text/plain")));
-/// assert!(!tessera_core::is_form_content_type(None));
+/// assert!(tessera_core::adapter::is_form_content_type(Some(b"application/x-www-form-urlencoded; charset=utf-8")));
+/// assert!(!tessera_core::adapter::is_form_content_type(Some(b"text/plain")));
+/// assert!(!tessera_core::adapter::is_form_content_type(None));
 /// ```
 pub fn is_form_content_type(value: Option<&[u8]>) -> bool {
     value
@@ -94,7 +94,7 @@ pub fn is_form_content_type(value: Option<&[u8]>) -> bool {
 }
 
 /// Where a request comes from, as its headers say: the input of [`is_cross_origin`] and
-/// [`Session::check_origin`]. Header values are raw bytes (`None`: the header is absent).
+/// [`check_origin`](crate::adapter::SessionExt::check_origin). Header values are raw bytes (`None`: the header is absent).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestOrigin<'a> {
     /// The method (`GET`, `POST`, ...).
@@ -115,7 +115,7 @@ pub struct RequestOrigin<'a> {
 /// case) is never cross-origin.
 ///
 /// ```
-/// use tessera_core::{is_cross_origin, RequestOrigin};
+/// use tessera_core::adapter::{is_cross_origin, RequestOrigin};
 /// let post = |site: Option<&'static str>, origin: Option<&'static str>| RequestOrigin {
 ///     method: "POST",
 ///     sec_fetch_site: site.map(str::as_bytes),
@@ -160,7 +160,7 @@ pub fn is_cross_origin(req: &RequestOrigin<'_>, trusted: &[String]) -> bool {
     }
 }
 
-/// What [`Session::check_csrf`] found.
+/// What [`check_csrf`](crate::adapter::SessionExt::check_csrf) found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CsrfCheck {
     /// The token is this session's.
@@ -218,7 +218,7 @@ fn decode_secret(raw: &[u8]) -> Option<[u8; SECRET_BYTES]> {
 impl Session {
     /// A CSRF token for a form or a `fetch` of this page: put it in the form with
     /// [`csrf_input`] (field `csrf_token`) or send it as the `X-CSRF-Token` header, and check
-    /// it with [`check_csrf`](Session::check_csrf) (the adapters' `CsrfForm` and `CsrfHeader`
+    /// it with [`check_csrf`](crate::adapter::SessionExt::check_csrf) (the adapters' `CsrfForm` and `CsrfHeader`
     /// extractors do). Every call masks the secret afresh, so no two responses carry the same
     /// token.
     ///
@@ -332,7 +332,7 @@ impl Session {
     /// this session's CSRF token (`token`, the `X-CSRF-Token` header), as
     /// [`check_csrf`](Session::check_csrf) says. The adapters' `OriginChecked` extractor, which
     /// guards their account endpoints, calls this.
-    pub async fn check_origin(
+    pub(crate) async fn check_origin(
         &self,
         req: &RequestOrigin<'_>,
         token: Option<&str>,
@@ -350,7 +350,7 @@ impl Session {
     /// form); another token is `Invalid` when the request carries a pre-session cookie, and
     /// `NoSession` otherwise (or when the request's session cookie names a session that is
     /// gone: the page's session ended).
-    pub async fn check_csrf(&self, token: &str) -> Result<CsrfCheck> {
+    pub(crate) async fn check_csrf(&self, token: &str) -> Result<CsrfCheck> {
         if self.verify_csrf(token).await? {
             return Ok(CsrfCheck::Valid);
         }

@@ -67,7 +67,7 @@ impl ClientInfo {
     /// header entry that is not text (hops are counted on the raw bytes): no address. `0` proxies: the peer.
     ///
     /// ```
-    /// use tessera_core::{ClientInfo, ForwardedHeader};
+    /// use tessera_core::{adapter::ClientInfo, ForwardedHeader};
     /// let peer = Some("10.0.0.2".parse().unwrap()); // the load balancer
     /// let xff = [b"6.6.6.6, 203.0.113.7".as_slice()]; // spoofed by the client, then added by the proxy
     /// let c = ClientInfo::behind_proxies(None, peer, ForwardedHeader::XForwardedFor, xff, 1);

@@ -17,10 +17,11 @@ use tracing::Instrument as _;
 /// Store plus configuration: what an adapter (axum layer, actix middleware) holds.
 ///
 /// It turns a request's `Cookie` headers into a [`Session`] (no store command) and, once the
-/// handler is done, [`Session::finish`] saves what changed and says which `Set-Cookie` to send.
+/// handler is done, [`finish`](crate::adapter::SessionExt::finish) saves what changed and says which `Set-Cookie` to send.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # use tessera_core::adapter::SessionExt as _;
 /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
 /// let manager = SessionManager::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
 /// let session = manager.start(["theme=dark"]); // no session cookie: a new, empty session
@@ -113,13 +114,17 @@ impl SessionManager {
     /// non-ASCII bytes (browsers send UTF-8 raw) does not hide the session cookie beside it.
     /// When several cookies carry the session cookie's name (set for different paths or by a
     /// sibling subdomain), each validly signed one is tried in turn, up to four.
+    ///
+    /// Adapters call [`ManagerExt::start_with`](crate::adapter::ManagerExt::start_with) and
+    /// finish the request; an app calls this where it reads a session outside its adapter (a
+    /// WebSocket upgrade, a tool), and writes with [`Session::save`].
     pub fn start<H: AsRef<[u8]>>(&self, cookie_headers: impl IntoIterator<Item = H>) -> Session {
         self.start_with(cookie_headers, ClientInfo::default())
     }
 
     /// Like [`start`](SessionManager::start), with what the adapter knows about the client
     /// (recorded at login for device lists).
-    pub fn start_with<H: AsRef<[u8]>>(
+    pub(crate) fn start_with<H: AsRef<[u8]>>(
         &self,
         cookie_headers: impl IntoIterator<Item = H>,
         client: ClientInfo,
@@ -296,10 +301,10 @@ impl SessionManager {
     /// `ZREM`; no key scan. Returns how many sessions it ended.
     ///
     /// When this app takes over sessions of a store it switched from
-    /// ([`Records::takes_over_sessions`](crate::Records::takes_over_sessions)), those not taken
+    /// ([`Records::takes_over_sessions`](crate::adapter::Records::takes_over_sessions)), those not taken
     /// over yet are ended too: first a mark `user:<id>:ended_before` (one more `SET`, lasting
-    /// [`LEGACY_REFUSAL`](crate::LEGACY_REFUSAL)) makes every later take-over of that user's
-    /// sessions a refusal (see [`Records::take_over`](crate::Records::take_over)).
+    /// [`LEGACY_REFUSAL`](crate::adapter::LEGACY_REFUSAL)) makes every later take-over of that user's
+    /// sessions a refusal (see [`Records::take_over`](crate::adapter::Records::take_over)).
     pub async fn logout_all(&self, user_id: impl std::fmt::Display) -> Result<usize> {
         self.logout_all_except(&user_id.to_string(), None).await
     }

@@ -106,7 +106,7 @@ use std::fmt;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-/// What [`Session::finish`] decided: the `Set-Cookie` value to send, if any, and the error
+/// What [`finish`](crate::adapter::SessionExt::finish) decided: the `Set-Cookie` value to send, if any, and the error
 /// that must replace the handler's response, if any (see [`Error::status_code`]).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -127,7 +127,7 @@ pub struct Outcome {
 /// Fields are typed: any serde value goes in with [`insert`](Session::insert) and comes back
 /// with [`get`](Session::get). Only the fields that changed are written, at the end of the
 /// request, in one round trip, and only when the response is not an error (see
-/// [`finish`](Session::finish)).
+/// [`finish`](crate::adapter::SessionExt::finish)).
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<SessionInner>,
@@ -333,7 +333,7 @@ impl Session {
     /// request did. What was saved explicitly stays: [`save`](Session::save),
     /// [`increment`](Session::increment) (with the changes pending before it), `login`,
     /// `cycle_id`, `destroy` and the logout calls write at once.
-    pub async fn finish(&self, response_status: u16) -> Outcome {
+    pub(crate) async fn finish(&self, response_status: u16) -> Outcome {
         let mut st = self.inner.state.lock().await;
         let config = &self.mgr().inner.config;
         Self::settle_index_refresh(&mut st).await;

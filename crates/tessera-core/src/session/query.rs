@@ -216,6 +216,7 @@ impl SessionManager {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # use tessera_core::adapter::SessionExt as _;
     /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
     /// let config = SessionConfig::builder(Key::generate()).index_field("tenant").build().unwrap();
     /// let manager = SessionManager::new(Store::memory(), config);
@@ -312,6 +313,7 @@ impl SessionManager {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # use tessera_core::adapter::SessionExt as _;
     /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
     /// let config = SessionConfig::builder(Key::generate()).index_field("tenant").build().unwrap();
     /// let manager = SessionManager::new(Store::memory(), config);

@@ -5,9 +5,9 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// What a [`Records::load`](crate::Records::load) returned, in brief: a digest of each field's value (64 bits of
+/// What a [`Records::load`](crate::adapter::Records::load) returned, in brief: a digest of each field's value (64 bits of
 /// SHA-256 of its stored text, never the value), and a random name for this load.
-/// [`Records::save`](crate::Records::save) given it writes the fields whose value differs from the digest and
+/// [`Records::save`](crate::adapter::Records::save) given it writes the fields whose value differs from the digest and
 /// deletes those it lists that the new values no longer hold; fields it does not list (added
 /// by another request since) are left alone. It holds for one save: the session remembers the
 /// last loads whose view a save used, and a second save with the same view (a copy of the

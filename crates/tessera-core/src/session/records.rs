@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
 /// ```
 /// # async fn demo() -> tessera_core::Result<()> {
+/// # use tessera_core::adapter::ManagerExt as _;
 /// use std::collections::HashMap;
 /// use std::time::{Duration, SystemTime};
 /// use tessera_core::{SessionConfig, SessionManager, Store};
@@ -71,7 +72,7 @@ type Delta = (Vec<(String, String)>, Vec<String>);
 
 impl SessionManager {
     /// Sessions whose id and cookie another framework manages: see [`Records`].
-    pub fn records(&self) -> Records {
+    pub(crate) fn records(&self) -> Records {
         Records { mgr: self.clone() }
     }
 }

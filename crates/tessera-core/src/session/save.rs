@@ -40,7 +40,7 @@ struct IndexStep {
 impl Session {
     /// Writes the pending changes now instead of at the end of the request, so that they are
     /// kept even if the response turns out to be an error (by default an error response
-    /// commits nothing of its request: see [`finish`](Session::finish)). A no-op when nothing
+    /// commits nothing of its request: see [`finish`](crate::adapter::SessionExt::finish)). A no-op when nothing
     /// changed.
     pub async fn save(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;

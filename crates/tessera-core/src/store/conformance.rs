@@ -261,7 +261,10 @@ async fn rotation(store: &Store) {
     // write.lua and set_if_absent.lua read the marker with HMGET, whose missing field is
     // `false` in Lua, and the tombstone test compared with `nil`; a request that loaded before
     // a login's retire and saved after it then cleared the browser's new cookie.)
-    assert_eq!(store.write(key, &write, T).await.unwrap(), WriteResult::Moved);
+    assert_eq!(
+        store.write(key, &write, T).await.unwrap(),
+        WriteResult::Moved
+    );
     assert_eq!(
         store.set_if_absent(key, "k", "v").await.unwrap(),
         SetIfAbsent::Moved

@@ -6,7 +6,7 @@ use super::protocol::{
     INDEX_PRUNE, LOAD, PROBE, RELEASE, RETIRE_LEGACY, SET_IF_ABSENT, TAKE, WRITE,
 };
 use super::{freeze_ms, redact, QueryEngine, RedisBackend};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use fred::prelude::*;
 use fred::types::config::Options;
 use fred::types::{ClusterHash, CustomCommand};
@@ -160,9 +160,9 @@ impl RedisBackend {
         let config = check_url(url)?;
         #[cfg(feature = "tls")]
         if url.starts_with("rediss") && config.tls.is_none() {
-            return Err(Error::Config(crate::ConfigError::Store(
-                "a rediss:// URL gave no TLS configuration".into(),
-            )));
+            return Err(Error::Config(crate::ConfigError::Store(StoreError::new(
+                "a rediss:// URL gave no TLS configuration",
+            ))));
         }
         let freeze_ms = freeze_ms(o.command_timeout);
         let tracking_config = (o.near_cache_bytes > 0).then(|| {
@@ -385,10 +385,12 @@ pub(super) fn check_scheme(url: &str) -> Result<()> {
     if SCHEMES.iter().any(|s| url.starts_with(s)) {
         Ok(())
     } else {
-        Err(Error::Config(crate::ConfigError::Store(format!(
-            "unsupported URL scheme in {:?}: use one of {}",
-            redact(url),
-            SCHEMES.join(", ")
+        Err(Error::Config(crate::ConfigError::Store(StoreError::new(
+            format!(
+                "unsupported URL scheme in {:?}: use one of {}",
+                redact(url),
+                SCHEMES.join(", ")
+            ),
         ))))
     }
 }
@@ -407,17 +409,15 @@ fn ring_provider() -> rustls::crypto::CryptoProvider {
 /// A store URL that cannot work, in words. Ports are checked first: fred's own message for
 /// one is a bare "InvalidPort" (and port 0 it accepts, to fail at connect time).
 fn check_url(url: &str) -> Result<Config> {
-    let why = match bad_port(url) {
-        Some(port) => format!("port {port:?} is not a number in 1..65535"),
+    let why = |why: &str| format!("cannot read the store URL {}: {why}", redact(url));
+    let e = match bad_port(url) {
+        Some(port) => StoreError::new(why(&format!("port {port:?} is not a number in 1..65535"))),
         None => match Config::from_url(url) {
             Ok(config) => return Ok(config),
-            Err(e) => e.details().to_string(),
+            Err(e) => StoreError::client_with(why(e.details()), e),
         },
     };
-    Err(Error::Config(crate::ConfigError::Store(format!(
-        "cannot read the store URL {}: {why}",
-        redact(url)
-    ))))
+    Err(Error::Config(crate::ConfigError::Store(e)))
 }
 
 /// The first port written in `url` (the host's, or a cluster `node=` parameter's) that is not
@@ -446,9 +446,9 @@ fn bad_port(url: &str) -> Option<&str> {
 /// without it fred would connect in plaintext, so refuse at startup.
 pub(super) fn check_tls(url: &str) -> Result<()> {
     if url.starts_with("rediss") && !cfg!(feature = "tls") {
-        return Err(Error::Config(crate::ConfigError::Store(
-            "rediss:// needs TLS: build tessera-core with its `tls` feature (on by default)".into(),
-        )));
+        return Err(Error::Config(crate::ConfigError::Store(StoreError::new(
+            "rediss:// needs TLS: build tessera-core with its `tls` feature (on by default)",
+        ))));
     }
     Ok(())
 }

@@ -9,13 +9,14 @@
 //! | `DELETE /sessions/{handle}` | [`revoke`] | `204`; `404` when not one of the user's sessions; `401` when not logged in |
 //!
 //! The adapters mount the state-changing ones behind the cross-origin check
-//! ([`Session::check_origin`](crate::Session::check_origin), their `OriginChecked`
+//! ([`Session::check_origin`](super::SessionExt::check_origin), their `OriginChecked`
 //! extractor): a request a page of another origin made is `403` before any of these runs,
 //! unless it carries the session's CSRF token.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! use tessera_core::{endpoints, Key, SessionConfig, SessionManager, Store};
+//! use tessera_core::adapter::endpoints;
+//! use tessera_core::{Key, SessionConfig, SessionManager, Store};
 //! let manager = SessionManager::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
 //! let anonymous = manager.start(None::<&str>);
 //! let reply = endpoints::list_sessions(&anonymous).await;
@@ -55,7 +56,7 @@ impl Reply {
     /// ([`Error::Undecryptable`]: the client learns which field, the reason goes to the log).
     ///
     /// ```
-    /// use tessera_core::{endpoints::Reply, Error};
+    /// use tessera_core::{adapter::endpoints::Reply, Error};
     /// let e = Error::Undecryptable { field: "api_token".into(), reason: "unknown key".into() };
     /// let r = Reply::error(&e);
     /// assert_eq!(r.status, 500);
