@@ -184,7 +184,8 @@ impl SessionConfig {
         crate::layout::keys::session(&self.namespace, storage_key)
     }
 
-    /// `[namespace]user:<id>:sessions`, the id escaped by [`user_key_part`].
+    /// `[namespace]user:<id>:sessions`, the id escaped by
+    /// [`user_key_part`](crate::layout::keys::user_key_part).
     pub(crate) fn index_key(&self, user_id: &str) -> String {
         crate::layout::keys::user_sessions(&self.namespace, user_id)
     }
@@ -214,8 +215,6 @@ impl SessionConfig {
         self.limits.max_index_term_bytes
     }
 }
-
-pub(crate) use crate::layout::keys::user_key_part;
 
 /// The default device limit: without one, a client holding a user's credentials could create
 /// sessions without end, and logout-all and the device list (O(sessions of the user)) would

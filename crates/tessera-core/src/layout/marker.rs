@@ -43,7 +43,9 @@ pub(crate) enum Marker {
 }
 
 impl Marker {
-    /// The stored value.
+    /// The stored value (the Rust side writes markers through [`moving_token`] and
+    /// [`retired`]; this, the inverse of [`parse`](Self::parse), is for the round-trip test).
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> String {
         match self {
             Marker::Moving { since_ms, member } => moving_token(*since_ms, member),

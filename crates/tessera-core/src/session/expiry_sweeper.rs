@@ -35,7 +35,7 @@ impl SessionManager {
         let every = cfg.sweep_interval;
         let weak: Weak<ManagerInner> = Arc::downgrade(&self.inner);
         let store = self.inner.store.clone();
-        let prefix = self.inner.config.session_key("");
+        let prefix = crate::layout::keys::session_prefix(self.inner.config.namespace());
         let _ = self.inner.sweeper.get_or_init(|| {
             tokio::spawn(async move {
                 // Where the server reports expired keys, each report wakes the sweep at once.

@@ -9,6 +9,7 @@ use super::state::is_user_field;
 use crate::codec;
 use crate::config::IndexedField;
 use crate::error::{Error, Result};
+use crate::layout::marker;
 use crate::store::{fields, EndIf};
 use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
@@ -51,13 +52,9 @@ struct Live {
 
 /// A login moves a session to a new id in steps (freeze the old key, add the new member to the
 /// indexes, create the new key, retire the old one); `__m` of the old key names the new member
-/// (`"<ms> <member>"` while frozen, `"retired <ms> <member>"` once retired).
+/// (see [`marker`]).
 fn successor(moving: Option<&[u8]>) -> Option<String> {
-    let v = std::str::from_utf8(moving?).ok()?;
-    let v = v.strip_prefix("retired ").unwrap_or(v);
-    let (ms, member) = v.split_once(' ')?;
-    (!ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) && !member.is_empty())
-        .then(|| member.to_string())
+    marker::successor(moving?)
 }
 
 impl SessionManager {
@@ -91,7 +88,7 @@ impl SessionManager {
         checked: Option<u64>,
     ) -> Result<Vec<Live>> {
         let config = &self.inner.config;
-        let stamp = stamp_of(&f.name);
+        let stamp = fields::stamp_of(&f.name);
         let names = [
             fields::CREATED,
             f.name.as_str(),
@@ -121,7 +118,7 @@ impl SessionManager {
                 let succ = successor(r[2].as_deref());
                 if r[0].is_none() {
                     // No session here: a retired id leads to where the session went.
-                    let retired = r[2].as_deref().is_some_and(|v| v.starts_with(b"retired "));
+                    let retired = r[2].as_deref().is_some_and(marker::is_retired);
                     if let (true, Some(s)) = (retired, succ) {
                         if retired_ids.insert(m) {
                             successors.push(s);
@@ -261,9 +258,7 @@ impl SessionManager {
                 let mut next = Vec::new();
                 for ((i, m), mut h) in todo.into_iter().zip(hashes) {
                     if !h.contains_key(fields::CREATED) {
-                        let retired = h
-                            .get(fields::MOVING)
-                            .is_some_and(|v| v.starts_with(b"retired "));
+                        let retired = h.get(fields::MOVING).is_some_and(|v| marker::is_retired(v));
                         if let (true, Some(succ)) =
                             (retired, successor(h.get(fields::MOVING).map(Vec::as_slice)))
                         {
@@ -375,7 +370,7 @@ impl SessionManager {
             let (members, _) = self.candidates(&key).await?;
             let keys: Vec<String> = members.iter().map(|m| config.session_key(m)).collect();
             let rows = store
-                .peek_many(&keys, &[f.name.as_str(), fields::USER, &stamp_of(&f.name)])
+                .peek_many(&keys, &[f.name.as_str(), fields::USER, &fields::stamp_of(&f.name)])
                 .await?;
             let mut ended = 0;
             let mut by_user: HashMap<String, Vec<String>> = HashMap::new();
@@ -482,7 +477,7 @@ impl SessionManager {
             row = store
                 .peek_many(
                     std::slice::from_ref(&key),
-                    &[f.name.as_str(), fields::USER, &stamp_of(&f.name)],
+                    &[f.name.as_str(), fields::USER, &fields::stamp_of(&f.name)],
                 )
                 .await?
                 .pop()
@@ -491,11 +486,6 @@ impl SessionManager {
         tracing::debug!("a session kept changing while being ended by field; left alone");
         Ok(out)
     }
-}
-
-/// The lifetime stamp's name of `field`.
-fn stamp_of(field: &str) -> String {
-    format!("{}{field}", fields::EXPIRES)
 }
 
 /// Whether a lifetime stamp read beside a field says it has passed by `now`.

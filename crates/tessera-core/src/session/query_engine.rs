@@ -66,7 +66,7 @@ const LIVE: &str = "@created_at:[-inf +inf]";
 
 impl SessionManager {
     fn search_index_name(&self) -> String {
-        format!("{}sessions-idx", self.inner.config.namespace)
+        crate::layout::keys::search_index(&self.inner.config.namespace)
     }
 
     /// Creates the query engine's index over the session hashes if it does not exist (once
@@ -115,7 +115,7 @@ impl SessionManager {
                         .map(String::from),
                     );
                 }
-                let prefix = config.session_key("");
+                let prefix = crate::layout::keys::session_prefix(config.namespace());
                 self.inner
                     .store
                     .ft_create(&self.search_index_name(), &prefix, &schema)
@@ -153,7 +153,7 @@ impl SessionManager {
             .store
             .ft_search(&self.search_index_name(), &full, offset, limit)
             .await?;
-        let prefix = self.inner.config.session_key("");
+        let prefix = crate::layout::keys::session_prefix(self.inner.config.namespace());
         let sessions = docs
             .into_iter()
             .filter_map(|(key, mut h)| {

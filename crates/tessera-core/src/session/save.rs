@@ -281,7 +281,7 @@ impl Session {
             .server_now()
             .unwrap_or_else(crate::store::now_ms);
         for (f, ms) in std::mem::take(&mut st.expire) {
-            let stamp = format!("{}{f}", fields::EXPIRES);
+            let stamp = fields::stamp_of(&f);
             let at = now.saturating_add(ms);
             st.data.insert(stamp, at.to_string().into_bytes());
         }

@@ -94,9 +94,7 @@ pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-pub(super) fn is_user_field(name: &str) -> bool {
-    !name.starts_with("__")
-}
+pub(super) use crate::store::fields::is_user_field;
 
 impl State {
     /// This request ended the session: forget it and clear the cookie; a later write in the

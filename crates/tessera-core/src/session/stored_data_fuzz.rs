@@ -4,6 +4,7 @@
 use super::devices::check_user_id;
 use super::*;
 use crate::config::SessionConfig;
+use crate::store::fields;
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,12 +26,12 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
 
 fn hash() -> impl Strategy<Value = HashMap<String, Vec<u8>>> {
     let name = prop_oneof![
-        Just("__c".to_string()),
-        Just("__t".to_string()),
-        Just("__u".to_string()),
-        Just("__ua".to_string()),
-        Just("__ip".to_string()),
-        Just("__m".to_string()),
+        Just(fields::CREATED.to_string()),
+        Just(fields::TOUCHED.to_string()),
+        Just(fields::USER.to_string()),
+        Just(fields::USER_AGENT.to_string()),
+        Just(fields::CLIENT_ADDR.to_string()),
+        Just(fields::MOVING.to_string()),
         Just("n".to_string()),
         "[a-z]{1,6}",
     ];
@@ -47,7 +48,7 @@ async fn exercise(stored: HashMap<String, Vec<u8>>) {
     let member = id.storage_key();
     let key = manager.key_of(&id);
     let user = stored
-        .get("__u")
+        .get(fields::USER)
         .map(|u| String::from_utf8_lossy(u).into_owned());
     store.memory_backend().unwrap().put_raw(&key, stored);
     if let Some(u) = user.as_deref().filter(|u| check_user_id(u).is_ok()) {

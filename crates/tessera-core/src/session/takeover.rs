@@ -158,21 +158,13 @@ impl Records {
 /// `[namespace]user:<id>:ended_before`: the time of `user`'s last logout-all, while sessions
 /// of another store are refused a take-over (see [`Records::take_over`]).
 pub(super) fn ended_key(config: &crate::SessionConfig, user: &str) -> String {
-    format!(
-        "{}user:{}:ended_before",
-        config.namespace(),
-        crate::config::user_key_part(user)
-    )
+    crate::layout::keys::ended_before(config.namespace(), user)
 }
 
 /// A key another store wrote: never one of tessera's own (sessions, user and field indexes,
 /// events), whatever the namespace.
 fn check_legacy(config: &crate::SessionConfig, key: &str) -> Result<()> {
-    let ns = config.namespace();
-    let own = key.starts_with('{')
-        || ["session:", "user:", "index:"]
-            .iter()
-            .any(|p| key.starts_with(&format!("{ns}{p}")));
+    let own = crate::layout::keys::is_own(config.namespace(), key);
     if key.is_empty() || key.len() > 512 || own {
         return Err(Error::Unsupported(
             "only another store's session keys (not tessera's own) can be taken over",

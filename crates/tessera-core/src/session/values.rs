@@ -53,7 +53,7 @@ impl Session {
         Self::clear_lifetime(&mut st, field);
         if let Some(ms) = lifetime_ms {
             // The new stamp replaces whatever is there.
-            st.dirty.remove(&format!("{}{field}", fields::EXPIRES));
+            st.dirty.remove(&fields::stamp_of(field));
             st.expire.insert(field.to_string(), ms);
         }
         st.data
@@ -104,7 +104,7 @@ impl Session {
         if let Some(ms) = st.expire.get(field) {
             return Ok(Some(std::time::Duration::from_millis(*ms)));
         }
-        let Some(at) = fields::ms(&st.data, &format!("{}{field}", fields::EXPIRES)) else {
+        let Some(at) = fields::ms(&st.data, &fields::stamp_of(field)) else {
             return Ok(None);
         };
         let now = self
@@ -120,7 +120,7 @@ impl Session {
     /// left in the store by a lifetime that has passed.
     fn clear_lifetime(st: &mut State, field: &str) {
         st.expire.remove(field);
-        let stamp = format!("{}{field}", fields::EXPIRES);
+        let stamp = fields::stamp_of(field);
         let stale = st.stale_stamps.remove(&stamp);
         if st.data.remove(&stamp).is_some() || stale {
             st.dirty.insert(stamp, None);

@@ -8,6 +8,7 @@
 //! names the command that installs it: nothing is skipped.
 
 use super::event_keys::{EventBatch, EventKeys, NewEvent, Probe};
+use super::fields;
 use super::{
     EndIf, Freeze, Load, Mode, NewSession, Refresh, Release, SetIfAbsent, Store, Timing, WriteOp,
     WriteResult,
@@ -100,7 +101,7 @@ async fn session_hashes(store: &Store) {
         store.load(key, T, false, false).await,
         Ok(Load::Gone)
     ));
-    let set = [("n", "1"), ("__u", "ann")];
+    let set = [("n", "1"), (fields::USER, "ann")];
     let new = NewSession {
         records: &["login"],
         expire: &[("n", 60_000)],
@@ -125,9 +126,12 @@ async fn session_hashes(store: &Store) {
     assert!(matches!(l.refresh, Refresh::NotDue { age_ms: Some(_) }));
     assert!(!l.cached);
     assert_eq!(l.fields["n"], b"1");
-    assert!(l.fields.contains_key("__c") && l.fields.contains_key("__t"));
-    assert!(l.fields.contains_key("__x:n"), "a lifetime stamp");
-    assert!(String::from_utf8_lossy(&l.fields["__a"]).ends_with(" login"));
+    assert!(l.fields.contains_key(fields::CREATED) && l.fields.contains_key(fields::TOUCHED));
+    assert!(
+        l.fields.contains_key(&fields::stamp_of("n")),
+        "a lifetime stamp"
+    );
+    assert!(String::from_utf8_lossy(&l.fields[fields::TRAIL]).ends_with(" login"));
     let Ok(Load::Found(plain)) = store.load(key, T, true, true).await else {
         panic!("a plain read finds it")
     };
@@ -220,7 +224,10 @@ async fn rotation(store: &Store) {
         store.set_if_absent(key, "k", "v").await.unwrap(),
         SetIfAbsent::Moved
     );
-    let peek = store.peek_raw(&[key.to_string()], &["__m"]).await.unwrap();
+    let peek = store
+        .peek_raw(&[key.to_string()], &[fields::MOVING])
+        .await
+        .unwrap();
     assert!(
         peek[0].as_ref().is_some_and(|v| v[0].is_some()),
         "a freeze shows as __m"

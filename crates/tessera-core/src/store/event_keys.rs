@@ -6,27 +6,8 @@
 
 use std::collections::HashMap;
 
-/// The keys of one namespace's events: `{[ns]events}` and its helpers.
-#[derive(Debug, Clone)]
-pub(crate) struct EventKeys {
-    pub(crate) stream: String,
-    pub(crate) expiry: String,
-    pub(crate) users: String,
-    pub(crate) lease: String,
-    pub(crate) pending: String,
-}
-
-impl EventKeys {
-    pub(crate) fn new(stream: String) -> Self {
-        EventKeys {
-            expiry: format!("{stream}:expiry"),
-            users: format!("{stream}:users"),
-            lease: format!("{stream}:sweep"),
-            pending: format!("{stream}:pending"),
-            stream,
-        }
-    }
-}
+/// The keys of one namespace's events, named in [`crate::layout::keys`].
+pub(crate) use crate::layout::keys::EventKeys;
 
 /// One event to publish.
 #[derive(Debug, Clone)]

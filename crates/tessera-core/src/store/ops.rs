@@ -219,7 +219,7 @@ impl Load {
             })
         } else if fields
             .get(fields::MOVING)
-            .is_some_and(|m| m.starts_with(b"retired "))
+            .is_some_and(|m| crate::layout::marker::is_retired(m))
         {
             Load::Moved
         } else {

@@ -130,8 +130,8 @@ impl Rotation {
             };
             // A field written in this request has the lifetime it was given here, if any
             // (its new stamp is written with the copy), else none.
-            if !k.starts_with(fields::EXPIRES) {
-                data.remove(&format!("{}{k}", fields::EXPIRES));
+            if fields::stamped_field(k).is_none() {
+                data.remove(&fields::stamp_of(k));
             }
         }
     }

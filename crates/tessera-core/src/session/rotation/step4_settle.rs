@@ -90,7 +90,7 @@ impl Rotation {
         let now = store.server_now().unwrap_or_else(crate::store::now_ms);
         for (f, ms) in std::mem::take(&mut st.expire) {
             data.insert(
-                format!("{}{f}", fields::EXPIRES),
+                fields::stamp_of(&f),
                 now.saturating_add(ms).to_string().into_bytes(),
             );
         }

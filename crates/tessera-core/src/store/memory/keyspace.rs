@@ -4,6 +4,7 @@
 //! `volatile-lru`), and the helpers the scripts' prelude has (trail, marks, index trims).
 
 use super::super::fields;
+use crate::layout::marker;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -234,20 +235,18 @@ impl Map {
     }
 }
 
-/// A key retired by a rotation (see release.lua): only `__m` = "retired <token>".
+/// A key retired by a rotation (see release.lua): only `__m`, a retired marker.
 pub(super) fn is_tombstone(h: &HashMap<String, Vec<u8>>) -> bool {
-    !h.contains_key(fields::CREATED)
-        && h.get(fields::MOVING)
-            .is_some_and(|m| m.starts_with(b"retired "))
+    !h.contains_key(fields::CREATED) && h.get(fields::MOVING).is_some_and(|m| marker::is_retired(m))
 }
 
 /// A key whose session an admin action ended before it was created (see `end_if`).
 pub(super) fn is_ended(h: &HashMap<String, Vec<u8>>) -> bool {
-    !h.contains_key(fields::CREATED) && h.get(fields::MOVING).is_some_and(|m| m == b"ended")
+    !h.contains_key(fields::CREATED) && h.get(fields::MOVING).is_some_and(|m| marker::is_ended(m))
 }
 
 pub(super) fn user_field_count(h: &HashMap<String, Vec<u8>>) -> usize {
-    h.keys().filter(|k| !k.starts_with("__")).count()
+    h.keys().filter(|k| fields::is_user_field(k)).count()
 }
 
 /// Appends entries to a session's activity trail, dropping the oldest past `max` (as the
@@ -276,7 +275,10 @@ pub(super) fn append_trail(
 
 /// Leaves an 'ended' mark at `key` for `mark_ms` (see end_if.lua and take.lua).
 pub(super) fn mark_ended(map: &mut Map, key: &str, now: Instant, mark_ms: u64) {
-    let h = HashMap::from([(fields::MOVING.to_string(), b"ended".to_vec())]);
+    let h = HashMap::from([(
+        fields::MOVING.to_string(),
+        marker::ENDED.as_bytes().to_vec(),
+    )]);
     map.insert(key, Value::Hash(h), now);
     map.set_expiry(key, now + ms(mark_ms));
 }

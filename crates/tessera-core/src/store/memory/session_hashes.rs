@@ -112,7 +112,7 @@ impl SessionOps for MemoryBackend {
         {
             return Ok(Freeze::Moved);
         }
-        let token = format!("{seq} {new_member}");
+        let token = crate::layout::marker::moving_token(seq, new_member);
         e.frozen = Some((now, token.clone()));
         Ok(Freeze::Frozen {
             token,
@@ -123,7 +123,7 @@ impl SessionOps for MemoryBackend {
     /// Mirrors release.lua.
     async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
         let (mut map, now) = self.lock();
-        let retired = format!("retired {token}");
+        let retired = crate::layout::marker::retired(token);
         let Some(e) = map.get(key) else {
             return Ok(Release::Gone);
         };
@@ -374,7 +374,7 @@ impl MemoryBackend {
         }
         for (f, ttl) in &op.expire {
             h.insert(
-                format!("{}{f}", fields::EXPIRES),
+                fields::stamp_of(f),
                 wall.saturating_add(*ttl).to_string().into_bytes(),
             );
         }
@@ -484,7 +484,7 @@ fn increment(
         return Err(WriteResult::TooManyFields);
     }
     // A field past its lifetime is counted from zero (as write.lua does).
-    let stamp = format!("{}{f}", fields::EXPIRES);
+    let stamp = fields::stamp_of(f);
     if fields::ms(h, &stamp).is_some_and(|at| at <= wall) {
         h.remove(f);
         h.remove(&stamp);

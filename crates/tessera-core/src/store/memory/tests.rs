@@ -1,6 +1,7 @@
 //! The memory backend on its own: eviction, expiry cost, the freeze and the index rules.
 use super::*;
 use crate::store::contract::{IndexOps, SessionOps};
+use crate::store::fields;
 use crate::store::{now_ms, Freeze, Load, Mode, Release, Timing, WriteOp, WriteResult};
 use futures_util::FutureExt;
 
@@ -38,7 +39,7 @@ fn a_users_index_and_sessions_all_disappear_after_expiry() {
     let m = MemoryBackend::new(usize::MAX);
     for k in ["s1", "s2"] {
         assert!(matches!(
-            create(&m, k, vec![("__u", "ann")], T),
+            create(&m, k, vec![(fields::USER, "ann")], T),
             WriteResult::Written { incr: 0, .. }
         ));
         assert!(now(m.index_add("user:ann:sessions", k, 200, 0, None)).is_empty());

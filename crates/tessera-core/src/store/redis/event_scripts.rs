@@ -2,17 +2,13 @@
 //! (one hash tag, one slot) and `probe.lua` (on session keys); keyspace notifications of
 //! expired keys are in `notices.rs`.
 
-use super::protocol::{code, unexpected, EVENTS, EVENTS_DUE, EVENTS_READ, PROBE};
+use super::protocol::{self, unexpected, EVENTS, EVENTS_DUE, EVENTS_READ, PROBE};
 use super::RedisBackend;
 use crate::error::Result;
 use crate::store::contract::EventOps;
 use crate::store::event_keys::{EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
 use fred::prelude::*;
 use std::collections::HashMap;
-
-fn int(n: u64) -> Value {
-    Value::from(n.min(i64::MAX as u64) as i64)
-}
 
 impl EventOps for RedisBackend {
     /// events.lua on the events' keys (one slot).
@@ -27,38 +23,7 @@ impl EventOps for RedisBackend {
             return Ok(Vec::new());
         }
         self.bounded_write(async {
-            let mut args: Vec<Value> = vec![int(retention as u64), instance.into()];
-            args.push(int((batch.track.len() + batch.track_pending.len()) as u64));
-            let tracks = batch.track.iter().map(|t| (t, "0"));
-            for ((m, ttl, user), pending) in
-                tracks.chain(batch.track_pending.iter().map(|t| (t, "1")))
-            {
-                args.extend([
-                    m.as_str().into(),
-                    int(*ttl),
-                    user.as_str().into(),
-                    pending.into(),
-                ]);
-            }
-            args.push(int(batch.confirm.len() as u64));
-            args.extend(batch.confirm.iter().map(|m| Value::from(m.as_str())));
-            args.push(int(batch.untrack.len() as u64));
-            args.extend(batch.untrack.iter().map(|m| Value::from(m.as_str())));
-            args.push(int(batch.rescore.len() as u64));
-            for (m, ttl) in &batch.rescore {
-                args.extend([m.as_str().into(), int(*ttl)]);
-            }
-            args.push(int(batch.events.len() as u64));
-            for e in &batch.events {
-                args.extend([
-                    e.kind.into(),
-                    e.member.as_str().into(),
-                    e.handle.as_str().into(),
-                    e.user.as_str().into(),
-                    e.previous.as_str().into(),
-                    if e.claim { "1" } else { "0" }.into(),
-                ]);
-            }
+            let args = protocol::events_args(retention, instance, batch);
             let k = [
                 keys.stream.as_str(),
                 keys.expiry.as_str(),
@@ -87,7 +52,7 @@ impl EventOps for RedisBackend {
                 .eval_read(
                     &EVENTS_READ,
                     &keys.stream,
-                    vec![start.into(), int(limit as u64)],
+                    protocol::events_read_args(start, limit),
                 )
                 .await?;
             let Value::Array(mut parts) = reply else {
@@ -145,7 +110,7 @@ impl EventOps for RedisBackend {
         limit: usize,
     ) -> Result<Option<Vec<String>>> {
         self.bounded_write(async {
-            let args: Vec<Value> = vec![instance.into(), int(lease_ms), int(limit as u64)];
+            let args = protocol::events_due_args(instance, lease_ms, limit);
             let k = [keys.expiry.as_str(), keys.lease.as_str()];
             let reply: Vec<Value> = self.eval_write_keys(&EVENTS_DUE, &k, args, 0).await?;
             if lease_ms > 0 && reply.len() == 1 {
@@ -170,20 +135,7 @@ impl EventOps for RedisBackend {
             let probes = keys.iter().map(|k| async move {
                 // A key that is not a hash answers {3} (probe.lua checks its type): one odd key
                 // cannot stop every later sweep.
-                let reply = self.eval_read(&PROBE, k, Vec::new()).await?;
-                let parts = match reply {
-                    Value::Array(p) => p,
-                    other => return Err(unexpected(format!("probe replied {other:?}"))),
-                };
-                Ok(match parts.first().and_then(Value::as_i64) {
-                    Some(code::GONE) => Probe::Gone,
-                    Some(code::DONE) => {
-                        Probe::Live(parts.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64)
-                    }
-                    Some(code::ENDED_MARK) => Probe::Ended,
-                    Some(code::NOT_A_SESSION) => Probe::Moved,
-                    _ => return Err(unexpected(format!("probe replied {parts:?}"))),
-                })
+                protocol::parse_probe(self.eval_read(&PROBE, k, Vec::new()).await?)
             });
             futures_util::future::join_all(probes)
                 .await

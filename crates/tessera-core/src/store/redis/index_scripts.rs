@@ -1,7 +1,7 @@
 //! The user and field indexes on Redis (sorted sets): index_add.lua, field_add.lua and
 //! index_prune.lua (one script per hash slot), `ZRANGEBYSCORE`, `ZREM`.
 
-use super::protocol::{FIELD_ADD, INDEX_ADD, INDEX_PRUNE};
+use super::protocol::{self, FIELD_ADD, INDEX_ADD, INDEX_PRUNE};
 use super::RedisBackend;
 use crate::error::{Error, Result};
 use crate::store::contract::IndexOps;
@@ -18,12 +18,7 @@ impl IndexOps for RedisBackend {
         leaving: Option<&str>,
     ) -> Result<Vec<String>> {
         self.bounded_write(async {
-            let args: Vec<Value> = vec![
-                member.into(),
-                (bound_ms as i64).into(),
-                (max as i64).into(),
-                leaving.unwrap_or("").into(),
-            ];
+            let args = protocol::index_add_args(member, bound_ms, max, leaving);
             self.eval_write(&INDEX_ADD, key, args).await
         })
         .await
@@ -50,9 +45,7 @@ impl IndexOps for RedisBackend {
             return Ok(0);
         }
         self.bounded_write(async {
-            let mut args: Vec<Value> = Vec::with_capacity(1 + members.len());
-            args.push((max_score.min(i64::MAX as u64) as i64).into());
-            args.extend(members.iter().map(|m| Value::from(m.as_str())));
+            let args = protocol::index_prune_args(max_score, members);
             let groups = self.slot_groups(keys);
             let prunes = groups.iter().map(|g| {
                 let args = args.clone();
@@ -74,13 +67,13 @@ impl IndexOps for RedisBackend {
             return Ok(0);
         }
         self.bounded_write(async {
-            let args: Vec<Value> = vec![member.into(), (bound_ms as i64).into()];
+            let args = protocol::field_add_args(member, bound_ms);
             let groups = self.slot_groups(keys);
             let adds = groups.iter().map(|g| {
                 let args = args.clone();
                 async move {
                     let reply: Vec<i64> = self.eval_write_keys(&FIELD_ADD, g, args, 0).await?;
-                    let now = reply.get(1).copied().unwrap_or(0);
+                    let now = protocol::parse_field_add(&reply);
                     self.clock.observe(now, std::time::Instant::now());
                     Ok::<u64, Error>(now.max(0) as u64)
                 }

@@ -29,13 +29,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The key of the database's marker: a random value, created (`SET NX`) by the first instance
-/// that finds none and read by every other. A flush deletes it, a swap brings the other
-/// database's (another value, or none); an instance that reads anything but the value it saw
-/// when its tracking came on empties its cache. One small string key per database, shared by
-/// every app and namespace, never expiring (a `volatile-*` eviction policy never takes it; an
-/// `allkeys-*` one that does costs one emptied cache).
-pub(crate) const MARKER: &str = "tessera:near-cache:db";
+/// The key of the database's marker ([`keys::NEAR_CACHE_MARKER`](crate::layout::keys::NEAR_CACHE_MARKER)):
+/// a random value, created (`SET NX`) by the first instance that finds none and read by every
+/// other. A flush deletes it, a swap brings the other database's (another value, or none); an
+/// instance that reads anything but the value it saw when its tracking came on empties its
+/// cache. One small string key per database, shared by every app and namespace, never
+/// expiring (a `volatile-*` eviction policy never takes it; an `allkeys-*` one that does costs
+/// one emptied cache).
+pub(crate) const MARKER: &str = crate::layout::keys::NEAR_CACHE_MARKER;
 
 /// A session hash, shared between the cache and the requests that hit it.
 pub(crate) type Fields = Arc<HashMap<String, Vec<u8>>>;
@@ -446,9 +447,13 @@ pub(super) fn drain<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fields;
 
     fn hash(v: &str) -> HashMap<String, Vec<u8>> {
-        HashMap::from([("__c".to_string(), b"1".to_vec()), ("v".into(), v.into())])
+        HashMap::from([
+            (fields::CREATED.to_string(), b"1".to_vec()),
+            ("v".into(), v.into()),
+        ])
     }
 
     fn up(c: &NearCache) {

@@ -13,11 +13,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-// The call sites in `redis/mod.rs` and `redis/events.rs` switch to these when the store's
-// split merges (issue #24); the allows go then.
-#[allow(dead_code)]
 mod script_calls;
-#[allow(unused_imports)]
 pub(super) use self::script_calls::*;
 
 /// A script: the header generated from its layout (reserved names, markers, reply codes,

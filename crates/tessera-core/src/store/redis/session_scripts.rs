@@ -5,8 +5,8 @@
 
 use super::near_cache::Pending;
 use super::protocol::{
-    self, code, flat_fields, parse_load, unexpected, value_bytes, CREATE, END_IF, FREEZE, LOAD,
-    RELEASE, SET_IF_ABSENT, TAKE, WRITE,
+    self, flat_fields, parse_load, value_bytes, CREATE, END_IF, FREEZE, LOAD, RELEASE,
+    SET_IF_ABSENT, TAKE, WRITE,
 };
 use super::tracking::Cached;
 use super::RedisBackend;
@@ -27,13 +27,7 @@ impl SessionOps for RedisBackend {
         if !known_fresh {
             return self
                 .bounded(async {
-                    let args: Vec<Value> = vec![
-                        (t.idle_ms as i64).into(),
-                        (t.touch_ms as i64).into(),
-                        (t.absolute_ms as i64).into(),
-                        (t.longest_ms.min(i64::MAX as u64) as i64).into(),
-                    ];
-                    parse_load(self.eval_read(&LOAD, key, args).await?)
+                    parse_load(self.eval_read(&LOAD, key, protocol::load_args(t)).await?)
                 })
                 .await;
         }
@@ -85,26 +79,14 @@ impl SessionOps for RedisBackend {
                 records,
                 not_after_ms,
             } = *op;
-            let mut args: Vec<Value> =
-                Vec::with_capacity(7 + records.len() + 2 * (set.len() + expire.len()));
-            args.push((t.idle_ms as i64).into());
-            args.push((t.absolute_ms as i64).into());
-            args.push((created_ms as i64).into());
-            args.push(if self.native_field_expiry { "1" } else { "0" }.into());
-            args.push((expire.len() as i64).into());
-            args.push((records.len() as i64).into());
-            args.push((t.trail_max as i64).into());
-            args.extend(records.iter().map(|a| Value::from(*a)));
-            for (f, ms) in expire {
-                args.push((*f).into());
-                args.push((*ms as i64).into());
-            }
-            for (k, v) in set {
-                if *k != fields::CREATED && *k != fields::TOUCHED {
-                    args.push((*k).into());
-                    args.push((*v).into());
-                }
-            }
+            let args = protocol::create_args(
+                set,
+                created_ms,
+                expire,
+                records,
+                self.native_field_expiry,
+                t,
+            );
             let reply: Vec<Value> = self
                 .eval_write_until(&CREATE, key, args, not_after_ms as i64)
                 .await?;
@@ -116,28 +98,8 @@ impl SessionOps for RedisBackend {
     /// freeze.lua.
     async fn freeze(&self, key: &str, new_member: &str, t: Timing) -> Result<Freeze> {
         self.write_to(key, async {
-            let args: Vec<Value> = vec![
-                new_member.into(),
-                (self.freeze_ms as i64).into(),
-                (t.idle_ms as i64).into(),
-                (t.absolute_ms as i64).into(),
-            ];
-            let reply: Value = self.eval_write(&FREEZE, key, args).await?;
-            let Value::Array(mut parts) = reply else {
-                return Err(unexpected("freeze script replied with a non-array".into()));
-            };
-            match parts.first().and_then(Value::as_i64) {
-                Some(code::GONE) => Ok(Freeze::Gone),
-                Some(code::MOVED) => Ok(Freeze::Moved),
-                Some(code::DONE) if parts.len() == 3 => {
-                    let fields = flat_fields(parts.pop().expect("len checked"))?;
-                    let token = parts.pop().and_then(Value::into_string).ok_or_else(|| {
-                        unexpected("freeze script replied without a token".into())
-                    })?;
-                    Ok(Freeze::Frozen { token, fields })
-                }
-                _ => Err(unexpected(format!("freeze script replied {parts:?}"))),
-            }
+            let args = protocol::freeze_args(new_member, self.freeze_ms, t);
+            protocol::parse_freeze(self.eval_write(&FREEZE, key, args).await?)
         })
         .await
     }
@@ -145,19 +107,9 @@ impl SessionOps for RedisBackend {
     /// release.lua.
     async fn release(&self, key: &str, token: &str, retire: bool) -> Result<Release> {
         self.write_to(key, async {
-            let action = if retire { "retire" } else { "thaw" };
-            let args: Vec<Value> = vec![
-                token.into(),
-                action.into(),
-                (crate::store::TOMBSTONE.as_millis() as i64).into(),
-            ];
+            let args = protocol::release_args(token, retire);
             let reply: Vec<i64> = self.eval_write(&RELEASE, key, args).await?;
-            Ok(match reply.first() {
-                Some(&code::DONE) => Release::Done,
-                Some(&code::RETIRED) => Release::Retired,
-                Some(&code::GONE) => Release::Gone,
-                _ => Release::Taken,
-            })
+            Ok(protocol::parse_release(&reply))
         })
         .await
     }
@@ -165,17 +117,8 @@ impl SessionOps for RedisBackend {
     /// set_if_absent.lua.
     async fn set_if_absent(&self, key: &str, field: &str, value: &str) -> Result<SetIfAbsent> {
         self.write_to(key, async {
-            let args: Vec<Value> = vec![field.into(), value.into(), (self.freeze_ms as i64).into()];
-            let reply: Vec<Value> = self.eval_write(&SET_IF_ABSENT, key, args).await?;
-            Ok(match reply.first().and_then(|v| v.as_i64()) {
-                Some(code::DONE) => match reply.get(1).cloned().and_then(Value::into_string) {
-                    Some(now) => SetIfAbsent::Holds(now),
-                    None => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
-                },
-                Some(code::GONE) => SetIfAbsent::Gone,
-                Some(code::MOVED) => SetIfAbsent::Moved,
-                _ => return Err(unexpected(format!("set_if_absent replied {reply:?}"))),
-            })
+            let args = protocol::set_if_absent_args(field, value, self.freeze_ms);
+            protocol::parse_set_if_absent(self.eval_write(&SET_IF_ABSENT, key, args).await?)
         })
         .await
     }
@@ -189,23 +132,8 @@ impl SessionOps for RedisBackend {
         tombstone_ms: u64,
     ) -> Result<EndIf> {
         self.write_to(key, async {
-            let args: Vec<Value> = vec![
-                field.into(),
-                Value::Bytes(expected.unwrap_or_default().to_vec().into()),
-                (tombstone_ms as i64).into(),
-                if expected.is_some() { "0" } else { "1" }.into(),
-            ];
-            let reply: Vec<Value> = self.eval_write(&END_IF, key, args).await?;
-            Ok(match reply.first().and_then(|v| v.as_i64()) {
-                Some(code::DONE) => EndIf::Ended,
-                Some(code::CHANGED) => EndIf::Changed,
-                Some(code::GONE) => EndIf::Absent,
-                Some(code::MOVED) => match reply.get(1).cloned().and_then(Value::into_string) {
-                    Some(successor) => EndIf::Moved(successor),
-                    None => return Err(unexpected(format!("end_if replied {reply:?}"))),
-                },
-                _ => return Err(unexpected(format!("end_if replied {reply:?}"))),
-            })
+            let args = protocol::end_if_args(field, expected, tombstone_ms);
+            protocol::parse_end_if(self.eval_write(&END_IF, key, args).await?)
         })
         .await
     }
@@ -260,15 +188,10 @@ impl SessionOps for RedisBackend {
         let res = self
             .bounded_write(async {
                 let takes = keys.iter().map(|k| {
-                    let mut args: Vec<Value> = vec![(mark_ms as i64).into()];
-                    args.extend(names.iter().map(|n| Value::from(*n)));
+                    let args = protocol::take_args(mark_ms, names);
                     async move {
                         let reply: Vec<Value> = self.eval_write(&TAKE, k, args).await?;
-                        let mut it = reply.into_iter();
-                        Ok(match it.next().and_then(|v| v.as_i64()) {
-                            Some(code::DONE) => Some(it.map(value_bytes).collect()),
-                            _ => None,
-                        })
+                        Ok(protocol::parse_take(reply))
                     }
                 });
                 futures_util::future::join_all(takes)

@@ -1,7 +1,7 @@
 //! Plain string keys another session store wrote (a take-over of its sessions): `GET`, `SET`
 //! with an expiry, and retire_legacy.lua (delete or shorten only if unchanged).
 
-use super::protocol::{code, unexpected, value_bytes, RETIRE_LEGACY};
+use super::protocol::{self, value_bytes, RETIRE_LEGACY};
 use super::RedisBackend;
 use crate::error::{Error, Result};
 use crate::store::contract::TakeoverOps;
@@ -57,21 +57,8 @@ impl TakeoverOps for RedisBackend {
     /// retire_legacy.lua (refused past its deadline).
     async fn retire_bytes(&self, key: &str, expected: &[u8], grace_ms: u64) -> Result<bool> {
         self.write_to(key, async {
-            let args = vec![
-                Value::Bytes(expected.to_vec().into()),
-                Value::from(grace_ms.to_string()),
-            ];
-            let reply: Value = self.eval_write(&RETIRE_LEGACY, key, args).await?;
-            let Value::Array(parts) = reply else {
-                return Err(unexpected(
-                    "take-over script replied with a non-array".into(),
-                ));
-            };
-            match (parts.first().and_then(Value::as_i64), parts.len()) {
-                (Some(code::GONE), 1) => Ok(false),
-                (Some(code::DONE), 1) => Ok(true),
-                _ => Err(unexpected(format!("take-over script replied {parts:?}"))),
-            }
+            let args = protocol::retire_legacy_args(expected, grace_ms);
+            protocol::parse_retire_legacy(self.eval_write(&RETIRE_LEGACY, key, args).await?)
         })
         .await
     }

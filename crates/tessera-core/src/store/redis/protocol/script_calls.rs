@@ -5,9 +5,9 @@
 //! [`parse_write`](super::parse_write); the deadline, first of every write script's arguments,
 //! is added by the caller.)
 //!
-//! The values are exactly those the call sites in `redis/mod.rs` and `redis/events.rs` build
-//! by hand today (the tests compare them); those sites switch to these functions when the
-//! store's split merges (issue #24), and the `dead_code` allow on this module goes then.
+//! The call sites (`session_scripts.rs`, `index_scripts.rs`, `event_scripts.rs`,
+//! `takeover_keys.rs`) build and decode through these only; the tests pin the exact values
+//! each builder sends.
 
 use super::super::super::events::{EventBatch, Probe};
 use super::super::super::{EndIf, Freeze, Release, SetIfAbsent, Timing};
@@ -352,6 +352,7 @@ mod tests {
     //! Each builder against the arguments the call sites build by hand (copied from them), and
     //! each decoder against replies of the named codes.
     use super::*;
+    use crate::layout::fields;
     use crate::store::events::NewEvent;
 
     const T: Timing = Timing {
@@ -375,7 +376,12 @@ mod tests {
         );
         assert_eq!(
             create_args(
-                &[("__c", "1"), ("a", "x"), ("__t", "2"), ("__u", "ann")],
+                &[
+                    (fields::CREATED, "1"),
+                    ("a", "x"),
+                    (fields::TOUCHED, "2"),
+                    (fields::USER, "ann")
+                ],
                 7,
                 &[("a", 500)],
                 &["login"],
@@ -395,7 +401,7 @@ mod tests {
                 i(500),
                 "a".into(),
                 "x".into(),
-                "__u".into(),
+                fields::USER.into(),
                 "ann".into(),
             ]
         );
@@ -425,8 +431,8 @@ mod tests {
         );
         assert_eq!(field_add_args("m", 10), vec!["m".into(), i(10)]);
         assert_eq!(
-            set_if_absent_args("__k", "s", 2000),
-            vec!["__k".into(), "s".into(), i(2000)]
+            set_if_absent_args(fields::CSRF, "s", 2000),
+            vec![fields::CSRF.into(), "s".into(), i(2000)]
         );
         assert_eq!(
             end_if_args("f", Some(b"v"), 5),
