@@ -200,13 +200,13 @@ impl RedisBackend {
         preload(&pool, &o).await?;
         let clock = first_clock(&pool, &o).await;
         let query_engine =
-            tokio::time::timeout(o.command_timeout, super::query_engine::detect(&pool))
+            tokio::time::timeout(o.command_timeout, super::ft_commands::detect(&pool))
                 .await
                 .unwrap_or(QueryEngine::Missing);
         tracing::info!(target: "tessera::search", ?query_engine, "query engine (FT.*) on the session store");
         let native_field_expiry = tokio::time::timeout(
             o.command_timeout,
-            super::query_engine::has_command(&pool, "HPEXPIRE"),
+            super::ft_commands::has_command(&pool, "HPEXPIRE"),
         )
         .await
         .unwrap_or(false);

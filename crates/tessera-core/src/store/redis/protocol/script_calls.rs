@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn arguments_are_what_the_call_sites_send() {
-        // T.longest_ms is u64::MAX: sent as i64::MAX, as load() in redis/mod.rs caps it.
+        // T.longest_ms is u64::MAX: sent as i64::MAX, as load() in session_scripts.rs caps it.
         assert_eq!(
             load_args(T),
             vec![i(1_800_000), i(60_000), i(0), i(i64::MAX)]

@@ -1,32 +1,7 @@
 //! The session of one request, and the manager that starts and finishes it.
 //!
-//! | file | what |
-//! |---|---|
-//! | `mod.rs` | [`Session`], [`Outcome`]: shared helpers (failures, size checks), `load`, `load_fresh`, `finish` (the end of a request) |
-//! | `values.rs` | the field API: get, insert, insert_for, field_ttl, remove, clear, entries, user_id, created_at |
-//! | `increment.rs` | `increment`: one write script when not loaded, else through `write_now` |
-//! | `save.rs` | `save` and `write_now`: pending changes to the store's write or create, in steps |
-//! | `state.rs` | the per-request state machine and the cookie decision |
-//! | `load.rs` | loading (cookie candidates, TTL refresh, index refresh) |
-//! | `login.rs` | `login` (binding a user, starting anew for another user) and `cycle_id` |
-//! | `rotation.rs` | the move to a fresh id (the freeze protocol); its steps in `rotation/`: `step1_freeze.rs`, `step2_copy.rs`, `step3_retire.rs`, `step4_settle.rs` |
-//! | `account.rs` | logout, logout everywhere, device list, revoke |
-//! | `manager.rs` | [`SessionManager`]: starts sessions; per-user operations |
-//! | `devices.rs` | [`DeviceSession`], [`ClientInfo`], handles, user id checks |
-//! | `expiry.rs` | per-session expiry ("remember me", [`Expiry`]) |
-//! | `activity.rs` | the activity trail ([`Activity`], field `__a`) |
-//! | `csrf.rs` | CSRF tokens and checks (the session's secret, the pre-session cookie) |
-//! | `sealed_fields.rs` | protected fields on the session's side: unsealed on load, sealed on write, carried by a rotation (the crypto: `field_crypto.rs`) |
-//! | `index.rs` | field indexes, the writer's side: entries added before a write, pruned after |
-//! | `query.rs` | queries by indexed field: find, count, count per value, end |
-//! | `query_engine.rs` | free queries with the Redis query engine (`FT.*`) |
-//! | `lifecycle.rs` | lifecycle events: [`Event`], publishing, reading (page, stream, callback) |
-//! | `expiry_sweeper.rs` | the expiry sweeper: `expired` events for expiries nobody caused |
-//! | `records.rs` | [`Records`]: sessions another framework's cookie names (tower-sessions) |
-//! | `record_view.rs` | [`Loaded`]: what a record's load returned, so its save writes the difference |
-//! | `takeover.rs` | taking over another store's sessions ([`Records::take_over`]) |
-//! | `touch_log.rs` | what this process saw of TTL refreshes |
-//! | `stored_data_fuzz.rs` | property test: corrupt stored hashes never panic |
+//! Each file's job, and the way a field write takes from the handler to Redis: the map in
+//! CONTRIBUTING.md (kept complete by a test).
 
 mod account;
 mod activity;

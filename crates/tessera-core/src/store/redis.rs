@@ -3,26 +3,26 @@
 //! `connect.rs` opens the pool; `protocol.rs` holds the scripts, their reply codes and reply
 //! decoding; `send.rs` sends every command within its timeout. The contract's operations, one
 //! file per job: `session_scripts.rs`, `index_scripts.rs`, `event_scripts.rs`,
-//! `query_engine.rs`, `takeover_keys.rs`; the server check (`INFO`) is in `../check.rs`.
+//! `ft_commands.rs`, `takeover_keys.rs`; the server check (`INFO`) is in `../check.rs`.
 //! `near_cache.rs` and `tracking.rs` are the near-cache; `notices.rs` the keyspace
 //! notifications of expired keys. This file holds the backend and its facts.
 
 mod connect;
 mod event_scripts;
+mod ft_commands;
 mod index_scripts;
 mod near_cache;
 mod notices;
 mod protocol;
-mod query_engine;
 mod send;
 mod session_scripts;
 mod takeover_keys;
 mod tracking;
 
 pub use self::connect::{NearCacheCoherence, RedisOptions};
+pub(crate) use self::ft_commands::QueryEngine;
 pub use self::near_cache::NearCacheStats;
 pub(crate) use self::notices::ExpiryWatch;
-pub(crate) use self::query_engine::QueryEngine;
 
 use self::protocol::ServerClock;
 use crate::store::contract::Facts;
