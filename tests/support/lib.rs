@@ -32,7 +32,7 @@ pub use fixture::{Adapter, Backend, Fixture, Setup};
 /// The one per-backend test generator: one `#[tokio::test]` per case, backend (and adapter,
 /// when adapters are listed), each named `[adapter::]backend::case`.
 ///
-/// ```ignore
+/// ```text
 /// // Both adapters on every backend: axum::memory::case_a, ..., actix::cluster::case_b.
 /// per_backend!([axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] => case_a, case_b);
 /// // Backends alone, through axum: redis7::case_a, valkey::case_a.

@@ -216,7 +216,7 @@ pub(crate) const ALL: &[&ArgSpec] = &[
 /// every write script adds): each fixed value placed at its named position, then the
 /// variable part in order.
 ///
-/// ```ignore
+/// ```text
 /// let mut a = freeze::argv(0);
 /// a.set(freeze::NEW_MEMBER, member);
 /// ...
