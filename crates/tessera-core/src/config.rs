@@ -42,6 +42,8 @@ pub struct SessionConfig {
     pub(crate) cookie: CookieConfig,
     pub(crate) signer: Signer,
     pub(crate) cookie_name: String,
+    /// The pre-session CSRF cookie's name, made once (every request looks for it).
+    pub(crate) pre_session_cookie_name: String,
     pub(crate) max_sessions_per_user: usize,
     pub(crate) limits: Limits,
     pub(crate) indexed: Vec<IndexedField>,

@@ -150,8 +150,8 @@ pub(super) fn too_late() -> Error {
     ))
 }
 
-fn tag(id: Option<&SessionId>) -> String {
-    id.map(SessionId::log_tag).unwrap_or_else(|| "-".into())
+fn tag(id: Option<&SessionId>) -> &str {
+    id.map_or("-", SessionId::log_tag)
 }
 
 impl Session {

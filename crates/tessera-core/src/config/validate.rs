@@ -42,6 +42,7 @@ impl SessionConfigBuilder {
             absolute_lifetime: self.absolute_lifetime,
             namespace: self.namespace,
             cookie_name: self.cookie.full_name(),
+            pre_session_cookie_name: self.cookie.pre_session_name(),
             cookie: self.cookie,
             signer: Signer::new(self.key, self.previous),
             max_sessions_per_user: self.max_sessions_per_user.unwrap_or(0),

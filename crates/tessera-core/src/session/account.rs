@@ -90,7 +90,7 @@ impl Session {
                     }
                     self.touches().forget(&key);
                     // Deleted for good: the member leaves its field indexes whatever its age.
-                    super::index::prune_ended(self.mgr(), &id.storage_key(), &st.data).await;
+                    super::index::prune_ended(self.mgr(), id.storage_str(), &st.data).await;
                     if let Some(u) = user_of(&st.data) {
                         let index = self.mgr().inner.config.index_key(&u);
                         if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await

@@ -330,7 +330,7 @@ impl Session {
         // than the guard by then.
         let checked = mgr.store().server_now();
         if !add.is_empty() {
-            let added = add_all(&mgr, &id.storage_key(), &add, mgr.field_bound_ms(&st.data)).await;
+            let added = add_all(&mgr, id.storage_str(), &add, mgr.field_bound_ms(&st.data)).await;
             if let Err(e) = added {
                 let e = match e {
                     crate::Error::Unavailable(cause) => crate::Error::OutcomeUnknown(cause),

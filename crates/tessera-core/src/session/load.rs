@@ -77,7 +77,7 @@ impl Session {
             let gone = crate::store::fields::drop_expired(&mut st.data, now);
             st.stale_stamps.extend(gone);
         }
-        self.unseal_loaded(st, &id.storage_key());
+        self.unseal_loaded(st, id.storage_str());
         st.from_cache = loaded.cached;
         match loaded.refresh {
             Refresh::Done => {

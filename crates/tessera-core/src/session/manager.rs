@@ -150,7 +150,7 @@ impl SessionManager {
                 }
             }
         }
-        let pre = super::csrf::pre_session(&headers, &config.cookie.pre_session_name());
+        let pre = super::csrf::pre_session(&headers, &config.pre_session_cookie_name);
         Session {
             inner: Arc::new(SessionInner {
                 pre: std::sync::Mutex::new(pre),
@@ -161,7 +161,7 @@ impl SessionManager {
     }
 
     pub(super) fn key_of(&self, id: &SessionId) -> String {
-        self.inner.config.session_key(&id.storage_key())
+        self.inner.config.session_key(id.storage_str())
     }
 
     /// How far past now a user-index member's bound reaches: twice the idle timeout (capped

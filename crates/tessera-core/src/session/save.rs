@@ -167,7 +167,7 @@ impl Session {
         at: &Attempt<'_>,
         not_after_ms: u64,
     ) -> (Result<WriteResult>, Instant) {
-        let stored = self.sealed_changes(st, &at.id.storage_key());
+        let stored = self.sealed_changes(st, at.id.storage_str());
         let expire = st.pending_lifetimes();
         let records: Vec<&str> = st.records.iter().map(String::as_str).collect();
         let sent = Instant::now();
@@ -244,7 +244,7 @@ impl Session {
         if at.creating && self.mgr().events_on() && !st.created_by_login {
             // Tracked and announced before the cookie is handed out; if that
             // fails, the new key goes again and nothing was created.
-            if let Err(e) = self.publish_created(st, &at.id.storage_key()).await {
+            if let Err(e) = self.publish_created(st, at.id.storage_str()).await {
                 if let Err(d) = self.store().delete(&at.key).await {
                     tracing::debug!(error = %d, "could not delete a new session whose event failed; it expires by its TTL");
                 }
