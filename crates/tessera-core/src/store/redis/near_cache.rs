@@ -205,9 +205,10 @@ impl NearCache {
         Some(f)
     }
 
-    /// Whether the cache holds `key` now (applying what arrived first), without counting a hit.
+    /// Whether the cache holds `key`, without counting a hit and without applying what
+    /// arrived meanwhile (a read calls [`get`](Self::get) next, which applies it first; a
+    /// caller that needs the answer after the pushes calls [`pump`](Self::pump) before).
     pub(crate) fn holds(&self, key: &str) -> bool {
-        self.pump();
         let st = self.lock();
         st.down == 0 && (st.new.contains_key(key) || st.old.contains_key(key))
     }

@@ -332,6 +332,7 @@ impl RedisBackend {
                     // this reply was applied: its invalidation was never delivered, which is
                     // a flush of the node (fred drops the `invalidate` push with no key
                     // list). Whatever else the cache holds from that node is as stale.
+                    tracking.cache.pump();
                     if tracking.cache.holds(key) {
                         tracking.cache.flush();
                     }
@@ -339,11 +340,12 @@ impl RedisBackend {
                 }
                 Err(_) => return Cached::BarrierFailed,
             }
-        } else {
-            // Let the runtime poll its sockets first (tokio runs a yielded task again only
-            // after polling the I/O driver): narrows the window, cannot close it.
-            tokio::task::yield_now().await;
         }
+        // Push coherence: no barrier and no yield. What has arrived is applied by `get` below
+        // and, as it arrives, by the feed's own task (`pump_on_arrival`): the measured window
+        // is that task's. A yield here (to let the runtime read the sockets first) narrowed
+        // only the case of a push arriving in the same scheduler tick, and cost 2.8 µs of CPU
+        // per hit, a third of the whole machinery (BENCHMARKS.md, issue #25).
         let Some(fields) = tracking.cache.get(key) else {
             return Cached::Miss;
         };
