@@ -172,34 +172,35 @@ pub(super) fn parse_load(reply: Value) -> Result<Load> {
 
 /// A hash reply (a flat array of field, value, ... or a map) as fields.
 pub(super) fn flat_fields(v: Value) -> Result<HashMap<String, Vec<u8>>> {
-    let pairs: Vec<(Value, Value)> = match v {
+    // A field name that is not UTF-8 (written by another program) is kept, lossily, so the
+    // session still loads; it can never be one of tessera's names.
+    fn name(b: Vec<u8>) -> String {
+        String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+    let mut fields;
+    match v {
         Value::Array(flat) => {
+            fields = HashMap::with_capacity(flat.len() / 2);
             let mut it = flat.into_iter();
-            let mut out = Vec::with_capacity(it.len() / 2);
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.push((k, v));
+                if let Some(k) = value_bytes(k) {
+                    fields.insert(name(k), value_bytes(v).unwrap_or_default());
+                }
             }
-            out
         }
-        Value::Map(m) => m
-            .inner()
-            .into_iter()
-            .map(|(k, v)| (Value::from(k), v))
-            .collect(),
-        Value::Null => Vec::new(),
+        Value::Map(m) => {
+            let m = m.inner();
+            fields = HashMap::with_capacity(m.len());
+            for (k, v) in m {
+                fields.insert(
+                    name(k.into_bytes().to_vec()),
+                    value_bytes(v).unwrap_or_default(),
+                );
+            }
+        }
+        Value::Null => fields = HashMap::new(),
         other => return Err(unexpected(format!("expected a hash, got {other:?}"))),
     };
-    let mut fields = HashMap::with_capacity(pairs.len());
-    for (k, v) in pairs {
-        // A field name that is not UTF-8 (written by another program) is kept, lossily, so
-        // the session still loads; it can never be one of tessera's names.
-        let k = match value_bytes(k) {
-            Some(b) => String::from_utf8(b)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            None => continue,
-        };
-        fields.insert(k, value_bytes(v).unwrap_or_default());
-    }
     Ok(fields)
 }
 

@@ -17,7 +17,6 @@ use crate::store::{
     WriteResult,
 };
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
 use std::collections::HashMap;
 
 impl SessionOps for RedisBackend {
@@ -274,14 +273,15 @@ impl RedisBackend {
                 return Ok(fields);
             }
         }
-        // As a custom command: the reply stays a flat array (fred's `hgetall` builds a map of
-        // it first, which `flat_fields` then copies again: 6% of a read's CPU).
-        let hgetall = CustomCommand::new_static("HGETALL", ClusterHash::from(key), false);
+        // fred's typed `hgetall`, not a custom command: fred flushes the socket after every
+        // custom command (and every EVALSHA), but feeds a typed one and flushes once its queue
+        // is empty, so concurrent reads share one write syscall. That was a fifth of a read's
+        // CPU (BENCHMARKS.md, issue #25). Its reply is a map, which `flat_fields` moves over.
         let flat: Value = Box::pin(
             self.pool
                 .next_connected()
                 .with_options(&self.read_opts)
-                .custom(hgetall, vec![Value::from(key)]),
+                .hgetall(key),
         )
         .await
         .map_err(Error::from_fred)?;
