@@ -5,6 +5,7 @@
 #
 #   scripts/wrk-cpu.sh IMPL ROUTE [SECS]       e.g. scripts/wrk-cpu.sh tessera-axum read 5
 #   PERF="--call-graph dwarf,16384 -F 499" scripts/wrk-cpu.sh tessera-axum login   # + perf.data
+#   BIN=/tmp/tessera-bench-before scripts/wrk-cpu.sh tessera-axum read   # another build (A/B)
 #
 # IMPL: a name from bench/src/servers.rs; ROUTE: read | incr | login (login without a cookie,
 # the others with one logged-in session's cookie). Needs wrk (apt-get install wrk) and, for
@@ -15,13 +16,14 @@ IMPL=$1; ROUTE=$2; SECS=${3:-5}
 # shellcheck disable=SC1090
 . "$(bash scripts/install-servers.sh)"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-(cd bench && cargo build --release -q)
+BIN=${BIN:-}
+if [ -z "$BIN" ]; then (cd bench && cargo build --release -q); BIN=./bench/target/release/tessera-bench; fi
 RPORT=6390; APORT=8090; OUT=${OUT:-/tmp/tessera-wrk}
 mkdir -p "$OUT"
 "$REDIS_SERVER_BIN" --port $RPORT --save '' --appendonly no --daemonize yes --logfile "$OUT/redis.log" >/dev/null
 trap 'kill $SP 2>/dev/null; redis-cli -p $RPORT shutdown nosave >/dev/null 2>&1 || true' EXIT
 sleep 0.3
-./bench/target/release/tessera-bench serve "$IMPL" $APORT redis://127.0.0.1:$RPORT 60 >"$OUT/server.log" 2>&1 &
+"$BIN" serve "$IMPL" $APORT redis://127.0.0.1:$RPORT 60 >"$OUT/server.log" 2>&1 &
 SP=$!
 for _ in $(seq 50); do curl -s -o /dev/null localhost:$APORT/read && break; sleep 0.1; done
 COOKIE=$(curl -s -D - -o /dev/null -X POST localhost:$APORT/login | grep -i set-cookie | sed 's/^[Ss]et-[Cc]ookie: //; s/;.*//' | tr -d '\r')
