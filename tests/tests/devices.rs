@@ -18,6 +18,37 @@ tessera_tests::per_backend!(
     a_write_after_logout_all_goes_to_a_fresh_session,
 );
 
+/// The index's own rules, seen in the server's sorted set (expired members are planted there
+/// with ZADD, as sessions that expired without a logout leave them).
+mod on_a_server {
+    use super::cases;
+    tessera_tests::per_backend!([redis7, redis8, valkey] =>
+        the_index_is_pruned_only_past_its_threshold,
+        the_device_limit_never_counts_expired_members,
+        the_index_key_lives_until_its_longest_bound,
+    );
+}
+
+/// Members of `user:<user>:sessions` whose bound passed long ago.
+fn plant_expired(s: &tessera_tests::Topology, user: &str, from: usize, n: usize) {
+    let key = format!("user:{user}:sessions");
+    let mut args = vec!["ZADD".to_string(), key];
+    for i in from..from + n {
+        args.push((1_000 + i).to_string());
+        args.push(format!("expired{i}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(s.cmd(&args).int(), n as i64);
+}
+
+fn zcard(s: &tessera_tests::Topology, user: &str) -> i64 {
+    s.cmd(&["ZCARD", &format!("user:{user}:sessions")]).int()
+}
+
+fn pttl(s: &tessera_tests::Topology, user: &str) -> i64 {
+    s.cmd(&["PTTL", &format!("user:{user}:sessions")]).int()
+}
+
 async fn login(b: &Browser, user: &str) {
     let r = b.post("/login", Some(json!({ "user_id": user }))).await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -322,5 +353,111 @@ mod cases {
             401,
             "no session at all"
         );
+    }
+
+    /// Without a device limit, expired members are dropped only once the set holds more than
+    /// index_add.lua's soft cap (64) members: the set stays bounded, and the device list never
+    /// shows them meanwhile.
+    pub async fn the_index_is_pruned_only_past_its_threshold(setup: Setup) {
+        let fx = Fixture::with(setup, |c| c.max_sessions_per_user(None)).await;
+        let s = fx.server.as_ref().unwrap();
+        let (a, b, c) = (fx.browser(), fx.browser(), fx.browser());
+        login(&a, "ann").await;
+        plant_expired(s, "ann", 0, 10);
+        login(&b, "ann").await;
+        assert_eq!(zcard(s, "ann"), 12, "under the cap: no prune");
+        assert_eq!(
+            devices(&b).await.len(),
+            2,
+            "the list shows live sessions only"
+        );
+        plant_expired(s, "ann", 10, 60);
+        assert_eq!(zcard(s, "ann"), 72);
+        login(&c, "ann").await;
+        assert_eq!(
+            zcard(s, "ann"),
+            3,
+            "past the cap: every expired member went"
+        );
+        assert_eq!(devices(&c).await.len(), 3);
+        for br in [&a, &b, &c] {
+            assert_eq!(br.get("/me").await.status, 200);
+        }
+    }
+
+    /// With a limit, expired members are pruned before anything is counted against it: they
+    /// never push a live session out, and they stay only while the set is within the limit.
+    pub async fn the_device_limit_never_counts_expired_members(setup: Setup) {
+        let fx = Fixture::with(setup, |c| c.max_sessions_per_user(Some(3))).await;
+        let s = fx.server.as_ref().unwrap();
+        let (a, b, c, d) = (fx.browser(), fx.browser(), fx.browser(), fx.browser());
+        login(&a, "ann").await;
+        plant_expired(s, "ann", 0, 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        login(&b, "ann").await;
+        assert_eq!(
+            zcard(s, "ann"),
+            3,
+            "within the limit, counting it: left as is"
+        );
+        plant_expired(s, "ann", 1, 4);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        login(&c, "ann").await;
+        assert_eq!(zcard(s, "ann"), 3, "past the limit: pruned, then counted");
+        for br in [&a, &b, &c] {
+            assert_eq!(
+                br.get("/me").await.status,
+                200,
+                "three live sessions: none ended"
+            );
+        }
+        plant_expired(s, "ann", 5, 2);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        login(&d, "ann").await;
+        assert_eq!(
+            a.get("/me").await.status,
+            401,
+            "the fourth live session ends the least recent one, and only it"
+        );
+        for br in [&b, &c, &d] {
+            assert_eq!(br.get("/me").await.status, 200);
+        }
+        assert_eq!(devices(&d).await.len(), 3);
+    }
+
+    /// The index key lives at least until its highest bound: a login never shortens a longer
+    /// TTL, and a key found without one (not made by tessera) gets it from its highest score,
+    /// not from the new member's bound.
+    pub async fn the_index_key_lives_until_its_longest_bound(setup: Setup) {
+        let fx = Fixture::with(setup, |c| c.idle_timeout(Duration::from_secs(100))).await;
+        let s = fx.server.as_ref().unwrap();
+        let bound: i64 = 200_000; // a login's bound: twice the idle timeout
+        login(&fx.browser(), "ann").await;
+        let t = pttl(s, "ann");
+        assert!(
+            t > bound - 5_000 && t <= bound,
+            "a new key: the bound ({t})"
+        );
+        let key = "user:ann:sessions";
+        s.cmd(&["PEXPIRE", key, &(10 * bound).to_string()]);
+        login(&fx.browser(), "ann").await;
+        let t = pttl(s, "ann");
+        assert!(t > 9 * bound, "a longer TTL is kept ({t})");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let far = now + 5 * bound;
+        s.cmd(&["ZADD", key, &far.to_string(), "far"]);
+        s.cmd(&["PERSIST", key]);
+        assert_eq!(pttl(s, "ann"), -1);
+        login(&fx.browser(), "ann").await;
+        let t = pttl(s, "ann");
+        assert!(
+            t > 4 * bound && t <= 5 * bound,
+            "no TTL: set from the highest score ({t})"
+        );
+        login(&fx.browser(), "ann").await;
+        assert!(pttl(s, "ann") > 4 * bound, "and kept");
     }
 }

@@ -30,6 +30,7 @@ tessera_tests::per_backend!(
     corrupt_data_from_another_app_is_a_typed_error,
     logs_carry_a_short_hash_never_the_id,
     user_index_operations_cost_o_of_the_users_sessions,
+    increments_at_the_field_limit,
 );
 
 fn stats(pairs: &[(&str, u64)]) -> std::collections::BTreeMap<String, u64> {
@@ -296,10 +297,21 @@ mod cases {
                 ("time", 1),
                 ("hmget", 1),
                 ("hlen", 1),
-                ("hget", 1),
                 ("hincrby", 1)
             ]),
-            "an increment needs no load: one script, one round trip (HLEN: the field limit; HGET: the field's lifetime stamp, if any)"
+            "a first increment needs no load: one script, one round trip (HMGET: the session's \
+             meta, the field and its lifetime stamp; HLEN: the field limit, as the field is new)"
+        );
+        s.reset_stats();
+        assert_eq!(
+            br.post("/counter", None).await.json(),
+            json!({"counter": 2})
+        );
+        assert_eq!(
+            s.command_stats(),
+            stats(&[("evalsha", 1), ("time", 1), ("hmget", 1), ("hincrby", 1)]),
+            "an increment of an existing field: no field-limit check (it adds no field), its \
+             lifetime stamp came with the HMGET"
         );
     }
 
@@ -321,10 +333,9 @@ mod cases {
                 ("hset", 1),
                 ("pexpire", 2),
                 ("zadd", 1),
-                ("zremrangebyscore", 1),
-                ("zrange", 1),
-                ("pttl", 1),
             ]),
+            "past the interval: the load's refresh (HSET, PEXPIRE) and the index bound's \
+             (ZADD GT, PEXPIRE GT: no prune, no count, as the member was already there)"
         );
         s.reset_stats();
         assert_eq!(br.get("/me").await.status, 200);
@@ -545,19 +556,85 @@ mod cases {
                 ("exists", 1),
                 ("time", 2),
                 ("zadd", 1),
-                ("zremrangebyscore", 1),
-                ("zrange", 1),
-                ("pttl", 1),
                 ("zcard", 1),
                 ("pexpire", 2),
                 ("hset", 1),
             ]),
-            "login of a new session: the index add (with the default device limit: ZCARD) and the \
-             session's creation (no EXISTS: a fresh id cannot exist), sent together"
+            "login of a new session: the index add (ZADD, ZCARD for the default device limit, \
+             PEXPIRE: the key is new; no prune under the limit) and the session's creation \
+             (EXISTS: an 'ended' tombstone may be at the fresh id; HSET, PEXPIRE), sent together"
+        );
+        s.reset_stats();
+        fx.browser()
+            .post("/login", Some(json!({"user_id": "bob"})))
+            .await;
+        assert_eq!(
+            s.command_stats(),
+            stats(&[
+                ("evalsha", 2),
+                ("exists", 1),
+                ("time", 2),
+                ("zadd", 1),
+                ("zcard", 1),
+                ("pexpire", 2),
+                ("hset", 1),
+            ]),
+            "a second device of the user: the same (PEXPIRE GT keeps the key until its longest \
+             bound without reading it)"
         );
         assert!(
             s.command_stats().keys().all(|k| k != "scan" && k != "keys"),
             "never a key scan"
+        );
+    }
+
+    /// An increment without a load checks the field limit only for a field the hash does not
+    /// hold: an existing field (even one past its lifetime, still in the hash where the server
+    /// has no hash-field expiry) adds nothing; a new one at the limit is refused, nothing
+    /// written. A field past its lifetime still counts from zero.
+    pub async fn increments_at_the_field_limit(kind: ServerKind) {
+        let fx = Fixture::with(Backend::Redis(kind), |c| c.max_fields(2)).await;
+        let s = fx.server();
+        let at_limit = fx.browser();
+        at_limit
+            .put("/session", json!({"a": 1, "counter": 5}))
+            .await;
+        let fresh = &at_limit;
+        s.reset_stats();
+        assert_eq!(
+            fresh.post("/counter", None).await.json(),
+            json!({"counter": 6})
+        );
+        let st = s.command_stats();
+        assert_eq!(
+            (st.get("hlen"), st.get("hkeys"), st.get("hgetall")),
+            (None, None, None),
+            "an existing field: no count {st:?}"
+        );
+
+        let full = fx.browser();
+        full.put("/session", json!({"a": 1, "b": 2})).await;
+        let fresh = &full;
+        s.reset_stats();
+        let r = fresh.post("/counter", None).await;
+        assert_ne!(r.status, 200, "a new field past the limit: {r:?}");
+        let st = s.command_stats();
+        assert_eq!(st.get("hincrby"), None, "nothing written: {st:?}");
+        assert_eq!(full.get("/me").await.json(), json!({"a": 1, "b": 2}));
+
+        let stamped = fx.browser();
+        stamped.put("/session", json!({"a": 1})).await;
+        stamped.put("/session?ttl=1", json!({"counter": 5})).await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let fresh = &stamped;
+        assert_eq!(
+            fresh.post("/counter", None).await.json(),
+            json!({"counter": 1}),
+            "past its lifetime: counted from zero, not refused"
+        );
+        assert_eq!(
+            stamped.get("/me").await.json(),
+            json!({"a": 1, "counter": 1})
         );
     }
 }

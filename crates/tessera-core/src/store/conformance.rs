@@ -16,7 +16,7 @@ use super::{
 use crate::Error;
 use std::time::Duration;
 
-mod redis_server;
+pub(in crate::store) mod redis_server;
 use redis_server::RedisServer;
 
 const T: Timing = Timing {

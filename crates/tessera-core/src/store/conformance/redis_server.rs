@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 const INSTALL: &str = "bash scripts/install-servers.sh (then `. .servers/env.sh`)";
 
 /// A redis-server on a free loopback port, without persistence, killed on drop.
-pub(super) struct RedisServer {
+pub(in crate::store) struct RedisServer {
     child: Child,
     port: u16,
     _dir: TempDir,
 }
 
 impl RedisServer {
-    pub(super) fn start() -> RedisServer {
+    pub(in crate::store) fn start() -> RedisServer {
         let bin = redis_binary();
         let dir = TempDir::new();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -48,7 +48,7 @@ impl RedisServer {
         server
     }
 
-    pub(super) fn url(&self) -> String {
+    pub(in crate::store) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 

@@ -138,3 +138,80 @@ impl RedisBackend {
         .map_err(Error::from_fred)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! index_add.lua's key TTL on both of its paths, against a real server: `PEXPIRE GT`
+    //! (Redis 7, Valkey) and `PTTL` then `PEXPIRE` (Redis 6.2, run here with the version check
+    //! replaced by `false`: every command of that path exists on Redis 7 too).
+    use super::protocol::{self, INDEX_ADD};
+    use crate::store::conformance::redis_server::RedisServer;
+    use fred::prelude::*;
+
+    const GATE: &str = "(tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000";
+
+    async fn add(c: &Client, lua: &str, key: &str, member: &str, bound: u64) -> Vec<String> {
+        let mut args = vec![Value::from(0i64)]; // no deadline
+        args.extend(protocol::index_add_args(member, bound, 0, None));
+        c.eval(lua, vec![key], args).await.expect("index_add.lua")
+    }
+
+    async fn pttl(c: &Client, key: &str) -> i64 {
+        c.pttl(key).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_key_lives_until_its_highest_bound_on_both_paths() {
+        let server = RedisServer::start();
+        let c = Builder::from_config(Config::from_url(&server.url()).unwrap())
+            .build()
+            .unwrap();
+        c.init().await.unwrap();
+        let gt = INDEX_ADD.lua().expect("the script's text").to_string();
+        assert_eq!(
+            gt.matches(GATE).count(),
+            1,
+            "the version check is where this test expects it"
+        );
+        let pre7 = gt.replace(GATE, "false");
+        let bound: i64 = 100_000;
+        for (path, lua) in [("PEXPIRE GT", &gt), ("PTTL + PEXPIRE", &pre7)] {
+            let key = format!("user:{}:sessions", path.len());
+            add(&c, lua, &key, "a", bound as u64).await;
+            let t = pttl(&c, &key).await;
+            assert!(
+                t > bound - 5_000 && t <= bound,
+                "{path}: a new key gets the bound ({t})"
+            );
+            let _: () = c.pexpire(&key, 10 * bound, None).await.unwrap();
+            add(&c, lua, &key, "b", bound as u64).await;
+            let t = pttl(&c, &key).await;
+            assert!(t > 9 * bound, "{path}: a longer TTL is kept ({t})");
+            // (Below the invariant, as no tessera write leaves it: the new bound still counts.)
+            let _: () = c.pexpire(&key, bound / 2, None).await.unwrap();
+            add(&c, lua, &key, "b", bound as u64).await;
+            let t = pttl(&c, &key).await;
+            assert!(
+                t > bound - 5_000 && t <= bound,
+                "{path}: raised to the bound ({t})"
+            );
+            // A key without a TTL (not made by tessera): from its highest score.
+            let far = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64
+                + 5 * bound;
+            let _: i64 = c
+                .zadd(&key, None, None, false, false, (far as f64, "far"))
+                .await
+                .unwrap();
+            let _: () = c.persist(&key).await.unwrap();
+            add(&c, lua, &key, "c", bound as u64).await;
+            let t = pttl(&c, &key).await;
+            assert!(
+                t > 4 * bound && t <= 5 * bound,
+                "{path}: no TTL: from the highest score ({t})"
+            );
+        }
+    }
+}

@@ -68,7 +68,8 @@ impl SessionOps for RedisBackend {
         .await
     }
 
-    /// create.lua: a fresh 128-bit id cannot exist already, so no existence check.
+    /// create.lua: a fresh 128-bit id; its `EXISTS` (inside the script) finds only an 'ended'
+    /// tombstone left for a create in flight, or an id collision.
     async fn create(&self, key: &str, op: &NewSession<'_>, t: Timing) -> Result<WriteResult> {
         self.write_to(key, async {
             let NewSession {

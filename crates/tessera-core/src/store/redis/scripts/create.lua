@@ -13,7 +13,9 @@
 -- {EXPIRED, now}.
 -- A script rather than MULTI/HSET/PEXPIRE/EXEC: the deadline is a decision only the server can
 -- take, and one EVALSHA is one write for the client where a MULTI block is four (measured in
--- BENCHMARKS.md). The EXISTS inside the script costs no round trip.
+-- BENCHMARKS.md). The EXISTS inside the script costs no round trip. It stays a command of its
+-- own: folding it into the write (HSETNX, or HSET's count of new fields) would write into an
+-- 'ended' tombstone before finding it there, and nothing else this script runs reads the key.
 local native, nexp, nrec = ARGV[A_NATIVE] == '1', tonumber(ARGV[A_NEXP]), tonumber(ARGV[A_NREC])
 -- The variable part: nrec trail entries, nexp lifetime pairs, then the field/value pairs.
 local trail_from, lifetimes_from = A_REST, A_REST + nrec

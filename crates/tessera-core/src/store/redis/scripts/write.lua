@@ -29,6 +29,9 @@ local set_from = A_REST
 local del_from = set_from + 2 * nset
 local lifetimes_from = del_from + ndel
 local created, touched_at, user, moving
+-- The increment's field: whether the hash holds it, and its lifetime stamp (update only: a
+-- create's hash is new, it holds neither).
+local incr_present, incr_stamp = false, false
 -- Whether this write sets or removes the session's own expiry: then the TTL is set now.
 local changes_own = false
 if mode == 'c' then
@@ -36,7 +39,15 @@ if mode == 'c' then
   created = tonumber(ARGV[A_CREATED_MS])
   if created == 0 then created = now end
 else
-  local meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING, F_OWN_EXPIRY)
+  -- With an increment, its field and lifetime stamp too (meta[6], meta[7]): no second read.
+  local meta
+  if incr_field ~= '' then
+    meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING, F_OWN_EXPIRY,
+      incr_field, F_EXPIRES .. incr_field)
+    incr_present, incr_stamp = meta[6] ~= false, meta[7]
+  else
+    meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING, F_OWN_EXPIRY)
+  end
   if is_tombstone(meta[1], meta[4]) then return {MOVED} end
   if not meta[1] then return {GONE} end
   created, touched_at, user, moving = tonumber(meta[1]) or now, tonumber(meta[2]), meta[3], meta[4]
@@ -58,10 +69,12 @@ if not ttl then
 end
 local incr = 0
 local max_fields = tonumber(ARGV[A_MAX_FIELDS])
--- The field-count check, for an increment the app could not check (it did not load): one HLEN
--- in the common case; the exact count only when the hash is near the limit.
-if incr_field ~= '' and max_fields > 0 and redis.call('HLEN', key) >= max_fields
-    and redis.call('HEXISTS', key, incr_field) == 0 then
+-- The field-count check, for an increment the app could not check (it did not load): only
+-- when the field is not in the hash (an existing field adds nothing; a create's hash is
+-- empty), then one HLEN; the exact count only when the hash is near the limit. A field past
+-- its lifetime but still in the hash counts as present: it is replaced, not added.
+if incr_field ~= '' and mode ~= 'c' and not incr_present and max_fields > 0
+    and redis.call('HLEN', key) >= max_fields then
   local n = 0
   for _, k in ipairs(redis.call('HKEYS', key)) do
     if not is_reserved(k) then n = n + 1 end
@@ -71,8 +84,7 @@ end
 if incr_field ~= '' then
   -- A field past its lifetime (where the server has no hash-field expiry, it may still be in
   -- the hash) is counted from zero: it is gone.
-  local stamp = redis.call('HGET', key, F_EXPIRES .. incr_field)
-  if stamp and tonumber(stamp) and tonumber(stamp) <= now then
+  if incr_stamp and tonumber(incr_stamp) and tonumber(incr_stamp) <= now then
     redis.call('HDEL', key, incr_field, F_EXPIRES .. incr_field)
   end
   local r = redis.pcall('HINCRBY', key, incr_field, incr_by)
