@@ -725,7 +725,8 @@ fn report(
 fn plot(samples: &Samples) -> String {
     let (w, h, left, top, bottom) = (980.0, 520.0, 70.0, 50.0, 110.0);
     let colors = [
-        "#9e9e9e", "#607d8b", "#1e88e5", "#0d47a1", "#64b5f6", "#e53935", "#43a047", "#fb8c00",
+        "#9e9e9e", "#bdbdbd", "#607d8b", "#1e88e5", "#0d47a1", "#64b5f6", "#90caf9", "#e53935",
+        "#43a047", "#a5d6a7", "#fb8c00",
     ];
     let max = samples
         .values()

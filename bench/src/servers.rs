@@ -4,8 +4,9 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-pub const IMPLS: [&str; 9] = [
+pub const IMPLS: [&str; 11] = [
     "bare-axum",
+    "bare-actix",
     "fred-floor",
     "tessera-axum",
     "tessera-axum-observed",
@@ -13,6 +14,7 @@ pub const IMPLS: [&str; 9] = [
     "tessera-axum-cache-push",
     "tower-sessions",
     "tessera-actix",
+    "tessera-actix-cache-push",
     "actix-session",
 ];
 
@@ -40,7 +42,7 @@ fn user() -> String {
 pub fn serve(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) {
     listener.set_nonblocking(true).unwrap();
     match name {
-        "tessera-actix" | "actix-session" => actix(name, listener, redis_url, touch_secs),
+        "tessera-actix" | "tessera-actix-cache-push" | "actix-session" | "bare-actix" => actix(name, listener, redis_url, touch_secs),
         _ => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -56,7 +58,7 @@ async fn tessera_store(url: &str, name: &str) -> tessera_core::Store {
     let mut o = tessera_core::RedisOptions::default();
     match name {
         "tessera-axum-cache" => o = o.near_cache(64 << 20),
-        "tessera-axum-cache-push" => {
+        "tessera-axum-cache-push" | "tessera-actix-cache-push" => {
             o = o
                 .near_cache(64 << 20)
                 .near_cache_coherence(tessera_core::NearCacheCoherence::Push)
@@ -279,7 +281,26 @@ fn actix(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) 
     let name = name.to_string();
     actix_web::rt::System::new().block_on(async move {
         match name.as_str() {
-            "tessera-actix" => {
+            "bare-actix" => HttpServer::new(|| {
+                App::new()
+                    .route(
+                        "/login",
+                        web::post().to(|| async {
+                            actix_web::HttpResponse::Ok()
+                                .insert_header(("set-cookie", "id=bare; Path=/"))
+                                .body("ok")
+                        }),
+                    )
+                    .route("/read", web::get().to(|| async { "acme" }))
+                    .route("/incr", web::post().to(|| async { "1" }))
+            })
+            .workers(2)
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+            .unwrap(),
+            "tessera-actix" | "tessera-actix-cache-push" => {
                 use tessera_actix::{Session, SessionMiddleware};
                 let store = tessera_store(&redis_url, &name).await;
                 let mw = SessionMiddleware::new(store, tessera_config(touch_secs));
