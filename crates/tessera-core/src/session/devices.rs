@@ -53,7 +53,11 @@ impl ClientInfo {
         ClientInfo {
             user_agent: user_agent
                 .and_then(|v| std::str::from_utf8(v).ok())
-                .map(|s| s.chars().take(256).collect()),
+                // One copy when it fits (256 bytes are at most 256 characters).
+                .map(|s| match s.len() {
+                    0..=256 => s.to_owned(),
+                    _ => s.chars().take(256).collect(),
+                }),
             client_addr: client_addr.map(|a| a.to_string()),
         }
     }
