@@ -45,7 +45,7 @@ N=$(echo "$RES" | awk '/requests in/{print $1}')
 echo "$RES" | grep -E "Requests/sec|Non-2xx" || true
 awk -v n="$N" -v a0="$A0" -v a1="$A1" -v r0="$R0" -v r1="$R1" -v i="$IMPL" -v r="$ROUTE" \
   'BEGIN { printf "%s %s: %d requests, app CPU %.1f us/req, Redis CPU %.1f us/req\n", i, r, n, (a1-a0)*10000/n, (r1-r0)*1e6/n }'
-STATS=$(redis-cli -p $RPORT info commandstats | tr -d '\r' | grep '^cmdstat_' | grep -v -e '^cmdstat_info:' -e '^cmdstat_config')
+STATS=$(redis-cli -p $RPORT info commandstats | tr -d '\r' | grep '^cmdstat_' | grep -v -e '^cmdstat_info:' -e '^cmdstat_config' || true)
 echo "$STATS" | cut -d, -f1,3 | sed 's/usec_per_call=/us_per_call=/' | tr '\n' ' '; echo
 echo "$STATS" | awk -F'[=,]' -v n="$N" '{c+=$2} END{printf "commands per request: %.2f\n", c/n}'
 [ -n "${PERF:-}" ] && echo "perf data: $OUT/perf.data"

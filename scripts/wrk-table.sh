@@ -21,7 +21,7 @@ RAW=$(mktemp)
 for r in $(seq "$ROUNDS"); do
   for c in "${CELLS[@]}"; do
     set -- $c
-    out=$(bash scripts/wrk-cpu.sh "$2" "$1" "$SECS" 2>&1)
+    out=$(bash scripts/wrk-cpu.sh "$2" "$1" "$SECS" 2>&1) || echo "wrk-cpu.sh $2 $1 failed: $out" >&2
     rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
     app=$(echo "$out" | sed -n 's/.*app CPU \([0-9.]*\) us.*/\1/p')
     red=$(echo "$out" | sed -n 's/.*Redis CPU \([0-9.]*\) us.*/\1/p')
