@@ -470,3 +470,47 @@ async fn cost_of_a_hit_and_the_push_mode_window() {
         );
     }
 }
+
+/// A hit shares the cached fields with the request instead of copying them; the request's
+/// first change copies them. So a change that is never saved (the handler's session dropped
+/// unsaved) does not reach the cache: the next hit serves what the store holds. Both modes,
+/// Redis 7 (a fact about this process's memory, not the server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_never_saved_does_not_reach_the_cached_copy() {
+    for coherence in [NearCacheCoherence::Barrier, NearCacheCoherence::Push] {
+        let p = pair_with(
+            Backend::Redis(tessera_tests::ServerKind::Redis7),
+            Adapter::Axum,
+            coherence,
+        )
+        .await;
+        let br = p.b.browser();
+        assert_eq!(br.put("/session", json!({"n": 1})).await.status, 200);
+        for _ in 0..2 {
+            assert_eq!(br.get("/me").await.status, 200);
+        }
+        let cookie = format!("__Host-tessera={}", br.cookie("__Host-tessera").unwrap());
+        let before = hits(&p.store_b);
+        let s = p.manager_b.start([cookie.clone()]);
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
+        assert_eq!(hits(&p.store_b), before + 1, "{coherence:?}: a hit");
+        s.insert("n", &2).await.unwrap();
+        s.insert("extra", &"x").await.unwrap();
+        s.remove::<i64>("n").await.unwrap();
+        drop(s);
+        let s = p.manager_b.start([cookie]);
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1), "{coherence:?}");
+        assert_eq!(
+            s.get::<String>("extra").await.unwrap(),
+            None,
+            "{coherence:?}"
+        );
+        assert_eq!(
+            hits(&p.store_b),
+            before + 2,
+            "{coherence:?}: served by the cache again"
+        );
+        assert_eq!(br.get("/me").await.json()["n"], 1);
+        let _ = (&p.server, &p.store_a, &p.a);
+    }
+}

@@ -279,7 +279,7 @@ impl Session {
         let found = Box::pin(self.load_one(&mut st, &id)).await?;
         if !found {
             // Ended since the cached copy was read: as if the request had found no session.
-            st.data.clear();
+            st.data = Default::default();
             if st.moved_away {
                 st.mark_moved();
             } else {
@@ -293,8 +293,8 @@ impl Session {
             .collect();
         for (k, v) in pending {
             match v {
-                Some(v) => st.data.insert(k, v.into_bytes()),
-                None => st.data.remove(&k),
+                Some(v) => st.data_mut().insert(k, v.into_bytes()),
+                None => st.remove_data(&k),
             };
         }
         Ok(())

@@ -88,13 +88,7 @@ pub(crate) fn stamped_field(stamp: &str) -> Option<&str> {
 pub(crate) fn drop_expired(data: &mut HashMap<String, Vec<u8>>, now: u64) -> Vec<String> {
     let gone: Vec<String> = data
         .iter()
-        .filter(|(k, v)| {
-            k.starts_with(EXPIRES)
-                && std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .is_some_and(|at| at <= now)
-        })
+        .filter(|(k, v)| is_past(k, v, now))
         .map(|(k, _)| k.clone())
         .collect();
     for stamp in &gone {
@@ -102,6 +96,20 @@ pub(crate) fn drop_expired(data: &mut HashMap<String, Vec<u8>>, now: u64) -> Vec
         data.remove(&stamp[EXPIRES.len()..]);
     }
     gone
+}
+
+/// Whether `drop_expired` would remove anything (it reads only).
+pub(crate) fn any_expired(data: &HashMap<String, Vec<u8>>, now: u64) -> bool {
+    data.iter().any(|(k, v)| is_past(k, v, now))
+}
+
+/// `k` is a lifetime stamp whose time is at most `now`.
+fn is_past(k: &str, v: &[u8], now: u64) -> bool {
+    k.starts_with(EXPIRES)
+        && std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|at| at <= now)
 }
 
 /// A stored time field (ms since the epoch, as text); `None` if absent or not a number.

@@ -138,7 +138,7 @@ impl Session {
         let max = self.mgr().inner.config.trail.max_entries;
         let excess = lines.len().saturating_sub(max);
         lines.drain(..excess);
-        st.data
+        st.data_mut()
             .insert(fields::TRAIL.to_string(), lines.join("\n").into_bytes());
     }
 }

@@ -262,7 +262,7 @@ impl Session {
                                 decode_secret(fresh.as_bytes()).expect("a fresh secret")
                             }
                         };
-                        st.data.insert(
+                        st.data_mut().insert(
                             fields::CSRF.to_string(),
                             URL_SAFE_NO_PAD.encode(secret).into_bytes(),
                         );
@@ -285,7 +285,7 @@ impl Session {
             _ => {
                 let secret: [u8; SECRET_BYTES] = crate::id::random_bytes();
                 let stored = URL_SAFE_NO_PAD.encode(secret);
-                st.data
+                st.data_mut()
                     .insert(fields::CSRF.to_string(), stored.clone().into_bytes());
                 st.dirty.insert(fields::CSRF.to_string(), Some(stored));
                 Ok(mask(&secret))
@@ -402,7 +402,7 @@ impl Session {
 
 /// Drops the session's CSRF secret (at login): the next token is made from a new one.
 pub(super) fn forget_secret(st: &mut State) {
-    if st.data.remove(fields::CSRF).is_some() || st.dirty.contains_key(fields::CSRF) {
+    if st.remove_data(fields::CSRF).is_some() || st.dirty.contains_key(fields::CSRF) {
         if st.status == Status::Stored {
             st.dirty.insert(fields::CSRF.to_string(), None);
         } else {

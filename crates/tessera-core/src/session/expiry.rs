@@ -89,11 +89,12 @@ impl Session {
         let name = fields::OWN_EXPIRY;
         match expiry.stored() {
             Some(v) => {
-                st.data.insert(name.to_string(), v.clone().into_bytes());
+                st.data_mut()
+                    .insert(name.to_string(), v.clone().into_bytes());
                 st.dirty.insert(name.to_string(), Some(v));
             }
             None => {
-                st.data.remove(name);
+                st.remove_data(name);
                 if st.status == Status::Stored {
                     st.dirty.insert(name.to_string(), None);
                 } else {

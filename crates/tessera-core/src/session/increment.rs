@@ -89,7 +89,7 @@ impl Session {
             let n = current
                 .checked_add(by)
                 .ok_or_else(|| Error::NotAnInteger(field.into()))?;
-            st.data
+            st.data_mut()
                 .insert(field.to_string(), n.to_string().into_bytes());
             st.dirty.insert(field.to_string(), Some(n.to_string()));
             self.write_now(&mut st, None).await?;
@@ -104,7 +104,7 @@ impl Session {
         let res = self.write_now(&mut st, Some((field, by))).await;
         st.incr_entry = None;
         let res = res?;
-        st.data
+        st.data_mut()
             .insert(field.to_string(), res.to_string().into_bytes());
         if indexed {
             self.index_increment(&mut st, field, predicted).await?;

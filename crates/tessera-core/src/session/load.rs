@@ -74,8 +74,11 @@ impl Session {
         // still hold them where the server has no hash-field expiry).
         st.stale_stamps.clear();
         if let Some(now) = self.store().server_now() {
-            let gone = crate::store::fields::drop_expired(&mut st.data, now);
-            st.stale_stamps.extend(gone);
+            // Checked before changing: the fields may be shared with the near-cache.
+            if crate::store::fields::any_expired(&st.data, now) {
+                let gone = crate::store::fields::drop_expired(st.data_mut(), now);
+                st.stale_stamps.extend(gone);
+            }
         }
         self.unseal_loaded(st, id.storage_str());
         st.from_cache = loaded.cached;

@@ -54,10 +54,10 @@ impl Session {
         for (f, v) in meta {
             match v {
                 Some(v) => {
-                    st.data.insert(f.into(), v.clone().into_bytes());
+                    st.data_mut().insert(f.into(), v.clone().into_bytes());
                     st.dirty.insert(f.into(), Some(v));
                 }
-                None if st.data.remove(f).is_some() => {
+                None if st.remove_data(f).is_some() => {
                     st.dirty.insert(f.into(), None);
                 }
                 None => {}
@@ -109,10 +109,12 @@ impl Session {
             .into_iter()
             .filter(|(k, v)| v.is_some() && is_user_field(k))
             .collect();
-        st.data = pending
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?.into_bytes())))
-            .collect();
+        st.data = std::sync::Arc::new(
+            pending
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?.into_bytes())))
+                .collect(),
+        );
         st.dirty = pending;
         st.status = Status::New;
         st.id = None;

@@ -121,7 +121,7 @@ impl Records {
             ..self.mgr.inner.timing
         };
         match self.mgr.inner.store.load(key, t, true, false).await? {
-            Load::Found(l) => Ok(Some(l.fields)),
+            Load::Found(l) => Ok(Some(std::sync::Arc::unwrap_or_clone(l.fields))),
             Load::Gone | Load::Moved => Ok(None),
         }
     }

@@ -283,7 +283,7 @@ impl Session {
         for (f, ms) in std::mem::take(&mut st.expire) {
             let stamp = fields::stamp_of(&f);
             let at = now.saturating_add(ms);
-            st.data.insert(stamp, at.to_string().into_bytes());
+            st.data_mut().insert(stamp, at.to_string().into_bytes());
         }
     }
 }

@@ -62,7 +62,13 @@ impl Session {
     pub(super) fn unseal_loaded(&self, st: &mut State, member: &str) {
         st.unreadable.clear();
         let config = &self.mgr().inner.config;
-        for (field, reason) in unseal(config, member, &mut st.data) {
+        // Only a session holding a protected field is changed (its fields may be shared with
+        // the near-cache).
+        if config.field_keys.is_none() || !config.protected.iter().any(|f| st.data.contains_key(f))
+        {
+            return;
+        }
+        for (field, reason) in unseal(config, member, st.data_mut()) {
             st.unreadable.insert(field, reason);
         }
     }

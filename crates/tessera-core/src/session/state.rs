@@ -58,7 +58,9 @@ pub(super) struct State {
     pub(super) moved_away: bool,
     pub(super) id: Option<SessionId>,
     pub(super) status: Status,
-    pub(super) data: HashMap<String, Vec<u8>>,
+    /// The session's fields: shared with the near-cache after a hit, copied on the first change
+    /// (`data_mut`).
+    pub(super) data: std::sync::Arc<HashMap<String, Vec<u8>>>,
     pub(super) dirty: BTreeMap<String, Option<String>>,
     /// What to do with the browser's cookie at the end of the request.
     pub(super) cookie: CookieAction,
@@ -97,13 +99,27 @@ pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
 pub(super) use crate::store::fields::is_user_field;
 
 impl State {
+    /// The fields, to change: copied first if the near-cache still shares them.
+    pub(super) fn data_mut(&mut self) -> &mut HashMap<String, Vec<u8>> {
+        std::sync::Arc::make_mut(&mut self.data)
+    }
+
+    /// Removes `field` from the fields (no copy of shared fields when it is absent).
+    pub(super) fn remove_data(&mut self, field: &str) -> Option<Vec<u8>> {
+        if self.data.contains_key(field) {
+            self.data_mut().remove(field)
+        } else {
+            None
+        }
+    }
+
     /// This request ended the session: forget it and clear the cookie; a later write in the
     /// same request starts a new session under a new id.
     pub(super) fn mark_destroyed(&mut self) {
         self.status = Status::Destroyed;
         self.records.clear();
         self.id = None;
-        self.data.clear();
+        self.data = Default::default();
         self.dirty.clear();
         self.index_before.clear();
         self.expire.clear();
@@ -165,7 +181,7 @@ impl State {
             candidates,
             truncated,
             status: Status::Unloaded,
-            data: HashMap::new(),
+            data: Default::default(),
             dirty: BTreeMap::new(),
             failure: None,
         }

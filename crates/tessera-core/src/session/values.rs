@@ -56,7 +56,7 @@ impl Session {
             st.dirty.remove(&fields::stamp_of(field));
             st.expire.insert(field.to_string(), ms);
         }
-        st.data
+        st.data_mut()
             .insert(field.to_string(), encoded.clone().into_bytes());
         st.dirty.insert(field.to_string(), Some(encoded));
         Ok(())
@@ -122,7 +122,7 @@ impl Session {
         st.expire.remove(field);
         let stamp = fields::stamp_of(field);
         let stale = st.stale_stamps.remove(&stamp);
-        if st.data.remove(&stamp).is_some() || stale {
+        if st.remove_data(&stamp).is_some() || stale {
             st.dirty.insert(stamp, None);
         }
     }
@@ -181,7 +181,7 @@ impl Session {
     fn remove_locked(&self, st: &mut State, field: &str) {
         self.note_index_change(st, field);
         Self::clear_lifetime(st, field);
-        st.data.remove(field);
+        st.remove_data(field);
         st.unreadable.remove(field);
         if st.status == Status::Stored {
             st.dirty.insert(field.to_string(), None);

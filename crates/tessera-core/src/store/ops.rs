@@ -28,7 +28,8 @@ pub(crate) struct Timing {
 /// A loaded session hash (reserved fields included).
 #[derive(Debug)]
 pub(crate) struct Loaded {
-    pub(crate) fields: HashMap<String, Vec<u8>>,
+    /// Shared with the near-cache on a hit: copied on the first change.
+    pub(crate) fields: std::sync::Arc<HashMap<String, Vec<u8>>>,
     pub(crate) refresh: Refresh,
     /// Served by the near-cache (no store command).
     pub(crate) cached: bool,
@@ -210,7 +211,7 @@ pub(crate) type Picked = Option<Vec<Option<Vec<u8>>>>;
 
 impl Load {
     /// A plain `HGETALL`: a hash without `__c` is no session, unless it is a tombstone.
-    pub(crate) fn of_plain(fields: HashMap<String, Vec<u8>>) -> Load {
+    pub(crate) fn of_plain(fields: std::sync::Arc<HashMap<String, Vec<u8>>>) -> Load {
         if fields.contains_key(fields::CREATED) {
             Load::Found(Loaded {
                 fields,

@@ -52,8 +52,8 @@ impl BeforeCreate {
         st.expire = self.expire;
         st.records = self.records;
         match self.trail {
-            Some(t) => st.data.insert(fields::TRAIL.to_string(), t),
-            None => st.data.remove(fields::TRAIL),
+            Some(t) => st.data_mut().insert(fields::TRAIL.to_string(), t),
+            None => st.remove_data(fields::TRAIL),
         };
     }
 }

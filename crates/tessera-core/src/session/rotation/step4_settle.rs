@@ -96,7 +96,7 @@ impl Rotation {
         }
         fields::drop_expired(&mut data, now);
         st.stale_stamps.clear();
-        st.data = data;
+        st.data = std::sync::Arc::new(data);
         session.saved_records(st);
         st.dirty.clear();
         st.index_before.clear();

@@ -66,7 +66,7 @@ impl SessionOps for MemoryBackend {
             map.resized(key, self.max_bytes);
         }
         Ok(Load::Found(Loaded {
-            fields: before,
+            fields: std::sync::Arc::new(before),
             refresh,
             cached: false,
         }))

@@ -74,7 +74,7 @@ impl<'a> Pending<'a> {
         Pending { cache, key, r }
     }
 
-    pub(crate) fn fill(self, fields: &HashMap<String, Vec<u8>>) {
+    pub(crate) fn fill(self, fields: &Fields) {
         self.cache.fill(self.key, self.r, fields);
         // `fill` removed the reservation if it was still ours; dropping `self` is a no-op.
     }
@@ -232,7 +232,7 @@ impl NearCache {
 
     /// The read's reply: kept only if nothing invalidated the key (or flushed the cache) since
     /// the reservation, and only for a session hash (a missing key is not cached).
-    pub(crate) fn fill(&self, key: &str, r: Reservation, fields: &HashMap<String, Vec<u8>>) {
+    pub(crate) fn fill(&self, key: &str, r: Reservation, fields: &Fields) {
         self.pump();
         let mut st = self.lock();
         let ours = st.pending.get(key) == Some(&r.id);
@@ -251,7 +251,8 @@ impl NearCache {
         }
         let k: Box<str> = key.into();
         let e = Entry {
-            fields: Arc::new(fields.clone()),
+            // Shared with the request that read it: its first change copies (`Arc::make_mut`).
+            fields: Arc::clone(fields),
             bytes,
         };
         self.insert_new(&mut st, k, e);
@@ -450,11 +451,11 @@ mod tests {
     use super::*;
     use crate::store::fields;
 
-    fn hash(v: &str) -> HashMap<String, Vec<u8>> {
-        HashMap::from([
+    fn hash(v: &str) -> Fields {
+        Arc::new(HashMap::from([
             (fields::CREATED.to_string(), b"1".to_vec()),
             ("v".into(), v.into()),
-        ])
+        ]))
     }
 
     fn up(c: &NearCache) {
@@ -548,7 +549,7 @@ mod tests {
         let c = NearCache::new(1 << 20, 1);
         up(&c);
         let r = c.reserve("k").unwrap();
-        c.fill("k", r, &HashMap::new());
+        c.fill("k", r, &Arc::new(HashMap::new()));
         assert!(c.get("k").is_none());
     }
 }

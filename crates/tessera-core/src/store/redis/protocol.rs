@@ -216,7 +216,7 @@ pub(super) fn parse_load(reply: Value) -> Result<Load> {
         _ => return Err(unexpected(format!("load script replied {parts:?}"))),
     };
     Ok(Load::Found(Loaded {
-        fields: flat_fields(parts.pop().expect("len checked"))?,
+        fields: std::sync::Arc::new(flat_fields(parts.pop().expect("len checked"))?),
         refresh,
         cached: false,
     }))

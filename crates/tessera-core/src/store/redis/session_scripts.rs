@@ -3,7 +3,7 @@
 //! create.lua, freeze.lua, release.lua, set_if_absent.lua, end_if.lua, take.lua, `DEL`,
 //! `HMGET`, `HGETALL`), each within its timeout (`send.rs`).
 
-use super::near_cache::Pending;
+use super::near_cache::{Fields, Pending};
 use super::protocol::{
     self, flat_fields, parse_load, value_bytes, CREATE, END_IF, FREEZE, LOAD, RELEASE,
     SET_IF_ABSENT, TAKE, WRITE,
@@ -18,6 +18,7 @@ use crate::store::{
 };
 use fred::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 impl SessionOps for RedisBackend {
     /// load.lua (the throttled refresh in the same round trip), or, when `known_fresh`, a
@@ -253,11 +254,7 @@ impl SessionOps for RedisBackend {
 impl RedisBackend {
     /// A load known to need no TTL refresh: plain `HGETALL`, the cheapest read there is. With
     /// the near-cache on (and `fill`), it goes on a tracking connection and fills the cache.
-    pub(crate) async fn load_plain(
-        &self,
-        key: &str,
-        fill: bool,
-    ) -> Result<HashMap<String, Vec<u8>>> {
+    pub(crate) async fn load_plain(&self, key: &str, fill: bool) -> Result<Fields> {
         if let (Some(tracking), true) = (&self.tracking, fill) {
             if let Some(r) = tracking.cache.reserve(key) {
                 // Released on every way out (an error, a reply that is no session, a dropped
@@ -267,7 +264,7 @@ impl RedisBackend {
                 let flat: Value = Box::pin(client.hgetall(key))
                     .await
                     .map_err(Error::from_fred)?;
-                let fields = flat_fields(flat)?;
+                let fields = Arc::new(flat_fields(flat)?);
                 if fields.contains_key(fields::CREATED) {
                     guard.fill(&fields);
                 }
@@ -286,7 +283,7 @@ impl RedisBackend {
         )
         .await
         .map_err(Error::from_fred)?;
-        flat_fields(flat)
+        flat_fields(flat).map(Arc::new)
     }
 
     /// `HMGET names` of each key, pipelined; `None` where the key holds none of them.

@@ -2,18 +2,17 @@
 //! connections and their tasks, the barrier a hit waits for before it is served, and the
 //! database's marker that reveals a flush or a swap.
 
-use super::near_cache::{Feed, NearCache, MARKER};
+use super::near_cache::{Feed, Fields, NearCache, MARKER};
 use super::RedisBackend;
 use crate::error::Error;
 use crate::store::{fields, Timing};
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// What the near-cache answered for one load.
 pub(crate) enum Cached {
-    Hit(HashMap<String, Vec<u8>>),
+    Hit(Fields),
     Miss,
     /// The barrier did not complete: read from the main pool without filling the cache.
     BarrierFailed,
@@ -359,7 +358,8 @@ impl RedisBackend {
                 return Cached::Miss;
             }
         }
-        Cached::Hit((*fields).clone())
+        // Shared, not copied: the request copies it only if it changes it.
+        Cached::Hit(fields)
     }
 
     /// This instance changed `key`: the near-cache forgets it at once (the server's
