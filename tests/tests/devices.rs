@@ -29,6 +29,15 @@ mod on_a_server {
     );
 }
 
+/// A login's new session and its index entry are made together: one script on one server
+/// (standalone, Sentinel), two on a cluster (the two keys are two slots).
+mod together {
+    use super::cases;
+    tessera_tests::per_backend!([redis7, valkey, sentinel, cluster] =>
+        a_login_whose_index_entry_fails_leaves_no_session,
+    );
+}
+
 /// Members of `user:<user>:sessions` whose bound passed long ago.
 fn plant_expired(s: &tessera_tests::Topology, user: &str, from: usize, n: usize) {
     let key = format!("user:{user}:sessions");
@@ -353,6 +362,34 @@ mod cases {
             401,
             "no session at all"
         );
+    }
+
+    /// Where the index entry cannot be made (the user's index key holds another type), the
+    /// login fails and leaves no session: on one server every check of the create runs
+    /// before the index and the session are written, in one script; on a cluster the create
+    /// made beside the failed index add is deleted again. Another user's login is unaffected.
+    pub async fn a_login_whose_index_entry_fails_leaves_no_session(setup: Setup) {
+        let fx = Fixture::new(setup).await;
+        let s = fx.server.as_ref().unwrap();
+        assert_eq!(
+            s.text(&["SET", "user:broken:sessions", "not a set"])
+                .as_deref(),
+            Some("OK")
+        );
+        let b = fx.browser();
+        let r = b.post("/login", Some(json!({ "user_id": "broken" }))).await;
+        assert!(r.status >= 500, "the login failed: {r:?}");
+        assert_eq!(s.session_keys(), Vec::<String>::new(), "no session left");
+        assert_eq!(
+            s.text(&["GET", "user:broken:sessions"]).as_deref(),
+            Some("not a set"),
+            "the index key untouched"
+        );
+        assert_ne!(b.get("/me").await.status, 200, "not logged in");
+        let other = fx.browser();
+        login(&other, "fine").await;
+        assert_eq!(s.session_keys().len(), 1);
+        assert_eq!(devices(&other).await.len(), 1);
     }
 
     /// Without a device limit, expired members are dropped only once the set holds more than

@@ -26,8 +26,8 @@ pub use self::redis::{NearCacheCoherence, NearCacheStats, RedisOptions};
 /// The events' keys and types under the name the session logic uses for them.
 pub(crate) use self::event_keys as events;
 pub(crate) use self::ops::{
-    EndIf, Freeze, Load, Loaded, Mode, NewSession, Picked, Refresh, Release, SetIfAbsent, Timing,
-    WriteOp, WriteResult, TOMBSTONE,
+    EndIf, Freeze, IndexJoin, Load, Loaded, Mode, NewSession, Picked, Refresh, Release,
+    SetIfAbsent, Timing, WriteOp, WriteResult, TOMBSTONE,
 };
 pub(crate) use self::ttl::{now_ms, own_idle_ms, ttl_ms};
 use contract::Facts;

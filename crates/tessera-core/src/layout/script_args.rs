@@ -121,9 +121,11 @@ script_args!(
      FREEZE_MS, MAX_FIELDS, NATIVE, NEXP, NREC, TRAIL_MAX, LONGEST_MS]
 );
 script_args!(
-    /// create.lua; then nrec trail entries, nexp field/lifetime pairs, field/value pairs.
+    /// create.lua (with a second key, the user's index: `MEMBER` .. `LEAVING` as index_add.lua's);
+    /// then nrec trail entries, nexp field/lifetime pairs, field/value pairs.
     create = "create.lua", deadline: true,
-    [IDLE_MS, ABSOLUTE_MS, CREATED_MS, NATIVE, NEXP, NREC, TRAIL_MAX]
+    [IDLE_MS, ABSOLUTE_MS, CREATED_MS, NATIVE, NEXP, NREC, TRAIL_MAX, MEMBER, BOUND_MS,
+     MAX_SESSIONS, LEAVING]
 );
 script_args!(
     /// index_add.lua.
@@ -281,7 +283,7 @@ mod tests {
         assert_eq!(write::MODE.at(), 2);
         assert_eq!(write::LONGEST_MS.at(), 17);
         assert_eq!(write::REST, 18);
-        assert_eq!(create::REST, 9);
+        assert_eq!(create::REST, 13);
         assert_eq!(load::IDLE_MS.at(), 1);
         assert_eq!(take::REST, 3);
         assert_eq!(probe::REST, 1);

@@ -55,6 +55,7 @@ impl Session {
                     incr,
                     refreshed,
                     user,
+                    ..
                 }) => {
                     // The records went with it (the trail itself is read when next loaded).
                     st.records.clear();

@@ -85,7 +85,11 @@ impl Session {
                     incr,
                     refreshed,
                     user,
+                    victims,
                 }) => {
+                    // A login's create with its index join: the sessions over the device
+                    // limit, for the rotation to end.
+                    st.joined_victims = victims;
                     self.after_saved(st, &attempt, indexed, sent).await?;
                     self.after_write(st, &attempt.id, &attempt.key, sent, refreshed, user);
                     return Ok(incr);
@@ -190,6 +194,13 @@ impl Session {
                             expire: &expire,
                             records: &records,
                             not_after_ms,
+                            index: st.index_join.as_ref().map(|j| crate::store::IndexJoin {
+                                key: &j.key,
+                                member: &j.member,
+                                bound_ms: j.bound_ms,
+                                max: j.max,
+                                leaving: j.leaving.as_deref(),
+                            }),
                         },
                         at.t,
                     )
@@ -199,13 +210,17 @@ impl Session {
             .map(|r| match (r, at.incr) {
                 (
                     WriteResult::Written {
-                        refreshed, user, ..
+                        refreshed,
+                        user,
+                        victims,
+                        ..
                     },
                     Some((_, by)),
                 ) => WriteResult::Written {
                     incr: by,
                     refreshed,
                     user,
+                    victims,
                 },
                 (r, _) => r,
             })

@@ -89,6 +89,21 @@ pub(super) struct State {
     pub(super) records: Vec<String>,
     /// A login is creating the session: it publishes `created` with its `login`, in one call.
     pub(super) created_by_login: bool,
+    /// A login creating the session: its user-index entry, made with the create.
+    pub(super) index_join: Option<JoinSpec>,
+    /// What the create with `index_join` answered: the user's sessions over the device limit.
+    pub(super) joined_victims: Vec<String>,
+}
+
+/// The owned form of [`IndexJoin`](crate::store::IndexJoin), kept in the state while the
+/// login's create runs.
+#[derive(Debug, Clone)]
+pub(super) struct JoinSpec {
+    pub(super) key: String,
+    pub(super) member: String,
+    pub(super) bound_ms: u64,
+    pub(super) max: usize,
+    pub(super) leaving: Option<String>,
 }
 
 pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
@@ -168,6 +183,8 @@ impl State {
             stale_stamps: std::collections::HashSet::new(),
             records: Vec::new(),
             created_by_login: false,
+            index_join: None,
+            joined_victims: Vec::new(),
             cookie: if candidates.first().is_some_and(|c| c.stale_key) {
                 CookieAction::Send
             } else {

@@ -111,7 +111,8 @@ async fn session_hashes(store: &Store) {
         WriteResult::Written {
             incr: 0,
             refreshed: false,
-            user: None
+            user: None,
+            victims: Vec::new()
         }
     );
     assert_eq!(
@@ -147,7 +148,8 @@ async fn session_hashes(store: &Store) {
         WriteResult::Written {
             incr: 42,
             refreshed: false,
-            user: Some("ann".into())
+            user: Some("ann".into()),
+            victims: Vec::new()
         }
     );
     let mut not_int = update(Vec::new());

@@ -21,8 +21,8 @@
 
 use super::event_keys::{EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
 use super::{
-    Backend, EndIf, Freeze, Load, NewSession, Picked, Release, ServerReport, SetIfAbsent, Store,
-    Timing, WriteOp, WriteResult,
+    Backend, EndIf, Freeze, IndexJoin, Load, NewSession, Picked, Release, ServerReport,
+    SetIfAbsent, Store, Timing, WriteOp, WriteResult,
 };
 use crate::error::Result;
 use crate::store::NearCacheStats;
@@ -268,4 +268,52 @@ pub(crate) trait Facts: Send + Sync {
     /// The memory backend itself, for unit tests that store raw data.
     #[cfg(test)]
     fn as_memory(&self) -> Option<&super::memory::MemoryBackend>;
+}
+
+/// A create with its index join ([`NewSession::index`]) as two operations, where one script
+/// cannot hold both keys (a cluster: two hash slots) and in the memory store: sent at once,
+/// the one undone if the other fails, so that either both are made or neither stays (nothing
+/// is handed out meanwhile: the cookie is sent only once both answered).
+pub(crate) async fn create_and_join<B: SessionOps + IndexOps + Sync>(
+    backend: &B,
+    key: &str,
+    op: &NewSession<'_>,
+    ix: &IndexJoin<'_>,
+    t: Timing,
+) -> Result<WriteResult> {
+    let plain = NewSession { index: None, ..*op };
+    let (created, added) = tokio::join!(
+        backend.create(key, &plain, t),
+        backend.index_add(ix.key, ix.member, ix.bound_ms, ix.max, ix.leaving)
+    );
+    match (created, added) {
+        (
+            Ok(WriteResult::Written {
+                incr,
+                refreshed,
+                user,
+                ..
+            }),
+            Ok(victims),
+        ) => Ok(WriteResult::Written {
+            incr,
+            refreshed,
+            user,
+            victims,
+        }),
+        (Ok(WriteResult::Written { .. }), Err(e)) => {
+            if let Err(d) = backend.delete(key).await {
+                tracing::debug!(error = %d, "could not delete a new session whose index entry failed; it expires by its TTL");
+            }
+            Err(e)
+        }
+        (created, added) => {
+            if added.is_ok() {
+                if let Err(d) = backend.index_remove(ix.key, &[ix.member.to_string()]).await {
+                    tracing::debug!(error = %d, "could not remove the index entry of a session not created; it lapses with its bound");
+                }
+            }
+            created
+        }
+    }
 }

@@ -145,6 +145,9 @@ pub(crate) enum WriteResult {
         incr: i64,
         refreshed: bool,
         user: Option<String>,
+        /// A create with an index join ([`NewSession::index`]): the user's sessions over the
+        /// device limit, which the caller ends (empty otherwise).
+        victims: Vec<String>,
     },
     /// Update of a key that no longer exists (or passed its absolute lifetime): nothing written.
     Gone,
@@ -174,6 +177,26 @@ pub(crate) struct NewSession<'a> {
     pub(crate) records: &'a [&'a str],
     /// Refuse the create if it would land after this server time, ms (0 = no cap).
     pub(crate) not_after_ms: u64,
+    /// A login's new session joins its user's index in the same step (`None`: no index).
+    pub(crate) index: Option<IndexJoin<'a>>,
+}
+
+/// A new session's entry in its user's index, made with its create: as
+/// [`IndexOps::index_add`](super::contract::IndexOps::index_add) would, all or nothing with the
+/// create (one script where both keys are on one server; on a cluster, two, the one undone
+/// if the other fails).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexJoin<'a> {
+    /// The index key, `user:<id>:sessions`.
+    pub(crate) key: &'a str,
+    /// The new session's member.
+    pub(crate) member: &'a str,
+    /// The member's score is now + this.
+    pub(crate) bound_ms: u64,
+    /// The device limit (0 = none).
+    pub(crate) max: usize,
+    /// The member a rotation replaces (not counted, never chosen).
+    pub(crate) leaving: Option<&'a str>,
 }
 
 impl<'a> NewSession<'a> {
@@ -185,6 +208,7 @@ impl<'a> NewSession<'a> {
             expire: &[],
             records: &[],
             not_after_ms: 0,
+            index: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Step 1 of a rotation, freeze: the new member joins the user's index while the old key is
 //! frozen and read, or a session not stored yet is created under the new id.
 
-use super::super::state::{CookieAction, State, Status};
+use super::super::state::{CookieAction, JoinSpec, State, Status};
 use super::super::{tag, Session};
 use super::{OldSession, Rotation};
 use crate::error::{Error, Result};
@@ -64,7 +64,18 @@ impl Rotation {
     /// created under the new id instead. A failure undoes what the others did.
     pub(super) async fn freeze(&self, session: &Session, st: &mut State) -> Result<Frozen> {
         let span = tracing::debug_span!("tessera.cycle", sid = %tag(st.id.as_ref()), new_sid = %self.new_id.log_tag());
-        let add = self.add_member();
+        // A session not stored yet joins its user's index with its create: one script where
+        // both keys are on one server (the store undoes the one if the other fails on a
+        // cluster), so no separate index add.
+        let joined = self.create_now && self.index.is_some();
+        st.index_join = self.index.as_ref().filter(|_| joined).map(|ix| JoinSpec {
+            key: ix.clone(),
+            member: self.new_member.clone(),
+            bound_ms: self.mgr.index_bound_ms(),
+            max: self.mgr.inner.config.max_sessions_per_user,
+            leaving: self.leaving.clone(),
+        });
+        let add = self.add_member(joined);
         let freeze = async {
             match &self.old {
                 Some((_, key)) => self
@@ -85,8 +96,10 @@ impl Rotation {
             Box::pin(async { tokio::join!(add, freeze, create) }.instrument(span)).await;
         let created_here =
             std::mem::take(&mut st.created_by_login) && matches!(created, Some(Ok(_)));
+        st.index_join = None;
+        let joined_victims = std::mem::take(&mut st.joined_victims);
         let victims = match added {
-            Ok(v) => v.unwrap_or_default(),
+            Ok(v) => v.unwrap_or(joined_victims),
             Err(e) => {
                 self.undo_member().await;
                 if let (Some((_, key)), Ok(Some(Freeze::Frozen { token, .. }))) =
@@ -120,10 +133,11 @@ impl Rotation {
         })
     }
 
-    /// Step 1's index add (`None`: no user), with the new id's tracking alongside.
-    async fn add_member(&self) -> Result<Option<Vec<String>>> {
+    /// Step 1's index add (`None`: no user, or `joined`: the create makes it), with the new
+    /// id's tracking alongside.
+    async fn add_member(&self, joined: bool) -> Result<Option<Vec<String>>> {
         let index_add = async {
-            match &self.index {
+            match self.index.as_ref().filter(|_| !joined) {
                 Some(ix) => self
                     .store()
                     .index_add(

@@ -76,6 +76,7 @@ impl Rotation {
                     expire: &expire,
                     records: &records,
                     not_after_ms: not_after,
+                    index: None,
                 },
                 self.timing,
             )

@@ -79,6 +79,14 @@ impl SessionOps for MemoryBackend {
 
     /// Mirrors create.lua (as a write in `Mode::Create`).
     async fn create(&self, key: &str, op: &NewSession<'_>, t: Timing) -> Result<WriteResult> {
+        // With the user's index: create.lua does both in one script; here, both in turn, the
+        // one undone if the other fails (as on a cluster).
+        if let Some(ix) = &op.index {
+            return Box::pin(super::super::contract::create_and_join(
+                self, key, op, ix, t,
+            ))
+            .await;
+        }
         Ok(self.write_now(key, &op.as_write(), t))
     }
 
@@ -397,6 +405,7 @@ impl MemoryBackend {
             incr,
             refreshed: due && !creating,
             user,
+            victims: Vec::new(),
         }
     }
 }

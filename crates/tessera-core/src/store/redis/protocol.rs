@@ -329,6 +329,11 @@ pub(super) fn parse_write(reply: Vec<Value>) -> Result<WriteResult> {
                 .get(3)
                 .and_then(|v| v.as_string())
                 .filter(|u| !u.is_empty()),
+            // create.lua with the user's index: the members over the device limit.
+            victims: match reply.get(5) {
+                Some(Value::Array(v)) => v.iter().filter_map(Value::as_string).collect(),
+                _ => Vec::new(),
+            },
         },
         Some(code::GONE) => WriteResult::Gone,
         Some(code::EXISTS) => WriteResult::Exists,

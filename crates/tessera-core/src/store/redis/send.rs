@@ -142,7 +142,7 @@ impl RedisBackend {
                     None => {
                         if let Value::Array(parts) = &v {
                             // A write's reply ends with the server's time: keep the estimate fresh.
-                            if parts.len() == 5 && parts[0].as_i64() == Some(code::DONE) {
+                            if parts.len() >= 5 && parts[0].as_i64() == Some(code::DONE) {
                                 if let Some(now) = parts[4].as_i64() {
                                     self.clock.observe(now, received);
                                 }

@@ -72,6 +72,14 @@ impl SessionOps for RedisBackend {
     /// create.lua: a fresh 128-bit id; its `EXISTS` (inside the script) finds only an 'ended'
     /// tombstone left for a create in flight, or an id collision.
     async fn create(&self, key: &str, op: &NewSession<'_>, t: Timing) -> Result<WriteResult> {
+        // With the user's index: on one server, in the same script (one `EVALSHA`, both or
+        // neither); on a cluster the two keys are two slots, so two scripts at once.
+        if let (Some(ix), true) = (&op.index, self.pool().is_clustered()) {
+            return Box::pin(crate::store::contract::create_and_join(
+                self, key, op, ix, t,
+            ))
+            .await;
+        }
         self.write_to(key, async {
             let NewSession {
                 set,
@@ -79,18 +87,21 @@ impl SessionOps for RedisBackend {
                 expire,
                 records,
                 not_after_ms,
+                index,
             } = *op;
             let args = protocol::create_args(
                 set,
                 created_ms,
                 expire,
                 records,
+                index.as_ref(),
                 self.native_field_expiry,
                 t,
             );
-            let reply: Vec<Value> = self
-                .eval_write_until(&CREATE, key, args, not_after_ms as i64)
-                .await?;
+            let mut keys = vec![key];
+            keys.extend(index.map(|ix| ix.key));
+            let reply: Vec<Value> =
+                Box::pin(self.eval_write_keys(&CREATE, &keys, args, not_after_ms as i64)).await?;
             protocol::parse_write(reply)
         })
         .await

@@ -10,7 +10,7 @@
 //! each builder sends.
 
 use super::super::super::events::{EventBatch, Probe};
-use super::super::super::{EndIf, Freeze, Release, SetIfAbsent, Timing};
+use super::super::super::{EndIf, Freeze, IndexJoin, Release, SetIfAbsent, Timing};
 use super::{code, flat_fields, unexpected, value_bytes};
 use crate::error::Result;
 use crate::layout::script_args as a;
@@ -38,6 +38,7 @@ pub(in crate::store::redis) fn create_args(
     created_ms: u64,
     expire: &[(&str, u64)],
     records: &[&str],
+    index: Option<&IndexJoin<'_>>,
     native: bool,
     t: Timing,
 ) -> Vec<Value> {
@@ -49,7 +50,11 @@ pub(in crate::store::redis) fn create_args(
         .set(c::NATIVE, if native { "1" } else { "0" })
         .set(c::NEXP, expire.len() as i64)
         .set(c::NREC, records.len() as i64)
-        .set(c::TRAIL_MAX, t.trail_max as i64);
+        .set(c::TRAIL_MAX, t.trail_max as i64)
+        .set(c::MEMBER, index.map_or("", |ix| ix.member))
+        .set(c::BOUND_MS, index.map_or(0, |ix| ix.bound_ms as i64))
+        .set(c::MAX_SESSIONS, index.map_or(0, |ix| ix.max as i64))
+        .set(c::LEAVING, index.and_then(|ix| ix.leaving).unwrap_or(""));
     for r in records {
         v.push(*r);
     }
@@ -385,6 +390,7 @@ mod tests {
                 7,
                 &[("a", 500)],
                 &["login"],
+                None,
                 true,
                 T
             ),
@@ -396,6 +402,10 @@ mod tests {
                 i(1),
                 i(1),
                 i(50),
+                "".into(),
+                i(0),
+                i(0),
+                "".into(),
                 "login".into(),
                 "a".into(),
                 i(500),
@@ -403,6 +413,32 @@ mod tests {
                 "x".into(),
                 fields::USER.into(),
                 "ann".into(),
+            ]
+        );
+        // A login's create with its user-index entry: index_add.lua's arguments in the middle.
+        let ix = IndexJoin {
+            key: "user:ann:sessions",
+            member: "m1",
+            bound_ms: 9_000,
+            max: 3,
+            leaving: Some("m0"),
+        };
+        assert_eq!(
+            create_args(&[("a", "x")], 0, &[], &[], Some(&ix), false, T),
+            vec![
+                i(1_800_000),
+                i(0),
+                i(0),
+                "0".into(),
+                i(0),
+                i(0),
+                i(50),
+                "m1".into(),
+                i(9_000),
+                i(3),
+                "m0".into(),
+                "a".into(),
+                "x".into(),
             ]
         );
         assert_eq!(
