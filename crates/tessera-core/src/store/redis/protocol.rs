@@ -312,6 +312,21 @@ impl WriteArgs<'_, '_> {
 
 /// `write.lua`'s reply: `{DONE, incr (integer, or text past 2^53), refreshed, user, now}`
 /// or a bare code.
+/// The server time a write script's `{DONE, _, _, _, now, ...}` reply carries: an integer
+/// (Lua's number). A reply of stored values (take.lua's `{DONE, v1, v2, ...}`) has strings
+/// there, which are never taken for the time, whatever they hold.
+pub(super) fn reply_server_time(v: &Value) -> Option<i64> {
+    match v {
+        Value::Array(parts) if parts.len() >= 5 && parts[0].as_i64() == Some(code::DONE) => {
+            match parts[4] {
+                Value::Integer(now) => Some(now),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 pub(super) fn parse_write(reply: Vec<Value>) -> Result<WriteResult> {
     let int = |i: usize| reply.get(i).and_then(Value::as_i64);
     Ok(match int(0) {
@@ -347,6 +362,33 @@ pub(super) fn parse_write(reply: Vec<Value>) -> Result<WriteResult> {
 #[cfg(test)]
 mod prelude_tests {
     use super::*;
+
+    /// Only a write script's own integer time is taken for the server's clock: a take-over's
+    /// reply of four or more stored values (strings, numeric or not) never is.
+    #[test]
+    fn only_an_integer_reply_time_is_the_server_time() {
+        let done = Value::Integer(code::DONE);
+        let write = Value::Array(vec![
+            done.clone(),
+            Value::Integer(0),
+            Value::Integer(1),
+            Value::from(""),
+            Value::Integer(1_700_000_000_000),
+        ]);
+        assert_eq!(reply_server_time(&write), Some(1_700_000_000_000));
+        let mut with_victims = write.clone().into_array();
+        with_victims.push(Value::Array(vec![Value::from("m0")]));
+        assert_eq!(
+            reply_server_time(&Value::Array(with_victims)),
+            Some(1_700_000_000_000)
+        );
+        for n in [4, 5, 7] {
+            let mut take = vec![done.clone()];
+            take.extend((0..n).map(|i| Value::from(format!("{}", 42 + i))));
+            assert_eq!(reply_server_time(&Value::Array(take)), None, "{n} values");
+        }
+        assert_eq!(reply_server_time(&Value::Integer(code::DONE)), None);
+    }
 
     /// The helpers a script's text names, and what they need: the names `body` (and the
     /// helpers kept) use, nothing else.

@@ -6,7 +6,7 @@
 //! time it is moved (into a timeout, a span, a join, a box), so an unboxed one made every
 //! store future ~15 KB and `memmove` a tenth of login's CPU (BENCHMARKS.md, "Profile").
 
-use super::protocol::{code, expired};
+use super::protocol::expired;
 use super::RedisBackend;
 use crate::error::{Error, Result};
 use fred::prelude::*;
@@ -140,13 +140,9 @@ impl RedisBackend {
                         retried = true;
                     }
                     None => {
-                        if let Value::Array(parts) = &v {
-                            // A write's reply ends with the server's time: keep the estimate fresh.
-                            if parts.len() >= 5 && parts[0].as_i64() == Some(code::DONE) {
-                                if let Some(now) = parts[4].as_i64() {
-                                    self.clock.observe(now, received);
-                                }
-                            }
+                        // A write's reply carries the server's time: keep the estimate fresh.
+                        if let Some(now) = super::protocol::reply_server_time(&v) {
+                            self.clock.observe(now, received);
                         }
                         return R::from_value(v).map_err(Error::from_fred);
                     }
