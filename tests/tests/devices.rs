@@ -498,3 +498,55 @@ mod cases {
         assert!(pttl(s, "ann") > 4 * bound, "and kept");
     }
 }
+
+/// A server with cluster mode on that owns every slot, reached with a plain `redis://` URL (a
+/// one-shard "cluster mode enabled" managed Redis): the client sends a login's one script with
+/// two keys, the server refuses it (`CROSSSLOT`) before running anything, and the store falls
+/// back to two scripts. The login works, with its session and its index entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_on_a_one_shard_cluster_behind_a_plain_url() {
+    use tessera_tests::fixture::{config, serve};
+    use tessera_tests::{Adapter, Server, ServerKind};
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| {
+        Server::start_with(ServerKind::Redis7, &["--cluster-enabled", "yes"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        server
+            .text(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+            .as_deref(),
+        Some("OK")
+    );
+    let start = std::time::Instant::now();
+    while !server
+        .text(&["CLUSTER", "INFO"])
+        .unwrap_or_default()
+        .contains("cluster_state:ok")
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "cluster not ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = tessera_core::Store::redis(&server.url()).await.unwrap();
+    let app = serve(
+        Adapter::Axum,
+        tessera_core::SessionManager::new(store, config(|c| c)),
+    )
+    .await;
+    let b = app.browser();
+    login(&b, "ann").await;
+    assert_eq!(b.get("/me").await.json()["user_id"], "ann");
+    let live: Vec<String> = server
+        .keys("session:*")
+        .into_iter()
+        .filter(|k| server.cmd(&["HEXISTS", k, "__c"]).int() == 1)
+        .collect();
+    assert_eq!(live.len(), 1, "one session");
+    assert_eq!(
+        server.cmd(&["ZCARD", "user:ann:sessions"]).int(),
+        1,
+        "and its index entry"
+    );
+    assert_eq!(devices(&b).await.len(), 1);
+}

@@ -80,31 +80,48 @@ impl SessionOps for RedisBackend {
             ))
             .await;
         }
-        self.write_to(key, async {
-            let NewSession {
-                set,
-                created_ms,
-                expire,
-                records,
-                not_after_ms,
-                index,
-            } = *op;
-            let args = protocol::create_args(
-                set,
-                created_ms,
-                expire,
-                records,
-                index.as_ref(),
-                self.native_field_expiry,
-                t,
-            );
-            let mut keys = vec![key];
-            keys.extend(index.map(|ix| ix.key));
-            let reply: Vec<Value> =
-                Box::pin(self.eval_write_keys(&CREATE, &keys, args, not_after_ms as i64)).await?;
-            protocol::parse_write(reply)
-        })
-        .await
+        let one = self
+            .write_to(key, async {
+                let NewSession {
+                    set,
+                    created_ms,
+                    expire,
+                    records,
+                    not_after_ms,
+                    index,
+                } = *op;
+                let args = protocol::create_args(
+                    set,
+                    created_ms,
+                    expire,
+                    records,
+                    index.as_ref(),
+                    self.native_field_expiry,
+                    t,
+                );
+                let mut keys = vec![key];
+                keys.extend(index.map(|ix| ix.key));
+                let reply: Vec<Value> =
+                    Box::pin(self.eval_write_keys(&CREATE, &keys, args, not_after_ms as i64))
+                        .await?;
+                protocol::parse_write(reply)
+            })
+            .await;
+        match (one, &op.index) {
+            // A server with cluster mode on reached as one server (a one-shard cluster that
+            // owns every slot, behind a plain URL) refuses the two keys before running
+            // anything: two scripts then, as on a cluster.
+            (Err(crate::error::Error::Store(e)), Some(ix))
+                if e.to_string().starts_with("CROSSSLOT") =>
+            {
+                tracing::debug!(error = %e, "the server refused a login's two keys in one script (cluster mode on): two scripts");
+                Box::pin(crate::store::contract::create_and_join(
+                    self, key, op, ix, t,
+                ))
+                .await
+            }
+            (one, _) => one,
+        }
     }
 
     /// freeze.lua.
