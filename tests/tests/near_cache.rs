@@ -400,23 +400,30 @@ fn kill_tracking_connections(ports: &[u16]) -> usize {
     killed
 }
 
+/// A pair on Redis 7 (axum) and a browser on instance "a" whose session holds `n`, read twice
+/// there (in its near-cache).
+async fn warm_on_redis7(coherence: NearCacheCoherence, n: i64) -> (Pair, tessera_tests::Browser) {
+    let p = pair_with(
+        Backend::Redis(tessera_tests::ServerKind::Redis7),
+        Adapter::Axum,
+        coherence,
+    )
+    .await;
+    let on_a = p.a.browser();
+    assert_eq!(on_a.put("/session", json!({ "n": n })).await.status, 200);
+    for _ in 0..2 {
+        assert_eq!(on_a.get("/me").await.status, 200);
+    }
+    (p, on_a)
+}
+
 /// What a hit costs, by the server's own count: one marker `GET` with the barrier, nothing in
 /// push mode; and, in push mode, how long after a write's answer the other instance applied its
 /// invalidation (printed; the README quotes a run). Redis 7 only: a fact about the protocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cost_of_a_hit_and_the_push_mode_window() {
     for coherence in [NearCacheCoherence::Barrier, NearCacheCoherence::Push] {
-        let p = pair_with(
-            Backend::Redis(tessera_tests::ServerKind::Redis7),
-            Adapter::Axum,
-            coherence,
-        )
-        .await;
-        let on_a = p.a.browser();
-        assert_eq!(on_a.put("/session", json!({"n": 0})).await.status, 200);
-        for _ in 0..2 {
-            on_a.get("/me").await;
-        }
+        let (p, on_a) = warm_on_redis7(coherence, 0).await;
         let s = &p.server;
         s.reset_stats();
         let before = hits(&p.store_a);
@@ -478,14 +485,8 @@ async fn cost_of_a_hit_and_the_push_mode_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_never_saved_does_not_reach_the_cached_copy() {
     for coherence in [NearCacheCoherence::Barrier, NearCacheCoherence::Push] {
-        let p = pair_with(
-            Backend::Redis(tessera_tests::ServerKind::Redis7),
-            Adapter::Axum,
-            coherence,
-        )
-        .await;
-        let br = p.b.browser();
-        assert_eq!(br.put("/session", json!({"n": 1})).await.status, 200);
+        let (p, on_a) = warm_on_redis7(coherence, 1).await;
+        let br = on_a.pointed_at(&p.b);
         for _ in 0..2 {
             assert_eq!(br.get("/me").await.status, 200);
         }

@@ -48,9 +48,10 @@ struct Rotation {
     /// With events on, the new id joins the expiry set before its key can exist (so whoever
     /// ends it from then on can claim its end), alongside the index add.
     track_new: bool,
-    /// A session not stored yet is created under the new id in the same round trip as the
-    /// index add: the two keys live in different slots and nothing orders them, because the
-    /// browser gets the cookie only after both succeeded.
+    /// A session not stored yet is created under the new id with its index entry: one script
+    /// on one server (both or neither); on a cluster, where the two keys live in different
+    /// slots, two scripts at once, unordered (the browser gets the cookie only after both
+    /// succeeded, and the one is undone if the other fails).
     create_now: bool,
 }
 
@@ -65,7 +66,8 @@ struct OldSession {
 impl Session {
     /// Moves the session to a fresh id. Order, so that a crash or a race between any two
     /// steps leaves nothing unsafe (each step is one single-key command, fine on Redis
-    /// Cluster):
+    /// Cluster; a session not stored yet is created with its index entry instead, see
+    /// `create_now`):
     /// 1. freeze: at once, add the new member to the user's index (a crash after it leaves a
     ///    member pointing at nothing, which its bound removes later), and freeze the old key
     ///    while reading it (writes to it now answer "moved" instead of landing behind the copy);

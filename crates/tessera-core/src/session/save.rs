@@ -104,6 +104,11 @@ impl Session {
                     | WriteResult::Moved),
                 ) => return Err(self.refusal(st, r, incr.map(|i| i.0).unwrap_or(""))),
                 Ok(WriteResult::TooLate) => return Self::failed(st, too_late()),
+                Ok(WriteResult::Exists) if st.index_join.is_some() => {
+                    // A login's create: its id is the rotation's, named in the index entry,
+                    // so it is not drawn again here (nothing was written).
+                    break;
+                }
                 Ok(WriteResult::Exists) => {
                     // 128-bit id collision: astronomically unlikely; draw again.
                     st.id = None;

@@ -273,7 +273,9 @@ pub(crate) trait Facts: Send + Sync {
 /// A create with its index join ([`NewSession::index`]) as two operations, where one script
 /// cannot hold both keys (a cluster: two hash slots) and in the memory store: sent at once,
 /// the one undone if the other fails, so that either both are made or neither stays (nothing
-/// is handed out meanwhile: the cookie is sent only once both answered).
+/// is handed out meanwhile: the cookie is sent only once both answered). Undone means the
+/// member removed or the key deleted; what the index add did besides (a prune of expired
+/// members, a longer TTL for the index key) stays, harmless.
 pub(crate) async fn create_and_join<B: SessionOps + IndexOps + Sync>(
     backend: &B,
     key: &str,

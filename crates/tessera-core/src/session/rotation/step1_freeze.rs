@@ -1,14 +1,14 @@
 //! Step 1 of a rotation, freeze: the new member joins the user's index while the old key is
 //! frozen and read, or a session not stored yet is created under the new id.
 
-use super::super::state::{CookieAction, JoinSpec, State, Status};
+use super::super::state::{JoinSpec, State};
 use super::super::{tag, Session};
 use super::{OldSession, Rotation};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::store::events::EventBatch;
-use crate::store::{fields, Freeze};
-use std::collections::{BTreeMap, HashMap};
+use crate::store::Freeze;
+use std::collections::HashMap;
 use tracing::Instrument as _;
 
 /// What step 1 leaves for the next ones.
@@ -19,43 +19,6 @@ pub(super) struct Frozen {
     pub(super) old: Option<(OldSession, HashMap<String, Vec<u8>>)>,
     /// Step 1 created the session under the new id (a login of a session not stored yet).
     pub(super) created_here: bool,
-}
-
-/// What a create rolled back in step 1 gives back: the request's pending changes (a successful
-/// write clears them) and its cookie decision.
-struct BeforeCreate {
-    dirty: BTreeMap<String, Option<String>>,
-    cookie: CookieAction,
-    expire: BTreeMap<String, u64>,
-    records: Vec<String>,
-    trail: Option<Vec<u8>>,
-}
-
-impl BeforeCreate {
-    fn of(st: &State) -> Self {
-        BeforeCreate {
-            dirty: st.dirty.clone(),
-            cookie: st.cookie,
-            expire: st.expire.clone(),
-            records: st.records.clone(),
-            trail: st.data.get(fields::TRAIL).cloned(),
-        }
-    }
-
-    /// The request as it was before the create: not stored, its changes pending again (a
-    /// retried login or a `save` keeps them).
-    fn restore(self, st: &mut State) {
-        st.status = Status::New;
-        st.id = None;
-        st.dirty = self.dirty;
-        st.cookie = self.cookie;
-        st.expire = self.expire;
-        st.records = self.records;
-        match self.trail {
-            Some(t) => st.data_mut().insert(fields::TRAIL.to_string(), t),
-            None => st.remove_data(fields::TRAIL),
-        };
-    }
 }
 
 impl Rotation {
@@ -89,7 +52,6 @@ impl Rotation {
         if self.old.is_none() {
             st.id = Some(self.new_id.clone());
         }
-        let before_create = self.create_now.then(|| BeforeCreate::of(st));
         st.created_by_login = self.create_now;
         let create = self.create_new(session, st);
         let (added, frozen, created) =
@@ -107,14 +69,9 @@ impl Rotation {
                 {
                     self.thaw(key, &token).await;
                 }
-                if let (Some(Ok(_)), Some(before)) = (&created, before_create) {
-                    // Not in the index, so not handed out: the new key goes again, and the
-                    // request's changes are pending again.
-                    if let Err(e) = self.store().delete(&self.new_key).await {
-                        tracing::debug!(error = %e, "could not delete a login's new key after its index add failed; it expires by its TTL");
-                    }
-                    before.restore(st);
-                }
+                // A session not stored yet made its index entry with its create (nothing
+                // here to fail): this is the index add of a stored session's move.
+                debug_assert!(created.is_none(), "a create's index entry is made with it");
                 return Session::failed(st, e);
             }
         };
