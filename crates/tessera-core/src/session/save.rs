@@ -5,7 +5,7 @@
 
 use super::index::{self, Entries};
 use super::sealed_fields;
-use super::state::{CookieAction, State, Status};
+use super::state::{CookieAction, JoinSpec, State, Status};
 use super::{too_late, Session};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -199,13 +199,7 @@ impl Session {
                             expire: &expire,
                             records: &records,
                             not_after_ms,
-                            index: st.index_join.as_ref().map(|j| crate::store::IndexJoin {
-                                key: &j.key,
-                                member: &j.member,
-                                bound_ms: j.bound_ms,
-                                max: j.max,
-                                leaving: j.leaving.as_deref(),
-                            }),
+                            index: st.index_join.as_ref().map(JoinSpec::as_join),
                         },
                         at.t,
                     )

@@ -106,6 +106,19 @@ pub(super) struct JoinSpec {
     pub(super) leaving: Option<String>,
 }
 
+impl JoinSpec {
+    /// The join as the store's create takes it.
+    pub(super) fn as_join(&self) -> crate::store::IndexJoin<'_> {
+        crate::store::IndexJoin {
+            key: &self.key,
+            member: &self.member,
+            bound_ms: self.bound_ms,
+            max: self.max,
+            leaving: self.leaving.as_deref(),
+        }
+    }
+}
+
 pub(super) fn user_of(data: &HashMap<String, Vec<u8>>) -> Option<String> {
     data.get(fields::USER)
         .map(|v| String::from_utf8_lossy(v).into_owned())
