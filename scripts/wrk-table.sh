@@ -2,7 +2,8 @@
 # BENCHMARKS.md's wrk cross-check: every cell of the main table (implementation x route) under
 # wrk via scripts/wrk-cpu.sh, ROUNDS interleaved rounds of SECS seconds (so drift hits every
 # cell alike), the median round per cell, as a Markdown table with the ratio to the peer of the
-# same stack (tower-sessions for axum, actix-session for actix).
+# same stack (tower-sessions for axum, actix-session for actix), and tessera-axum against the
+# floor of its own design (fred-floor-hash: the same hash and user index, hand-written on fred).
 #
 #   scripts/wrk-table.sh [ROUNDS] [SECS]        defaults: 3 rounds x 5 s
 set -euo pipefail
@@ -16,6 +17,7 @@ CELLS=(
   "read tessera-actix-cache-push"
   "incr tower-sessions" "incr tessera-axum" "incr actix-session" "incr tessera-actix"
   "login tower-sessions" "login tessera-axum" "login actix-session" "login tessera-actix"
+  "read fred-floor-hash" "incr fred-floor-hash" "login fred-floor-hash"
 )
 RAW=$(mktemp)
 for r in $(seq "$ROUNDS"); do
@@ -50,5 +52,13 @@ print('The machinery (app CPU of a near-cache hit in Push mode minus the bare fr
 for impl in ('tessera-axum-cache-push', 'tessera-actix-cache-push'):
     if ('read', impl) in med and ('read', bare(impl)) in med:
         print(f'- {impl}: {med[("read", impl)][1] - med[("read", bare(impl))][1]:.1f} µs/req')
+print()
+print('tessera-axum against the floor of its own design (fred-floor-hash: a hand-written hash per session')
+print('and user index on fred, none of the checks), same route:')
+for route in ('read', 'incr', 'login'):
+    t, f, p = med.get((route, 'tessera-axum')), med.get((route, 'fred-floor-hash')), med.get((route, 'tower-sessions'))
+    if t and f and p:
+        print(f'- {route}: the floor is {f[0] / p[0]:.2f}x tower-sessions; tessera-axum is {t[0] / f[0]:.2f}x the floor '
+              f'(app CPU {t[1]:.1f} against {f[1]:.1f} µs/req, Redis CPU {t[2]:.1f} against {f[2]:.1f})')
 PY
 rm -f "$RAW"

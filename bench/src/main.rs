@@ -431,7 +431,10 @@ async fn sample_key_bytes(rport: u16, db: usize) -> Option<(i64, Option<i64>)> {
     let session = keys
         .iter()
         .find(|k| k.starts_with("session:"))
-        .or_else(|| keys.iter().find(|k| !k.starts_with("user:") && !k.starts_with('{')))?;
+        .or_else(|| {
+            keys.iter()
+                .find(|k| !k.starts_with("user:") && !k.starts_with('{'))
+        })?;
     let index = keys.iter().find(|k| k.starts_with("user:"));
     let s: i64 = c.memory_usage(session, Some(0)).await.ok()?;
     let i = match index {
@@ -616,7 +619,10 @@ async fn ttl_slides(port: u16, rport: u16, db: usize) -> String {
     let pick = keys
         .iter()
         .find(|k| k.starts_with("session:"))
-        .or_else(|| keys.iter().find(|k| !k.starts_with("user:") && !k.starts_with('{')))
+        .or_else(|| {
+            keys.iter()
+                .find(|k| !k.starts_with("user:") && !k.starts_with('{'))
+        })
         .cloned();
     let Some(key) = pick else {
         return "no key".into();
@@ -660,11 +666,14 @@ fn med(samples: &Samples, name: &str, route: &str, f: impl Fn(&Sample) -> f64) -
     median(&mut v)
 }
 
+/// Per implementation: Redis memory per session (the `used_memory` delta), and a sample key's bytes.
+type MemoryFigures<'a> = BTreeMap<&'a str, (f64, Option<(i64, Option<i64>)>)>;
+
 fn report(
     cfg: &Cfg,
     version: &str,
     samples: &Samples,
-    memory: &BTreeMap<&str, (f64, Option<(i64, Option<i64>)>)>,
+    memory: &MemoryFigures<'_>,
     slides: &BTreeMap<&str, String>,
     impls: &[&str],
     routes: &[(&str, &str, &str)],

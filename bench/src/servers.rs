@@ -42,7 +42,9 @@ fn user() -> String {
 pub fn serve(name: &str, listener: TcpListener, redis_url: String, touch_secs: u64) {
     listener.set_nonblocking(true).unwrap();
     match name {
-        "tessera-actix" | "tessera-actix-cache-push" | "actix-session" | "bare-actix" => actix(name, listener, redis_url, touch_secs),
+        "tessera-actix" | "tessera-actix-cache-push" | "actix-session" | "bare-actix" => {
+            actix(name, listener, redis_url, touch_secs)
+        }
         _ => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -107,8 +109,12 @@ async fn axum_impl(name: &str, listener: TcpListener, redis_url: String, touch_s
             )
             .route("/read", get(|| async { "acme" }))
             .route("/incr", post(|| async { "1" })),
-        "fred-floor" => floor::router(&redis_url).await,
-        "tessera-axum" | "tessera-axum-cache" | "tessera-axum-cache-push" | "tessera-axum-observed" => {
+        "fred-floor" => floor::router(&redis_url, false).await,
+        "fred-floor-hash" => floor::router(&redis_url, true).await,
+        "tessera-axum"
+        | "tessera-axum-cache"
+        | "tessera-axum-cache-push"
+        | "tessera-axum-observed" => {
             use tessera_axum::{Session, SessionLayer};
             let store = tessera_store(&redis_url, name).await;
             // Observed: lifecycle events on, and every login and increment records an action.
@@ -208,9 +214,14 @@ mod floor {
             .to_string()
     }
 
-    pub async fn router(url: &str) -> Router {
+    /// `hash` (`fred-floor-hash`, serve only): the floor of tessera's own design, on one
+    /// connection as tessera's default. The login writes a hash the size of tessera's (its
+    /// four reserved fields added) and the user's index of sessions (`ZADD`, its TTL), four
+    /// commands in one pipeline, with none of the checks (no id collision or tombstone, no
+    /// device limit, no atomicity); the read is one `HGETALL`, as tessera's plain read.
+    pub async fn router(url: &str, hash: bool) -> Router {
         let pool = Builder::from_config(Config::from_url(url).unwrap())
-            .build_pool(4)
+            .build_pool(if hash { 1 } else { 4 })
             .unwrap();
         pool.init().await.unwrap();
         let (p1, p2, p3) = (pool.clone(), pool.clone(), pool);
@@ -224,6 +235,41 @@ mod floor {
                         let key = format!("floor:{id}");
                         let pipe = pool.next().pipeline();
                         let u = super::user();
+                        if hash {
+                            // tessera's reserved fields beside the four, so the hash read is
+                            // the same size, and the user's index of sessions with its TTL.
+                            let [a, b, c, d] = super::login_fields(&u);
+                            let r = [
+                                a,
+                                b,
+                                c,
+                                d,
+                                ("__c", "1796617834232"),
+                                ("__t", "1796617834232"),
+                                ("__u", u.as_str()),
+                                ("__ua", "wrk"),
+                            ];
+                            let _: () = pipe.hset(&key, r).await.unwrap();
+                            let _: () = pipe.pexpire(&key, TTL_MS, None).await.unwrap();
+                            let index = format!("user:{u}:sessions");
+                            let _: () = pipe
+                                .zadd(
+                                    &index,
+                                    None,
+                                    None,
+                                    false,
+                                    false,
+                                    (1796617834232.0, id.as_str()),
+                                )
+                                .await
+                                .unwrap();
+                            let _: () = pipe.pexpire(&index, TTL_MS, None).await.unwrap();
+                            let _: (i64, bool, i64, bool) = pipe.all().await.unwrap();
+                            return (
+                                [("set-cookie", format!("fid={id}; Path=/; HttpOnly"))],
+                                "ok",
+                            );
+                        }
                         let _: () = pipe.hset(&key, super::login_fields(&u)).await.unwrap();
                         let _: () = pipe.pexpire(&key, TTL_MS, None).await.unwrap();
                         let _: (i64, bool) = pipe.all().await.unwrap();
@@ -240,6 +286,11 @@ mod floor {
                     let pool = p2.clone();
                     async move {
                         let key = format!("floor:{}", id(&h));
+                        if hash {
+                            let m: std::collections::HashMap<String, String> =
+                                pool.next().hgetall(&key).await.unwrap();
+                            return m.get("tenant").cloned().unwrap_or_default();
+                        }
                         let pipe = pool.next().pipeline();
                         let _: () = pipe.hgetall(&key).await.unwrap();
                         let _: () = pipe.pexpire(&key, TTL_MS, None).await.unwrap();
