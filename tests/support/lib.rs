@@ -27,6 +27,7 @@ pub fn init_tracing() {
 }
 
 pub mod fixture;
+pub mod fuzzing;
 pub use fixture::{Adapter, Backend, Fixture, Setup};
 
 /// The one per-backend test generator: one `#[tokio::test]` per case, backend (and adapter,

@@ -89,7 +89,7 @@ async fn exercise(stored: HashMap<String, Vec<u8>>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // PROPTEST_CASES cases: 10,000 in the test command (`.cargo/config.toml`).
     #[test]
     fn corrupt_stored_hashes_never_panic(stored in hash()) {
         tokio::runtime::Builder::new_current_thread()
