@@ -129,6 +129,153 @@ async fn cluster_failover_recovers_without_crossslot_or_moved_reaching_the_app()
     assert_eq!(browsers[0].get("/me").await.status, 401);
 }
 
+/// A slot migrating between Cluster primaries, as a resharding moves every slot it touches:
+/// fred ends its client's connection task at the first `ASK` redirect (tessera allows no
+/// second attempt, so that a lost connection never replays an increment), which used to leave
+/// the app answering `503` to every session until it was restarted. Now the task is started
+/// again: the sessions of other slots are served throughout, the migrated one is never a
+/// `500`, and it is served again, with its data, once its slot has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migration_leaves_the_store_up() {
+    slot_migration(Fixture::new(Backend::Cluster).await, None).await;
+}
+
+/// The same with the near-cache (`Push`), whose tracking connection ends the same way when a
+/// cache fill meets the `ASK`: its copies are dropped when the task ends, and tracking is on
+/// again after the restart, so a write answered by another instance afterwards is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migration_leaves_the_near_cache_coherent() {
+    use tessera_core::{NearCacheCoherence, RedisOptions, SessionManager};
+    let cluster = tokio::task::spawn_blocking(Topology::cluster)
+        .await
+        .unwrap();
+    let url = cluster.url();
+    let options = || {
+        RedisOptions::default()
+            .near_cache(8 * 1024 * 1024)
+            .near_cache_coherence(NearCacheCoherence::Push)
+    };
+    let store = Store::redis_with(&url, options()).await.unwrap();
+    let config = || tessera_tests::fixture::config(|c| c);
+    let fx = Fixture::on(Some(cluster), store, config()).await;
+    let other = Store::redis_with(&url, options()).await.unwrap();
+    let other = tessera_tests::fixture::serve(
+        tessera_tests::Adapter::Axum,
+        SessionManager::new(other, config()),
+    )
+    .await;
+    slot_migration(fx, Some(other)).await;
+}
+
+/// Migrates the slot of the first of 8 logged-in sessions (see above); with `other` (a second
+/// instance on the same servers), a write it answers afterwards must be read by the first.
+async fn slot_migration(fx: Fixture, other: Option<tessera_tests::TestApp>) {
+    let browsers = logged_in_browsers(&fx, 8).await;
+    let cluster = fx.server();
+    let key_of = |user: &str| {
+        cluster
+            .session_keys()
+            .into_iter()
+            .find(|k| cluster.text(&["HGET", k, "__u"]).as_deref() == Some(user))
+            .unwrap_or_else(|| panic!("{user}'s session key"))
+    };
+    let key = key_of("u0");
+    let slot = cluster.cmd(&["CLUSTER", "KEYSLOT", &key]).int().to_string();
+    let primaries = cluster.primaries();
+    let src = primaries
+        .iter()
+        // The others answer MOVED.
+        .find(|p| {
+            matches!(
+                p.cmd(&["EXISTS", &key]),
+                tessera_tests::resp::RedisReply::Int(1)
+            )
+        })
+        .expect("the primary holding u0's session");
+    let dst = primaries.iter().find(|p| p.port() != src.port()).unwrap();
+    let id = |n: &Server| n.text(&["CLUSTER", "MYID"]).unwrap();
+    let (src_id, dst_id) = (id(src), id(dst));
+    // Sessions elsewhere: every other session whose key is in another slot.
+    let others: Vec<usize> = (1..browsers.len())
+        .filter(|i| {
+            let k = key_of(&format!("u{i}"));
+            cluster.cmd(&["CLUSTER", "KEYSLOT", &k]).int().to_string() != slot
+        })
+        .collect();
+    assert!(!others.is_empty());
+
+    // Half-way: the slot is migrating and u0's key has moved, so its owner answers ASK.
+    dst.cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]);
+    src.cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]);
+    let dst_port = dst.port().to_string();
+    let migrated = src.cmd(&["MIGRATE", "127.0.0.1", &dst_port, &key, "0", "5000"]);
+    assert_eq!(migrated.text().as_deref(), Some("OK"), "{migrated:?}");
+    for round in 0..3 {
+        let r = browsers[0].get("/me").await;
+        assert!(
+            r.status == 200 || r.status == 503,
+            "the migrating session: {r:?}"
+        );
+        // The restarted connection task is up well within this.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for &i in &others {
+            let r = browsers[i].get("/me").await;
+            assert_eq!(
+                r.status, 200,
+                "round {round}, session {i} of another slot: {r:?}"
+            );
+            assert_eq!(r.json()["i"], i);
+        }
+    }
+
+    // Done: the slot is the destination's on every primary; u0 is served again.
+    for p in &primaries {
+        p.cmd(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    }
+    let start = Instant::now();
+    loop {
+        let r = browsers[0].get("/me").await;
+        assert!(
+            r.status == 200 || r.status == 503,
+            "after the migration: {r:?}"
+        );
+        if r.status == 200 {
+            assert_eq!(r.json()["user_id"], "u0");
+            assert_eq!(r.json()["i"], 0);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "u0 not served again 10 s after its slot moved"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "slot migration: u0 served again {:?} after its slot moved",
+        start.elapsed()
+    );
+    for &i in &others {
+        assert_eq!(browsers[i].get("/me").await.status, 200);
+    }
+    if let Some(other) = other {
+        for i in [0, others[0]] {
+            let via_other = browsers[i].pointed_at(&other);
+            let w = via_other
+                .put("/session", json!({"after": "migration"}))
+                .await;
+            assert_eq!(w.status, 200, "{w:?}");
+            let start = Instant::now();
+            while browsers[i].get("/me").await.json()["after"] != "migration" {
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "session {i}: a write answered by another instance is not seen"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn rediss_never_falls_back_to_plaintext() {
     let server = Server::start(ServerKind::Redis7);

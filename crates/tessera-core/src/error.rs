@@ -84,7 +84,10 @@ impl StoreError {
             message: Cow::Owned(e.details().to_string()),
             timeout: matches!(e.kind(), K::Timeout | K::IO)
                 || e.details().starts_with("Connection closed.")
-                || e.details().starts_with("Connection reset"),
+                || e.details().starts_with("Connection reset")
+                // A command fred would have sent again (a Cluster redirect, or a connection
+                // lost around it) with no attempt left: a write may have been applied.
+                || e.details().starts_with("Too many failed write attempts"),
             source: Some(Arc::new(e)),
         }
     }
@@ -475,6 +478,7 @@ fn is_transient_reply(details: &str) -> bool {
         "Failed to route",
         "Connection closed",
         "Connection reset",
+        "Too many failed write attempts",
     ]
     .iter()
     .any(|p| details.starts_with(p))

@@ -16,6 +16,7 @@ mod notices;
 mod protocol;
 mod send;
 mod session_scripts;
+mod supervise;
 mod takeover_keys;
 mod tracking;
 

@@ -174,15 +174,22 @@ impl RedisBackend {
         let pool = builder(config, &o)
             .build_pool(o.pool_size.max(1))
             .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
-        if let Err(e) = init(&pool, &o, "timed out connecting to the session store").await {
-            discard(&pool).await;
-            return Err(e);
-        }
+        let tasks = match init(&pool, &o, "timed out connecting to the session store").await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                discard(&pool).await;
+                return Err(e);
+            }
+        };
         // Every way out below that is an error closes the pool: a pool dropped while its
         // clients are connected keeps reconnecting in the background.
         let configs = (kept_config, tracking_config);
         match Self::finish_connect(url, o, configs, pool.clone(), freeze_ms).await {
-            Ok(b) => Ok(b),
+            Ok(b) => {
+                // For the store's life: nothing closes this pool.
+                drop(super::supervise::supervise(&pool, tasks, |_| {}));
+                Ok(b)
+            }
             Err(e) => {
                 discard(&pool).await;
                 Err(e)
@@ -235,7 +242,12 @@ impl RedisBackend {
             command_timeout: o.command_timeout,
             read_opts: Options {
                 fail_fast: true,
-                max_attempts: Some(1),
+                // Two: a read may be written again. fred counts a Cluster redirect as an
+                // attempt, so with one a read that meets a slot's `MOVED` fails, and one that
+                // meets `ASK` (a slot migrating) ends the client's connection task
+                // (`supervise.rs`). Every read is safe to repeat (a load's TTL refresh
+                // included); a write is not (an increment), so writes keep one.
+                max_attempts: Some(2),
                 ..Default::default()
             },
             write_opts: Options {
@@ -317,19 +329,23 @@ async fn start_tracking(config: Config, o: &RedisOptions) -> Result<super::track
     let tpool = b
         .build_pool(1)
         .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
-    if let Err(e) = init(
+    let tasks = match init(
         &tpool,
         o,
         "timed out connecting the near-cache's tracking connections",
     )
     .await
     {
-        discard(&tpool).await;
-        return Err(e);
-    }
+        Ok(tasks) => tasks,
+        Err(e) => {
+            discard(&tpool).await;
+            return Err(e);
+        }
+    };
     tracing::info!(target: "tessera::near_cache", max_bytes = o.near_cache_bytes, "near-cache on (RESP3 client tracking)");
     Ok(super::tracking::Tracking::start(
         tpool,
+        tasks,
         o.near_cache_bytes,
         o.near_cache_coherence == NearCacheCoherence::Barrier,
     ))
@@ -364,12 +380,13 @@ async fn discard(pool: &Pool) {
     let _ = tokio::time::timeout(Duration::from_secs(1), pool.quit()).await;
 }
 
-async fn init(pool: &Pool, o: &RedisOptions, what: &'static str) -> Result<()> {
-    tokio::time::timeout(o.connect_timeout + o.command_timeout, pool.init())
-        .await
-        .map_err(|_| Error::Unavailable(crate::error::StoreError::timeout(what)))?
-        .map_err(Error::from_fred)?;
-    Ok(())
+/// Connects `pool`'s clients (see [`super::supervise`]): their connection tasks.
+async fn init(
+    pool: &Pool,
+    o: &RedisOptions,
+    what: &'static str,
+) -> Result<Vec<fred::types::ConnectHandle>> {
+    super::supervise::start(pool, o.connect_timeout + o.command_timeout, what).await
 }
 
 /// Only the Redis schemes: fred would read `http://host` as a Redis address and connect.

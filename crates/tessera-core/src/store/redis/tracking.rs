@@ -119,9 +119,15 @@ impl Drop for Tracking {
 }
 
 impl Tracking {
-    /// Starts tracking on every connection of `pool` (a RESP3 pool, already connected) and
-    /// the tasks that apply what the connections report.
-    pub(crate) fn start(pool: fred::clients::Pool, max_bytes: usize, barrier: bool) -> Tracking {
+    /// Starts tracking on every connection of `pool` (a RESP3 pool, already connected, whose
+    /// connection tasks are `connections`) and the tasks that apply what the connections
+    /// report.
+    pub(crate) fn start(
+        pool: fred::clients::Pool,
+        connections: Vec<fred::types::ConnectHandle>,
+        max_bytes: usize,
+        barrier: bool,
+    ) -> Tracking {
         use fred::interfaces::ClientLike;
         let cache = Arc::new(NearCache::new(max_bytes, pool.clients().len()));
         let mut tasks = Vec::new();
@@ -149,6 +155,12 @@ impl Tracking {
                 cache.clone(),
             )));
         }
+        // A connection task that ended and is started again has no tracking on: the cache
+        // empties that client's copies, and `keep_tracking` turns it on again.
+        let disturbed = cache.clone();
+        tasks.extend(super::supervise::supervise(&pool, connections, move |i| {
+            disturbed.disturb(i)
+        }));
         Tracking {
             pool,
             cache,
