@@ -101,7 +101,12 @@ def cluster(ps, node_timeout):
         "master_link_status:up" in cli(p, "INFO", "replication") for p in ports) == 3)
     primaries = [p for p in ports if "role:master" in cli(p, "INFO", "replication")]
     url = f"redis-cluster://127.0.0.1:{ports[0]}?" + "&".join(f"node=127.0.0.1:{p}" for p in ports[1:])
-    return url, primaries
+
+    def switched(victim):
+        # A replica of the victim has become a primary.
+        return any(p not in primaries and cli(p, "ROLE").split("\n")[0] == "master"
+                   for p in ports if p != victim)
+    return url, primaries, switched
 
 
 def sentinel(ps, node_timeout):
@@ -125,7 +130,11 @@ def sentinel(ps, node_timeout):
         for s in sports))
     url = (f"redis-sentinel://127.0.0.1:{sports[0]}/0?sentinelServiceName=mymaster&"
            + "&".join(f"node=127.0.0.1:{s}" for s in sports[1:]))
-    return url, [primary]
+
+    def switched(victim):
+        # The sentinel the demo asks first names another primary.
+        return str(victim) not in cli(sports[0], "SENTINEL", "get-master-addr-by-name", "mymaster")
+    return url, [primary], switched
 
 
 async def http(reader, writer, method, path, cookie=None, body=None):
@@ -166,11 +175,12 @@ async def login_all(port, n):
     return cookies
 
 
-async def load(port, cookies, conns, secs, kill_at, kill):
+async def load(port, cookies, conns, secs, kill_at, kill, switched):
     t0 = time.monotonic()
     rec = []
     nxt = [0]
     killed = [None]
+    switch = [None]
 
     async def worker():
         r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -191,12 +201,17 @@ async def load(port, cookies, conns, secs, kill_at, kill):
         await asyncio.sleep(kill_at)
         killed[0] = time.monotonic() - t0
         kill()
+        # The failover as the servers see it, polled every 50 ms.
+        while time.monotonic() - t0 < secs and not await asyncio.to_thread(switched):
+            await asyncio.sleep(0.05)
+        if time.monotonic() - t0 < secs:
+            switch[0] = time.monotonic() - t0
 
     await asyncio.gather(killer(), *[worker() for _ in range(conns)])
-    return rec, killed[0]
+    return rec, killed[0], switch[0]
 
 
-def report(rec, killed, on_killed, secs):
+def report(rec, killed, on_killed, secs, switch):
     def stats(name, rows):
         bad = [r for r in rows if r[3] != 200]
         after = [r for r in rows if r[0] >= killed]
@@ -220,6 +235,13 @@ def report(rec, killed, on_killed, secs):
     print(stats(f"on the killed primary ({len(on_killed)})", a))
     print(stats("on the other primaries", b))
     print(stats("all", rec))
+    if switch is not None:
+        bad = [r for r in a if r[3] != 200]
+        last = max((r[1] for r in bad), default=killed)
+        print(f"\nthe servers' failover: +{switch - killed:.2f} s after the kill; the killed primary's "
+              f"sessions served again +{last - killed:.2f} s after it: {last - switch:+.2f} s after the failover")
+    else:
+        print("\nthe servers did not fail over within the run")
     # 503s per second after the kill, per group
     print("\nper second after the kill: (killed primary's sessions: 200/other | others: 200/other)")
     for s in range(int(killed) - 1, int(secs)):
@@ -244,7 +266,7 @@ def main():
     ps = Procs(tmp)
     demo = None
     try:
-        url, primaries = (cluster if a.topology == "cluster" else sentinel)(ps, a.node_timeout)
+        url, primaries, switched = (cluster if a.topology == "cluster" else sentinel)(ps, a.node_timeout)
         port = free_port()
         env = dict(os.environ, REDIS_URL=url, PORT=str(port), COOKIE_SECURE="0",
                    TESSERA_SECRET="ab" * 32, NEAR_CACHE="1" if a.near_cache else "0",
@@ -263,9 +285,10 @@ def main():
         on_killed = {i for i, p in where.items() if p == victim}
         print(f"{a.topology}: {len(primaries)} primaries; {len(where)}/{a.sessions} sessions located; "
               f"{len(on_killed)} on the primary to be killed (:{victim}); node timeout {a.node_timeout} ms")
-        rec, killed = asyncio.run(load(port, cookies, a.conns, a.secs, a.kill_at,
-                                       lambda: ps.procs[victim].send_signal(signal.SIGKILL)))
-        report(rec, killed, on_killed, a.secs)
+        rec, killed, switch = asyncio.run(load(port, cookies, a.conns, a.secs, a.kill_at,
+                                               lambda: ps.procs[victim].send_signal(signal.SIGKILL),
+                                               lambda: switched(victim)))
+        report(rec, killed, on_killed, a.secs, switch)
 
         async def after():
             r, w = await asyncio.open_connection("127.0.0.1", port)
