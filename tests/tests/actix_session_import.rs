@@ -40,6 +40,14 @@ async fn old_app(url: &str, security: CookieContentSecurity) -> TestApp {
                     HttpResponse::NoContent().finish()
                 }),
             )
+            .route(
+                "/old/login-padded",
+                web::post().to(|s: actix_session::Session| async move {
+                    // A user id tessera refuses: white space at its start.
+                    s.insert("user_id", " ada").unwrap();
+                    HttpResponse::NoContent().finish()
+                }),
+            )
     })
 }
 
@@ -284,6 +292,41 @@ async fn a_failed_take_over_leaves_the_old_session() {
     assert!(
         old_keys_beyond(&server, ActixSessionImport::DEFAULT_GRACE).is_empty(),
         "taken over now (the old key goes within the grace)"
+    );
+}
+
+/// A session whose user id tessera refuses is not taken over (a warning names why): the old
+/// cookie goes and the user logs in again, as for an undecodable session. Before, its login
+/// failed at every request: answered without a session, the old cookie kept, the old session
+/// read again each time (found by the decoder's property tests, issue #26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_id_tessera_refuses_is_not_taken_over() {
+    tessera_tests::init_tracing();
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let old = old_app(&server.url(), CookieContentSecurity::Private).await;
+    let b = old.browser();
+    assert_eq!(b.post("/old/login-padded", None).await.status, 204);
+    let import = ActixSessionImport::new(&ACTIX_KEY)
+        .unwrap()
+        .user_id_field("user_id");
+    let app = new_app(manager(&server).await, Some(import));
+    let b = b.pointed_at(&app);
+    let r = b.get("/me").await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.set_cookies
+            .iter()
+            .any(|c| c.starts_with("id=;") && c.contains("Max-Age=0")),
+        "the old cookie is removed: {r:?}"
+    );
+    assert!(b.cookie("id").is_none());
+    server.reset_stats();
+    assert_eq!(b.get("/me").await.status, 401);
+    assert!(
+        !server.command_stats().contains_key("get"),
+        "the old session is not read again"
     );
 }
 
