@@ -459,18 +459,10 @@ mod fuzz {
     use tessera_core::{Key, SessionConfig, Store};
     use time::{PrimitiveDateTime, UtcOffset};
 
-    /// Cases per property, from `TESSERA_FUZZ_CASES`: the suite's 10,000; scripts/fuzz.sh
-    /// sets 1,000,000.
-    fn fuzz_cases() -> u32 {
-        std::env::var("TESSERA_FUZZ_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(10_000)
-    }
-
+    /// `PROPTEST_CASES` cases per property: 10,000 in the test command (`.cargo/config.toml`),
+    /// 1,000,000 under `scripts/fuzz.sh`.
     fn config() -> ProptestConfig {
         ProptestConfig {
-            cases: fuzz_cases(),
             failure_persistence: None,
             // ChaCha, the default, is most of a case's time in a debug build.
             rng_algorithm: RngAlgorithm::XorShift,
