@@ -414,3 +414,12 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The CSRF token in the first form of an HTML page (the demos' `/` page).
+pub fn token_in(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf_token\" value=\"")
+        .unwrap_or_else(|| panic!("no token in {html}"));
+    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}

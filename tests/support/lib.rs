@@ -11,7 +11,7 @@ pub mod resp;
 pub mod server;
 pub mod topology;
 
-pub use http::{spawn_actix, spawn_app, Browser, TestApp};
+pub use http::{spawn_actix, spawn_app, token_in, Browser, TestApp};
 pub use server::{Server, ServerKind};
 pub use topology::Topology;
 

@@ -5,7 +5,7 @@
 
 use reqwest::Method;
 use serde_json::json;
-use tessera_tests::{Browser, Fixture, Setup};
+use tessera_tests::{token_in, Browser, Fixture, Setup};
 
 tessera_tests::per_backend!(
     [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
@@ -23,15 +23,6 @@ mod redis7_only {
     use super::cases;
     tessera_tests::per_backend!([axum, actix] x [redis7] => a_visitor_without_a_session_costs_no_write);
     tessera_tests::per_backend!(axum: [redis7] => a_malformed_secret_is_replaced);
-}
-
-/// The CSRF token in the first form of an HTML page.
-fn token_in(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf_token\" value=\"")
-        .unwrap_or_else(|| panic!("no token in {html}"));
-    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
 }
 
 async fn counter(b: &Browser) -> serde_json::Value {

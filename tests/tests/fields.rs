@@ -7,7 +7,7 @@ use std::time::Duration;
 use tessera_core::adapter::SessionExt as _;
 use tessera_core::{Error, SessionManager};
 use tessera_tests::fixture::{config, field_key, indexed, protected};
-use tessera_tests::{Backend, Browser, Fixture, ServerKind, Setup};
+use tessera_tests::{token_in, Backend, Browser, Fixture, ServerKind, Setup};
 
 tessera_tests::per_backend!(
     [axum, actix] x [memory, redis7, redis8, valkey, sentinel, cluster] =>
@@ -33,15 +33,6 @@ mod redis7_only {
         a_field_that_does_not_decrypt_leaves_the_page_working,
         a_login_that_cannot_carry_a_protected_value_changes_nothing,
     );
-}
-
-/// The CSRF token in the first form of an HTML page.
-fn token_in(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf_token\" value=\"")
-        .unwrap_or_else(|| panic!("no token in {html}"));
-    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
 }
 
 async fn me(b: &Browser) -> Value {

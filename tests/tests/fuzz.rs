@@ -19,7 +19,7 @@ use std::cell::Cell;
 use tessera_core::adapter::{ClientInfo, ManagerExt, SessionExt as _};
 use tessera_core::{ForwardedHeader, Key, SessionConfig, SessionManager, Store};
 use tessera_tests::fuzzing::{self, peak_bytes, Counting};
-use tessera_tests::{Adapter, Backend, Fixture, Setup};
+use tessera_tests::{token_in, Adapter, Backend, Fixture, Setup};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -608,15 +608,6 @@ fn form_posts_axum() {
 #[test]
 fn form_posts_actix() {
     form_posts(Adapter::Actix);
-}
-
-/// The CSRF token in the first form of an HTML page.
-fn token_in(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf_token\" value=\"")
-        .unwrap_or_else(|| panic!("no token in {html}"));
-    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
