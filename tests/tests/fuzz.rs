@@ -112,8 +112,12 @@ fn cookie_part() -> impl Strategy<Value = CookiePart> {
         3 => mutation().prop_map(CookiePart::Changed),
         1 => Just(CookiePart::OtherKey),
         2 => ("[a-z_]{1,8}", "[ -:<-~]{0,40}").prop_map(|(n, v)| CookiePart::Other(n, v)),
-        2 => proptest::collection::vec(any::<u8>().prop_filter("no ;", |b| *b != b';'), 0..64)
-            .prop_map(CookiePart::Junk),
+        // Mapped, not filtered: a filter's rejections add up over a million cases.
+        2 => proptest::collection::vec(
+            any::<u8>().prop_map(|b| if b == b';' { b'_' } else { b }),
+            0..64
+        )
+        .prop_map(CookiePart::Junk),
     ]
 }
 
