@@ -38,18 +38,27 @@ impl RedisReply {
 }
 
 pub fn command(port: u16, args: &[&str]) -> std::io::Result<RedisReply> {
+    Ok(commands(port, &[args])?.pop().expect("one reply"))
+}
+
+/// Several commands on one connection, in order (`READONLY` then a read, on a Cluster
+/// replica); their replies.
+pub fn commands(port: u16, all: &[&[&str]]) -> std::io::Result<Vec<RedisReply>> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_nodelay(true)?;
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    let mut out = Vec::new();
+    for args in all {
+        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in *args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
     s.write_all(&out)?;
     let mut r = BufReader::new(s);
-    read_reply(&mut r)
+    all.iter().map(|_| read_reply(&mut r)).collect()
 }
 
 fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {

@@ -239,16 +239,23 @@ pub async fn admin(
 }
 
 /// The store: Redis when `REDIS_URL` is set, else in memory. `NEAR_CACHE=1` turns on the
-/// near-cache (64 MiB) for Redis.
+/// near-cache (64 MiB) for Redis; `REPLICA_ACKS=n` makes every write wait for `n` replicas.
 pub async fn store_from_env() -> Result<Store, String> {
     let near_cache = match std::env::var("NEAR_CACHE").as_deref() {
         Ok("1") => true,
         Ok("0") | Ok("") | Err(_) => false,
         Ok(other) => return Err(format!("NEAR_CACHE must be 0 or 1, not {other:?}")),
     };
+    // Writes answered only once this many replicas have them (`RedisOptions::replica_acks`).
+    let replica_acks = match std::env::var("REPLICA_ACKS").as_deref() {
+        Ok("") | Err(_) => 0,
+        Ok(n) => n
+            .parse::<u32>()
+            .map_err(|_| format!("REPLICA_ACKS must be a number of replicas, not {n:?}"))?,
+    };
     match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
-            let mut options = tessera_core::RedisOptions::default();
+            let mut options = tessera_core::RedisOptions::default().replica_acks(replica_acks);
             if near_cache {
                 options = options.near_cache(64 * 1024 * 1024);
             }

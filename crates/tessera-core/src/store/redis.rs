@@ -1,6 +1,6 @@
 //! The Redis / Valkey backend on fred: one pool, single-key Lua scripts, bounded timeouts.
 //!
-//! `connect.rs` opens the pool; `protocol.rs` holds the scripts, their reply codes and reply
+//! `connect.rs` opens the pool (on a cluster, `shards.rs` one per primary, and routes); `protocol.rs` holds the scripts, their reply codes and reply
 //! decoding; `send.rs` sends every command within its timeout. The contract's operations, one
 //! file per job: `session_scripts.rs`, `index_scripts.rs`, `event_scripts.rs`,
 //! `ft_commands.rs`, `takeover_keys.rs`; the server check (`INFO`) is in `../check.rs`.
@@ -16,6 +16,7 @@ mod notices;
 mod protocol;
 mod send;
 mod session_scripts;
+mod shards;
 mod supervise;
 mod takeover_keys;
 mod tracking;
@@ -32,7 +33,16 @@ use fred::types::config::Options;
 use std::time::Duration;
 
 pub(crate) struct RedisBackend {
+    /// fred's pool: the server's on one server or Sentinel; on a cluster, fred's cluster pool
+    /// (one client), for the paths that ask every node, while requests go through `shards`.
     pool: Pool,
+    /// A cluster's pools, one per primary, and the slot table (`shards.rs`).
+    shards: Option<shards::Shards>,
+    /// The connections reserved for writes that wait for replicas (one server or Sentinel;
+    /// a cluster's are in `shards`): `WAIT` holds its connection.
+    writes: Option<Pool>,
+    /// How many replicas must acknowledge a write before it is answered (`WAIT`; 0: none).
+    replica_acks: u32,
     /// For reads: fail fast while disconnected (a read abandoned by the outer timer must not
     /// pile up in the client's queue and be sent on reconnect).
     read_opts: Options,

@@ -35,6 +35,7 @@ pub struct RedisOptions {
     near_cache_bytes: usize,
     near_cache_coherence: NearCacheCoherence,
     strict_start: bool,
+    replica_acks: u32,
 }
 
 /// How the near-cache makes sure a hit is not stale (see [`RedisOptions::near_cache`]).
@@ -114,6 +115,45 @@ impl RedisOptions {
         self.strict_start
     }
 
+    pub(super) fn command_timeout_value(&self) -> Duration {
+        self.command_timeout
+    }
+
+    pub(super) fn connect_timeout_value(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    pub(super) fn pool_size_value(&self) -> usize {
+        self.pool_size
+    }
+
+    /// The clients of a pool reserved for writes when they wait for replicas: `WAIT` holds
+    /// its connection until the replicas answer, so writes get their own, several of them
+    /// (`None`: writes share the pool).
+    pub(super) fn write_clients(&self) -> Option<usize> {
+        (self.replica_acks > 0).then_some(WRITE_CLIENTS_WITH_ACKS)
+    }
+
+    /// Acknowledges a write only once `n` replicas have it (default 0: once the primary has
+    /// it). Redis replicates asynchronously, so a write the primary answered can be lost when
+    /// a replica that did not have it yet takes over: after a crash, or when a primary that
+    /// was paused (a stalled host, a long fork) wakes up and keeps taking writes for a moment
+    /// after its replica was promoted. With `n` of 1 on a primary with one replica, each
+    /// write is followed by `WAIT 1 <command timeout>` on the connection that sent it, and
+    /// a write the replica did not confirm in time is answered 503 without `Retry-After`
+    /// (it may be on the primary): every write answered 200 is on the replica that a
+    /// failover promotes. Writes then go through connections of their own (`WAIT` holds its
+    /// connection), four per primary; the cost is measured in BENCHMARKS.md.
+    ///
+    /// ```
+    /// let opts = tessera_core::RedisOptions::default().replica_acks(1);
+    /// # let _ = opts;
+    /// ```
+    pub fn replica_acks(mut self, n: u32) -> Self {
+        self.replica_acks = n;
+        self
+    }
+
     /// How a near-cache hit is confirmed (default [`NearCacheCoherence::Barrier`]).
     ///
     /// ```
@@ -138,6 +178,7 @@ impl Default for RedisOptions {
             near_cache_bytes: 0,
             near_cache_coherence: NearCacheCoherence::Barrier,
             strict_start: false,
+            replica_acks: 0,
         }
     }
 }
@@ -171,8 +212,15 @@ impl RedisBackend {
             c
         });
         let kept_config = config.clone();
+        // On a cluster, requests go through one pool per primary (`shards.rs`); fred's
+        // cluster pool serves the startup and check paths only, so one client is enough.
+        let size = if config.server.is_clustered() {
+            1
+        } else {
+            o.pool_size.max(1)
+        };
         let pool = builder(config, &o)
-            .build_pool(o.pool_size.max(1))
+            .build_pool(size)
             .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
         let tasks = match init(&pool, &o, "timed out connecting to the session store").await {
             Ok(tasks) => tasks,
@@ -205,6 +253,10 @@ impl RedisBackend {
         freeze_ms: u64,
     ) -> Result<Self> {
         preload(&pool, &o).await?;
+        let shards = match kept_config.server.is_clustered() {
+            true => Some(super::shards::Shards::open(&pool, &kept_config, &o).await?),
+            false => None,
+        };
         let clock = first_clock(&pool, &o).await;
         let query_engine =
             tokio::time::timeout(o.command_timeout, super::ft_commands::detect(&pool))
@@ -232,12 +284,20 @@ impl RedisBackend {
             None => None,
             Some(config) => Some(start_tracking(config, &o).await?),
         };
+        // After the tracking pool, which closes itself when dropped on an error here.
+        let writes = match (o.write_clients(), shards.is_some()) {
+            (Some(n), false) => Some(open_writes(kept_config.clone(), &o, n).await?),
+            _ => None,
+        };
         Ok(RedisBackend {
             config: kept_config,
             options: o.clone(),
             native_field_expiry,
             query_engine,
             pool,
+            writes,
+            replica_acks: o.replica_acks,
+            shards,
             url_redacted: redact(url),
             command_timeout: o.command_timeout,
             read_opts: Options {
@@ -265,7 +325,7 @@ impl RedisBackend {
 
 /// Loads the scripts now (on every primary in a cluster), so the first request does not pay
 /// for NOSCRIPT + SCRIPT LOAD. After a server restart the first call reloads them.
-async fn preload(pool: &Pool, o: &RedisOptions) -> Result<()> {
+pub(super) async fn preload(pool: &Pool, o: &RedisOptions) -> Result<()> {
     let preload = async {
         for script in [
             &*LOAD,
@@ -317,6 +377,30 @@ async fn first_clock(pool: &Pool, o: &RedisOptions) -> ServerClock {
     clock
 }
 
+/// The pool reserved for writes that wait for replicas (one server, or Sentinel), connected,
+/// its tasks supervised for the store's life.
+async fn open_writes(config: Config, o: &RedisOptions, n: usize) -> Result<Pool> {
+    let pool = builder(config, o)
+        .build_pool(n)
+        .map_err(|e| Error::Store(crate::error::StoreError::client(e)))?;
+    match init(
+        &pool,
+        o,
+        "timed out connecting the session store's write connections",
+    )
+    .await
+    {
+        Ok(tasks) => {
+            drop(super::supervise::supervise(&pool, tasks, |_| {}));
+            Ok(pool)
+        }
+        Err(e) => {
+            discard(&pool).await;
+            Err(e)
+        }
+    }
+}
+
 /// The near-cache's tracking pool, connected, and its tasks started.
 async fn start_tracking(config: Config, o: &RedisOptions) -> Result<super::tracking::Tracking> {
     let mut b = builder(config, o);
@@ -350,6 +434,9 @@ async fn start_tracking(config: Config, o: &RedisOptions) -> Result<super::track
         o.near_cache_coherence == NearCacheCoherence::Barrier,
     ))
 }
+
+/// Connections reserved for writes per primary when writes wait for replicas.
+const WRITE_CLIENTS_WITH_ACKS: usize = 4;
 
 /// The pool builder both pools share: timeouts, no replay of in-flight commands, reconnect
 /// forever.

@@ -94,12 +94,11 @@ impl IndexOps for RedisBackend {
             return Ok(());
         }
         self.bounded_write(async {
-            let _: i64 = Box::pin(
-                self.pool
-                    .next_connected()
-                    .with_options(&self.write_opts)
-                    .zrem(key, members.to_vec()),
-            )
+            let _: i64 = Box::pin(self.on_key_write(key, |c| async move {
+                c.with_options(&self.write_opts)
+                    .zrem(key, members.to_vec())
+                    .await
+            }))
             .await
             .map_err(Error::from_fred)?;
             Ok(())
@@ -119,21 +118,21 @@ impl RedisBackend {
             ),
             Some(m) => (fred::types::sorted_sets::ZRangeKind::Inclusive, m as f64),
         };
-        Box::pin(
-            self.pool
-                .next_connected()
-                .with_options(&self.read_opts)
+        let kind = &kind;
+        Box::pin(self.on_key(key, |c| async move {
+            c.with_options(&self.read_opts)
                 .zrangebyscore(
                     key,
                     fred::types::sorted_sets::ZRange {
-                        kind,
+                        kind: kind.clone(),
                         range: fred::types::sorted_sets::ZRangeBound::Score(min),
                     },
                     "+inf",
                     false,
                     None,
-                ),
-        )
+                )
+                .await
+        }))
         .await
         .map_err(Error::from_fred)
     }

@@ -25,9 +25,11 @@ impl RedisBackend {
     ) -> Result<T> {
         match tokio::time::timeout(self.command_timeout, op).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Unavailable(crate::error::StoreError::timeout(
-                "session store did not answer within the command timeout",
-            ))),
+            Err(_) => Err(
+                self.timed_out(Error::Unavailable(crate::error::StoreError::timeout(
+                    "session store did not answer within the command timeout",
+                ))),
+            ),
         }
     }
 
@@ -44,10 +46,158 @@ impl RedisBackend {
         match tokio::time::timeout(backstop, op).await {
             Ok(Err(e)) => Err(e.after_write()),
             Ok(ok) => ok,
-            Err(_) => Err(Error::OutcomeUnknown(crate::error::StoreError::timeout(
-                "session store did not answer a write within the command timeout",
+            Err(_) => Err(self.timed_out(Error::OutcomeUnknown(
+                crate::error::StoreError::timeout(
+                    "session store did not answer a write within the command timeout",
+                ),
             ))),
         }
+    }
+
+    /// `e`, after telling a cluster's watcher (a paused primary shows only as timeouts).
+    fn timed_out(&self, e: Error) -> Error {
+        if let Some(shards) = &self.shards {
+            shards.alert();
+        }
+        e
+    }
+
+    /// Runs `f` on a connected client of the pool that serves `key`: the one pool on one
+    /// server; on a cluster, the key's primary's, following `MOVED` and `ASK` (`shards.rs`).
+    pub(super) async fn on_key<T, F, Fut>(
+        &self,
+        key: &str,
+        f: F,
+    ) -> std::result::Result<T, fred::error::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, fred::error::Error>>,
+    {
+        match &self.shards {
+            None => f(self.pool.next_connected().clone()).await,
+            Some(shards) => shards.on_key(key.as_bytes(), false, f).await,
+        }
+    }
+
+    /// [`on_key`](Self::on_key) for a command that changes data: with
+    /// [`replica_acks`](super::RedisOptions::replica_acks), on a connection reserved for
+    /// writes, and followed there by `WAIT`. A write the replicas did not confirm within the
+    /// command timeout is a timeout (its outcome unknown: it is on the primary).
+    pub(super) async fn on_key_write<T, F, Fut>(
+        &self,
+        key: &str,
+        f: F,
+    ) -> std::result::Result<T, fred::error::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, fred::error::Error>>,
+    {
+        if self.replica_acks == 0 {
+            return self.on_key(key, f).await;
+        }
+        let f = &f;
+        let acked = |c: Client| async move {
+            let done = f(c.clone()).await?;
+            let n = i64::from(self.replica_acks);
+            let got: i64 = Box::pin(c.wait(n, self.command_timeout.as_millis() as i64)).await?;
+            if got < n {
+                return Err(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    format!(
+                        "{got} of {n} replicas acknowledged the write within the command timeout"
+                    ),
+                ));
+            }
+            Ok(done)
+        };
+        match &self.shards {
+            None => {
+                let writes = self.writes.as_ref().unwrap_or(&self.pool);
+                acked(writes.next_connected().clone()).await
+            }
+            Some(shards) => shards.on_key(key.as_bytes(), true, acked).await,
+        }
+    }
+
+    /// `keys`' positions grouped by the pool that serves them, with a client of each: one
+    /// group on one server.
+    pub(super) fn by_pool(
+        &self,
+        keys: &[String],
+    ) -> std::result::Result<Vec<(Client, Vec<usize>)>, fred::error::Error> {
+        match &self.shards {
+            None => Ok(vec![(
+                self.pool.next_connected().clone(),
+                (0..keys.len()).collect(),
+            )]),
+            Some(shards) => shards.group(keys),
+        }
+    }
+
+    /// `name key args...` for each of `keys`, pipelined on each pool that serves some (one
+    /// round trip per pool, the pools at once); the replies in `keys`' order. A reply that is
+    /// a cluster redirect (a resharding under way) is sent again on its own, where it says.
+    pub(super) async fn each_key(
+        &self,
+        keys: &[String],
+        name: &'static str,
+        args: &[&str],
+    ) -> Result<Vec<std::result::Result<Value, fred::error::Error>>> {
+        let cmd = |k: &str| CustomCommand::new_static(name, ClusterHash::from(k), false);
+        let line = |k: &str| {
+            let mut v: Vec<Value> = Vec::with_capacity(args.len() + 1);
+            v.push(k.into());
+            v.extend(args.iter().map(|a| Value::from(*a)));
+            v
+        };
+        let groups = self.by_pool(keys).map_err(Error::from_fred)?;
+        let sent = groups.into_iter().map(|(client, idx)| async move {
+            let pipe = client.pipeline();
+            for &i in &idx {
+                let _: () = Box::pin(pipe.custom(cmd(&keys[i]), line(&keys[i]))).await?;
+            }
+            let replies = Box::pin(pipe.try_all::<Value>()).await;
+            Ok::<_, fred::error::Error>((idx, replies))
+        });
+        let mut out: Vec<Option<std::result::Result<Value, fred::error::Error>>> =
+            (0..keys.len()).map(|_| None).collect();
+        for group in futures_util::future::join_all(sent).await {
+            let (idx, replies) = group.map_err(Error::from_fred)?;
+            for (i, reply) in idx.into_iter().zip(replies) {
+                out[i] = Some(reply);
+            }
+        }
+        for (k, reply) in keys.iter().zip(out.iter_mut()) {
+            let redirected = matches!(reply, Some(Err(e)) if *e.kind() == fred::error::ErrorKind::Cluster
+                && (e.details().starts_with("MOVED") || e.details().starts_with("ASK")));
+            if redirected {
+                let (cmd, line) = (&cmd, &line);
+                *reply = Some(
+                    Box::pin(self.on_key(k, |c| async move {
+                        c.with_options(&self.read_opts)
+                            .custom(cmd(k), line(k))
+                            .await
+                    }))
+                    .await,
+                );
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(fred::error::Error::new(
+                        fred::error::ErrorKind::Unknown,
+                        "the pipeline gave no reply",
+                    ))
+                })
+            })
+            .collect())
+    }
+
+    /// Whether the store is a cluster (keys of different slots go to different nodes).
+    pub(super) fn is_cluster(&self) -> bool {
+        self.shards.is_some()
     }
 
     /// A store operation that changes the session at `key` (`bounded_write`), after which the
@@ -98,9 +248,6 @@ impl RedisBackend {
         not_after: i64,
     ) -> Result<R> {
         let key = keys[0];
-        // A connected client: fail-fast on one still reconnecting (after a failover) would
-        // refuse a write that another client of the pool can send now.
-        let client = self.pool.next_connected();
         let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
         let mut reloaded = false;
         let mut retried = false;
@@ -116,16 +263,20 @@ impl RedisBackend {
             };
             full.push(deadline.into());
             full.extend(args.iter().cloned());
-            let reply = Box::pin(
+            // A connected client: fail-fast on one still reconnecting (after a failover) would
+            // refuse a write that another client of the pool can send now.
+            let full = &full;
+            let reply = Box::pin(self.on_key_write(key, |client| async move {
                 client
                     .with_options(&self.write_opts)
-                    .custom::<Value, Value>(cmd(), full),
-            )
+                    .custom::<Value, Value>(cmd(), full.clone())
+                    .await
+            }))
             .await;
             let received = std::time::Instant::now();
             match reply {
                 Err(e) if e.details().starts_with("NOSCRIPT") && !reloaded => {
-                    Box::pin(script.load(client))
+                    Box::pin(self.on_key(key, |c| async move { script.load(&c).await }))
                         .await
                         .map_err(Error::from_fred)?;
                     reloaded = true;
@@ -159,40 +310,41 @@ impl RedisBackend {
         key: &str,
         args: Vec<Value>,
     ) -> Result<Value> {
-        let client = self.pool.next_connected();
         let mut full: Vec<Value> = Vec::with_capacity(args.len() + 3);
         full.push(script.sha1().clone().into());
         full.push(1i64.into());
         full.push(key.into());
         full.extend(args);
+        let full = &full;
         let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::from(key), false);
-        match Box::pin(
-            client
-                .with_options(&self.read_opts)
-                .custom::<Value, Value>(cmd(), full.clone()),
-        )
-        .await
-        {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                Box::pin(script.load(client))
+        Box::pin(self.on_key(key, |client| async move {
+            match Box::pin(
+                client
+                    .with_options(&self.read_opts)
+                    .custom::<Value, Value>(cmd(), full.clone()),
+            )
+            .await
+            {
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    Box::pin(script.load(&client)).await?;
+                    Box::pin(
+                        client
+                            .with_options(&self.read_opts)
+                            .custom::<Value, Value>(cmd(), full.clone()),
+                    )
                     .await
-                    .map_err(Error::from_fred)?;
-                Box::pin(
-                    client
-                        .with_options(&self.read_opts)
-                        .custom::<Value, Value>(cmd(), full),
-                )
-                .await
+                }
+                other => other,
             }
-            other => other,
-        }
+        }))
+        .await
         .map_err(Error::from_fred)
     }
 
     /// `keys` grouped so that each group is one hash slot (a cluster) or all of them (one
     /// server): one script per group.
     pub(super) fn slot_groups<'k>(&self, keys: &'k [String]) -> Vec<Vec<&'k str>> {
-        if !self.pool.is_clustered() {
+        if !self.is_cluster() {
             return if keys.is_empty() {
                 Vec::new()
             } else {

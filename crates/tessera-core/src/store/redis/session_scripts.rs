@@ -74,7 +74,7 @@ impl SessionOps for RedisBackend {
     async fn create(&self, key: &str, op: &NewSession<'_>, t: Timing) -> Result<WriteResult> {
         // With the user's index: on one server, in the same script (one `EVALSHA`, both or
         // neither); on a cluster the two keys are two slots, so two scripts at once.
-        if let (Some(ix), true) = (&op.index, self.pool().is_clustered()) {
+        if let (Some(ix), true) = (&op.index, self.is_cluster()) {
             return Box::pin(crate::store::contract::create_and_join(
                 self, key, op, ix, t,
             ))
@@ -170,12 +170,9 @@ impl SessionOps for RedisBackend {
     /// `DEL`.
     async fn delete(&self, key: &str) -> Result<bool> {
         self.write_to(key, async {
-            let n: i64 = Box::pin(
-                self.pool
-                    .next_connected()
-                    .with_options(&self.write_opts)
-                    .del(key),
-            )
+            let n: i64 = Box::pin(self.on_key_write(key, |c| async move {
+                c.with_options(&self.write_opts).del(key).await
+            }))
             .await
             .map_err(Error::from_fred)?;
             Ok(n > 0)
@@ -189,10 +186,12 @@ impl SessionOps for RedisBackend {
     async fn delete_many(&self, keys: &[String]) -> Result<Vec<bool>> {
         let res = self
             .bounded_write(async {
-                let client = self.pool.next_connected().with_options(&self.write_opts);
                 let dels = keys.iter().map(|k| {
-                    let client = &client;
-                    async move { client.del::<i64, _>(k.as_str()).await }
+                    self.on_key_write(k, move |c| async move {
+                        c.with_options(&self.write_opts)
+                            .del::<i64, _>(k.as_str())
+                            .await
+                    })
                 });
                 futures_util::future::join_all(dels)
                     .await
@@ -263,13 +262,7 @@ impl SessionOps for RedisBackend {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
-            let pipe = self.pool.next().pipeline();
-            for k in keys {
-                let _: () = Box::pin(pipe.hgetall(k.as_str()))
-                    .await
-                    .map_err(Error::from_fred)?;
-            }
-            let replies = Box::pin(pipe.try_all::<Value>()).await;
+            let replies = self.each_key(keys, "HGETALL", &[]).await?;
             replies
                 .into_iter()
                 .map(|r| r.map_err(Error::from_fred).and_then(flat_fields))
@@ -289,26 +282,29 @@ impl RedisBackend {
                 // future), so reservations never pile up.
                 let guard = Pending::new(&tracking.cache, key, r);
                 let client = tracking.pool.next_connected().with_options(&self.read_opts);
-                let flat: Value = Box::pin(client.hgetall(key))
-                    .await
-                    .map_err(Error::from_fred)?;
-                let fields = Arc::new(flat_fields(flat)?);
-                if fields.contains_key(fields::CREATED) {
-                    guard.fill(&fields);
+                match Box::pin(client.hgetall::<Value, _>(key)).await {
+                    Ok(flat) => {
+                        let fields = Arc::new(flat_fields(flat)?);
+                        if fields.contains_key(fields::CREATED) {
+                            guard.fill(&fields);
+                        }
+                        return Ok(fields);
+                    }
+                    // Refused at once (the tracking connection is down, or fred's cluster
+                    // client met a redirect it does not follow: a slot migrating): the cache
+                    // is only a shortcut, so read the key's own pool, without filling.
+                    Err(e) if refused_at_once(&e) => drop(guard),
+                    Err(e) => return Err(Error::from_fred(e)),
                 }
-                return Ok(fields);
             }
         }
         // fred's typed `hgetall`, not a custom command: fred flushes the socket after every
         // custom command (and every EVALSHA), but feeds a typed one and flushes once its queue
         // is empty, so concurrent reads share one write syscall. That was a fifth of a read's
         // CPU (BENCHMARKS.md, issue #25). Its reply is a map, which `flat_fields` moves over.
-        let flat: Value = Box::pin(
-            self.pool
-                .next_connected()
-                .with_options(&self.read_opts)
-                .hgetall(key),
-        )
+        let flat: Value = Box::pin(self.on_key(key, |c| async move {
+            c.with_options(&self.read_opts).hgetall(key).await
+        }))
         .await
         .map_err(Error::from_fred)?;
         flat_fields(flat).map(Arc::new)
@@ -323,23 +319,27 @@ impl RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let all = all.to_vec();
-        let pipe = self.pool.next().pipeline();
-        for k in keys {
-            let _: () = Box::pin(pipe.hmget(k.as_str(), all.clone()))
-                .await
-                .map_err(Error::from_fred)?;
-        }
-        let replies = Box::pin(pipe.try_all::<Vec<Value>>()).await;
+        let replies = self.each_key(keys, "HMGET", all).await?;
         let mut out = Vec::with_capacity(keys.len());
         for r in replies {
-            let vals: Vec<Option<Vec<u8>>> = r
-                .map_err(Error::from_fred)?
-                .into_iter()
-                .map(value_bytes)
-                .collect();
+            let vals: Vec<Option<Vec<u8>>> = match r.map_err(Error::from_fred)? {
+                Value::Array(vals) => vals.into_iter().map(value_bytes).collect(),
+                Value::Null => vec![None; all.len()],
+                other => {
+                    return Err(Error::Store(crate::error::StoreError::new(format!(
+                        "HMGET answered {other:?}"
+                    ))))
+                }
+            };
             out.push(vals.iter().any(Option::is_some).then_some(vals));
         }
         Ok(out)
     }
+}
+
+/// An error that comes back before the command ran anywhere, or from a redirect: another
+/// connection may still serve the read.
+fn refused_at_once(e: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind as K;
+    matches!(e.kind(), K::Cluster | K::Canceled | K::Routing)
 }

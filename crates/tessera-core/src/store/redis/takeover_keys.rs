@@ -14,12 +14,12 @@ impl TakeoverOps for RedisBackend {
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.bounded(async {
             let get = CustomCommand::new_static("GET", ClusterHash::from(key), false);
-            let reply: std::result::Result<Value, _> = Box::pin(
-                self.pool
-                    .next_connected()
-                    .with_options(&self.read_opts)
-                    .custom(get, vec![Value::from(key)]),
-            )
+            let get = &get;
+            let reply: std::result::Result<Value, _> = Box::pin(self.on_key(key, |c| async move {
+                c.with_options(&self.read_opts)
+                    .custom(get.clone(), vec![Value::from(key)])
+                    .await
+            }))
             .await;
             match reply {
                 Ok(v) => Ok(value_bytes(v)),
@@ -35,18 +35,17 @@ impl TakeoverOps for RedisBackend {
     async fn set_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
         self.write_to(key, async {
             use fred::types::Expiration;
-            let _: Value = Box::pin(
-                self.pool
-                    .next_connected()
-                    .with_options(&self.write_opts)
+            let _: Value = Box::pin(self.on_key_write(key, |c| async move {
+                c.with_options(&self.write_opts)
                     .set(
                         key,
                         value,
                         Some(Expiration::PX(ttl_ms.clamp(1, i64::MAX as u64) as i64)),
                         None,
                         false,
-                    ),
-            )
+                    )
+                    .await
+            }))
             .await
             .map_err(Error::from_fred)?;
             Ok(())
