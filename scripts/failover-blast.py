@@ -29,7 +29,8 @@ import sys
 import tempfile
 import time
 
-from harness import Procs, cli, cluster, free_port, http, sentinel, wait
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+from harness import Procs, cli, cluster, free_port, http, sentinel, wait  # noqa: E402
 
 
 async def login_all(port, n):

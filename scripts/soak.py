@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Cluster, Procs, RespError, free_port, http, parse_info, pipeline,  # noqa: E402
                      resp, wait)
@@ -543,6 +544,7 @@ def redis_sample(cl):
              "overhead": int(mem.get("used_memory_overhead", 0)),
              "repl_buffers": int(mem.get("mem_total_replication_buffers", 0)),
              "connected_clients": int(clients.get("connected_clients", 0)),
+             "scripts": int(mem.get("used_memory_scripts_eval", 0)),
              "keys": 0}
         if repl.get("role") == "master":
             try:
@@ -550,6 +552,10 @@ def redis_sample(cl):
                 if isinstance(u, int):
                     n["events_stream"] = u
                     n["events_len"] = resp(p, "XLEN", "{events}")
+                stats = parse_info(resp(p, "INFO", "stats"))
+                n["tracking_keys"] = int(stats.get("tracking_total_keys", 0))
+                n["tracking_items"] = int(stats.get("tracking_total_items", 0))
+                n["expired_keys"] = int(stats.get("expired_keys", 0))
                 ks = parse_info(resp(p, "INFO", "keyspace")).get("db0", "")
                 n["keys"] = int(dict(x.split("=") for x in ks.split(",")).get("keys", 0)) if ks else 0
             except (OSError, ConnectionError, ValueError):

@@ -412,6 +412,8 @@ def walk_session(s, V, ra_values, W):
             seen = resp.get(f, ABSENT)
             ok = allowed(f, r["t0"])
             V.judged[1] += 1
+            if fields[f]["rec"] is not None and fields[f]["rec"]["inst"] != r["inst"]:
+                V.judged[5] += 1  # a write on one instance, read on another
             if seen in ok:
                 continue
             w = fields[f]["rec"]
@@ -437,6 +439,8 @@ def walk_session(s, V, ra_values, W):
     def check_counter(i, r, own=False):
         seen = r["resp"].get("counter", 0)
         lo = len(ctr["acked"]) + (1 if own else 0)
+        if ctr["acked"] and ctr["acked"][-1]["inst"] != r["inst"]:
+            V.judged[5] += 1
         hi = lo + len(ctr["unknown"])
         V.judged[4] += 1
         if lo <= seen <= hi:
@@ -690,6 +694,14 @@ def check_logs(meta, logs, V):
             V.bad(10, f"{name} exited on its own (status {code})")
 
 
+def kind_of(title):
+    t = re.sub(r" \([A-Za-z0-9_-]{16}\)", "", title)
+    t = re.sub(r"\bs\d+", "sN", t)
+    t = re.sub(r"'[^']*'|\"[^\"]*\"", "V", t)
+    t = re.sub(r"\d[\d.,]*", "N", t)
+    return t
+
+
 def render(meta, recs, events, V, figures, logs):
     out = []
     p = out.append
@@ -762,6 +774,13 @@ def render(meta, recs, events, V, figures, logs):
     p("## Violations\n")
     if not V.total():
         p("None.")
+    else:
+        p("| rule | kind (numbers, sessions and values left out) | violations |")
+        p("|---:|---|---:|")
+        for n, _ in RULES:
+            for k, c in collections.Counter(kind_of(t) for t, _, _ in V.v[n]).most_common():
+                p(f"| {n} | {k} | {c:,} |")
+        p("")
     for n, name in RULES:
         items = V.v[n]
         if not items:
