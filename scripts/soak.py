@@ -304,7 +304,7 @@ class Client:
                 break
             if st == 503 and rec["ra"]:
                 await asyncio.sleep(0.3)
-                await self.read(actor)
+                await self.read(targets[0] if target is not None else actor)
                 continue
             if st in (503, -1, 0) or st >= 500:
                 unknown = True
@@ -497,25 +497,26 @@ async def fault_app(soak, cl, ps, rng):
     f["detail"] = f"{inst.name} ({os.path.basename(inst.binary)}); listening again +{f['recovered'] - f['t']:.1f} s"
 
 
-FAULTS = [fault_kill, fault_stop, fault_tracking, fault_app]
+FAULTS = {"kill": fault_kill, "stop": fault_stop, "tracking": fault_tracking, "app": fault_app}
 
 
-def fault_times(duration, warmup):
-    """Cycles of the four faults between the warm-up and 80% of the run (one cycle in a
-    two-minute run), so the end of the run is measured after the last recovery."""
+def fault_times(duration, warmup, kinds, cycle_secs):
+    """Cycles of the faults between the warm-up and 80% of the run (one cycle of the four in
+    a two-minute run), so the end of the run is measured after the last recovery. Each fault
+    starts when its time comes or when the one before it has recovered, whichever is later."""
     start, last = warmup + 6, duration * 0.8
-    cycles = max(1, int((last - start) // 75))
+    cycles = max(1, int((last - start) // cycle_secs))
     period = (last - start) / cycles
     out = []
     for c in range(cycles):
         base = start + c * period
-        for j, f in enumerate(FAULTS):
-            out.append((base + j * period / len(FAULTS), f))
+        for j, k in enumerate(kinds):
+            out.append((base + j * period / len(kinds), FAULTS[k]))
     return out
 
 
 async def fault_schedule(soak, cl, ps, rng):
-    for at, f in fault_times(soak.duration, soak.warmup):
+    for at, f in fault_times(soak.duration, soak.warmup, soak.a.faults, soak.a.cycle_secs):
         if soak.now() < at:
             await asyncio.sleep(at - soak.now())
         if soak.now() > soak.duration - 10:
@@ -719,10 +720,18 @@ def main():
     ap.add_argument("--think", type=float, default=0.08,
                     help="each client waits up to this many seconds between requests")
     ap.add_argument("--node-timeout", type=int, default=2000)
+    ap.add_argument("--faults", default="kill,stop,tracking,app",
+                    help="the fault cycle, in order (kill, stop, tracking, app; none: no faults)")
+    ap.add_argument("--cycle-secs", type=float, default=75,
+                    help="a cycle of the faults takes at least this long")
     ap.add_argument("--sample-every", type=float, default=5)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--out", default=None, help="run directory (default: a new temporary one)")
     a = ap.parse_args()
+    a.faults = [k for k in a.faults.split(",") if k and k != "none"]
+    for k in a.faults:
+        if k not in FAULTS:
+            raise SystemExit(f"soak: unknown fault {k!r} (kill, stop, tracking, app)")
     if a.seed is None:
         a.seed = random.randrange(1 << 30)
     for b in (a.axum, a.actix):
@@ -756,6 +765,7 @@ def main():
         meta = {
             "minutes": a.minutes, "clients": a.clients, "seed": a.seed, "think": a.think,
             "node_timeout": a.node_timeout, "remember": REMEMBER, "touch": TOUCH,
+            "fault_kinds": a.faults, "cycle_secs": a.cycle_secs,
             "duration": soak.duration, "warmup": soak.warmup, "load_end": soak.load_end,
             "wall0": soak.wall0, "final_events_read": soak.final_events_read,
             "instances": [{"name": i.name, "engine": os.path.basename(i.binary),
