@@ -456,11 +456,22 @@ async def fault_stop(soak, cl, ps, rng):
     await asyncio.sleep(3)
     ps.procs[victim].send_signal(signal.SIGCONT)
     f["continued"] = soak.now()
+    # The replica's election may have started while the primary was stopped and end after
+    # it resumed: watch its role for two node timeouts and more before calling it settled.
+    settle = soak.now() + 2 * soak.a.node_timeout / 1000 + 3
+    while soak.now() < settle:
+        if await in_thread(cl.role, victim) == "slave":
+            f["demoted"] = soak.now()
+            break
+        await asyncio.sleep(0.1)
     f["recovered"] = await wait_for(soak, "the cluster healthy", cl.healthy, 90)
-    role = await in_thread(cl.role, victim)
-    f["detail"] = (f"node :{victim}; SIGCONT +{f['continued'] - f['t']:.1f} s; "
-                   + ("its replica took over, it rejoined as a replica" if role == "slave"
-                      else "no failover, still the primary"))
+    if "demoted" in f:
+        when = f["demoted"] - f["continued"]
+        f["detail"] = (f"node :{victim}; SIGCONT +{f['continued'] - f['t']:.1f} s; its replica "
+                       f"took over, seen by it {when:+.2f} s from the SIGCONT; it rejoined as a replica")
+    else:
+        f["detail"] = (f"node :{victim}; SIGCONT +{f['continued'] - f['t']:.1f} s; "
+                       "no failover, still the primary")
     cl.primaries = await in_thread(cl.current_primaries)
 
 
@@ -644,8 +655,11 @@ async def events_consumer(soak, rng, final=False):
             st, b = -1, b""
         soak.event_reads[st] += 1
         n = 0
-        if st == 200:
-            page = json.loads(b)
+        try:
+            page = json.loads(b) if st == 200 else None
+        except ValueError:
+            page, st = None, -2
+        if page is not None:
             if page.get("missed"):
                 soak.events_missed.append({"t": soak.now(), "after": cursor})
             for e in page["events"]:
@@ -787,12 +801,22 @@ def main():
                 inst.proc.kill()
                 inst.proc.wait()
         ps.stop_all()
+        for port in ps.args:  # the servers' own logs (failovers, as they saw them)
+            log = os.path.join(tmp, str(port), "log")
+            if os.path.exists(log):
+                shutil.copy(log, os.path.join(run_dir, f"redis-{port}.log"))
         shutil.rmtree(tmp, ignore_errors=True)
     report, violations = soak_check.check(run_dir)
     with open(os.path.join(run_dir, "report.md"), "w") as f:
         f.write(report)
     print(report)
-    print(f"soak: history, events and report kept in {run_dir}", file=sys.stderr)
+    if violations or a.out:
+        print(f"soak: history, events, logs and report kept in {run_dir} "
+              f"(python3 scripts/soak_check.py {run_dir} judges them again)", file=sys.stderr)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print("soak: no violation; the run directory is removed (--out DIR keeps it)",
+              file=sys.stderr)
     sys.exit(1 if violations else 0)
 
 

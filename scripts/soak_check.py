@@ -376,7 +376,7 @@ def check(run_dir):
     check_events(meta, sessions, by_user, recs, events, W, V)
 
     # ---- rules 9 and 10 ----
-    figures = check_resources(meta, V)
+    figures = check_resources(meta, V, recs)
     check_logs(meta, logs, V)
     report = render(meta, recs, events, V, figures, logs)
     return report, V.total()
@@ -650,7 +650,17 @@ def node_sum(sample, pick):
     return sum(pick(n) for n in sample["redis"] if n.get("up"))
 
 
-def check_resources(meta, V):
+def touch_log_bytes(n):
+    """The most tessera's touch log can hold for n sessions (session/touch_log.rs): a
+    HashMap<u64, Instant> per generation of up to 100,000 entries, two generations ("about
+    6 MB"); hashbrown allocates the next power of two of n x 8 / 7 buckets of 25 bytes."""
+    def table(k):
+        return 0 if k <= 0 else 25 * (1 << max(3, (-(-k * 8 // 7) - 1).bit_length()))
+    n = min(n, 200_000)
+    return table(min(n, 100_000)) + table(n - 100_000)
+
+
+def check_resources(meta, V, recs=()):
     samples = meta["samples"]
     warm, end = meta["warmup"], meta["load_end"]
     sw = next((s for s in samples if s["t"] >= warm - 0.05), None)
@@ -662,15 +672,27 @@ def check_resources(meta, V):
         V.undetermined[9] += 1
         return figures
 
-    def fig(name, a, b, judged=True, why=""):
+    def fig(name, a, b, judged=True, why="", allowance=0):
         g = (b - a) / a if a else 0.0
         verdict = "not judged" + (f" ({why})" if why else "")
         if judged:
             V.judged[9] += 1
-            verdict = "ok" if g < GROWTH_LIMIT else "VIOLATION"
-            if g >= GROWTH_LIMIT:
-                V.bad(9, f"{name}: {a:,} -> {b:,} (+{100 * g:.1f}%)")
+            ok = b - a < GROWTH_LIMIT * a + allowance
+            verdict = ("ok" if ok else "VIOLATION") + (f" ({why})" if why else "")
+            if not ok:
+                V.bad(9, f"{name}: {a:,} -> {b:,} (+{100 * g:.1f}%)" + (f", {why}" if why else ""))
         figures.append((name, a, b, g, verdict))
+
+    # Sessions ended on another instance (or expired) stay in an instance's touch log until
+    # its generation turns over at 100,000: bounded by design, but a run this short does not
+    # fill it, so its growth from the warm-up's sessions to the end's is allowed beside the 5%
+    # (the current table and the one it replaced; measured: an instance that sees 60,000
+    # sessions end elsewhere grows 1.6 MB in steps at 28,672 and 57,344, and not at all when
+    # they end on it).
+    logins = sorted(r["t1"] for r in recs if r["route"] == "POST /login" and r["st"] == 200)
+    n_w = bisect.bisect_right(logins, sw["t"])
+    n_e = bisect.bisect_right(logins, se["t"])
+    touch_kb = max(0, touch_log_bytes(n_e) * 3 // 2 - touch_log_bytes(n_w)) // 1024
 
     for inst in meta["instances"]:
         a, b = sw["apps"].get(inst["name"]), se["apps"].get(inst["name"])
@@ -678,8 +700,13 @@ def check_resources(meta, V):
         if a is None or b is None:
             figures.append((f"RSS {inst['name']} (kB)", a or 0, b or 0, 0.0, "not sampled"))
             continue
-        fig(f"RSS {inst['name']} (kB)", a, b, not restarted,
-            f"restarted at {', '.join(f'{t:.0f}' for t in inst['starts'][1:])} s" if restarted else "")
+        if restarted:
+            fig(f"RSS {inst['name']} (kB)", a, b, False,
+                f"restarted at {', '.join(f'{t:.0f}' for t in inst['starts'][1:])} s")
+        else:
+            fig(f"RSS {inst['name']} (kB)", a, b, True,
+                f"5% + {touch_kb:,} kB for the touch log of {n_e - n_w:,} more sessions",
+                allowance=touch_kb)
 
     def primaries(s):
         return [n for n in s["redis"] if n.get("up") and n.get("role") == "master"]
