@@ -396,6 +396,16 @@ def walk_session(s, V, ra_values, W):
     seen401 = None
     rs = s.recs
     reported = {}
+    lost = []  # the request that found the whole session lost: what follows is not judged
+
+    def once(kind, title, involved):
+        """One violation per session and kind; later occurrences are listed with it."""
+        if kind in reported:
+            reported[kind].append(involved[-1])
+            return
+        reported[kind] = list(involved)
+        V.bad(1, title, reported[kind], V.near_fault(involved[-1]["t0"]))
+        lost.append(involved[-1])
 
     def allowed(f, t0):
         st = fields[f]
@@ -423,8 +433,9 @@ def walk_session(s, V, ra_values, W):
     def check_fields(i, r, skip=None):
         resp = r["resp"]
         if resp.get("user_id") != user:
-            V.bad(1, f"s{s.sid} answered with user_id {resp.get('user_id')!r}, not {user!r}",
-                  [s.login, r])
+            once("user", f"s{s.sid} answered with user_id {resp.get('user_id')!r}, not {user!r} "
+                 "(another session's data, or a new anonymous one: the session was lost)",
+                 [s.login, r])
         for f in "ab":
             if f == skip:
                 continue
@@ -491,6 +502,14 @@ def walk_session(s, V, ra_values, W):
         route, st = r["route"], r["st"]
         if st == 0:
             continue
+        if lost:
+            # The session is gone: its cookie now names nothing (reads 401, writes start new
+            # anonymous sessions); one violation says so, with these requests listed under it.
+            for k in ("401", "user"):
+                if k in reported and r is not reported[k][-1] and len(reported[k]) < 12:
+                    reported[k].append(r)
+                    break
+            continue
         t0, t1 = r["t0"], r["t1"]
         dead = s.dead_certain(r)
         if route == "POST /login":
@@ -517,7 +536,7 @@ def walk_session(s, V, ra_values, W):
             elif unknown(r):
                 fields[f]["pending"].append((v, r))
             elif st == 401 and s.live_certain(r):
-                V.bad(1, f"s{s.sid} answered 401 while live", end_recs(s) + [r])
+                once("401", f"s{s.sid} answered 401 while live (lost)", [s.login, r])
             continue
         if route == "POST /counter":
             if st == 200 and isinstance(r["resp"], dict):
@@ -550,12 +569,11 @@ def walk_session(s, V, ra_values, W):
                         V.bad(2, f"s{s.sid} answered 401 after an end answered 503 + "
                               "Retry-After (and nothing acknowledged)", refused_ends + [r])
                     else:
-                        V.bad(1, f"s{s.sid} answered {route} 401 while live (lost)",
-                              [s.login, r])
+                        once("401", f"s{s.sid} answered 401 while live (lost)", [s.login, r])
             continue
         # end requests sent with this session's cookie
         if st == 401 and s.live_certain(r):
-            V.bad(1, f"s{s.sid} answered {route} 401 while live", [s.login, r])
+            once("401", f"s{s.sid} answered 401 while live (lost)", [s.login, r])
         if st == 404 and route.startswith("DELETE"):
             t = r["tgt"]
             prior = [a for a in rs[:i] if a["route"].startswith("DELETE") and a["tgt"] == t
