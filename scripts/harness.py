@@ -6,7 +6,6 @@ Stdlib only. The server binaries come from REDIS_SERVER_BIN / REDIS_CLI_BIN (`.s
 written by `scripts/install-servers.sh`), else `redis-server` / `redis-cli` on the PATH.
 """
 
-import asyncio
 import json
 import os
 import socket

@@ -637,7 +637,7 @@ async def sampler(soak, cl):
         await asyncio.sleep(max(0.05, nxt - soak.now()))
 
 
-async def events_consumer(soak, rng, final=False):
+async def events_consumer(soak, rng):
     """Pages through GET /admin/events with the cursor, on a random instance each time."""
     cursor = None
     conns = {}
@@ -682,7 +682,6 @@ async def events_consumer(soak, rng, final=False):
 
 
 async def main_async(soak, cl, ps):
-    rng = random.Random(soak.a.seed)
     soak.t0 = mono()
     soak.wall0 = time.time()
     soak.final_events = None
@@ -701,7 +700,6 @@ async def main_async(soak, cl, ps):
     # died) after the last session left to expire has certainly expired, plus a margin.
     soak.final_events = soak.now() + 8
     await ev
-    del rng
 
 
 async def report_progress(soak):
