@@ -281,8 +281,8 @@ def check(run_dir):
             # that reached it + remember.
             last_t1, served = s.login["t1"], s.login["t0"]
             for r in s.recs[1:]:
-                if r["st"] == 0:
-                    continue
+                if r["st"] in (0, 401):
+                    continue  # not sent, or found nothing to refresh
                 if r["t0"] > last_t1 + remember + 0.5:
                     break
                 last_t1 = max(last_t1, r["t1"])
@@ -637,9 +637,11 @@ def check_events(meta, sessions, by_user, recs, events, W, V):
                 V.undetermined[7] += 1
                 V.judged[7] -= 1
             else:
+                last = [r for r in s.recs if r["st"] not in (0, 401) and r["t0"] < s.dead_by]
+                first401 = [r for r in s.recs if r["st"] == 401][:1]
                 V.bad(7, f"s{s.sid} ({s.handle}) certainly expired at {s.dead_by:.3f} s: no end "
                       f"event by {final:.3f} s (the sweep's bound: {SWEEP_BOUND:.0f} s)",
-                      s.recs[-3:])
+                      [s.login] + last[-2:] + first401)
             continue
         e = ends[0]
         if e["type"] == "expired" and e["_t"] > bound:
