@@ -366,7 +366,7 @@ def check(run_dir):
                           f"{', ...' if len(outlived) > 12 else ''}) are still in their user's index "
                           "at the end after an end that overlapped an outage or had an unknown "
                           "attempt: undetermined (a failed ZREM after the delete is a safe state, "
-                          "ARCHITECTURE.md; a later attempt finds no key and removes nothing)")
+                          "ARCHITECTURE.md; a later logout-all of the user removes it)")
     if left_expired:
         V.notes[6].append(f"{left_expired} sessions ended by expiry are still members of their "
                           "user's index at the end, as designed (a member's bound is 2 x the idle "
