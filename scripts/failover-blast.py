@@ -20,7 +20,6 @@ Requests loop for a bounded time against 127.0.0.1 only, and everything it start
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -30,145 +29,15 @@ import sys
 import tempfile
 import time
 
-REDIS = os.environ.get("REDIS_SERVER_BIN", "redis-server")
-CLI = os.environ.get("REDIS_CLI_BIN", "redis-cli")
-
-
-def free_port(lo=20000, hi=55000):
-    for _ in range(200):
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        finally:
-            s.close()
-        if lo <= p < hi:
-            return p
-    raise SystemExit("no free port below 55535")
-
-
-def cli(port, *args):
-    out = subprocess.run([CLI, "-p", str(port), *args], capture_output=True, text=True, timeout=10)
-    return out.stdout.strip()
-
-
-def wait(what, ok, secs=30):
-    end = time.time() + secs
-    while time.time() < end:
-        try:
-            if ok():
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-class Procs:
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.procs = {}
-
-    def redis(self, port, *extra):
-        d = os.path.join(self.tmp, str(port))
-        os.makedirs(d, exist_ok=True)
-        p = subprocess.Popen(
-            [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
-             "--appendonly", "no", "--logfile", os.path.join(d, "log"), *extra])
-        self.procs[port] = p
-        wait(f"redis on {port}", lambda: cli(port, "PING") == "PONG")
-        return p
-
-    def stop_all(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-        for p in self.procs.values():
-            p.wait()
-
-
-def cluster(ps, node_timeout):
-    ports = [free_port() for _ in range(6)]
-    for p in ports:
-        ps.redis(p, "--cluster-enabled", "yes", "--cluster-config-file",
-                 os.path.join(ps.tmp, f"nodes-{p}.conf"), "--cluster-node-timeout",
-                 str(node_timeout), "--cluster-require-full-coverage", "no",
-                 "--repl-diskless-sync-delay", "0")
-    subprocess.run([CLI, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-                    "--cluster-replicas", "1", "--cluster-yes"], capture_output=True, check=True)
-    wait("cluster ok", lambda: all("cluster_state:ok" in cli(p, "CLUSTER", "INFO") for p in ports))
-    wait("replicas in sync", lambda: sum(
-        "master_link_status:up" in cli(p, "INFO", "replication") for p in ports) == 3)
-    primaries = [p for p in ports if "role:master" in cli(p, "INFO", "replication")]
-    url = f"redis-cluster://127.0.0.1:{ports[0]}?" + "&".join(f"node=127.0.0.1:{p}" for p in ports[1:])
-
-    def switched(victim):
-        # A replica of the victim has become a primary.
-        return any(p not in primaries and cli(p, "ROLE").split("\n")[0] == "master"
-                   for p in ports if p != victim)
-    return url, primaries, switched
-
-
-def sentinel(ps, node_timeout):
-    primary, replica = free_port(), free_port()
-    ps.redis(primary)
-    ps.redis(replica, "--replicaof", "127.0.0.1", str(primary))
-    wait("replica in sync", lambda: "master_link_status:up" in cli(replica, "INFO", "replication"))
-    sports = []
-    for _ in range(3):
-        sp = free_port()
-        conf = os.path.join(ps.tmp, f"sentinel-{sp}.conf")
-        with open(conf, "w") as f:
-            f.write(f"port {sp}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {primary} 2\n"
-                    f"sentinel down-after-milliseconds mymaster {node_timeout}\n"
-                    "sentinel failover-timeout mymaster 10000\n")
-        ps.procs[sp] = subprocess.Popen([REDIS, conf, "--sentinel"], stdout=subprocess.DEVNULL)
-        wait(f"sentinel {sp}", lambda sp=sp: cli(sp, "PING") == "PONG")
-        sports.append(sp)
-    wait("sentinels see the replica and each other", lambda: all(
-        "slaves=1" in cli(s, "INFO", "sentinel") and "sentinels=3" in cli(s, "INFO", "sentinel")
-        for s in sports))
-    url = (f"redis-sentinel://127.0.0.1:{sports[0]}/0?sentinelServiceName=mymaster&"
-           + "&".join(f"node=127.0.0.1:{s}" for s in sports[1:]))
-
-    def switched(victim):
-        # The sentinel the demo asks first names another primary.
-        return str(victim) not in cli(sports[0], "SENTINEL", "get-master-addr-by-name", "mymaster")
-    return url, [primary], switched
-
-
-async def http(reader, writer, method, path, cookie=None, body=None):
-    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    if cookie:
-        head += f"Cookie: {cookie}\r\n"
-    data = b""
-    if body is not None:
-        data = json.dumps(body).encode()
-        head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-    writer.write(head.encode() + b"\r\n" + data)
-    await writer.drain()
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionError("closed")
-    status = int(status_line.split()[1])
-    headers = {}
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n", b""):
-            break
-        k, _, v = line.decode("latin-1").partition(":")
-        headers.setdefault(k.strip().lower(), []).append(v.strip())
-    n = int(headers.get("content-length", ["0"])[0])
-    if n:
-        await reader.readexactly(n)
-    return status, headers
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+from harness import Procs, cli, cluster, free_port, http, sentinel, wait  # noqa: E402
 
 
 async def login_all(port, n):
     r, w = await asyncio.open_connection("127.0.0.1", port)
     cookies = []
     for i in range(n):
-        status, h = await http(r, w, "POST", "/login", body={"user_id": f"u{i}"})
+        status, h, _ = await http(r, w, "POST", "/login", body={"user_id": f"u{i}"})
         assert status == 200, f"login {i}: {status}"
         cookies.append(h["set-cookie"][0].split(";")[0])
     w.close()
@@ -189,7 +58,7 @@ async def load(port, cookies, conns, secs, kill_at, kill, switched):
             nxt[0] += 1
             t = time.monotonic() - t0
             try:
-                status, h = await http(r, w, "GET", "/me", cookies[i])
+                status, h, _ = await http(r, w, "GET", "/me", cookies[i])
             except (ConnectionError, asyncio.IncompleteReadError):
                 status, h = -1, {}
                 w.close()

@@ -29,6 +29,80 @@ mod on_a_server {
     );
 }
 
+/// A logout-all that finds some of its user's sessions already gone (one expired, one deleted
+/// behind tessera's back as an eviction does) removes their index entries too, so nothing of
+/// the user is left; they used to stay until their bound (twice the longest remember-me). A
+/// login in flight is still never orphaned: `logins_racing_logout_all_are_never_orphaned`.
+mod gone_members {
+    use super::*;
+    use tessera_core::EventKind;
+
+    async fn logout_all_removes_the_entries_of_sessions_already_gone(setup: Setup) {
+        // Without events (plain DELs) and with them (take.lua, and each gone one's `expired`
+        // published by the logout-all, once: the sweep runs once a minute here).
+        for events in [false, true] {
+            let fx = Fixture::with(setup, |c| {
+                c.lifecycle_events(events)
+                    .expiry_sweep_interval(Duration::from_secs(60))
+                    .touch_interval(Duration::from_millis(200))
+            })
+            .await;
+            let s = fx.server();
+            let (a, expiring, evicted) = (fx.browser(), fx.browser(), fx.browser());
+            login(&a, "ann").await;
+            let r = expiring
+                .post("/login?remember=1", Some(json!({"user_id": "ann"})))
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+            let before = s.session_keys();
+            login(&evicted, "ann").await;
+            let key = s
+                .session_keys()
+                .into_iter()
+                .find(|k| !before.contains(k))
+                .unwrap();
+            assert_eq!(s.cmd(&["DEL", &key]).int(), 1);
+            tokio::time::sleep(Duration::from_millis(1300)).await; // `expiring` expires
+            assert_eq!(expiring.get("/me").await.status, 401);
+            assert_eq!(zcard(s, "ann"), 3, "the index still holds all three");
+            let own = devices(&a).await;
+            assert_eq!(own.len(), 1, "{own:?}");
+            assert_eq!(a.post("/logout-all", None).await.status, 204);
+            assert_eq!(
+                s.cmd(&["EXISTS", "user:ann:sessions"]).int(),
+                0,
+                "[events {events}] nothing of ann is left in the index: {:?}",
+                s.cmd(&["ZRANGE", "user:ann:sessions", "0", "-1"])
+            );
+            assert!(s.session_keys().is_empty());
+            if events {
+                let page = fx.manager.read_events(None, 100).await.unwrap();
+                let mut ends: Vec<(String, EventKind)> = page
+                    .events
+                    .iter()
+                    .filter(|e| e.kind.ends_session())
+                    .map(|e| (e.handle.clone(), e.kind))
+                    .collect();
+                ends.sort_by(|x, y| x.0.cmp(&y.0));
+                let own = own[0]["handle"].as_str().unwrap();
+                assert_eq!(ends.len(), 3, "one end each: {ends:?}");
+                for (handle, kind) in &ends {
+                    let want = if handle == own {
+                        EventKind::LogoutAll
+                    } else {
+                        EventKind::Expired
+                    };
+                    assert_eq!(*kind, want, "{ends:?}");
+                }
+            }
+        }
+    }
+
+    tessera_tests::per_backend!(by_case [redis7, cluster] => self::{
+        logout_all_removes_the_entries_of_sessions_already_gone
+    });
+}
+
 /// A login's new session and its index entry are made together: one script on one server
 /// (standalone, Sentinel), two on a cluster (the two keys are two slots).
 mod together {

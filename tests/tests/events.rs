@@ -659,6 +659,82 @@ mod cases {
     }
 }
 
+/// A session's own expiry ("remember me") shorter than the idle timeout: its `expired` is due
+/// at its own expiry, whatever gave it that expiry. The soak found such sessions published up
+/// to an idle timeout late (README, *The soak*): their tracking took the configured idle
+/// timeout, not the session's.
+mod own_expiry {
+    use super::*;
+    use tessera_core::Expiry;
+
+    const COOKIE: &str = "__Host-tessera";
+    const OWN: Duration = Duration::from_secs(2);
+
+    /// Four sessions given a 2-second expiry under a one-minute idle timeout, each a way the
+    /// expiry is set: a login that creates the session, a login that moves a stored one, a
+    /// first save (no login), and `set_expiry` on a session stored without one. Each one's
+    /// `expired` comes within the sweep bound of its own expiry, not a minute later.
+    async fn a_short_own_expiry_is_published_on_time(setup: Setup) {
+        let fx = Fixture::with(setup, |c| {
+            events_on(c)
+                .idle_timeout(Duration::from_secs(60))
+                .touch_interval(Duration::from_millis(500))
+        })
+        .await;
+        let remember = format!("/login?remember={}", OWN.as_secs());
+        let created = fx.browser();
+        let r = created
+            .post(&remember, Some(json!({"user_id": "ann"})))
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let moved = fx.browser();
+        assert_eq!(moved.put("/session", json!({"cart": 1})).await.status, 200);
+        let r = moved.post(&remember, Some(json!({"user_id": "bob"}))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let first_save = fx.manager.start(None::<&str>);
+        first_save
+            .set_expiry(Expiry::Persistent(OWN))
+            .await
+            .unwrap();
+        first_save.insert("x", &1).await.unwrap();
+        first_save.save().await.unwrap();
+        let later = fx.browser();
+        login(&later, "cy").await;
+        let cookie = format!("{COOKIE}={}", later.cookie(COOKIE).unwrap());
+        let stored = fx.manager.start([cookie.as_str()]);
+        stored.set_expiry(Expiry::Persistent(OWN)).await.unwrap();
+        stored.save().await.unwrap();
+        let set_up = std::time::Instant::now();
+        // The last of them expires 2 s from now; the sweep runs every 200 ms.
+        let limit = OWN + Duration::from_secs(3);
+        let events = events_until(&created, limit, |ev| {
+            kinds(ev).iter().filter(|k| **k == "expired").count() == 4
+        })
+        .await;
+        assert!(set_up.elapsed() < limit, "{:?}", set_up.elapsed());
+        // One end per session, and it is `expired`: each handle the sessions last had.
+        let previous: Vec<&Value> = events.iter().map(|e| &e["previous_handle"]).collect();
+        let last_handles: Vec<&str> = events
+            .iter()
+            .filter(|e| ["created", "login"].contains(&e["type"].as_str().unwrap()))
+            .map(|e| e["handle"].as_str().unwrap())
+            .filter(|h| !previous.iter().any(|p| p.as_str() == Some(*h)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(last_handles.len(), 4, "{events:#?}");
+        let ends = ends_by_handle(&events);
+        for h in last_handles {
+            assert_eq!(
+                ends.get(h).map(Vec::as_slice),
+                Some(&["expired".to_string()][..])
+            );
+        }
+    }
+
+    tessera_tests::per_backend!(by_case [memory, redis7, cluster] => self::{a_short_own_expiry_is_published_on_time});
+}
+
 /// Expiries under keyspace notifications, and on a server that refuses `CONFIG`.
 mod notifications {
     use super::*;

@@ -689,5 +689,78 @@ async fn with_replica_acks_a_write_is_answered_only_once_its_replica_has_it() {
         let w = b.put("/session", json!({"n": "after"})).await;
         assert_eq!(w.status, 200, "{backend:?}: {w:?}");
         assert_eq!(b.get("/me").await.json()["n"], "after");
+
+/// A read past the touch interval slides its session's TTL (in the load) and then moves the
+/// session's bound in its user's index, a write sent while the handler runs; on a Cluster that
+/// index is often on another primary than the session. The soak (README, *The soak*) found
+/// `GET /me` answered `503` without `Retry-After` while that primary was stopped: the index
+/// refresh's unconfirmed outcome failed the read, where the README promises that reads never
+/// answer so. A read whose session was loaded is served. Here that primary refuses writes for
+/// a while (`CLIENT PAUSE WRITE`: the load, on another primary, is answered at once), through
+/// both adapters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_index_refresh_is_not_confirmed_is_served() {
+    use tessera_tests::resp::RedisReply;
+    let fx = Fixture::with(Backend::Cluster, |c| {
+        c.touch_interval(Duration::from_millis(200))
+    })
+    .await;
+    let cluster = fx.server();
+    let owner = |key: &str| -> u16 {
+        let owners: Vec<u16> = cluster
+            .primaries()
+            .iter()
+            .filter(|p| p.cmd(&["EXISTS", key]) == RedisReply::Int(1))
+            .map(|p| p.port())
+            .collect();
+        assert_eq!(owners.len(), 1, "{key} on one primary: {owners:?}");
+        owners[0]
+    };
+    let actix =
+        tessera_tests::fixture::serve(tessera_tests::Adapter::Actix, fx.manager.clone()).await;
+    for (adapter, app) in [("axum", &fx.app), ("actix", &actix)] {
+        // A user whose index is on another primary than their session.
+        let mut found = None;
+        for i in 0..32 {
+            let user = format!("{adapter}-{i}");
+            let b = app.browser();
+            let r = b.post("/login", Some(json!({ "user_id": user }))).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            let session = cluster
+                .session_keys()
+                .into_iter()
+                .find(|k| cluster.text(&["HGET", k, "__u"]).as_deref() == Some(user.as_str()))
+                .expect("the login's session");
+            let index = owner(&format!("user:{user}:sessions"));
+            if owner(&session) != index {
+                found = Some((b, user, index));
+                break;
+            }
+        }
+        let (b, user, index) = found.expect("a user whose index is on another primary");
+        let index_node = cluster
+            .primaries()
+            .into_iter()
+            .find(|p| p.port() == index)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await; // the touch is due
+        assert_eq!(
+            index_node
+                .cmd(&["CLIENT", "PAUSE", "5000", "WRITE"])
+                .text()
+                .as_deref(),
+            Some("OK")
+        );
+        let r = b.get("/me").await;
+        index_node.cmd(&["CLIENT", "UNPAUSE"]);
+        assert!(
+            r.status != 503 || r.retry_after.is_some(),
+            "[{adapter}] a read answered 503 without Retry-After: {r:?}"
+        );
+        assert_eq!(r.status, 200, "[{adapter}] its session was loaded: {r:?}");
+        assert_eq!(r.json()["user_id"], user.as_str());
+        // The index key's primary takes writes again: the next refresh moves the bound.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(b.get("/me").await.status, 200);
     }
 }

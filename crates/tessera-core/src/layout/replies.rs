@@ -6,7 +6,8 @@
 //! header, and never type a number themselves.
 
 /// No live session there (nothing done): load, write, freeze, release, set_if_absent,
-/// end_if (then an `ended` mark is left), take, probe (nothing at the key: it expired); for
+/// end_if (nothing at the key: an `ended` tombstone is left), take, probe (nothing at the key:
+/// it expired); for
 /// retire_legacy.lua, the other store's key is not there any more or holds another value.
 pub(crate) const GONE: i64 = 0;
 /// Done as asked: written (write, create, set_if_absent: `{DONE, ...}` with the reply's
@@ -25,7 +26,8 @@ pub(crate) const TOUCH_REFUSED: i64 = 3;
 pub(crate) const RETIRED: i64 = 4;
 /// end_if.lua: the field no longer holds the value the query saw: left alone.
 pub(crate) const CHANGED: i64 = 5;
-/// probe.lua: an `ended` mark (a request ended the session and publishes its end).
+/// probe.lua: an `ended` mark (a request ended the session and publishes its end); end_if.lua:
+/// no session, but a key already there (an `ended` mark): left as it is, no tombstone added.
 pub(crate) const ENDED_MARK: i64 = 6;
 /// probe.lua: a key that is no session (retired by a login's rotation, or not tessera's).
 pub(crate) const NOT_A_SESSION: i64 = 7;

@@ -15,6 +15,7 @@ use super::SessionManager;
 use crate::config::EventsConfig;
 use crate::error::{Error, Result};
 use crate::store::events::{parse_cursor, EventBatch, EventKeys, NewEvent, StoredEvent};
+use crate::store::Timing;
 
 use std::time::{Duration, SystemTime};
 
@@ -173,31 +174,59 @@ impl ManagerInner {
         &self.event_keys
     }
 
-    /// The TTL a session created now gets, ms.
-    pub(super) fn new_session_ttl(&self) -> u64 {
-        crate::store::ttl_ms(0, 0, self.timing).unwrap_or(self.timing.idle_ms)
+    /// How long from now the expiry set may wait before it looks at a session: the TTL the
+    /// session has under `t`, *its own* timing (`Session::timing_for`: a "remember me" expiry
+    /// shorter than the idle timeout included), since its creation at `created_ms` (`None`:
+    /// created now), capped by its absolute deadline (0 once that has passed). A tracking must
+    /// never be due after the session's expiry: the sweeper moves an early one on when it
+    /// finds the session alive, but a late one is a late `expired` event. (The configured
+    /// idle timeout here published short remember-me sessions up to an idle timeout late.)
+    pub(super) fn tracked_ttl_ms(&self, t: Timing, created_ms: Option<u64>) -> u64 {
+        let (now, created) = match created_ms {
+            Some(c) => (
+                self.store.server_now().unwrap_or_else(crate::store::now_ms),
+                c,
+            ),
+            None => (0, 0),
+        };
+        crate::store::ttl_ms(now, created, t).unwrap_or(0)
     }
 }
 
 impl super::Session {
-    /// A new session was written: track it in the expiry set and publish `created`.
+    /// A new session was written with timing `t`: track it in the expiry set until its own
+    /// expiry and publish `created`.
     pub(super) async fn publish_created(
         &self,
         st: &super::state::State,
         member: &str,
+        t: Timing,
     ) -> Result<()> {
         let mgr = self.mgr();
         let user = super::state::user_of(&st.data);
         let batch = EventBatch {
             track: vec![(
                 member.to_string(),
-                mgr.inner.new_session_ttl(),
+                mgr.inner.tracked_ttl_ms(t, None),
                 user.clone().unwrap_or_default(),
             )],
             events: vec![event(EventKind::Created, member, user.as_deref(), false)],
             ..EventBatch::default()
         };
         mgr.publish(&batch).await.map(|_| ())
+    }
+
+    /// A stored session's write changed its own expiry (`set_expiry`), which sets its TTL
+    /// anew (write.lua), possibly shorter than its tracking: the tracking moves to the new
+    /// expiry (ZADD XX: not if the session was ended meanwhile).
+    pub(super) async fn retrack_expiry(&self, st: &super::state::State, member: &str, t: Timing) {
+        let mgr = self.mgr();
+        let created = crate::store::fields::ms(&st.data, crate::store::fields::CREATED);
+        let batch = EventBatch {
+            rescore: vec![(member.to_string(), mgr.inner.tracked_ttl_ms(t, created))],
+            ..EventBatch::default()
+        };
+        mgr.publish_after(batch).await
     }
 }
 

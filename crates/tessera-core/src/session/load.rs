@@ -128,7 +128,8 @@ impl Session {
     }
 
     /// After a TTL refresh of a logged-in session, moves its bound in the user's index too.
-    /// It runs while the handler works and is awaited (errors included) before the response.
+    /// It runs while the handler works and is awaited before the response (one not sent or
+    /// not confirmed is logged, not the request's failure: see `settle_index_refresh`).
     pub(super) fn refresh_index(&self, st: &mut State, id: &SessionId, user: Option<String>) {
         // `st.data` holds the session as read before this refresh: its last refresh.
         let prev = crate::store::fields::ms(&st.data, crate::store::fields::TOUCHED);

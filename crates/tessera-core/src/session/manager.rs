@@ -2,13 +2,15 @@
 //! (logout everywhere, device list, revoke) that need no request.
 
 use super::devices::{check_user_id, handle_of, time_of_ms, DeviceSession};
+use super::lifecycle::{event, ENDED_MARK_MS};
 use super::state::State;
 use super::touch_log::TouchLog;
 use super::{ClientInfo, Session, SessionInner};
 use crate::config::SessionConfig;
 use crate::error::Result;
 use crate::id::SessionId;
-use crate::store::{fields, Store, Timing};
+use crate::store::events::EventBatch;
+use crate::store::{fields, EndIf, Store, Timing};
 use std::fmt;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -210,11 +212,16 @@ impl SessionManager {
             .max(1)
     }
 
-    /// Ends the given sessions of a user: deletes each session key, then removes from the
-    /// index the members whose key existed. A member whose key did not exist is left to
-    /// expire by its bound: it may be a login still in flight, which must not be orphaned.
-    /// With lifecycle events on, each ended session leaves an 'ended' mark and its end is
-    /// published as `kind`.
+    /// Ends the given sessions of a user: deletes each session key, then removes every
+    /// member from the index, whether its key still held a session or not (one that expired
+    /// meanwhile, or ended otherwise). A member whose key held nothing may be a login still in
+    /// flight (its index entry made, its session not written yet): such a key gets a short
+    /// 'ended' tombstone first (`end_if` with no expected value, as `end_sessions` does), so
+    /// that login's create finds it and fails instead of leaving a live session missing from
+    /// the index. With lifecycle events on, each ended session leaves an 'ended' mark and its
+    /// end is published as `kind`; a tracked member whose key held nothing expired, and its
+    /// `expired` is published here (claimed, so once), since the tombstone would hold the
+    /// sweeper back.
     pub(super) async fn end_members(
         &self,
         user_id: &str,
@@ -260,17 +267,64 @@ impl SessionManager {
                 futures_util::future::join_all(prunes).await;
                 taken.iter().map(Option::is_some).collect()
             };
-            let gone: Vec<String> = chunk
-                .iter()
-                .zip(existed)
-                .filter(|(_, e)| *e)
-                .map(|(m, _)| m.clone())
-                .collect();
-            self.publish_ends(kind, &gone).await;
-            self.inner.store.index_remove(&index, &gone).await?;
+            let (mut gone, mut absent) = (Vec::new(), Vec::new());
+            for (m, existed) in chunk.iter().zip(existed) {
+                if existed { &mut gone } else { &mut absent }.push(m.clone());
+            }
+            let settled = self.settle_absent(&absent).await;
+            gone.extend(settled.ended);
+            let mut batch = EventBatch::default();
+            batch
+                .events
+                .extend(gone.iter().map(|m| event(kind, m, None, true)));
+            batch.events.extend(
+                settled
+                    .expired
+                    .iter()
+                    .map(|m| event(super::EventKind::Expired, m, None, true)),
+            );
+            self.publish_after(batch).await;
+            let mut removed = gone.clone();
+            removed.extend(settled.expired);
+            removed.extend(settled.no_session);
+            self.inner.store.index_remove(&index, &removed).await?;
             ended += gone.len();
         }
         Ok(ended)
+    }
+
+    /// What the members whose key held no session are (`end_members`), each settled with
+    /// `end_if` (no expected value): nothing there gets an 'ended' tombstone that stops a
+    /// create still on its way; a session there now (such a create landed meanwhile) is ended.
+    async fn settle_absent(&self, members: &[String]) -> Absent {
+        let ends = members.iter().map(|m| async move {
+            let key = self.inner.config.session_key(m);
+            let r = self
+                .inner
+                .store
+                .end_if(&key, fields::CREATED, None, ENDED_MARK_MS)
+                .await;
+            (m.clone(), r)
+        });
+        let mut out = Absent::default();
+        for (m, r) in futures_util::future::join_all(ends).await {
+            match r {
+                Ok(EndIf::Ended) => out.ended.push(m),
+                // Nothing was there: it expired (or was evicted), or its login never
+                // completes now. A pending login's id publishes nothing (events.lua).
+                Ok(EndIf::Absent) => out.expired.push(m),
+                // An 'ended' mark (whoever ended it publishes), or a retired id (its session
+                // lives on under the new id, which the index holds as its own member).
+                Ok(EndIf::Marked | EndIf::Moved(_)) => out.no_session.push(m),
+                // Not with no expected value; a failure leaves the member (a safe state: an
+                // index member without a session is only skipped, and its bound removes it).
+                Ok(EndIf::Changed) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not settle an index member without a session; it stays until its bound");
+                }
+            }
+        }
+        out
     }
 
     /// Ends the session at `key` (with events on, leaving an 'ended' mark); whether one was
@@ -296,9 +350,11 @@ impl SessionManager {
             .await
     }
 
-    /// Ends every session of `user_id` that exists when it starts (logout everywhere).
+    /// Ends every session of `user_id` that exists when it starts (logout everywhere), and
+    /// leaves none of them in the user's index, also those that had expired meanwhile.
     /// Costs O(sessions of that user): one index read, one pipelined round trip of `DEL`s, one
-    /// `ZREM`; no key scan. Returns how many sessions it ended.
+    /// `ZREM` (and one more round trip when some had expired); no key scan. Returns how many
+    /// sessions it ended.
     ///
     /// When this app takes over sessions of a store it switched from
     /// ([`Records::takes_over_sessions`](crate::adapter::Records::takes_over_sessions)), those not taken
@@ -437,4 +493,15 @@ impl SessionManager {
             .await?
             == 1)
     }
+}
+
+/// The members whose key held no session when `end_members` deleted it, settled.
+#[derive(Default)]
+struct Absent {
+    /// A session was there after all (a create that was on its way): ended now.
+    ended: Vec<String>,
+    /// Nothing was there: an 'ended' tombstone was left; if tracked, its session expired.
+    expired: Vec<String>,
+    /// An 'ended' mark or a retired id's tombstone: no session, nothing to publish here.
+    no_session: Vec<String>,
 }

@@ -464,7 +464,7 @@ impl SessionManager {
                     out.ended = Some((member, user));
                     return Ok(out);
                 }
-                EndIf::Absent => {
+                EndIf::Absent | EndIf::Marked => {
                     out.gone.push(member);
                     return Ok(out);
                 }

@@ -53,6 +53,8 @@ struct Rotation {
     /// slots, two scripts at once, unordered (the browser gets the cookie only after both
     /// succeeded, and the one is undone if the other fails).
     create_now: bool,
+    /// The stored session's creation time, which its copy keeps (`None`: created now).
+    created_ms: Option<u64>,
 }
 
 /// The stored session step 1 froze.
@@ -134,6 +136,9 @@ impl Rotation {
         };
         let track_new = mgr.events_on() && (old.is_some() || user.is_some());
         let create_now = old.is_none() && user.is_some();
+        let created_ms = old
+            .as_ref()
+            .and_then(|_| crate::store::fields::ms(&st.data, crate::store::fields::CREATED));
         Rotation {
             mgr,
             timing,
@@ -148,6 +153,7 @@ impl Rotation {
             leaving,
             track_new,
             create_now,
+            created_ms,
         }
     }
 

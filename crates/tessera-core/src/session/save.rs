@@ -258,12 +258,16 @@ impl Session {
         if at.creating && self.mgr().events_on() && !st.created_by_login {
             // Tracked and announced before the cookie is handed out; if that
             // fails, the new key goes again and nothing was created.
-            if let Err(e) = self.publish_created(st, at.id.storage_str()).await {
+            if let Err(e) = self.publish_created(st, at.id.storage_str(), at.t).await {
                 if let Err(d) = self.store().delete(&at.key).await {
                     tracing::debug!(error = %d, "could not delete a new session whose event failed; it expires by its TTL");
                 }
                 return Self::failed(st, e);
             }
+        }
+        if !at.creating && self.mgr().events_on() && st.dirty.contains_key(fields::OWN_EXPIRY) {
+            // A new own expiry set the TTL anew (write.lua): the tracking follows it.
+            self.retrack_expiry(st, at.id.storage_str(), at.t).await;
         }
         st.dirty.clear();
         self.saved_records(st);

@@ -285,6 +285,19 @@ async fn rotation(store: &Store) {
         store.probe_many(&[key.to_string()]).await.unwrap(),
         [Probe::Moved]
     );
+    // A take (a logout-all) finds no session and leaves the tombstone: its session lives on.
+    assert_eq!(
+        store
+            .take_many(&[key.to_string()], &[], 1_000)
+            .await
+            .unwrap(),
+        [None]
+    );
+    assert_eq!(
+        store.end_if(key, "a", None, 1_000).await.unwrap(),
+        EndIf::Moved("new-3".into()),
+        "still a tombstone after the take"
+    );
     assert_eq!(
         store
             .release("conf:session:none", &token, true)
@@ -323,7 +336,8 @@ async fn compare_and_sets(store: &Store) {
     );
     assert_eq!(
         store.end_if(key, "t", Some(b"a"), 1_000).await.unwrap(),
-        EndIf::Absent
+        EndIf::Marked,
+        "the mark its end left, left as it is"
     );
     assert_eq!(
         store.probe_many(&[key.to_string()]).await.unwrap(),
@@ -337,6 +351,21 @@ async fn compare_and_sets(store: &Store) {
             .unwrap(),
         WriteResult::Gone,
         "a create on its way finds the mark"
+    );
+    // Nothing at the key (a session that expired, or one whose create is still on its way): a
+    // tombstone is left, which that create finds.
+    let fresh = "conf:session:c2";
+    assert_eq!(
+        store.end_if(fresh, "t", None, 1_000).await.unwrap(),
+        EndIf::Absent
+    );
+    assert_eq!(
+        store
+            .create(fresh, &NewSession::fields(&[("t", "a")]), T)
+            .await
+            .unwrap(),
+        WriteResult::Gone,
+        "a create on its way finds the tombstone"
     );
 }
 

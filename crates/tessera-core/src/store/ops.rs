@@ -93,8 +93,11 @@ pub(crate) enum EndIf {
     Ended,
     /// It no longer holds the value: left alone.
     Changed,
-    /// No session there: an 'ended' tombstone was left, so a create still on its way fails.
+    /// Nothing there: an 'ended' tombstone was left, so a create still on its way fails.
     Absent,
+    /// No session there, but a key already (an 'ended' mark: whoever ended the session
+    /// publishes its end): left as it is.
+    Marked,
     /// A login moved the session to a new id moments ago: its storage key (member).
     Moved(String),
 }

@@ -120,12 +120,13 @@ impl Rotation {
         tracked.and(added)
     }
 
-    /// The tracking of the new id before its key exists.
+    /// The tracking of the new id before its key exists, due at the session's own expiry (a
+    /// "remember me" shorter than the idle timeout included); step 4 makes a move's exact.
     fn track_batch(&self) -> EventBatch {
         EventBatch {
             track_pending: vec![(
                 self.new_member.clone(),
-                self.mgr.inner.new_session_ttl(),
+                self.mgr.inner.tracked_ttl_ms(self.timing, self.created_ms),
                 self.user.clone().unwrap_or_default(),
             )],
             ..Default::default()

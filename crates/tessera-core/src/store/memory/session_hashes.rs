@@ -218,8 +218,8 @@ impl SessionOps for MemoryBackend {
                 EndIf::Ended
             }
             Some((false, _, Some(successor))) => EndIf::Moved(successor),
-            Some((false, _, None)) => EndIf::Absent,
-            None if map.get(key).is_some() => EndIf::Absent,
+            Some((false, _, None)) => EndIf::Marked,
+            None if map.get(key).is_some() => EndIf::Marked,
             None => {
                 mark_ended(&mut map, key, now, tombstone_ms);
                 EndIf::Absent
@@ -298,16 +298,17 @@ impl MemoryBackend {
     /// Deletes the key, returning what `names` held if a session was there (take.lua).
     fn take_one(&self, key: &str, names: &[&str], mark_ms: u64) -> Picked {
         let (mut map, now) = self.lock();
-        let (found, ended) = match map.hash(key) {
+        let (found, kept) = match map.hash(key) {
             Some(h) => (
                 h.contains_key(fields::CREATED)
                     .then(|| names.iter().map(|n| h.get(*n).cloned()).collect()),
-                is_ended(h),
+                is_ended(h) || is_tombstone(h),
             ),
             None => (None, false),
         };
-        if !ended {
-            // An 'ended' mark stays: it stops a login still on its way.
+        if !kept {
+            // An 'ended' mark stays: it stops a login still on its way. So does a retired
+            // id's tombstone: its session lives on under the new id.
             map.remove(key);
             if found.is_some() && mark_ms > 0 {
                 mark_ended(&mut map, key, now, mark_ms);

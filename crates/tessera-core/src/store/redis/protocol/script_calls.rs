@@ -236,12 +236,14 @@ pub(in crate::store::redis) fn end_if_args(
     v.finish()
 }
 
-/// `end_if.lua`'s reply: `{DONE}`, `{CHANGED}`, `{GONE}` or `{MOVED, successor}`.
+/// `end_if.lua`'s reply: `{DONE}`, `{CHANGED}`, `{GONE}`, `{ENDED_MARK}` or
+/// `{MOVED, successor}`.
 pub(in crate::store::redis) fn parse_end_if(reply: Vec<Value>) -> Result<EndIf> {
     Ok(match reply.first().and_then(|v| v.as_i64()) {
         Some(code::DONE) => EndIf::Ended,
         Some(code::CHANGED) => EndIf::Changed,
         Some(code::GONE) => EndIf::Absent,
+        Some(code::ENDED_MARK) => EndIf::Marked,
         Some(code::MOVED) => match reply.get(1).cloned().and_then(Value::into_string) {
             Some(successor) => EndIf::Moved(successor),
             None => return Err(unexpected(format!("end_if replied {reply:?}"))),
@@ -582,6 +584,10 @@ mod tests {
         assert!(matches!(
             parse_end_if(vec![i(code::GONE)]),
             Ok(EndIf::Absent)
+        ));
+        assert!(matches!(
+            parse_end_if(vec![i(code::ENDED_MARK)]),
+            Ok(EndIf::Marked)
         ));
         assert!(matches!(
             parse_end_if(vec![i(code::MOVED), "s".into()]),

@@ -9,8 +9,11 @@ local key = KEYS[1]
 local now = now_ms()
 if past_deadline(now) then return {EXPIRED, now} end
 if redis.call('HEXISTS', key, F_CREATED) == 0 then
-  -- An 'ended' mark (see end_if.lua) stays: it stops a login still on its way.
-  if not is_ended(redis.call('HGET', key, F_MOVING)) then redis.call('DEL', key) end
+  -- An 'ended' mark (see end_if.lua) stays: it stops a login still on its way. So does a
+  -- retired id's tombstone (see release.lua): its session lives on under the new id, and the
+  -- caller, seeing it with end_if.lua, must not take it for an expiry.
+  local moving = redis.call('HGET', key, F_MOVING)
+  if not is_ended(moving) and not is_retired(moving) then redis.call('DEL', key) end
   return {GONE}
 end
 local out = {DONE}
