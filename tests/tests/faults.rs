@@ -689,6 +689,8 @@ async fn with_replica_acks_a_write_is_answered_only_once_its_replica_has_it() {
         let w = b.put("/session", json!({"n": "after"})).await;
         assert_eq!(w.status, 200, "{backend:?}: {w:?}");
         assert_eq!(b.get("/me").await.json()["n"], "after");
+    }
+}
 
 /// A read past the touch interval slides its session's TTL (in the load) and then moves the
 /// session's bound in its user's index, a write sent while the handler runs; on a Cluster that
@@ -763,4 +765,78 @@ async fn a_read_whose_index_refresh_is_not_confirmed_is_served() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(b.get("/me").await.status, 200);
     }
+}
+
+/// Found by the soak: a logout-all while one of the user's sessions sits on a primary that
+/// just died deleted the others and answered `503` + `Retry-After`, "nothing was changed". It
+/// now answers `503` without `Retry-After` (the outcome is unknown to the client), and once
+/// the failover is over a retry ends the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_all_that_ended_some_sessions_is_not_answered_nothing_changed() {
+    use tessera_tests::resp::{command, RedisReply};
+    let mut fx = Fixture::new(Backend::Cluster).await;
+    let holds =
+        |port: u16, key: &str| matches!(command(port, &["EXISTS", key]), Ok(RedisReply::Int(1)));
+    let ports: Vec<u16> = fx.server().primaries().iter().map(|p| p.port()).collect();
+    let index = "user:u0:sessions";
+    let index_at = *ports.iter().find(|p| holds(**p, index)).unwrap_or(&0);
+    // Log u0 in until the sessions sit on at least two primaries other than the index's.
+    let mut browsers = Vec::new();
+    let victim = loop {
+        let b = fx.browser();
+        assert_eq!(
+            b.post("/login", Some(json!({"user_id": "u0"})))
+                .await
+                .status,
+            200
+        );
+        browsers.push(b);
+        let index_at = if index_at == 0 {
+            *ports.iter().find(|p| holds(**p, index)).expect("the index")
+        } else {
+            index_at
+        };
+        let keys = fx.server().session_keys();
+        let used: Vec<u16> = ports
+            .iter()
+            .copied()
+            .filter(|p| *p != index_at && keys.iter().any(|k| holds(*p, k)))
+            .collect();
+        if used.len() >= 2 {
+            break used[0];
+        }
+        assert!(
+            browsers.len() < 40,
+            "sessions never spread over the primaries"
+        );
+    };
+    // The victim stays down (no replica takes over), and its pool knows it before the
+    // logout-all: its `DEL` is refused before it is sent, while the others' land.
+    for n in fx.server().nodes() {
+        n.cmd(&["CONFIG", "SET", "cluster-replica-no-failover", "yes"]);
+    }
+    for n in fx.server_mut().nodes_mut() {
+        if n.port() == victim {
+            n.kill();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A browser whose own session is on the dead primary is refused before anything is
+    // done (`503` + `Retry-After`, rightly); the first one whose session is elsewhere runs the
+    // logout-all, which ends the sessions on the live primaries and not the dead one's.
+    let mut answers = Vec::new();
+    for b in &browsers {
+        let r = b.post("/logout-all", None).await;
+        let refused_before = r.status == 503 && r.retry_after.is_some();
+        answers.push((r.status, r.retry_after.clone()));
+        if !refused_before {
+            assert_eq!(r.status, 503, "{answers:?}: {r:?}");
+            assert_eq!(
+                r.retry_after, None,
+                "some sessions were ended: not 'nothing was changed': {r:?}"
+            );
+            return;
+        }
+    }
+    panic!("no logout-all ran: {answers:?}");
 }

@@ -97,9 +97,15 @@ impl RedisBackend {
         }
         let f = &f;
         let acked = |c: Client| async move {
-            let done = f(c.clone()).await?;
+            // Sent together, in this order, on the one connection of `c`: `WAIT` counts the
+            // replicas that have this connection's writes, so it must not go out on a
+            // connection opened after the write's (a reconnect in between would make it
+            // count nothing and answer at once). Polled in order, each command is queued on
+            // its first poll; a write refused (`MOVED`) makes its `WAIT` harmless.
             let n = i64::from(self.replica_acks);
-            let got: i64 = Box::pin(c.wait(n, self.command_timeout.as_millis() as i64)).await?;
+            let wait = c.wait::<i64>(n, self.command_timeout.as_millis() as i64);
+            let (done, got) = futures_util::future::join(f(c.clone()), Box::pin(wait)).await;
+            let (done, got) = (done?, got?);
             if got < n {
                 return Err(fred::error::Error::new(
                     fred::error::ErrorKind::Timeout,

@@ -193,11 +193,11 @@ impl SessionOps for RedisBackend {
                             .await
                     })
                 });
-                futures_util::future::join_all(dels)
-                    .await
-                    .into_iter()
-                    .map(|r| r.map(|n| n > 0).map_err(Error::from_fred))
-                    .collect()
+                let all = futures_util::future::join_all(dels).await.into_iter();
+                all_or_unknown(
+                    all.map(|r| r.map(|n| n > 0).map_err(Error::from_fred)),
+                    |deleted| *deleted,
+                )
             })
             .await;
         for k in keys {
@@ -222,10 +222,8 @@ impl SessionOps for RedisBackend {
                         Ok(protocol::parse_take(reply))
                     }
                 });
-                futures_util::future::join_all(takes)
-                    .await
-                    .into_iter()
-                    .collect()
+                let all = futures_util::future::join_all(takes).await.into_iter();
+                all_or_unknown(all, Option::is_some)
             })
             .await;
         for k in keys {
@@ -342,4 +340,50 @@ impl RedisBackend {
 fn refused_at_once(e: &fred::error::Error) -> bool {
     use fred::error::ErrorKind as K;
     matches!(e.kind(), K::Cluster | K::Canceled | K::Routing)
+}
+
+/// The replies of several writes sent together, or the first failure: as
+/// [`Error::OutcomeUnknown`] when another of them changed something (`changed`), since the
+/// caller must not be told "nothing was changed" (a logout-all whose deletes landed on the
+/// primaries that answered, while one was down).
+fn all_or_unknown<T>(
+    replies: impl Iterator<Item = Result<T>>,
+    changed: impl Fn(&T) -> bool,
+) -> Result<Vec<T>> {
+    let (mut out, mut failed, mut any_changed) = (Vec::new(), None, false);
+    for r in replies {
+        match r {
+            Ok(v) => {
+                any_changed |= changed(&v);
+                out.push(v);
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match failed {
+        None => Ok(out),
+        Some(Error::Unavailable(cause)) if any_changed => Err(Error::OutcomeUnknown(cause)),
+        Some(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn down() -> Error {
+        Error::Unavailable(crate::error::StoreError::new("down"))
+    }
+
+    #[test]
+    fn a_partial_failure_is_outcome_unknown_once_something_changed() {
+        let ok = all_or_unknown([Ok(true), Ok(false)].into_iter(), |d| *d).unwrap();
+        assert_eq!(ok, vec![true, false]);
+        let none_changed = all_or_unknown([Ok(false), Err(down())].into_iter(), |d| *d);
+        assert!(matches!(none_changed, Err(Error::Unavailable(_))));
+        let some_changed = all_or_unknown([Err(down()), Ok(true)].into_iter(), |d| *d);
+        assert!(matches!(some_changed, Err(Error::OutcomeUnknown(_))));
+    }
 }
