@@ -840,3 +840,101 @@ async fn a_logout_all_that_ended_some_sessions_is_not_answered_nothing_changed()
     }
     panic!("no logout-all ran: {answers:?}");
 }
+
+/// A scale-out: a new, empty primary joins and a slot is migrated to it. It owns no slot until
+/// the migration ends, so no slot table names it; a session already moved to it is followed
+/// there by its `ASK` all the same, read and written, and served after the slot has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migrating_to_a_new_primary_is_served_throughout() {
+    use tessera_tests::resp::{command, commands, RedisReply};
+    let fx = Fixture::new(Backend::Cluster).await;
+    let browsers = logged_in_browsers(&fx, 1).await;
+    let cluster = fx.server();
+    let key = cluster.session_keys().pop().expect("u0's session key");
+    let slot = cluster.cmd(&["CLUSTER", "KEYSLOT", &key]).int().to_string();
+    let src = cluster
+        .primaries()
+        .into_iter()
+        .find(|p| matches!(p.cmd(&["EXISTS", &key]), RedisReply::Int(1)))
+        .expect("the primary holding u0's session");
+    let conf = tessera_tests::server::cluster_conf();
+    let new = Server::start_with(
+        ServerKind::Redis7,
+        &[
+            "--include",
+            conf.to_str().unwrap(),
+            "--cluster-node-timeout",
+            "1000",
+        ],
+    );
+    let port = new.port().to_string();
+    src.cmd(&["CLUSTER", "MEET", "127.0.0.1", &port]);
+    let (new_id, src_id) = (
+        new.text(&["CLUSTER", "MYID"]).unwrap(),
+        src.text(&["CLUSTER", "MYID"]).unwrap(),
+    );
+    let start = Instant::now();
+    // Every node knows the new one, and it knows every slot's owner.
+    let joined = || {
+        let known = cluster.nodes().iter().all(|n| {
+            n.text(&["CLUSTER", "NODES"])
+                .is_some_and(|t| t.contains(&new_id))
+        });
+        let slots = new.text(&["CLUSTER", "NODES"]).unwrap_or_default();
+        known
+            && slots.lines().filter(|l| l.contains("master")).count() >= 4
+            && new
+                .text(&["CLUSTER", "INFO"])
+                .is_some_and(|t| t.contains("cluster_state:ok"))
+    };
+    while !joined() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the new node never joined"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    new.cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]);
+    src.cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &new_id]);
+    let migrated = src.cmd(&["MIGRATE", "127.0.0.1", &port, &key, "0", "5000"]);
+    assert_eq!(migrated.text().as_deref(), Some("OK"), "{migrated:?}");
+
+    let r = browsers[0].get("/me").await;
+    assert_eq!(
+        r.status, 200,
+        "the session on the new node, mid-migration: {r:?}"
+    );
+    assert_eq!(r.json()["i"], 0);
+    let w = browsers[0].put("/session", json!({"on": "new"})).await;
+    assert_eq!(w.status, 200, "a write to it: {w:?}");
+    let held = commands(new.port(), &[&["ASKING"], &["HEXISTS", &key, "on"]])
+        .unwrap()
+        .pop();
+    assert!(
+        matches!(held, Some(RedisReply::Int(1))),
+        "written on the new node: {held:?}"
+    );
+
+    for p in cluster
+        .primaries()
+        .iter()
+        .map(|p| p.port())
+        .chain([new.port()])
+    {
+        command(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &new_id]).unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        let r = browsers[0].get("/me").await;
+        if r.status == 200 {
+            assert_eq!(r.json()["on"], "new");
+            break;
+        }
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not served after the slot moved"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -142,8 +142,11 @@ impl RedisOptions {
     /// write is followed by `WAIT 1 <command timeout>` on the connection that sent it, and
     /// a write the replica did not confirm in time is answered 503 without `Retry-After`
     /// (it may be on the primary): every write answered 200 is on the replica that a
-    /// failover promotes. Writes then go through connections of their own (`WAIT` holds its
-    /// connection), four per primary; the cost is measured in BENCHMARKS.md.
+    /// failover promotes (with `n` equal to the replica count: `WAIT` is not consensus, and
+    /// with fewer a replica without the write can still be promoted). Writes then go through
+    /// four connections per primary of their own, as fred sends nothing else on a connection
+    /// while its `WAIT` is out: the writes of one app instance to one primary are at most four
+    /// replication round trips in flight.
     ///
     /// ```
     /// let opts = tessera_core::RedisOptions::default().replica_acks(1);

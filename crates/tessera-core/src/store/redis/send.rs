@@ -75,7 +75,9 @@ impl RedisBackend {
     {
         match &self.shards {
             None => f(self.pool.next_connected().clone()).await,
-            Some(shards) => shards.on_key(key.as_bytes(), false, f).await,
+            // Boxed: the cluster's cold paths (a table refresh, `ASKING`) would otherwise make
+            // every command's future, one server's included, as large as they are.
+            Some(shards) => Box::pin(shards.on_key(key.as_bytes(), false, f)).await,
         }
     }
 
@@ -103,16 +105,27 @@ impl RedisBackend {
             // count nothing and answer at once). Polled in order, each command is queued on
             // its first poll; a write refused (`MOVED`) makes its `WAIT` harmless.
             let n = i64::from(self.replica_acks);
-            let wait = c.wait::<i64>(n, self.command_timeout.as_millis() as i64);
+            // With the writes' options: refused at once while disconnected (as the write is),
+            // dropped if still queued at the timeout; the server's own wait ends first.
+            let budget = (self.command_timeout.as_millis() as i64 * 3 / 4).max(1);
+            let waiting = c.with_options(&self.write_opts);
+            let wait = waiting.wait::<i64>(n, budget);
             let (done, got) = futures_util::future::join(f(c.clone()), Box::pin(wait)).await;
-            let (done, got) = (done?, got?);
-            if got < n {
-                return Err(fred::error::Error::new(
+            let done = done?;
+            // The write ran: whatever became of its `WAIT` (a timeout, a connection lost, a
+            // failover unblocking it), the outcome is unknown to the client, never "nothing
+            // was changed".
+            let unconfirmed = |why: String| {
+                fred::error::Error::new(
                     fred::error::ErrorKind::Timeout,
-                    format!(
-                        "{got} of {n} replicas acknowledged the write within the command timeout"
-                    ),
-                ));
+                    format!("the write is on the primary, its replicas did not confirm it: {why}"),
+                )
+            };
+            let got = got.map_err(|e| unconfirmed(e.details().to_string()))?;
+            if got < n {
+                return Err(unconfirmed(format!(
+                    "{got} of {n} replicas acknowledged it within the command timeout"
+                )));
             }
             Ok(done)
         };
@@ -121,7 +134,7 @@ impl RedisBackend {
                 let writes = self.writes.as_ref().unwrap_or(&self.pool);
                 acked(writes.next_connected().clone()).await
             }
-            Some(shards) => shards.on_key(key.as_bytes(), true, acked).await,
+            Some(shards) => Box::pin(shards.on_key(key.as_bytes(), true, acked)).await,
         }
     }
 

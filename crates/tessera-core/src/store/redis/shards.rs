@@ -11,7 +11,9 @@
 //! and the watcher moves them to the promoted replica as soon as the cluster reports it.
 //!
 //! The fred cluster pool still exists (one client) for the startup and check paths that ask
-//! every node (`INFO`, the query-engine probe); no request goes through it.
+//! every node (`INFO`, the query-engine probe); no request goes through it. The near-cache's
+//! tracking connections are still a fred cluster client: while it reconnects the cache is off
+//! and reads go to their primary's pool here (`session_scripts.rs`, `load_plain`).
 
 use super::connect::{builder, preload, RedisOptions};
 use crate::error::{Error, Result, StoreError};
@@ -53,6 +55,9 @@ struct Inner {
     refreshing: tokio::sync::Mutex<()>,
     /// Table reads so far: which primary is asked first.
     asked: AtomicUsize,
+    /// The connections reserved for `ASKING`, per node (opened on the first `ASK` it sends:
+    /// the importing node may be a new primary that owns no slot yet, so not in the table).
+    asking: tokio::sync::Mutex<HashMap<Server, (Pool, Vec<AbortHandle>)>>,
 }
 
 struct Table {
@@ -70,7 +75,6 @@ struct Shard {
     /// The connections reserved for writes that wait for replicas (`WAIT` holds its
     /// connection), when they do.
     writes: Option<(Pool, Vec<AbortHandle>)>,
-    asking: tokio::sync::Mutex<Option<(Pool, Vec<AbortHandle>)>>,
 }
 
 /// Where the cluster sent a command that did not run.
@@ -125,6 +129,7 @@ impl Shards {
             wake: tokio::sync::Notify::new(),
             refreshing: tokio::sync::Mutex::new(()),
             asked: AtomicUsize::new(0),
+            asking: tokio::sync::Mutex::new(HashMap::new()),
         });
         inner.install(routing).await;
         let watcher = tokio::spawn(watch(Arc::downgrade(&inner)));
@@ -177,9 +182,11 @@ impl Shards {
             let Err(e) = &reply else { return reply };
             tries += 1;
             match redirect(e) {
-                Some(Redirect::Moved) if tries < 3 => self.inner.refresh_after(generation).await,
+                Some(Redirect::Moved) if tries < 3 => {
+                    Box::pin(self.inner.clone().refresh_after(generation)).await
+                }
                 Some(Redirect::Ask(server)) if tries < 3 => {
-                    return self.inner.asking(&server, &f).await;
+                    return Box::pin(self.inner.clone().asking(server, &f)).await;
                 }
                 _ => {
                     if matches!(
@@ -231,10 +238,22 @@ impl Shards {
 
 impl Drop for Shards {
     fn drop(&mut self) {
+        // The pools close with `Inner`, once no task holds it any more.
         self.watcher.abort();
-        let table = self.table();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let table = match self.table.get_mut() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        };
         for shard in table.shards.values() {
             shard.close();
+        }
+        for (_, (pool, tasks)) in self.asking.get_mut().drain() {
+            close(pool, tasks);
         }
     }
 }
@@ -270,15 +289,20 @@ impl Inner {
         })
     }
 
-    /// Reads the table again unless it changed since `generation` (another caller did).
-    async fn refresh_after(&self, generation: u64) {
+    /// Reads the table again unless it changed since `generation` (another caller did). In a
+    /// task of its own: a request that gives up meanwhile (its timer) does not cut a pool's
+    /// opening short, which would leave it connected and unused.
+    async fn refresh_after(self: Arc<Self>, generation: u64) {
         self.alert();
-        let _one = self.refreshing.lock().await;
-        if self.table().generation == generation {
-            if let Some(routing) = self.cluster_slots().await {
-                self.swap(routing).await;
+        let _ = tokio::spawn(async move {
+            let _one = self.refreshing.lock().await;
+            if self.table().generation == generation {
+                if let Some(routing) = self.cluster_slots().await {
+                    self.swap(routing).await;
+                }
             }
-        }
+        })
+        .await;
     }
 
     /// Reads the table and applies it if it changed (the watcher's step).
@@ -363,7 +387,27 @@ impl Inner {
                     shards.insert(server, Arc::new(s));
                 }
                 Err(e) => {
-                    tracing::warn!(target: "tessera::cluster", node = %server, error = %e, "could not open a pool on a primary; its slots answer 503 until it does");
+                    // A node that has not yet heard of a failover names the failed primary:
+                    // keep the table while a slot it gives that node is served by a connected
+                    // pool now, or the promoted primary's pool would close.
+                    let served_now = routing.slots().iter().any(|r| {
+                        r.primary == server
+                            && old.routing.get_server(r.start).is_some_and(|owner| {
+                                old.shards.get(owner).is_some_and(|s| {
+                                    s.pool.clients().iter().any(|c| c.is_connected())
+                                })
+                            })
+                    });
+                    tracing::warn!(target: "tessera::cluster", node = %server, error = %e, served_now, "could not open a pool on a primary; its slots answer 503 until it does");
+                    if served_now {
+                        for s in shards
+                            .into_iter()
+                            .filter(|(s, _)| !old.shards.contains_key(s))
+                        {
+                            s.1.close();
+                        }
+                        return;
+                    }
                 }
             }
         }
@@ -382,9 +426,14 @@ impl Inner {
             generation: old.generation + 1,
         });
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        // Closed once the requests that took a client of it before the swap are done.
+        let grace = self.options.command_timeout_value() * 2 + Duration::from_secs(1);
         for shard in retired {
             tracing::info!(target: "tessera::cluster", node = %shard.server, "closing the pool of a node that is no longer a primary");
-            shard.close();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                shard.close();
+            });
         }
     }
 
@@ -411,7 +460,6 @@ impl Inner {
             pool,
             tasks,
             writes,
-            asking: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -444,27 +492,44 @@ impl Inner {
         }
     }
 
-    /// `f` on `server`, right after `ASKING` on the shard's reserved connection, which is held
-    /// for the two commands (the flag applies to the connection's next command only).
-    async fn asking<T, F, Fut>(&self, server: &Server, f: &F) -> std::result::Result<T, FredError>
+    /// `f` on `server`, right after `ASKING` on the node's reserved connection, which is held
+    /// for the two commands (the flag applies to the connection's next command only). Few
+    /// commands take this path: only keys already moved by a migration under way.
+    async fn asking<T, F, Fut>(
+        self: Arc<Self>,
+        server: Server,
+        f: &F,
+    ) -> std::result::Result<T, FredError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, FredError>>,
     {
-        let Some(shard) = self.table().shards.get(server).cloned() else {
-            self.alert();
-            return Err(unroutable(0));
-        };
-        let mut reserved = shard.asking.lock().await;
-        if reserved.is_none() {
-            let opened = self
-                .open_pool(server, 1)
-                .await
-                .map_err(|e| FredError::new(ErrorKind::IO, e.to_string()))?;
-            *reserved = Some(opened);
+        let refused = |e: String| FredError::new(ErrorKind::Routing, e);
+        if !self.asking.lock().await.contains_key(&server) {
+            // Opened in a task of its own (see `refresh_after`), which keeps what it opened.
+            let (inner, node) = (self.clone(), server.clone());
+            let opened = tokio::spawn(async move {
+                let mut reserved = inner.asking.lock().await;
+                if let std::collections::hash_map::Entry::Vacant(slot) = reserved.entry(node) {
+                    let (pool, tasks) = inner.open_pool(slot.key(), 1).await?;
+                    if let Err(e) = preload(&pool, &inner.options).await {
+                        close(pool, tasks);
+                        return Err(e);
+                    }
+                    slot.insert((pool, tasks));
+                }
+                Ok(())
+            })
+            .await;
+            match opened {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(refused(e.to_string())),
+                Err(e) => return Err(refused(e.to_string())),
+            }
         }
-        let Some((pool, _)) = reserved.as_ref() else {
-            unreachable!("opened above")
+        let reserved = self.asking.lock().await;
+        let Some((pool, _)) = reserved.get(&server) else {
+            return Err(refused(format!("no connection to {server}")));
         };
         let client = pool.next().clone();
         let asking = fred::types::CustomCommand::new_static(
@@ -472,7 +537,10 @@ impl Inner {
             fred::types::ClusterHash::Random,
             false,
         );
-        client.custom::<Value, Value>(asking, vec![]).await?;
+        client
+            .custom::<Value, Value>(asking, vec![])
+            .await
+            .map_err(|e| FredError::new(ErrorKind::Routing, e.details().to_string()))?;
         f(client).await
     }
 }
@@ -508,11 +576,6 @@ impl Shard {
         close(self.pool.clone(), self.tasks.clone());
         if let Some((pool, tasks)) = &self.writes {
             close(pool.clone(), tasks.clone());
-        }
-        if let Ok(mut reserved) = self.asking.try_lock() {
-            if let Some((pool, tasks)) = reserved.take() {
-                close(pool, tasks);
-            }
         }
     }
 }
