@@ -3,7 +3,8 @@
 
 Starts a Redis Cluster 3x2 on free loopback ports and three demo instances on it (axum-1 and
 actix-1, which live for the whole run, and axum-2, the one the fault schedule restarts), all
-with the same TESSERA_SECRET (a cookie works on every instance), NEAR_CACHE=1 and ADMIN_TOKEN.
+with the same TESSERA_SECRET (a cookie works on every instance), NEAR_CACHE=1, REPLICA_ACKS=1
+and ADMIN_TOKEN.
 Many concurrent clients then run a mix for MINUTES: each client owns one user and its sessions
 (up to three, plus now and then one logged in with `?remember=6` and left to expire) and sends
 its requests one at a time, each to an instance picked at random: logins, reads (GET /me),
@@ -762,6 +763,9 @@ def main():
             port = free_port()
             env = dict(os.environ, REDIS_URL=cl.url, PORT=str(port), COOKIE_SECURE="0",
                        TESSERA_SECRET=SECRET, TESSERA_FIELD_KEY=FIELD_KEY, NEAR_CACHE="1",
+                       # Every acknowledged write on the replica a failover promotes: Redis
+                       # replicates asynchronously (README, "Writes lost in a failover").
+                       REPLICA_ACKS="1",
                        ADMIN_TOKEN=ADMIN, SESSION_TOUCH_SECS=str(TOUCH),
                        RUST_LOG=os.environ.get("RUST_LOG", "warn"), RUST_BACKTRACE="1")
             inst = Instance(name, binary, env, run_dir)

@@ -938,3 +938,57 @@ async fn a_slot_migrating_to_a_new_primary_is_served_throughout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Found by the soak: a logout whose session was deleted, while its user's index sat on a
+/// primary that just died, answered `503` + `Retry-After`, "nothing was changed", and the
+/// session was gone. It now answers `503` without `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_that_deleted_its_session_is_not_answered_nothing_changed() {
+    use tessera_tests::resp::{command, RedisReply};
+    let mut fx = Fixture::new(Backend::Cluster).await;
+    let holds =
+        |port: u16, key: &str| matches!(command(port, &["EXISTS", key]), Ok(RedisReply::Int(1)));
+    let ports: Vec<u16> = fx.server().primaries().iter().map(|p| p.port()).collect();
+    let mut browsers = Vec::new();
+    let index_at = loop {
+        let b = fx.browser();
+        assert_eq!(
+            b.post("/login", Some(json!({"user_id": "u0"})))
+                .await
+                .status,
+            200
+        );
+        browsers.push(b);
+        let index_at = *ports
+            .iter()
+            .find(|p| holds(**p, "user:u0:sessions"))
+            .expect("the index");
+        let keys = fx.server().session_keys();
+        if keys.iter().any(|k| !holds(index_at, k)) {
+            break index_at;
+        }
+        assert!(browsers.len() < 20, "every session on the index's primary");
+    };
+    for n in fx.server().nodes() {
+        n.cmd(&["CONFIG", "SET", "cluster-replica-no-failover", "yes"]);
+    }
+    for n in fx.server_mut().nodes_mut() {
+        if n.port() == index_at {
+            n.kill();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut answers = Vec::new();
+    for b in &browsers {
+        let r = b.post("/logout", None).await;
+        answers.push((r.status, r.retry_after.clone()));
+        if r.status == 503 && r.retry_after.is_some() {
+            continue; // its session is on the dead primary: refused before anything was done
+        }
+        assert_eq!(r.status, 503, "{answers:?}: {r:?}");
+        assert_eq!(r.retry_after, None, "its session was deleted: {r:?}");
+        assert_eq!(b.get("/me").await.status, 401, "the session is gone");
+        return;
+    }
+    panic!("no logout ran: {answers:?}");
+}

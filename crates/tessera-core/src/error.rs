@@ -445,6 +445,16 @@ impl Error {
         }
     }
 
+    /// The same failure, in a step after an earlier step of the same call changed something
+    /// (a logout's index removal after its session was deleted): the client must not be told
+    /// that nothing was changed, so a refusal is [`Error::OutcomeUnknown`] too.
+    pub(crate) fn after_a_change(self) -> Self {
+        match self {
+            Error::Unavailable(e) => Error::OutcomeUnknown(e),
+            other => other,
+        }
+    }
+
     pub(crate) fn from_fred(e: fred::error::Error) -> Self {
         use fred::error::ErrorKind as K;
         let unavailable = matches!(

@@ -95,7 +95,8 @@ impl Session {
                         let index = self.mgr().inner.config.index_key(&u);
                         if let Err(e) = self.store().index_remove(&index, &[id.storage_key()]).await
                         {
-                            return Self::failed(&mut st, e);
+                            // The session is deleted: not "nothing was changed".
+                            return Self::failed(&mut st, e.after_a_change());
                         }
                     }
                 }

@@ -287,7 +287,13 @@ impl SessionManager {
             let mut removed = gone.clone();
             removed.extend(settled.expired);
             removed.extend(settled.no_session);
-            self.inner.store.index_remove(&index, &removed).await?;
+            // After the sessions were taken (and absent ones marked): not "nothing was
+            // changed" when this fails.
+            self.inner
+                .store
+                .index_remove(&index, &removed)
+                .await
+                .map_err(crate::Error::after_a_change)?;
             ended += gone.len();
         }
         Ok(ended)
