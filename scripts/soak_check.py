@@ -781,7 +781,7 @@ def render(meta, recs, events, V, figures, logs):
     insts = ", ".join(f"{i['name']} ({i['engine']})" for i in meta["instances"])
     p(f"# tessera soak: {meta['minutes']:g} min, {meta['clients']} clients, seed {meta['seed']}\n")
     p(f"Redis Cluster 3x2 (`cluster-node-timeout {meta['node_timeout']}`), instances {insts}, "
-      f"`NEAR_CACHE=1`, `SESSION_TOUCH_SECS={meta['touch']}`, sessions left to expire logged in "
+      f"`NEAR_CACHE=1`, `REPLICA_ACKS=1`, `SESSION_TOUCH_SECS={meta['touch']}`, sessions left to expire logged in "
       f"with `?remember={meta['remember']}`. Load {meta['load_end']:.0f} s, warm-up "
       f"{meta['warmup']:.0f} s; {len(recs):,} requests, {len(events):,} events read.\n")
     p("## Requests per route\n")
