@@ -810,35 +810,47 @@ async fn a_logout_all_that_ended_some_sessions_is_not_answered_nothing_changed()
             "sessions never spread over the primaries"
         );
     };
-    // The victim stays down (no replica takes over), and its pool knows it before the
-    // logout-all: its `DEL` is refused before it is sent, while the others' land.
+    // Its `DEL` is refused before it is sent, while the others' land.
+    down_for_good(&mut fx, victim).await;
+    let (r, _) = first_run(&browsers, "/logout-all").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        r.retry_after, None,
+        "some sessions were ended: not 'nothing was changed': {r:?}"
+    );
+}
+
+/// Kills the primary at `port` with no failover after it (no replica may take over), and
+/// waits until the app's pool for it has seen it go: its commands are refused before they
+/// are sent.
+async fn down_for_good(fx: &mut Fixture, port: u16) {
     for n in fx.server().nodes() {
         n.cmd(&["CONFIG", "SET", "cluster-replica-no-failover", "yes"]);
     }
     for n in fx.server_mut().nodes_mut() {
-        if n.port() == victim {
+        if n.port() == port {
             n.kill();
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // A browser whose own session is on the dead primary is refused before anything is
-    // done (`503` + `Retry-After`, rightly); the first one whose session is elsewhere runs the
-    // logout-all, which ends the sessions on the live primaries and not the dead one's.
-    let mut answers = Vec::new();
-    for b in &browsers {
-        let r = b.post("/logout-all", None).await;
-        let refused_before = r.status == 503 && r.retry_after.is_some();
-        answers.push((r.status, r.retry_after.clone()));
-        if !refused_before {
-            assert_eq!(r.status, 503, "{answers:?}: {r:?}");
-            assert_eq!(
-                r.retry_after, None,
-                "some sessions were ended: not 'nothing was changed': {r:?}"
-            );
-            return;
+}
+
+/// `POST route` from each browser in turn until one is not refused before anything was done
+/// (`503` + `Retry-After`: its own session is on a dead primary): that answer, and its browser.
+async fn first_run<'b>(
+    browsers: &'b [Browser],
+    route: &str,
+) -> (tessera_tests::http::Answer, &'b Browser) {
+    let mut refused = 0;
+    for b in browsers {
+        let r = b.post(route, None).await;
+        if r.status == 503 && r.retry_after.is_some() {
+            refused += 1;
+            continue;
         }
+        return (r, b);
     }
-    panic!("no logout-all ran: {answers:?}");
+    panic!("every {route} was refused before it ran ({refused})");
 }
 
 /// A scale-out: a new, empty primary joins and a slot is migrated to it. It owns no slot until
@@ -969,26 +981,9 @@ async fn a_logout_that_deleted_its_session_is_not_answered_nothing_changed() {
         }
         assert!(browsers.len() < 20, "every session on the index's primary");
     };
-    for n in fx.server().nodes() {
-        n.cmd(&["CONFIG", "SET", "cluster-replica-no-failover", "yes"]);
-    }
-    for n in fx.server_mut().nodes_mut() {
-        if n.port() == index_at {
-            n.kill();
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut answers = Vec::new();
-    for b in &browsers {
-        let r = b.post("/logout", None).await;
-        answers.push((r.status, r.retry_after.clone()));
-        if r.status == 503 && r.retry_after.is_some() {
-            continue; // its session is on the dead primary: refused before anything was done
-        }
-        assert_eq!(r.status, 503, "{answers:?}: {r:?}");
-        assert_eq!(r.retry_after, None, "its session was deleted: {r:?}");
-        assert_eq!(b.get("/me").await.status, 401, "the session is gone");
-        return;
-    }
-    panic!("no logout ran: {answers:?}");
+    down_for_good(&mut fx, index_at).await;
+    let (r, b) = first_run(&browsers, "/logout").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.retry_after, None, "its session was deleted: {r:?}");
+    assert_eq!(b.get("/me").await.status, 401, "the session is gone");
 }

@@ -441,6 +441,13 @@ impl Inner {
         let (pool, tasks) = self
             .open_pool(server, self.options.pool_size_value())
             .await?;
+        // A node named primary by a table that is behind (a demoted primary that came back,
+        // still listed by a node that has not heard) is refused here, before any request
+        // goes to it.
+        if let Err(e) = is_primary(&pool, &self.options).await {
+            close(pool, tasks);
+            return Err(e);
+        }
         if let Err(e) = preload(&pool, &self.options).await {
             close(pool, tasks);
             return Err(e);
@@ -542,6 +549,26 @@ impl Inner {
             .await
             .map_err(|e| FredError::new(ErrorKind::Routing, e.details().to_string()))?;
         f(client).await
+    }
+}
+
+/// `ROLE` says `master`, within the command timeout.
+async fn is_primary(pool: &Pool, o: &RedisOptions) -> Result<()> {
+    let role =
+        fred::types::CustomCommand::new_static("ROLE", fred::types::ClusterHash::Random, false);
+    let ask = pool.next().custom::<Vec<Value>, Value>(role, vec![]);
+    match tokio::time::timeout(o.command_timeout_value(), ask).await {
+        Ok(Ok(reply)) if reply.first().and_then(Value::as_str).as_deref() == Some("master") => {
+            Ok(())
+        }
+        Ok(Ok(reply)) => Err(Error::Unavailable(StoreError::new(format!(
+            "a node the slot table names a primary is not one: ROLE {:?}",
+            reply.first()
+        )))),
+        Ok(Err(e)) => Err(Error::from_fred(e)),
+        Err(_) => Err(Error::Unavailable(StoreError::timeout(
+            "ROLE did not answer in time",
+        ))),
     }
 }
 
