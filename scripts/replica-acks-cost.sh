@@ -29,7 +29,7 @@ pids+=($!)
 "$REDIS_SERVER_BIN" --port "$R" --save '' --appendonly no --dir "$dir" --replicaof 127.0.0.1 "$P" \
   --daemonize no >/dev/null &
 pids+=($!)
-until [ "$("$REDIS_CLI_BIN" -p "$R" info replication | tr -d '\r' | sed -n 's/^master_link_status://p')" = up ]; do
+until [ "$("$REDIS_CLI_BIN" -p "$R" info replication 2>/dev/null | tr -d '\r' | sed -n 's/^master_link_status://p')" = up ]; do
   sleep 0.1
 done
 cat >"$dir/post.lua" <<'LUA'
