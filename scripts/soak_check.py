@@ -55,6 +55,10 @@ import sys
 ABSENT = "<absent>"
 END_TYPES = {"logout", "logout_all", "revoked", "expired"}
 SWEEP_BOUND = 3 * 2.0 + 2.0   # 3 x the demo's 2 s sweep interval, plus scheduling slack
+# The 'ended' mark an end leaves on a session's key (`ENDED_MARK_MS`, session/lifecycle.rs): an
+# end whose request failed after the change never publishes, and the sweeper publishes the
+# session's expiry once the mark lapses (`Probe::Ended`, session/expiry_sweeper.rs).
+ENDED_MARK = 10.0
 GROWTH_LIMIT = 0.05
 RULES = [
     (1, "no acknowledged write lost"),
@@ -632,6 +636,12 @@ def check_events(meta, sessions, by_user, recs, events, W, V):
         bound = s.dead_by + SWEEP_BOUND
         if W.overlaps(s.dead_by, bound):
             bound += 10
+        # An end answered 503 without Retry-After (a logout-all while a primary was down) may
+        # have taken it and failed before publishing: then its `expired` comes once the mark
+        # it left lapses.
+        unknown_ends = [a["t1"] for a in s.attempts if unknown(a) and a["t0"] < s.dead_by]
+        if unknown_ends:
+            bound = max(bound, max(unknown_ends) + ENDED_MARK + SWEEP_BOUND)
         if not ends:
             if final < bound or missed:
                 V.undetermined[7] += 1
