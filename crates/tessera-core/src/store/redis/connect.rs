@@ -146,7 +146,8 @@ impl RedisOptions {
     /// with fewer a replica without the write can still be promoted). Writes then go through
     /// four connections per primary of their own, as fred sends nothing else on a connection
     /// while its `WAIT` is out: the writes of one app instance to one primary are at most four
-    /// replication round trips in flight.
+    /// replication round trips in flight. While a primary has fewer than `n` replicas up,
+    /// every write to it is such a `503`: run more replicas than `n` where that matters.
     ///
     /// ```
     /// let opts = tessera_core::RedisOptions::default().replica_acks(1);
