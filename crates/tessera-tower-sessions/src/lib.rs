@@ -26,7 +26,7 @@
 //! ```
 //!
 //! The session's cookie stays tower-sessions' own (its name, its id format, its `Expiry`);
-//! the [`SessionConfig`](tessera_core::SessionConfig) gives the store's namespace, limits and
+//! the [`SessionConfig`] gives the store's namespace, limits and
 //! device limit. Sessions written by `tower-sessions-redis-store` can be taken over on first
 //! use, so switching logs nobody out: see [`TesseraStore::migrate_redis_store`].
 //!
