@@ -183,6 +183,7 @@ fn axum_app(m: SessionManager) -> axum::Router {
                 Ok::<_, SessionError>(s.increment("n", 1).await?.to_string())
             }),
         )
+        .merge(tessera_axum::endpoints())
         .layer(layer)
 }
 
@@ -245,6 +246,7 @@ fn actix_app(m: SessionManager) -> TestApp {
                     Ok::<_, actix_web::Error>("ok")
                 }),
             )
+            .configure(tessera_actix::endpoints)
             // A guard that sees the session (the handle: a guard cannot await).
             .route(
                 "/guarded",
@@ -315,6 +317,16 @@ async fn errors_render_as_the_apps_pages_and_csrf_rejections_as_json() {
             "{adapter}: {}",
             r.body
         );
+        // The account endpoints answer errors the same way (they go through `reply`).
+        let r = browser.get("/sessions").await;
+        assert_eq!(r.status, 503, "{adapter}: {r:?}");
+        assert!(
+            r.body.contains("Error(Unavailable)"),
+            "{adapter}: {}",
+            r.body
+        );
+        let r = api.get("/sessions").await;
+        assert_eq!(r.retry_after.as_deref(), Some("1"), "{adapter}: {r:?}");
         let r = api.post("/visit", None).await;
         assert_eq!(r.status, 503, "{adapter}: {r:?}");
         assert_eq!(

@@ -1188,3 +1188,47 @@ mod issue23 {
         assert_eq!(lost, 0, "requests that found no session, of {}", 2 * rounds);
     }
 }
+
+/// The attack pass on issue #27 found the last-seen stamp of a load (once per touch interval)
+/// putting back the TTL of an expiry read before a concurrent save moved it, and failing reads
+/// while the store refused writes. The stamp now keeps the TTL (only a write that sets a
+/// record's expiry moves it) and runs in the background, best effort.
+#[tokio::test]
+async fn a_last_seen_stamp_keeps_the_ttl_and_fails_no_read() {
+    let e = env(Backend::Redis(ServerKind::Redis7)).await;
+    let t = e.server.as_ref().unwrap();
+    let s = &e.store;
+    let mut r = Record {
+        id: Id::default(),
+        data: HashMap::from([("n".to_string(), json!(1))]),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    };
+    s.create(&mut r).await.unwrap();
+    let key = t.session_keys().pop().unwrap();
+    // A TTL other than the stored expiry's (what a concurrent save may have just set), and a
+    // stamp a touch interval old.
+    t.cmd(&["PEXPIRE", &key, "5000000"]);
+    t.cmd(&["HSET", &key, "__t", "1"]);
+    assert!(s.load(&r.id).await.unwrap().is_some());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while t.text(&["HGET", &key, "__t"]).as_deref() == Some("1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last-seen stamp was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ttl = t.cmd(&["PTTL", &key]).int();
+    assert!(
+        ttl > 4_990_000 && ttl <= 5_000_000,
+        "the stamp kept the TTL: {ttl}"
+    );
+
+    // A store that refuses writes (over maxmemory): the read is served all the same.
+    t.cmd(&["HSET", &key, "__t", "1"]);
+    t.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    t.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    let loaded = s.load(&r.id).await;
+    t.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert!(loaded.unwrap().is_some(), "served while writes are refused");
+}

@@ -177,6 +177,9 @@ pub(crate) fn error_response(err: &tessera_core::Error) -> HttpResponse {
 
 /// A core [`Reply`] as an actix response.
 pub fn reply(r: Reply) -> HttpResponse {
+    if let Some(r) = r.refusal {
+        return refusal(r);
+    }
     let status = status(r.status);
     match r.body {
         Some(body) => HttpResponse::build(status).json(body),

@@ -62,6 +62,9 @@ pub fn endpoints<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 /// A core [`Reply`] as an axum response.
 pub fn reply(r: Reply) -> Response {
+    if let Some(r) = r.refusal {
+        return crate::extract::refusal(r);
+    }
     let status = crate::extract::status(r.status);
     match r.body {
         Some(body) => (status, Json(body)).into_response(),

@@ -164,12 +164,14 @@ pub async fn admin(
         return Reply {
             status: 404,
             body: Some(json!({ "error": "not found" })),
+            refusal: None,
         };
     };
     if !token_matches(expected, authorization) {
         return Reply {
             status: 401,
             body: Some(json!({ "error": "admin token required" })),
+            refusal: None,
         };
     }
     let param = |name: &str| {
@@ -284,6 +286,7 @@ fn bad_request(msg: impl Into<String>) -> Reply {
     Reply {
         status: 400,
         body: Some(json!({ "error": msg.into() })),
+        refusal: None,
     }
 }
 
@@ -349,6 +352,7 @@ pub async fn me(session: &Session) -> Reply {
             return Ok(Reply {
                 status: 401,
                 body: Some(json!({ "error": "no session" })),
+                refusal: None,
             });
         }
         all_fields(session).await

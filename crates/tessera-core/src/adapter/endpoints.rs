@@ -35,12 +35,20 @@ pub struct Reply {
     pub status: u16,
     /// JSON body, if any.
     pub body: Option<Value>,
+    /// Set when this answers an error ([`Reply::error`]): the adapters answer it as every
+    /// refusal ([`Refusal`](super::Refusal): `Retry-After` when nothing was changed, and the
+    /// app's `render_errors` hook).
+    pub refusal: Option<super::Refusal>,
 }
 
 impl Reply {
     /// A status without a body.
     pub fn status(status: u16) -> Self {
-        Reply { status, body: None }
+        Reply {
+            status,
+            body: None,
+            refusal: None,
+        }
     }
 
     /// `200` with a JSON body.
@@ -48,6 +56,7 @@ impl Reply {
         Reply {
             status: 200,
             body: Some(body),
+            refusal: None,
         }
     }
 
@@ -63,15 +72,23 @@ impl Reply {
     /// assert_eq!(r.body.unwrap()["field"], "api_token");
     /// ```
     pub fn error(e: &Error) -> Self {
-        let mut body = serde_json::json!({ "error": e.public_message() });
-        if let Error::Undecryptable { field, .. } = e {
-            body["field"] = Value::String(field.clone());
-        }
+        let refusal = super::Refusal::error(e);
         Reply {
-            status: e.status_code(),
-            body: Some(body),
+            status: refusal.status,
+            body: Some(error_body(e)),
+            refusal: Some(refusal),
         }
     }
+}
+
+/// `{"error": <public message>}`, plus `"field": <name>` for a protected field that does not
+/// decrypt: the body of every error answer.
+pub(crate) fn error_body(e: &Error) -> Value {
+    let mut body = serde_json::json!({ "error": e.public_message() });
+    if let Error::Undecryptable { field, .. } = e {
+        body["field"] = Value::String(field.clone());
+    }
+    body
 }
 
 fn done(r: Result<Reply, Error>) -> Reply {

@@ -76,15 +76,14 @@ impl Refusal {
     /// `Retry-After` when nothing was changed ([`Error::retry_after`]). The cause goes to the
     /// log, never the body.
     pub fn error(e: &Error) -> Self {
-        let reply = super::endpoints::Reply::error(e);
-        let body = reply.body.unwrap_or(Value::Null);
+        let body = super::endpoints::error_body(e);
         let message = body
             .get("error")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
         Refusal {
-            status: reply.status,
+            status: e.status_code(),
             body: Body::Json(body),
             retry_after: e.retry_after(),
             kind: Refused::Error(e.kind()),

@@ -177,8 +177,8 @@ impl Records {
         let expires_at = fields
             .get(fields::EXPIRES_AT)
             .and_then(|v| super::time_of_ms(std::str::from_utf8(v).ok()?));
-        if let Some(at) = expires_at {
-            self.touch_if_due(id, &fields, at).await?;
+        if expires_at.is_some() {
+            self.touch_if_due(id, &fields);
         }
         let mut out = HashMap::new();
         let mut loaded = BTreeMap::new();
@@ -201,14 +201,12 @@ impl Records {
     }
 
     /// Moves the last-seen time of the session under `id` (whose hash is `fields`) when it is
-    /// a touch interval old: a write of no field, which the write script stamps, with the TTL
-    /// set to the same `expires_at`. A session gone meanwhile stays gone (the write refuses).
-    async fn touch_if_due(
-        &self,
-        id: &str,
-        fields: &HashMap<String, Vec<u8>>,
-        expires_at: SystemTime,
-    ) -> Result<()> {
+    /// a touch interval old: a write of no field, which the write script stamps. It keeps the
+    /// TTL (a record's expiry moves only with a write that sets it: a stamp racing with a save
+    /// never puts back an older one), never brings back a session gone meanwhile (the write
+    /// refuses), and runs in the background, best effort: a store that refuses writes fails
+    /// no read, and the next load tries again.
+    fn touch_if_due(&self, id: &str, fields: &HashMap<String, Vec<u8>>) {
         let touch = self.mgr.inner.config.touch_interval.as_millis() as u64;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -216,24 +214,30 @@ impl Records {
             .as_millis() as u64;
         let seen = fields::ms(fields, fields::TOUCHED).unwrap_or(0);
         if now.saturating_sub(seen) < touch {
-            return Ok(());
+            return;
         }
-        let op = WriteOp {
-            mode: Mode::Update,
-            set: Vec::new(),
-            del: Vec::new(),
-            incr: None,
-            max_fields: 0,
-            not_after_ms: 0,
-            expire: Vec::new(),
-            records: Vec::new(),
+        let key = self.key(id);
+        let store = self.mgr.inner.store.clone();
+        let t = Timing {
+            touch_ms: 0,
+            absolute_ms: 0,
+            ..self.mgr.inner.timing
         };
-        self.mgr
-            .inner
-            .store
-            .write(&self.key(id), &op, self.timing(expires_at))
-            .await?;
-        Ok(())
+        tokio::spawn(async move {
+            let op = WriteOp {
+                mode: Mode::Update,
+                set: Vec::new(),
+                del: Vec::new(),
+                incr: None,
+                max_fields: 0,
+                not_after_ms: 0,
+                expire: Vec::new(),
+                records: Vec::new(),
+            };
+            if let Err(e) = store.write(&key, &op, t).await {
+                tracing::debug!(error = %e, "last-seen stamp of a record not written (the next load tries again)");
+            }
+        });
     }
 
     /// The stored hash under `id`, protected fields decrypted.

@@ -366,6 +366,10 @@ impl MemoryBackend {
             map.insert(key, Value::Hash(HashMap::new()), now);
         }
         let h = map.hash(key).expect("a live hash");
+        // As write.lua: a session another framework manages keeps the expiry it set last; only
+        // a write that sets it moves the TTL.
+        let keeps_ttl = h.contains_key(fields::EXPIRES_AT)
+            && !op.set.iter().any(|(f, _)| *f == fields::EXPIRES_AT);
         let incr = match increment(h, op, wall) {
             Ok(n) => n,
             Err(refused) => {
@@ -398,7 +402,9 @@ impl MemoryBackend {
             if let Some(e) = map.get(key) {
                 e.refreshed = now;
             }
-            map.set_expiry(key, now + ms(ttl));
+            if !keeps_ttl {
+                map.set_expiry(key, now + ms(ttl));
+            }
         }
         map.used(key);
         map.resized(key, self.max_bytes);

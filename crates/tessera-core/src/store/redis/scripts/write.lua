@@ -34,6 +34,7 @@ local created, touched_at, user, moving
 local incr_present, incr_stamp = false, false
 -- Whether this write sets or removes the session's own expiry: then the TTL is set now.
 local changes_own = false
+local keeps_ttl = false
 if mode == 'c' then
   if redis.call('EXISTS', key) == 1 then return {EXISTS} end
   created = tonumber(ARGV[A_CREATED_MS])
@@ -43,10 +44,11 @@ else
   local meta
   if incr_field ~= '' then
     meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING, F_OWN_EXPIRY,
-      incr_field, F_EXPIRES .. incr_field)
-    incr_present, incr_stamp = meta[6] ~= false, meta[7]
+      F_EXPIRES_AT, incr_field, F_EXPIRES .. incr_field)
+    incr_present, incr_stamp = meta[7] ~= false, meta[8]
   else
-    meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING, F_OWN_EXPIRY)
+    meta = redis.call('HMGET', key, F_CREATED, F_TOUCHED, F_USER, F_MOVING, F_OWN_EXPIRY,
+      F_EXPIRES_AT)
   end
   if is_tombstone(meta[1], meta[4]) then return {MOVED} end
   if not meta[1] then return {GONE} end
@@ -54,8 +56,12 @@ else
   if frozen(moving, now, freeze_ms) then return {MOVED} end
   -- The session's own expiry, unless this write sets or removes it (then idle_ms is the new
   -- one: the caller knows it).
+  -- A session another framework manages keeps the expiry it set last: only a write that
+  -- sets it moves the TTL (a stamp of its last-seen time must not put back an older one).
+  keeps_ttl = meta[6] ~= false
   for i = 0, nset - 1 do
     if ARGV[set_from + 2 * i] == F_OWN_EXPIRY then changes_own = true end
+    if ARGV[set_from + 2 * i] == F_EXPIRES_AT then keeps_ttl = false end
   end
   for i = 0, ndel - 1 do
     if ARGV[del_from + i] == F_OWN_EXPIRY then changes_own = true end
@@ -114,5 +120,5 @@ if nexp > 0 then set_lifetimes(key, now, ARGV[A_NATIVE] == '1', lifetimes_from, 
 append_trail(key, now, tonumber(ARGV[A_TRAIL_MAX]), lifetimes_from + 2 * nexp, tonumber(ARGV[A_NREC]))
 -- A stale freeze (its rotation died): this write wins, and that rotation will not delete the key.
 if moving then redis.call('HDEL', key, F_MOVING) end
-if touched then redis.call('PEXPIRE', key, ttl) end
+if touched and not keeps_ttl then redis.call('PEXPIRE', key, ttl) end
 return {DONE, incr, (touched and mode ~= 'c') and 1 or 0, user or '', now}
