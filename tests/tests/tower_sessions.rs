@@ -65,10 +65,70 @@ tessera_tests::per_backend!(
     logout_all_from_another_device,
     revoke_another_device,
     a_late_save_does_not_bring_back_an_ended_session,
+    devices_show_the_agent_the_address_and_a_moving_last_seen,
 );
 
 mod cases {
     use super::*;
+
+    /// Issue #27: with `DeviceInfoLayer` (the example app has it), a device list of
+    /// `TesseraStore` sessions shows the user agent and address of the login, marks the
+    /// caller's own session, and its last-seen time moves with use (once per touch interval).
+    pub async fn devices_show_the_agent_the_address_and_a_moving_last_seen(backend: Backend) {
+        tessera_tests::init_tracing();
+        let server = tokio::task::spawn_blocking(move || backend.topology())
+            .await
+            .unwrap();
+        let config = SessionConfig::builder(Key::generate())
+            .touch_interval(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let store = TesseraStore::new(SessionManager::new(store_on(server.as_ref()).await, config))
+            .user_id_at("axum-login.data", "/user_id");
+        let app = spawn_app(axum_login_app::app(store.clone())).await;
+        let laptop = app.browser().with_agent("Laptop/1.0");
+        let phone = app.browser().with_agent("Phone/2.0");
+        assert_eq!(login(&laptop, "ada", "lovelace").await, 204);
+        assert_eq!(login(&phone, "ada", "lovelace").await, 204);
+        let list = laptop.get("/devices").await.json();
+        let list = list.as_array().unwrap().clone();
+        assert_eq!(list.len(), 2, "{list:?}");
+        let by_agent = |list: &[serde_json::Value], agent: &str| {
+            list.iter()
+                .find(|d| d["user_agent"] == json!(agent))
+                .unwrap_or_else(|| panic!("{agent} in {list:?}"))
+                .clone()
+        };
+        let mine = by_agent(&list, "Laptop/1.0");
+        let other = by_agent(&list, "Phone/2.0");
+        assert_eq!(mine["current"], json!(true), "{list:?}");
+        assert_eq!(other["current"], json!(false), "{list:?}");
+        assert_eq!(mine["client_addr"], json!("127.0.0.1"), "{list:?}");
+        assert_eq!(mine["handle"], json!(store.handle(&id_of(&laptop))));
+
+        // The laptop is used a touch interval later: its last-seen moves, the phone's does not.
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert_eq!(laptop.get("/me").await.status, 200);
+        let again = phone.get("/devices").await.json();
+        let again = again.as_array().unwrap().clone();
+        let seen = |d: &serde_json::Value| d["last_seen"].as_str().unwrap().to_string();
+        assert!(
+            seen(&by_agent(&again, "Laptop/1.0")) > seen(&mine),
+            "the laptop's last-seen moved: {mine:?} -> {again:?}"
+        );
+        assert_eq!(
+            by_agent(&again, "Phone/2.0")["current"],
+            json!(true),
+            "the phone asked this time"
+        );
+        // The touch kept tower-sessions' expiry (8 hours of inactivity, set by its save).
+        if let Some(t) = &server {
+            for key in t.session_keys() {
+                let ttl = t.cmd(&["PTTL", &key]).int();
+                assert!(ttl > 7 * 3_600_000 && ttl <= 8 * 3_600_000, "{key}: {ttl}");
+            }
+        }
+    }
 
     pub async fn login_protected_route_flash_and_logout(backend: Backend) {
         let e = env(backend).await;

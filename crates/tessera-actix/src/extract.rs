@@ -61,11 +61,67 @@ impl FromRequest for Session {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let found = req.extensions().get::<tessera_core::Session>().cloned();
-        ready(found.map(Session).ok_or_else(|| {
+        ready(req.get_session().map_err(Into::into))
+    }
+}
+
+/// The request's session where no extractor runs: in a guard, in the app's own middleware
+/// (wrapped inside [`SessionMiddleware`](crate::SessionMiddleware)), or from a
+/// `ServiceResponse` — what actix-session's `SessionExt` gives. The same handle as the
+/// [`Session`] extractor (one per request).
+///
+/// ```
+/// use actix_web::{dev::ServiceRequest, HttpRequest};
+/// use tessera_actix::{SessionError, SessionExt as _};
+///
+/// async fn signed_in(req: &HttpRequest) -> Result<bool, actix_web::Error> {
+///     let session = req.get_session()?;
+///     Ok(session.user_id().await.map_err(SessionError)?.is_some())
+/// }
+///
+/// // In a middleware (`actix_web::middleware::from_fn`), before the handler runs:
+/// async fn theme_of(req: &ServiceRequest) -> Option<String> {
+///     let session = req.get_session().ok()?;
+///     session.get::<String>("theme").await.ok().flatten()
+/// }
+/// ```
+pub trait SessionExt {
+    /// This request's session, or [`SessionMissing`] (`500`, naming the fix) when no
+    /// [`SessionMiddleware`](crate::SessionMiddleware) wraps the route.
+    fn get_session(&self) -> Result<Session, SessionMissing>;
+}
+
+fn session_in(ext: &actix_web::dev::Extensions) -> Result<Session, SessionMissing> {
+    ext.get::<tessera_core::Session>()
+        .cloned()
+        .map(Session)
+        .ok_or_else(|| {
             tracing::error!("{SessionMissing}");
-            SessionMissing.into()
-        }))
+            SessionMissing
+        })
+}
+
+impl SessionExt for HttpRequest {
+    fn get_session(&self) -> Result<Session, SessionMissing> {
+        session_in(&self.extensions())
+    }
+}
+
+impl SessionExt for actix_web::dev::ServiceRequest {
+    fn get_session(&self) -> Result<Session, SessionMissing> {
+        session_in(&self.extensions())
+    }
+}
+
+impl<B> SessionExt for actix_web::dev::ServiceResponse<B> {
+    fn get_session(&self) -> Result<Session, SessionMissing> {
+        self.request().get_session()
+    }
+}
+
+impl SessionExt for actix_web::guard::GuardContext<'_> {
+    fn get_session(&self) -> Result<Session, SessionMissing> {
+        session_in(&self.req_data())
     }
 }
 
@@ -91,20 +147,25 @@ pub(crate) fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// A core [`Refusal`] as an actix response: the one way this adapter refuses.
+/// A core [`Refusal`] as an actix response: the one way this adapter refuses. The refusal
+/// rides along in the response's extensions, where [`SessionMiddleware::render_errors`]'s
+/// hook finds it.
+///
+/// [`SessionMiddleware::render_errors`]: crate::SessionMiddleware::render_errors
 pub(crate) fn refusal(r: Refusal) -> HttpResponse {
     let status = status(r.status);
-    let mut res = match r.body {
+    let mut res = match &r.body {
         Body::Json(body) => HttpResponse::build(status).json(body),
         Body::Text(text) => HttpResponse::build(status)
             .content_type("text/plain; charset=utf-8")
-            .body(text),
+            .body(text.clone()),
         _ => HttpResponse::new(status),
     };
     if let Some(secs) = r.retry_after {
         res.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
+    res.extensions_mut().insert(r);
     res
 }
 

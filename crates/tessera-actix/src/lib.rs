@@ -37,10 +37,11 @@ mod import;
 mod middleware;
 
 pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection, OriginChecked};
-pub use extract::{reply, Session, SessionError, SessionMissing};
+pub use extract::{reply, Session, SessionError, SessionExt, SessionMissing};
 pub use import::{ActixSessionImport, ImportKeyError};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 pub use tessera_core;
+pub use tessera_core::adapter::{Refusal, Refused, RefusedRequest};
 
 // What apps need besides the adapter's own types, so `tessera-actix` is their only dependency.
 pub use tessera_core::{

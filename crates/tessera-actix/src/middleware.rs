@@ -4,10 +4,13 @@ use crate::import::ActixSessionImport;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE, USER_AGENT};
-use actix_web::HttpMessage;
+use actix_web::{HttpMessage, HttpResponse};
 use futures_util::future::{ready, LocalBoxFuture, Ready};
 use std::rc::Rc;
-use tessera_core::adapter::{ClientInfo, ManagerExt as _, SessionExt as _};
+use std::sync::Arc;
+use tessera_core::adapter::{
+    ClientInfo, ManagerExt as _, Refusal, RefusedRequest, SessionExt as _,
+};
 use tessera_core::{SessionConfig, SessionManager, Store};
 
 /// Adds sessions to every route of the app or scope it wraps. Cheap to clone: build it once
@@ -23,6 +26,19 @@ use tessera_core::{SessionConfig, SessionManager, Store};
 pub struct SessionMiddleware {
     manager: SessionManager,
     import: Option<std::sync::Arc<ActixSessionImport>>,
+    render: Option<Render>,
+}
+
+/// The app's error pages ([`SessionMiddleware::render_errors`]).
+#[derive(Clone)]
+struct Render(Arc<RenderFn>);
+
+type RenderFn = dyn Fn(&Refusal, &RefusedRequest) -> Option<HttpResponse> + Send + Sync;
+
+impl std::fmt::Debug for Render {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Render(..)")
+    }
 }
 
 impl SessionMiddleware {
@@ -36,7 +52,45 @@ impl SessionMiddleware {
         SessionMiddleware {
             manager,
             import: None,
+            render: None,
         }
+    }
+
+    /// Answers tessera's refusals with the app's own pages: every refusal inside this
+    /// middleware (a [`SessionError`](crate::SessionError) a handler returned, a CSRF or
+    /// cross-origin rejection, a store failure at the end of the request) goes through `render`
+    /// first, with the request's path and `Accept` ([`RefusedRequest`]: an app serving pages
+    /// and an API tells them apart); `Some(response)` replaces the JSON answer, `None` keeps
+    /// it. The middleware still adds the session's cookies to the page. [`Refusal::kind`] says
+    /// what was refused, [`Refusal::message`] is safe to show, and [`Refusal::retry_after`]
+    /// belongs in the page's `Retry-After` header if the app keeps it. Without a hook nothing
+    /// of the request is kept for it (no cost).
+    ///
+    /// ```
+    /// use actix_web::{http::StatusCode, HttpResponse};
+    /// use tessera_actix::{Key, Refused, SessionConfig, SessionMiddleware, Store};
+    ///
+    /// let config = SessionConfig::builder(Key::generate()).build().unwrap();
+    /// let mw = SessionMiddleware::new(Store::memory(), config).render_errors(|refusal, request| {
+    ///     if !request.wants_html() {
+    ///         return None; // API calls keep the JSON answer
+    ///     }
+    ///     let status = StatusCode::from_u16(refusal.status).ok()?;
+    ///     let page = match refusal.kind {
+    ///         Refused::Csrf => "<h1>This form expired</h1><p><a href=/>Start again</a></p>".to_string(),
+    ///         _ => format!("<h1>Sorry</h1><p>{}</p>", refusal.message),
+    ///     };
+    ///     Some(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(page))
+    /// });
+    /// let app = actix_web::App::new().wrap(mw);
+    /// # let _ = app;
+    /// ```
+    pub fn render_errors<F>(mut self, render: F) -> Self
+    where
+        F: Fn(&Refusal, &RefusedRequest) -> Option<HttpResponse> + Send + Sync + 'static,
+    {
+        self.render = Some(Render(Arc::new(render)));
+        self
     }
 
     /// Takes over sessions written by actix-session's Redis store, so switching logs nobody
@@ -66,6 +120,7 @@ where
             service: Rc::new(service),
             manager: self.manager.clone(),
             import: self.import.clone(),
+            render: self.render.clone(),
         }))
     }
 }
@@ -75,6 +130,7 @@ pub struct SessionMiddlewareService<S> {
     service: Rc<S>,
     manager: SessionManager,
     import: Option<std::sync::Arc<ActixSessionImport>>,
+    render: Option<Render>,
 }
 
 impl<S> std::fmt::Debug for SessionMiddlewareService<S> {
@@ -119,6 +175,11 @@ where
             Some((std::sync::Arc::clone(imp), key, has_own))
         });
         let manager = self.manager.clone();
+        let render = self.render.clone().map(|r| {
+            let accept = req.headers().get(actix_web::http::header::ACCEPT);
+            let asked = RefusedRequest::new(req.path(), accept.and_then(|v| v.to_str().ok()));
+            (r, asked)
+        });
         Box::pin(async move {
             // Whether the old cookie goes: after a take-over, when there was nothing to take,
             // or when the browser holds a live tessera session already.
@@ -144,6 +205,17 @@ where
                 }
                 None => res.map_into_left_body(),
             };
+            if let Some((render, asked)) = &render {
+                let page = res
+                    .response()
+                    .extensions()
+                    .get::<Refusal>()
+                    .and_then(|r| (render.0)(r, asked));
+                if let Some(page) = page {
+                    let (req, _) = res.into_parts();
+                    res = ServiceResponse::new(req, page).map_into_right_body();
+                }
+            }
             for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
                 match HeaderValue::from_str(&cookie) {
                     Ok(v) => {

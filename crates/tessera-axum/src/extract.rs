@@ -80,18 +80,23 @@ pub(crate) fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// A core [`Refusal`] as an axum response: the one way this adapter refuses.
+/// A core [`Refusal`] as an axum response: the one way this adapter refuses. The refusal
+/// rides along in the response's extensions, where [`SessionLayer::render_errors`]'s hook
+/// finds it.
+///
+/// [`SessionLayer::render_errors`]: crate::SessionLayer::render_errors
 pub(crate) fn refusal(r: Refusal) -> Response {
     let status = status(r.status);
-    let mut res = match r.body {
+    let mut res = match &r.body {
         Body::Json(body) => (status, Json(body)).into_response(),
-        Body::Text(text) => (status, text).into_response(),
+        Body::Text(text) => (status, text.clone()).into_response(),
         _ => status.into_response(),
     };
     if let Some(secs) = r.retry_after {
         res.headers_mut()
             .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
     }
+    res.extensions_mut().insert(r);
     res
 }
 

@@ -7,8 +7,11 @@ use http::{HeaderValue, Request, Response};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use tessera_core::adapter::{ClientInfo, ManagerExt as _, SessionExt as _};
+use tessera_core::adapter::{
+    ClientInfo, ManagerExt as _, Refusal, RefusedRequest, SessionExt as _,
+};
 use tessera_core::{SessionConfig, SessionManager, Store};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -24,19 +27,71 @@ use tower_service::Service;
 #[derive(Debug, Clone)]
 pub struct SessionLayer {
     manager: SessionManager,
+    render: Option<Render>,
+}
+
+/// The app's error pages ([`SessionLayer::render_errors`]).
+#[derive(Clone)]
+struct Render(Arc<RenderFn>);
+
+type RenderFn = dyn Fn(&Refusal, &RefusedRequest) -> Option<Response<Body>> + Send + Sync;
+
+impl std::fmt::Debug for Render {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Render(..)")
+    }
 }
 
 impl SessionLayer {
     /// A layer over `store` with `config`.
     pub fn new(store: Store, config: SessionConfig) -> Self {
-        SessionLayer {
-            manager: SessionManager::new(store, config),
-        }
+        Self::from_manager(SessionManager::new(store, config))
     }
 
     /// A layer sharing an existing manager (for example with endpoint helpers or another app).
     pub fn from_manager(manager: SessionManager) -> Self {
-        SessionLayer { manager }
+        SessionLayer {
+            manager,
+            render: None,
+        }
+    }
+
+    /// Answers tessera's refusals with the app's own pages: every refusal below this layer
+    /// (a [`SessionError`](crate::SessionError) a handler returned, a CSRF or cross-origin
+    /// rejection, a store failure at the end of the request) goes through `render` first,
+    /// with the request's path and `Accept` ([`RefusedRequest`]: an app serving pages and an
+    /// API tells them apart); `Some(response)` replaces the JSON answer, `None` keeps it. The
+    /// layer still adds the session's cookies to the page. [`Refusal::kind`] says what was
+    /// refused, [`Refusal::message`] is safe to show, and [`Refusal::retry_after`] belongs in
+    /// the page's `Retry-After` header if the app keeps it. Without a hook nothing of the
+    /// request is kept for it (no cost).
+    ///
+    /// ```
+    /// use axum::response::{Html, IntoResponse};
+    /// use http::StatusCode;
+    /// use tessera_axum::{Key, Refused, SessionConfig, SessionLayer, Store};
+    ///
+    /// let config = SessionConfig::builder(Key::generate()).build().unwrap();
+    /// let layer = SessionLayer::new(Store::memory(), config).render_errors(|refusal, request| {
+    ///     if !request.wants_html() {
+    ///         return None; // API calls keep the JSON answer
+    ///     }
+    ///     let status = StatusCode::from_u16(refusal.status).ok()?;
+    ///     let page = match refusal.kind {
+    ///         Refused::Csrf => "<h1>This form expired</h1><p><a href=/>Start again</a></p>".to_string(),
+    ///         _ => format!("<h1>Sorry</h1><p>{}</p>", refusal.message),
+    ///     };
+    ///     Some((status, Html(page)).into_response())
+    /// });
+    /// let app: axum::Router = axum::Router::new().layer(layer);
+    /// # let _ = app;
+    /// ```
+    pub fn render_errors<F>(mut self, render: F) -> Self
+    where
+        F: Fn(&Refusal, &RefusedRequest) -> Option<Response<Body>> + Send + Sync + 'static,
+    {
+        self.render = Some(Render(Arc::new(render)));
+        self
     }
 
     /// The manager behind this layer.
@@ -52,6 +107,7 @@ impl<S> Layer<S> for SessionLayer {
         SessionService {
             inner,
             manager: self.manager.clone(),
+            render: self.render.clone(),
         }
     }
 }
@@ -61,6 +117,7 @@ impl<S> Layer<S> for SessionLayer {
 pub struct SessionService<S> {
     inner: S,
     manager: SessionManager,
+    render: Option<Render>,
 }
 
 /// The future [`SessionService`] returns.
@@ -119,6 +176,11 @@ where
         // Use the service that was polled ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let render = self.render.clone().map(|r| {
+            let accept = req.headers().get(http::header::ACCEPT);
+            let asked = RefusedRequest::new(req.uri().path(), accept.and_then(|v| v.to_str().ok()));
+            (r, asked)
+        });
         ResponseFuture {
             inner: Box::pin(async move {
                 let mut res = inner.call(req).await?;
@@ -126,6 +188,15 @@ where
                 if let Some(err) = outcome.error {
                     tracing::warn!(status = err.status_code(), error = %err, "session: replacing the handler's response");
                     res = crate::extract::error_response(&err);
+                }
+                if let Some((render, asked)) = &render {
+                    let page = res
+                        .extensions()
+                        .get::<Refusal>()
+                        .and_then(|r| (render.0)(r, asked));
+                    if let Some(page) = page {
+                        res = page;
+                    }
                 }
                 for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
                     match HeaderValue::from_str(&cookie) {

@@ -37,6 +37,7 @@ pub use endpoints::endpoints;
 pub use extract::{Session, SessionError, SessionMissing};
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use tessera_core;
+pub use tessera_core::adapter::{Refusal, Refused, RefusedRequest};
 
 // What apps need besides the adapter's own types, so `tessera-axum` is their only dependency.
 pub use tessera_core::{

@@ -39,7 +39,8 @@ pub mod endpoints;
 mod rejection;
 
 pub use self::rejection::{
-    require_csrf, require_same_origin, Body, CsrfRejection, Refusal, SessionMissing,
+    require_csrf, require_same_origin, Body, CsrfRejection, Refusal, Refused, RefusedRequest,
+    SessionMissing,
 };
 pub use crate::session::{
     is_cross_origin, is_form_content_type, ClientInfo, CsrfCheck, Loaded, Outcome, Records,

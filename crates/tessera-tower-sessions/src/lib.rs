@@ -34,8 +34,10 @@
 //! [axum-messages]: https://docs.rs/axum-messages
 #![deny(missing_docs)]
 
+mod device;
 mod status;
 
+pub use crate::device::{DeviceInfo, DeviceInfoLayer};
 pub use crate::status::{StoreUnavailable, StoreUnavailableLayer};
 pub use tessera_core;
 
@@ -159,6 +161,43 @@ impl TesseraStore {
         self.records.handle(&id.to_string())
     }
 
+    /// The records handle for the request being served: with its client when a
+    /// [`DeviceInfoLayer`] wraps it.
+    fn records(&self) -> std::borrow::Cow<'_, Records> {
+        match device::client() {
+            Some(c) => std::borrow::Cow::Owned(self.records.with_client(c)),
+            None => std::borrow::Cow::Borrowed(&self.records),
+        }
+    }
+
+    /// The sessions of `user_id` for a device list, the one of the request's `session`
+    /// marked [`current`](tessera_core::DeviceSession::current) (tessera's own adapters mark
+    /// it the same way).
+    ///
+    /// ```
+    /// # use tessera_tower_sessions::TesseraStore;
+    /// # async fn demo(store: TesseraStore, session: tower_sessions::Session) -> tessera_core::Result<()> {
+    /// for device in store.list_sessions(&session, "ada").await? {
+    ///     let this = if device.current { " (this device)" } else { "" };
+    ///     println!("{}{this}", device.user_agent.as_deref().unwrap_or("unknown"));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_sessions(
+        &self,
+        session: &Session,
+        user_id: impl std::fmt::Display,
+    ) -> tessera_core::Result<Vec<tessera_core::DeviceSession>> {
+        let mut list = self.manager.list_sessions(user_id).await?;
+        if let Some(id) = session.id() {
+            let own = self.handle(&id);
+            for d in &mut list {
+                d.current = d.handle == own;
+            }
+        }
+        Ok(list)
+    }
+
     /// The user id in `data`, where [`Self::user_id_at`] says it is.
     fn user_of(&self, data: &HashMap<String, Value>) -> Option<String> {
         let (key, pointer) = self.user_id.as_ref()?;
@@ -195,7 +234,7 @@ impl TesseraStore {
                     |record: Record, user| async move {
                         let expires = system_time(record.expiry_date);
                         let created = self
-                            .records
+                            .records()
                             .create(key, &record.data, user.as_deref(), expires)
                             .await?;
                         // `false`: another instance wrote it first; its copy is the one to
@@ -372,7 +411,7 @@ impl SessionStore for TesseraStore {
         // the contract, and bounded.
         for _ in 0..8 {
             let created = self
-                .records
+                .records()
                 .create(&record.id.to_string(), &data, user.as_deref(), expires)
                 .await
                 .map_err(store_error)?;
@@ -395,7 +434,7 @@ impl SessionStore for TesseraStore {
         let (data, loaded) = split_loaded(&record.data);
         let user = self.user_of(&data);
         let written = self
-            .records
+            .records()
             .save(
                 &id,
                 &data,

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tessera_tower_sessions::{StoreUnavailableLayer, TesseraStore};
+use tessera_tower_sessions::{DeviceInfoLayer, StoreUnavailableLayer, TesseraStore};
 use tower_sessions::{Expiry, SessionManagerLayer, SessionStore};
 
 /// A user of the example: an id and an HMAC of its password (which is also its session auth
@@ -125,7 +125,10 @@ pub fn app(store: TesseraStore) -> Router {
         .route("/logout-all", post(logout_all))
         .route_layer(login_required!(Backend))
         .with_state(store.clone());
-    app_on(store, account).layer(StoreUnavailableLayer)
+    let devices = DeviceInfoLayer::new(&store);
+    app_on(store, account)
+        .layer(devices)
+        .layer(StoreUnavailableLayer)
 }
 
 /// The app as it is on any tower-sessions store (tower-sessions-redis-store's `RedisStore`
@@ -176,21 +179,8 @@ async fn devices(auth: Auth, State(store): State<TesseraStore>) -> Response {
     let Some(user) = auth.user else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let this = auth.session.id().map(|id| store.handle(&id));
-    match store.manager().list_sessions(&user.id).await {
-        Ok(list) => {
-            let out: Vec<_> = list
-                .into_iter()
-                .map(|d| {
-                    json!({
-                        "handle": d.handle,
-                        "current": Some(&d.handle) == this.as_ref(),
-                        "created_at": serde_json::to_value(&d).ok().and_then(|v| v.get("created_at").cloned()),
-                    })
-                })
-                .collect();
-            Json(out).into_response()
-        }
+    match store.list_sessions(&auth.session, &user.id).await {
+        Ok(list) => Json(list).into_response(),
         Err(e) => failure(e),
     }
 }

@@ -18,17 +18,41 @@ pub enum Body {
     Json(Value),
 }
 
+/// What a [`Refusal`] refused, for an app that answers with its own pages (the adapters'
+/// `render_errors` hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refused {
+    /// An [`Error`] ended the request (a store failure, a session ended meanwhile, an input
+    /// the session refuses...), by its kind.
+    Error(crate::error::ErrorKind),
+    /// A CSRF or cross-origin check refused a state-changing request: no token or not this
+    /// session's, no live session any more, or a cross-origin request without the token.
+    /// Nothing ran.
+    Csrf,
+    /// The request's body could not be read as the form the handler takes (not a form post,
+    /// not readable, over the size limit). Nothing ran.
+    Request,
+    /// The route has no session layer or middleware: a bug in the app's wiring.
+    Missing,
+}
+
 /// A refusal as an HTTP answer, framework-neutral: the status, the body, and `Retry-After`
 /// seconds when retrying later is safe. Every refusal of the adapters (an [`Error`] that ends
 /// a request, a [`CsrfRejection`], a [`SessionMissing`]) is one of these, so both answer the
-/// same bytes.
+/// same bytes: the JSON body `{"error": "<public message>"}`. An app that answers with its
+/// own pages renders one from [`kind`](Refusal::kind) and [`message`](Refusal::message)
+/// instead (the adapters' `render_errors`).
 ///
 /// ```
-/// use tessera_core::adapter::{Body, Refusal};
+/// use tessera_core::adapter::{Body, Refusal, Refused};
+/// use tessera_core::ErrorKind;
 /// let r = Refusal::error(&tessera_core::Error::NotLoggedIn);
 /// assert_eq!(r.status, 401);
 /// assert_eq!(r.body, Body::Json(serde_json::json!({"error": "not logged in"})));
 /// assert_eq!(r.retry_after, None);
+/// assert_eq!(r.kind, Refused::Error(ErrorKind::NotLoggedIn));
+/// assert_eq!(r.message, "not logged in");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -39,6 +63,10 @@ pub struct Refusal {
     pub body: Body,
     /// `Retry-After` seconds, if any.
     pub retry_after: Option<u32>,
+    /// What was refused.
+    pub kind: Refused,
+    /// The public message (the body's `error`): safe to show, never the cause.
+    pub message: String,
 }
 
 impl Refusal {
@@ -49,19 +77,67 @@ impl Refusal {
     /// log, never the body.
     pub fn error(e: &Error) -> Self {
         let reply = super::endpoints::Reply::error(e);
+        let body = reply.body.unwrap_or(Value::Null);
+        let message = body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         Refusal {
             status: reply.status,
-            body: Body::Json(reply.body.unwrap_or(Value::Null)),
+            body: Body::Json(body),
             retry_after: e.retry_after(),
+            kind: Refused::Error(e.kind()),
+            message,
         }
     }
 
-    fn text(status: u16, text: String) -> Self {
+    /// Any other refusal: `{"error": message}`, like every error.
+    fn json(status: u16, kind: Refused, message: String) -> Self {
         Refusal {
             status,
-            body: Body::Text(text),
+            body: Body::Json(serde_json::json!({ "error": message })),
             retry_after: None,
+            kind,
+            message,
         }
+    }
+}
+
+/// The request a [`Refusal`] answers, as the adapters' `render_errors` hook sees it: enough
+/// to tell a page from an API call in an app that serves both.
+///
+/// ```
+/// use tessera_core::adapter::RefusedRequest;
+/// let page = RefusedRequest::new("/settings", Some("text/html,application/xhtml+xml;q=0.9"));
+/// assert!(page.wants_html());
+/// let api = RefusedRequest::new("/api/cart", Some("application/json"));
+/// assert!(!api.wants_html());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefusedRequest {
+    /// The path (without the query).
+    pub path: String,
+    /// The `Accept` header, if any (and readable).
+    pub accept: Option<String>,
+}
+
+impl RefusedRequest {
+    /// From the path and the `Accept` header.
+    pub fn new(path: impl Into<String>, accept: Option<&str>) -> Self {
+        RefusedRequest {
+            path: path.into(),
+            accept: accept.map(str::to_string),
+        }
+    }
+
+    /// Whether the client asked for HTML (`text/html` in `Accept`): a browser navigating or
+    /// posting a form, not a `fetch` or an API client.
+    pub fn wants_html(&self) -> bool {
+        self.accept
+            .as_deref()
+            .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
     }
 }
 
@@ -81,9 +157,9 @@ impl SessionMissing {
         SessionMissing { fix }
     }
 
-    /// `500`, the message as text.
+    /// `500`, with the message (and its fix) in the JSON body of every error.
     pub fn refusal(&self) -> Refusal {
-        Refusal::text(500, self.to_string())
+        Refusal::json(500, Refused::Missing, self.to_string())
     }
 }
 
@@ -138,19 +214,16 @@ impl CsrfRejection {
         }
     }
 
-    /// The answer: the message as text; `{"error": "<message>"}` for
-    /// [`CrossOrigin`](CsrfRejection::CrossOrigin) (it guards JSON routes); a store failure as
-    /// any error ([`Refusal::error`]).
+    /// The answer, in the JSON body of every error (`{"error": "<message>"}`); a store
+    /// failure as any error ([`Refusal::error`]).
     pub fn refusal(&self) -> Refusal {
         match self {
             CsrfRejection::Session(e) => Refusal::error(e),
             CsrfRejection::Missing(m) => m.refusal(),
-            CsrfRejection::CrossOrigin => Refusal {
-                status: self.status_code(),
-                body: Body::Json(serde_json::json!({ "error": self.to_string() })),
-                retry_after: None,
-            },
-            other => Refusal::text(other.status_code(), other.to_string()),
+            CsrfRejection::Invalid | CsrfRejection::NoSession | CsrfRejection::CrossOrigin => {
+                Refusal::json(self.status_code(), Refused::Csrf, self.to_string())
+            }
+            other => Refusal::json(other.status_code(), Refused::Request, other.to_string()),
         }
     }
 }

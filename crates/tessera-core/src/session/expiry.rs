@@ -119,6 +119,63 @@ impl Session {
         ))
     }
 
+    /// How long this session lives if it is not used again, counted from now: its idle
+    /// timeout (its own, after [`set_expiry`](Session::set_expiry)) less the time since the
+    /// store last slid its TTL, and never past the absolute lifetime. A session not stored yet
+    /// counts from the save at the end of this request. The TTL slides at most once per touch
+    /// interval, so when this request did not slide it and the store did not say when it last
+    /// did, this counts as if it slid a whole touch interval ago: the session may live up to
+    /// one touch interval longer, never shorter.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # use std::time::Duration;
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).idle_timeout(Duration::from_secs(3600)).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// let left = session.expiry_age().await?;
+    /// assert!(left <= Duration::from_secs(3600));
+    /// # Ok(()) }
+    /// ```
+    pub async fn expiry_age(&self) -> Result<Duration> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let t = self.timing_for(&st);
+        let idle = Duration::from_millis(t.idle_ms);
+        let mut left = match (st.status, st.slid_at) {
+            (Status::Stored, Some(at)) => idle.saturating_sub(at.elapsed()),
+            (Status::Stored, None) => idle.saturating_sub(Duration::from_millis(t.touch_ms)),
+            _ => idle,
+        };
+        if t.absolute_ms > 0 {
+            let created = st
+                .data
+                .get(fields::CREATED)
+                .and_then(|v| super::time_of_ms(std::str::from_utf8(v).ok()?));
+            let end = created.unwrap_or_else(std::time::SystemTime::now)
+                + Duration::from_millis(t.absolute_ms);
+            let until_end = end
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            left = left.min(until_end);
+        }
+        Ok(left)
+    }
+
+    /// When this session ends if it is not used again: now plus
+    /// [`expiry_age`](Session::expiry_age) (the same lower bound).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// let ends = session.expiry_date().await?;
+    /// assert!(ends > std::time::SystemTime::now());
+    /// # Ok(()) }
+    /// ```
+    pub async fn expiry_date(&self) -> Result<std::time::SystemTime> {
+        Ok(std::time::SystemTime::now() + self.expiry_age().await?)
+    }
+
     /// The timing of this session's writes: its own idle timeout when it has one.
     pub(super) fn timing_for(&self, st: &State) -> Timing {
         let t = self.timing();

@@ -82,6 +82,13 @@ impl Session {
         }
         self.unseal_loaded(st, id.storage_str());
         st.from_cache = loaded.cached;
+        st.slid_at = match loaded.refresh {
+            Refresh::Done => Some(sent),
+            Refresh::NotDue { age_ms: Some(age) } => sent.checked_sub(Duration::from_millis(age)),
+            // A plain read (this process saw the refresh): when it saw it.
+            Refresh::NotDue { age_ms: None } => self.touches().last(&key),
+            Refresh::Refused(_) => None,
+        };
         match loaded.refresh {
             Refresh::Done => {
                 self.touches().note(&key, sent);
@@ -117,6 +124,7 @@ impl Session {
         user: Option<String>,
     ) {
         if refreshed {
+            st.slid_at = Some(sent);
             self.touches().note(key, sent);
             // A write that did not read (an increment) knows only the configured kind; the
             // finish reads the session's own expiry before it sends the cookie.

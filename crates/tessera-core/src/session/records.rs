@@ -30,8 +30,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// ([`protected_field`](crate::SessionConfigBuilder::protected_field)) are encrypted as
 /// [`Session`](crate::Session) encrypts them: the same values, readable by either path.
 ///
+/// Device lists show these sessions as they show tessera's own: the user agent and address of
+/// the request that logged in (give them with [`with_client`](Records::with_client)), and a
+/// last-seen time that a [`load`](Records::load) moves once per touch interval.
+///
 /// Not covered: lifecycle events, field indexes and the activity trail are for sessions
-/// tessera's own middleware runs; device lists show no user agent or address for these.
+/// tessera's own middleware runs.
 ///
 /// ```
 /// # async fn demo() -> tessera_core::Result<()> {
@@ -53,6 +57,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone)]
 pub struct Records {
     pub(super) mgr: SessionManager,
+    /// The client of the request these calls serve, recorded when a session gets its user.
+    client: Option<super::ClientInfo>,
 }
 
 /// A session as [`Records::load`] found it.
@@ -73,11 +79,40 @@ type Delta = (Vec<(String, String)>, Vec<String>);
 impl SessionManager {
     /// Sessions whose id and cookie another framework manages: see [`Records`].
     pub(crate) fn records(&self) -> Records {
-        Records { mgr: self.clone() }
+        Records {
+            mgr: self.clone(),
+            client: None,
+        }
     }
 }
 
 impl Records {
+    /// These calls on behalf of a request of `client`: a [`create`](Self::create) or
+    /// [`save`](Self::save) that gives a session its user (a login) records the client's user
+    /// agent and address for device lists, as a login through tessera's middleware does.
+    ///
+    /// ```
+    /// # async fn demo() -> tessera_core::Result<()> {
+    /// # use tessera_core::adapter::{ClientInfo, ManagerExt as _};
+    /// # use std::{collections::HashMap, time::{Duration, SystemTime}};
+    /// # use tessera_core::{SessionConfig, SessionManager, Store};
+    /// let manager = SessionManager::new(Store::memory(), SessionConfig::builder(tessera_core::Key::generate()).build()?);
+    /// let client = ClientInfo::new(Some(b"Firefox/140".as_slice()), Some("203.0.113.7".parse().unwrap()));
+    /// let records = manager.records().with_client(client);
+    /// let expires = SystemTime::now() + Duration::from_secs(3600);
+    /// records.create("an id with 128 bits of entropy", &HashMap::new(), Some("ada"), expires).await?;
+    /// let device = &manager.list_sessions("ada").await?[0];
+    /// assert_eq!(device.user_agent.as_deref(), Some("Firefox/140"));
+    /// assert_eq!(device.client_addr.as_deref(), Some("203.0.113.7"));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_client(&self, client: super::ClientInfo) -> Records {
+        Records {
+            mgr: self.mgr.clone(),
+            client: Some(client),
+        }
+    }
+
     /// The storage key suffix (member) of a foreign id: a hash of it, so the store never
     /// holds the id itself.
     fn member(id: &str) -> String {
@@ -130,6 +165,11 @@ impl Records {
     /// Protected fields are decrypted; one that does not is [`Error::Undecryptable`] (or
     /// absent, with
     /// [`undecryptable_as_absent`](crate::SessionConfigBuilder::undecryptable_as_absent)).
+    ///
+    /// Once per [touch interval](crate::SessionConfigBuilder::touch_interval) a load also
+    /// moves the session's last-seen time (device lists): one write of that field only, which
+    /// keeps the expiry the other framework set and never brings back a session deleted
+    /// meanwhile.
     pub async fn load(&self, id: &str) -> Result<Option<StoredRecord>> {
         let Some(fields) = self.read_plain(id).await? else {
             return Ok(None);
@@ -137,6 +177,9 @@ impl Records {
         let expires_at = fields
             .get(fields::EXPIRES_AT)
             .and_then(|v| super::time_of_ms(std::str::from_utf8(v).ok()?));
+        if let Some(at) = expires_at {
+            self.touch_if_due(id, &fields, at).await?;
+        }
         let mut out = HashMap::new();
         let mut loaded = BTreeMap::new();
         for (name, raw) in fields {
@@ -155,6 +198,42 @@ impl Records {
             expires_at,
             loaded: Loaded::new(loaded),
         }))
+    }
+
+    /// Moves the last-seen time of the session under `id` (whose hash is `fields`) when it is
+    /// a touch interval old: a write of no field, which the write script stamps, with the TTL
+    /// set to the same `expires_at`. A session gone meanwhile stays gone (the write refuses).
+    async fn touch_if_due(
+        &self,
+        id: &str,
+        fields: &HashMap<String, Vec<u8>>,
+        expires_at: SystemTime,
+    ) -> Result<()> {
+        let touch = self.mgr.inner.config.touch_interval.as_millis() as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let seen = fields::ms(fields, fields::TOUCHED).unwrap_or(0);
+        if now.saturating_sub(seen) < touch {
+            return Ok(());
+        }
+        let op = WriteOp {
+            mode: Mode::Update,
+            set: Vec::new(),
+            del: Vec::new(),
+            incr: None,
+            max_fields: 0,
+            not_after_ms: 0,
+            expire: Vec::new(),
+            records: Vec::new(),
+        };
+        self.mgr
+            .inner
+            .store
+            .write(&self.key(id), &op, self.timing(expires_at))
+            .await?;
+        Ok(())
     }
 
     /// The stored hash under `id`, protected fields decrypted.
@@ -402,7 +481,22 @@ impl Records {
             super::devices::check_user_id(u)?;
         }
         match (old_user, user_id) {
-            (a, Some(u)) if a != Some(u) => set.push((fields::USER.to_string(), u.to_string())),
+            (a, Some(u)) if a != Some(u) => {
+                set.push((fields::USER.to_string(), u.to_string()));
+                // A login: the device it came from, as tessera's own login records it.
+                if let Some(c) = &self.client {
+                    let meta = [
+                        (fields::USER_AGENT, &c.user_agent),
+                        (fields::CLIENT_ADDR, &c.client_addr),
+                    ];
+                    for (name, v) in meta {
+                        match v {
+                            Some(v) => set.push((name.to_string(), v.clone())),
+                            None => del.push(name.to_string()),
+                        }
+                    }
+                }
+            }
             (Some(_), None) => del.push(fields::USER.to_string()),
             _ => {}
         }

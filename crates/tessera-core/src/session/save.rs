@@ -284,6 +284,7 @@ impl Session {
         if at.creating {
             st.status = Status::Stored;
             st.cookie = CookieAction::Send;
+            st.slid_at = Some(sent);
             self.touches().note(&at.key, sent);
         }
         Ok(())

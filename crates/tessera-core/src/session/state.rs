@@ -93,6 +93,10 @@ pub(super) struct State {
     pub(super) index_join: Option<JoinSpec>,
     /// What the create with `index_join` answered: the user's sessions over the device limit.
     pub(super) joined_victims: Vec<String>,
+    /// When the stored session's TTL last slid, as this request knows it (`None`: not known,
+    /// at most one touch interval ago): what [`Session::expiry_age`](super::Session::expiry_age)
+    /// counts from.
+    pub(super) slid_at: Option<std::time::Instant>,
 }
 
 /// The owned form of [`IndexJoin`](crate::store::IndexJoin), kept in the state while the
@@ -187,6 +191,7 @@ impl State {
 
     pub(super) fn new(candidates: Vec<Verified>, truncated: bool, client: ClientInfo) -> Self {
         State {
+            slid_at: None,
             client,
             index_refresh: Vec::new(),
             index_before: HashMap::new(),

@@ -56,6 +56,14 @@ impl TouchLog {
         m[1].remove(&slot);
     }
 
+    /// When the session at `key` was last seen refreshed (the same estimate, erring towards
+    /// "older"), if this process knows.
+    pub(super) fn last(&self, key: &str) -> Option<Instant> {
+        let slot = Self::slot(key);
+        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        m[0].get(&slot).or_else(|| m[1].get(&slot)).copied()
+    }
+
     /// Refreshed less than `touch` ago (with a small margin).
     pub(super) fn fresh(&self, key: &str, touch: Duration) -> bool {
         let margin = (touch / 10).min(Duration::from_secs(1));

@@ -27,12 +27,14 @@ impl Session {
             .transpose()
     }
 
-    /// Sets a user field (written at the end of the request, with the other changes).
+    /// Sets a user field (written at the end of the request, with the other changes). The
+    /// value is anything [`Serialize`], by value or by reference (`insert("n", 1)`,
+    /// `insert("user", &user)`).
     ///
     /// A value over `max_value_bytes`, or a new field beyond `max_fields`, is
     /// [`Error::TooLarge`] and changes nothing.
-    pub async fn insert<T: Serialize + ?Sized>(&self, field: &str, value: &T) -> Result<()> {
-        self.insert_with(field, value, None).await
+    pub async fn insert<T: Serialize>(&self, field: &str, value: T) -> Result<()> {
+        self.insert_with(field, &value, None).await
     }
 
     /// `insert`, with a lifetime in ms or none, under one lock.
@@ -82,14 +84,14 @@ impl Session {
     /// assert!(left <= Duration::from_secs(15 * 60));
     /// # Ok(()) }
     /// ```
-    pub async fn insert_for<T: Serialize + ?Sized>(
+    pub async fn insert_for<T: Serialize>(
         &self,
         field: &str,
-        value: &T,
+        value: T,
         ttl: std::time::Duration,
     ) -> Result<()> {
         let ms = (ttl.min(MAX_FIELD_LIFETIME).as_millis() as u64).max(1);
-        self.insert_with(field, value, Some(ms)).await
+        self.insert_with(field, &value, Some(ms)).await
     }
 
     /// The remaining lifetime of a field given one with [`insert_for`](Session::insert_for);
@@ -250,6 +252,24 @@ impl Session {
             out.insert(k.clone(), v);
         }
         Ok((out, unreadable))
+    }
+
+    /// Whether the session holds no user field (the user bound by a login, the CSRF token
+    /// and the other reserved fields are not user fields; fields past their lifetime are gone).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// assert!(session.is_empty().await?);
+    /// session.insert("theme", "dark").await?;
+    /// assert!(!session.is_empty().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn is_empty(&self) -> Result<bool> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        Ok(!st.data.keys().any(|k| is_user_field(k)))
     }
 
     /// Whether the session exists in the store (after loading it).
