@@ -45,9 +45,11 @@ pub use tessera_core::adapter::{Refusal, Refused, RefusedRequest};
 
 // What apps need besides the adapter's own types, so `tessera-actix` is their only dependency.
 pub use tessera_core::{
-    csrf_input, Activity, DeviceSession, Error, ErrorKind, Event, EventKind, EventPage, Expiry,
-    FieldKey, Key, RedisOptions, SameSite, SessionConfig, SessionConfigBuilder, SessionManager,
-    Store,
+    csrf_input, escape_tag, Activity, ConfigError, DeviceSession, Error, ErrorKind, Event,
+    EventKind, EventPage, EventStream, EventSubscription, Expiry, FieldKey, ForwardedHeader,
+    FoundSession, FoundSessions, Key, NearCacheCoherence, NearCacheStats, RedisOptions, SameSite,
+    ServerReport, ServerWarning, SessionConfig, SessionConfigBuilder, SessionManager, Store,
+    CSRF_FIELD, CSRF_HEADER,
 };
 
 use actix_web::web;

@@ -40,13 +40,17 @@ mod status;
 pub use crate::device::{DeviceInfo, DeviceInfoLayer};
 pub use crate::status::{StoreUnavailable, StoreUnavailableLayer};
 pub use tessera_core;
+// What an app needs to build the store, so this crate is its only tessera dependency.
+pub use tessera_core::{
+    DeviceSession, Error, Key, RedisOptions, SessionConfig, SessionConfigBuilder, SessionManager,
+    Store,
+};
 
 use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use tessera_core::adapter::{Loaded, ManagerExt as _, Records, StoredRecord, TakeOver, Wrote};
-use tessera_core::SessionManager;
 use time::OffsetDateTime;
 use tower_sessions_core::session::{self, Id, Record, Session};
 use tower_sessions_core::session_store::{self, SessionStore};
