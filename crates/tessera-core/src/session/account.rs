@@ -7,67 +7,6 @@ use crate::error::{Error, Result};
 use tracing::Instrument as _;
 
 impl Session {
-    /// Ends every session of this session's user, this one included (logout everywhere).
-    pub async fn logout_all(&self) -> Result<usize> {
-        let user = self.user_id().await?.ok_or(Error::NotLoggedIn)?;
-        let n = match self.mgr().logout_all(&user).await {
-            Ok(n) => n,
-            Err(e) => {
-                let mut st = self.inner.state.lock().await;
-                return Self::failed(&mut st, e);
-            }
-        };
-        let mut st = self.inner.state.lock().await;
-        st.mark_destroyed();
-        Ok(n)
-    }
-
-    /// Ends every other session of this session's user.
-    pub async fn logout_others(&self) -> Result<usize> {
-        let (user, member) = self.user_and_member().await?;
-        let res = self.mgr().logout_all_except(&user, Some(&member)).await;
-        self.note_failure(res).await
-    }
-
-    /// This session's user's live sessions, most recently used first, this one marked `current`.
-    pub async fn list_sessions(&self) -> Result<Vec<DeviceSession>> {
-        let (user, member) = self.user_and_member().await?;
-        let res = self.mgr().list_sessions_marking(&user, Some(&member)).await;
-        self.note_failure(res).await
-    }
-
-    /// Ends one of this session's user's sessions by handle; `false` if it is not one of them.
-    /// Revoking the current session ends it like [`destroy`](Session::destroy).
-    pub async fn revoke(&self, handle: &str) -> Result<bool> {
-        let (user, member) = self.user_and_member().await?;
-        let res = self.mgr().revoke(&user, handle).await;
-        let ok = self.note_failure(res).await?;
-        if ok && handle_of(&member) == handle {
-            let mut st = self.inner.state.lock().await;
-            st.mark_destroyed();
-        }
-        Ok(ok)
-    }
-
-    async fn user_and_member(&self) -> Result<(String, String)> {
-        let mut st = self.inner.state.lock().await;
-        self.ensure_loaded(&mut st).await?;
-        match (user_of(&st.data), st.status, &st.id) {
-            (Some(u), Status::Stored, Some(id)) => Ok((u, id.storage_key())),
-            _ => Err(Error::NotLoggedIn),
-        }
-    }
-
-    async fn note_failure<T>(&self, res: Result<T>) -> Result<T> {
-        match res {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let mut st = self.inner.state.lock().await;
-                Self::failed(&mut st, e)
-            }
-        }
-    }
-
     /// Ends the session: deletes its record at once and clears the cookie. A later write in
     /// the same request starts a new session under a new id.
     pub async fn destroy(&self) -> Result<()> {
@@ -104,5 +43,66 @@ impl Session {
         }
         st.mark_destroyed();
         Ok(())
+    }
+
+    /// Ends every session of this session's user, this one included (logout everywhere).
+    pub async fn logout_all(&self) -> Result<usize> {
+        let user = self.user_id().await?.ok_or(Error::NotLoggedIn)?;
+        let n = match self.mgr().logout_all(&user).await {
+            Ok(n) => n,
+            Err(e) => {
+                let mut st = self.inner.state.lock().await;
+                return Self::failed(&mut st, e);
+            }
+        };
+        let mut st = self.inner.state.lock().await;
+        st.mark_destroyed();
+        Ok(n)
+    }
+
+    /// This session's user's live sessions, most recently used first, this one marked `current`.
+    pub async fn list_sessions(&self) -> Result<Vec<DeviceSession>> {
+        let (user, member) = self.user_and_member().await?;
+        let res = self.mgr().list_sessions_marking(&user, Some(&member)).await;
+        self.note_failure(res).await
+    }
+
+    /// Ends one of this session's user's sessions by handle; `false` if it is not one of them.
+    /// Revoking the current session ends it like [`destroy`](Session::destroy).
+    pub async fn revoke(&self, handle: &str) -> Result<bool> {
+        let (user, member) = self.user_and_member().await?;
+        let res = self.mgr().revoke(&user, handle).await;
+        let ok = self.note_failure(res).await?;
+        if ok && handle_of(&member) == handle {
+            let mut st = self.inner.state.lock().await;
+            st.mark_destroyed();
+        }
+        Ok(ok)
+    }
+
+    /// Ends every other session of this session's user.
+    pub async fn logout_others(&self) -> Result<usize> {
+        let (user, member) = self.user_and_member().await?;
+        let res = self.mgr().logout_all_except(&user, Some(&member)).await;
+        self.note_failure(res).await
+    }
+
+    async fn user_and_member(&self) -> Result<(String, String)> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        match (user_of(&st.data), st.status, &st.id) {
+            (Some(u), Status::Stored, Some(id)) => Ok((u, id.storage_key())),
+            _ => Err(Error::NotLoggedIn),
+        }
+    }
+
+    async fn note_failure<T>(&self, res: Result<T>) -> Result<T> {
+        match res {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let mut st = self.inner.state.lock().await;
+                Self::failed(&mut st, e)
+            }
+        }
     }
 }

@@ -96,16 +96,6 @@ impl SessionManager {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &SessionConfig {
-        &self.inner.config
-    }
-
     /// Starts a request's session from the values of its `Cookie` headers.
     ///
     /// Only the signature is checked here: a missing, malformed, tampered or unknown-key cookie
@@ -160,6 +150,16 @@ impl SessionManager {
                 state: Mutex::new(State::new(candidates, truncated, client)),
             }),
         }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
     }
 
     pub(super) fn key_of(&self, id: &SessionId) -> String {

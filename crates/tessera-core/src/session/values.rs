@@ -64,6 +64,149 @@ impl Session {
         Ok(())
     }
 
+    /// Removes a user field and returns what it held, decoded as `T` (`None` if absent).
+    /// A value that does not decode as `T` is [`Error::Decode`] and nothing is removed; a
+    /// protected value that does not decrypt is removed and reads as `None`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("cart", &vec!["p-17"]).await?;
+    /// let cart: Option<Vec<String>> = session.remove("cart").await?;
+    /// assert_eq!(cart, Some(vec!["p-17".to_string()]));
+    /// assert_eq!(session.remove::<Vec<String>>("cart").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove<T: DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
+        check_field(field)?;
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let old = match st.data.get(field) {
+            Some(raw) => Some(codec::decode::<T>(field, raw)?),
+            None => None,
+        };
+        self.remove_locked(&mut st, field);
+        Ok(old)
+    }
+
+    /// [`remove`](Session::remove), returning the old value as JSON (never a decode error).
+    pub async fn remove_value(&self, field: &str) -> Result<Option<serde_json::Value>> {
+        self.remove::<serde_json::Value>(field).await
+    }
+
+    /// Removes every user field and keeps the session: its id, cookie and login stay (to end
+    /// it, [`destroy`](Session::destroy); to start anew for another user,
+    /// [`login`](Session::login) does that). Saved with the request's other changes.
+    pub async fn clear(&self) -> Result<()> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let fields: Vec<String> = st
+            .data
+            .keys()
+            .chain(st.unreadable.keys())
+            .chain(st.dirty.keys())
+            .filter(|k| is_user_field(k))
+            .cloned()
+            .collect();
+        for f in fields {
+            self.remove_locked(&mut st, &f);
+        }
+        Ok(())
+    }
+
+    fn remove_locked(&self, st: &mut State, field: &str) {
+        self.note_index_change(st, field);
+        Self::clear_lifetime(st, field);
+        st.remove_data(field);
+        st.unreadable.remove(field);
+        if st.status == Status::Stored {
+            st.dirty.insert(field.to_string(), None);
+        } else {
+            st.dirty.remove(field);
+        }
+    }
+
+    /// Whether the session holds no user field (the user bound by a login, the CSRF token
+    /// and the other reserved fields are not user fields; fields past their lifetime are gone).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// assert!(session.is_empty().await?);
+    /// session.insert("theme", "dark").await?;
+    /// assert!(!session.is_empty().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn is_empty(&self) -> Result<bool> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        Ok(!st.data.keys().any(|k| is_user_field(k)))
+    }
+
+    /// All user fields, each decoded as JSON (a plain-text field becomes a JSON string).
+    ///
+    /// A protected field whose stored value does not decrypt (a key change without the
+    /// previous key, a copied or tampered value) is [`Error::Undecryptable`] naming it; to show
+    /// the others and say which are unavailable, use
+    /// [`readable_entries`](Session::readable_entries).
+    pub async fn entries(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let (out, unreadable) = self.readable_entries_with_reasons().await?;
+        match unreadable.into_iter().next() {
+            Some((field, reason)) => Err(Error::Undecryptable { field, reason }),
+            None => Ok(out),
+        }
+    }
+
+    /// All user fields that can be read, each decoded as JSON, and the names (sorted) of the
+    /// protected fields whose stored value does not decrypt, left out of the map: what a page
+    /// shows when it must still render (the field as "unavailable", the logout forms working).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("theme", "dark").await?;
+    /// let (fields, unreadable) = session.readable_entries().await?;
+    /// assert_eq!(fields["theme"], "dark");
+    /// assert!(unreadable.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn readable_entries(
+        &self,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>)> {
+        let (out, unreadable) = self.readable_entries_with_reasons().await?;
+        Ok((out, unreadable.into_iter().map(|(f, _)| f).collect()))
+    }
+
+    async fn readable_entries_with_reasons(
+        &self,
+    ) -> Result<(
+        serde_json::Map<String, serde_json::Value>,
+        Vec<(String, String)>,
+    )> {
+        let mut st = self.inner.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let mut unreadable: Vec<(String, String)> = st
+            .unreadable
+            .iter()
+            .map(|(f, r)| (f.clone(), r.to_string()))
+            .collect();
+        unreadable.sort();
+        let mut out = serde_json::Map::new();
+        let mut names: Vec<&String> = st.data.keys().filter(|k| is_user_field(k)).collect();
+        names.sort();
+        for k in names {
+            let v = codec::decode_value(&st.data[k]).map_err(|e| Error::Decode {
+                field: k.clone(),
+                source: Arc::new(e),
+            })?;
+            out.insert(k.clone(), v);
+        }
+        Ok((out, unreadable))
+    }
+
     /// Sets a user field that disappears after `ttl` while the session lives on (a cart, a
     /// step-up authentication flag). The lifetime never outlives the session; a login or an
     /// id rotation keeps what is left of it; writing the field again with
@@ -129,147 +272,11 @@ impl Session {
         }
     }
 
-    /// Removes a user field and returns what it held, decoded as `T` (`None` if absent).
-    /// A value that does not decode as `T` is [`Error::Decode`] and nothing is removed; a
-    /// protected value that does not decrypt is removed and reads as `None`.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
-    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
-    /// # let session = manager.start(None::<&str>);
-    /// session.insert("cart", &vec!["p-17"]).await?;
-    /// let cart: Option<Vec<String>> = session.remove("cart").await?;
-    /// assert_eq!(cart, Some(vec!["p-17".to_string()]));
-    /// assert_eq!(session.remove::<Vec<String>>("cart").await?, None);
-    /// # Ok(()) }
-    /// ```
-    pub async fn remove<T: DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
-        check_field(field)?;
+    /// The user bound by [`login`](Session::login), if any.
+    pub async fn user_id(&self) -> Result<Option<String>> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        let old = match st.data.get(field) {
-            Some(raw) => Some(codec::decode::<T>(field, raw)?),
-            None => None,
-        };
-        self.remove_locked(&mut st, field);
-        Ok(old)
-    }
-
-    /// [`remove`](Session::remove), returning the old value as JSON (never a decode error).
-    pub async fn remove_value(&self, field: &str) -> Result<Option<serde_json::Value>> {
-        self.remove::<serde_json::Value>(field).await
-    }
-
-    /// Removes every user field and keeps the session: its id, cookie and login stay (to end
-    /// it, [`destroy`](Session::destroy); to start anew for another user,
-    /// [`login`](Session::login) does that). Saved with the request's other changes.
-    pub async fn clear(&self) -> Result<()> {
-        let mut st = self.inner.state.lock().await;
-        self.ensure_loaded(&mut st).await?;
-        let fields: Vec<String> = st
-            .data
-            .keys()
-            .chain(st.unreadable.keys())
-            .chain(st.dirty.keys())
-            .filter(|k| is_user_field(k))
-            .cloned()
-            .collect();
-        for f in fields {
-            self.remove_locked(&mut st, &f);
-        }
-        Ok(())
-    }
-
-    fn remove_locked(&self, st: &mut State, field: &str) {
-        self.note_index_change(st, field);
-        Self::clear_lifetime(st, field);
-        st.remove_data(field);
-        st.unreadable.remove(field);
-        if st.status == Status::Stored {
-            st.dirty.insert(field.to_string(), None);
-        } else {
-            st.dirty.remove(field);
-        }
-    }
-
-    /// All user fields, each decoded as JSON (a plain-text field becomes a JSON string).
-    ///
-    /// A protected field whose stored value does not decrypt (a key change without the
-    /// previous key, a copied or tampered value) is [`Error::Undecryptable`] naming it; to show
-    /// the others and say which are unavailable, use
-    /// [`readable_entries`](Session::readable_entries).
-    pub async fn entries(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let (out, unreadable) = self.readable_entries_with_reasons().await?;
-        match unreadable.into_iter().next() {
-            Some((field, reason)) => Err(Error::Undecryptable { field, reason }),
-            None => Ok(out),
-        }
-    }
-
-    /// All user fields that can be read, each decoded as JSON, and the names (sorted) of the
-    /// protected fields whose stored value does not decrypt, left out of the map: what a page
-    /// shows when it must still render (the field as "unavailable", the logout forms working).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
-    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
-    /// # let session = manager.start(None::<&str>);
-    /// session.insert("theme", "dark").await?;
-    /// let (fields, unreadable) = session.readable_entries().await?;
-    /// assert_eq!(fields["theme"], "dark");
-    /// assert!(unreadable.is_empty());
-    /// # Ok(()) }
-    /// ```
-    pub async fn readable_entries(
-        &self,
-    ) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>)> {
-        let (out, unreadable) = self.readable_entries_with_reasons().await?;
-        Ok((out, unreadable.into_iter().map(|(f, _)| f).collect()))
-    }
-
-    async fn readable_entries_with_reasons(
-        &self,
-    ) -> Result<(
-        serde_json::Map<String, serde_json::Value>,
-        Vec<(String, String)>,
-    )> {
-        let mut st = self.inner.state.lock().await;
-        self.ensure_loaded(&mut st).await?;
-        let mut unreadable: Vec<(String, String)> = st
-            .unreadable
-            .iter()
-            .map(|(f, r)| (f.clone(), r.to_string()))
-            .collect();
-        unreadable.sort();
-        let mut out = serde_json::Map::new();
-        let mut names: Vec<&String> = st.data.keys().filter(|k| is_user_field(k)).collect();
-        names.sort();
-        for k in names {
-            let v = codec::decode_value(&st.data[k]).map_err(|e| Error::Decode {
-                field: k.clone(),
-                source: Arc::new(e),
-            })?;
-            out.insert(k.clone(), v);
-        }
-        Ok((out, unreadable))
-    }
-
-    /// Whether the session holds no user field (the user bound by a login, the CSRF token
-    /// and the other reserved fields are not user fields; fields past their lifetime are gone).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
-    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
-    /// # let session = manager.start(None::<&str>);
-    /// assert!(session.is_empty().await?);
-    /// session.insert("theme", "dark").await?;
-    /// assert!(!session.is_empty().await?);
-    /// # Ok(()) }
-    /// ```
-    pub async fn is_empty(&self) -> Result<bool> {
-        let mut st = self.inner.state.lock().await;
-        self.ensure_loaded(&mut st).await?;
-        Ok(!st.data.keys().any(|k| is_user_field(k)))
+        Ok(user_of(&st.data))
     }
 
     /// Whether the session exists in the store (after loading it).
@@ -277,13 +284,6 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         Ok(st.status == Status::Stored)
-    }
-
-    /// The user bound by [`login`](Session::login), if any.
-    pub async fn user_id(&self) -> Result<Option<String>> {
-        let mut st = self.inner.state.lock().await;
-        self.ensure_loaded(&mut st).await?;
-        Ok(user_of(&st.data))
     }
 
     /// Creation time, for a stored session (`None` also when the stored value is not a
