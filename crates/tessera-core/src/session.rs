@@ -283,12 +283,34 @@ impl Session {
     /// The manager this session belongs to (its store and configuration), for handlers that
     /// act across sessions, such as [`SessionManager::find_sessions`]. Costs nothing: the
     /// session itself is not loaded.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.login("ada").await?;
+    /// // Across sessions, from a handler: every session of this user.
+    /// let user = session.user_id().await?.unwrap();
+    /// let devices = session.manager().list_sessions(&user).await?;
+    /// assert_eq!(devices.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn manager(&self) -> &SessionManager {
         self.mgr()
     }
 
     /// Loads the session now if it was not yet (otherwise a no-op). Handlers rarely need this:
     /// every accessor loads on first use.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// // Fail early (a 503 while the store is down) before a side effect such as sending a mail:
+    /// session.load().await?;
+    /// assert!(!session.is_stored().await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn load(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await

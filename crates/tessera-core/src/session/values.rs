@@ -16,6 +16,17 @@ impl Session {
     ///
     /// A field that does not decode as `T` (say, written by another application) is
     /// [`Error::Decode`], never a panic.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("theme", "dark").await?;
+    /// let theme: Option<String> = session.get("theme").await?;
+    /// assert_eq!(theme.as_deref(), Some("dark"));
+    /// assert_eq!(session.get::<u32>("visits").await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn get<T: DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
         check_field(field)?;
         let mut st = self.inner.state.lock().await;
@@ -33,6 +44,20 @@ impl Session {
     ///
     /// A value over `max_value_bytes`, or a new field beyond `max_fields`, is
     /// [`Error::TooLarge`] and changes nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    /// struct Cart { items: Vec<String> }
+    ///
+    /// session.insert("visits", 1).await?;
+    /// let cart = Cart { items: vec!["p-17".into()] };
+    /// session.insert("cart", &cart).await?;
+    /// assert_eq!(session.get::<Cart>("cart").await?, Some(cart));
+    /// # Ok(()) }
+    /// ```
     pub async fn insert<T: Serialize>(&self, field: &str, value: T) -> Result<()> {
         self.insert_with(field, &value, None).await
     }
@@ -91,6 +116,18 @@ impl Session {
     }
 
     /// [`remove`](Session::remove), returning the old value as JSON (never a decode error).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("flash", "Profile saved").await?;
+    /// // Shown once: read and removed in one call, whatever its type.
+    /// let flash = session.remove_value("flash").await?;
+    /// assert_eq!(flash.unwrap(), "Profile saved");
+    /// assert_eq!(session.remove_value("flash").await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn remove_value(&self, field: &str) -> Result<Option<serde_json::Value>> {
         self.remove::<serde_json::Value>(field).await
     }
@@ -98,6 +135,18 @@ impl Session {
     /// Removes every user field and keeps the session: its id, cookie and login stay (to end
     /// it, [`destroy`](Session::destroy); to start anew for another user,
     /// [`login`](Session::login) does that). Saved with the request's other changes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.login("ada").await?;
+    /// session.insert("cart", ["p-17"]).await?;
+    /// session.clear().await?;
+    /// assert!(session.is_empty().await?);
+    /// assert_eq!(session.user_id().await?.as_deref(), Some("ada")); // still logged in
+    /// # Ok(()) }
+    /// ```
     pub async fn clear(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
@@ -151,6 +200,18 @@ impl Session {
     /// previous key, a copied or tampered value) is [`Error::Undecryptable`] naming it; to show
     /// the others and say which are unavailable, use
     /// [`readable_entries`](Session::readable_entries).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("theme", "dark").await?;
+    /// session.insert("visits", 3).await?;
+    /// let fields = session.entries().await?;
+    /// assert_eq!(fields["theme"], "dark");
+    /// assert_eq!(fields["visits"], 3);
+    /// # Ok(()) }
+    /// ```
     pub async fn entries(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
         let (out, unreadable) = self.readable_entries_with_reasons().await?;
         match unreadable.into_iter().next() {
@@ -239,6 +300,19 @@ impl Session {
 
     /// The remaining lifetime of a field given one with [`insert_for`](Session::insert_for);
     /// `None` for a field without a lifetime or absent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// # use std::time::Duration;
+    /// session.insert_for("mfa_ok", true, Duration::from_secs(5 * 60)).await?;
+    /// let left = session.field_ttl("mfa_ok").await?;
+    /// assert!(left.is_some_and(|d| d <= Duration::from_secs(5 * 60)));
+    /// session.insert("theme", "dark").await?;
+    /// assert_eq!(session.field_ttl("theme").await?, None); // no lifetime
+    /// # Ok(()) }
+    /// ```
     pub async fn field_ttl(&self, field: &str) -> Result<Option<std::time::Duration>> {
         check_field(field)?;
         let mut st = self.inner.state.lock().await;
@@ -273,6 +347,16 @@ impl Session {
     }
 
     /// The user bound by [`login`](Session::login), if any.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// assert_eq!(session.user_id().await?, None); // anonymous
+    /// session.login(42).await?;
+    /// assert_eq!(session.user_id().await?.as_deref(), Some("42"));
+    /// # Ok(()) }
+    /// ```
     pub async fn user_id(&self) -> Result<Option<String>> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
@@ -280,6 +364,17 @@ impl Session {
     }
 
     /// Whether the session exists in the store (after loading it).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// assert!(!session.is_stored().await?); // a first visit: nothing stored yet
+    /// session.insert("theme", "dark").await?;
+    /// session.save().await?;
+    /// assert!(session.is_stored().await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn is_stored(&self) -> Result<bool> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
@@ -287,7 +382,23 @@ impl Session {
     }
 
     /// Creation time, for a stored session (`None` also when the stored value is not a
-    /// valid time: stored data is never trusted to be well formed).
+    /// valid time: stored data is never trusted to be well formed). The store stamps it when
+    /// it creates the session, so the request that creates it (a first save, a login) still
+    /// reads `None`; the requests after it read the time.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # use tessera_core::adapter::SessionExt as _;
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.login("ada").await?;
+    /// # let cookie = session.finish(200).await.set_cookie.unwrap();
+    /// # let session = manager.start([cookie.split(';').next().unwrap()]);
+    /// // A later request, the account page: "signed in since ..."
+    /// let since = session.created_at().await?.unwrap();
+    /// assert!(since <= std::time::SystemTime::now());
+    /// # Ok(()) }
+    /// ```
     pub async fn created_at(&self) -> Result<Option<std::time::SystemTime>> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
