@@ -7,8 +7,7 @@
 //! # Example
 //! ```no_run
 //! use actix_web::{web, App, HttpServer};
-//! use tessera_actix::{Session, SessionError, SessionMiddleware};
-//! use tessera_core::{Key, SessionConfig, Store};
+//! use tessera_actix::{Key, Session, SessionConfig, SessionError, SessionMiddleware, Store};
 //!
 //! async fn visits(session: Session) -> Result<String, SessionError> {
 //!     let n = session.increment("visits", 1).await?;
@@ -92,3 +91,9 @@ pub fn endpoints(cfg: &mut web::ServiceConfig) {
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The project README's examples (the repository's `README.md`, not packaged), compiled as
+/// doc tests with this crate as the app's only tessera dependency (the axum ones too).
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ProjectReadmeDoctests;

@@ -17,8 +17,7 @@ use tessera_core::{SessionConfig, SessionManager, Store};
 /// outside `HttpServer::new` and clone it into each worker's `App`.
 ///
 /// ```
-/// use tessera_actix::SessionMiddleware;
-/// use tessera_core::{Key, SessionConfig, Store};
+/// use tessera_actix::{Key, SessionConfig, SessionMiddleware, Store};
 /// let mw = SessionMiddleware::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
 /// let app = actix_web::App::new().wrap(mw);
 /// # let _ = app;

@@ -18,8 +18,7 @@
 //!
 //! ```
 //! use axum::Router;
-//! use tessera_axum::{endpoints, SessionLayer};
-//! use tessera_core::{Key, SessionConfig, Store};
+//! use tessera_axum::{endpoints, Key, SessionConfig, SessionLayer, Store};
 //!
 //! let layer = SessionLayer::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
 //! let app: Router = Router::new()

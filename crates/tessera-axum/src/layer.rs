@@ -19,8 +19,7 @@ use tower_service::Service;
 /// Adds sessions to every route below it.
 ///
 /// ```
-/// use tessera_axum::SessionLayer;
-/// use tessera_core::{Key, SessionConfig, Store};
+/// use tessera_axum::{Key, SessionConfig, SessionLayer, Store};
 /// let layer = SessionLayer::new(Store::memory(), SessionConfig::builder(Key::generate()).build().unwrap());
 /// let app: axum::Router = axum::Router::new().layer(layer);
 /// # let _ = app;

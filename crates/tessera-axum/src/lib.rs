@@ -9,8 +9,7 @@
 //! # Example
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use tessera_axum::{Session, SessionLayer, SessionError};
-//! use tessera_core::{Key, SessionConfig, Store};
+//! use tessera_axum::{Key, Session, SessionConfig, SessionError, SessionLayer, Store};
 //!
 //! async fn visits(session: Session) -> Result<String, SessionError> {
 //!     let n = session.increment("visits", 1).await?;
@@ -30,6 +29,7 @@
 mod csrf;
 pub mod endpoints;
 mod extract;
+pub mod guide;
 mod layer;
 
 pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection, OriginChecked};
@@ -52,3 +52,9 @@ pub use tessera_core::{
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The project README's examples (the repository's `README.md`, not packaged), compiled as
+/// doc tests with this crate as the app's only tessera dependency.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ProjectReadmeDoctests;

@@ -3,29 +3,48 @@
 //! Each file's job, and the way a field write takes from the handler to Redis: the map in
 //! CONTRIBUTING.md (kept complete by a test).
 
-mod account;
-mod activity;
-mod csrf;
-mod devices;
-mod expiry;
-mod expiry_sweeper;
+// Rustdoc lists the inherent impl blocks of `Session` and `SessionManager` module by module,
+// in the order declared here (then this file's own): the order a handler uses them, so their
+// pages read top-down. A comment before each declaration keeps rustfmt from sorting them;
+// `tests/tests/rustdoc.rs` keeps the everyday calls first.
+// Session: fields (get, insert, remove, ...)
+mod values;
+// Session: increment
 mod increment;
-mod index;
-mod lifecycle;
-mod load;
+// Session: login, cycle_id
 mod login;
+// Session: logout (destroy), logout_all, the device list, revoke, logout_others
+mod account;
+// Session: per-session expiry
+mod expiry;
+// Session: CSRF tokens
+mod csrf;
+// Session: the activity trail
+mod activity;
+// Session: save
+mod save;
+// SessionManager: new, start, logout_all, the device list, revoke
 mod manager;
+// SessionManager: queries by indexed field
 mod query;
+// SessionManager: the query engine
 mod query_engine;
+// SessionManager: lifecycle events
+mod lifecycle;
+// SessionManager: sweep_expired
+mod expiry_sweeper;
+
+// No public method of `Session` or `SessionManager` in these.
+mod devices;
+mod index;
+mod load;
 mod record_view;
 mod records;
 mod rotation;
-mod save;
 mod sealed_fields;
 mod state;
 mod takeover;
 mod touch_log;
-mod values;
 
 pub use self::activity::Activity;
 pub use self::csrf::{
@@ -264,12 +283,34 @@ impl Session {
     /// The manager this session belongs to (its store and configuration), for handlers that
     /// act across sessions, such as [`SessionManager::find_sessions`]. Costs nothing: the
     /// session itself is not loaded.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.login("ada").await?;
+    /// // Across sessions, from a handler: every session of this user.
+    /// let user = session.user_id().await?.unwrap();
+    /// let devices = session.manager().list_sessions(&user).await?;
+    /// assert_eq!(devices.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn manager(&self) -> &SessionManager {
         self.mgr()
     }
 
     /// Loads the session now if it was not yet (otherwise a no-op). Handlers rarely need this:
     /// every accessor loads on first use.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// // Fail early (a 503 while the store is down) before a side effect such as sending a mail:
+    /// session.load().await?;
+    /// assert!(!session.is_stored().await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn load(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await

@@ -10,6 +10,20 @@ use std::time::Duration;
 
 impl SessionConfigBuilder {
     /// Checks and builds the configuration.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tessera_core::{Key, SessionConfig};
+    /// let config = SessionConfig::builder(Key::generate()).build();
+    /// assert!(config.is_ok());
+    /// // A combination that cannot work is an error at startup, never a silent fix:
+    /// let err = SessionConfig::builder(Key::generate())
+    ///     .idle_timeout(Duration::from_secs(30))
+    ///     .touch_interval(Duration::from_secs(60))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("touch interval"));
+    /// ```
     pub fn build(self) -> Result<SessionConfig, ConfigError> {
         self.check_timeouts()?;
         self.check_namespace_and_limits()?;

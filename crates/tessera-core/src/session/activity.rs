@@ -87,6 +87,16 @@ impl Session {
 
     /// This session's activity trail, newest first (the actions recorded in this request and
     /// not saved yet come first, stamped with the store's clock as estimated now).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.record("changed password").await?;
+    /// let trail = session.activity().await?;
+    /// assert_eq!(trail[0].action, "changed password");
+    /// # Ok(()) }
+    /// ```
     pub async fn activity(&self) -> Result<Vec<Activity>> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;

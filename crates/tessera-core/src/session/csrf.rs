@@ -229,6 +229,20 @@ impl Session {
     /// derived from a nonce in a pre-session cookie (`<cookie name>-csrf`, sent with this
     /// response, living for the idle timeout from the last page that used it), which the
     /// checks accept while the browser has no session.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// let token = session.csrf_token().await?;
+    /// let form = format!(
+    ///     r#"<form method="post" action="/profile">{}<button>Save</button></form>"#,
+    ///     tessera_core::csrf_input(&token),
+    /// );
+    /// assert!(form.contains(&token));
+    /// assert_ne!(session.csrf_token().await?, token); // masked afresh on every call
+    /// # Ok(()) }
+    /// ```
     pub async fn csrf_token(&self) -> Result<String> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;
@@ -384,6 +398,18 @@ impl Session {
     /// Whether `token` is a CSRF token of this session (compared in constant time). `false`
     /// for a missing, malformed or forged token, a token of another session, and a session
     /// that no longer exists (logged out, revoked, expired).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.login("ada").await?;
+    /// let token = session.csrf_token().await?;
+    /// // A token that came another way than a form or a header (a WebSocket message):
+    /// assert!(session.verify_csrf(&token).await?);
+    /// assert!(!session.verify_csrf("forged").await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn verify_csrf(&self, token: &str) -> Result<bool> {
         let Some(given) = unmask(token) else {
             return Ok(false);

@@ -73,6 +73,24 @@ impl Session {
     /// interval (at least 1 s) to
     /// [`longest_expiry`](crate::SessionConfigBuilder::longest_expiry) is
     /// [`Error::InvalidExpiry`] and changes nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # use std::time::Duration;
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).longest_expiry(Duration::from_secs(30 * 86_400)).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// use tessera_core::Expiry;
+    /// // With `.longest_expiry(Duration::from_secs(30 * 86_400))` in the configuration:
+    /// let remember_me = true;
+    /// session.login("ada").await?;
+    /// if remember_me {
+    ///     session.set_expiry(Expiry::Persistent(Duration::from_secs(30 * 86_400))).await?;
+    /// }
+    /// assert!(session.expiry_age().await? > Duration::from_secs(29 * 86_400));
+    /// let a_year = Expiry::Persistent(Duration::from_secs(365 * 86_400));
+    /// assert!(session.set_expiry(a_year).await.is_err()); // past longest_expiry
+    /// # Ok(()) }
+    /// ```
     pub async fn set_expiry(&self, expiry: Expiry) -> Result<()> {
         let config = &self.mgr().inner.config;
         if let Expiry::Persistent(d) = expiry {
@@ -110,6 +128,17 @@ impl Session {
 
     /// This session's expiry: [`Expiry::Default`] unless [`set_expiry`](Session::set_expiry)
     /// gave it another.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// use tessera_core::Expiry;
+    /// assert_eq!(session.expiry().await?, Expiry::Default);
+    /// session.set_expiry(Expiry::BrowserSession).await?; // "remember me" unticked
+    /// assert_eq!(session.expiry().await?, Expiry::BrowserSession);
+    /// # Ok(()) }
+    /// ```
     pub async fn expiry(&self) -> Result<Expiry> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;

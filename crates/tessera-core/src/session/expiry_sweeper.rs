@@ -19,6 +19,21 @@ impl SessionManager {
     /// lease: publishes `expired` for every tracked session whose key is gone and whose end no
     /// one published. Returns how many it published. The background sweeper (started with the
     /// first request when events are on) does this every `expiry_sweep_interval`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate())
+    ///     .lifecycle_events(true)
+    ///     .build()
+    ///     .unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// manager.start(None::<&str>).login("ada").await?;
+    /// // A test or a maintenance task, without waiting for the background sweeper:
+    /// let published = manager.sweep_expired().await?;
+    /// assert_eq!(published, 0); // Ada's session has not expired
+    /// # Ok(()) }
+    /// ```
     pub async fn sweep_expired(&self) -> Result<usize> {
         self.require_events()?;
         sweep(&self.inner, false).await

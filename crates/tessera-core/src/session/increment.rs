@@ -16,6 +16,17 @@ impl Session {
     /// Operations apply in the order the handler made them: after `insert("n", 10)` in the
     /// same request, `increment("n", 1)` stores and returns 11; after inserting a value that
     /// is not an integer, it is [`Error::NotAnInteger`] and nothing is written.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// // A wrong password: count it (two requests at once both count).
+    /// let attempts = session.increment("login_attempts", 1).await?;
+    /// assert_eq!(attempts, 1);
+    /// assert_eq!(session.increment("login_attempts", 1).await?, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn increment(&self, field: &str, by: i64) -> Result<i64> {
         check_field(field)?;
         check_field_name_len(field)?;

@@ -26,6 +26,19 @@ impl Session {
     ///
     /// `user_id` is any `Display` type (`&str`, `u64`, a `Uuid`, ...): its text is the id, so
     /// `42` and `"42"` name the same user.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("cart", ["p-17"]).await?;
+    /// // The password checked out:
+    /// session.login("ada").await?;
+    /// assert_eq!(session.user_id().await?.as_deref(), Some("ada"));
+    /// let cart: Option<Vec<String>> = session.get("cart").await?;
+    /// assert_eq!(cart, Some(vec!["p-17".to_string()])); // the cart survives the login
+    /// # Ok(()) }
+    /// ```
     pub async fn login(&self, user_id: impl std::fmt::Display) -> Result<()> {
         let user_id = user_id.to_string();
         let user_id = user_id.as_str();
@@ -129,6 +142,21 @@ impl Session {
     /// racing the move is either in the copy or refused (never acknowledged and lost). If the
     /// old session was ended meanwhile, the copy is removed again and [`Error::SessionEnded`]
     /// returned.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.login("ada").await?;
+    /// let before = session.list_sessions().await?[0].handle.clone();
+    /// // A privilege change (a password change, sudo mode): a new id, the same session.
+    /// session.cycle_id().await?;
+    /// let devices = session.list_sessions().await?;
+    /// assert_eq!(devices.len(), 1);
+    /// assert_ne!(devices[0].handle, before);
+    /// assert_eq!(session.user_id().await?.as_deref(), Some("ada"));
+    /// # Ok(()) }
+    /// ```
     pub async fn cycle_id(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         self.ensure_loaded(&mut st).await?;

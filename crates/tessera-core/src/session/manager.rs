@@ -73,6 +73,14 @@ impl fmt::Debug for SessionManager {
 
 impl SessionManager {
     /// A manager for `store` with `config`.
+    ///
+    /// ```
+    /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+    /// // In production: Key::from_hex(&std::env::var("TESSERA_SECRET")?) and Store::redis(url).
+    /// let config = SessionConfig::builder(Key::generate()).build().unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// assert_eq!(manager.config().cookie_name(), "__Host-tessera");
+    /// ```
     pub fn new(store: Store, config: SessionConfig) -> Self {
         let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as u64;
         let timing = Timing {
@@ -96,16 +104,6 @@ impl SessionManager {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &SessionConfig {
-        &self.inner.config
-    }
-
     /// Starts a request's session from the values of its `Cookie` headers.
     ///
     /// Only the signature is checked here: a missing, malformed, tampered or unknown-key cookie
@@ -120,6 +118,15 @@ impl SessionManager {
     /// Adapters call [`ManagerExt::start_with`](crate::adapter::ManagerExt::start_with) and
     /// finish the request; an app calls this where it reads a session outside its adapter (a
     /// WebSocket upgrade, a tool), and writes with [`Session::save`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// // A WebSocket upgrade, outside the adapter: the request's Cookie header.
+    /// let session = manager.start(["theme=dark; __Host-tessera=not-a-signed-value"]);
+    /// assert_eq!(session.user_id().await?, None); // not a valid cookie: a new, anonymous session
+    /// # Ok(()) }
+    /// ```
     pub fn start<H: AsRef<[u8]>>(&self, cookie_headers: impl IntoIterator<Item = H>) -> Session {
         self.start_with(cookie_headers, ClientInfo::default())
     }
@@ -160,6 +167,30 @@ impl SessionManager {
                 state: Mutex::new(State::new(candidates, truncated, client)),
             }),
         }
+    }
+
+    /// The store.
+    ///
+    /// ```
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// // A readiness probe: false while a store started before its server is still connecting.
+    /// let ready = manager.store().is_connected();
+    /// assert!(ready);
+    /// ```
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    ///
+    /// ```
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// let minutes = manager.config().idle_timeout().as_secs() / 60;
+    /// let notice = format!("You are logged out after {minutes} minutes without activity.");
+    /// assert_eq!(notice, "You are logged out after 30 minutes without activity.");
+    /// ```
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
     }
 
     pub(super) fn key_of(&self, id: &SessionId) -> String {
@@ -367,6 +398,17 @@ impl SessionManager {
     /// over yet are ended too: first a mark `user:<id>:ended_before` (one more `SET`, lasting
     /// [`LEGACY_REFUSAL`](crate::adapter::LEGACY_REFUSAL)) makes every later take-over of that user's
     /// sessions a refusal (see [`Records::take_over`](crate::adapter::Records::take_over)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// manager.start(None::<&str>).login("ada").await?;
+    /// manager.start(None::<&str>).login("ada").await?;
+    /// // An admin locks Ada's account:
+    /// assert_eq!(manager.logout_all("ada").await?, 2);
+    /// assert!(manager.list_sessions("ada").await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn logout_all(&self, user_id: impl std::fmt::Display) -> Result<usize> {
         self.logout_all_except(&user_id.to_string(), None).await
     }
@@ -414,6 +456,17 @@ impl SessionManager {
 
     /// The live sessions of `user_id`, most recently used first. Costs one index read and one
     /// pipelined round trip of `HMGET`s.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// manager.start(None::<&str>).login("ada").await?;
+    /// // An admin page:
+    /// let devices = manager.list_sessions("ada").await?;
+    /// assert_eq!(devices.len(), 1);
+    /// assert!(!devices[0].current); // no request here, so none is the caller's
+    /// # Ok(()) }
+    /// ```
     pub async fn list_sessions(
         &self,
         user_id: impl std::fmt::Display,
@@ -487,6 +540,17 @@ impl SessionManager {
     /// Ends one session of `user_id`, named by its [`DeviceSession::handle`]. Returns `false`
     /// when the handle is not one of that user's live sessions (so a user can never end
     /// another user's session).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// manager.start(None::<&str>).login("ada").await?;
+    /// let handle = manager.list_sessions("ada").await?[0].handle.clone();
+    /// assert!(!manager.revoke("bob", &handle).await?); // not one of Bob's sessions
+    /// assert!(manager.revoke("ada", &handle).await?);
+    /// assert!(manager.list_sessions("ada").await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn revoke(&self, user_id: impl std::fmt::Display, handle: &str) -> Result<bool> {
         let user_id = user_id.to_string();
         let user_id = user_id.as_str();

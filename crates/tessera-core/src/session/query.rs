@@ -294,6 +294,19 @@ impl SessionManager {
     }
 
     /// How many live sessions hold `value` in the indexed `field` (exact). Two round trips.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate()).index_field("tenant").build().unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// let session = manager.start(None::<&str>);
+    /// session.insert("tenant", "acme").await?;
+    /// session.save().await?;
+    /// assert_eq!(manager.count_sessions("tenant", "acme").await?, 1);
+    /// assert_eq!(manager.count_sessions("tenant", "globex").await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn count_sessions(&self, field: &str, value: &str) -> Result<usize> {
         let f = self.indexed_field(field)?.clone();
         Ok(self.matches(&f, value).await?.len())
@@ -360,6 +373,20 @@ impl SessionManager {
     /// whose session did not exist yet finds an 'ended' mark at its id and fails
     /// ([`Error::SessionEnded`]), so it is ended too; one whose index entry came later
     /// started after the action and is not affected.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate()).index_field("tenant").build().unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// let session = manager.start(None::<&str>);
+    /// session.insert("tenant", "acme").await?;
+    /// session.save().await?;
+    /// // Acme is offboarded:
+    /// assert_eq!(manager.end_sessions("tenant", "acme").await?, 1);
+    /// assert_eq!(manager.count_sessions("tenant", "acme").await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn end_sessions(&self, field: &str, value: &str) -> Result<usize> {
         let f = self.indexed_field(field)?.clone();
         let config = &self.inner.config;

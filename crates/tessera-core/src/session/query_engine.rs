@@ -74,6 +74,16 @@ impl SessionManager {
     /// it too). Call it at startup to fail early: without the query engine it is
     /// [`Error::Unsupported`]. An index that exists already is kept as it is (drop it with
     /// `FT.DROPINDEX` after changing the indexed fields).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate()).index_field("tenant").build()?;
+    /// let manager = SessionManager::new(Store::redis("redis://127.0.0.1:6379").await?, config);
+    /// // At startup: an error now, not at the first query, if the server has no query engine.
+    /// manager.create_search_index().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn create_search_index(&self) -> Result<()> {
         self.inner
             .search_index
@@ -183,6 +193,14 @@ impl SessionManager {
     /// command): `field` is a scalar indexed field or `user_id`. Sessions without the field
     /// are left out. Only where the server has the query engine; elsewhere
     /// [`Error::Unsupported`].
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: tessera_core::SessionManager) -> Result<(), tessera_core::Error> {
+    /// let per_tenant = manager.search_counts("tenant").await?;
+    /// let users_online = manager.search_counts("user_id").await?.len();
+    /// println!("{users_online} users; acme: {:?}", per_tenant.get("acme"));
+    /// # Ok(()) }
+    /// ```
     pub async fn search_counts(&self, field: &str) -> Result<BTreeMap<String, usize>> {
         let known = field == "user_id" || self.inner.config.indexed(field).is_some_and(|f| !f.list);
         if !known {

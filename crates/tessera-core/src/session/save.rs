@@ -42,6 +42,17 @@ impl Session {
     /// kept even if the response turns out to be an error (by default an error response
     /// commits nothing of its request: see [`finish`](crate::adapter::SessionExt::finish)). A no-op when nothing
     /// changed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// # let session = manager.start(None::<&str>);
+    /// session.insert("order", 1017).await?;
+    /// // Kept even if the handler goes on to answer an error:
+    /// session.save().await?;
+    /// assert!(session.is_stored().await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn save(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         if !st.has_changes() {
