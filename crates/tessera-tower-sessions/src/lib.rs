@@ -192,7 +192,7 @@ impl TesseraStore {
         session: &Session,
         user_id: impl std::fmt::Display,
     ) -> tessera_core::Result<Vec<tessera_core::DeviceSession>> {
-        let mut list = self.manager.list_sessions(user_id).await?;
+        let mut list = self.manager.list_sessions(user_id).await.map_err(noted)?;
         if let Some(id) = session.id() {
             let own = self.handle(&id);
             for d in &mut list {
@@ -200,6 +200,26 @@ impl TesseraStore {
             }
         }
         Ok(list)
+    }
+
+    /// Ends one of `user_id`'s sessions by its [`handle`](tessera_core::DeviceSession::handle)
+    /// (from [`list_sessions`](Self::list_sessions)); `false` if it is not one of theirs. As
+    /// [`SessionManager::revoke`], with a store failure noted for [`StoreUnavailableLayer`]
+    /// (a `503`, not a bare `500`).
+    ///
+    /// ```
+    /// # use tessera_tower_sessions::TesseraStore;
+    /// # async fn demo(sessions: TesseraStore) -> Result<(), tessera_tower_sessions::Error> {
+    /// let ended = sessions.revoke("ada", "the handle from the device list").await?;
+    /// assert!(!ended, "not one of ada's sessions");
+    /// # Ok(()) }
+    /// ```
+    pub async fn revoke(
+        &self,
+        user_id: impl std::fmt::Display,
+        handle: &str,
+    ) -> tessera_core::Result<bool> {
+        self.manager.revoke(user_id, handle).await.map_err(noted)
     }
 
     /// The user id in `data`, where [`Self::user_id_at`] says it is.
@@ -378,6 +398,15 @@ fn system_time(t: OffsetDateTime) -> SystemTime {
 fn offset_time(t: SystemTime) -> Option<OffsetDateTime> {
     let ns = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos();
     OffsetDateTime::from_unix_timestamp_nanos(i128::try_from(ns).ok()?).ok()
+}
+
+/// A tessera error of a call outside tower-sessions' store interface, noted for
+/// [`StoreUnavailableLayer`] when the store was unreachable (a `503`).
+fn noted(e: tessera_core::Error) -> tessera_core::Error {
+    if e.status_code() == 503 {
+        status::note_unavailable(&e);
+    }
+    e
 }
 
 /// A tessera error as tower-sessions' store error (and, for an unreachable store, noted for
