@@ -1,0 +1,277 @@
+//! [`Session::ended`]: a future that resolves when the session ends anywhere, for the
+//! connections a session keeps open (WebSockets, server-sent events). One follower per
+//! process wakes every waiting connection: the lifecycle events when they are on (no command
+//! per connection), else one batched existence check of the watched sessions every
+//! [`POLL`].
+
+use super::devices::handle_of;
+use super::lifecycle::EventKind;
+use super::state::Status;
+use super::{Session, SessionManager};
+use crate::error::Result;
+use futures_util::StreamExt as _;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// How often the watched sessions are checked when lifecycle events are off.
+const POLL: Duration = Duration::from_millis(500);
+
+/// How far back the follower starts reading events: an end published moments before it
+/// started (by a clock a little off from this one) is still seen.
+const REPLAY: Duration = Duration::from_secs(10);
+
+/// Why a session ended: what [`Session::ended`] resolves with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EndCause {
+    /// Its own logout (or a login as another user).
+    Logout,
+    /// A logout everywhere.
+    LogoutAll,
+    /// A revoke from a device list, or an operator ending sessions by a field.
+    Revoked,
+    /// The user's device limit, at a login elsewhere.
+    Evicted,
+    /// The idle timeout or absolute lifetime (or the server's memory policy).
+    Expired,
+    /// A new id that could not be followed (lifecycle events off: a login's rotation ends the
+    /// old id's connections; with events on they follow the new id).
+    Rotated,
+    /// Gone for a reason not known here: there was no session, or it was found gone without
+    /// its event (events off, or missed past their retention).
+    Gone,
+}
+
+impl EndCause {
+    /// The name for clients: `logout`, `logout_all`, `revoked`, `evicted`, `expired`,
+    /// `rotated`, `gone` (the first five as lifecycle events name them).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndCause::Logout => "logout",
+            EndCause::LogoutAll => "logout_all",
+            EndCause::Revoked => "revoked",
+            EndCause::Evicted => "evicted",
+            EndCause::Expired => "expired",
+            EndCause::Rotated => "rotated",
+            EndCause::Gone => "gone",
+        }
+    }
+
+    fn of(kind: EventKind) -> Option<Self> {
+        Some(match kind {
+            EventKind::Logout => EndCause::Logout,
+            EventKind::LogoutAll => EndCause::LogoutAll,
+            EventKind::Revoked => EndCause::Revoked,
+            EventKind::Evicted => EndCause::Evicted,
+            EventKind::Expired => EndCause::Expired,
+            EventKind::Created | EventKind::Login | EventKind::Rotated => return None,
+        })
+    }
+}
+
+/// One watched session: its waiters and its storage key (for the existence checks).
+struct Watched {
+    tx: watch::Sender<Option<EndCause>>,
+    key: String,
+}
+
+/// The sessions this process's open connections wait on, by handle, and the one follower.
+#[derive(Default)]
+pub(super) struct Watchers {
+    map: Mutex<HashMap<String, Watched>>,
+    follower: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        if let Some(t) = self.follower.get() {
+            t.abort();
+        }
+    }
+}
+
+impl Watchers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, handle: String, key: String) -> watch::Receiver<Option<EndCause>> {
+        let mut map = self.lock();
+        let w = map.entry(handle).or_insert_with(|| Watched {
+            tx: watch::channel(None).0,
+            key,
+        });
+        w.tx.subscribe()
+    }
+
+    /// Wakes the waiters of `handle` with `cause`.
+    fn end(&self, handle: &str, cause: EndCause) {
+        if let Some(w) = self.lock().remove(handle) {
+            let _ = w.tx.send(Some(cause));
+        }
+    }
+
+    /// A login or rotation moved `from` to `to`: its waiters follow.
+    fn moved(&self, from: &str, to: &str) {
+        let mut map = self.lock();
+        if let Some(w) = map.remove(from) {
+            map.insert(to.to_string(), w);
+        }
+    }
+
+    /// Drops the sessions no connection waits on any more; the watched (handle, key) pairs.
+    fn live(&self) -> Vec<(String, String)> {
+        let mut map = self.lock();
+        map.retain(|_, w| w.tx.receiver_count() > 0);
+        map.iter()
+            .map(|(h, w)| (h.clone(), w.key.clone()))
+            .collect()
+    }
+}
+
+impl SessionManager {
+    fn watchers(&self) -> &Arc<Watchers> {
+        &self.inner.watchers
+    }
+
+    /// Starts the follower once.
+    fn follow_ends(&self) {
+        let w = self.watchers();
+        w.follower.get_or_init(|| {
+            let manager = Arc::downgrade(&self.inner);
+            let watchers = Arc::downgrade(w);
+            let events = self.events_on();
+            tokio::spawn(follow(manager, watchers, events)).abort_handle()
+        });
+    }
+
+    /// Checks the watched sessions `keys` (handle, key) and ends those gone with `cause`.
+    async fn check_gone(&self, watched: &[(String, String)], cause: EndCause) {
+        for chunk in watched.chunks(500) {
+            let keys: Vec<String> = chunk.iter().map(|(_, k)| k.clone()).collect();
+            let Ok(rows) = self
+                .inner
+                .store
+                .peek_many(&keys, &[crate::store::fields::CREATED])
+                .await
+            else {
+                return; // the store is unreachable: nothing is proven gone
+            };
+            for ((handle, _), row) in chunk.iter().zip(rows) {
+                if row.is_none() {
+                    self.watchers().end(handle, cause);
+                }
+            }
+        }
+    }
+}
+
+/// The follower: lifecycle events when on, else existence checks every [`POLL`]. Holds the
+/// manager weakly: it stops when the app drops it.
+async fn follow(
+    manager: Weak<super::manager::ManagerInner>,
+    watchers: Weak<Watchers>,
+    events: bool,
+) {
+    let upgrade = || manager.upgrade().map(|inner| SessionManager { inner });
+    if !events {
+        let mut tick = tokio::time::interval(POLL);
+        loop {
+            tick.tick().await;
+            let (Some(m), Some(w)) = (upgrade(), watchers.upgrade()) else {
+                return;
+            };
+            let watched = w.live();
+            if !watched.is_empty() {
+                m.check_gone(&watched, EndCause::Gone).await;
+            }
+        }
+    }
+    let start = SystemTime::now()
+        .checked_sub(REPLAY)
+        .unwrap_or(UNIX_EPOCH)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let Some(m) = upgrade() else { return };
+    let mut stream = m.events(Some(format!("{start}-0")));
+    drop(m);
+    while let Some(item) = stream.next().await {
+        let Some(w) = watchers.upgrade() else { return };
+        match item {
+            Ok(e) => {
+                if let Some(cause) = EndCause::of(e.kind) {
+                    w.end(&e.handle, cause);
+                } else if let Some(prev) = &e.previous_handle {
+                    w.moved(prev, &e.handle);
+                }
+            }
+            Err(crate::Error::EventsMissed) => {
+                // Ends may have been lost: whatever is gone now ended.
+                let watched = w.live();
+                if let Some(m) = upgrade() {
+                    m.check_gone(&watched, EndCause::Gone).await;
+                }
+            }
+            Err(_) => {} // the stream retries from the same cursor
+        }
+    }
+}
+
+impl Session {
+    /// Resolves when this session ends, anywhere: a logout or logout-all on any instance, a
+    /// revoke, an operator's end by query, the device limit, expiry. For what a session keeps
+    /// open after its request (a WebSocket, a server-sent event stream): close it when this
+    /// resolves, and the stolen laptop's stream stops with "log out everywhere".
+    ///
+    /// Cheap to hold by the thousand: one follower per process wakes every waiter. With
+    /// [lifecycle events](crate::SessionConfigBuilder::lifecycle_events) on it reads them (no
+    /// command per connection; a login's new id is followed, so a connection lives on across
+    /// the login's rotation); off, it checks the watched sessions' existence every 500 ms in
+    /// batches (one pipelined read per 500 sessions), and a rotation ends the old id's
+    /// connections with [`EndCause::Rotated`]. One read when called (the session may have
+    /// ended already). Resolves at once with [`EndCause::Gone`] when there is no stored
+    /// session. A store failure while waiting proves nothing: it waits on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::EndCause;
+    /// # let config = tessera_core::SessionConfig::builder(tessera_core::Key::generate()).lifecycle_events(true).build().unwrap();
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), config);
+    /// let session = manager.start(None::<&str>);
+    /// session.login("ada").await?;
+    /// let ended = tokio::spawn({
+    ///     let session = session.clone();
+    ///     async move { session.ended().await }
+    /// });
+    /// # tokio::task::yield_now().await;
+    /// manager.logout_all("ada").await?; // from any instance
+    /// assert_eq!(ended.await.unwrap()?, EndCause::LogoutAll);
+    /// # Ok(()) }
+    /// ```
+    pub async fn ended(&self) -> Result<EndCause> {
+        let (handle, key) = {
+            let mut st = self.inner.state.lock().await;
+            self.ensure_loaded(&mut st).await?;
+            match (st.status, &st.id) {
+                (Status::Stored, Some(id)) => (handle_of(id.storage_str()), self.mgr().key_of(id)),
+                _ => return Ok(EndCause::Gone),
+            }
+        };
+        let mgr = self.mgr();
+        mgr.follow_ends();
+        let mut rx = mgr.watchers().register(handle.clone(), key.clone());
+        // Registered first: an end from now on wakes it; one before is found here.
+        mgr.check_gone(&[(handle, key)], EndCause::Gone).await;
+        loop {
+            if let Some(cause) = *rx.borrow_and_update() {
+                return Ok(cause);
+            }
+            if rx.changed().await.is_err() {
+                return Ok(EndCause::Gone); // the manager is gone
+            }
+        }
+    }
+}
