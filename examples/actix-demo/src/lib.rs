@@ -54,6 +54,7 @@ fn base_routes(cfg: &mut ServiceConfig) {
             web::get().to(|s: Session| async move { reply(demo_core::me(&s).await) }),
         )
         .route("/session", web::put().to(put_session))
+        .route("/live", web::get().to(live))
         .route("/activity", web::post().to(record_activity))
         .route(
             "/activity",
@@ -197,4 +198,16 @@ async fn put_session(
 ) -> HttpResponse {
     let ttl = q.iter().find(|(k, _)| k == "ttl").map(|(_, v)| v.as_str());
     reply(demo_core::put_session(&s, body(&req, &b), ttl).await)
+}
+
+/// `GET /live`: server-sent events for the session (heartbeats), closed with an `ended` event
+/// when the session ends on any instance; `401` without a session.
+async fn live(s: Session) -> actix_web::HttpResponse {
+    use futures_util::StreamExt as _;
+    if let Err(r) = demo_core::live_allowed(&s).await {
+        return reply(r);
+    }
+    let beats =
+        demo_core::live_heartbeats().map(|data| tessera_actix::live::event("heartbeat", &data));
+    tessera_actix::live::sse(s, beats)
 }

@@ -63,6 +63,7 @@ pub fn routes_with_admin(admin_token: Option<String>) -> Router {
             get(|s: Session| async move { reply(demo_core::me(&s).await) }),
         )
         .route("/session", put(put_session))
+        .route("/live", get(live))
         .route(
             "/counter",
             post(|_: OriginChecked, s: Session| async move { reply(demo_core::counter(&s).await) }),
@@ -195,4 +196,18 @@ async fn put_session(
 ) -> Response {
     let ttl = q.iter().find(|(k, _)| k == "ttl").map(|(_, v)| v.as_str());
     reply(demo_core::put_session(&s, body(b), ttl).await)
+}
+
+/// `GET /live`: server-sent events for the session (heartbeats), closed with an `ended` event
+/// when the session ends on any instance; `401` without a session.
+async fn live(s: Session) -> axum::response::Response {
+    use axum::response::sse::Event;
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt as _;
+    if let Err(r) = demo_core::live_allowed(&s).await {
+        return reply(r);
+    }
+    let beats =
+        demo_core::live_heartbeats().map(|data| Event::default().event("heartbeat").data(data));
+    tessera_axum::live::sse(s, beats).into_response()
 }
