@@ -393,3 +393,51 @@ async fn a_failover_closes_no_stream_and_loses_no_end() {
         assert!(at.saturating_duration_since(answered) < Duration::from_secs(1));
     }
 }
+
+/// With lifecycle events off, a login's rotation is followed through the old key's tombstone
+/// (it names the new one), and the next end still closes the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_events_off_a_login_keeps_the_stream() {
+    let p = pair(
+        Adapter::Axum,
+        Backend::Redis(tessera_tests::ServerKind::Redis7),
+        |c| c.lifecycle_events(false),
+    )
+    .await;
+    let b = p.a.browser();
+    let r = b.post("/counter", None).await;
+    let cookie = cookie_of(&b, &r);
+    let stream = Live::open(p.b.addr, &cookie).await;
+    assert_eq!(
+        b.post("/login", Some(json!({ "user_id": "u" })))
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(stream.is_open(), "the rotation did not close the stream");
+    assert_eq!(b.post("/logout-all", None).await.status, 204);
+    let (_, cause) = stream.ended(Duration::from_secs(2)).await;
+    assert_eq!(cause, "gone", "it followed the new id");
+}
+
+/// An end whose event never came (here: the key deleted behind tessera's back, as a lost
+/// publication would leave it) still closes the stream, by the follower's sweep (every 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_without_its_event_closes_by_the_sweep() {
+    let p = pair(
+        Adapter::Axum,
+        Backend::Redis(tessera_tests::ServerKind::Redis7),
+        |c| c,
+    )
+    .await;
+    let (_, cookie) = login(&p.a, "u").await;
+    let stream = Live::open(p.b.addr, &cookie).await;
+    for key in p.topology.session_keys() {
+        p.topology.cmd(&["DEL", &key]);
+    }
+    let deleted = Instant::now();
+    let (at, cause) = stream.ended(Duration::from_secs(8)).await;
+    assert_eq!(cause, "gone");
+    assert!(at.saturating_duration_since(deleted) < Duration::from_millis(5_500));
+}

@@ -18,6 +18,9 @@ use tokio::sync::watch;
 /// How often the watched sessions are checked when lifecycle events are off.
 const POLL: Duration = Duration::from_millis(500);
 
+/// How often, with lifecycle events on, the watched sessions are checked all the same.
+const SWEEP: Duration = Duration::from_secs(5);
+
 /// How far back the follower starts reading events: an end published moments before it
 /// started (by a clock a little off from this one) is still seen.
 const REPLAY: Duration = Duration::from_secs(10);
@@ -71,10 +74,12 @@ impl EndCause {
     }
 }
 
-/// One watched session: its waiters and its storage key (for the existence checks).
+/// One watched session: its waiters (one channel per id it was watched under: a login's
+/// rotation can bring two together) and its storage key, for the existence checks (`None`
+/// while a rotation's new key is not known yet: only events end it then).
 struct Watched {
-    tx: watch::Sender<Option<EndCause>>,
-    key: String,
+    txs: Vec<watch::Sender<Option<EndCause>>>,
+    key: Option<String>,
 }
 
 /// The sessions this process's open connections wait on, by handle, and the one follower.
@@ -100,33 +105,56 @@ impl Watchers {
     fn register(&self, handle: String, key: String) -> watch::Receiver<Option<EndCause>> {
         let mut map = self.lock();
         let w = map.entry(handle).or_insert_with(|| Watched {
-            tx: watch::channel(None).0,
-            key,
+            txs: Vec::new(),
+            key: None,
         });
-        w.tx.subscribe()
+        w.key.get_or_insert(key);
+        if w.txs.is_empty() {
+            w.txs.push(watch::channel(None).0);
+        }
+        w.txs[0].subscribe()
     }
 
     /// Wakes the waiters of `handle` with `cause`.
     fn end(&self, handle: &str, cause: EndCause) {
         if let Some(w) = self.lock().remove(handle) {
-            let _ = w.tx.send(Some(cause));
+            for tx in w.txs {
+                let _ = tx.send(Some(cause));
+            }
         }
     }
 
-    /// A login or rotation moved `from` to `to`: its waiters follow.
-    fn moved(&self, from: &str, to: &str) {
+    /// A login or rotation moved `from` to `to`: its waiters follow (joining those already
+    /// waiting on `to`). The old key, which names the new one while its tombstone lasts; the
+    /// entry's key is unknown until [`SessionManager::check_gone`] reads it there.
+    fn moved(&self, from: &str, to: &str) -> Option<String> {
         let mut map = self.lock();
-        if let Some(w) = map.remove(from) {
-            map.insert(to.to_string(), w);
+        let old = map.remove(from)?;
+        let w = map.entry(to.to_string()).or_insert_with(|| Watched {
+            txs: Vec::new(),
+            key: None,
+        });
+        w.txs.extend(old.txs);
+        old.key
+    }
+
+    /// `handle`'s storage key is `key` now.
+    fn rekey(&self, handle: &str, key: String) {
+        if let Some(w) = self.lock().get_mut(handle) {
+            w.key = Some(key);
         }
     }
 
-    /// Drops the sessions no connection waits on any more; the watched (handle, key) pairs.
+    /// Drops the sessions no connection waits on any more; the watched (handle, key) pairs
+    /// whose key is known.
     fn live(&self) -> Vec<(String, String)> {
         let mut map = self.lock();
-        map.retain(|_, w| w.tx.receiver_count() > 0);
+        map.retain(|_, w| {
+            w.txs.retain(|tx| tx.receiver_count() > 0);
+            !w.txs.is_empty()
+        });
         map.iter()
-            .map(|(h, w)| (h.clone(), w.key.clone()))
+            .filter_map(|(h, w)| Some((h.clone(), w.key.clone()?)))
             .collect()
     }
 }
@@ -147,21 +175,38 @@ impl SessionManager {
         });
     }
 
-    /// Checks the watched sessions `keys` (handle, key) and ends those gone with `cause`.
-    async fn check_gone(&self, watched: &[(String, String)], cause: EndCause) {
+    /// Checks the watched sessions (handle, key): ends those gone ([`EndCause::Gone`]), and
+    /// follows a key a rotation retired to the new one its tombstone names (with lifecycle
+    /// events off that is how a connection follows a login; a tombstone that names none:
+    /// [`EndCause::Rotated`]). With `follow_only`, only follows: a key found missing ends
+    /// nothing (right after a login's event the old key may be read late).
+    async fn check_gone(&self, watched: &[(String, String)], follow_only: bool) {
+        use crate::layout::marker;
+        use crate::store::fields::{CREATED, MOVING};
         for chunk in watched.chunks(500) {
             let keys: Vec<String> = chunk.iter().map(|(_, k)| k.clone()).collect();
-            let Ok(rows) = self
-                .inner
-                .store
-                .peek_many(&keys, &[crate::store::fields::CREATED])
-                .await
-            else {
+            let Ok(rows) = self.inner.store.peek_raw(&keys, &[CREATED, MOVING]).await else {
                 return; // the store is unreachable: nothing is proven gone
             };
             for ((handle, _), row) in chunk.iter().zip(rows) {
-                if row.is_none() {
-                    self.watchers().end(handle, cause);
+                let w = self.watchers();
+                // A retired key: the member its tombstone names, if any.
+                let retired = match row.as_deref() {
+                    Some([None, Some(m)]) if marker::is_retired(m) => Some(marker::successor(m)),
+                    _ => None,
+                };
+                // A live session has its creation time; no key, the `ended` mark or a hash
+                // that is no session: gone.
+                let live = matches!(row.as_deref(), Some([Some(_), _]));
+                match retired {
+                    Some(Some(member)) => {
+                        let to = handle_of(&member);
+                        w.moved(handle, &to);
+                        w.rekey(&to, self.inner.config.session_key(&member));
+                    }
+                    _ if follow_only || live => {}
+                    Some(None) => w.end(handle, EndCause::Rotated),
+                    None => w.end(handle, EndCause::Gone),
                 }
             }
         }
@@ -185,7 +230,7 @@ async fn follow(
             };
             let watched = w.live();
             if !watched.is_empty() {
-                m.check_gone(&watched, EndCause::Gone).await;
+                m.check_gone(&watched, false).await;
             }
         }
     }
@@ -198,21 +243,42 @@ async fn follow(
     let Some(m) = upgrade() else { return };
     let mut stream = m.events(Some(format!("{start}-0")));
     drop(m);
-    while let Some(item) = stream.next().await {
+    // The sweep behind the events: an end whose event was lost (the store failed between the
+    // change and its publication) is found within a sweep.
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = sweep.tick() => {
+                let (Some(m), Some(w)) = (upgrade(), watchers.upgrade()) else { return };
+                let watched = w.live();
+                drop(w);
+                if !watched.is_empty() {
+                    m.check_gone(&watched, false).await;
+                }
+                continue;
+            }
+        };
+        let Some(item) = item else { return };
         let Some(w) = watchers.upgrade() else { return };
         match item {
             Ok(e) => {
                 if let Some(cause) = EndCause::of(e.kind) {
                     w.end(&e.handle, cause);
                 } else if let Some(prev) = &e.previous_handle {
-                    w.moved(prev, &e.handle);
+                    // The new key, for the sweep: the old one's tombstone names it.
+                    if let (Some(old_key), Some(m)) = (w.moved(prev, &e.handle), upgrade()) {
+                        drop(w);
+                        m.check_gone(&[(e.handle.clone(), old_key)], true).await;
+                    }
                 }
             }
             Err(crate::Error::EventsMissed) => {
                 // Ends may have been lost: whatever is gone now ended.
                 let watched = w.live();
                 if let Some(m) = upgrade() {
-                    m.check_gone(&watched, EndCause::Gone).await;
+                    m.check_gone(&watched, false).await;
                 }
             }
             Err(_) => {} // the stream retries from the same cursor
@@ -229,9 +295,10 @@ impl Session {
     /// Cheap to hold by the thousand: one follower per process wakes every waiter. With
     /// [lifecycle events](crate::SessionConfigBuilder::lifecycle_events) on it reads them (no
     /// command per connection; a login's new id is followed, so a connection lives on across
-    /// the login's rotation); off, it checks the watched sessions' existence every 500 ms in
-    /// batches (one pipelined read per 500 sessions), and a rotation ends the old id's
-    /// connections with [`EndCause::Rotated`]. One read when called (the session may have
+    /// the login's rotation), and checks the watched sessions' existence every 5 s all the same
+    /// (an end whose event was lost, see the events' "not promised", closes then); off, it
+    /// checks every 500 ms (one pipelined read per 500 watched sessions), and a rotation ends
+    /// the old id's connections with [`EndCause::Rotated`]. One read when called (the session may have
     /// ended already). Resolves at once with [`EndCause::Gone`] when there is no stored
     /// session. A store failure while waiting proves nothing: it waits on.
     ///
@@ -264,7 +331,7 @@ impl Session {
         mgr.follow_ends();
         let mut rx = mgr.watchers().register(handle.clone(), key.clone());
         // Registered first: an end from now on wakes it; one before is found here.
-        mgr.check_gone(&[(handle, key)], EndCause::Gone).await;
+        mgr.check_gone(&[(handle, key)], false).await;
         loop {
             if let Some(cause) = *rx.borrow_and_update() {
                 return Ok(cause);
