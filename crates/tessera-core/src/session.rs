@@ -22,7 +22,7 @@ mod csrf;
 // Session: the activity trail
 mod activity;
 // Session: ended (what open connections wait on)
-mod live;
+mod ended;
 // Session: save
 mod save;
 // SessionManager: new, start, logout_all, the device list, revoke
@@ -55,9 +55,9 @@ pub use self::csrf::{
 };
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession, ForwardedHeader};
+pub use self::ended::EndCause;
 pub use self::expiry::Expiry;
 pub use self::lifecycle::{Event, EventKind, EventPage, EventStream, EventSubscription};
-pub use self::live::EndCause;
 pub use self::manager::SessionManager;
 pub use self::query::{FoundSession, FoundSessions};
 pub use self::query_engine::escape_tag;

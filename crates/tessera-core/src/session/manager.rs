@@ -53,7 +53,7 @@ pub(super) struct ManagerInner {
     /// logout-all marks its user so that they are refused.
     pub(super) takes_over: std::sync::atomic::AtomicBool,
     /// What open connections wait on ([`Session::ended`](super::Session::ended)).
-    pub(super) watchers: std::sync::Arc<super::live::Watchers>,
+    pub(super) watchers: std::sync::Arc<super::ended::Watchers>,
 }
 
 impl Drop for ManagerInner {

@@ -9,7 +9,6 @@ use super::lifecycle::EventKind;
 use super::state::Status;
 use super::{Session, SessionManager};
 use crate::error::Result;
-use futures_util::StreamExt as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +16,9 @@ use tokio::sync::watch;
 
 /// How often the watched sessions are checked when lifecycle events are off.
 const POLL: Duration = Duration::from_millis(500);
+
+/// How often the follower reads the events when there were none.
+const READ_EVERY: Duration = Duration::from_millis(200);
 
 /// How often, with lifecycle events on, the watched sessions are checked all the same.
 const SWEEP: Duration = Duration::from_secs(5);
@@ -240,48 +242,46 @@ async fn follow(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis();
-    let Some(m) = upgrade() else { return };
-    let mut stream = m.events(Some(format!("{start}-0")));
-    drop(m);
+    let mut cursor = format!("{start}-0");
     // The sweep behind the events: an end whose event was lost (the store failed between the
     // change and its publication) is found within a sweep.
-    let mut sweep = tokio::time::interval(SWEEP);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept = tokio::time::Instant::now();
     loop {
-        let item = tokio::select! {
-            item = stream.next() => item,
-            _ = sweep.tick() => {
-                let (Some(m), Some(w)) = (upgrade(), watchers.upgrade()) else { return };
-                let watched = w.live();
-                drop(w);
-                if !watched.is_empty() {
-                    m.check_gone(&watched, false).await;
-                }
-                continue;
-            }
+        // The manager is held only while it works, never across the wait: the follower stops
+        // when the app drops it.
+        let (Some(m), Some(w)) = (upgrade(), watchers.upgrade()) else {
+            return;
         };
-        let Some(item) = item else { return };
-        let Some(w) = watchers.upgrade() else { return };
-        match item {
-            Ok(e) => {
+        if swept.elapsed() >= SWEEP {
+            swept = tokio::time::Instant::now();
+            let watched = w.live();
+            if !watched.is_empty() {
+                m.check_gone(&watched, false).await;
+            }
+        }
+        let mut progressed = false;
+        // A failed read is read again from the same cursor.
+        if let Ok(page) = m.read_events(Some(&cursor), 1000).await {
+            progressed = page.cursor != cursor;
+            cursor = page.cursor;
+            for e in page.events {
                 if let Some(cause) = EndCause::of(e.kind) {
                     w.end(&e.handle, cause);
                 } else if let Some(prev) = &e.previous_handle {
                     // The new key, for the sweep: the old one's tombstone names it.
-                    if let (Some(old_key), Some(m)) = (w.moved(prev, &e.handle), upgrade()) {
-                        drop(w);
+                    if let Some(old_key) = w.moved(prev, &e.handle) {
                         m.check_gone(&[(e.handle.clone(), old_key)], true).await;
                     }
                 }
             }
-            Err(crate::Error::EventsMissed) => {
+            if page.missed {
                 // Ends may have been lost: whatever is gone now ended.
-                let watched = w.live();
-                if let Some(m) = upgrade() {
-                    m.check_gone(&watched, false).await;
-                }
+                m.check_gone(&w.live(), false).await;
             }
-            Err(_) => {} // the stream retries from the same cursor
+        }
+        drop((m, w));
+        if !progressed {
+            tokio::time::sleep(READ_EVERY).await;
         }
     }
 }
@@ -340,5 +340,36 @@ impl Session {
                 return Ok(EndCause::Gone); // the manager is gone
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Key, SessionConfig, SessionManager, Store};
+    use std::time::Duration;
+
+    /// The follower holds the manager only while it reads: an app that drops its manager gets
+    /// its store (and the follower) back, whatever connections waited.
+    #[tokio::test]
+    async fn the_follower_lets_the_manager_go() {
+        let config = SessionConfig::builder(Key::generate())
+            .lifecycle_events(true)
+            .build()
+            .unwrap();
+        let manager = SessionManager::new(Store::memory(), config);
+        let session = manager.start(None::<&str>);
+        session.login("ada").await.unwrap();
+        let waiting = tokio::spawn({
+            let session = session.clone();
+            async move { session.ended().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the session is live");
+        let weak = std::sync::Arc::downgrade(&manager.inner);
+        waiting.abort();
+        let _ = waiting.await;
+        drop((session, manager));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(weak.upgrade().is_none(), "the follower let the manager go");
     }
 }
