@@ -141,13 +141,13 @@ fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, Box<HttpRespon
     }
 }
 
-/// A UI page or redirect as a response, never cached, never framed.
+/// A UI page or redirect as a response, never cached, never framed, scripts only with its nonce.
 fn html(p: demo_core::ui::Page) -> HttpResponse {
     use actix_web::http::StatusCode;
     let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut b = HttpResponse::build(status);
-    for (name, value) in demo_core::ui::HEADERS {
-        b.insert_header((*name, *value));
+    for header in p.headers() {
+        b.insert_header(header);
     }
     match p.location {
         Some(to) => b.insert_header(("location", to)).finish(),

@@ -142,11 +142,12 @@ fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, Box<Response>>
     }
 }
 
-/// A UI page or redirect as a response, never cached, never framed.
+/// A UI page or redirect as a response, never cached, never framed, scripts only with its nonce.
 fn html(p: demo_core::ui::Page) -> Response {
     use axum::http::{header, HeaderValue, StatusCode};
     use axum::response::IntoResponse;
     let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = p.headers();
     let mut res = match p.location {
         Some(to) => (status, [(header::LOCATION, to)]).into_response(),
         None => (
@@ -156,9 +157,9 @@ fn html(p: demo_core::ui::Page) -> Response {
         )
             .into_response(),
     };
-    for (name, value) in demo_core::ui::HEADERS {
-        res.headers_mut()
-            .insert(*name, HeaderValue::from_static(value));
+    for (name, value) in headers {
+        let value = HeaderValue::try_from(value).expect("the headers are ASCII text");
+        res.headers_mut().insert(name, value);
     }
     res
 }
