@@ -267,7 +267,8 @@ mod cases {
         assert!(!page.body.contains("<img src=x"), "{}", page.body);
         assert!(!page.body.contains("<i>x</i>") && !page.body.contains("note\"><b>"));
         assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        // Headers of every page: not cached, not framed, no scripts at all.
+        // Headers of every page: not cached, not framed, no script but the page's own (the one
+        // that carries this response's nonce: issue #28's `GET /live` follower).
         let get = |name: &str| {
             page.headers
                 .iter()
@@ -277,8 +278,26 @@ mod cases {
         };
         assert_eq!(get("x-frame-options"), "DENY");
         assert_eq!(get("cache-control"), "no-store");
-        assert!(get("content-security-policy").contains("default-src 'none'"));
-        assert!(get("content-security-policy").contains("frame-ancestors 'none'"));
+        let csp = get("content-security-policy");
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        let nonce = csp
+            .split("script-src 'nonce-")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or_else(|| panic!("a script nonce: {csp}"));
+        assert!(nonce.len() >= 22, "128 bits at least: {csp}");
+        assert_eq!(page.body.matches("<script").count(), 1, "{}", page.body);
+        assert!(
+            page.body.contains(&format!("<script nonce=\"{nonce}\">")),
+            "{}",
+            page.body
+        );
+        let again = b.get("/").await;
+        assert!(
+            !again.body.contains(&format!("nonce=\"{nonce}\"")),
+            "a fresh nonce for every page"
+        );
     }
 
     /// Issue #23 item 3: the JSON twins of the page's forms (the library's account endpoints,

@@ -34,6 +34,7 @@
 mod csrf;
 mod extract;
 mod import;
+pub mod live;
 mod middleware;
 
 pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection, OriginChecked};
@@ -45,8 +46,8 @@ pub use tessera_core::adapter::{Refusal, Refused, RefusedRequest};
 
 // What apps need besides the adapter's own types, so `tessera-actix` is their only dependency.
 pub use tessera_core::{
-    csrf_input, escape_tag, Activity, ConfigError, DeviceSession, Error, ErrorKind, Event,
-    EventKind, EventPage, EventStream, EventSubscription, Expiry, FieldKey, ForwardedHeader,
+    csrf_input, escape_tag, Activity, ConfigError, DeviceSession, EndCause, Error, ErrorKind,
+    Event, EventKind, EventPage, EventStream, EventSubscription, Expiry, FieldKey, ForwardedHeader,
     FoundSession, FoundSessions, Key, NearCacheCoherence, NearCacheStats, RedisOptions, SameSite,
     ServerReport, ServerWarning, SessionConfig, SessionConfigBuilder, SessionManager, Store,
     CSRF_FIELD, CSRF_HEADER,

@@ -31,6 +31,7 @@ pub mod endpoints;
 mod extract;
 pub mod guide;
 mod layer;
+pub mod live;
 
 pub use csrf::{CsrfForm, CsrfHeader, CsrfRejection, OriginChecked};
 pub use endpoints::endpoints;
@@ -41,8 +42,8 @@ pub use tessera_core::adapter::{Refusal, Refused, RefusedRequest};
 
 // What apps need besides the adapter's own types, so `tessera-axum` is their only dependency.
 pub use tessera_core::{
-    csrf_input, escape_tag, Activity, ConfigError, DeviceSession, Error, ErrorKind, Event,
-    EventKind, EventPage, EventStream, EventSubscription, Expiry, FieldKey, ForwardedHeader,
+    csrf_input, escape_tag, Activity, ConfigError, DeviceSession, EndCause, Error, ErrorKind,
+    Event, EventKind, EventPage, EventStream, EventSubscription, Expiry, FieldKey, ForwardedHeader,
     FoundSession, FoundSessions, Key, NearCacheCoherence, NearCacheStats, RedisOptions, SameSite,
     ServerReport, ServerWarning, SessionConfig, SessionConfigBuilder, SessionManager, Store,
     CSRF_FIELD, CSRF_HEADER,

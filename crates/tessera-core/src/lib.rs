@@ -118,8 +118,8 @@ pub use crate::cookie::{Key, SameSite};
 pub use crate::error::{ConfigError, Error, ErrorKind, Result};
 pub use crate::field_crypto::FieldKey;
 pub use crate::session::{
-    csrf_input, escape_tag, Activity, DeviceSession, Event, EventKind, EventPage, EventStream,
-    EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Session,
+    csrf_input, escape_tag, Activity, DeviceSession, EndCause, Event, EventKind, EventPage,
+    EventStream, EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Session,
     SessionManager, CSRF_FIELD, CSRF_HEADER,
 };
 pub use crate::store::{

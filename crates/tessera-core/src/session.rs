@@ -21,6 +21,8 @@ mod expiry;
 mod csrf;
 // Session: the activity trail
 mod activity;
+// Session: ended (what open connections wait on)
+mod ended;
 // Session: save
 mod save;
 // SessionManager: new, start, logout_all, the device list, revoke
@@ -53,6 +55,7 @@ pub use self::csrf::{
 };
 pub(crate) use self::devices::time_of_ms;
 pub use self::devices::{ClientInfo, DeviceSession, ForwardedHeader};
+pub use self::ended::EndCause;
 pub use self::expiry::Expiry;
 pub use self::lifecycle::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::manager::SessionManager;

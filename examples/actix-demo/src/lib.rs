@@ -54,6 +54,7 @@ fn base_routes(cfg: &mut ServiceConfig) {
             web::get().to(|s: Session| async move { reply(demo_core::me(&s).await) }),
         )
         .route("/session", web::put().to(put_session))
+        .route("/live", web::get().to(live))
         .route("/activity", web::post().to(record_activity))
         .route(
             "/activity",
@@ -140,13 +141,13 @@ fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, Box<HttpRespon
     }
 }
 
-/// A UI page or redirect as a response, never cached, never framed.
+/// A UI page or redirect as a response, never cached, never framed, scripts only with its nonce.
 fn html(p: demo_core::ui::Page) -> HttpResponse {
     use actix_web::http::StatusCode;
     let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut b = HttpResponse::build(status);
-    for (name, value) in demo_core::ui::HEADERS {
-        b.insert_header((*name, *value));
+    for header in p.headers() {
+        b.insert_header(header);
     }
     match p.location {
         Some(to) => b.insert_header(("location", to)).finish(),
@@ -197,4 +198,16 @@ async fn put_session(
 ) -> HttpResponse {
     let ttl = q.iter().find(|(k, _)| k == "ttl").map(|(_, v)| v.as_str());
     reply(demo_core::put_session(&s, body(&req, &b), ttl).await)
+}
+
+/// `GET /live`: server-sent events for the session (heartbeats), closed with an `ended` event
+/// when the session ends on any instance; `401` without a session.
+async fn live(s: Session) -> actix_web::HttpResponse {
+    use futures_util::StreamExt as _;
+    if let Err(r) = demo_core::live_allowed(&s).await {
+        return reply(r);
+    }
+    let beats =
+        demo_core::live_heartbeats().map(|data| tessera_actix::live::event("heartbeat", &data));
+    tessera_actix::live::sse(s, beats)
 }

@@ -63,6 +63,7 @@ pub fn routes_with_admin(admin_token: Option<String>) -> Router {
             get(|s: Session| async move { reply(demo_core::me(&s).await) }),
         )
         .route("/session", put(put_session))
+        .route("/live", get(live))
         .route(
             "/counter",
             post(|_: OriginChecked, s: Session| async move { reply(demo_core::counter(&s).await) }),
@@ -141,11 +142,12 @@ fn checked<T>(f: Result<CsrfForm<T>, CsrfRejection>) -> Result<T, Box<Response>>
     }
 }
 
-/// A UI page or redirect as a response, never cached, never framed.
+/// A UI page or redirect as a response, never cached, never framed, scripts only with its nonce.
 fn html(p: demo_core::ui::Page) -> Response {
     use axum::http::{header, HeaderValue, StatusCode};
     use axum::response::IntoResponse;
     let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = p.headers();
     let mut res = match p.location {
         Some(to) => (status, [(header::LOCATION, to)]).into_response(),
         None => (
@@ -155,9 +157,9 @@ fn html(p: demo_core::ui::Page) -> Response {
         )
             .into_response(),
     };
-    for (name, value) in demo_core::ui::HEADERS {
-        res.headers_mut()
-            .insert(*name, HeaderValue::from_static(value));
+    for (name, value) in headers {
+        let value = HeaderValue::try_from(value).expect("the headers are ASCII text");
+        res.headers_mut().insert(name, value);
     }
     res
 }
@@ -195,4 +197,18 @@ async fn put_session(
 ) -> Response {
     let ttl = q.iter().find(|(k, _)| k == "ttl").map(|(_, v)| v.as_str());
     reply(demo_core::put_session(&s, body(b), ttl).await)
+}
+
+/// `GET /live`: server-sent events for the session (heartbeats), closed with an `ended` event
+/// when the session ends on any instance; `401` without a session.
+async fn live(s: Session) -> axum::response::Response {
+    use axum::response::sse::Event;
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt as _;
+    if let Err(r) = demo_core::live_allowed(&s).await {
+        return reply(r);
+    }
+    let beats =
+        demo_core::live_heartbeats().map(|data| Event::default().event("heartbeat").data(data));
+    tessera_axum::live::sse(s, beats).into_response()
 }

@@ -424,6 +424,39 @@ pub async fn activity(session: &Session) -> Reply {
     .await
 }
 
+/// `GET /live`: how often the stream sends a heartbeat event.
+pub const LIVE_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// `GET /live`: the stream is for a stored session; without one, `401` (a store failure: its
+/// answer).
+pub async fn live_allowed(session: &Session) -> Result<(), Reply> {
+    match session.is_stored().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Reply {
+            status: 401,
+            body: Some(json!({ "error": "no session" })),
+            refusal: None,
+        }),
+        Err(e) => Err(Reply::error(&e)),
+    }
+}
+
+/// `GET /live`: the heartbeats, one at once (the client knows the stream is open) and one
+/// every [`LIVE_HEARTBEAT`]; each is the data `{"at": <ms since the epoch>}` of an event named
+/// `heartbeat`. The adapters end the stream with the `ended` event when the session ends.
+pub fn live_heartbeats() -> impl futures_util::Stream<Item = String> + Send + 'static {
+    futures_util::stream::unfold(true, |first| async move {
+        if !first {
+            tokio::time::sleep(LIVE_HEARTBEAT).await;
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        Some((json!({ "at": at as u64 }).to_string(), false))
+    })
+}
+
 /// `POST /counter`: atomic increment of `counter`.
 pub async fn counter(session: &Session) -> Reply {
     run(async {

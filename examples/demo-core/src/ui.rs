@@ -1,7 +1,10 @@
 //! `GET /` and its forms: the demo for people, in a browser. Server-rendered HTML that works
 //! without JavaScript; every form carries a CSRF token (checked by the adapters' `CsrfForm`
 //! extractor before any of these runs): the session's, or, on the login form of a browser
-//! without a session, a pre-session token (so a visitor costs no store write).
+//! without a session, a pre-session token (so a visitor costs no store write). The signed-in
+//! page has one small inline script, allowed by the response's CSP nonce: it follows the
+//! session over `GET /live` and puts the sign-in form in place when the session ends
+//! elsewhere (issue #28); without it the page works as before.
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -16,6 +19,9 @@ pub struct Page {
     pub html: String,
     /// Where a redirect goes.
     pub location: Option<&'static str>,
+    /// This response's script nonce (128 random bits, base64url): the only script the
+    /// content policy of [`Page::headers`] lets run is the one in `html` that carries it.
+    pub nonce: String,
 }
 
 impl Page {
@@ -24,30 +30,51 @@ impl Page {
             status: 303,
             html: String::new(),
             location: Some("/"),
+            nonce: nonce(),
         }
     }
 
-    fn html(status: u16, html: String) -> Page {
+    fn html(status: u16, html: String, nonce: String) -> Page {
         Page {
             status,
             html,
             location: None,
+            nonce,
         }
+    }
+
+    /// Headers every UI response carries: not cached (it shows a session), not framed
+    /// (clickjacking), and a content policy that allows only this page's own style, forms, the
+    /// script with this response's nonce, and that script's requests to this origin (`/live`
+    /// and `/`).
+    pub fn headers(&self) -> [(&'static str, String); 5] {
+        [
+            ("cache-control", "no-store".into()),
+            ("x-frame-options", "DENY".into()),
+            ("x-content-type-options", "nosniff".into()),
+            ("referrer-policy", "same-origin".into()),
+            (
+                "content-security-policy",
+                format!(
+                    "default-src 'none'; script-src 'nonce-{}'; connect-src 'self'; style-src 'unsafe-inline'; \
+                     form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                    self.nonce
+                ),
+            ),
+        ]
     }
 }
 
-/// Headers every UI response carries: not cached (it shows a session), not framed
-/// (clickjacking), and a content policy that allows only this page's own style and forms.
-pub const HEADERS: &[(&str, &str)] = &[
-    ("cache-control", "no-store"),
-    ("x-frame-options", "DENY"),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "same-origin"),
-    (
-        "content-security-policy",
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    ),
-];
+/// A fresh script nonce: 16 bytes from the operating system's CSPRNG, base64url.
+fn nonce() -> String {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the operating system's random number generator failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -88,18 +115,67 @@ button.danger { border-color: var(--bad); background: #fff; color: var(--bad); }
 .tag { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 999px; background: #e7efff; color: var(--accent); margin-left: 6px; }
 .muted { color: var(--muted); }
 label.check { color: var(--muted); }
+#signed-out { margin: 0 0 16px; padding: 12px 16px; border: 1px solid #f0c58a; border-radius: 10px; background: #fff6e8; color: #7a4a00; font-weight: 500; }
 "#;
 
 fn layout(title: &str, body: &str) -> String {
+    layout_with(title, body, "")
+}
+
+/// The page; `after` goes after `<main>` (so a `<main>` swapped in by the script leaves it).
+fn layout_with(title: &str, body: &str, after: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{}</title><style>{STYLE}</style></head><body><main>\
          <h1>tessera demo</h1><p class=\"sub\">Server-side sessions in Redis or Valkey, one hash per session.</p>\
-         {body}</main></body></html>\n",
+         {body}</main>{after}</body></html>\n",
         esc(title)
     )
 }
+
+/// The signed-in page's one script (issue #28): it follows the session over `GET /live`, and
+/// when the session ends anywhere (the `ended` event; or `/live` refusing a reconnect, an end
+/// missed while the stream was down) it fetches `/` and, if that is the sign-in form, puts it
+/// in place of `<main>` with a `#signed-out` notice: no reload, no click. If `/` shows a session
+/// (this browser signed in again in another tab) after an `ended`, the page reloads for it.
+/// `body[data-live]` says `open` once the first heartbeat is in, `ended` after. A form sent
+/// from this page closes the stream first (its own logout is not "elsewhere"). Without
+/// JavaScript the page works as before: its forms lead to the sign-in form once the session
+/// is gone.
+const LIVE_SCRIPT: &str = r#"(function () {
+  if (!window.EventSource || !window.fetch || !window.DOMParser) return;
+  var body = document.body, es = new EventSource('/live'), done = false;
+  es.addEventListener('heartbeat', function () { if (!done) body.dataset.live = 'open'; });
+  function end(cause) {
+    if (done) return;
+    done = true; es.close(); body.dataset.live = 'ended';
+    fetch('/', { credentials: 'same-origin', cache: 'no-store' })
+      .then(function (r) { return r.text(); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, 'text/html');
+        var main = doc.querySelector('main');
+        if (!main || !main.querySelector('form[action="/ui/login"]')) {
+          if (cause) location.reload();
+          return;
+        }
+        var note = doc.createElement('p');
+        note.id = 'signed-out';
+        note.setAttribute('role', 'status');
+        note.textContent = cause === 'expired' ? 'Your session expired' : 'Signed out elsewhere';
+        main.insertBefore(note, main.querySelector('section'));
+        document.querySelector('main').replaceWith(main);
+        document.title = doc.title;
+      }, function () {});
+  }
+  es.addEventListener('ended', function (e) {
+    var cause = 'gone';
+    try { cause = JSON.parse(e.data).cause || cause; } catch (_) {}
+    end(cause);
+  });
+  es.addEventListener('error', function () { if (es.readyState === EventSource.CLOSED) end(null); });
+  document.addEventListener('submit', function () { done = true; es.close(); });
+})();"#;
 
 fn time_text(t: std::time::SystemTime) -> String {
     let secs = t
@@ -125,8 +201,9 @@ fn button_form(action: &str, token: &str, label: &str, class: &str, extra: &str)
 
 /// `GET /`: the login form, or the session, its counter and its user's devices.
 pub async fn page(session: &Session) -> Page {
-    match render(session).await {
-        Ok(html) => Page::html(200, html),
+    let nonce = nonce();
+    match render(session, &nonce).await {
+        Ok(html) => Page::html(200, html, nonce),
         Err(e) => Page::html(
             e.status_code(),
             layout(
@@ -136,11 +213,12 @@ pub async fn page(session: &Session) -> Page {
                     esc(&e.public_message())
                 ),
             ),
+            nonce,
         ),
     }
 }
 
-async fn render(session: &Session) -> Result<String, Error> {
+async fn render(session: &Session, nonce: &str) -> Result<String, Error> {
     let token = session.csrf_token().await?;
     let Some(user) = session.user_id().await? else {
         let body = format!(
@@ -209,7 +287,8 @@ async fn render(session: &Session) -> Result<String, Error> {
         button_form("/ui/logout", &token, "Log out", "quiet", ""),
         button_form("/ui/logout-all", &token, "Log out everywhere", "danger", ""),
     );
-    Ok(layout(&user, &body))
+    let script = format!("<script nonce=\"{nonce}\">{LIVE_SCRIPT}</script>");
+    Ok(layout_with(&user, &body, &script))
 }
 
 /// A short name for a `User-Agent`: "Chrome 120 on Linux" (the whole text is the title).
@@ -310,6 +389,7 @@ async fn done(r: Result<(), Error>) -> Page {
                     esc(&e.public_message())
                 ),
             ),
+            nonce(),
         ),
     }
 }
@@ -372,6 +452,7 @@ pub fn refused(no_session: bool) -> Page {
             "<section><h2>Forbidden</h2><p id=\"csrf-refused\">This form's security token is missing or not valid, so nothing was changed. \
              Go <a href=\"/\">back to the page</a> and try again.</p></section>",
         ),
+        nonce(),
     )
 }
 
@@ -392,5 +473,47 @@ mod tests {
         assert_eq!(device_name(firefox), "Firefox 128 on Windows");
         assert_eq!(device_name("curl/8.5.0"), "curl/8.5.0");
         assert_eq!(device_name(""), "");
+    }
+
+    /// The signed-in page has one script, with the nonce its content policy names (fresh for
+    /// every page, 128 bits); the sign-in form and the other pages have none.
+    #[tokio::test]
+    async fn only_the_signed_in_page_has_a_script_and_it_carries_the_nonce() {
+        use tessera_core::{Key, SessionConfig, SessionManager, Store};
+        let m = SessionManager::new(
+            Store::memory(),
+            SessionConfig::builder(Key::generate()).build().unwrap(),
+        );
+        let s = m.start::<&str>([]);
+        let signed_out = page(&s).await;
+        assert_eq!(signed_out.status, 200);
+        assert!(signed_out.html.contains("action=\"/ui/login\""));
+        assert!(!signed_out.html.contains("<script"), "{}", signed_out.html);
+        s.login("ada").await.unwrap();
+        let (one, two) = (page(&s).await, page(&s).await);
+        for p in [&one, &two] {
+            assert_eq!(p.status, 200);
+            assert_eq!(p.nonce.len(), 22, "16 bytes, base64url: {}", p.nonce);
+            assert_eq!(p.html.matches("<script").count(), 1, "{}", p.html);
+            let tag = format!("<script nonce=\"{}\">", p.nonce);
+            assert!(p.html.contains(&tag), "{}", p.html);
+            assert!(p.html.contains("new EventSource('/live')"));
+            let csp = &p.headers()[4];
+            assert_eq!(csp.0, "content-security-policy");
+            assert_eq!(
+                csp.1,
+                format!(
+                    "default-src 'none'; script-src 'nonce-{}'; connect-src 'self'; \
+                     style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; \
+                     base-uri 'none'",
+                    p.nonce
+                )
+            );
+        }
+        assert_ne!(one.nonce, two.nonce, "a fresh nonce for every page");
+        for p in [refused(false), refused(true), counter(&s).await] {
+            assert!(!p.html.contains("<script"), "{}", p.html);
+            assert!(p.headers()[4].1.contains(&format!("'nonce-{}'", p.nonce)));
+        }
     }
 }

@@ -52,6 +52,8 @@ pub(super) struct ManagerInner {
     /// This app takes over sessions of another store (`Records::takes_over_sessions`): a
     /// logout-all marks its user so that they are refused.
     pub(super) takes_over: std::sync::atomic::AtomicBool,
+    /// What open connections wait on ([`Session::ended`](super::Session::ended)).
+    pub(super) watchers: std::sync::Arc<super::ended::Watchers>,
 }
 
 impl Drop for ManagerInner {
@@ -98,6 +100,7 @@ impl SessionManager {
                 search_index: tokio::sync::OnceCell::new(),
                 event_keys: crate::store::events::EventKeys::new(config.events_key()),
                 sweeper: std::sync::OnceLock::new(),
+                watchers: Default::default(),
                 takes_over: std::sync::atomic::AtomicBool::new(false),
                 config,
             }),
