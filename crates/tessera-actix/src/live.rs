@@ -8,30 +8,16 @@
 use crate::Session;
 use actix_web::web::Bytes;
 use actix_web::HttpResponse;
-use futures_util::future::{BoxFuture, FutureExt as _, Shared};
+use futures_util::future::{BoxFuture, Shared};
 use futures_util::{Stream, StreamExt as _};
 use std::time::Duration;
-use tessera_core::adapter::{ended_data, sse_frame, ENDED_CLOSE_CODE, ENDED_EVENT};
+use tessera_core::adapter::{
+    end_of, ended_data, sse_frame, until_ended, ENDED_CLOSE_CODE, ENDED_EVENT,
+};
 use tessera_core::EndCause;
 
 /// How often a comment keeps an idle stream open through proxies.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// The end of `session`, pollable from several places; a store failure while loading the
-/// session proves nothing: it never resolves then.
-fn end_of(session: Session) -> Shared<BoxFuture<'static, EndCause>> {
-    async move {
-        match session.ended().await {
-            Ok(cause) => cause,
-            Err(e) => {
-                tracing::warn!(error = %e, "session: could not watch for the end of a live connection's session");
-                std::future::pending().await
-            }
-        }
-    }
-    .boxed()
-    .shared()
-}
 
 /// One server-sent event, as [`sse`] streams it: `event: <name>` and the data, one `data:`
 /// line per line (a line break in `data` can never end the event or add a field).
@@ -45,8 +31,9 @@ pub fn event(name: &str, data: &str) -> String {
 
 /// A `text/event-stream` response of `events` (each made with [`event`]) that ends when the
 /// session does: a last event named `ended` ([`ENDED_EVENT`]) whose data is
-/// `{"cause": "<cause>"}` ([`EndCause::as_str`]), then the stream closes. A comment keeps it
-/// alive through proxies every 15 s.
+/// `{"type": "ended", "cause": "<cause>"}` ([`EndCause::as_str`]), then the stream closes. When `events` ends
+/// first, the response ends with it (no `ended`). A comment keeps it alive through proxies
+/// every 15 s.
 ///
 /// ```
 /// use futures_util::StreamExt as _;
@@ -66,17 +53,19 @@ pub fn sse<S>(session: Session, events: S) -> HttpResponse
 where
     S: Stream<Item = String> + 'static,
 {
-    let ended = end_of(session);
-    let last = ended
-        .clone()
-        .map(|cause| sse_frame(Some(ENDED_EVENT), &ended_data(cause)));
     let keep_alive = futures_util::stream::unfold((), |()| async {
         actix_web::rt::time::sleep(KEEP_ALIVE).await;
-        Some((": keep-alive\n\n".to_string(), ()))
+        Some((Some(": keep-alive\n\n".to_string()), ()))
     });
-    let body = futures_util::stream::select(events, keep_alive)
-        .take_until(ended)
-        .chain(futures_util::stream::once(last))
+    // The app's events, then a `None` that ends the merged stream (the keep-alive never ends).
+    let app = events
+        .map(Some)
+        .chain(futures_util::stream::once(std::future::ready(None)));
+    let merged = futures_util::stream::select(app, keep_alive)
+        .take_while(|frame| std::future::ready(frame.is_some()))
+        .filter_map(std::future::ready);
+    let last = |cause| sse_frame(Some(ENDED_EVENT), &ended_data(cause));
+    let body = until_ended(session.0, merged, last)
         .map(|frame| Ok::<_, std::convert::Infallible>(Bytes::from(frame)));
     HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -86,7 +75,7 @@ where
 
 /// An [actix-ws](https://docs.rs/actix-ws) WebSocket that closes when the session ends, with
 /// the close code [`ENDED_CLOSE_CODE`] (4001) and the cause as its reason
-/// (`{"cause": "<cause>"}`): [`recv`](LiveSocket::recv) answers `None` from then on, as for a
+/// (`{"type": "ended", "cause": "<cause>"}`): [`recv`](LiveSocket::recv) answers `None` from then on, as for a
 /// socket the client closed. A loop that only sends waits on [`ended`](LiveSocket::ended)
 /// beside its own work.
 ///
@@ -129,7 +118,7 @@ impl LiveSocket {
         LiveSocket {
             ws,
             messages,
-            ended: end_of(session),
+            ended: end_of(session.0),
             cause: None,
         }
     }
@@ -171,12 +160,15 @@ impl LiveSocket {
         self.cause
     }
 
+    /// Sends the close frame; the socket counts as closed once it is sent (or cannot be),
+    /// so a `recv` or `ended` cancelled meanwhile (a branch that lost a select) sends it on the
+    /// next call.
     async fn close(&mut self, cause: EndCause) {
-        self.cause = Some(cause);
         let reason = actix_ws::CloseReason {
             code: actix_ws::CloseCode::Other(ENDED_CLOSE_CODE),
             description: Some(ended_data(cause)),
         };
         let _ = self.ws.clone().close(Some(reason)).await;
+        self.cause = Some(cause);
     }
 }

@@ -8,32 +8,16 @@
 use crate::Session;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::future::{BoxFuture, FutureExt as _, Shared};
+use futures_util::future::{BoxFuture, Shared};
 use futures_util::{Stream, StreamExt as _};
 use std::convert::Infallible;
-use tessera_core::adapter::{ended_data, ENDED_CLOSE_CODE, ENDED_EVENT};
+use tessera_core::adapter::{end_of, ended_data, until_ended, ENDED_CLOSE_CODE, ENDED_EVENT};
 use tessera_core::EndCause;
 
-/// The end of `session`, as a future that can be polled from several places. A store
-/// failure while loading the session proves nothing: it never resolves then.
-fn end_of(session: Session) -> Shared<BoxFuture<'static, EndCause>> {
-    async move {
-        match session.ended().await {
-            Ok(cause) => cause,
-            Err(e) => {
-                tracing::warn!(error = %e, "session: could not watch for the end of a live connection's session");
-                std::future::pending().await
-            }
-        }
-    }
-    .boxed()
-    .shared()
-}
-
 /// A server-sent event stream of `events` that ends when the session does: a last event
-/// named `ended` ([`ENDED_EVENT`]) whose data is `{"cause": "<cause>"}`
-/// ([`EndCause::as_str`]), then the stream closes. Comments keep it alive through proxies
-/// every 15 s.
+/// named `ended` ([`ENDED_EVENT`]) whose data is `{"type": "ended", "cause": "<cause>"}`
+/// ([`EndCause::as_str`]), then the stream closes. When `events` ends first, the stream ends
+/// with it (no `ended`). Comments keep it alive through proxies every 15 s.
 ///
 /// ```
 /// use axum::response::sse::Event;
@@ -57,19 +41,12 @@ pub fn sse<S>(
 where
     S: Stream<Item = Event> + Send + 'static,
 {
-    let ended = end_of(session);
-    let last = ended
-        .clone()
-        .map(|cause| Event::default().event(ENDED_EVENT).data(ended_data(cause)));
-    let stream = events
-        .take_until(ended)
-        .chain(futures_util::stream::once(last))
-        .map(Ok);
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let last = |cause| Event::default().event(ENDED_EVENT).data(ended_data(cause));
+    Sse::new(until_ended(session.0, events, last).map(Ok)).keep_alive(KeepAlive::default())
 }
 
 /// A WebSocket that closes when the session ends, with the close code
-/// [`ENDED_CLOSE_CODE`] (4001) and the cause as its reason (`{"cause": "<cause>"}`):
+/// [`ENDED_CLOSE_CODE`] (4001) and the cause as its reason (`{"type": "ended", "cause": "<cause>"}`):
 /// [`recv`](LiveSocket::recv) answers `None` from then on, as for a socket the client closed.
 /// A loop that only sends waits on [`ended`](LiveSocket::ended) beside its own work.
 ///
@@ -110,7 +87,7 @@ impl LiveSocket {
     pub fn new(socket: WebSocket, session: Session) -> Self {
         LiveSocket {
             socket,
-            ended: end_of(session),
+            ended: end_of(session.0),
             cause: None,
         }
     }
@@ -152,12 +129,15 @@ impl LiveSocket {
         self.cause
     }
 
+    /// Sends the close frame; the socket counts as closed once it is sent (or cannot be),
+    /// so a `recv` or `ended` cancelled meanwhile (a `select!` branch that lost) sends it on
+    /// the next call.
     async fn close(&mut self, cause: EndCause) {
-        self.cause = Some(cause);
         let frame = CloseFrame {
             code: ENDED_CLOSE_CODE,
             reason: ended_data(cause).into(),
         };
         let _ = self.socket.send(Message::Close(Some(frame))).await;
+        self.cause = Some(cause);
     }
 }

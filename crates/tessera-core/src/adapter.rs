@@ -39,7 +39,7 @@ pub mod endpoints;
 mod live;
 mod rejection;
 
-pub use self::live::{ended_data, sse_frame, ENDED_CLOSE_CODE, ENDED_EVENT};
+pub use self::live::{end_of, ended_data, sse_frame, until_ended, ENDED_CLOSE_CODE, ENDED_EVENT};
 pub use self::rejection::{
     require_csrf, require_same_origin, Body, CsrfRejection, Refusal, Refused, RefusedRequest,
     SessionMissing,

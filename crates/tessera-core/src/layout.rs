@@ -17,6 +17,11 @@
 
 pub(crate) mod fields;
 pub(crate) mod keys;
+
+/// The server-sent event that ends a live connection whose session ended, as clients see it
+/// (`tessera_core::adapter::ENDED_EVENT`): the same word as the `ended` marker, a different
+/// thing, so defined here beside it.
+pub(crate) const LIVE_ENDED_EVENT: &str = "ended";
 pub(crate) mod lua_header;
 pub(crate) mod marker;
 pub(crate) mod replies;

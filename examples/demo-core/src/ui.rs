@@ -138,15 +138,29 @@ fn layout_with(title: &str, body: &str, after: &str) -> String {
 /// when the session ends anywhere (the `ended` event; or `/live` refusing a reconnect, an end
 /// missed while the stream was down) it fetches `/` and, if that is the sign-in form, puts it
 /// in place of `<main>` with a `#signed-out` notice: no reload, no click. If `/` shows a session
-/// (this browser signed in again in another tab) after an `ended`, the page reloads for it.
+/// (this browser signed in again in another tab) after an `ended`, the page reloads for it;
+/// after a stream refused without `ended` (the store away), it follows the same session again
+/// 3 s later.
 /// `body[data-live]` says `open` once the first heartbeat is in, `ended` after. A form sent
 /// from this page closes the stream first (its own logout is not "elsewhere"). Without
 /// JavaScript the page works as before: its forms lead to the sign-in form once the session
 /// is gone.
 const LIVE_SCRIPT: &str = r#"(function () {
   if (!window.EventSource || !window.fetch || !window.DOMParser) return;
-  var body = document.body, es = new EventSource('/live'), done = false;
-  es.addEventListener('heartbeat', function () { if (!done) body.dataset.live = 'open'; });
+  var body = document.body, es = null, done = false;
+  function open() {
+    es = new EventSource('/live');
+    es.addEventListener('heartbeat', function () { if (!done) body.dataset.live = 'open'; });
+    es.addEventListener('ended', function (e) {
+      var cause = 'gone';
+      try { cause = JSON.parse(e.data).cause || cause; } catch (_) {}
+      end(cause);
+    });
+    // Closed without `ended` (a refused reconnect: a 503 while the store was away, or the
+    // session ended while the stream was down): look at `/`.
+    es.addEventListener('error', function () { if (es.readyState === EventSource.CLOSED) end(null); });
+  }
+  function retry() { done = false; setTimeout(function () { if (!done) open(); }, 3000); }
   function end(cause) {
     if (done) return;
     done = true; es.close(); body.dataset.live = 'ended';
@@ -156,7 +170,9 @@ const LIVE_SCRIPT: &str = r#"(function () {
         var doc = new DOMParser().parseFromString(html, 'text/html');
         var main = doc.querySelector('main');
         if (!main || !main.querySelector('form[action="/ui/login"]')) {
-          if (cause) location.reload();
+          // Still signed in: after `ended`, a new session (reload for it); after a refused
+          // reconnect, the same one (follow it again).
+          if (cause) location.reload(); else retry();
           return;
         }
         var note = doc.createElement('p');
@@ -166,14 +182,9 @@ const LIVE_SCRIPT: &str = r#"(function () {
         main.insertBefore(note, main.querySelector('section'));
         document.querySelector('main').replaceWith(main);
         document.title = doc.title;
-      }, function () {});
+      }, retry);
   }
-  es.addEventListener('ended', function (e) {
-    var cause = 'gone';
-    try { cause = JSON.parse(e.data).cause || cause; } catch (_) {}
-    end(cause);
-  });
-  es.addEventListener('error', function () { if (es.readyState === EventSource.CLOSED) end(null); });
+  open();
   document.addEventListener('submit', function () { done = true; es.close(); });
 })();"#;
 

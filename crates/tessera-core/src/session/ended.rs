@@ -41,8 +41,8 @@ pub enum EndCause {
     Evicted,
     /// The idle timeout or absolute lifetime (or the server's memory policy).
     Expired,
-    /// A new id that could not be followed (lifecycle events off: a login's rotation ends the
-    /// old id's connections; with events on they follow the new id).
+    /// Moved to a new id that cannot be known (a rotated-away key whose tombstone names no
+    /// successor). A login's rotation is otherwise followed, with lifecycle events on or off.
     Rotated,
     /// Gone for a reason not known here: there was no session, or it was found gone without
     /// its event (events off, or missed past their retention).
@@ -77,26 +77,57 @@ impl EndCause {
 }
 
 /// One watched session: its waiters (one channel per id it was watched under: a login's
-/// rotation can bring two together) and its storage key, for the existence checks (`None`
-/// while a rotation's new key is not known yet: only events end it then).
+/// rotation can bring two together), its storage key for the existence checks (`None` while a
+/// rotation's new key is not known yet: only events end it then), and whether the last sweep
+/// found it gone (with events on, its end event is given one more sweep to come with its cause).
 struct Watched {
     txs: Vec<watch::Sender<Option<EndCause>>>,
     key: Option<String>,
+    suspect: bool,
 }
 
-/// The sessions this process's open connections wait on, by handle, and the one follower.
+impl Watched {
+    fn new() -> Self {
+        Watched {
+            txs: Vec::new(),
+            key: None,
+            suspect: false,
+        }
+    }
+}
+
+/// How long an end that woke no connection is remembered: a login's event can come after the
+/// end of its new id (a logout-all between the rotation's move and its publication), and the
+/// connections it moves onto that id end at once.
+const RECENT_END: Duration = Duration::from_secs(30);
+
+/// The sessions this process's open connections wait on, by handle, the ends that woke none
+/// lately, and the one follower.
 #[derive(Default)]
 pub(super) struct Watchers {
     map: Mutex<HashMap<String, Watched>>,
-    follower: std::sync::OnceLock<tokio::task::AbortHandle>,
+    recent_ends: Mutex<HashMap<String, (EndCause, tokio::time::Instant)>>,
+    follower: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Drop for Watchers {
     fn drop(&mut self) {
-        if let Some(t) = self.follower.get() {
+        if let Some(t) = self.follower.get_mut().ok().and_then(Option::take) {
             t.abort();
         }
     }
+}
+
+/// What an existence check does with a session it finds gone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnGone {
+    /// Nothing: only follow a retired key to its successor (right after a login's event).
+    Follow,
+    /// End it now (lifecycle events off: no event will say more).
+    End,
+    /// End it at the next check that still finds it gone (events on: its event may be on the
+    /// way, with the cause).
+    Grace,
 }
 
 impl Watchers {
@@ -106,10 +137,7 @@ impl Watchers {
 
     fn register(&self, handle: String, key: String) -> watch::Receiver<Option<EndCause>> {
         let mut map = self.lock();
-        let w = map.entry(handle).or_insert_with(|| Watched {
-            txs: Vec::new(),
-            key: None,
-        });
+        let w = map.entry(handle).or_insert_with(Watched::new);
         w.key.get_or_insert(key);
         if w.txs.is_empty() {
             w.txs.push(watch::channel(None).0);
@@ -117,33 +145,84 @@ impl Watchers {
         w.txs[0].subscribe()
     }
 
-    /// Wakes the waiters of `handle` with `cause`.
+    /// Wakes the waiters of `handle` with `cause`; with none, remembers the end for a while
+    /// (see [`RECENT_END`]).
     fn end(&self, handle: &str, cause: EndCause) {
-        if let Some(w) = self.lock().remove(handle) {
-            for tx in w.txs {
-                let _ = tx.send(Some(cause));
+        let found = self.lock().remove(handle);
+        match found {
+            Some(w) => {
+                for tx in w.txs {
+                    let _ = tx.send(Some(cause));
+                }
+            }
+            None => {
+                let now = tokio::time::Instant::now();
+                let mut recent = self.recent_ends.lock().unwrap_or_else(|p| p.into_inner());
+                recent.retain(|_, (_, at)| now.duration_since(*at) < RECENT_END);
+                recent.insert(handle.to_string(), (cause, now));
             }
         }
     }
 
     /// A login or rotation moved `from` to `to`: its waiters follow (joining those already
-    /// waiting on `to`). The old key, which names the new one while its tombstone lasts; the
-    /// entry's key is unknown until [`SessionManager::check_gone`] reads it there.
+    /// waiting on `to`), or end at once if `to` has ended already. The old key, which names
+    /// the new one while its tombstone lasts (the entry's key is unknown until
+    /// [`SessionManager::check_gone`] reads it there).
     fn moved(&self, from: &str, to: &str) -> Option<String> {
-        let mut map = self.lock();
-        let old = map.remove(from)?;
-        let w = map.entry(to.to_string()).or_insert_with(|| Watched {
-            txs: Vec::new(),
-            key: None,
-        });
-        w.txs.extend(old.txs);
-        old.key
+        let old_key = {
+            let mut map = self.lock();
+            let old = map.remove(from)?;
+            let w = map.entry(to.to_string()).or_insert_with(Watched::new);
+            w.txs.extend(old.txs);
+            old.key
+        };
+        let ended = {
+            let recent = self.recent_ends.lock().unwrap_or_else(|p| p.into_inner());
+            recent.get(to).map(|(cause, _)| *cause)
+        };
+        match ended {
+            Some(cause) => {
+                self.end(to, cause);
+                None
+            }
+            None => old_key,
+        }
     }
 
     /// `handle`'s storage key is `key` now.
     fn rekey(&self, handle: &str, key: String) {
         if let Some(w) = self.lock().get_mut(handle) {
             w.key = Some(key);
+            w.suspect = false;
+        }
+    }
+
+    /// A check found `handle`'s session gone: ends it, or with [`OnGone::Grace`] marks it
+    /// and ends it when the next check finds it gone again.
+    fn gone(&self, handle: &str, on_gone: OnGone) {
+        match on_gone {
+            OnGone::Follow => {}
+            OnGone::End => self.end(handle, EndCause::Gone),
+            OnGone::Grace => {
+                let end = match self.lock().get_mut(handle) {
+                    Some(w) if w.suspect => true,
+                    Some(w) => {
+                        w.suspect = true;
+                        false
+                    }
+                    None => false,
+                };
+                if end {
+                    self.end(handle, EndCause::Gone);
+                }
+            }
+        }
+    }
+
+    /// A check found `handle`'s session live.
+    fn alive(&self, handle: &str) {
+        if let Some(w) = self.lock().get_mut(handle) {
+            w.suspect = false;
         }
     }
 
@@ -166,29 +245,31 @@ impl SessionManager {
         &self.inner.watchers
     }
 
-    /// Starts the follower once.
+    /// Starts the follower, or again if it stopped (the runtime that ran it went away).
     fn follow_ends(&self) {
         let w = self.watchers();
-        w.follower.get_or_init(|| {
-            let manager = Arc::downgrade(&self.inner);
-            let watchers = Arc::downgrade(w);
-            let events = self.events_on();
-            tokio::spawn(follow(manager, watchers, events)).abort_handle()
-        });
+        let mut follower = w.follower.lock().unwrap_or_else(|p| p.into_inner());
+        if follower.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let manager = Arc::downgrade(&self.inner);
+        let watchers = Arc::downgrade(w);
+        let events = self.events_on();
+        *follower = Some(tokio::spawn(follow(manager, watchers, events)).abort_handle());
     }
 
-    /// Checks the watched sessions (handle, key): ends those gone ([`EndCause::Gone`]), and
-    /// follows a key a rotation retired to the new one its tombstone names (with lifecycle
-    /// events off that is how a connection follows a login; a tombstone that names none:
-    /// [`EndCause::Rotated`]). With `follow_only`, only follows: a key found missing ends
-    /// nothing (right after a login's event the old key may be read late).
-    async fn check_gone(&self, watched: &[(String, String)], follow_only: bool) {
+    /// Checks the watched sessions (handle, key): follows a key a rotation retired to the new
+    /// one its tombstone names (with lifecycle events off that is how a connection follows a
+    /// login; a tombstone that names none: [`EndCause::Rotated`]), and treats one found gone
+    /// (no key, or the `ended` mark) as `on_gone` says. A chunk the store does not answer
+    /// proves nothing (one failing Cluster shard stops no other chunk's check).
+    async fn check_gone(&self, watched: &[(String, String)], on_gone: OnGone) {
         use crate::layout::marker;
         use crate::store::fields::{CREATED, MOVING};
         for chunk in watched.chunks(500) {
             let keys: Vec<String> = chunk.iter().map(|(_, k)| k.clone()).collect();
             let Ok(rows) = self.inner.store.peek_raw(&keys, &[CREATED, MOVING]).await else {
-                return; // the store is unreachable: nothing is proven gone
+                continue;
             };
             for ((handle, _), row) in chunk.iter().zip(rows) {
                 let w = self.watchers();
@@ -197,8 +278,7 @@ impl SessionManager {
                     Some([None, Some(m)]) if marker::is_retired(m) => Some(marker::successor(m)),
                     _ => None,
                 };
-                // A live session has its creation time; no key, the `ended` mark or a hash
-                // that is no session: gone.
+                // A live session has its creation time.
                 let live = matches!(row.as_deref(), Some([Some(_), _]));
                 match retired {
                     Some(Some(member)) => {
@@ -206,9 +286,10 @@ impl SessionManager {
                         w.moved(handle, &to);
                         w.rekey(&to, self.inner.config.session_key(&member));
                     }
-                    _ if follow_only || live => {}
+                    _ if live => w.alive(handle),
+                    _ if on_gone == OnGone::Follow => {}
                     Some(None) => w.end(handle, EndCause::Rotated),
-                    None => w.end(handle, EndCause::Gone),
+                    None => w.gone(handle, on_gone),
                 }
             }
         }
@@ -225,6 +306,7 @@ async fn follow(
     let upgrade = || manager.upgrade().map(|inner| SessionManager { inner });
     if !events {
         let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let (Some(m), Some(w)) = (upgrade(), watchers.upgrade()) else {
@@ -232,20 +314,24 @@ async fn follow(
             };
             let watched = w.live();
             if !watched.is_empty() {
-                m.check_gone(&watched, false).await;
+                m.check_gone(&watched, OnGone::End).await;
             }
         }
     }
-    let start = SystemTime::now()
-        .checked_sub(REPLAY)
-        .unwrap_or(UNIX_EPOCH)
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let mut cursor = format!("{start}-0");
+    // Stream ids are the store's clock: start from it where known.
+    let Some(m) = upgrade() else { return };
+    let now_ms = m.inner.store.server_now().unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64
+    });
+    drop(m);
+    let mut cursor = format!("{}-0", now_ms.saturating_sub(REPLAY.as_millis() as u64));
     // The sweep behind the events: an end whose event was lost (the store failed between the
-    // change and its publication) is found within a sweep.
+    // change and its publication) is found within two sweeps.
     let mut swept = tokio::time::Instant::now();
+    let mut failures = 0u64;
     loop {
         // The manager is held only while it works, never across the wait: the follower stops
         // when the app drops it.
@@ -256,27 +342,40 @@ async fn follow(
             swept = tokio::time::Instant::now();
             let watched = w.live();
             if !watched.is_empty() {
-                m.check_gone(&watched, false).await;
+                m.check_gone(&watched, OnGone::Grace).await;
             }
         }
         let mut progressed = false;
-        // A failed read is read again from the same cursor.
-        if let Ok(page) = m.read_events(Some(&cursor), 1000).await {
-            progressed = page.cursor != cursor;
-            cursor = page.cursor;
-            for e in page.events {
-                if let Some(cause) = EndCause::of(e.kind) {
-                    w.end(&e.handle, cause);
-                } else if let Some(prev) = &e.previous_handle {
-                    // The new key, for the sweep: the old one's tombstone names it.
-                    if let Some(old_key) = w.moved(prev, &e.handle) {
-                        m.check_gone(&[(e.handle.clone(), old_key)], true).await;
+        match m.read_events(Some(&cursor), 1000).await {
+            Ok(page) => {
+                failures = 0;
+                progressed = page.cursor != cursor;
+                cursor = page.cursor;
+                let mut follow = Vec::new();
+                for e in page.events {
+                    if let Some(cause) = EndCause::of(e.kind) {
+                        w.end(&e.handle, cause);
+                    } else if let Some(prev) = &e.previous_handle {
+                        // The new key, for the sweep: the old one's tombstone names it.
+                        if let Some(old_key) = w.moved(prev, &e.handle) {
+                            follow.push((e.handle.clone(), old_key));
+                        }
                     }
                 }
+                if !follow.is_empty() {
+                    m.check_gone(&follow, OnGone::Follow).await;
+                }
+                if page.missed {
+                    // Ends may have been lost: whatever is gone now ended.
+                    m.check_gone(&w.live(), OnGone::End).await;
+                }
             }
-            if page.missed {
-                // Ends may have been lost: whatever is gone now ended.
-                m.check_gone(&w.live(), false).await;
+            // Read again from the same cursor; ends still come from the sweep meanwhile.
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(300) {
+                    tracing::warn!(error = %e, failures, "session ends: lifecycle events not readable; open connections close by the 5-second sweep meanwhile");
+                }
             }
         }
         drop((m, w));
@@ -296,9 +395,9 @@ impl Session {
     /// [lifecycle events](crate::SessionConfigBuilder::lifecycle_events) on it reads them (no
     /// command per connection; a login's new id is followed, so a connection lives on across
     /// the login's rotation), and checks the watched sessions' existence every 5 s all the same
-    /// (an end whose event was lost, see the events' "not promised", closes then); off, it
-    /// checks every 500 ms (one pipelined read per 500 watched sessions), and a rotation ends
-    /// the old id's connections with [`EndCause::Rotated`]. One read when called (the session may have
+    /// (an end whose event was lost, see the events' "not promised", closes within two such
+    /// checks, as [`EndCause::Gone`]); off, it checks every 500 ms (one pipelined read per 500
+    /// watched sessions) and follows a login's rotation through the old key's tombstone. One read when called (the session may have
     /// ended already). Resolves at once with [`EndCause::Gone`] when there is no stored
     /// session. A store failure while waiting proves nothing: it waits on.
     ///
@@ -331,7 +430,7 @@ impl Session {
         mgr.follow_ends();
         let mut rx = mgr.watchers().register(handle.clone(), key.clone());
         // Registered first: an end from now on wakes it; one before is found here.
-        mgr.check_gone(&[(handle, key)], false).await;
+        mgr.check_gone(&[(handle, key)], OnGone::End).await;
         loop {
             if let Some(cause) = *rx.borrow_and_update() {
                 return Ok(cause);
