@@ -180,61 +180,71 @@ where
             let asked = RefusedRequest::new(req.path(), accept.and_then(|v| v.to_str().ok()));
             (r, asked)
         });
-        Box::pin(async move {
-            // Whether the old cookie goes: after a take-over, when there was nothing to take,
-            // or when the browser holds a live tessera session already.
-            let mut drop_legacy = false;
-            if let Some((imp, key, has_own)) = &legacy {
-                let live = *has_own && matches!(session.is_stored().await, Ok(true));
-                drop_legacy = live || imp.take_over(&manager, &session, key).await;
-            }
-            let res = service.call(req).await;
-            // An error (the handler's `Err`, or an error status) commits nothing of the request.
-            let status = match &res {
-                Ok(r) => r.status().as_u16(),
-                Err(e) => e.as_response_error().status_code().as_u16(),
-            };
-            let outcome = session.finish(status).await;
-            let res = res?;
-            let mut res = match outcome.error {
-                Some(err) => {
-                    tracing::warn!(status = err.status_code(), error = %err, "session: replacing the handler's response");
-                    let (req, _) = res.into_parts();
-                    ServiceResponse::new(req, crate::extract::error_response(&err))
-                        .map_into_right_body()
+        let span = session.request_span();
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                // Whether the old cookie goes: after a take-over, when there was nothing to take,
+                // or when the browser holds a live tessera session already.
+                let mut drop_legacy = false;
+                if let Some((imp, key, has_own)) = &legacy {
+                    let live = *has_own && matches!(session.is_stored().await, Ok(true));
+                    drop_legacy = live || imp.take_over(&manager, &session, key).await;
                 }
-                None => res.map_into_left_body(),
-            };
-            if let Some((render, asked)) = &render {
-                let page = res
-                    .response()
-                    .extensions()
-                    .get::<Refusal>()
-                    .and_then(|r| (render.0)(r, asked));
-                if let Some(page) = page {
-                    let (req, _) = res.into_parts();
-                    res = ServiceResponse::new(req, page).map_into_right_body();
+                let res = service.call(req).await;
+                // An error (the handler's `Err`, or an error status) commits nothing of the request.
+                let status = match &res {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => e.as_response_error().status_code().as_u16(),
+                };
+                let outcome = session.finish(status).await;
+                let res = res?;
+                let mut res = match outcome.error {
+                    Some(err) => {
+                        tracing::warn!(status = err.status_code(), error = %err, "session: replacing the handler's response");
+                        let (req, _) = res.into_parts();
+                        ServiceResponse::new(req, crate::extract::error_response(&err))
+                            .map_into_right_body()
+                    }
+                    None => res.map_into_left_body(),
+                };
+                // Counted once, on the answer the client gets.
+                if let Some(r) = res.response().extensions().get::<Refusal>() {
+                    r.record();
                 }
-            }
-            for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
-                match HeaderValue::from_str(&cookie) {
-                    Ok(v) => {
+                if let Some((render, asked)) = &render {
+                    let page = res
+                        .response()
+                        .extensions()
+                        .get::<Refusal>()
+                        .and_then(|r| (render.0)(r, asked));
+                    if let Some(page) = page {
+                        let (req, _) = res.into_parts();
+                        res = ServiceResponse::new(req, page).map_into_right_body();
+                    }
+                }
+                for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
+                    match HeaderValue::from_str(&cookie) {
+                        Ok(v) => {
+                            res.headers_mut().append(SET_COOKIE, v);
+                        }
+                        Err(_) => {
+                            tracing::error!("session: cookie header is not a valid header value")
+                        }
+                    }
+                }
+                if let (Some((imp, _, _)), true) = (&legacy, drop_legacy) {
+                    let removal = format!(
+                        "{}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+                        imp.cookie_name_str()
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&removal) {
                         res.headers_mut().append(SET_COOKIE, v);
                     }
-                    Err(_) => tracing::error!("session: cookie header is not a valid header value"),
                 }
-            }
-            if let (Some((imp, _, _)), true) = (&legacy, drop_legacy) {
-                let removal = format!(
-                    "{}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
-                    imp.cookie_name_str()
-                );
-                if let Ok(v) = HeaderValue::from_str(&removal) {
-                    res.headers_mut().append(SET_COOKIE, v);
-                }
-            }
-            Ok(res)
-        })
+                Ok(res)
+            },
+            span,
+        ))
     }
 }
 

@@ -181,35 +181,45 @@ where
             let asked = RefusedRequest::new(req.uri().path(), accept.and_then(|v| v.to_str().ok()));
             (r, asked)
         });
+        let span = session.request_span();
         ResponseFuture {
-            inner: Box::pin(async move {
-                let mut res = inner.call(req).await?;
-                let outcome = session.finish(res.status().as_u16()).await;
-                if let Some(err) = outcome.error {
-                    tracing::warn!(status = err.status_code(), error = %err, "session: replacing the handler's response");
-                    res = crate::extract::error_response(&err);
-                }
-                if let Some((render, asked)) = &render {
-                    let page = res
-                        .extensions()
-                        .get::<Refusal>()
-                        .and_then(|r| (render.0)(r, asked));
-                    if let Some(page) = page {
-                        res = page;
+            inner: Box::pin(tracing::Instrument::instrument(
+                async move {
+                    let mut res = inner.call(req).await?;
+                    let outcome = session.finish(res.status().as_u16()).await;
+                    if let Some(err) = outcome.error {
+                        tracing::warn!(status = err.status_code(), error = %err, "session: replacing the handler's response");
+                        res = crate::extract::error_response(&err);
                     }
-                }
-                for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
-                    match HeaderValue::from_str(&cookie) {
-                        Ok(v) => {
-                            res.headers_mut().append(SET_COOKIE, v);
-                        }
-                        Err(_) => {
-                            tracing::error!("session: cookie header is not a valid header value")
+                    // Counted once, on the answer the client gets.
+                    if let Some(r) = res.extensions().get::<Refusal>() {
+                        r.record();
+                    }
+                    if let Some((render, asked)) = &render {
+                        let page = res
+                            .extensions()
+                            .get::<Refusal>()
+                            .and_then(|r| (render.0)(r, asked));
+                        if let Some(page) = page {
+                            res = page;
                         }
                     }
-                }
-                Ok(res)
-            }),
+                    for cookie in outcome.set_cookie.into_iter().chain(outcome.csrf_cookie) {
+                        match HeaderValue::from_str(&cookie) {
+                            Ok(v) => {
+                                res.headers_mut().append(SET_COOKIE, v);
+                            }
+                            Err(_) => {
+                                tracing::error!(
+                                    "session: cookie header is not a valid header value"
+                                )
+                            }
+                        }
+                    }
+                    Ok(res)
+                },
+                span,
+            )),
         }
     }
 }

@@ -72,6 +72,20 @@ pub trait SessionExt: sealed::Sealed {
     /// `cycle_id`, `destroy` and the logout calls write at once.
     fn finish(&self, response_status: u16) -> impl Future<Output = Outcome> + Send;
 
+    /// The request's `tracing` span, `tessera.request`: adapters run the handler and
+    /// [`finish`](SessionExt::finish) in it. Its field `handle` is the session's
+    /// [handle](crate::DeviceSession::handle) (never the id or the cookie), recorded once the
+    /// session is loaded and again at the end if the request ends under another one.
+    ///
+    /// ```
+    /// use tessera_core::adapter::SessionExt as _;
+    /// # let manager = tessera_core::SessionManager::new(tessera_core::Store::memory(), tessera_core::SessionConfig::builder(tessera_core::Key::generate()).build().unwrap());
+    /// let session = manager.start(None::<&str>);
+    /// let span = session.request_span(); // a disabled span without a subscriber
+    /// # let _ = span;
+    /// ```
+    fn request_span(&self) -> tracing::Span;
+
     /// [`verify_csrf`](Session::verify_csrf), telling a wrong token from a session that is
     /// gone: what the adapters' `CsrfForm` and `CsrfHeader` answer with ([`require_csrf`]
     /// turns it into their rejection).
@@ -102,6 +116,10 @@ impl SessionExt for Session {
 
     fn check_csrf(&self, token: &str) -> impl Future<Output = Result<CsrfCheck>> + Send {
         Session::check_csrf(self, token)
+    }
+
+    fn request_span(&self) -> tracing::Span {
+        Session::span(self).clone()
     }
 
     fn check_origin(

@@ -12,6 +12,11 @@ use std::fmt;
 
 const PREFIX: &str = "enc:v1:";
 
+/// Whether a stored value has the form of a sealed one (read without any key).
+pub(crate) fn looks_sealed(v: &[u8]) -> bool {
+    v.starts_with(PREFIX.as_bytes())
+}
+
 /// A 32-byte AES-256-GCM key for protected fields
 /// ([`SessionConfigBuilder::protected_field`](crate::SessionConfigBuilder::protected_field)).
 ///

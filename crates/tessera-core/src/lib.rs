@@ -53,6 +53,7 @@ pub mod error;
 mod field_crypto;
 mod id;
 mod layout;
+pub mod metrics;
 mod session;
 mod store;
 
@@ -120,7 +121,7 @@ pub use crate::field_crypto::FieldKey;
 pub use crate::session::{
     csrf_input, escape_tag, Activity, DeviceSession, EndCause, Event, EventKind, EventPage,
     EventStream, EventSubscription, Expiry, ForwardedHeader, FoundSession, FoundSessions, Session,
-    SessionManager, CSRF_FIELD, CSRF_HEADER,
+    SessionDetails, SessionManager, CSRF_FIELD, CSRF_HEADER,
 };
 pub use crate::store::{
     NearCacheCoherence, NearCacheStats, RedisOptions, ServerReport, ServerWarning, Store,

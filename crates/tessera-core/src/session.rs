@@ -40,6 +40,7 @@ mod expiry_sweeper;
 mod devices;
 mod index;
 mod load;
+mod operator;
 mod record_view;
 mod records;
 mod rotation;
@@ -59,6 +60,7 @@ pub use self::ended::EndCause;
 pub use self::expiry::Expiry;
 pub use self::lifecycle::{Event, EventKind, EventPage, EventStream, EventSubscription};
 pub use self::manager::SessionManager;
+pub use self::operator::SessionDetails;
 pub use self::query::{FoundSession, FoundSessions};
 pub use self::query_engine::escape_tag;
 pub use self::record_view::Loaded;
@@ -136,6 +138,27 @@ struct SessionInner {
     /// The request's pre-session cookie (see csrf.rs): apart from `state`, as it never touches
     /// the store.
     pre: std::sync::Mutex<csrf::PreSession>,
+    /// `tessera.request`: the adapters run the request in it; `handle` is recorded once the
+    /// session is known (see [`metrics`](crate::metrics)).
+    span: tracing::Span,
+}
+
+impl Session {
+    /// The request's span (`tessera.request`, field `handle`), for adapters to run the
+    /// request in.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.inner.span
+    }
+
+    /// Records the session's handle (never its id) in the request's span; nothing to compute
+    /// when no subscriber wants the span.
+    fn note_handle(&self, id: &crate::id::SessionId) {
+        if !self.inner.span.is_disabled() {
+            self.inner
+                .span
+                .record("handle", devices::handle_of(id.storage_str()));
+        }
+    }
 }
 
 impl fmt::Debug for Session {
@@ -401,6 +424,10 @@ impl Session {
             if let Some(e) = std::mem::replace(&mut st.failure, failure) {
                 tracing::debug!(sid = %tag(st.id.as_ref()), error = %e, "the read for the cookie's attributes failed; the configured kind is sent");
             }
+        }
+        if let (Some(id), Status::Stored) = (&st.id, st.status) {
+            // A new session or a login: the request ends under this one.
+            self.note_handle(id);
         }
         let set_cookie = match (&st.id, st.status, st.cookie) {
             (Some(id), Status::Stored | Status::Unloaded, CookieAction::Send) => {

@@ -67,6 +67,8 @@ pub struct Refusal {
     pub kind: Refused,
     /// The public message (the body's `error`): safe to show, never the cause.
     pub message: String,
+    /// For a `503`: why, as [`metrics::UNAVAILABLE`](crate::metrics::UNAVAILABLE) counts it.
+    unavailable: Option<crate::metrics::Unavailable>,
 }
 
 impl Refusal {
@@ -88,6 +90,21 @@ impl Refusal {
             retry_after: e.retry_after(),
             kind: Refused::Error(e.kind()),
             message,
+            unavailable: (e.status_code() == 503).then(|| crate::metrics::Unavailable::of(e)),
+        }
+    }
+
+    /// Counts this refusal in tessera's [metrics](crate::metrics) (a `503`, by its cause).
+    /// The adapters call it once per answer, on the refusal the final response carries (a
+    /// request whose handler answered an error and whose end then failed too is one answer).
+    ///
+    /// ```
+    /// let r = tessera_core::adapter::Refusal::error(&tessera_core::Error::NotLoggedIn);
+    /// r.record(); // not a 503: nothing counted
+    /// ```
+    pub fn record(&self) {
+        if let Some(cause) = self.unavailable {
+            cause.record();
         }
     }
 
@@ -99,6 +116,7 @@ impl Refusal {
             retry_after: None,
             kind,
             message,
+            unavailable: None,
         }
     }
 }

@@ -122,16 +122,23 @@ async fn sweep(inner: &ManagerInner, lease: bool) -> Result<usize> {
         0
     };
     let mut published = 0;
+    let mut first = true;
     loop {
         let due = inner
             .store
             .expiry_due(inner.event_keys(), &cfg.instance, lease_ms, SWEEP_BATCH)
             .await?;
-        let Some(due) = due.filter(|d| !d.is_empty()) else {
+        if first {
+            // The oldest due member comes first: how late this sweep is.
+            crate::metrics::sweeper_lag(due.as_ref().map_or(0, |d| d.lag_ms()));
+            first = false;
+        }
+        let Some(due) = due.filter(|d| !d.members.is_empty()) else {
             return Ok(published);
         };
-        published += settle_members(inner, &due).await?;
-        if due.len() < SWEEP_BATCH {
+        let members: Vec<String> = due.members.into_iter().map(|(m, _)| m).collect();
+        published += settle_members(inner, &members).await?;
+        if members.len() < SWEEP_BATCH {
             return Ok(published);
         }
     }
@@ -162,9 +169,6 @@ async fn settle_members(inner: &ManagerInner, members: &[String]) -> Result<usiz
             Probe::Gone => batch.events.push(event(EventKind::Expired, m, None, true)),
         }
     }
-    let ids = inner
-        .store
-        .events_apply(inner.event_keys(), cfg.retention, &cfg.instance, &batch)
-        .await?;
+    let ids = inner.publish(cfg, &batch).await?;
     Ok(ids.iter().filter(|i| i.is_some()).count())
 }

@@ -174,6 +174,21 @@ impl ManagerInner {
         &self.event_keys
     }
 
+    /// Runs one batch of the events script: what every publish goes through (counted in
+    /// [`metrics`](crate::metrics)).
+    pub(super) async fn publish(
+        &self,
+        cfg: &EventsConfig,
+        batch: &EventBatch,
+    ) -> Result<Vec<Option<String>>> {
+        let ids = self
+            .store
+            .events_apply(self.event_keys(), cfg.retention, &cfg.instance, batch)
+            .await?;
+        crate::metrics::published(&batch.events, &ids);
+        Ok(ids)
+    }
+
     /// How long from now the expiry set may wait before it looks at a session: the TTL the
     /// session has under `t`, *its own* timing (`Session::timing_for`: a "remember me" expiry
     /// shorter than the idle timeout included), since its creation at `created_ms` (`None`:
@@ -241,10 +256,7 @@ impl SessionManager {
         let Some(cfg) = self.inner.events_config() else {
             return Ok(Vec::new());
         };
-        self.inner
-            .store
-            .events_apply(self.inner.event_keys(), cfg.retention, &cfg.instance, batch)
-            .await
+        self.inner.publish(cfg, batch).await
     }
 
     /// Publishes what follows a change that is already made: tried again once if it was not
@@ -292,6 +304,7 @@ impl SessionManager {
     /// Publishes the end of sessions that this instance ended (each only if no one else
     /// published its end: see the module's comment).
     pub(super) async fn publish_ends(&self, kind: EventKind, members: &[String]) {
+        crate::metrics::ended(kind, members.len());
         let batch = EventBatch {
             events: members.iter().map(|m| event(kind, m, None, true)).collect(),
             ..EventBatch::default()
@@ -352,6 +365,54 @@ impl SessionManager {
             events,
             missed,
         })
+    }
+
+    /// The newest `limit` events (at most 1,000), newest first: what an operator's page
+    /// shows. One command (`XREVRANGE`). [`Error::EventsOff`] without lifecycle events.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::{EventKind, Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate()).lifecycle_events(true).build().unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// manager.start(None::<&str>).login("ann").await?;
+    /// let latest = manager.latest_events(1).await?;
+    /// assert_eq!(latest[0].kind, EventKind::Login);
+    /// # Ok(()) }
+    /// ```
+    pub async fn latest_events(&self, limit: usize) -> Result<Vec<Event>> {
+        self.require_events()?;
+        let stored = self
+            .inner
+            .store
+            .events_latest(self.inner.event_keys(), limit.clamp(1, 1_000))
+            .await?;
+        Ok(stored.into_iter().filter_map(Event::from_stored).collect())
+    }
+
+    /// How many sessions are live now, across every instance: the size of the expiry set
+    /// that lifecycle events keep (one command, `ZCARD`, on one key; no key scan). A session
+    /// that expired is counted until the sweep that publishes its `expired` event (within
+    /// the [sweep interval](crate::SessionConfigBuilder::expiry_sweep_interval)); a login
+    /// in progress may count twice for a moment. [`Error::EventsOff`] without lifecycle
+    /// events (nothing else counts sessions without a scan).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tessera_core::Error> {
+    /// use tessera_core::{Key, SessionConfig, SessionManager, Store};
+    /// let config = SessionConfig::builder(Key::generate()).lifecycle_events(true).build().unwrap();
+    /// let manager = SessionManager::new(Store::memory(), config);
+    /// manager.start(None::<&str>).login("ann").await?;
+    /// manager.start(None::<&str>).login("bob").await?;
+    /// assert_eq!(manager.count_live_sessions().await?, 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn count_live_sessions(&self) -> Result<usize> {
+        self.require_events()?;
+        self.inner
+            .store
+            .tracked_count(self.inner.event_keys())
+            .await
     }
 
     /// Every event after `after`, as they come (polled every 200 ms while there are none): a

@@ -68,6 +68,7 @@ impl Session {
         };
         span.record("found", true);
         span.record("touched", loaded.refresh == Refresh::Done);
+        self.note_handle(id);
         st.status = Status::Stored;
         st.data = loaded.fields;
         // Fields past their lifetime are not served (a plain read or a near-cache copy may

@@ -79,6 +79,9 @@ impl Session {
         // Boxed: the rotation's future is large, and this keeps callers' futures small.
         let res =
             Box::pin(self.cycle_locked(&mut st, previous_user, super::EventKind::Login)).await;
+        if res.is_ok() {
+            crate::metrics::login();
+        }
         if switching {
             // The previous user's session is already gone: a later failure has changed
             // something, so it must not be answered as "nothing was changed".

@@ -166,6 +166,7 @@ impl SessionManager {
         Session {
             inner: Arc::new(SessionInner {
                 pre: std::sync::Mutex::new(pre),
+                span: tracing::info_span!("tessera.request", handle = tracing::field::Empty),
                 manager: self.clone(),
                 state: Mutex::new(State::new(candidates, truncated, client)),
             }),
@@ -307,6 +308,7 @@ impl SessionManager {
             }
             let settled = self.settle_absent(&absent).await;
             gone.extend(settled.ended);
+            crate::metrics::ended(kind, gone.len());
             let mut batch = EventBatch::default();
             batch
                 .events
@@ -384,10 +386,13 @@ impl SessionManager {
     /// The members of `user_id`'s index whose bound has not passed.
     pub(super) async fn members_of(&self, user_id: &str) -> Result<Vec<String>> {
         check_user_id(user_id)?;
-        self.inner
+        let members = self
+            .inner
             .store
             .index_members(&self.inner.config.index_key(user_id))
-            .await
+            .await?;
+        crate::metrics::user_sessions(members.len());
+        Ok(members)
     }
 
     /// Ends every session of `user_id` that exists when it starts (logout everywhere), and

@@ -276,6 +276,9 @@ impl Session {
                 return Self::failed(st, e);
             }
         }
+        if at.creating && !st.created_by_login {
+            crate::metrics::created();
+        }
         if !at.creating && self.mgr().events_on() && st.dirty.contains_key(fields::OWN_EXPIRY) {
             // A new own expiry set the TTL anew (write.lua): the tracking follows it.
             self.retrack_expiry(st, at.id.storage_str(), at.t).await;

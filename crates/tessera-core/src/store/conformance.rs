@@ -492,8 +492,11 @@ async fn events(store: &Store) {
     let ids = store.events_apply(&keys, 10, "i1", &batch).await.unwrap();
     assert!(ids[0].is_some());
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let due = store.expiry_due(&keys, "i1", 0, 10).await.unwrap();
-    assert_eq!(due, Some(vec!["m1".to_string()]));
+    let due = store.expiry_due(&keys, "i1", 0, 10).await.unwrap().unwrap();
+    let members: Vec<&str> = due.members.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(members, ["m1"]);
+    assert!(due.lag_ms() < 60_000, "due just now: {due:?}");
+    assert_eq!(store.tracked_count(&keys).await.unwrap(), 2, "m1 and m2");
     let claims = EventBatch {
         events: vec![event("expired", "m1", true), event("expired", "m1", true)],
         ..Default::default()
@@ -517,6 +520,18 @@ async fn events(store: &Store) {
     assert_eq!(rest.len(), 1);
     let (page, _) = store.events_read(&keys, None, 1).await.unwrap();
     assert_eq!(page.len(), 1, "at most the limit");
+    let latest = store.events_latest(&keys, 10).await.unwrap();
+    assert_eq!(
+        latest,
+        vec![read[1].clone(), read[0].clone()],
+        "newest first"
+    );
+    assert_eq!(store.events_latest(&keys, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.tracked_count(&keys).await.unwrap(),
+        1,
+        "m1 claimed: untracked"
+    );
     // Not asserted: how much the retention keeps. The memory store keeps exactly `retention`
     // events; Redis trims with `MAXLEN ~`, whole stream nodes at a time.
     store

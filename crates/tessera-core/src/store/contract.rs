@@ -19,7 +19,7 @@
 //! other stores taken over ([`TakeoverOps`]: the memory store holds none), the server check
 //! ([`SettingsCheck`]: the memory store has no settings to warn about).
 
-use super::event_keys::{EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
+use super::event_keys::{Due, EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
 use super::{
     Backend, EndIf, Freeze, IndexJoin, Load, NewSession, Picked, Release, ServerReport,
     SetIfAbsent, Store, Timing, WriteOp, WriteResult,
@@ -55,14 +55,18 @@ macro_rules! contract {
                         Ok(b) => b,
                         Err(e) => return contract!(@connecting e $($connecting)?),
                     };
-                    match backend {
+                    let started = std::time::Instant::now();
+                    let out = match backend {
                         Backend::Memory(m) => $trait::$op(m $(, $arg)*).await,
                         Backend::Redis(r) => $trait::$op(&**r $(, $arg)*).await,
-                    }
+                    };
+                    crate::metrics::store_op(stringify!($op), started, contract!(@ok out));
+                    out
                 }
             )*
         }
     };
+    (@ok $out:ident) => { crate::metrics::Outcome::ok(&$out) };
     (@connecting $e:ident) => { Err($e) };
     (@connecting $e:ident $connecting:expr) => {{
         drop($e);
@@ -181,7 +185,14 @@ contract! {
         /// The tracked sessions whose expiry may have passed (at most `limit`), if this
         /// instance holds (or takes) the sweep lease for `lease_ms` (0: without the lease).
         /// `None`: another instance sweeps now. The memory store has no lease (one process).
-        async fn expiry_due(&self, keys: &EventKeys, instance: &str, lease_ms: u64, limit: usize) -> Result<Option<Vec<String>>>;
+        async fn expiry_due(&self, keys: &EventKeys, instance: &str, lease_ms: u64, limit: usize) -> Result<Option<Due>>;
+
+        /// The newest `limit` events, newest first (`XREVRANGE`, one key).
+        async fn events_latest(&self, keys: &EventKeys, limit: usize) -> Result<Vec<StoredEvent>>;
+
+        /// How many sessions the expiry set tracks (`ZCARD`, one key): with events on, every
+        /// stored session, until the sweep after its expiry.
+        async fn tracked_count(&self, keys: &EventKeys) -> Result<usize>;
 
         /// What is at each session key now (one pipelined round trip on Redis).
         async fn probe_many(&self, keys: &[String]) -> Result<Vec<Probe>>;
@@ -235,6 +246,17 @@ contract! {
     pub(crate) trait SettingsCheck {
         /// `INFO` of every primary and the warnings it calls for, bounded by 10 s.
         async fn check_settings(&self) -> Result<ServerReport>;
+    }
+}
+
+contract! {
+    /// What an operator's tool asks and no request does: a key scan, O(keys), for finding a
+    /// session by its handle alone (`SessionManager::find_handle`). The memory store lists its
+    /// own keys.
+    pub(crate) trait OperatorOps {
+        /// The suffix of every key that starts with `prefix` (`SCAN MATCH <prefix>* COUNT 1000`
+        /// on every primary; a key may be reported twice, the caller dedups), within 60 s.
+        async fn scan_suffixes(&self, prefix: &str) -> Result<Vec<String>>;
     }
 }
 

@@ -51,6 +51,24 @@ impl EventBatch {
     }
 }
 
+/// What a sweep found due ([`expiry_due`](super::contract::EventOps::expiry_due)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Due {
+    /// The store's clock when it looked, ms.
+    pub(crate) now: u64,
+    /// Each due member and its score (when it became due, ms), oldest first.
+    pub(crate) members: Vec<(String, u64)>,
+}
+
+impl Due {
+    /// How long ago the oldest of them became due, ms (0: none).
+    pub(crate) fn lag_ms(&self) -> u64 {
+        self.members
+            .first()
+            .map_or(0, |(_, score)| self.now.saturating_sub(*score))
+    }
+}
+
 /// A stored event: its stream id and fields.
 pub(crate) type StoredEvent = (String, HashMap<String, String>);
 

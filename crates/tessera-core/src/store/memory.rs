@@ -18,7 +18,7 @@ mod session_hashes;
 #[cfg(test)]
 mod tests;
 
-use super::contract::{Facts, QueryOps, SettingsCheck, TakeoverOps};
+use super::contract::{Facts, OperatorOps, QueryOps, SettingsCheck, TakeoverOps};
 use super::{now_ms, NearCacheStats, ServerReport};
 use crate::error::{Error, Result};
 use keyspace::Map;
@@ -160,6 +160,18 @@ impl TakeoverOps for MemoryBackend {
     /// `false`: there is nothing to retire.
     async fn retire_bytes(&self, _key: &str, _expected: &[u8], _grace_ms: u64) -> Result<bool> {
         Ok(false)
+    }
+}
+
+impl OperatorOps for MemoryBackend {
+    /// Its own keys.
+    async fn scan_suffixes(&self, prefix: &str) -> Result<Vec<String>> {
+        let (map, _) = self.lock();
+        Ok(map
+            .entries
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix).map(str::to_string))
+            .collect())
     }
 }
 

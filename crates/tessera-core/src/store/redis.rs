@@ -14,6 +14,7 @@ mod index_scripts;
 mod near_cache;
 mod notices;
 mod protocol;
+mod scan_keys;
 mod send;
 mod session_scripts;
 mod shards;

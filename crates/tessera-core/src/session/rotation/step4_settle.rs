@@ -109,6 +109,9 @@ impl Rotation {
     /// `created` and `login` in one call, with the tracking. If that fails, the new session
     /// goes again, so that every session with events on is tracked.
     async fn announce_created(&self, created_here: bool) {
+        if created_here {
+            crate::metrics::created();
+        }
         if !(self.mgr.events_on() && created_here) {
             return;
         }

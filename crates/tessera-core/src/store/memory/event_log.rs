@@ -2,7 +2,7 @@
 //! sessions, with the rules of `events.lua`, in this process only (each process has its own).
 
 use super::super::contract::EventOps;
-use super::super::event_keys::{EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
+use super::super::event_keys::{Due, EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
 use super::super::{fields, now_ms};
 use super::keyspace::{is_ended, is_tombstone, Value};
 use super::MemoryBackend;
@@ -158,17 +158,34 @@ impl EventOps for MemoryBackend {
         _instance: &str,
         _lease_ms: u64,
         limit: usize,
-    ) -> Result<Option<Vec<String>>> {
+    ) -> Result<Option<Due>> {
         let now = now_ms();
-        let due = self
+        let members = self
             .events()
             .due
             .iter()
             .take_while(|(score, _)| *score <= now)
             .take(limit)
-            .map(|(_, m)| m.clone())
+            .map(|(score, m)| (m.clone(), *score))
             .collect();
-        Ok(Some(due))
+        Ok(Some(Due { now, members }))
+    }
+
+    /// Mirrors `XREVRANGE`.
+    async fn events_latest(&self, _keys: &EventKeys, limit: usize) -> Result<Vec<StoredEvent>> {
+        Ok(self
+            .events()
+            .stream
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|(id, f)| (format!("{}-{}", id.0, id.1), f.clone()))
+            .collect())
+    }
+
+    /// Mirrors `ZCARD` of the expiry set.
+    async fn tracked_count(&self, _keys: &EventKeys) -> Result<usize> {
+        Ok(self.events().scores.len())
     }
 
     /// Mirrors probe.lua, key by key.

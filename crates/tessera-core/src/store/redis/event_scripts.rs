@@ -4,9 +4,10 @@
 
 use super::protocol::{self, unexpected, EVENTS, EVENTS_DUE, EVENTS_READ, PROBE};
 use super::RedisBackend;
+use crate::error::Error;
 use crate::error::Result;
 use crate::store::contract::EventOps;
-use crate::store::event_keys::{EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
+use crate::store::event_keys::{Due, EventBatch, EventKeys, ExpiryWatch, Probe, StoredEvent};
 use fred::prelude::*;
 use std::collections::HashMap;
 
@@ -72,31 +73,7 @@ impl EventOps for RedisBackend {
                 (Some(a), Some(f), Some(p)) => f > a && p > a,
                 _ => false,
             };
-            let Value::Array(entries) = entries else {
-                return Ok((Vec::new(), missed));
-            };
-            let mut out = Vec::with_capacity(entries.len());
-            for e in entries {
-                let Value::Array(mut pair) = e else { continue };
-                if pair.len() != 2 {
-                    continue;
-                }
-                let flat = pair.pop().expect("len checked");
-                let Some(id) = pair.pop().and_then(Value::into_string) else {
-                    continue;
-                };
-                let mut fields = HashMap::new();
-                if let Value::Array(kv) = flat {
-                    let mut it = kv.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        if let (Some(k), Some(v)) = (k.into_string(), v.into_string()) {
-                            fields.insert(k, v);
-                        }
-                    }
-                }
-                out.push((id, fields));
-            }
-            Ok((out, missed))
+            Ok((stream_entries(entries), missed))
         })
         .await
     }
@@ -108,7 +85,7 @@ impl EventOps for RedisBackend {
         instance: &str,
         lease_ms: u64,
         limit: usize,
-    ) -> Result<Option<Vec<String>>> {
+    ) -> Result<Option<Due>> {
         self.bounded_write(async {
             let args = protocol::events_due_args(instance, lease_ms, limit);
             let k = [keys.expiry.as_str(), keys.lease.as_str()];
@@ -118,13 +95,55 @@ impl EventOps for RedisBackend {
                 // which the caller treats the same way: nothing to do now).
                 return Ok(None);
             }
-            Ok(Some(
-                reply
-                    .into_iter()
-                    .skip(1)
-                    .filter_map(Value::into_string)
-                    .collect(),
-            ))
+            let mut it = reply.into_iter();
+            let now = it.next().and_then(|v| v.as_u64()).unwrap_or(0);
+            let mut members = Vec::new();
+            while let (Some(m), Some(s)) = (it.next(), it.next()) {
+                let (Some(m), Some(s)) = (m.into_string(), s.as_string()) else {
+                    return Err(unexpected(
+                        "events_due replied a member without its score".into(),
+                    ));
+                };
+                members.push((m, s.parse::<f64>().unwrap_or(0.0) as u64));
+            }
+            Ok(Some(Due { now, members }))
+        })
+        .await
+    }
+
+    /// `XREVRANGE stream + - COUNT limit`.
+    async fn events_latest(&self, keys: &EventKeys, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.bounded(async {
+            let key = keys.stream.as_str();
+            let count = limit.to_string();
+            let count = count.as_str();
+            let reply: Value = Box::pin(self.on_key(key, |c| async move {
+                let cmd = fred::types::CustomCommand::new_static(
+                    "XREVRANGE",
+                    fred::types::ClusterHash::from(key),
+                    false,
+                );
+                c.with_options(&self.read_opts)
+                    .custom(cmd, vec![key, "+", "-", "COUNT", count])
+                    .await
+            }))
+            .await
+            .map_err(Error::from_fred)?;
+            Ok(stream_entries(reply))
+        })
+        .await
+    }
+
+    /// `ZCARD` of the expiry set.
+    async fn tracked_count(&self, keys: &EventKeys) -> Result<usize> {
+        self.bounded(async {
+            let key = keys.expiry.as_str();
+            Box::pin(self.on_key(key, |c| async move {
+                c.with_options(&self.read_opts).zcard::<u64, _>(key).await
+            }))
+            .await
+            .map(|n| n as usize)
+            .map_err(Error::from_fred)
         })
         .await
     }
@@ -154,4 +173,34 @@ impl EventOps for RedisBackend {
     ) -> Option<ExpiryWatch> {
         self.subscribe_expiries(prefix, expired, wake).await
     }
+}
+
+/// A stream range reply (`[[id, [field, value, ...]], ...]`) as stored events; what is not an
+/// entry is skipped.
+fn stream_entries(entries: Value) -> Vec<StoredEvent> {
+    let Value::Array(entries) = entries else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Value::Array(mut pair) = e else { continue };
+        if pair.len() != 2 {
+            continue;
+        }
+        let flat = pair.pop().expect("len checked");
+        let Some(id) = pair.pop().and_then(Value::into_string) else {
+            continue;
+        };
+        let mut fields = HashMap::new();
+        if let Value::Array(kv) = flat {
+            let mut it = kv.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let (Some(k), Some(v)) = (k.into_string(), v.into_string()) {
+                    fields.insert(k, v);
+                }
+            }
+        }
+        out.push((id, fields));
+    }
+    out
 }

@@ -194,6 +194,7 @@ impl NearCache {
             let f = e.fields.clone();
             drop(st);
             self.hits.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::near_cache(crate::metrics::NEAR_CACHE_HITS);
             return Some(f);
         }
         let (k, e) = st.old.remove_entry(key)?;
@@ -202,6 +203,7 @@ impl NearCache {
         self.insert_new(&mut st, k, e);
         drop(st);
         self.hits.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::near_cache(crate::metrics::NEAR_CACHE_HITS);
         Some(f)
     }
 
@@ -216,6 +218,7 @@ impl NearCache {
     /// Before sending a read whose reply may fill the cache; `None` while tracking is not on.
     pub(crate) fn reserve(&self, key: &str) -> Option<Reservation> {
         self.misses.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::near_cache(crate::metrics::NEAR_CACHE_MISSES);
         self.pump();
         let mut st = self.lock();
         if st.down != 0 {
@@ -295,6 +298,7 @@ impl NearCache {
         drop(st);
         if hit {
             self.invalidations.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::near_cache(crate::metrics::NEAR_CACHE_INVALIDATIONS);
         }
     }
 
@@ -306,6 +310,7 @@ impl NearCache {
         st.new_bytes = 0;
         st.old_bytes = 0;
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::near_cache(crate::metrics::NEAR_CACHE_FLUSHES);
     }
 
     /// Empties the cache (tracking stays as it is): a flush push, a lagging channel.
