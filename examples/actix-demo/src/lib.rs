@@ -19,7 +19,30 @@ pub fn routes(cfg: &mut ServiceConfig) {
 
 /// [`routes`] with the admin token given (`None`: the admin routes answer 404).
 pub fn routes_with_admin(admin_token: Option<String>) -> impl Fn(&mut ServiceConfig) + Clone {
+    if admin_token.is_some() {
+        // Before any traffic: what happens before the recorder is installed is not counted.
+        demo_core::metrics_recorder();
+    }
     move |cfg: &mut ServiceConfig| {
+        let metrics_token = admin_token.clone();
+        cfg.route(
+            "/metrics",
+            web::get().to(move |req: HttpRequest| {
+                let token = metrics_token.clone();
+                async move {
+                    let auth = req
+                        .headers()
+                        .get(actix_web::http::header::AUTHORIZATION)
+                        .map(|v| v.as_bytes());
+                    match demo_core::metrics_text(token.as_deref(), auth) {
+                        Ok(text) => HttpResponse::Ok()
+                            .content_type(demo_core::METRICS_CONTENT_TYPE)
+                            .body(text),
+                        Err(refused) => reply(refused),
+                    }
+                }
+            }),
+        );
         let admin = |route: AdminRoute| {
             let token = admin_token.clone();
             move |s: Session, req: HttpRequest, q: web::Query<Vec<(String, String)>>| {

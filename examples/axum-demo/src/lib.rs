@@ -28,7 +28,7 @@ pub fn app(manager: SessionManager) -> Router {
 /// `POST /login`, `GET /me`, `PUT /session`, `POST /counter`, plus tessera's account
 /// endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`, `DELETE /sessions/{handle}`),
 /// plus `POST`/`GET /activity`, plus the admin routes (`GET`/`DELETE /admin/sessions`,
-/// `GET /admin/counts`, `GET /admin/events`) when
+/// `GET /admin/counts`, `GET /admin/events`, `GET /metrics`) when
 /// `ADMIN_TOKEN` is set.
 pub fn routes() -> Router {
     routes_with_admin(demo_core::admin_token_from_env())
@@ -45,7 +45,32 @@ pub fn routes_with_admin(admin_token: Option<String>) -> Router {
             reply(demo_core::admin(s.manager(), token.as_deref(), auth, route, &q).await)
         }
     };
+    if admin_token.is_some() {
+        // Before any traffic: what happens before the recorder is installed is not counted.
+        demo_core::metrics_recorder();
+    }
+    let metrics_token = admin_token.clone();
     Router::new()
+        .route(
+            "/metrics",
+            get(move |headers: HeaderMap| async move {
+                use axum::response::IntoResponse;
+                let auth = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes());
+                match demo_core::metrics_text(metrics_token.as_deref(), auth) {
+                    Ok(text) => (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            demo_core::METRICS_CONTENT_TYPE,
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(refused) => reply(refused),
+                }
+            }),
+        )
         .route(
             "/admin/sessions",
             get(admin(AdminRoute::ListSessions)).delete(admin(AdminRoute::EndSessions)),

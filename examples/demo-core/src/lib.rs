@@ -150,6 +150,79 @@ fn token_matches(expected: &str, authorization: Option<&[u8]>) -> bool {
     diff == 0
 }
 
+/// Whether a request may use the admin routes: `404` without `ADMIN_TOKEN`, `401` without
+/// its bearer token.
+fn admin_allowed(admin_token: Option<&str>, authorization: Option<&[u8]>) -> Result<(), Reply> {
+    let Some(expected) = admin_token else {
+        return Err(Reply {
+            status: 404,
+            body: Some(json!({ "error": "not found" })),
+            refusal: None,
+        });
+    };
+    if !token_matches(expected, authorization) {
+        return Err(Reply {
+            status: 401,
+            body: Some(json!({ "error": "admin token required" })),
+            refusal: None,
+        });
+    }
+    Ok(())
+}
+
+/// The process's Prometheus recorder: installed on first use (the `metrics` facade takes one
+/// recorder per process), with tessera's metrics described and its `_seconds` histograms in
+/// buckets from 100 µs to 2.5 s.
+pub fn metrics_recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5,
+                ],
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(tessera_core::metrics::USER_SESSIONS.into()),
+                    &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0],
+                )
+            })
+            .expect("the bucket lists are not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed in the demo");
+        tessera_core::metrics::describe();
+        // The exporter keeps histogram samples until an upkeep folds them into the buckets:
+        // without one, they would grow with the traffic.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            })
+            .expect("a thread for the metrics upkeep");
+        handle
+    })
+}
+
+/// `GET /metrics`: the Prometheus text, behind the admin token like the `/admin/*` routes
+/// (`404` without `ADMIN_TOKEN`, `401` without its bearer token).
+pub fn metrics_text(
+    admin_token: Option<&str>,
+    authorization: Option<&[u8]>,
+) -> Result<String, Reply> {
+    admin_allowed(admin_token, authorization)?;
+    Ok(metrics_recorder().render())
+}
+
+/// The content type of [`metrics_text`].
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// The `/admin/*` routes: `admin_token` is the configured `ADMIN_TOKEN` (`None`: 404),
 /// `authorization` the request's `Authorization` header (missing or wrong: 401), `query` the
 /// decoded query string.
@@ -160,19 +233,8 @@ pub async fn admin(
     route: AdminRoute,
     query: &[(String, String)],
 ) -> Reply {
-    let Some(expected) = admin_token else {
-        return Reply {
-            status: 404,
-            body: Some(json!({ "error": "not found" })),
-            refusal: None,
-        };
-    };
-    if !token_matches(expected, authorization) {
-        return Reply {
-            status: 401,
-            body: Some(json!({ "error": "admin token required" })),
-            refusal: None,
-        };
+    if let Err(refused) = admin_allowed(admin_token, authorization) {
+        return refused;
     }
     let param = |name: &str| {
         query
