@@ -229,6 +229,7 @@ const ADMIN_STYLE: &str = r#"
 main.admin { max-width: 960px; }
 .top { display: flex; justify-content: space-between; align-items: flex-start; gap: 12px; }
 table.list th { width: auto; }
+td.when { white-space: nowrap; }
 td.mono, td code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
 #tenant-chart { display: block; width: 100%; height: auto; }
 #tenant-chart text { font-size: 13px; fill: var(--ink); }
@@ -394,7 +395,7 @@ async fn render(session: &Session, user: Option<&str>) -> Result<String, Error> 
          <section id=\"tenants\"><h2>Sessions per tenant</h2>{}</section>\
          <section id=\"user-devices\"><h2>A user's devices</h2>\
          <form method=\"get\" action=\"/admin\" class=\"row\">\
-         <input type=\"text\" name=\"user\" placeholder=\"user id, e.g. ada\" required maxlength=\"256\" value=\"{}\">\
+         <input type=\"text\" name=\"user\" placeholder=\"user id, e.g. ada\" required maxlength=\"512\" value=\"{}\">\
          <button type=\"submit\" class=\"quiet\">Look up</button></form>{}</section>\
          <section id=\"end-by-query\"><h2>End sessions by query</h2>\
          <form method=\"get\" action=\"/admin/ui/end\" class=\"row\">\
@@ -495,7 +496,7 @@ fn device_table(user: &str, devices: &[DeviceSession], token: &str) -> String {
                 &format!("{}{}", hidden("user", user), hidden("handle", &d.handle)),
             );
             format!(
-                "<tr class=\"device\" data-handle=\"{0}\"><td class=\"mono\">{0}</td><td>{1}</td><td>{2}</td>\
+                "<tr class=\"device\" data-handle=\"{0}\"><td class=\"mono\">{0}</td><td class=\"when\">{1}</td><td class=\"when\">{2}</td>\
                  <td title=\"{3}\">{4}</td><td class=\"muted\">{5}</td><td>{revoke}</td></tr>",
                 esc(&d.handle),
                 time_text(d.created_at),
@@ -522,7 +523,7 @@ fn event_table(events: &[Event]) -> String {
         .iter()
         .map(|e| {
             format!(
-                "<tr class=\"event\" data-type=\"{0}\"><td>{0}</td><td class=\"mono\">{1}</td><td>{2}</td><td class=\"muted\">{3}</td></tr>",
+                "<tr class=\"event\" data-type=\"{0}\"><td>{0}</td><td class=\"mono\">{1}</td><td>{2}</td><td class=\"muted when\">{3}</td></tr>",
                 esc(e.kind.as_str()),
                 esc(&e.handle),
                 esc(e.user_id.as_deref().unwrap_or("")),
