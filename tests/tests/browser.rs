@@ -5,6 +5,9 @@
 //! checked as the browser stored it. The run also takes the README's screenshots. Issue #28:
 //! the page follows its session over `GET /live`, so "log out everywhere" in one browser puts
 //! the other on the sign-in form within 2 s, with no click and no reload (measured).
+//! Issue #29: the operators' page (`GET /admin`): signed in through its form, the live count,
+//! the tenant chart, the latest events, a device revoked and a tenant ended (checked in the
+//! store), signed out; the axum run takes its screenshot.
 //!
 //! Needs `chromium` and `chromedriver` (`scripts/install-servers.sh` installs them): a missing
 //! one fails the test with that command, never a skip.
@@ -499,4 +502,266 @@ async fn actix_demo_signed_out_elsewhere() {
             .configure(actix_demo::routes_with_admin(None))
     });
     signed_out_elsewhere(app, "actix", false).await;
+}
+
+/// Issue #29: the operator's page in a browser. Four sessions made over HTTP (`ada` twice and
+/// `bob` in tenant `acme`, `cy` in `globex`); the operator signs in with the admin token
+/// through the form (a wrong one first: refused), sees the live count, one bar per tenant with
+/// its count, the latest events; looks up `ada`'s devices and revokes one (gone from the store,
+/// its client now without a session); ends the tenant `acme` after the confirmation page (its
+/// sessions gone); signs out. The sign-in cookie is checked as the browser stored it.
+async fn admin_flow(app: TestApp, m: SessionManager, shots: bool) {
+    let d = tokio::task::spawn_blocking(driver).await.unwrap();
+    let base = format!("http://localhost:{}", app.addr.port());
+    let mut clients = Vec::new();
+    for (user, tenant, agent) in [
+        (
+            "ada",
+            "acme",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+        ),
+        ("ada", "acme", "Mozilla/5.0 (iPhone) Safari/604.1"),
+        ("bob", "acme", "curl/8.5.0"),
+        ("cy", "globex", "curl/8.5.0"),
+    ] {
+        let c = app.browser().with_agent(agent);
+        let r = c
+            .post(
+                "/login",
+                Some(serde_json::json!({ "user_id": user, "tenant": tenant })),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        clients.push(c);
+    }
+    let op = browser(&d).await;
+
+    // Signing in: a wrong token is refused, the right one opens the page.
+    op.goto(&format!("{base}/admin")).await.unwrap();
+    let token_input = "form[action='/admin/ui/sign-in'] input[name=token]";
+    op.wait()
+        .for_element(Locator::Css(token_input))
+        .await
+        .unwrap()
+        .send_keys("not-the-token")
+        .await
+        .unwrap();
+    click(&op, "form[action='/admin/ui/sign-in'] button").await;
+    assert_eq!(
+        text(&op, "#sign-in-refused").await,
+        "That is not the admin token."
+    );
+    assert!(op.find(Locator::Css("#live-count")).await.is_err());
+    op.find(Locator::Css(token_input))
+        .await
+        .unwrap()
+        .send_keys(ADMIN)
+        .await
+        .unwrap();
+    click(&op, "form[action='/admin/ui/sign-in'] button").await;
+    assert_eq!(text_becomes(&op, "#live-count", "4").await, "4");
+    let cookies = op.get_all_cookies().await.unwrap();
+    let c = cookies
+        .iter()
+        .find(|c| c.name() == "tessera_admin")
+        .unwrap_or_else(|| panic!("the sign-in cookie: {cookies:?}"));
+    assert_eq!(c.http_only(), Some(true), "HttpOnly");
+    assert_eq!(c.secure(), Some(true), "Secure");
+    assert_eq!(c.same_site(), Some(cookie::SameSite::Strict), "SameSite");
+    assert_eq!(c.path(), Some("/admin"));
+    assert!(
+        !cookies.iter().any(|c| c.name() == "__Host-tessera"),
+        "the page made no session: {cookies:?}"
+    );
+
+    // The chart: one bar per tenant, largest first, with its count.
+    let bars = op
+        .find_all(Locator::Css("#tenant-chart g.bar"))
+        .await
+        .unwrap();
+    let mut shown = Vec::new();
+    for b in &bars {
+        shown.push((
+            b.attr("data-label").await.unwrap().unwrap_or_default(),
+            b.attr("data-count").await.unwrap().unwrap_or_default(),
+        ));
+    }
+    let want = [("acme", "3"), ("globex", "1")].map(|(l, n)| (l.to_string(), n.to_string()));
+    assert_eq!(shown, want, "largest first");
+    // The numbers are drawn beside the bars.
+    let drawn: Vec<String> = op
+        .execute(
+            "return [...document.querySelectorAll('#tenant-chart g.bar text.n')].map(t => t.textContent)",
+            vec![],
+        )
+        .await
+        .map(|v| serde_json::from_value(v).unwrap())
+        .unwrap();
+    assert_eq!(drawn, ["3", "1"]);
+    let label = op
+        .find(Locator::Css("#tenant-chart"))
+        .await
+        .unwrap()
+        .attr("aria-labelledby")
+        .await
+        .unwrap();
+    assert!(label.is_some_and(|l| l.contains("tenant-chart-title")));
+
+    // The latest events: the four logins among them, newest first.
+    let events = op.find_all(Locator::Css("#events tr.event")).await.unwrap();
+    assert!(events.len() >= 4, "{}", op.source().await.unwrap());
+    let first = events[0].text().await.unwrap();
+    assert!(first.contains("login") && first.contains("cy"), "{first}");
+
+    // A user's devices: ada's two, one revoked.
+    op.find(Locator::Css("#user-devices input[name=user]"))
+        .await
+        .unwrap()
+        .send_keys("ada")
+        .await
+        .unwrap();
+    click(&op, "#user-devices form button").await;
+    let start = Instant::now();
+    while op
+        .find_all(Locator::Css("#devices tr.device"))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
+        != 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            op.source().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if shots {
+        screenshot("admin.png", &page_shot(&op).await);
+    }
+    let row = op.find(Locator::Css("#devices tr.device")).await.unwrap();
+    let revoked = row.attr("data-handle").await.unwrap().unwrap();
+    click(&op, "#devices tr.device form button").await;
+    let start = Instant::now();
+    while op
+        .find_all(Locator::Css("#devices tr.device"))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
+        != 1
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            op.source().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = m.list_sessions("ada").await.unwrap();
+    assert_eq!(
+        left.len(),
+        1,
+        "one of ada's sessions is gone from the store"
+    );
+    assert_ne!(left[0].handle, revoked);
+    let mut ada_live = 0;
+    for c in &clients[..2] {
+        if c.get("/me").await.status == 200 {
+            ada_live += 1;
+        }
+    }
+    assert_eq!(ada_live, 1, "the revoked client has no session");
+
+    // End by query, after the confirmation: the tenant acme (ada's last session and bob's).
+    op.goto(&format!("{base}/admin")).await.unwrap();
+    click(&op, "#end-by-query select[name=field] option[value=tenant]").await;
+    op.find(Locator::Css("#end-by-query input[name=value]"))
+        .await
+        .unwrap()
+        .send_keys("acme")
+        .await
+        .unwrap();
+    click(&op, "#end-by-query form button").await;
+    assert!(
+        text(&op, "#end-count").await.starts_with("2 live sessions"),
+        "{}",
+        op.source().await.unwrap()
+    );
+    assert_eq!(
+        m.count_sessions("tenant", "acme").await.unwrap(),
+        2,
+        "nothing ended before the confirmation"
+    );
+    click(&op, "form[action='/admin/ui/end'] button").await;
+    assert!(
+        text(&op, "#ended-count")
+            .await
+            .starts_with("Ended 2 sessions"),
+        "{}",
+        op.source().await.unwrap()
+    );
+    assert_eq!(m.count_sessions("tenant", "acme").await.unwrap(), 0);
+    for c in &clients[..3] {
+        assert_eq!(c.get("/me").await.status, 401, "acme's sessions are gone");
+    }
+    assert_eq!(clients[3].get("/me").await.status, 200, "globex's lives");
+    op.goto(&format!("{base}/admin")).await.unwrap();
+    assert_eq!(text_becomes(&op, "#live-count", "1").await, "1");
+    assert_eq!(
+        op.find_all(Locator::Css("#tenant-chart g.bar"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Signing out: the sign-in form, and the cookie gone.
+    click(&op, "form[action='/admin/ui/sign-out'] button").await;
+    assert!(has(&op, "form[action='/admin/ui/sign-in']").await);
+    op.goto(&format!("{base}/admin")).await.unwrap();
+    assert!(has(&op, "form[action='/admin/ui/sign-in']").await);
+    assert!(op.find(Locator::Css("#live-count")).await.is_err());
+    assert!(!op
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .iter()
+        .any(|c| c.name() == "tessera_admin"));
+    op.close().await.unwrap();
+}
+
+/// The admin token of the operator's page tests.
+const ADMIN: &str = "browser-admin-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_demo_admin_page() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let m = manager(&server).await;
+    let app = tessera_tests::spawn_app(
+        axum_demo::routes_with_admin(Some(ADMIN.into()))
+            .layer(tessera_axum::SessionLayer::from_manager(m.clone())),
+    )
+    .await;
+    admin_flow(app, m, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_demo_admin_page() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = tokio::task::spawn_blocking(|| Server::start(ServerKind::Redis7))
+        .await
+        .unwrap();
+    let m = manager(&server).await;
+    let served = m.clone();
+    let app = tessera_tests::spawn_actix(move || {
+        actix_web::App::new()
+            .wrap(tessera_actix::SessionMiddleware::from_manager(
+                served.clone(),
+            ))
+            .configure(actix_demo::routes_with_admin(Some(ADMIN.into())))
+    });
+    admin_flow(app, m, false).await;
 }

@@ -9,7 +9,8 @@ use tessera_actix::{reply, CsrfForm, CsrfRejection, OriginChecked, Session};
 pub use demo_core::{config_from_env, port_from_env, store_from_env};
 
 /// The demo's routes: `POST /login`, `GET /me`, `PUT /session`, `POST /counter`, plus
-/// tessera's account endpoints, plus the admin routes when `ADMIN_TOKEN` is set. Mount inside
+/// tessera's account endpoints, plus the admin routes and the operator's page (`GET /admin`)
+/// when `ADMIN_TOKEN` is set. Mount inside
 /// an `App` wrapped in `SessionMiddleware`. The state-changing JSON routes take
 /// [`OriginChecked`], as the account endpoints do: a request a cross-site page could make is
 /// refused (403) unless it carries the session's CSRF token in `X-CSRF-Token`.
@@ -67,6 +68,7 @@ pub fn routes_with_admin(admin_token: Option<String>) -> impl Fn(&mut ServiceCon
         .route("/admin/counts", web::get().to(admin(AdminRoute::Counts)))
         .route("/admin/events", web::get().to(admin(AdminRoute::Events)));
         base_routes(cfg);
+        admin_ui_routes(cfg, admin_token.clone());
     }
 }
 
@@ -233,4 +235,152 @@ async fn live(s: Session) -> actix_web::HttpResponse {
     let beats =
         demo_core::live_heartbeats().map(|data| tessera_actix::live::event("heartbeat", &data));
     tessera_actix::live::sse(s, beats)
+}
+
+/// `GET /admin` (the operator's page, signed in with the admin token: a cookie of its own) and
+/// its forms under `/admin/ui/`: each post refused when cross-origin, and checked against the
+/// browser's CSRF token, before anything changes. Without an admin token, all `404`.
+fn admin_ui_routes(cfg: &mut ServiceConfig, admin_token: Option<String>) {
+    use demo_core::admin_ui::{self, AdminRevokeForm, AdminUi, EndForm, SignInForm};
+    use demo_core::ui::EmptyForm;
+    use std::sync::Arc;
+    type Form<T> = Result<CsrfForm<T>, CsrfRejection>;
+    type Origin = Result<OriginChecked, CsrfRejection>;
+    type Ui = web::Data<Arc<Option<AdminUi>>>;
+    // HEAD as GET, as for `/`.
+    async fn page(
+        ui: Ui,
+        s: Session,
+        req: HttpRequest,
+        q: web::Query<Vec<(String, String)>>,
+    ) -> HttpResponse {
+        admin_html(admin_ui::page(op(&ui, &req), &s, &q).await)
+    }
+    async fn confirm(ui: Ui, s: Session, req: HttpRequest, f: web::Query<EndForm>) -> HttpResponse {
+        admin_html(admin_ui::confirm_end(op(&ui, &req), &s, f.into_inner()).await)
+    }
+    async fn sign_in(
+        ui: Ui,
+        s: Session,
+        req: HttpRequest,
+        o: Origin,
+        f: Form<SignInForm>,
+    ) -> HttpResponse {
+        let op = op(&ui, &req);
+        match admin_checked(op, o, f) {
+            Ok(f) => admin_html(admin_ui::sign_in(op, &s, f).await),
+            Err(r) => *r,
+        }
+    }
+    async fn sign_out(ui: Ui, req: HttpRequest, o: Origin, f: Form<EmptyForm>) -> HttpResponse {
+        let op = op(&ui, &req);
+        match admin_checked(op, o, f) {
+            Ok(_) => admin_html(admin_ui::sign_out(op).await),
+            Err(r) => *r,
+        }
+    }
+    async fn revoke(
+        ui: Ui,
+        s: Session,
+        req: HttpRequest,
+        o: Origin,
+        f: Form<AdminRevokeForm>,
+    ) -> HttpResponse {
+        let op = op(&ui, &req);
+        match admin_checked(op, o, f) {
+            Ok(f) => admin_html(admin_ui::revoke(op, &s, f).await),
+            Err(r) => *r,
+        }
+    }
+    async fn end(
+        ui: Ui,
+        s: Session,
+        req: HttpRequest,
+        o: Origin,
+        f: Form<EndForm>,
+    ) -> HttpResponse {
+        let op = op(&ui, &req);
+        match admin_checked(op, o, f) {
+            Ok(f) => admin_html(admin_ui::end(op, &s, f).await),
+            Err(r) => *r,
+        }
+    }
+    // The routes' own data, in a scope-less resource group: the other routes keep theirs.
+    let ui: Ui = web::Data::new(Arc::new(AdminUi::from_env(admin_token)));
+    cfg.service(
+        web::resource("/admin")
+            .app_data(ui.clone())
+            .route(web::get().to(page))
+            .route(web::head().to(page)),
+    )
+    .service(
+        web::resource("/admin/ui/sign-in")
+            .app_data(ui.clone())
+            .route(web::post().to(sign_in)),
+    )
+    .service(
+        web::resource("/admin/ui/sign-out")
+            .app_data(ui.clone())
+            .route(web::post().to(sign_out)),
+    )
+    .service(
+        web::resource("/admin/ui/revoke")
+            .app_data(ui.clone())
+            .route(web::post().to(revoke)),
+    )
+    .service(
+        web::resource("/admin/ui/end")
+            .app_data(ui)
+            .route(web::get().to(confirm))
+            .route(web::post().to(end)),
+    );
+}
+
+/// The operator of a request: whether the page exists, and the request's sign-in cookie.
+fn op<'a>(
+    ui: &'a Option<demo_core::admin_ui::AdminUi>,
+    req: &HttpRequest,
+) -> demo_core::admin_ui::Operator<'a> {
+    let cookies = req.headers().get_all(actix_web::http::header::COOKIE);
+    demo_core::admin_ui::Operator::new(ui.as_ref(), cookies.map(|v| v.as_bytes()))
+}
+
+/// An operator's form that passed the cross-origin and CSRF checks, or the answer for one that
+/// did not: `403` (the page's own, nothing changed); `404` without an admin token.
+fn admin_checked<T>(
+    op: demo_core::admin_ui::Operator<'_>,
+    origin: Result<OriginChecked, CsrfRejection>,
+    f: Result<CsrfForm<T>, CsrfRejection>,
+) -> Result<T, Box<HttpResponse>> {
+    use actix_web::ResponseError;
+    use tessera_actix::tessera_core::adapter::CsrfRejection as Reason;
+    let refusal = |e: CsrfRejection| match e.0 {
+        Reason::Invalid | Reason::NoSession | Reason::CrossOrigin => {
+            Box::new(admin_html(demo_core::admin_ui::refused(op)))
+        }
+        other => Box::new(CsrfRejection(other).error_response()),
+    };
+    if !op.enabled() {
+        return Err(Box::new(admin_html(demo_core::admin_ui::refused(op))));
+    }
+    origin.map_err(refusal)?;
+    f.map(|CsrfForm(t)| t).map_err(refusal)
+}
+
+/// An operator's page or redirect as a response, with the page for people's headers, and the
+/// sign-in cookie set or cleared.
+fn admin_html(p: demo_core::admin_ui::AdminPage) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut b = HttpResponse::build(status);
+    for header in p.headers() {
+        b.insert_header(header);
+    }
+    if let Some(c) = &p.set_cookie {
+        b.append_header(("set-cookie", c.as_str()));
+    }
+    match p.location {
+        Some(to) => b.insert_header(("location", to)).finish(),
+        None => b.content_type("text/html; charset=utf-8").body(p.html),
+    }
 }

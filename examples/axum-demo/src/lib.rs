@@ -28,8 +28,8 @@ pub fn app(manager: SessionManager) -> Router {
 /// `POST /login`, `GET /me`, `PUT /session`, `POST /counter`, plus tessera's account
 /// endpoints (`POST /logout`, `POST /logout-all`, `GET /sessions`, `DELETE /sessions/{handle}`),
 /// plus `POST`/`GET /activity`, plus the admin routes (`GET`/`DELETE /admin/sessions`,
-/// `GET /admin/counts`, `GET /admin/events`, `GET /metrics`) when
-/// `ADMIN_TOKEN` is set.
+/// `GET /admin/counts`, `GET /admin/events`, `GET /metrics`) and the operator's page
+/// (`GET /admin` and its forms) when `ADMIN_TOKEN` is set.
 pub fn routes() -> Router {
     routes_with_admin(demo_core::admin_token_from_env())
 }
@@ -95,6 +95,7 @@ pub fn routes_with_admin(admin_token: Option<String>) -> Router {
         )
         .merge(tessera_axum::endpoints())
         .merge(ui_routes())
+        .merge(admin_ui_routes(admin_token.clone()))
 }
 
 /// `GET /` (the page for people) and its form posts, each checked against the session's CSRF
@@ -236,4 +237,166 @@ async fn live(s: Session) -> axum::response::Response {
     let beats =
         demo_core::live_heartbeats().map(|data| Event::default().event("heartbeat").data(data));
     tessera_axum::live::sse(s, beats).into_response()
+}
+
+/// `GET /admin` (the operator's page, signed in with the admin token: a cookie of its own) and
+/// its forms under `/admin/ui/`: each post refused when cross-origin, and checked against the
+/// browser's CSRF token, before anything changes. Without an admin token, all `404`.
+fn admin_ui_routes(admin_token: Option<String>) -> Router {
+    use axum::routing::MethodRouter;
+    use demo_core::admin_ui::{self, AdminRevokeForm, AdminUi, EndForm, SignInForm};
+    use std::sync::Arc;
+    type Form<T> = Result<CsrfForm<T>, CsrfRejection>;
+    type Origin = Result<OriginChecked, CsrfRejection>;
+    let ui: Arc<Option<AdminUi>> = Arc::new(AdminUi::from_env(admin_token));
+    let page: MethodRouter = get({
+        let ui = ui.clone();
+        move |s: Session, h: HeaderMap, Query(q): Query<Vec<(String, String)>>| {
+            let ui = ui.clone();
+            async move { admin_html(admin_ui::page(op(&ui, &h), &s, &q).await) }
+        }
+    });
+    let confirm: MethodRouter = get({
+        let ui = ui.clone();
+        move |s: Session, h: HeaderMap, Query(f): Query<EndForm>| {
+            let ui = ui.clone();
+            async move { admin_html(admin_ui::confirm_end(op(&ui, &h), &s, f).await) }
+        }
+    });
+    Router::new()
+        .route("/admin", page)
+        .route(
+            "/admin/ui/sign-in",
+            post({
+                let ui = ui.clone();
+                move |s: Session, h: HeaderMap, o: Origin, f: Form<SignInForm>| {
+                    let ui = ui.clone();
+                    async move {
+                        let op = op(&ui, &h);
+                        match admin_checked(op, o, f) {
+                            Ok(f) => admin_html(admin_ui::sign_in(op, &s, f).await),
+                            Err(r) => *r,
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/admin/ui/sign-out",
+            post({
+                let ui = ui.clone();
+                move |h: HeaderMap, o: Origin, f: Form<demo_core::ui::EmptyForm>| {
+                    let ui = ui.clone();
+                    async move {
+                        let op = op(&ui, &h);
+                        match admin_checked(op, o, f) {
+                            Ok(_) => admin_html(admin_ui::sign_out(op).await),
+                            Err(r) => *r,
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/admin/ui/revoke",
+            post({
+                let ui = ui.clone();
+                move |s: Session, h: HeaderMap, o: Origin, f: Form<AdminRevokeForm>| {
+                    let ui = ui.clone();
+                    async move {
+                        let op = op(&ui, &h);
+                        match admin_checked(op, o, f) {
+                            Ok(f) => admin_html(admin_ui::revoke(op, &s, f).await),
+                            Err(r) => *r,
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/admin/ui/end",
+            confirm.post({
+                let ui = ui.clone();
+                move |s: Session, h: HeaderMap, o: Origin, f: Form<EndForm>| {
+                    let ui = ui.clone();
+                    async move {
+                        let op = op(&ui, &h);
+                        match admin_checked(op, o, f) {
+                            Ok(f) => admin_html(admin_ui::end(op, &s, f).await),
+                            Err(r) => *r,
+                        }
+                    }
+                }
+            }),
+        )
+}
+
+/// The operator of a request: whether the page exists, and the request's sign-in cookie.
+fn op<'a>(
+    ui: &'a Option<demo_core::admin_ui::AdminUi>,
+    h: &HeaderMap,
+) -> demo_core::admin_ui::Operator<'a> {
+    let cookies = h.get_all(axum::http::header::COOKIE);
+    demo_core::admin_ui::Operator::new(ui.as_ref(), cookies.iter().map(|v| v.as_bytes()))
+}
+
+/// An operator's form that passed the cross-origin and CSRF checks, or the answer for one that
+/// did not: `403` (the page's own, nothing changed); `404` without an admin token.
+fn admin_checked<T>(
+    op: demo_core::admin_ui::Operator<'_>,
+    origin: Result<OriginChecked, CsrfRejection>,
+    f: Result<CsrfForm<T>, CsrfRejection>,
+) -> Result<T, Box<Response>> {
+    use axum::response::IntoResponse;
+    use tessera_axum::tessera_core::adapter::CsrfRejection as Reason;
+    let refusal = |e: CsrfRejection| match e.0 {
+        Reason::Invalid | Reason::NoSession | Reason::CrossOrigin => {
+            Box::new(admin_html(demo_core::admin_ui::refused(op)))
+        }
+        other => Box::new(CsrfRejection(other).into_response()),
+    };
+    if !op.enabled() {
+        return Err(Box::new(admin_html(demo_core::admin_ui::refused(op))));
+    }
+    origin.map_err(refusal)?;
+    f.map(|CsrfForm(t)| t).map_err(refusal)
+}
+
+/// An operator's page or redirect as a response, with the page for people's headers, and the
+/// sign-in cookie set or cleared.
+fn admin_html(p: demo_core::admin_ui::AdminPage) -> Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = match &p.location {
+        Some(_) => status.into_response(),
+        None => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            p.html.clone(),
+        )
+            .into_response(),
+    };
+    let h = res.headers_mut();
+    for (name, value) in p.headers() {
+        h.insert(
+            name,
+            HeaderValue::try_from(value).expect("the headers are ASCII text"),
+        );
+    }
+    if let Some(to) = p
+        .location
+        .as_deref()
+        .and_then(|v| HeaderValue::try_from(v).ok())
+    {
+        h.insert(header::LOCATION, to);
+    }
+    if let Some(c) = p
+        .set_cookie
+        .as_deref()
+        .and_then(|v| HeaderValue::try_from(v).ok())
+    {
+        h.append(header::SET_COOKIE, c);
+    }
+    res
 }

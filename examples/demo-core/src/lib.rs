@@ -2,6 +2,7 @@
 //! call these, and turn the [`Reply`] into a response, so one client script works against
 //! either.
 
+pub mod admin_ui;
 pub mod ui;
 
 use serde_json::{json, Map, Value};

@@ -48,25 +48,30 @@ impl Page {
     /// script with this response's nonce, and that script's requests to this origin (`/live`
     /// and `/`).
     pub fn headers(&self) -> [(&'static str, String); 5] {
-        [
-            ("cache-control", "no-store".into()),
-            ("x-frame-options", "DENY".into()),
-            ("x-content-type-options", "nosniff".into()),
-            ("referrer-policy", "same-origin".into()),
-            (
-                "content-security-policy",
-                format!(
-                    "default-src 'none'; script-src 'nonce-{}'; connect-src 'self'; style-src 'unsafe-inline'; \
-                     form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-                    self.nonce
-                ),
-            ),
-        ]
+        page_headers(&self.nonce)
     }
 }
 
+/// [`Page::headers`] for a page whose script nonce is `nonce` (the operator's page,
+/// `admin_ui`, answers with the same headers).
+pub(crate) fn page_headers(nonce: &str) -> [(&'static str, String); 5] {
+    [
+        ("cache-control", "no-store".into()),
+        ("x-frame-options", "DENY".into()),
+        ("x-content-type-options", "nosniff".into()),
+        ("referrer-policy", "same-origin".into()),
+        (
+            "content-security-policy",
+            format!(
+                "default-src 'none'; script-src 'nonce-{nonce}'; connect-src 'self'; style-src 'unsafe-inline'; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            ),
+        ),
+    ]
+}
+
 /// A fresh script nonce: 16 bytes from the operating system's CSPRNG, base64url.
-fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     use base64::Engine as _;
     use ring::rand::SecureRandom as _;
     let mut b = [0u8; 16];
@@ -92,7 +97,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
+pub(crate) const STYLE: &str = r#"
 :root { color-scheme: light; --ink: #1d2330; --muted: #5c6577; --line: #dde2ea; --accent: #2f5bd3; --bad: #b42318; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: #f5f7fb; }
@@ -188,7 +193,7 @@ const LIVE_SCRIPT: &str = r#"(function () {
   document.addEventListener('submit', function () { done = true; es.close(); });
 })();"#;
 
-fn time_text(t: std::time::SystemTime) -> String {
+pub(crate) fn time_text(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
