@@ -186,6 +186,17 @@ pub async fn unavailable_answers_are_counted_by_cause(setup: Setup) {
     let mut fx = Fixture::new(setup).await;
     let b = fx.browser();
     login(&b, "m-cat").await;
+    // An operator signed in on the admin page (its failures are HTML pages).
+    let op = b.fork();
+    let form = op.get("/admin").await;
+    let token = tessera_tests::token_in(&form.body);
+    let r = op
+        .post_form(
+            "/admin/ui/sign-in",
+            &[("csrf_token", &token), ("token", ADMIN_TOKEN)],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{r:?}");
     let before = scrape(&b).await;
     let key = |cause: &str| format!("{}{{cause=\"{cause}\"}}", m::UNAVAILABLE);
 
@@ -203,8 +214,12 @@ pub async fn unavailable_answers_are_counted_by_cause(setup: Setup) {
     fx.standalone().kill();
     let r = b.get("/me").await;
     assert_eq!(r.status, 503, "{r:?}");
+    // The operator's page: its request fails too (its session's read first, so the layer
+    // answers), counted once.
+    let page = op.get("/admin").await;
+    assert_eq!(page.status, 503, "{page:?}");
     let after = scrape(&b).await;
-    assert_eq!(grew(&mid, &after, &key("unavailable")), 1.0);
+    assert_eq!(grew(&mid, &after, &key("unavailable")), 2.0);
     let failed = format!("{}{{op=\"load\"}}", m::STORE_COMMAND_ERRORS);
     assert!(grew(&mid, &after, &failed) >= 1.0, "{failed}");
 }

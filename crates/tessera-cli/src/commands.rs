@@ -119,6 +119,13 @@ fn config(cli: &Cli, indexed: Option<(&str, bool)>) -> Result<SessionConfig, Fai
         .namespace(cli.namespace.clone())
         .instance_name("tessera-cli")
         .lifecycle_events(!cli.no_events);
+    // Named only, so that `inspect` never prints them (a key to read them is never needed).
+    for name in &cli.protected {
+        b = b.protected_field(name.clone());
+    }
+    if !cli.protected.is_empty() {
+        b = b.field_key(tessera_core::FieldKey::generate());
+    }
     if let Some((field, list)) = indexed {
         b = if list {
             b.index_list_field(field)
@@ -162,19 +169,22 @@ async fn end(
     yes: bool,
     out: &Out,
 ) -> Result<Exit, Failure> {
+    let mut found_user = None;
     let (matched, what) = match &target {
         Target::User(u) => (
             manager.list_sessions(*u).await?.len(),
             format!("of user {u}"),
         ),
         Target::Handle(h, user) => match manager.inspect(h, *user).await? {
-            Some(d) => (
-                1,
-                format!(
+            Some(d) => {
+                let what = format!(
                     "with handle {h} (user {})",
                     d.user_id.as_deref().unwrap_or("none")
-                ),
-            ),
+                );
+                // Ended through its user's index: no second key scan.
+                found_user = d.user_id;
+                (1, what)
+            }
             None => {
                 return Err(Failure(
                     Exit::NotFound,
@@ -200,7 +210,21 @@ async fn end(
     }
     let ended = match target {
         Target::User(u) => manager.logout_all(u).await?,
-        Target::Handle(h, user) => usize::from(manager.end_handle(h, user).await?),
+        Target::Handle(h, user) => {
+            let by_index = user.or(found_user.as_deref());
+            let mut ended = manager.end_handle(h, by_index).await?;
+            if !ended && user.is_none() && by_index.is_some() {
+                // Not in its user's index (the entry lapsed): by the scan after all.
+                ended = manager.end_handle(h, None).await?;
+            }
+            if !ended {
+                return Err(Failure(
+                    Exit::NotFound,
+                    format!("the session with the handle {h} ended before it could be ended here"),
+                ));
+            }
+            1
+        }
         Target::Where(f, v) => manager.end_sessions(f, v).await?,
     };
     out.ended(matched, ended);

@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Tables for people, `--json` for scripts (one JSON document; `events` prints one JSON object
-//! per line). Exit codes: see [`Exit`].
+//! per line). Exit codes: see [`Exit`]. An end here does not know the apps' indexed fields
+//! (except the one `--where` names): their entries for the ended sessions stay until the
+//! apps' next query prunes them (a query checks every entry, so none is ever counted).
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -35,7 +37,8 @@ pub enum Exit {
     Store = 3,
     /// 4: nothing has that handle (`inspect`, `end --handle`).
     NotFound = 4,
-    /// 5: an `end` was not confirmed (answered no, or no terminal and no `--yes`).
+    /// 5: an `end` was not confirmed (answered other than `y`, or stdin closed, without
+    /// `--yes`).
     NotConfirmed = 5,
 }
 
@@ -57,6 +60,10 @@ pub struct Cli {
     /// every end this tool makes is published as theirs are).
     #[arg(long, global = true)]
     pub no_events: bool,
+    /// The apps' protected fields (`protected_field`), comma-separated: `inspect` names them
+    /// and never prints what they hold. Values sealed by tessera are recognised without this.
+    #[arg(long, env = "TESSERA_PROTECTED", value_delimiter = ',', global = true)]
+    pub protected: Vec<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -94,7 +101,8 @@ pub enum Command {
         /// With `--handle`: its user (one index read instead of a key scan).
         #[arg(long = "user", requires = "handle")]
         handle_user: Option<String>,
-        /// Every live session whose indexed FIELD holds VALUE.
+        /// Every live session whose indexed FIELD holds VALUE (a list field of the apps needs
+        /// `--list`: without it, nothing matches).
         #[arg(long = "where", value_name = "FIELD=VALUE", conflicts_with = "handle")]
         where_: Option<String>,
         /// With `--where`: FIELD holds a JSON list, each element indexed.

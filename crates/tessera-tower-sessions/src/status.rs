@@ -22,6 +22,8 @@ enum Failure {
 
 tokio::task_local! {
     static FAILURE: Cell<Failure>;
+    /// The last failure's refusal, counted once if the answer becomes a `503`.
+    static REFUSAL: std::cell::RefCell<Option<tessera_core::adapter::Refusal>>;
 }
 
 /// Called by the store when tessera answered a store failure (a 503): remembered for the
@@ -29,6 +31,7 @@ tokio::task_local! {
 /// [`retry_after`](tessera_core::Error::retry_after) (the adapters' rule: one only when
 /// nothing was changed).
 pub(crate) fn note_unavailable(e: &tessera_core::Error) {
+    let _ = REFUSAL.try_with(|r| *r.borrow_mut() = Some(tessera_core::adapter::Refusal::error(e)));
     let _ = FAILURE.try_with(|c| {
         c.set(match (c.get(), e.retry_after()) {
             (Failure::MayHaveChanged, _) | (_, None) => Failure::MayHaveChanged,
@@ -93,11 +96,15 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let fut = self.inner.call(req);
-        Box::pin(FAILURE.scope(Cell::new(Failure::None), async move {
+        let answer = async move {
             let res = fut.await?;
             let failure = FAILURE.with(Cell::get);
             if failure == Failure::None || res.status() != StatusCode::INTERNAL_SERVER_ERROR {
                 return Ok(res);
+            }
+            // The answer is a 503: counted in tessera's metrics as the adapters count theirs.
+            if let Some(r) = REFUSAL.with(|r| r.borrow_mut().take()) {
+                r.record();
             }
             let (mut parts, _) = res.into_parts();
             parts.status = StatusCode::SERVICE_UNAVAILABLE;
@@ -110,6 +117,10 @@ where
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             Ok(Response::from_parts(parts, ResBody::default()))
-        }))
+        };
+        Box::pin(FAILURE.scope(
+            Cell::new(Failure::None),
+            REFUSAL.scope(std::cell::RefCell::new(None), answer),
+        ))
     }
 }

@@ -379,8 +379,12 @@ fn admin_html(p: demo_core::admin_ui::AdminPage) -> HttpResponse {
     if let Some(c) = &p.set_cookie {
         b.append_header(("set-cookie", c.as_str()));
     }
-    match p.location {
+    let mut res = match p.location {
         Some(to) => b.insert_header(("location", to)).finish(),
         None => b.content_type("text/html; charset=utf-8").body(p.html),
+    };
+    if let Some(r) = p.refusal {
+        res.extensions_mut().insert(*r);
     }
+    res
 }

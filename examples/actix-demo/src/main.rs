@@ -7,10 +7,7 @@ use tessera_core::SessionManager;
 #[actix_web::main]
 async fn main() {
     demo_core::init_tracing();
-    if demo_core::admin_token_from_env().is_some() {
-        // `GET /metrics`: counted from the start.
-        demo_core::metrics_recorder();
-    }
+
     if let Err(e) = run().await {
         eprintln!("actix-demo: {e}");
         std::process::exit(1);

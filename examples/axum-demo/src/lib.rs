@@ -398,5 +398,8 @@ fn admin_html(p: demo_core::admin_ui::AdminPage) -> Response {
     {
         h.append(header::SET_COOKIE, c);
     }
+    if let Some(r) = p.refusal {
+        res.extensions_mut().insert(*r);
+    }
     res
 }

@@ -68,10 +68,7 @@ impl AdminUi {
     /// The page for the configured admin token (`None`: no page, `/admin` answers 404), its
     /// cookie `Secure` unless `COOKIE_SECURE=0`.
     pub fn from_env(admin_token: Option<String>) -> Option<AdminUi> {
-        let secure = std::env::var("COOKIE_SECURE")
-            .map(|v| v != "0")
-            .unwrap_or(true);
-        admin_token.map(|t| AdminUi::new(t, secure))
+        admin_token.map(|t| AdminUi::new(t, crate::cookie_secure_from_env()))
     }
 
     fn tag(&self, expires: u64) -> ring::hmac::Tag {
@@ -182,7 +179,7 @@ impl<'a> Operator<'a> {
 
 /// What an admin UI route answers: a page, or a redirect (303 See Other, after a form),
 /// perhaps with the sign-in cookie set or cleared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminPage {
     /// The HTTP status.
     pub status: u16,
@@ -192,6 +189,9 @@ pub struct AdminPage {
     pub location: Option<String>,
     /// A `Set-Cookie` header value: the sign-in cookie, or its removal.
     pub set_cookie: Option<String>,
+    /// For a store failure: its refusal, which the adapters put in the response's extensions
+    /// (where the session layer counts a `503` in tessera's metrics).
+    pub refusal: Option<Box<tessera_core::adapter::Refusal>>,
     /// This response's script nonce (the page has no script; the content policy is the user
     /// page's).
     pub nonce: String,
@@ -204,6 +204,7 @@ impl AdminPage {
             html,
             location: None,
             set_cookie: None,
+            refusal: None,
             nonce: nonce(),
         }
     }
@@ -214,6 +215,7 @@ impl AdminPage {
             html: String::new(),
             location: Some(location),
             set_cookie: None,
+            refusal: None,
             nonce: nonce(),
         }
     }
@@ -265,7 +267,7 @@ fn not_found() -> AdminPage {
 
 /// A page for a store failure: the status and message the page for people shows.
 fn failed(e: &Error) -> AdminPage {
-    AdminPage::html(
+    let page = AdminPage::html(
         e.status_code(),
         layout(
             "error",
@@ -275,7 +277,11 @@ fn failed(e: &Error) -> AdminPage {
                 esc(&e.public_message())
             ),
         ),
-    )
+    );
+    AdminPage {
+        refusal: Some(Box::new(tessera_core::adapter::Refusal::error(e))),
+        ..page
+    }
 }
 
 fn bad_request(message: &str) -> AdminPage {

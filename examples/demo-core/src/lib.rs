@@ -56,9 +56,7 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
             ))
         }
     };
-    let secure = std::env::var("COOKIE_SECURE")
-        .map(|v| v != "0")
-        .unwrap_or(true);
+    let secure = cookie_secure_from_env();
     let mut builder = observed(indexed(
         SessionConfig::builder(key)
             .idle_timeout(idle)
@@ -70,6 +68,13 @@ pub fn config_from_env() -> Result<SessionConfig, String> {
     ));
     builder = protected(builder, field_keys_from_env()?);
     builder.build().map_err(|e| e.to_string())
+}
+
+/// `COOKIE_SECURE`: cookies are `Secure` unless it is `0` (plain http on localhost).
+pub fn cookie_secure_from_env() -> bool {
+    std::env::var("COOKIE_SECURE")
+        .map(|v| v != "0")
+        .unwrap_or(true)
 }
 
 /// `TESSERA_FIELD_KEY` (hex, 32 bytes; unset: a random key and a warning) and

@@ -128,11 +128,12 @@ async fn sweep(inner: &ManagerInner, lease: bool) -> Result<usize> {
             .store
             .expiry_due(inner.event_keys(), &cfg.instance, lease_ms, SWEEP_BATCH)
             .await?;
-        if first {
-            // The oldest due member comes first: how late this sweep is.
-            crate::metrics::sweeper_lag(due.as_ref().map_or(0, |d| d.lag_ms()));
-            first = false;
+        if let (true, Some(d)) = (first, &due) {
+            // This instance sweeps (another's lease answers `None`): the oldest due member
+            // comes first, how late this sweep is.
+            crate::metrics::sweeper_lag(d.lag_ms());
         }
+        first = false;
         let Some(due) = due.filter(|d| !d.members.is_empty()) else {
             return Ok(published);
         };

@@ -94,17 +94,34 @@ impl SessionManager {
         let Some((member, h)) = self.find_handle(handle, user_id).await? else {
             return Ok(false);
         };
-        if let Some(user) = h.get(fields::USER) {
+        let user = h
+            .get(fields::USER)
+            .map(|u| String::from_utf8_lossy(u).into_owned());
+        if let Some(u) = &user {
             // The user's revoke: the index entry goes with the session, its end published once.
-            return self.revoke(String::from_utf8_lossy(user), handle).await;
+            if self.revoke(u, handle).await? {
+                return Ok(true);
+            }
+            // Not in its user's index (the entry lapsed; found by the scan): ended below.
         }
-        // An anonymous session: no user index; ended as its own logout ends it.
+        // As its own logout ends it: the key, its end published once, its index entries.
         let key = self.inner.config.session_key(&member);
         if !self.end_key(&key).await? {
             return Ok(false);
         }
         self.publish_ends(super::EventKind::Revoked, std::slice::from_ref(&member))
             .await;
+        if let Some(u) = &user {
+            let index = self.inner.config.index_key(u);
+            if let Err(e) = self
+                .inner
+                .store
+                .index_remove(&index, std::slice::from_ref(&member))
+                .await
+            {
+                tracing::debug!(error = %e, "could not remove an ended session from its user's index; it lapses with its bound");
+            }
+        }
         super::index::prune_ended(self, &member, &h).await;
         Ok(true)
     }
@@ -115,14 +132,19 @@ impl SessionManager {
         handle: &str,
         user_id: Option<&str>,
     ) -> Result<Option<(String, HashMap<String, Vec<u8>>)>> {
-        let candidates = match user_id {
-            Some(u) => self.members_of(u).await?,
+        let member = match user_id {
+            Some(u) => self
+                .members_of(u)
+                .await?
+                .into_iter()
+                .find(|m| handle_of(m) == handle),
             None => {
-                let prefix = self.inner.config.session_key("");
-                self.inner.store.scan_suffixes(&prefix).await?
+                let prefix = crate::layout::keys::session_prefix(self.inner.config.namespace());
+                let is_it = |m: &str| handle_of(m) == handle;
+                self.inner.store.scan_find(&prefix, &is_it).await?
             }
         };
-        let Some(member) = candidates.into_iter().find(|m| handle_of(m) == handle) else {
+        let Some(member) = member else {
             return Ok(None);
         };
         let key = self.inner.config.session_key(&member);

@@ -303,6 +303,7 @@ impl Records {
                 return Ok(false);
             }
         };
+        crate::metrics::created();
         self.evict(user_id, victims).await;
         Ok(created)
     }
@@ -408,6 +409,9 @@ impl Records {
             None => None,
         };
         let existed = self.mgr.end_key(&key).await?;
+        if existed {
+            crate::metrics::ended(super::EventKind::Logout, 1);
+        }
         self.unindex(user.as_deref(), &Self::member(id)).await;
         Ok(existed)
     }

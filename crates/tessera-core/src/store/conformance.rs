@@ -544,6 +544,20 @@ async fn events(store: &Store) {
         .unwrap();
     assert!(matches!(probes[0], Probe::Live(ms) if ms > 0 && ms <= T.idle_ms));
     assert_eq!(probes[1], Probe::Gone);
+    // The operator's key scan: the first suffix its predicate accepts, none when none does.
+    let found = store
+        .scan_find("conf:session:", &|s| s == "p")
+        .await
+        .unwrap();
+    assert_eq!(found.as_deref(), Some("p"));
+    assert_eq!(
+        store.scan_find("conf:session:", &|_| false).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.scan_find("conf:nothing:", &|_| true).await.unwrap(),
+        None
+    );
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let watch = store.watch_expiries("conf:".into(), tx, wake).await;

@@ -53,20 +53,32 @@ macro_rules! contract {
                 pub(crate) async fn $op(&self $(, $arg: $ty)*) -> $ret {
                     let backend = match self.backend() {
                         Ok(b) => b,
-                        Err(e) => return contract!(@connecting e $($connecting)?),
+                        Err(e) => {
+                            let out = contract!(@connecting e $($connecting)?);
+                            if !contract!(@ok out) {
+                                crate::metrics::store_unreached(stringify!($op));
+                            }
+                            return out;
+                        }
                     };
                     let started = std::time::Instant::now();
                     let out = match backend {
                         Backend::Memory(m) => $trait::$op(m $(, $arg)*).await,
                         Backend::Redis(r) => $trait::$op(&**r $(, $arg)*).await,
                     };
-                    crate::metrics::store_op(stringify!($op), started, contract!(@ok out));
+                    crate::metrics::store_op(contract!(@label $op out), started, contract!(@ok out));
                     out
                 }
             )*
         }
     };
-    (@ok $out:ident) => { crate::metrics::Outcome::ok(&$out) };
+    (@ok $out:ident) => { crate::metrics::Succeeded::succeeded(&$out) };
+    // A load the near-cache answered sent no command: its own label, apart from the loads
+    // that did (whose latency and count are the store's).
+    (@label load $out:ident) => {
+        if matches!(&$out, Ok(super::Load::Found(l)) if l.cached) { "load_cached" } else { "load" }
+    };
+    (@label $op:ident $out:ident) => { stringify!($op) };
     (@connecting $e:ident) => { Err($e) };
     (@connecting $e:ident $connecting:expr) => {{
         drop($e);
@@ -254,9 +266,9 @@ contract! {
     /// session by its handle alone (`SessionManager::find_handle`). The memory store lists its
     /// own keys.
     pub(crate) trait OperatorOps {
-        /// The suffix of every key that starts with `prefix` (`SCAN MATCH <prefix>* COUNT 1000`
-        /// on every primary; a key may be reported twice, the caller dedups), within 60 s.
-        async fn scan_suffixes(&self, prefix: &str) -> Result<Vec<String>>;
+        /// The suffix of the first key under `prefix` that `matches` accepts (`SCAN MATCH
+        /// <prefix>* COUNT 1000` on every primary, stopped at the first match), within 60 s.
+        async fn scan_find(&self, prefix: &str, matches: &(dyn Fn(&str) -> bool + Send + Sync)) -> Result<Option<String>>;
     }
 }
 

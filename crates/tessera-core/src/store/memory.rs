@@ -165,13 +165,18 @@ impl TakeoverOps for MemoryBackend {
 
 impl OperatorOps for MemoryBackend {
     /// Its own keys.
-    async fn scan_suffixes(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn scan_find(
+        &self,
+        prefix: &str,
+        matches: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<Option<String>> {
         let (map, _) = self.lock();
         Ok(map
             .entries
             .keys()
-            .filter_map(|k| k.strip_prefix(prefix).map(str::to_string))
-            .collect())
+            .filter_map(|k| k.strip_prefix(prefix))
+            .find(|s| matches(s))
+            .map(str::to_string))
     }
 }
 

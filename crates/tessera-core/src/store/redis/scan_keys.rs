@@ -12,39 +12,38 @@ use std::time::Duration;
 const SCAN_LIMIT: Duration = Duration::from_secs(60);
 
 impl OperatorOps for RedisBackend {
-    /// `SCAN MATCH <prefix>* COUNT 1000`, every primary of a cluster at once.
-    async fn scan_suffixes(&self, prefix: &str) -> Result<Vec<String>> {
+    /// `SCAN MATCH <prefix>* COUNT 1000`, every primary of a cluster at once, until a match.
+    async fn scan_find(
+        &self,
+        prefix: &str,
+        matches: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<Option<String>> {
         let pattern = format!("{}*", glob_escape(prefix));
         let client = self.pool().next_connected().clone();
-        let scan = async {
-            if client.is_clustered() {
-                Box::pin(
-                    client
-                        .scan_cluster_buffered(pattern, Some(1000), None)
-                        .try_collect::<Vec<_>>(),
-                )
-                .await
+        let find = async {
+            let mut keys: futures_util::stream::BoxStream<'_, _> = if client.is_clustered() {
+                Box::pin(client.scan_cluster_buffered(pattern, Some(1000), None))
             } else {
-                Box::pin(
-                    client
-                        .scan_buffered(pattern, Some(1000), None)
-                        .try_collect::<Vec<_>>(),
-                )
-                .await
+                Box::pin(client.scan_buffered(pattern, Some(1000), None))
+            };
+            // Dropping the stream stops the scan.
+            while let Some(key) = keys.try_next().await? {
+                if let Some(suffix) = key.as_str().and_then(|k| k.strip_prefix(prefix)) {
+                    if matches(suffix) {
+                        return Ok(Some(suffix.to_string()));
+                    }
+                }
             }
+            Ok::<_, fred::error::Error>(None)
         };
-        let keys = tokio::time::timeout(SCAN_LIMIT, scan)
+        tokio::time::timeout(SCAN_LIMIT, find)
             .await
             .map_err(|_| {
                 Error::Unavailable(StoreError::timeout(
                     "the key scan did not finish within 60 s",
                 ))
             })?
-            .map_err(Error::from_fred)?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| k.as_str()?.strip_prefix(prefix).map(str::to_string))
-            .collect())
+            .map_err(Error::from_fred)
     }
 }
 
