@@ -570,6 +570,14 @@ mod cases {
             "nothing to confirm"
         );
 
+        // Confirmed for 2; a third session with the value came since: nothing ends, the
+        // confirmation again with the new count.
+        assert!(
+            confirm.body.contains("name=\"expected\" value=\"2\""),
+            "{}",
+            confirm.body
+        );
+        let late = user(&fx.app, "dee", "acme").await;
         let r = op
             .post_form(
                 "/admin/ui/end",
@@ -577,6 +585,30 @@ mod cases {
                     ("csrf_token", &token_in(&confirm.body)),
                     ("field", "tenant"),
                     ("value", "acme"),
+                    ("expected", "2"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 409, "{r:?}");
+        assert!(
+            r.body.contains("id=\"end-changed\"") && r.body.contains("data-count=\"3\""),
+            "{}",
+            r.body
+        );
+        assert_eq!(
+            fx.manager.count_sessions("tenant", "acme").await.unwrap(),
+            3
+        );
+        assert_eq!(late.post("/logout", None).await.status, 204);
+
+        let r = op
+            .post_form(
+                "/admin/ui/end",
+                &[
+                    ("csrf_token", &token_in(&confirm.body)),
+                    ("field", "tenant"),
+                    ("value", "acme"),
+                    ("expected", "2"),
                 ],
             )
             .await;

@@ -85,8 +85,8 @@ async fn run_inner(cli: &Cli, out: &Out) -> Result<Exit, Failure> {
             handle,
             handle_user,
             where_,
+            list,
             yes,
-            ..
         } => {
             let target = match (user, handle, where_) {
                 (Some(u), _, _) => Target::User(u),
@@ -97,10 +97,13 @@ async fn run_inner(cli: &Cli, out: &Out) -> Result<Exit, Failure> {
                 }
                 _ => return Err(usage("end needs a user, --handle H or --where FIELD=VALUE")),
             };
-            end(&manager, target, *yes, out).await
+            end(&manager, target, *yes, *list, out).await
         }
-        Command::Count { field, .. } => {
+        Command::Count { field, list } => {
             let counts = manager.count_by_value(field).await?;
+            if counts.is_empty() && !list {
+                eprintln!("tessera: if {field} is a list field of the apps (index_list_field), pass --list");
+            }
             out.counts(field, &counts);
             Ok(Exit::Ok)
         }
@@ -108,7 +111,7 @@ async fn run_inner(cli: &Cli, out: &Out) -> Result<Exit, Failure> {
             follow,
             after,
             limit,
-        } => events(&manager, after.clone(), *limit, *follow, out).await,
+        } => events(&manager, after.clone(), *limit as usize, *follow, out).await,
     }
 }
 
@@ -167,19 +170,20 @@ async fn end(
     manager: &SessionManager,
     target: Target<'_>,
     yes: bool,
+    list: bool,
     out: &Out,
 ) -> Result<Exit, Failure> {
     let mut found_user = None;
     let (matched, what) = match &target {
         Target::User(u) => (
             manager.list_sessions(*u).await?.len(),
-            format!("of user {u}"),
+            format!("of user {}", render::shown(u)),
         ),
         Target::Handle(h, user) => match manager.inspect(h, *user).await? {
             Some(d) => {
                 let what = format!(
                     "with handle {h} (user {})",
-                    d.user_id.as_deref().unwrap_or("none")
+                    render::shown(d.user_id.as_deref().unwrap_or("none"))
                 );
                 // Ended through its user's index: no second key scan.
                 found_user = d.user_id;
@@ -194,19 +198,38 @@ async fn end(
         },
         Target::Where(f, v) => (
             manager.count_sessions(f, v).await?,
-            format!("whose {f} holds {v}"),
+            format!("whose {} holds {}", render::shown(f), render::shown(v)),
         ),
     };
     if matched == 0 {
+        if let (Target::Where(f, _), false) = (&target, list) {
+            eprintln!(
+                "tessera: if {f} is a list field of the apps (index_list_field), pass --list"
+            );
+        }
         out.ended(0, 0);
         return Ok(Exit::Ok);
     }
     let question = format!("End {matched} live session(s) {what}?");
-    if !yes && !render::confirm(&question) {
-        return Err(Failure(
-            Exit::NotConfirmed,
-            "not confirmed: nothing was ended (--yes skips the question)".into(),
-        ));
+    if !yes {
+        if !render::confirm(&question) {
+            return Err(Failure(
+                Exit::NotConfirmed,
+                "not confirmed: nothing was ended (--yes skips the question)".into(),
+            ));
+        }
+        // Only what was confirmed: sessions may have come or gone while the question waited.
+        let now = match &target {
+            Target::User(u) => manager.list_sessions(*u).await?.len(),
+            Target::Handle(..) => matched,
+            Target::Where(f, v) => manager.count_sessions(f, v).await?,
+        };
+        if now != matched {
+            return Err(Failure(
+                Exit::NotConfirmed,
+                format!("{matched} matched when asked, {now} match now: nothing was ended; run it again"),
+            ));
+        }
     }
     let ended = match target {
         Target::User(u) => manager.logout_all(u).await?,

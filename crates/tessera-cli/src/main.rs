@@ -128,9 +128,9 @@ pub enum Command {
         /// Start after this cursor (from an earlier event); default: the oldest retained.
         #[arg(long)]
         after: Option<String>,
-        /// At most this many (without `--follow`).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// At most this many (without `--follow`), 1 to 10,000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
     },
 }
 

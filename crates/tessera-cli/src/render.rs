@@ -31,17 +31,35 @@ fn print_json(v: &Value) {
     print(&v.to_string());
 }
 
-/// Stored text, safe for a terminal: control characters escaped.
-fn shown(s: &str) -> String {
+/// Stored text, safe for a terminal: control characters, and the invisible and bidirectional
+/// formatting characters (which can reorder or hide what an operator reads), escaped.
+pub(crate) fn shown(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
-            if c.is_control() {
+            if c.is_control() || is_format(c) {
                 c.escape_default().collect::<Vec<_>>()
             } else {
                 vec![c]
             }
         })
         .collect()
+}
+
+/// Unicode format characters (category Cf) that change how text around them is shown.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// A value in a `name=value` line: [`shown`], and quoted (JSON) when it holds white space, `=`
+/// or `"`, or is empty, so that stored text cannot pose as another `name=value`.
+fn shown_value(s: &str) -> String {
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '=' || c == '"') {
+        shown(&serde_json::Value::String(s.to_string()).to_string())
+    } else {
+        shown(s)
+    }
 }
 
 fn time(t: SystemTime) -> String {
@@ -198,8 +216,8 @@ impl Out {
             time(e.at),
             e.kind.as_str(),
             e.handle,
-            shown(e.user_id.as_deref().unwrap_or("-")),
-            shown(&e.instance),
+            shown_value(e.user_id.as_deref().unwrap_or("-")),
+            shown_value(&e.instance),
             e.cursor
         ));
     }
@@ -235,5 +253,17 @@ mod tests {
     fn stored_text_cannot_drive_the_terminal() {
         assert_eq!(super::shown("curl/8\u{1b}[2J\n"), "curl/8\\u{1b}[2J\\n");
         assert_eq!(super::shown("Firefox é"), "Firefox é");
+        assert_eq!(super::shown("t\u{202e}live"), "t\\u{202e}live");
+        assert_eq!(super::shown("a\u{200b}b"), "a\\u{200b}b");
+    }
+
+    #[test]
+    fn a_stored_value_cannot_pose_as_another_field() {
+        assert_eq!(super::shown_value("ann"), "ann");
+        assert_eq!(
+            super::shown_value("victim  instance=host-1"),
+            "\"victim  instance=host-1\""
+        );
+        assert_eq!(super::shown_value(""), "\"\"");
     }
 }

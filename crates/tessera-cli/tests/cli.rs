@@ -238,6 +238,44 @@ async fn end_asks_then_ends(setup: Setup) {
         );
         assert!(logged_in(&bob).await && logged_in(&cat).await);
     }
+    // A session that comes while the question waits: the answer was for 2, nothing ends.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["end", "--where", "tenant=globex"])
+        .env("REDIS_URL", &url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut asked = Vec::new();
+    while !String::from_utf8_lossy(&asked).contains("[y/N]") {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::AsyncReadExt::read(&mut err, &mut buf),
+        )
+        .await
+        .expect("the question within 30 s")
+        .unwrap();
+        assert!(n > 0, "stderr closed before the question: {asked:?}");
+        asked.extend_from_slice(&buf[..n]);
+    }
+    let dan = b.fork();
+    login(&dan, json!({ "user_id": "dan", "tenant": "globex" })).await;
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"y\n").await.unwrap();
+    drop(input);
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut err, &mut rest)
+        .await
+        .unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(5), "{rest}");
+    assert!(rest.contains("2 matched when asked, 3 match now"), "{rest}");
+    assert!(logged_in(&bob).await && logged_in(&cat).await && logged_in(&dan).await);
+    assert_eq!(dan.post("/logout", None).await.status, 204);
+
     // Answered yes.
     let run = tessera(
         &url,
@@ -400,6 +438,8 @@ async fn exit_codes_scripts_can_use(setup: Setup) {
     assert_eq!(run.code, 4, "{run:?}");
     let run = tessera(&url, &["end"], None).await;
     assert_eq!(run.code, 2, "clap's usage error: {run:?}");
+    let run = tessera(&url, &["events", "--limit", "0"], None).await;
+    assert_eq!(run.code, 2, "{run:?}");
     let run = tessera(&url, &["sessions", "ann", "--json"], None).await;
     assert_eq!((run.code, run.json()), (0, json!([])));
 }

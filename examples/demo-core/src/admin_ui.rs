@@ -48,6 +48,23 @@ pub struct AdminUi {
     secure: bool,
 }
 
+/// `TESSERA_SECRET` as bytes, or 32 random bytes for this process (then a sign-in lasts as
+/// long as the process, as the sessions do with a random signing key).
+fn server_secret() -> Vec<u8> {
+    static RANDOM: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    match std::env::var("TESSERA_SECRET") {
+        Ok(s) if !s.is_empty() => s.into_bytes(),
+        _ => RANDOM
+            .get_or_init(|| {
+                let mut b = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+                    .expect("the operating system's random number generator");
+                b
+            })
+            .to_vec(),
+    }
+}
+
 impl std::fmt::Debug for AdminUi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminUi")
@@ -58,10 +75,17 @@ impl std::fmt::Debug for AdminUi {
 }
 
 impl AdminUi {
-    /// The page signed in with `token`; its cookie `Secure` when `secure`.
+    /// The page signed in with `token`; its cookie `Secure` when `secure`. The cookie's MAC
+    /// key is derived from the token and the server's secret (`TESSERA_SECRET`, or a random
+    /// one for this process): a captured cookie is no offline oracle for guessing the token.
     pub fn new(token: impl Into<String>, secure: bool) -> AdminUi {
         let token = token.into();
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes());
+        let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &server_secret());
+        let material = ring::hmac::sign(
+            &derive,
+            format!("tessera-demo admin cookie key\n{token}").as_bytes(),
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, material.as_ref());
         AdminUi { token, key, secure }
     }
 
@@ -569,6 +593,10 @@ pub struct EndForm {
     /// The value the sessions to end hold in it.
     #[serde(default)]
     pub value: String,
+    /// The confirmation's count: the post ends nothing, and shows the confirmation again,
+    /// when that many no longer match (sessions came or went since the operator confirmed).
+    #[serde(default)]
+    pub expected: Option<usize>,
 }
 
 /// `POST /admin/ui/sign-in`: the right admin token signs this browser in (the cookie, then back
@@ -580,6 +608,8 @@ pub async fn sign_in(op: Operator<'_>, session: &Session, form: SignInForm) -> A
     // The bearer comparison of the JSON routes, in constant time.
     let presented = format!("Bearer {}", form.token);
     if form.token.is_empty() || !crate::token_matches(&ui.token, Some(presented.as_bytes())) {
+        // For the operator's alerts: repeated wrong tokens are someone guessing.
+        tracing::warn!(target: "demo::admin", "admin page: sign-in with a wrong token refused");
         return sign_in_page(session, 401, Some("That is not the admin token.")).await;
     }
     let mut p = AdminPage::see("/admin".into());
@@ -683,13 +713,19 @@ pub async fn confirm_end(op: Operator<'_>, session: &Session, form: EndForm) -> 
     match found.await {
         Ok((token, found)) => AdminPage::html(
             200,
-            layout("confirm", &confirmation(field, value, &token, &found)),
+            layout("confirm", &confirmation(field, value, &token, &found, "")),
         ),
         Err(e) => failed(&e),
     }
 }
 
-fn confirmation(field: &str, value: &str, token: &str, found: &FoundSessions) -> String {
+fn confirmation(
+    field: &str,
+    value: &str,
+    token: &str,
+    found: &FoundSessions,
+    notice: &str,
+) -> String {
     let query = format!("<code>{}</code> = <code>{}</code>", esc(field), esc(value));
     if found.count == 0 {
         return format!(
@@ -724,10 +760,15 @@ fn confirmation(field: &str, value: &str, token: &str, found: &FoundSessions) ->
         token,
         &format!("End {n} session{s}"),
         "danger",
-        &format!("{}{}", hidden("field", field), hidden("value", value)),
+        &format!(
+            "{}{}{}",
+            hidden("field", field),
+            hidden("value", value),
+            hidden("expected", &n.to_string())
+        ),
     );
     format!(
-        "<section><h2>End sessions by query</h2>\
+        "<section><h2>End sessions by query</h2>{notice}\
          <p id=\"end-count\" data-count=\"{n}\"><b>{n}</b> live session{s} {have} {query}.</p>\
          <table id=\"matches\" class=\"list\"><tr><th>handle</th><th>user</th></tr>{rows}</table>{more}\
          <div class=\"row\">{confirm} <a href=\"/admin\">Cancel</a></div></section>"
@@ -744,6 +785,34 @@ pub async fn end(op: Operator<'_>, session: &Session, form: EndForm) -> AdminPag
         Ok(q) => q,
         Err(p) => return p,
     };
+    if let Some(expected) = form.expected {
+        // Only what was confirmed: if the match changed since, the operator sees it again.
+        let now = async {
+            let found = session
+                .manager()
+                .find_sessions(field, value, 0, PREVIEW_ROWS)
+                .await?;
+            Ok::<_, Error>((session.csrf_token().await?, found))
+        };
+        match now.await {
+            Ok((token, found)) if found.count != expected => {
+                let notice = format!(
+                    "<p id=\"end-changed\" class=\"note\">Nothing was ended: {expected} matched when you \
+                     confirmed, {} match now. Confirm again.</p>",
+                    found.count
+                );
+                return AdminPage::html(
+                    409,
+                    layout(
+                        "confirm",
+                        &confirmation(field, value, &token, &found, &notice),
+                    ),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return failed(&e),
+        }
+    }
     match session.manager().end_sessions(field, value).await {
         Ok(n) => AdminPage::html(
             200,
