@@ -404,7 +404,7 @@ impl Browser {
 }
 
 /// Percent-encodes a form value (everything but unreserved characters).
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -47,16 +47,7 @@ fn admin_cookie(a: &Answer) -> Option<&str> {
 
 /// A form body, percent-encoded.
 fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
+    let enc = tessera_tests::http::urlencode;
     pairs
         .iter()
         .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
@@ -577,18 +568,16 @@ mod cases {
             "{}",
             confirm.body
         );
+        let token = token_in(&confirm.body);
+        let fields = [
+            ("csrf_token", token.as_str()),
+            ("field", "tenant"),
+            ("value", "acme"),
+            ("expected", "2"),
+        ];
+        let confirmed = || op.post_form("/admin/ui/end", &fields);
         let late = user(&fx.app, "dee", "acme").await;
-        let r = op
-            .post_form(
-                "/admin/ui/end",
-                &[
-                    ("csrf_token", &token_in(&confirm.body)),
-                    ("field", "tenant"),
-                    ("value", "acme"),
-                    ("expected", "2"),
-                ],
-            )
-            .await;
+        let r = confirmed().await;
         assert_eq!(r.status, 409, "{r:?}");
         assert!(
             r.body.contains("id=\"end-changed\"") && r.body.contains("data-count=\"3\""),
@@ -601,17 +590,7 @@ mod cases {
         );
         assert_eq!(late.post("/logout", None).await.status, 204);
 
-        let r = op
-            .post_form(
-                "/admin/ui/end",
-                &[
-                    ("csrf_token", &token_in(&confirm.body)),
-                    ("field", "tenant"),
-                    ("value", "acme"),
-                    ("expected", "2"),
-                ],
-            )
-            .await;
+        let r = confirmed().await;
         assert_eq!(r.status, 200, "{r:?}");
         assert!(
             r.body.contains("id=\"ended-count\" data-count=\"2\""),

@@ -621,20 +621,8 @@ async fn admin_flow(app: TestApp, m: SessionManager, shots: bool) {
         .await
         .unwrap();
     click(&op, "#user-devices form button").await;
-    let start = Instant::now();
-    while op
-        .find_all(Locator::Css("#devices tr.device"))
-        .await
-        .map(|v| v.len())
-        .unwrap_or(0)
-        != 2
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            op.source().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if device_rows(&op, 2).await != 2 {
+        panic!("{}", op.source().await.unwrap());
     }
     if shots {
         screenshot("admin.png", &page_shot(&op).await);
@@ -642,20 +630,8 @@ async fn admin_flow(app: TestApp, m: SessionManager, shots: bool) {
     let row = op.find(Locator::Css("#devices tr.device")).await.unwrap();
     let revoked = row.attr("data-handle").await.unwrap().unwrap();
     click(&op, "#devices tr.device form button").await;
-    let start = Instant::now();
-    while op
-        .find_all(Locator::Css("#devices tr.device"))
-        .await
-        .map(|v| v.len())
-        .unwrap_or(0)
-        != 1
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            op.source().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if device_rows(&op, 1).await != 1 {
+        panic!("{}", op.source().await.unwrap());
     }
     let left = m.list_sessions("ada").await.unwrap();
     assert_eq!(

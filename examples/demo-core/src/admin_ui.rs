@@ -445,7 +445,7 @@ async fn render(session: &Session, user: Option<&str>) -> Result<String, Error> 
     Ok(layout("operators", &body))
 }
 
-/// The live sessions per tenant as an inline SVG bar chart: at most [`BARS`] bars, largest
+/// The live sessions per tenant as an inline SVG bar chart: at most `BARS` (12) bars, largest
 /// first (ties by name), the rest summed in one "others" bar; each bar names its tenant and
 /// count, and the chart has a title and a text description for screen readers.
 pub fn tenant_chart(counts: &BTreeMap<String, usize>) -> String {
