@@ -295,6 +295,21 @@ impl Browser {
         }
     }
 
+    /// The handle `GET /sessions` shows for this browser's own session (`current`).
+    pub async fn own_handle(&self) -> String {
+        let r = self.get("/sessions").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["current"] == true)
+            .unwrap()["handle"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// `POST path` with a form body (`application/x-www-form-urlencoded`), as a browser posts
     /// an HTML form.
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Answer {

@@ -97,17 +97,7 @@ fn map(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 
 /// The handle `GET /sessions` shows for this browser's session.
 async fn handle(b: &Browser) -> String {
-    let r = b.get("/sessions").await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["current"] == true)
-        .unwrap()["handle"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    b.own_handle().await
 }
 
 /// How many keys the store holds (all nodes of a cluster; the memory store's own count).

@@ -288,14 +288,8 @@ async fn end_asks_then_ends(setup: Setup) {
     assert!(!logged_in(&bob).await && !logged_in(&cat).await);
 
     // One session by its handle (a key scan), for scripts.
-    let me = ann2.get("/sessions").await.json();
-    let mine = me
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["current"] == true)
-        .unwrap();
-    let h = mine["handle"].as_str().unwrap();
+    let h = ann2.own_handle().await;
+    let h = h.as_str();
     let run = tessera(&url, &["end", "--handle", h, "--yes"], None).await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.stdout.trim(), "ended 1 of 1 matching session(s)");
@@ -305,16 +299,7 @@ async fn end_asks_then_ends(setup: Setup) {
 
     // A session whose entry in its user's index is gone (lapsed): found by the scan, ended
     // all the same.
-    let me = ann1.get("/sessions").await.json();
-    let h1 = me
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["current"] == true)
-        .unwrap()["handle"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let h1 = ann1.own_handle().await;
     let index = "user:ann:sessions";
     let before: Vec<String> = fx
         .server()
